@@ -1,0 +1,160 @@
+use super::*;
+
+fn decode(json: &str) -> Result<Event, DataError> {
+    decode_event(json.as_bytes(), &DecodeLimits::default(), 42)
+}
+
+fn rejected(json: &str) -> (ErrorReason, Option<String>) {
+    let error = decode(json).expect_err(json);
+    (error.reason, error.field.map(|field| field.to_string()))
+}
+
+#[test]
+fn metric_with_labels_and_session() {
+    let event = decode(
+        r#"{"type":"metric","ts":1700000000000,"session_id":"s1","name":"latency_ms","value":51.25,"labels":{"region":"eu","host":"a"}}"#,
+    )
+    .unwrap();
+    assert_eq!(event.ts, 1_700_000_000_000);
+    let EventBody::Metric(metric) = &event.body else { panic!("not a metric") };
+    assert_eq!(metric.name, "latency_ms");
+    assert_eq!(metric.value, 51.25);
+    assert_eq!(metric.session_id.as_deref(), Some("s1"));
+    // Labels are canonical: sorted by key.
+    assert_eq!(metric.labels, vec![("host".into(), "a".into()), ("region".into(), "eu".into())]);
+    assert!(event.attrs.is_empty());
+}
+
+#[test]
+fn type_may_come_last_and_ts_defaults_to_ingestion_time() {
+    let event = decode(r#"{"value":1,"name":"x","type":"metric"}"#).unwrap();
+    assert_eq!(event.ts, 42);
+    assert!(matches!(event.body, EventBody::Metric(_)));
+}
+
+#[test]
+fn unknown_and_foreign_fields_are_kept_in_attrs() {
+    let event = decode(r#"{"type":"metric","name":"x","value":1,"host":{"a":[1,2]},"kind":"operation"}"#).unwrap();
+    assert_eq!(
+        event.attrs,
+        vec![("host".into(), r#"{"a":[1,2]}"#.to_owned()), ("kind".into(), r#""operation""#.to_owned())]
+    );
+    // and they come back out in the wire form
+    let json = event.to_json();
+    assert_eq!(json["host"]["a"][1], 2);
+    assert_eq!(json["kind"], "operation");
+}
+
+#[test]
+fn every_variant_round_trips_through_json() {
+    let lines = [
+        r#"{"type":"session","ts":5,"session_id":"s","user_id":"u","kind":"operation","operation":"read","duration_ms":12.5,"tokens":300,"success":false,"message":"boom"}"#,
+        r#"{"type":"metric","ts":5,"name":"cpu","value":-0.5,"labels":{"host":"h"}}"#,
+        r#"{"type":"prediction","ts":5,"model_id":"m","model_version":"v2","prediction_id":"p1","predicted":"yes","confidence":0.75,"latency_ms":3,"features":{"b":2,"a":1.5},"session_id":"s"}"#,
+        r#"{"type":"outcome","ts":9,"prediction_id":"p1","actual":"no","model_id":"m"}"#,
+        r#"{"type":"alert_command","ts":9,"command":"create","title":"disk","severity":"critical","labels":{"team":"db"},"message":"full"}"#,
+        r#"{"type":"alert_command","ts":9,"command":"acknowledge","alert_id":"a-1","actor":"bob","note":"looking"}"#,
+    ];
+    for line in lines {
+        let event = decode(line).unwrap();
+        let again = decode(&event.to_json().to_string()).unwrap();
+        assert_eq!(event, again, "{line}");
+    }
+}
+
+#[test]
+fn labels_for_predictions_accept_integers_and_booleans() {
+    let event = decode(r#"{"type":"prediction","model_id":"m","prediction_id":"p","predicted":1,"confidence":1,"latency_ms":0}"#).unwrap();
+    let EventBody::Prediction(prediction) = event.body else { panic!() };
+    assert_eq!(prediction.predicted, "1");
+    let event = decode(r#"{"type":"outcome","prediction_id":"p","actual":true}"#).unwrap();
+    let EventBody::Outcome(outcome) = event.body else { panic!() };
+    assert_eq!(outcome.actual, "true");
+}
+
+#[test]
+fn errors_name_the_field_and_the_reason() {
+    use ErrorReason::*;
+    let cases: &[(&str, ErrorReason, Option<&str>)] = &[
+        (r#"{"name":"x","value":1}"#, MissingField, Some("type")),
+        (r#"{"type":"metric","value":1}"#, MissingField, Some("name")),
+        (r#"{"type":"metric","name":"x"}"#, MissingField, Some("value")),
+        (r#"{"type":"metric","name":"x","value":null}"#, MissingField, Some("value")),
+        (r#"{"type":"metric","name":"x","value":"1"}"#, InvalidType, Some("value")),
+        (r#"{"type":"metric","name":"","value":1}"#, EmptyId, Some("name")),
+        (r#"{"type":"metric","name":"x","value":1e400}"#, NonFinite, Some("value")),
+        (r#"{"type":"metric","name":"x","value":1,"labels":{"a":1}}"#, InvalidType, Some("labels.a")),
+        (r#"{"type":"metric","name":"x","value":1,"labels":[1]}"#, InvalidType, Some("labels")),
+        (r#"{"type":"metric","name":"x","value":1,"ts":-5}"#, InvalidValue, Some("ts")),
+        (r#"{"type":"metric","name":"x","value":1,"ts":1.5}"#, InvalidValue, Some("ts")),
+        (r#"{"type":"metric","name":"x","value":1,"ts":"now"}"#, InvalidType, Some("ts")),
+        (r#"{"type":"metric","name":"x","name":"y","value":1}"#, DuplicateField, Some("name")),
+        (r#"{"type":"gauge","name":"x","value":1}"#, UnknownType, Some("type")),
+        (r#"{"type":7}"#, InvalidType, Some("type")),
+        (r#"{"type":"session","session_id":"s","kind":"paused"}"#, InvalidValue, Some("kind")),
+        (r#"{"type":"session","session_id":"s","kind":"operation","duration_ms":-1}"#, InvalidValue, Some("duration_ms")),
+        (r#"{"type":"session","session_id":"s","kind":"operation","success":"yes"}"#, InvalidType, Some("success")),
+        (r#"{"type":"prediction","model_id":"m","prediction_id":"p","predicted":"a","confidence":1.5,"latency_ms":1}"#, InvalidValue, Some("confidence")),
+        (r#"{"type":"prediction","model_id":"m","prediction_id":"p","predicted":"a","confidence":0.5,"latency_ms":1,"features":{"f":"x"}}"#, InvalidType, Some("features.f")),
+        (r#"{"type":"alert_command","command":"resolve"}"#, MissingField, Some("alert_id")),
+        (r#"{"type":"alert_command","command":"create"}"#, MissingField, Some("title")),
+        (r#"{"type":"alert_command","command":"create","title":"t","severity":"extreme"}"#, InvalidValue, Some("severity")),
+        (r#"[1,2]"#, MalformedJson, None),
+        (r#"{"type":"metric","name":"x","value":1"#, MalformedJson, None),
+        (r#"{"type":"metric","name":"x","value":1} trailing"#, MalformedJson, None),
+        (r#"{"type":"metric","name":"x","value":tru}"#, MalformedJson, Some("value")),
+    ];
+    for (json, reason, field) in cases {
+        let (got_reason, got_field) = rejected(json);
+        assert_eq!((got_reason, got_field.as_deref()), (*reason, *field), "{json}");
+    }
+}
+
+#[test]
+fn limits_are_enforced() {
+    let limits = DecodeLimits {
+        max_id_bytes: 4,
+        max_text_bytes: 8,
+        max_map_entries: 2,
+    };
+    let check = |json: &str, field: Option<&str>| {
+        let error = decode_event(json.as_bytes(), &limits, 0).expect_err(json);
+        assert_eq!(error.reason, ErrorReason::TooLong, "{json}");
+        assert_eq!(error.field.as_deref(), field, "{json}");
+    };
+    check(r#"{"type":"metric","name":"toolong","value":1}"#, Some("name"));
+    check(r#"{"type":"metric","name":"x","value":1,"labels":{"a":"b","c":"d","e":"f"}}"#, Some("labels"));
+    check(r#"{"type":"metric","name":"x","value":1,"labels":{"a":"bbbbbb"}}"#, Some("labels.a"));
+    check(r#"{"type":"session","session_id":"s","kind":"error","message":"123456789"}"#, Some("message"));
+    check(r#"{"type":"metric","name":"x","value":1,"u1":1,"u2":2,"u3":3}"#, None);
+}
+
+#[test]
+fn duplicate_label_keys_are_rejected() {
+    let (reason, field) = rejected(r#"{"type":"metric","name":"x","value":1,"labels":{"a":"1","a":"2"}}"#);
+    assert_eq!(reason, ErrorReason::DuplicateField);
+    assert_eq!(field.as_deref(), Some("labels.a"));
+}
+
+#[test]
+fn escaped_keys_and_values_decode() {
+    let event = decode(r#"{"typ\u0065":"metric","name":"a\"b","value":2}"#).unwrap();
+    let EventBody::Metric(metric) = event.body else { panic!() };
+    assert_eq!(metric.name, "a\"b");
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+        let _ = decode_event(&bytes, &DecodeLimits::default(), 0);
+    }
+
+    #[test]
+    fn arbitrary_metric_values_round_trip(value in proptest::num::f64::NORMAL, name in "[a-z_]{1,20}", ts in 0u64..4_000_000_000_000) {
+        let json = serde_json::json!({"type": "metric", "ts": ts, "name": name, "value": value}).to_string();
+        let event = decode(&json).unwrap();
+        let EventBody::Metric(metric) = event.body else { panic!() };
+        proptest::prop_assert_eq!(metric.value, value);
+        proptest::prop_assert_eq!(event.ts, ts);
+    }
+}

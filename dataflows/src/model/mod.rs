@@ -1,0 +1,26 @@
+//! The records that flow through megamind's dataflows.
+//!
+//! Inputs are [`Event`]s (decoded by [`decode`]); operators turn them into
+//! [`Sample`]s, [`WindowStats`], [`SessionState`]s, [`Breach`]es and alert transitions,
+//! all collected into the [`Update`] stream that leaves the dataflow. Bad records are
+//! [`DataError`] values.
+
+pub mod decode;
+mod error;
+mod event;
+mod labels;
+mod rules;
+mod series;
+mod session;
+mod update;
+
+pub use error::{DataError, ErrorReason};
+pub use event::{
+    AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent, PredictionEvent,
+    SessionEvent, SessionKind, Severity,
+};
+pub use labels::labels_as_map;
+pub use rules::{Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comparison, RuleError};
+pub use series::{Sample, SeriesKey, WindowStats};
+pub use session::{HistorySample, SessionState, SessionStatus};
+pub use update::Update;

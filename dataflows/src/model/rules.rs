@@ -1,0 +1,250 @@
+//! Threshold rules over window statistics, the breaches they find, and the alert
+//! transitions that follow.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{Id, Labels, Severity};
+use super::labels::labels_as_map;
+use super::series::{SeriesKey, WindowStats};
+
+/// Which window statistic a rule looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregate {
+    /// Sample count.
+    Count,
+    /// Sum of values.
+    Sum,
+    /// Mean value.
+    Mean,
+    /// Smallest value.
+    Min,
+    /// Largest value.
+    Max,
+    /// Samples per second.
+    Rate,
+    /// Median.
+    P50,
+    /// 95th percentile.
+    P95,
+    /// 99th percentile.
+    P99,
+}
+
+impl Aggregate {
+    /// The statistic's value in `stats`.
+    pub fn apply(self, stats: &WindowStats) -> f64 {
+        match self {
+            Self::Count => stats.count as f64,
+            Self::Sum => stats.sum,
+            Self::Mean => stats.mean,
+            Self::Min => stats.min,
+            Self::Max => stats.max,
+            Self::Rate => stats.rate,
+            Self::P50 => stats.p50,
+            Self::P95 => stats.p95,
+            Self::P99 => stats.p99,
+        }
+    }
+}
+
+/// How a value is compared with the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Comparison {
+    /// value > threshold
+    #[serde(rename = ">")]
+    Above,
+    /// value >= threshold
+    #[serde(rename = ">=")]
+    AtLeast,
+    /// value < threshold
+    #[serde(rename = "<")]
+    Below,
+    /// value <= threshold
+    #[serde(rename = "<=")]
+    AtMost,
+}
+
+impl Comparison {
+    /// Whether `value` breaches `threshold`.
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Self::Above => value > threshold,
+            Self::AtLeast => value >= threshold,
+            Self::Below => value < threshold,
+            Self::AtMost => value <= threshold,
+        }
+    }
+
+    /// The operator symbol.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Self::Above => ">",
+            Self::AtLeast => ">=",
+            Self::Below => "<",
+            Self::AtMost => "<=",
+        }
+    }
+}
+
+/// A rule that fails validation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// The id is empty.
+    #[error("rule id must not be empty")]
+    EmptyId,
+    /// The metric pattern is empty.
+    #[error("rule {rule:?}: metric must not be empty")]
+    EmptyMetric {
+        /// The rule.
+        rule: String,
+    },
+    /// The threshold is NaN or infinite.
+    #[error("rule {rule:?}: threshold must be a finite number")]
+    NonFiniteThreshold {
+        /// The rule.
+        rule: String,
+    },
+    /// Two rules share an id.
+    #[error("rule id {rule:?} is used more than once")]
+    DuplicateId {
+        /// The rule.
+        rule: String,
+    },
+}
+
+fn default_min_count() -> u64 {
+    1
+}
+
+/// A threshold rule over window statistics: "the window `mean` of `latency_ms` is `>` 70".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreachRule {
+    /// Unique id, used in fingerprints and metric labels.
+    pub id: Id,
+    /// The metric name to watch; `*` watches every series.
+    pub metric: Id,
+    /// Only series carrying all these labels.
+    #[serde(default, with = "labels_as_map")]
+    pub labels: Labels,
+    /// The statistic compared.
+    pub aggregate: Aggregate,
+    /// The comparison.
+    pub op: Comparison,
+    /// The threshold.
+    pub threshold: f64,
+    /// Severity of the breach.
+    pub severity: Severity,
+    /// Windows with fewer samples are ignored.
+    #[serde(default = "default_min_count")]
+    pub min_count: u64,
+}
+
+impl BreachRule {
+    /// Checks the rule's own invariants.
+    ///
+    /// # Errors
+    /// The first invariant violated.
+    pub fn validate(&self) -> Result<(), RuleError> {
+        if self.id.is_empty() {
+            return Err(RuleError::EmptyId);
+        }
+        if self.metric.is_empty() {
+            return Err(RuleError::EmptyMetric { rule: self.id.to_string() });
+        }
+        if !self.threshold.is_finite() {
+            return Err(RuleError::NonFiniteThreshold { rule: self.id.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Whether the rule watches this series.
+    pub fn watches(&self, key: &SeriesKey) -> bool {
+        (self.metric == "*" || self.metric == key.name) && key.has_labels(&self.labels)
+    }
+
+    /// The breaching value, if `stats` breaches the rule.
+    pub fn check(&self, stats: &WindowStats) -> Option<f64> {
+        if stats.count < self.min_count {
+            return None;
+        }
+        let value = self.aggregate.apply(stats);
+        self.op.holds(value, self.threshold).then_some(value)
+    }
+
+    /// The fingerprint of this rule's alert for `key`: stable across processes and runs.
+    pub fn fingerprint(&self, key: &SeriesKey) -> String {
+        let mut hasher = rustc_hash::FxHasher::default();
+        self.id.hash(&mut hasher);
+        key.hash(&mut hasher);
+        format!("{}-{:016x}", self.id, hasher.finish())
+    }
+}
+
+/// One window in which a rule held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Breach {
+    /// The rule.
+    pub rule_id: Id,
+    /// The series.
+    pub key: SeriesKey,
+    /// Window start, ms.
+    pub start: u64,
+    /// Window end, ms.
+    pub end: u64,
+    /// The statistic compared.
+    pub aggregate: Aggregate,
+    /// The comparison.
+    pub op: Comparison,
+    /// The statistic's value.
+    pub value: f64,
+    /// The rule's threshold.
+    pub threshold: f64,
+    /// The rule's severity.
+    pub severity: Severity,
+}
+
+/// The state an alert moves into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// The condition holds.
+    Firing,
+    /// The condition stopped holding (or the series went quiet).
+    Resolved,
+}
+
+impl fmt::Display for AlertState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+        })
+    }
+}
+
+/// An alert changing state: emitted on the first breaching window of a streak
+/// (`firing`) and on the first window after it that does not breach (`resolved`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertTransition {
+    /// Rule id plus a hash of the series key.
+    pub fingerprint: String,
+    /// The rule.
+    pub rule_id: Id,
+    /// The series.
+    pub key: SeriesKey,
+    /// The new state.
+    pub state: AlertState,
+    /// Event time of the transition (the end of the deciding window), ms.
+    pub at: u64,
+    /// The statistic's value in the deciding window (none when the series went quiet).
+    pub value: Option<f64>,
+    /// The rule's threshold.
+    pub threshold: f64,
+    /// The rule's severity.
+    pub severity: Severity,
+}

@@ -1,0 +1,57 @@
+//! The typed results that leave the dataflow.
+
+use serde::Serialize;
+
+use super::error::DataError;
+use super::rules::{AlertTransition, Breach};
+use super::series::{SeriesKey, WindowStats};
+use super::session::{HistorySample, SessionState};
+
+/// One result of the analytics pipeline, as delivered to views, WebSocket clients and the
+/// `--out` file. Serialized as a JSON object tagged by `kind`.
+///
+/// Updates are produced by the worker that owns the key and handed to sinks on that
+/// worker; they are never exchanged between workers, so they carry no bincode contract.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Update {
+    /// A closed, non-empty window.
+    Window(WindowStats),
+    /// The series had no samples in the window ending at `end`; its state was evicted.
+    SeriesIdle {
+        /// The series.
+        key: SeriesKey,
+        /// End of the first empty window, ms.
+        end: u64,
+    },
+    /// A session changed.
+    Session(SessionState),
+    /// A session's performance history grew by one point.
+    SessionSample(HistorySample),
+    /// A window breached a rule.
+    Breach(Breach),
+    /// An alert changed state.
+    Alert(AlertTransition),
+    /// A record was rejected inside the dataflow (for example: late).
+    Rejected {
+        /// Why.
+        error: DataError,
+        /// The record's event time, ms.
+        ts: u64,
+    },
+}
+
+impl Update {
+    /// The `kind` tag of this update.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Window(_) => "window",
+            Self::SeriesIdle { .. } => "series_idle",
+            Self::Session(_) => "session",
+            Self::SessionSample(_) => "session_sample",
+            Self::Breach(_) => "breach",
+            Self::Alert(_) => "alert",
+            Self::Rejected { .. } => "rejected",
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The pure core of the window operator: a sparse ring of panes per series.
+//!
+//! A window of length `L` sliding by `S` (with `S` dividing `L`) is the union of `L/S`
+//! consecutive panes of length `S`. Each sample lands in exactly one pane; a window's
+//! statistics merge its panes. Only non-empty panes are stored, oldest first, so a
+//! series with a few samples per window costs a few small panes, and panes older than
+//! the oldest open window are dropped as windows close.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::model::{SeriesKey, WindowStats};
+use crate::operators::quantiles::{QuantileScratch, ValueBag};
+use crate::time::duration_ms;
+
+/// Shape of the sliding windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// Window length (a multiple of `slide`).
+    pub length: Duration,
+    /// Distance between window starts (the pane length).
+    pub slide: Duration,
+    /// Percentiles are exact for windows with at most this many samples.
+    pub exact_limit: usize,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            length: Duration::from_secs(300),
+            slide: Duration::from_secs(10),
+            exact_limit: 4096,
+        }
+    }
+}
+
+/// A window configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowConfigError {
+    /// The slide is shorter than a millisecond.
+    #[error("window slide must be at least 1ms")]
+    ZeroSlide,
+    /// The length is not a whole number of slides.
+    #[error("window length {length:?} is not a multiple of the slide {slide:?}")]
+    NotAMultiple {
+        /// The length.
+        length: Duration,
+        /// The slide.
+        slide: Duration,
+    },
+}
+
+impl WindowConfig {
+    /// Checks that the shape is usable.
+    ///
+    /// # Errors
+    /// A zero slide, or a length that is not a multiple of the slide.
+    pub fn validate(&self) -> Result<(), WindowConfigError> {
+        let slide = duration_ms(self.slide);
+        let length = duration_ms(self.length);
+        if slide == 0 {
+            return Err(WindowConfigError::ZeroSlide);
+        }
+        if length == 0 || length % slide != 0 {
+            return Err(WindowConfigError::NotAMultiple {
+                length: self.length,
+                slide: self.slide,
+            });
+        }
+        Ok(())
+    }
+
+    /// Pane length in ms (at least 1).
+    pub fn slide_ms(&self) -> u64 {
+        duration_ms(self.slide).max(1)
+    }
+
+    /// Window length in ms.
+    pub fn length_ms(&self) -> u64 {
+        duration_ms(self.length)
+    }
+
+    /// Panes per window (at least 1).
+    pub fn panes(&self) -> u64 {
+        (self.length_ms() / self.slide_ms()).max(1)
+    }
+}
+
+/// Aggregates of the samples in one pane.
+#[derive(Debug, Clone)]
+struct Pane {
+    index: u64,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    values: ValueBag,
+}
+
+impl Pane {
+    fn new(index: u64) -> Self {
+        Self {
+            index,
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            values: ValueBag::default(),
+        }
+    }
+
+    fn add(&mut self, value: f64, exact_limit: usize) {
+        self.count += 1;
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.values.record(value, exact_limit);
+    }
+}
+
+/// The panes of one series, oldest first, non-empty only.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesPanes {
+    panes: VecDeque<Pane>,
+    /// Whether the last window computed for this series was non-empty.
+    pub active: bool,
+}
+
+impl SeriesPanes {
+    /// Adds a sample to pane `index`.
+    pub fn insert(&mut self, index: u64, value: f64, exact_limit: usize) {
+        // Samples mostly arrive in time order: the newest pane is the usual target.
+        let position = match self.panes.back() {
+            Some(last) if last.index == index => self.panes.len() - 1,
+            Some(last) if last.index < index => {
+                self.panes.push_back(Pane::new(index));
+                self.panes.len() - 1
+            }
+            None => {
+                self.panes.push_back(Pane::new(index));
+                0
+            }
+            Some(_) => match self.panes.binary_search_by_key(&index, |pane| pane.index) {
+                Ok(position) => position,
+                Err(position) => {
+                    self.panes.insert(position, Pane::new(index));
+                    position
+                }
+            },
+        };
+        self.panes[position].add(value, exact_limit);
+    }
+
+    /// Whether no pane holds data.
+    pub fn is_empty(&self) -> bool {
+        self.panes.is_empty()
+    }
+
+    /// Index of the oldest pane holding data.
+    pub fn first_index(&self) -> Option<u64> {
+        self.panes.front().map(|pane| pane.index)
+    }
+
+    /// Statistics of the window made of panes `[end_index - panes, end_index)`, or `None`
+    /// when it is empty. Panes must already be evicted below `end_index - panes`.
+    pub fn window(
+        &self,
+        key: &SeriesKey,
+        end_index: u64,
+        config: &WindowConfig,
+        scratch: &mut QuantileScratch,
+    ) -> Option<WindowStats> {
+        let first_index = end_index.saturating_sub(config.panes());
+        let mut count = 0u64;
+        let mut sum = 0.0f64;
+        let mut min = f64::INFINITY;
+        let mut max = f64::NEG_INFINITY;
+        scratch.clear();
+        for pane in self.panes.iter().take_while(|pane| pane.index < end_index) {
+            debug_assert!(pane.index >= first_index, "invariant: panes before the window are evicted");
+            count += pane.count;
+            sum += pane.sum;
+            min = min.min(pane.min);
+            max = max.max(pane.max);
+            scratch.add(&pane.values, config.exact_limit);
+        }
+        if count == 0 {
+            return None;
+        }
+        let ([p50, p95, p99], exact) = scratch.quantiles([0.5, 0.95, 0.99]);
+        let slide = config.slide_ms();
+        let length_ms = config.length_ms();
+        Some(WindowStats {
+            key: key.clone(),
+            start: first_index.saturating_mul(slide),
+            end: end_index.saturating_mul(slide),
+            count,
+            sum,
+            mean: sum / count as f64,
+            min,
+            max,
+            rate: count as f64 * 1000.0 / length_ms.max(1) as f64,
+            p50,
+            p95,
+            p99,
+            exact,
+        })
+    }
+
+    /// Drops panes with index below `first_kept`.
+    pub fn evict_before(&mut self, first_kept: u64) {
+        while self.panes.front().is_some_and(|pane| pane.index < first_kept) {
+            self.panes.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(length_ms: u64, slide_ms: u64) -> WindowConfig {
+        WindowConfig {
+            length: Duration::from_millis(length_ms),
+            slide: Duration::from_millis(slide_ms),
+            exact_limit: 64,
+        }
+    }
+
+    #[test]
+    fn validation_catches_bad_shapes() {
+        assert_eq!(config(10, 0).validate(), Err(WindowConfigError::ZeroSlide));
+        assert!(matches!(config(25, 10).validate(), Err(WindowConfigError::NotAMultiple { .. })));
+        assert_eq!(config(30, 10).validate(), Ok(()));
+    }
+
+    #[test]
+    fn window_merges_its_panes_only() {
+        let config = config(30, 10);
+        let key = SeriesKey::named("x");
+        let mut panes = SeriesPanes::default();
+        panes.insert(2, 5.0, 64);
+        panes.insert(0, 1.0, 64); // out of order
+        panes.insert(1, 3.0, 64);
+        panes.insert(1, 4.0, 64);
+        panes.insert(3, 100.0, 64); // not in the window ending at pane 3
+        let mut scratch = QuantileScratch::default();
+        let stats = panes.window(&key, 3, &config, &mut scratch).unwrap();
+        assert_eq!((stats.start, stats.end, stats.count), (0, 30, 4));
+        assert_eq!((stats.sum, stats.min, stats.max, stats.mean), (13.0, 1.0, 5.0, 3.25));
+        assert_eq!((stats.p50, stats.p95, stats.p99, stats.exact), (3.0, 5.0, 5.0, true));
+        assert!((stats.rate - 4.0 / 0.03).abs() < 1e-9);
+        panes.evict_before(1);
+        let stats = panes.window(&key, 4, &config, &mut scratch).unwrap();
+        assert_eq!((stats.start, stats.count, stats.max), (10, 4, 100.0));
+        panes.evict_before(5);
+        assert!(panes.is_empty());
+        assert!(panes.window(&key, 7, &config, &mut scratch).is_none());
+    }
+}

@@ -1,0 +1,180 @@
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::reference::{sliding_windows, ExpectedWindows};
+use crate::testing::{run_epochs, Epoch, Output};
+
+fn config(length_ms: u64, slide_ms: u64) -> WindowConfig {
+    WindowConfig {
+        length: Duration::from_millis(length_ms),
+        slide: Duration::from_millis(slide_ms),
+        exact_limit: 100_000,
+    }
+}
+
+fn sample(name: &str, session: Option<&str>, ts: u64, value: f64) -> Sample {
+    Sample {
+        key: SeriesKey {
+            name: name.into(),
+            session_id: session.map(Into::into),
+            labels: Vec::new(),
+        },
+        ts,
+        value,
+    }
+}
+
+fn run(config: &WindowConfig, epochs: Vec<Epoch<Sample>>) -> Output {
+    let config = config.clone();
+    run_epochs(move |samples| samples.compute_windows("test", &config), epochs)
+}
+
+/// Compares the operator's output with the from-scratch reference.
+fn assert_matches_reference(output: &Output, expected: &ExpectedWindows) {
+    let mut windows = 0;
+    let mut idle = 0;
+    let mut late = 0;
+    for (_, update) in &output.updates {
+        match update {
+            Update::Window(stats) => {
+                windows += 1;
+                let want = expected
+                    .windows
+                    .get(&(stats.key.clone(), stats.end))
+                    .unwrap_or_else(|| panic!("unexpected window {stats:?}"));
+                assert_eq!(stats.count, want.count, "{stats:?}");
+                assert!((stats.sum - want.sum).abs() <= 1e-9 * want.sum.abs().max(1.0), "{stats:?} {want:?}");
+                assert_eq!((stats.min, stats.max), (want.min, want.max), "{stats:?}");
+                assert_eq!([stats.p50, stats.p95, stats.p99], want.quantiles, "{stats:?}");
+                assert!(stats.exact);
+            }
+            Update::SeriesIdle { key, end } => {
+                idle += 1;
+                assert!(expected.idle.contains(&(key.clone(), *end)), "unexpected idle {key} {end}");
+            }
+            Update::Rejected { error, .. } => {
+                assert_eq!(error.reason, ErrorReason::Late);
+                late += 1;
+            }
+            other => panic!("unexpected update {other:?}"),
+        }
+    }
+    assert_eq!(windows, expected.windows.len(), "window count");
+    assert_eq!(idle, expected.idle.len(), "idle count");
+    assert_eq!(late, expected.late, "late count");
+}
+
+fn arrivals(epochs: &[Epoch<Sample>]) -> Vec<(u64, Sample)> {
+    epochs
+        .iter()
+        .flat_map(|epoch| epoch.data.iter().map(move |sample| (epoch.time, sample.clone())))
+        .collect()
+}
+
+#[test]
+fn windows_close_as_the_frontier_passes() {
+    let config = config(30, 10);
+    let epochs = vec![
+        Epoch::new(0, vec![sample("a", None, 1, 1.0), sample("a", None, 12, 3.0)]),
+        Epoch::new(15, vec![sample("a", None, 25, 5.0), sample("b", Some("s"), 16, 7.0)]),
+        Epoch::new(40, vec![]),
+    ];
+    let output = run(&config, epochs.clone());
+    assert_matches_reference(&output, &sliding_windows(&arrivals(&epochs), 30, 10));
+    let a_windows: Vec<(u64, u64)> = output
+        .of_kind("window")
+        .iter()
+        .filter(|w| w["key"]["name"] == "a")
+        .map(|w| (w["end"].as_u64().unwrap(), w["count"].as_u64().unwrap()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(a_windows, [(10, 1), (20, 2), (30, 3), (40, 2), (50, 1)]);
+    // Each series goes idle exactly once, one slide after its last window.
+    let idle: Vec<String> = output.of_kind("series_idle").iter().map(|v| v["end"].to_string()).collect();
+    assert_eq!(idle.len(), 2);
+}
+
+#[test]
+fn late_samples_are_reported_not_folded_in() {
+    let config = config(20, 10);
+    let epochs = vec![
+        Epoch::new(0, vec![sample("a", None, 5, 1.0)]),
+        // The watermark is at 30: the pane [10, 20) has closed, [20, 30) has closed too.
+        Epoch::new(30, vec![sample("a", None, 15, 100.0), sample("a", None, 29, 100.0), sample("a", None, 31, 2.0)]),
+    ];
+    let output = run(&config, epochs.clone());
+    let expected = sliding_windows(&arrivals(&epochs), 20, 10);
+    assert_eq!(expected.late, 2);
+    assert_matches_reference(&output, &expected);
+    assert!(output.of_kind("window").iter().all(|w| w["max"].as_f64().unwrap() < 100.0));
+    let rejected = output.of_kind("rejected");
+    assert_eq!(rejected[0]["error"]["field"], "ts");
+}
+
+#[test]
+fn windows_far_apart_do_not_iterate_the_gap() {
+    // Two bursts a year apart: the operator must jump over the empty stretch.
+    let config = config(300_000, 10_000);
+    let year = 365 * 24 * 3_600_000u64;
+    let epochs = vec![
+        Epoch::new(0, vec![sample("a", None, 1_000, 1.0)]),
+        Epoch::new(year, vec![sample("a", None, year + 1_000, 2.0)]),
+    ];
+    let output = run(&config, epochs.clone());
+    assert_matches_reference(&output, &sliding_windows(&arrivals(&epochs), 300_000, 10_000));
+    assert_eq!(output.of_kind("window").len(), 60);
+}
+
+#[test]
+fn percentiles_switch_to_histogram_for_large_windows() {
+    let config = WindowConfig {
+        exact_limit: 100,
+        ..config(10, 10)
+    };
+    let data: Vec<Sample> = (0..1_000).map(|i| sample("big", None, 5, i as f64)).collect();
+    let output = run(&config, vec![Epoch::new(0, data)]);
+    let windows = output.of_kind("window");
+    assert_eq!(windows.len(), 1);
+    assert_eq!(windows[0]["exact"], false);
+    assert_eq!(windows[0]["count"], 1000);
+    let p99 = windows[0]["p99"].as_f64().unwrap();
+    assert!((p99 - 989.0).abs() <= 989.0 * 0.01, "p99 {p99}");
+}
+
+fn arbitrary_epochs() -> impl Strategy<Value = Vec<Epoch<Sample>>> {
+    // Up to 8 epochs; each epoch's watermark advances by 0..40 ms; samples fall within
+    // [watermark - 30, watermark + 50), so some are out of order and some are late.
+    let raw_sample = (0usize..4, 0u64..80, -100i32..100);
+    let epoch = (0u64..40, proptest::collection::vec(raw_sample, 0..12));
+    proptest::collection::vec(epoch, 1..8).prop_map(|raw| {
+        let mut time = 100u64;
+        raw.into_iter()
+            .map(|(advance, samples)| {
+                time += advance;
+                let data = samples
+                    .into_iter()
+                    .map(|(key, offset, value)| {
+                        let names = ["a", "b", "c", "d"];
+                        let session = (key % 2 == 0).then_some("s");
+                        sample(names[key], session, time + offset - 30, f64::from(value) / 4.0)
+                    })
+                    .collect();
+                Epoch::new(time, data)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matches_reference_on_random_epochs(epochs in arbitrary_epochs(), slide in 1u64..12, panes in 1u64..5) {
+        let config = config(slide * panes, slide);
+        let output = run(&config, epochs.clone());
+        assert_matches_reference(&output, &sliding_windows(&arrivals(&epochs), slide * panes, slide));
+    }
+}

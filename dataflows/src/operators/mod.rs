@@ -1,0 +1,16 @@
+//! Dataflow operators, one module per verb.
+//!
+//! Each operator is an extension trait on a timely stream with a pure core that is unit
+//! tested without timely. Their doc comments state inputs, outputs, frontier behaviour and
+//! state bounds.
+
+pub mod compute_windows;
+pub mod evaluate_breaches;
+pub mod quantiles;
+pub mod route_events;
+pub mod track_sessions;
+
+pub use compute_windows::{ComputeWindows, WindowConfig, WindowConfigError};
+pub use evaluate_breaches::{EvaluateBreaches, RuleSet};
+pub use route_events::{RouteEvents, RoutedEvents};
+pub use track_sessions::{SessionConfig, TrackSessions};

@@ -1,0 +1,37 @@
+//! The analytics pipeline: events in, typed updates out.
+//!
+//! ```text
+//!                 ┌─ samples ─► ComputeWindows ─┬──────────────────────► updates
+//!   events ─► RouteEvents                       └─► EvaluateBreaches ──► updates
+//!                 └─ sessions ─► TrackSessions ────────────────────────► updates
+//! ```
+
+use timely::dataflow::operators::Concatenate;
+use timely::dataflow::StreamVec;
+
+use crate::model::{Event, Update};
+use crate::operators::{
+    ComputeWindows, EvaluateBreaches, RouteEvents, RuleSet, SessionConfig, TrackSessions, WindowConfig,
+};
+use crate::Time;
+
+/// Everything the analytics pipeline needs to know.
+#[derive(Debug, Clone, Default)]
+pub struct AnalyticsConfig {
+    /// Sliding window shape.
+    pub windows: WindowConfig,
+    /// Session tracking.
+    pub sessions: SessionConfig,
+    /// Threshold rules over windows.
+    pub rules: RuleSet,
+}
+
+/// Builds the analytics graph over `events` and returns the merged update stream.
+pub fn analytics<'scope>(events: StreamVec<'scope, Time, Event>, config: &AnalyticsConfig) -> StreamVec<'scope, Time, Update> {
+    let scope = events.scope();
+    let routed = events.route_events("events");
+    let windows = routed.samples.compute_windows("series", &config.windows);
+    let breaches = windows.clone().evaluate_breaches("rules", &config.rules);
+    let sessions = routed.sessions.track_sessions("sessions", &config.sessions);
+    scope.concatenate([windows, breaches, sessions])
+}

@@ -1,0 +1,5 @@
+//! Dataflow graphs composed from operators. Pipelines connect; operators compute.
+
+pub mod analytics;
+
+pub use analytics::{analytics, AnalyticsConfig};
