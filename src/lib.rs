@@ -1,1 +1,18 @@
+//! megamind: a real-time analytics and monitoring server on timely dataflow.
+//!
+//! This crate is the application: configuration, the engine that runs the dataflow
+//! (`runtime`), live intake (`ingest`), query views (`views`), the HTTP API (`http`),
+//! the demo traffic generator (`demo`), file replay (`replay`) and the load harness
+//! (`bench`). Computation lives in `megamind-dataflows`; adapters to the outside world in
+//! `megamind-connectors`.
 
+pub mod app;
+pub mod bench;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod replay;
+pub mod runtime;
+pub mod views;

@@ -1,1 +1,260 @@
-fn main(){}
+//! The `megamind` command line.
+
+// mimalloc: the pipeline allocates many small objects across threads; measured lower RSS
+// and higher throughput than the system allocator on workload P1 (see README).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use megamind::app::{RunOptions, Server};
+use megamind::bench::{BenchMode, BenchOptions};
+use megamind::config::Config;
+use megamind::replay::ReplayOptions;
+use megamind::runtime::ClusterConfig;
+
+/// Real-time analytics and monitoring server on timely dataflow.
+#[derive(Debug, Parser)]
+#[command(name = "megamind", version, about)]
+struct Cli {
+    /// TOML configuration file (layered over the built-in defaults).
+    #[arg(long, global = true, env = "MEGAMIND_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log filter (tracing syntax), for example `info` or `megamind=debug`.
+    #[arg(long, global = true, default_value = "info", env = "MEGAMIND_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run all services on the embedded default.
+    Serve(ServeArgs),
+    /// Serve plus built-in synthetic traffic.
+    Demo(ServeArgs),
+    /// Run the pipeline over a JSON-lines file (or `-` for stdin).
+    Replay(ReplayArgs),
+    /// The load harness: prints a JSON report.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct ClusterArgs {
+    /// Worker threads in this process.
+    #[arg(long, short = 'w', default_value_t = default_workers())]
+    workers: usize,
+    /// Processes in the timely cluster.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// This process's index in the cluster.
+    #[arg(long, default_value_t = 0)]
+    process_id: usize,
+    /// File with one `host:port` per process (required with --processes > 1).
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+impl ClusterArgs {
+    fn run_options(&self) -> anyhow::Result<RunOptions> {
+        let cluster = if self.processes > 1 {
+            let path = self.hostfile.as_ref().context("--hostfile is required with --processes > 1")?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let addresses: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_owned)
+                .collect();
+            if addresses.len() != self.processes {
+                return Err(anyhow::Error::msg(format!(
+                    "{} lists {} addresses but --processes is {}",
+                    path.display(),
+                    addresses.len(),
+                    self.processes
+                )));
+            }
+            if self.process_id >= self.processes {
+                return Err(anyhow::Error::msg("--process-id must be below --processes"));
+            }
+            Some(ClusterConfig {
+                process: self.process_id,
+                addresses,
+            })
+        } else {
+            None
+        };
+        Ok(RunOptions {
+            workers: self.workers.max(1),
+            cluster,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// HTTP listen address (overrides server.http_listen).
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// JSON-lines input; `-` reads stdin.
+    input: PathBuf,
+    /// Write every result as JSON lines here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Pace events by their timestamps.
+    #[arg(long)]
+    realtime: bool,
+    /// Speed-up factor with --realtime.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = BenchMode::Pipeline)]
+    mode: BenchMode,
+    /// Offered events per second (0: flat out).
+    #[arg(long, default_value_t = 100_000)]
+    rate: u64,
+    /// How long to offer load (humantime, e.g. 20s).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Distinct series.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Input file (replay mode).
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Window length override (humantime).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
+    /// Window slide override (humantime).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    slide: Option<Duration>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Config::load(path.map(PathBuf::as_path), std::env::vars()).map_err(|error| anyhow::Error::msg(error.to_string()))
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr so stdout stays machine-readable (JSON reports, MCP stdio).
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let mut config = load_config(cli.config.as_ref())?;
+    match cli.command {
+        Command::Serve(args) => serve(config, args, false),
+        Command::Demo(args) => serve(config, args, true),
+        Command::Replay(args) => {
+            let run = args.cluster.run_options()?;
+            let engine_config = run.engine_config(&config);
+            let summary = megamind::replay::run(
+                &config,
+                engine_config,
+                &ReplayOptions {
+                    input: args.input,
+                    out: args.out,
+                    realtime: args.realtime,
+                    speed: args.speed,
+                },
+            )
+            .context("replay failed")?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+        Command::Bench(args) => {
+            if let Some(window) = args.window {
+                config.windows.length = window;
+            }
+            if let Some(slide) = args.slide {
+                config.windows.slide = slide;
+            }
+            let run = args.cluster.run_options()?;
+            let engine_config = run.engine_config(&config);
+            let report = megamind::bench::run(
+                &config,
+                engine_config,
+                &BenchOptions {
+                    mode: args.mode,
+                    rate: args.rate,
+                    duration: args.duration,
+                    keys: args.keys,
+                    file: args.file,
+                },
+            )
+            .context("bench failed")?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+    }
+}
+
+fn serve(mut config: Config, args: ServeArgs, demo: bool) -> anyhow::Result<()> {
+    if let Some(http) = args.http {
+        config.server.http_listen = http;
+    }
+    let run = args.cluster.run_options()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        let server = Server::start(config, run, demo).await.context("cannot start the server")?;
+        let address = server.http_address;
+        eprintln!("megamind is running{}", if demo { " with demo traffic" } else { "" });
+        eprintln!("  dashboard  http://{address}/");
+        eprintln!("  ingest     POST http://{address}/v1/events");
+        eprintln!("  queries    http://{address}/v1/metrics  /v1/sessions  /v1/breaches  /v1/status");
+        eprintln!("  metrics    http://{address}/metrics   health: http://{address}/healthz");
+        eprintln!("press Ctrl-C to stop");
+        wait_for_signal().await;
+        eprintln!("stopping: flushing open windows");
+        server.stop().await.map_err(anyhow::Error::msg)
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -60,6 +60,39 @@ impl Clock for ManualClock {
     }
 }
 
+/// Measures elapsed wall time (benchmarks, summaries, pacing); never used by operators.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch {
+    started: std::time::Instant,
+}
+
+impl Stopwatch {
+    /// Starts measuring now.
+    #[allow(clippy::disallowed_methods)] // the one place the monotonic clock is read
+    pub fn start() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Time since [`Stopwatch::start`].
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The instant it started (for latency arithmetic between stopwatches).
+    pub fn started(&self) -> std::time::Instant {
+        self.started
+    }
+}
+
+/// Blocks the calling thread for `duration`. Only for pacing threads that belong to
+/// megamind itself (replay at recorded speed, load generators), never timely workers.
+#[allow(clippy::disallowed_methods)] // the one sanctioned sleep
+pub fn pace(duration: Duration) {
+    std::thread::sleep(duration);
+}
+
 /// A duration in whole milliseconds, saturating at `u64::MAX`.
 pub fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)

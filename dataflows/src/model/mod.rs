@@ -24,3 +24,4 @@ pub use rules::{Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comp
 pub use series::{Sample, SeriesKey, WindowStats};
 pub use session::{HistorySample, SessionState, SessionStatus};
 pub use update::Update;
+

@@ -1,7 +1,7 @@
 //! `evaluate_breaches`: threshold rules over closed windows, with firing/resolved state.
 //!
 //! ```text
-//!   Window / SeriesIdle ──pipeline──► EvaluateBreaches ──► Breach / Alert(firing|resolved)
+//!   Window / SeriesIdle ──pipeline──► EvaluateBreaches ──► input + Breach / Alert(firing|resolved)
 //! ```
 //!
 //! This is the seed of the alert system: rules are matched per window, and each
@@ -132,7 +132,9 @@ pub trait EvaluateBreaches<'scope> {
     /// [`Update::Alert`] transitions when a `(rule, series)` pair starts or stops breaching.
     ///
     /// # Inputs and outputs
-    /// `self`: the output of `compute_windows` (other update kinds are ignored).
+    /// `self`: the output of `compute_windows`. Every input update is forwarded unchanged
+    /// (moved, so the windows need not be cloned for a second consumer), followed by the
+    /// breaches and transitions it caused.
     ///
     /// # Frontier behaviour
     /// Stateless with respect to time: output appears in the activation that receives the
@@ -160,8 +162,11 @@ impl<'scope> EvaluateBreaches<'scope> for StreamVec<'scope, Time, Update> {
                             _ => {}
                         }
                     }
+                    let mut session = output.session(&cap);
+                    // Forward the windows themselves (moved, not cloned), then the findings.
+                    session.give_container(data);
                     if !out.is_empty() {
-                        output.session(&cap).give_iterator(out.drain(..));
+                        session.give_iterator(out.drain(..));
                     }
                 });
             }

@@ -1,9 +1,9 @@
 //! The analytics pipeline: events in, typed updates out.
 //!
 //! ```text
-//!                 ┌─ samples ─► ComputeWindows ─┬──────────────────────► updates
-//!   events ─► RouteEvents                       └─► EvaluateBreaches ──► updates
-//!                 └─ sessions ─► TrackSessions ────────────────────────► updates
+//!                 ┌─ samples ─► ComputeWindows ─► EvaluateBreaches ─► windows + breaches
+//!   events ─► RouteEvents
+//!                 └─ sessions ─► TrackSessions ─────────────────────► sessions
 //! ```
 
 use timely::dataflow::operators::Concatenate;
@@ -30,8 +30,13 @@ pub struct AnalyticsConfig {
 pub fn analytics<'scope>(events: StreamVec<'scope, Time, Event>, config: &AnalyticsConfig) -> StreamVec<'scope, Time, Update> {
     let scope = events.scope();
     let routed = events.route_events("events");
-    let windows = routed.samples.compute_windows("series", &config.windows);
-    let breaches = windows.clone().evaluate_breaches("rules", &config.rules);
+    let windows_and_breaches = routed
+        .samples
+        .compute_windows("series", &config.windows)
+        .evaluate_breaches("rules", &config.rules);
     let sessions = routed.sessions.track_sessions("sessions", &config.sessions);
-    scope.concatenate([windows, breaches, sessions])
+    scope.concatenate([windows_and_breaches, sessions])
 }
+
+#[cfg(test)]
+mod tests;

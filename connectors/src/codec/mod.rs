@@ -1,0 +1,3 @@
+//! Codecs: bytes ↔ model records. No transport code.
+
+pub mod json;

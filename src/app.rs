@@ -1,0 +1,175 @@
+//! Wiring of a running server: engine, views, ingest, idle ticker, HTTP, demo traffic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use megamind_dataflows::time::{Clock, SystemClock};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::http::{router, AppState};
+use crate::ingest::Ingest;
+use crate::metrics::EngineMetrics;
+use crate::runtime::{ClusterConfig, CountingSink, Engine, EngineConfig, SinkFactory, ViewsSink};
+use crate::views::Views;
+
+/// How this process runs (flags, not configuration).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Worker threads.
+    pub workers: usize,
+    /// Cluster placement.
+    pub cluster: Option<ClusterConfig>,
+}
+
+impl RunOptions {
+    /// The engine configuration for `config`.
+    pub fn engine_config(&self, config: &Config) -> EngineConfig {
+        EngineConfig {
+            workers: self.workers.max(1),
+            cluster: self.cluster.clone(),
+            analytics: config.analytics(),
+            allowed_lateness: config.ingest.allowed_lateness,
+            queue_capacity: config.ingest.queue_capacity,
+            limits: config.ingest.decode_limits(),
+        }
+    }
+}
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The engine did not start.
+    #[error(transparent)]
+    Engine(#[from] crate::runtime::EngineError),
+    /// The HTTP port could not be bound.
+    #[error("cannot listen on {address}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    engine: Option<Engine>,
+    /// Live intake.
+    pub ingest: Arc<Ingest>,
+    /// Query views.
+    pub views: Arc<Views>,
+    /// Counters.
+    pub metrics: Arc<EngineMetrics>,
+    /// The bound HTTP address.
+    pub http_address: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts everything; with `demo`, also the synthetic traffic generator.
+    ///
+    /// # Errors
+    /// The engine fails to start or the HTTP address cannot be bound.
+    pub async fn start(config: Config, run: RunOptions, demo: bool) -> Result<Server, ServerError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let metrics = Arc::new(EngineMetrics::default());
+        let views = Arc::new(Views::new(
+            config.views.clone(),
+            config.sessions.history_length,
+            Arc::clone(&metrics),
+        ));
+        let sink_views = Arc::clone(&views);
+        let sink_metrics = Arc::clone(&metrics);
+        let factory: SinkFactory = Arc::new(move |_worker| {
+            Box::new(CountingSink::new(ViewsSink::new(Arc::clone(&sink_views)), Arc::clone(&sink_metrics)))
+        });
+        let engine_config = run.engine_config(&config);
+        let workers = engine_config.workers;
+        let engine_metrics = Arc::clone(&metrics);
+        let engine = tokio::task::spawn_blocking(move || Engine::start(engine_config, factory, engine_metrics))
+            .await
+            .map_err(|_| crate::runtime::EngineError::WorkerStart(0))??;
+        let ingest = Arc::new(Ingest::new(
+            engine.feeder(),
+            Arc::clone(&clock),
+            config.ingest.clone(),
+            Arc::clone(&metrics),
+        ));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(Arc::clone(&ingest).run_idle_ticker(shutdown_rx.clone())));
+
+        let mut address = config.server.http_listen;
+        if let Some(cluster) = &run.cluster {
+            // Each process of a cluster serves its own HTTP port: base + process index.
+            address.set_port(address.port().saturating_add(cluster.process as u16));
+        }
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| ServerError::Bind { address, source })?;
+        let http_address = listener.local_addr().map_err(|source| ServerError::Bind { address, source })?;
+        let state = AppState {
+            ingest: Arc::clone(&ingest),
+            views: Arc::clone(&views),
+            metrics: Arc::clone(&metrics),
+            started_ms: clock.now_ms(),
+            workers,
+        };
+        let app = router(state, config.ingest.max_body_bytes);
+        let mut http_shutdown = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_shutdown.changed().await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(error = %error, "http server failed");
+            }
+        }));
+        if demo {
+            tasks.push(tokio::spawn(crate::demo::run(
+                Arc::clone(&ingest),
+                config.demo.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        if !http_address.ip().is_loopback() {
+            tracing::warn!(address = %http_address, "HTTP ingest listens beyond loopback without authentication");
+        }
+        Ok(Server {
+            engine: Some(engine),
+            ingest,
+            views,
+            metrics,
+            http_address,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops the tasks, closes the inputs, flushes the dataflow and joins the workers.
+    ///
+    /// # Errors
+    /// A worker panicked.
+    pub async fn stop(mut self) -> Result<(), String> {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        let Server { engine, ingest, views, .. } = self;
+        drop(ingest);
+        drop(views);
+        match engine {
+            Some(engine) => tokio::task::spawn_blocking(move || engine.shutdown())
+                .await
+                .map_err(|error| error.to_string())?,
+            None => Ok(()),
+        }
+    }
+}

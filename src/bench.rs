@@ -1,0 +1,295 @@
+//! `megamind bench`: the load harness. Drives the real pipeline and prints a JSON report
+//! with hdrhistogram percentiles.
+//!
+//! Modes:
+//! - `pipeline`: an in-process generator writes NDJSON metric events (stamped with the
+//!   wall clock) at a fixed offered rate (or flat out with `--rate 0`) into the engine's
+//!   worker queues — the same path as `replay` — and measures, for every window result,
+//!   the time from the moment the watermark of every worker passed the window's end (the
+//!   generator sent the event that moved the last worker's watermark past it) to the
+//!   moment the result reached the sink.
+//! - `replay`: replays a JSON-lines file (for example workload P1) flat out and reports
+//!   throughput and peak memory.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use megamind_dataflows::model::Update;
+use megamind_dataflows::time::{duration_ms, pace, Clock, Stopwatch, SystemClock};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::metrics::EngineMetrics;
+use crate::replay::{ReplayError, ReplayOptions};
+use crate::runtime::{CountingSink, Engine, EngineConfig, SinkFactory, UpdateSink, WorkerMsg};
+
+/// Options of `megamind bench`.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// `pipeline` or `replay`.
+    pub mode: BenchMode,
+    /// Offered events per second (0: flat out).
+    pub rate: u64,
+    /// How long to offer load.
+    pub duration: Duration,
+    /// Distinct series.
+    pub keys: usize,
+    /// Input file for `replay`.
+    pub file: Option<PathBuf>,
+}
+
+/// What the harness measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchMode {
+    /// In-process generator at a fixed rate; window-close → sink latency.
+    Pipeline,
+    /// Replay a file flat out.
+    Replay,
+}
+
+/// Percentiles of a latency histogram, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyReport {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+impl LatencyReport {
+    fn from(histogram: &Histogram<u64>) -> Self {
+        Self {
+            count: histogram.len(),
+            p50_us: histogram.value_at_quantile(0.5),
+            p99_us: histogram.value_at_quantile(0.99),
+            p999_us: histogram.value_at_quantile(0.999),
+            max_us: histogram.max(),
+        }
+    }
+}
+
+/// The JSON report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// The mode.
+    pub mode: &'static str,
+    /// Worker threads.
+    pub workers: usize,
+    /// Offered rate (0: flat out).
+    pub offered_rate: u64,
+    /// Events generated or read.
+    pub events_sent: u64,
+    /// Events the pipeline accepted.
+    pub events_processed: u64,
+    /// Wall seconds until the last result.
+    pub elapsed_seconds: f64,
+    /// Events per second.
+    pub events_per_second: f64,
+    /// Window results delivered.
+    pub window_results: u64,
+    /// Window-close → sink latency (pipeline mode).
+    pub window_close_to_sink: Option<LatencyReport>,
+    /// Peak resident memory.
+    pub peak_rss_bytes: Option<u64>,
+    /// Logical CPUs of the machine.
+    pub cpus: usize,
+}
+
+/// Errors of the harness.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// `replay` mode without `--file`.
+    #[error("--file is required in replay mode")]
+    MissingFile,
+    /// The replay failed.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// The engine failed.
+    #[error("engine failed: {0}")]
+    Engine(String),
+}
+
+/// Runs the harness and returns its report.
+///
+/// # Errors
+/// A missing input file, or an engine failure.
+pub fn run(config: &Config, engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    match options.mode {
+        BenchMode::Replay => {
+            let file = options.file.clone().ok_or(BenchError::MissingFile)?;
+            let workers = engine_config.workers;
+            let summary = crate::replay::run(
+                config,
+                engine_config,
+                &ReplayOptions {
+                    input: file,
+                    out: None,
+                    realtime: false,
+                    speed: 1.0,
+                },
+            )?;
+            Ok(BenchReport {
+                mode: "replay",
+                workers,
+                offered_rate: 0,
+                events_sent: summary.events + summary.rejected.values().sum::<u64>(),
+                events_processed: summary.events,
+                elapsed_seconds: summary.elapsed_seconds,
+                events_per_second: summary.events_per_second,
+                window_results: summary.windows,
+                window_close_to_sink: None,
+                peak_rss_bytes: summary.peak_rss_bytes,
+                cpus: cpus(),
+            })
+        }
+        BenchMode::Pipeline => pipeline(engine_config, options),
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// When the watermark of every worker passed each window end.
+type CloseTimes = Arc<Mutex<BTreeMap<u64, Instant>>>;
+
+struct LatencySink {
+    closes: CloseTimes,
+    histogram: Histogram<u64>,
+    results: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl UpdateSink for LatencySink {
+    fn deliver(&mut self, updates: &[Update]) {
+        let arrived = Stopwatch::start().started();
+        let closes = self.closes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for update in updates {
+            if let Update::Window(stats) = update {
+                if let Some(closed) = closes.get(&stats.end) {
+                    let micros = arrived.saturating_duration_since(*closed).as_micros();
+                    let _ = self.histogram.record(u64::try_from(micros).unwrap_or(u64::MAX));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let mut results = self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = results.add(&self.histogram);
+    }
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    match Histogram::new_with_bounds(1, 3_600_000_000, 3) {
+        Ok(histogram) => histogram,
+        Err(error) => panic!("invariant: constant histogram bounds are valid: {error:?}"),
+    }
+}
+
+fn pipeline(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let metrics = Arc::new(EngineMetrics::default());
+    let closes: CloseTimes = Arc::new(Mutex::new(BTreeMap::new()));
+    let results = Arc::new(Mutex::new(latency_histogram()));
+    let slide = duration_ms(engine_config.analytics.windows.slide).max(1);
+    let lateness = duration_ms(engine_config.allowed_lateness);
+    let workers = engine_config.workers;
+    let sink_closes = Arc::clone(&closes);
+    let sink_results = Arc::clone(&results);
+    let sink_metrics = Arc::clone(&metrics);
+    let factory: SinkFactory = Arc::new(move |_worker| {
+        Box::new(CountingSink::new(
+            LatencySink {
+                closes: Arc::clone(&sink_closes),
+                histogram: latency_histogram(),
+                results: Arc::clone(&sink_results),
+            },
+            Arc::clone(&sink_metrics),
+        ))
+    });
+    let engine = Engine::start(engine_config, factory, Arc::clone(&metrics)).map_err(|e| BenchError::Engine(e.to_string()))?;
+    let feeder = engine.feeder();
+    let local = feeder.workers().max(1);
+    let clock = SystemClock;
+    let stopwatch = Stopwatch::start();
+    let mut sent = 0u64;
+    let mut max_sent = vec![0u64; local];
+    let mut closed_through = 0u64;
+    let mut worker = 0usize;
+    let mut buffer: Vec<u8> = Vec::with_capacity(1 << 16);
+    let keys = options.keys.max(1);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    while stopwatch.elapsed() < options.duration {
+        let elapsed = stopwatch.elapsed();
+        let due = if options.rate == 0 {
+            sent + 4096
+        } else {
+            (elapsed.as_secs_f64() * options.rate as f64) as u64
+        };
+        if due <= sent {
+            pace(Duration::from_micros(200));
+            continue;
+        }
+        let now = clock.now_ms();
+        buffer.clear();
+        for _ in sent..due {
+            // xorshift: cheap, deterministic key and value choice.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let key = state % keys as u64;
+            let value = 20 + (state >> 32) % 80;
+            let _ = writeln!(
+                buffer,
+                r#"{{"type":"metric","ts":{now},"name":"bench.latency_ms","labels":{{"key":"k{key}"}},"value":{value}}}"#
+            );
+        }
+        sent = due;
+        let chunk = std::mem::replace(&mut buffer, Vec::with_capacity(1 << 16));
+        feeder
+            .blocking_send(worker, WorkerMsg::Lines { chunk, default_ts: now })
+            .map_err(|e| BenchError::Engine(e.to_string()))?;
+        max_sent[worker] = max_sent[worker].max(now);
+        worker = (worker + 1) % local;
+        // The frontier can only be as far as the slowest worker's watermark.
+        let frontier = max_sent.iter().copied().min().unwrap_or(0).saturating_sub(lateness);
+        let frontier_end = frontier / slide * slide;
+        if frontier_end > closed_through {
+            let at = Stopwatch::start().started();
+            let mut closes = closes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut end = if closed_through == 0 { frontier_end } else { closed_through + slide };
+            while end <= frontier_end {
+                closes.insert(end, at);
+                end += slide;
+            }
+            closed_through = frontier_end;
+        }
+    }
+    drop(feeder);
+    engine.shutdown().map_err(BenchError::Engine)?;
+    let elapsed = stopwatch.elapsed().as_secs_f64();
+    let processed = metrics.events_accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let histogram = results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    Ok(BenchReport {
+        mode: "pipeline",
+        workers,
+        offered_rate: options.rate,
+        events_sent: sent,
+        events_processed: processed,
+        elapsed_seconds: elapsed,
+        events_per_second: if elapsed > 0.0 { processed as f64 / elapsed } else { 0.0 },
+        window_results: metrics.updates_of("window"),
+        window_close_to_sink: Some(LatencyReport::from(&histogram)),
+        peak_rss_bytes: crate::metrics::peak_rss_bytes(),
+        cpus: cpus(),
+    })
+}

@@ -1,0 +1,401 @@
+//! Configuration: embedded defaults, then a TOML file, then `MEGAMIND__SECTION__KEY`
+//! environment variables; parsed section by section and validated, reporting every
+//! problem at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use megamind_dataflows::model::decode::DecodeLimits;
+use megamind_dataflows::model::BreachRule;
+use megamind_dataflows::operators::{RuleSet, SessionConfig, WindowConfig};
+use megamind_dataflows::pipelines::AnalyticsConfig;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The embedded defaults.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Everything megamind can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// Network endpoints.
+    pub server: ServerConfig,
+    /// Event intake.
+    pub ingest: IngestConfig,
+    /// Sliding windows.
+    pub windows: WindowsConfig,
+    /// Session tracking.
+    pub sessions: SessionsConfig,
+    /// Query views.
+    pub views: ViewsConfig,
+    /// Synthetic traffic.
+    pub demo: DemoConfig,
+    /// Threshold rules.
+    pub rules: Vec<BreachRule>,
+}
+
+/// Network endpoints.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+}
+
+/// Event intake.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// How far the watermark trails the newest event time.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// Idle time after which the wall clock advances the watermark.
+    #[serde(with = "humantime_serde")]
+    pub idle_advance_after: Duration,
+    /// How far in the future an event may be stamped.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// Most events per request.
+    pub max_batch_events: usize,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest single event, bytes.
+    pub max_record_bytes: usize,
+    /// Batches buffered per worker.
+    pub queue_capacity: usize,
+    /// Longest id, bytes.
+    pub max_id_bytes: usize,
+    /// Longest free text, bytes.
+    pub max_text_bytes: usize,
+    /// Most entries per map.
+    pub max_map_entries: usize,
+}
+
+impl IngestConfig {
+    /// Field limits for the decoder.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_id_bytes: self.max_id_bytes,
+            max_text_bytes: self.max_text_bytes,
+            max_map_entries: self.max_map_entries,
+        }
+    }
+
+    /// Batch limits for the JSON codec.
+    pub fn batch_limits(&self) -> megamind_connectors::codec::json::BatchLimits {
+        megamind_connectors::codec::json::BatchLimits {
+            fields: self.decode_limits(),
+            max_record_bytes: self.max_record_bytes,
+            max_records: self.max_batch_events,
+        }
+    }
+}
+
+/// Sliding windows.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsConfig {
+    /// Window length.
+    #[serde(with = "humantime_serde")]
+    pub length: Duration,
+    /// Slide (pane length).
+    #[serde(with = "humantime_serde")]
+    pub slide: Duration,
+    /// Exact percentiles up to this many samples per window.
+    pub exact_limit: usize,
+}
+
+/// Session tracking.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// History interval.
+    #[serde(with = "humantime_serde")]
+    pub history_interval: Duration,
+    /// History points kept per session.
+    pub history_length: usize,
+    /// Forget active sessions idle this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Forget ended sessions this long after their end.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+/// Query views.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// Most series held.
+    pub max_series: usize,
+    /// Most sessions held.
+    pub max_sessions: usize,
+    /// Most recent breaches held.
+    pub recent_breaches: usize,
+}
+
+/// Synthetic traffic.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Events per second.
+    pub events_per_second: f64,
+    /// Concurrent sessions.
+    pub sessions: usize,
+    /// Models making predictions.
+    pub models: usize,
+    /// Random seed.
+    pub seed: u64,
+}
+
+/// Every problem found while loading the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// One line per problem.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+const SECTIONS: [&str; 7] = ["server", "ingest", "windows", "sessions", "views", "demo", "rules"];
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `MEGAMIND__…` variables from `env`.
+    ///
+    /// # Errors
+    /// Every unreadable file, syntax error, unknown key, ill-typed value and failed
+    /// validation, all at once.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        match file {
+            None => Self::from_layers(None, env),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Self::from_layers(Some((&path.display().to_string(), &text)), env),
+                Err(error) => Err(ConfigError {
+                    problems: vec![format!("{}: cannot read: {error}", path.display())],
+                }),
+            },
+        }
+    }
+
+    /// Parses a TOML text on top of the defaults (no environment); for tests and tools.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Self::from_layers(Some(("<string>", text)), std::iter::empty())
+    }
+
+    fn from_layers(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut merged = match DEFAULT_TOML.parse::<toml::Table>() {
+            Ok(table) => table,
+            Err(error) => {
+                return Err(ConfigError {
+                    problems: vec![format!("embedded defaults: {error}")],
+                })
+            }
+        };
+        if let Some((name, text)) = file {
+            match text.parse::<toml::Table>() {
+                Ok(table) => merge(&mut merged, table),
+                Err(error) => problems.push(format!("{name}: {}", error.message())),
+            }
+        }
+        for (name, value) in env {
+            if let Some(path) = name.strip_prefix("MEGAMIND__") {
+                if let Err(problem) = apply_env(&mut merged, path, &value) {
+                    problems.push(format!("environment variable {name}: {problem}"));
+                }
+            }
+        }
+        let config = Self::from_table(merged, &mut problems);
+        match config {
+            Some(config) if problems.is_empty() => {
+                config.validate(&mut problems);
+                if problems.is_empty() {
+                    Ok(config)
+                } else {
+                    Err(ConfigError { problems })
+                }
+            }
+            _ => Err(ConfigError { problems }),
+        }
+    }
+
+    fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Config> {
+        for key in table.keys() {
+            if !SECTIONS.contains(&key.as_str()) {
+                problems.push(format!("unknown section `{key}` (expected one of {})", SECTIONS.join(", ")));
+            }
+        }
+        let mut take = |name: &str| table.remove(name).unwrap_or(toml::Value::Table(toml::Table::new()));
+        let server = section::<ServerConfig>("server", take("server"), problems);
+        let ingest = section::<IngestConfig>("ingest", take("ingest"), problems);
+        let windows = section::<WindowsConfig>("windows", take("windows"), problems);
+        let sessions = section::<SessionsConfig>("sessions", take("sessions"), problems);
+        let views = section::<ViewsConfig>("views", take("views"), problems);
+        let demo = section::<DemoConfig>("demo", take("demo"), problems);
+        let rules = match take("rules") {
+            toml::Value::Array(items) => {
+                let mut rules = Vec::new();
+                for (position, item) in items.into_iter().enumerate() {
+                    if let Some(rule) = section::<BreachRule>(&format!("rules[{position}]"), item, problems) {
+                        rules.push(rule);
+                    }
+                }
+                Some(rules)
+            }
+            toml::Value::Table(table) if table.is_empty() => Some(Vec::new()),
+            _ => {
+                problems.push("`rules` must be an array of tables ([[rules]])".to_owned());
+                None
+            }
+        };
+        Some(Config {
+            server: server?,
+            ingest: ingest?,
+            windows: windows?,
+            sessions: sessions?,
+            views: views?,
+            demo: demo?,
+            rules: rules?,
+        })
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        let mut check = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
+        let minute = Duration::from_secs(60);
+        check(
+            self.windows.length >= minute && self.windows.length <= 30 * minute,
+            "windows.length must be between 1m and 30m",
+        );
+        check(self.windows.slide >= Duration::from_millis(100), "windows.slide must be at least 100ms");
+        check(
+            self.windows.slide.as_millis() == 0
+                || self.windows.length.as_millis() % self.windows.slide.as_millis().max(1) == 0,
+            "windows.length must be a multiple of windows.slide",
+        );
+        check(self.windows.exact_limit >= 1, "windows.exact_limit must be at least 1");
+        check(self.ingest.allowed_lateness <= Duration::from_secs(3600), "ingest.allowed_lateness must be at most 1h");
+        check(
+            self.ingest.idle_advance_after >= Duration::from_millis(10),
+            "ingest.idle_advance_after must be at least 10ms",
+        );
+        check(self.ingest.max_batch_events >= 1, "ingest.max_batch_events must be at least 1");
+        check(self.ingest.queue_capacity >= 1, "ingest.queue_capacity must be at least 1");
+        check(self.ingest.max_body_bytes >= 1024, "ingest.max_body_bytes must be at least 1024");
+        check(self.ingest.max_record_bytes >= 64, "ingest.max_record_bytes must be at least 64");
+        check(self.ingest.max_id_bytes >= 1, "ingest.max_id_bytes must be at least 1");
+        check(self.ingest.max_map_entries >= 1, "ingest.max_map_entries must be at least 1");
+        check(
+            self.sessions.history_interval >= Duration::from_secs(1),
+            "sessions.history_interval must be at least 1s",
+        );
+        check(self.sessions.history_length >= 1, "sessions.history_length must be at least 1");
+        check(self.views.max_series >= 1, "views.max_series must be at least 1");
+        check(self.views.max_sessions >= 1, "views.max_sessions must be at least 1");
+        check(
+            self.demo.events_per_second.is_finite() && self.demo.events_per_second > 0.0,
+            "demo.events_per_second must be a positive number",
+        );
+        check(self.demo.sessions >= 1, "demo.sessions must be at least 1");
+        let mut seen = BTreeMap::new();
+        for rule in &self.rules {
+            if let Err(error) = rule.validate() {
+                problems.push(error.to_string());
+            }
+            if seen.insert(rule.id.clone(), ()).is_some() {
+                problems.push(format!("rule id {:?} is used more than once", rule.id.as_str()));
+            }
+        }
+    }
+
+    /// The dataflow's configuration.
+    pub fn analytics(&self) -> AnalyticsConfig {
+        AnalyticsConfig {
+            windows: WindowConfig {
+                length: self.windows.length,
+                slide: self.windows.slide,
+                exact_limit: self.windows.exact_limit,
+            },
+            sessions: SessionConfig {
+                history_interval: self.sessions.history_interval,
+                idle_timeout: self.sessions.idle_timeout,
+                retention: self.sessions.retention,
+                ..SessionConfig::default()
+            },
+            rules: RuleSet::new(self.rules.clone()),
+        }
+    }
+}
+
+fn section<T: DeserializeOwned>(name: &str, value: toml::Value, problems: &mut Vec<String>) -> Option<T> {
+    match T::deserialize(value) {
+        Ok(parsed) => Some(parsed),
+        Err(error) => {
+            problems.push(format!("[{name}]: {}", error.message().trim()));
+            None
+        }
+    }
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, everything else replaces.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => merge(existing, incoming),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Applies `SECTION__KEY=value`: the value is read as a TOML value when it parses as one
+/// (numbers, booleans, quoted strings, arrays), else as a bare string.
+fn apply_env(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), String> {
+    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    if keys.iter().any(String::is_empty) {
+        return Err("empty key segment".to_owned());
+    }
+    let value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut parsed) => parsed.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Err(_) => toml::Value::String(raw.to_owned()),
+    };
+    let (last, parents) = keys.split_last().ok_or_else(|| "empty name".to_owned())?;
+    let mut current = table;
+    for key in parents {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = match entry {
+            toml::Value::Table(inner) => inner,
+            _ => return Err(format!("`{key}` is not a section")),
+        };
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn defaults_parse_and_validate() {
+    let config = Config::load(None, Vec::new()).unwrap();
+    assert_eq!(config.windows.length, Duration::from_secs(300));
+    assert_eq!(config.windows.slide, Duration::from_secs(10));
+    assert_eq!(config.ingest.allowed_lateness, Duration::from_secs(2));
+    assert_eq!(config.rules.len(), 2);
+    assert_eq!(config.server.http_listen.port(), 8080);
+}
+
+#[test]
+fn file_then_environment_override_defaults() {
+    let config = Config::from_toml_str("[windows]\nlength = \"10m\"\n").unwrap();
+    assert_eq!(config.windows.length, Duration::from_secs(600));
+    assert_eq!(config.windows.slide, Duration::from_secs(10), "untouched keys keep defaults");
+
+    let config = Config::load(
+        None,
+        env(&[
+            ("MEGAMIND__WINDOWS__SLIDE", "30s"),
+            ("MEGAMIND__INGEST__QUEUE_CAPACITY", "9"),
+            ("MEGAMIND__SERVER__HTTP_LISTEN", "127.0.0.1:9999"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(config.windows.slide, Duration::from_secs(30));
+    assert_eq!(config.ingest.queue_capacity, 9);
+    assert_eq!(config.server.http_listen.port(), 9999);
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let error = Config::load(
+        None,
+        env(&[
+            ("MEGAMIND__WINDOWS__LENGTH", "45m"),
+            ("MEGAMIND__INGEST__QUEUE_CAPACITY", "many"),
+            ("MEGAMIND__VIEWS__MAX_SESSIONS", "0"),
+            ("MEGAMIND__SERVER__COLOUR", "blue"),
+            ("MEGAMIND__NOPE__X", "1"),
+        ]),
+    )
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("unknown section `nope`"), "{text}");
+    assert!(text.contains("[ingest]"), "{text}");
+    assert!(text.contains("colour"), "{text}");
+    assert_eq!(error.problems.len(), 3, "{text}");
+
+    // Semantic checks run once the sections parse, and report everything too.
+    let error = Config::load(
+        None,
+        env(&[("MEGAMIND__WINDOWS__LENGTH", "45m"), ("MEGAMIND__VIEWS__MAX_SESSIONS", "0")]),
+    )
+    .unwrap_err();
+    assert_eq!(error.problems.len(), 2, "{error}");
+}
+
+#[test]
+fn rules_are_validated() {
+    let text = r#"
+[[rules]]
+id = "a"
+metric = "x"
+aggregate = "p99"
+op = ">="
+threshold = 1.0
+severity = "critical"
+
+[[rules]]
+id = "a"
+metric = ""
+aggregate = "mean"
+op = "<"
+threshold = 1.0
+severity = "low"
+
+[[rules]]
+id = "b"
+metric = "x"
+aggregate = "median"
+op = ">"
+threshold = 1.0
+severity = "low"
+"#;
+    let error = Config::from_toml_str(text).unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("rules[2]"), "{text}");
+    assert!(text.contains("median"), "{text}");
+    let text = Config::from_toml_str(&text_without_rule_b()).unwrap_err().to_string();
+    assert!(text.contains("used more than once"), "{text}");
+    assert!(text.contains("metric must not be empty"), "{text}");
+}
+
+fn text_without_rule_b() -> String {
+    r#"
+[[rules]]
+id = "a"
+metric = "x"
+aggregate = "p99"
+op = ">="
+threshold = 1.0
+severity = "critical"
+
+[[rules]]
+id = "a"
+metric = ""
+aggregate = "mean"
+op = "<"
+threshold = 1.0
+severity = "low"
+"#
+    .to_owned()
+}
+
+#[test]
+fn every_shipped_config_parses() {
+    let docker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(docker).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            Config::load(Some(&path), Vec::new()).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "docker/ should ship at least one example config");
+}

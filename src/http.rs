@@ -1,0 +1,251 @@
+//! The HTTP API: event ingest, queries over the views, status, Prometheus metrics, health.
+//!
+//! | route | |
+//! |---|---|
+//! | `POST /v1/events` | one event, a JSON array, or NDJSON → accepted count and per-record errors |
+//! | `GET /v1/metrics` | latest window per series (`name`, `prefix`, `session_id`, `label=k:v`, `limit`) |
+//! | `GET /v1/sessions` | sessions (`status`, `limit`) |
+//! | `GET /v1/sessions/{id}` | one session with its history |
+//! | `GET /v1/breaches` | recent breaches and alert states (`limit`) |
+//! | `GET /v1/status` | engine status |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /healthz` | liveness |
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use megamind_dataflows::model::SessionStatus;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::ingest::Ingest;
+use crate::metrics::EngineMetrics;
+use crate::runtime::FeedError;
+use crate::views::{SeriesFilter, Views};
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Live intake.
+    pub ingest: Arc<Ingest>,
+    /// Query views.
+    pub views: Arc<Views>,
+    /// Counters.
+    pub metrics: Arc<EngineMetrics>,
+    /// Wall-clock start time, ms.
+    pub started_ms: u64,
+    /// Worker threads in this process.
+    pub workers: usize,
+}
+
+/// Builds the router.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/v1/events", post(post_events))
+        .route("/v1/metrics", get(get_metrics))
+        .route("/v1/sessions", get(get_sessions))
+        .route("/v1/sessions/{id}", get(get_session))
+        .route("/v1/breaches", get(get_breaches))
+        .route("/v1/status", get(get_status))
+        .route("/metrics", get(prometheus))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": {"code": ..., "message": ...}}`.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("dashboard/index.html"))
+}
+
+async fn post_events(State(state): State<AppState>, body: bytes::Bytes) -> Response {
+    match state.ingest.ingest_body(body).await {
+        Ok(report) => {
+            let status = if report.accepted == 0 && !report.rejected.is_empty() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(report)).into_response()
+        }
+        Err(FeedError::Overloaded) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "ingest queues are full; nothing from this request was accepted, retry later",
+        ),
+        Err(FeedError::Stopped) => error(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the pipeline is stopped"),
+    }
+}
+
+/// Query of `GET /v1/metrics`.
+#[derive(Debug, Default, Deserialize)]
+pub struct MetricsQuery {
+    name: Option<String>,
+    prefix: Option<String>,
+    session_id: Option<String>,
+    /// `key:value`, comma-separated for several.
+    label: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn get_metrics(State(state): State<AppState>, Query(query): Query<MetricsQuery>) -> Response {
+    let mut labels = Vec::new();
+    if let Some(spec) = &query.label {
+        for pair in spec.split(',').filter(|pair| !pair.is_empty()) {
+            match pair.split_once(':') {
+                Some((key, value)) => labels.push((key.to_owned(), value.to_owned())),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_label",
+                        format!("label {pair:?} must be key:value"),
+                    )
+                }
+            }
+        }
+    }
+    let filter = SeriesFilter {
+        name: query.name,
+        prefix: query.prefix,
+        session_id: query.session_id,
+        labels,
+        limit: query.limit.unwrap_or(1000),
+    };
+    let series = state.views.series(&filter);
+    Json(json!({"count": series.len(), "series": series})).into_response()
+}
+
+/// Query of `GET /v1/sessions`.
+#[derive(Debug, Default, Deserialize)]
+pub struct SessionsQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Parses a session status name.
+pub fn parse_status(name: &str) -> Option<SessionStatus> {
+    match name {
+        "active" => Some(SessionStatus::Active),
+        "completed" => Some(SessionStatus::Completed),
+        "failed" => Some(SessionStatus::Failed),
+        _ => None,
+    }
+}
+
+async fn get_sessions(State(state): State<AppState>, Query(query): Query<SessionsQuery>) -> Response {
+    let status = match query.status.as_deref().map(|name| (name, parse_status(name))) {
+        None => None,
+        Some((_, Some(status))) => Some(status),
+        Some((name, None)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_status",
+                format!("status {name:?} must be active, completed or failed"),
+            )
+        }
+    };
+    let sessions = state.views.sessions(status, query.limit.unwrap_or(500));
+    Json(json!({"count": sessions.len(), "sessions": sessions})).into_response()
+}
+
+async fn get_session(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.views.session(&id) {
+        Some(view) => Json(view).into_response(),
+        None => error(StatusCode::NOT_FOUND, "unknown_session", format!("no session {id:?}")),
+    }
+}
+
+/// Query of `GET /v1/breaches`.
+#[derive(Debug, Default, Deserialize)]
+pub struct BreachesQuery {
+    limit: Option<usize>,
+}
+
+async fn get_breaches(State(state): State<AppState>, Query(query): Query<BreachesQuery>) -> Response {
+    let breaches = state.views.breaches(query.limit.unwrap_or(100));
+    let alerts = state.views.alerts(false);
+    let firing = alerts.iter().filter(|alert| alert.state == megamind_dataflows::model::AlertState::Firing).count();
+    Json(json!({"firing": firing, "alerts": alerts, "breaches": breaches})).into_response()
+}
+
+/// The engine's status, as served by `/v1/status` (and later MCP).
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Seconds since start.
+    pub uptime_seconds: f64,
+    /// Local worker threads.
+    pub workers: usize,
+    /// Events accepted.
+    pub events_accepted: u64,
+    /// Rejections by reason.
+    pub rejected: std::collections::BTreeMap<&'static str, u64>,
+    /// Late events (also in `rejected`).
+    pub late_events: u64,
+    /// Batches waiting.
+    pub queue_depth: usize,
+    /// Batch capacity.
+    pub queue_capacity: usize,
+    /// Ingest refusals due to full queues.
+    pub overloaded: u64,
+    /// Latest watermark pushed, ms.
+    pub watermark_ms: u64,
+    /// Latest output frontier, ms.
+    pub output_frontier_ms: u64,
+    /// Series with a current window.
+    pub series: usize,
+    /// Sessions by status.
+    pub sessions: std::collections::BTreeMap<&'static str, usize>,
+    /// Firing alerts.
+    pub firing_alerts: usize,
+    /// Resident memory, bytes.
+    pub rss_bytes: Option<u64>,
+}
+
+/// Assembles the status.
+pub fn status(state: &AppState) -> Status {
+    use std::sync::atomic::Ordering::Relaxed;
+    let metrics = &state.metrics;
+    let now = state.ingest.clock().now_ms();
+    Status {
+        uptime_seconds: now.saturating_sub(state.started_ms) as f64 / 1000.0,
+        workers: state.workers,
+        events_accepted: metrics.events_accepted.load(Relaxed),
+        rejected: metrics.rejected_by_reason(),
+        late_events: metrics.rejected(megamind_dataflows::model::ErrorReason::Late),
+        queue_depth: state.ingest.feeder().queue_depth(),
+        queue_capacity: state.ingest.feeder().queue_capacity(),
+        overloaded: metrics.overloaded.load(Relaxed),
+        watermark_ms: metrics.watermark_ms.load(Relaxed),
+        output_frontier_ms: metrics.output_frontier_ms.load(Relaxed),
+        series: state.views.series_count(),
+        sessions: state.views.session_counts(),
+        firing_alerts: state.views.alerts(true).len(),
+        rss_bytes: crate::metrics::rss_bytes(),
+    }
+}
+
+async fn get_status(State(state): State<AppState>) -> Response {
+    Json(status(&state)).into_response()
+}
+
+async fn prometheus(State(state): State<AppState>) -> Response {
+    let mut out = String::new();
+    let uptime = state.ingest.clock().now_ms().saturating_sub(state.started_ms) as f64 / 1000.0;
+    state
+        .metrics
+        .render_prometheus(&mut out, state.ingest.feeder().queue_depth(), uptime);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}

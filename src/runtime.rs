@@ -1,0 +1,511 @@
+//! The engine: timely workers running the analytics pipeline, fed from tokio (or a reader
+//! thread) through bounded channels, with results handed to per-worker sinks.
+//!
+//! ```text
+//!   Ingest ──bounded mpsc + SyncActivator──► [worker i: IngestSource ─► analytics ─► sink i]
+//! ```
+//!
+//! Each worker's source drains its channel without blocking, stamps every record it emits
+//! with its current watermark (max event time seen minus the allowed lateness, or a
+//! watermark pushed from outside when input is idle) and parks when there is nothing to
+//! do, so an idle engine uses no CPU. Dropping the senders closes the sources; the
+//! dataflow then flushes every open window and the workers exit.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use megamind_dataflows::model::decode::{decode_event, DecodeLimits};
+use megamind_dataflows::model::{Event, Update};
+use megamind_dataflows::pipelines::{analytics, AnalyticsConfig};
+use megamind_dataflows::Time;
+use timely::communication::Config as CommunicationConfig;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::Inspect;
+use timely::scheduling::SyncActivator;
+use timely::WorkerConfig;
+use tokio::sync::mpsc;
+
+use crate::metrics::{EngineMetrics, UPDATE_KINDS};
+
+/// Most queue messages one source activation takes.
+const MAX_MESSAGES_PER_ACTIVATION: usize = 256;
+/// Most events one source activation emits (it stops after the message that crosses this).
+const MAX_EVENTS_PER_ACTIVATION: u64 = 16_384;
+
+/// A message to one worker's source.
+#[derive(Debug)]
+pub enum WorkerMsg {
+    /// Decoded events.
+    Events(Vec<Event>),
+    /// Raw NDJSON lines to decode on the worker (replay), stamped with `default_ts` when
+    /// they carry no `ts`.
+    Lines {
+        /// Complete lines.
+        chunk: Vec<u8>,
+        /// Time for events without `ts`.
+        default_ts: u64,
+    },
+    /// Advance the watermark to at least this time (idle input, or a source's own progress).
+    Watermark(u64),
+}
+
+/// Receives the updates of one worker.
+pub trait UpdateSink {
+    /// A batch of updates from the dataflow.
+    fn deliver(&mut self, updates: &[Update]);
+    /// The worker's output frontier moved (`None`: the dataflow is complete).
+    fn frontier(&mut self, _frontier: Option<Time>) {}
+    /// The worker is shutting down.
+    fn finish(&mut self) {}
+}
+
+/// Builds the sink of each worker, given its global index.
+pub type SinkFactory = Arc<dyn Fn(usize) -> Box<dyn UpdateSink> + Send + Sync>;
+
+/// Where this process sits in a timely cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This process's index.
+    pub process: usize,
+    /// `host:port` of every process, in order.
+    pub addresses: Vec<String>,
+}
+
+/// How to run the engine.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// Worker threads in this process.
+    pub workers: usize,
+    /// Cluster placement, if more than one process.
+    pub cluster: Option<ClusterConfig>,
+    /// The dataflow.
+    pub analytics: AnalyticsConfig,
+    /// How far the watermark trails the newest event.
+    pub allowed_lateness: Duration,
+    /// Batches buffered per worker.
+    pub queue_capacity: usize,
+    /// Decode limits for raw lines.
+    pub limits: DecodeLimits,
+}
+
+/// Errors starting the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Timely refused to start (bad cluster addresses, ports in use, ...).
+    #[error("timely failed to start: {0}")]
+    Timely(String),
+    /// A worker failed while starting.
+    #[error("worker {0} failed to start")]
+    WorkerStart(usize),
+}
+
+/// A running engine.
+pub struct Engine {
+    senders: Vec<mpsc::Sender<WorkerMsg>>,
+    activators: Vec<SyncActivator>,
+    guards: Option<timely::communication::initialize::WorkerGuards<()>>,
+    first_worker: usize,
+    total_workers: usize,
+    metrics: Arc<EngineMetrics>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("workers", &self.senders.len())
+            .field("first_worker", &self.first_worker)
+            .field("total_workers", &self.total_workers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts the workers and waits until each has built its dataflow.
+    ///
+    /// # Errors
+    /// Timely fails to start (for example, cluster ports in use), or a worker dies early.
+    pub fn start(config: EngineConfig, sinks: SinkFactory, metrics: Arc<EngineMetrics>) -> Result<Engine, EngineError> {
+        let workers = config.workers.max(1);
+        let (communication, first_worker, total_workers) = match &config.cluster {
+            None => (CommunicationConfig::Process(workers), 0, workers),
+            Some(cluster) => (
+                CommunicationConfig::Cluster {
+                    threads: workers,
+                    process: cluster.process,
+                    addresses: cluster.addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                cluster.process * workers,
+                cluster.addresses.len() * workers,
+            ),
+        };
+        let mut senders = Vec::with_capacity(workers);
+        let mut receivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+            senders.push(sender);
+            receivers.push(Some(receiver));
+        }
+        let receivers = Arc::new(Mutex::new(receivers));
+        let (activator_tx, activator_rx) = std::sync::mpsc::channel::<(usize, SyncActivator)>();
+        let activator_tx = Mutex::new(activator_tx);
+        let worker_metrics = Arc::clone(&metrics);
+        let timely_config = timely::Config {
+            communication,
+            worker: WorkerConfig::default(),
+        };
+        let guards = timely::execute(timely_config, move |worker| {
+            let index = worker.index();
+            let local = index - first_worker;
+            let receiver = receivers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_mut(local)
+                .and_then(Option::take);
+            let Some(mut receiver) = receiver else {
+                panic!("invariant: worker {index} owns local channel {local}");
+            };
+            let sink: Rc<RefCell<Box<dyn UpdateSink>>> = Rc::new(RefCell::new(sinks(index)));
+            let lateness = megamind_dataflows::time::duration_ms(config.allowed_lateness);
+            let metrics = Arc::clone(&worker_metrics);
+            let limits = config.limits.clone();
+            let analytics_config = config.analytics.clone();
+            let activator_tx = activator_tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            worker.dataflow::<Time, _, _>(|scope| {
+                let events = source::<_, CapacityContainerBuilder<Vec<Event>>, _, _>(scope, "IngestSource", |capability, info| {
+                    let address = info.address.to_vec();
+                    let _ = activator_tx.send((local, scope.worker().sync_activator_for(address)));
+                    let reschedule = scope.activator_for(Rc::clone(&info.address));
+                    let mut capability = Some(capability);
+                    let mut max_event_time: Option<u64> = None;
+                    let mut pushed: u64 = 0;
+                    move |output| {
+                        let Some(cap) = capability.as_mut() else { return };
+                        let mut closed = false;
+                        let mut accepted = 0u64;
+                        let mut drained = false;
+                        // Bounded work per activation keeps the worker responsive and the
+                        // data in flight between operators small: downstream operators run
+                        // only after this activation returns.
+                        for _ in 0..MAX_MESSAGES_PER_ACTIVATION {
+                            if accepted >= MAX_EVENTS_PER_ACTIVATION {
+                                break;
+                            }
+                            match receiver.try_recv() {
+                                Ok(WorkerMsg::Events(events)) => {
+                                    accepted += events.len() as u64;
+                                    if let Some(max) = events.iter().map(|event| event.ts).max() {
+                                        max_event_time = Some(max_event_time.map_or(max, |seen| seen.max(max)));
+                                    }
+                                    output.session(&*cap).give_iterator(events.into_iter());
+                                }
+                                Ok(WorkerMsg::Lines { chunk, default_ts }) => {
+                                    let mut session = output.session(&*cap);
+                                    let mut max = max_event_time;
+                                    for line in chunk.split(|byte| *byte == b'\n') {
+                                        if line.iter().all(u8::is_ascii_whitespace) {
+                                            continue;
+                                        }
+                                        match decode_event(line, &limits, default_ts) {
+                                            Ok(event) => {
+                                                accepted += 1;
+                                                max = Some(max.map_or(event.ts, |seen: u64| seen.max(event.ts)));
+                                                session.give(event);
+                                            }
+                                            Err(error) => metrics.reject(error.reason, 1),
+                                        }
+                                    }
+                                    max_event_time = max;
+                                }
+                                Ok(WorkerMsg::Watermark(time)) => pushed = pushed.max(time),
+                                Err(mpsc::error::TryRecvError::Empty) => {
+                                    drained = true;
+                                    break;
+                                }
+                                Err(mpsc::error::TryRecvError::Disconnected) => {
+                                    closed = true;
+                                    break;
+                                }
+                            }
+                        }
+                        if accepted > 0 {
+                            metrics.events_accepted.fetch_add(accepted, Ordering::Relaxed);
+                        }
+                        let from_data = max_event_time.map_or(0, |max| max.saturating_sub(lateness));
+                        let watermark = from_data.max(pushed);
+                        if watermark > *cap.time() {
+                            cap.downgrade(&watermark);
+                        }
+                        if closed {
+                            capability = None;
+                        } else if !drained {
+                            // Stopped at a work bound: come back for the rest (and to notice
+                            // a disconnect, which no sender will announce).
+                            reschedule.activate();
+                        }
+                    }
+                });
+                let sink = Rc::clone(&sink);
+                analytics(events, &analytics_config).inspect_core(move |event| match event {
+                    Ok((_, updates)) => sink.borrow_mut().deliver(updates),
+                    Err(frontier) => sink.borrow_mut().frontier(frontier.first().copied()),
+                });
+            });
+            while worker.step_or_park(None) {}
+            sink.borrow_mut().finish();
+        })
+        .map_err(EngineError::Timely)?;
+
+        let mut activators: Vec<Option<SyncActivator>> = vec![None; workers];
+        for _ in 0..workers {
+            match activator_rx.recv_timeout(Duration::from_secs(30)) {
+                Ok((local, activator)) => activators[local] = Some(activator),
+                Err(_) => break,
+            }
+        }
+        let activators: Vec<SyncActivator> = activators
+            .into_iter()
+            .enumerate()
+            .map(|(local, activator)| activator.ok_or(EngineError::WorkerStart(first_worker + local)))
+            .collect::<Result<_, _>>()?;
+        Ok(Engine {
+            senders,
+            activators,
+            guards: Some(guards),
+            first_worker,
+            total_workers,
+            metrics,
+        })
+    }
+
+    /// A handle for feeding the workers of this process.
+    pub fn feeder(&self) -> Feeder {
+        Feeder {
+            senders: self.senders.clone(),
+            activators: self.activators.clone(),
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+
+    /// Index of this process's first worker, and the number of workers in the cluster.
+    pub fn worker_range(&self) -> (usize, usize) {
+        (self.first_worker, self.total_workers)
+    }
+
+    /// Number of local workers.
+    pub fn local_workers(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Closes the inputs, lets the dataflow flush every window, and waits for the workers.
+    /// Blocks: call it from a blocking context.
+    ///
+    /// # Errors
+    /// The message of the first worker that panicked.
+    pub fn shutdown(mut self) -> Result<(), String> {
+        self.senders.clear();
+        for activator in &self.activators {
+            let _ = activator.activate();
+        }
+        match self.guards.take() {
+            Some(guards) => guards.join().into_iter().collect::<Result<Vec<()>, String>>().map(|_| ()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a feed was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FeedError {
+    /// Every queue is full; try again later.
+    #[error("ingest queues are full")]
+    Overloaded,
+    /// The engine is shutting down.
+    #[error("the engine is stopped")]
+    Stopped,
+}
+
+/// Sends messages to the workers of this process. Cheap to clone.
+#[derive(Clone)]
+pub struct Feeder {
+    senders: Vec<mpsc::Sender<WorkerMsg>>,
+    activators: Vec<SyncActivator>,
+    metrics: Arc<EngineMetrics>,
+}
+
+impl std::fmt::Debug for Feeder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feeder").field("workers", &self.senders.len()).finish()
+    }
+}
+
+impl Feeder {
+    /// Number of local workers.
+    pub fn workers(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Batches waiting in all queues.
+    pub fn queue_depth(&self) -> usize {
+        self.senders
+            .iter()
+            .map(|sender| sender.max_capacity() - sender.capacity())
+            .sum()
+    }
+
+    /// Total queue capacity in batches.
+    pub fn queue_capacity(&self) -> usize {
+        self.senders.iter().map(mpsc::Sender::max_capacity).sum()
+    }
+
+    /// Tries to enqueue `message` for local worker `worker` without waiting.
+    ///
+    /// # Errors
+    /// [`FeedError::Overloaded`] when that queue is full (the message is returned inside
+    /// no error: callers pick another worker or give up), [`FeedError::Stopped`] when the
+    /// engine is gone.
+    pub fn try_send(&self, worker: usize, message: WorkerMsg) -> Result<(), (FeedError, WorkerMsg)> {
+        let Some(sender) = self.senders.get(worker) else {
+            return Err((FeedError::Stopped, message));
+        };
+        match sender.try_send(message) {
+            Ok(()) => {
+                self.wake(worker);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(message)) => Err((FeedError::Overloaded, message)),
+            Err(mpsc::error::TrySendError::Closed(message)) => Err((FeedError::Stopped, message)),
+        }
+    }
+
+    /// Enqueues `message` for local worker `worker`, waiting up to `timeout` for room.
+    ///
+    /// # Errors
+    /// [`FeedError::Overloaded`] after the timeout, [`FeedError::Stopped`] when the engine
+    /// is gone.
+    ///
+    /// # Cancel safety
+    /// Cancelling drops the message.
+    pub async fn send(&self, worker: usize, message: WorkerMsg, timeout: Duration) -> Result<(), FeedError> {
+        let Some(sender) = self.senders.get(worker) else {
+            return Err(FeedError::Stopped);
+        };
+        match tokio::time::timeout(timeout, sender.send(message)).await {
+            Ok(Ok(())) => {
+                self.wake(worker);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(FeedError::Stopped),
+            Err(_) => {
+                self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+                Err(FeedError::Overloaded)
+            }
+        }
+    }
+
+    /// Blocking send from a plain thread (replay reader).
+    ///
+    /// # Errors
+    /// [`FeedError::Stopped`] when the engine is gone.
+    pub fn blocking_send(&self, worker: usize, message: WorkerMsg) -> Result<(), FeedError> {
+        let sender = self.senders.get(worker).ok_or(FeedError::Stopped)?;
+        sender.blocking_send(message).map_err(|_| FeedError::Stopped)?;
+        self.wake(worker);
+        Ok(())
+    }
+
+    /// Pushes a watermark to every local worker (best effort: a full queue already has
+    /// data that will advance it).
+    pub fn advance_all(&self, watermark: u64) {
+        self.metrics.watermark_ms.fetch_max(watermark, Ordering::Relaxed);
+        for worker in 0..self.senders.len() {
+            let _ = self.try_send(worker, WorkerMsg::Watermark(watermark));
+        }
+    }
+
+    fn wake(&self, worker: usize) {
+        if let Some(activator) = self.activators.get(worker) {
+            let _ = activator.activate();
+        }
+    }
+}
+
+/// Counts updates by kind, then passes them on.
+pub struct CountingSink<S> {
+    inner: S,
+    metrics: Arc<EngineMetrics>,
+}
+
+impl<S> CountingSink<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, metrics: Arc<EngineMetrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+impl<S: UpdateSink> UpdateSink for CountingSink<S> {
+    fn deliver(&mut self, updates: &[Update]) {
+        let mut counts = [0u64; UPDATE_KINDS.len()];
+        let mut late = 0u64;
+        for update in updates {
+            let position = match update {
+                Update::Window(_) => 0,
+                Update::SeriesIdle { .. } => 1,
+                Update::Session(_) => 2,
+                Update::SessionSample(_) => 3,
+                Update::Breach(_) => 4,
+                Update::Alert(_) => 5,
+                Update::Rejected { error, .. } => {
+                    if error.reason == megamind_dataflows::model::ErrorReason::Late {
+                        late += 1;
+                    }
+                    6
+                }
+            };
+            counts[position] += 1;
+        }
+        for (position, count) in counts.into_iter().enumerate() {
+            if count > 0 {
+                self.metrics.count_update(position, count);
+            }
+        }
+        if late > 0 {
+            self.metrics.reject(megamind_dataflows::model::ErrorReason::Late, late);
+        }
+        self.inner.deliver(updates);
+    }
+
+    fn frontier(&mut self, frontier: Option<Time>) {
+        if let Some(time) = frontier {
+            self.metrics.output_frontier_ms.fetch_max(time, Ordering::Relaxed);
+        }
+        self.inner.frontier(frontier);
+    }
+
+    fn finish(&mut self) {
+        self.inner.finish();
+    }
+}
+
+/// Applies updates to the shared views.
+pub struct ViewsSink {
+    views: Arc<crate::views::Views>,
+}
+
+impl ViewsSink {
+    /// A sink into `views`.
+    pub fn new(views: Arc<crate::views::Views>) -> Self {
+        Self { views }
+    }
+}
+
+impl UpdateSink for ViewsSink {
+    fn deliver(&mut self, updates: &[Update]) {
+        self.views.apply(updates.to_vec());
+    }
+}
