@@ -10,6 +10,7 @@
 //! `ceil(q·n)`-th smallest (numpy's `method="inverted_cdf"`).
 
 use hdrhistogram::Histogram;
+use smallvec::SmallVec;
 
 /// Values are recorded in the histogram as integer multiples of this resolution.
 const RESOLUTION: f64 = 1_000.0;
@@ -108,15 +109,16 @@ fn rank_in(histogram: &Histogram<u32>, rank: u64) -> f64 {
 /// A bag of values that answers nearest-rank quantiles, exactly up to `exact_limit` values.
 #[derive(Debug, Clone)]
 pub enum ValueBag {
-    /// The values themselves.
-    Exact(Vec<f64>),
+    /// The values themselves; the first few inline, so small bags cost no allocation and
+    /// no pointer chase.
+    Exact(SmallVec<[f64; 3]>),
     /// Too many values: a histogram.
     Histogram(Box<SignedHistogram>),
 }
 
 impl Default for ValueBag {
     fn default() -> Self {
-        Self::Exact(Vec::new())
+        Self::Exact(SmallVec::new())
     }
 }
 

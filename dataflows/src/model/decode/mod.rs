@@ -16,6 +16,7 @@ use compact_str::CompactString;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 use super::error::{DataError, ErrorReason};
 use super::event::{
@@ -23,6 +24,7 @@ use super::event::{
     SessionEvent, SessionKind, Severity,
 };
 
+mod fast;
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +58,15 @@ impl Default for DecodeLimits {
 /// JSON, a missing or ill-typed field, a non-finite number, an empty id, an oversize
 /// string or map, a duplicate field, or an unknown `type`.
 pub fn decode_event(bytes: &[u8], limits: &DecodeLimits, default_ts: u64) -> Result<Event, DataError> {
+    if let Some(fields) = fast::scan(bytes, limits) {
+        return fields.build(limits, default_ts);
+    }
+    decode_event_serde(bytes, limits, default_ts)
+}
+
+/// The general path: serde_json walks the object; every syntax and type problem is
+/// reported precisely. [`decode_event`] uses it whenever the fast scanner gives up.
+fn decode_event_serde(bytes: &[u8], limits: &DecodeLimits, default_ts: u64) -> Result<Event, DataError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let mut current_field: Option<Field> = None;
     let seed = ObjectSeed {
@@ -125,39 +136,7 @@ enum Field {
     Severity,
 }
 
-const FIELD_COUNT: usize = 27;
-
 impl Field {
-    const ALL: [Field; FIELD_COUNT] = [
-        Field::Type,
-        Field::Ts,
-        Field::SessionId,
-        Field::UserId,
-        Field::Kind,
-        Field::Operation,
-        Field::DurationMs,
-        Field::Tokens,
-        Field::Success,
-        Field::Message,
-        Field::Name,
-        Field::Value,
-        Field::Labels,
-        Field::ModelId,
-        Field::ModelVersion,
-        Field::PredictionId,
-        Field::Predicted,
-        Field::Confidence,
-        Field::LatencyMs,
-        Field::Features,
-        Field::Actual,
-        Field::Command,
-        Field::AlertId,
-        Field::Actor,
-        Field::Note,
-        Field::Title,
-        Field::Severity,
-    ];
-
     fn name(self) -> &'static str {
         match self {
             Field::Type => "type",
@@ -489,9 +468,11 @@ impl MapField {
     }
 }
 
-/// The fields of one object, captured but not yet validated against a variant.
+/// The fields of one object, captured but not yet validated against a variant. Typical
+/// events carry fewer than ten known fields, kept inline without allocation.
 struct Fields<'de> {
-    slots: [Option<Found<'de>>; FIELD_COUNT],
+    seen: u32,
+    found: SmallVec<[(Field, Found<'de>); 10]>,
     labels: Option<MapField>,
     features: Option<MapField>,
     attrs: Vec<(Id, String)>,
@@ -519,7 +500,8 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut fields = Fields {
-            slots: Default::default(),
+            seen: 0,
+            found: SmallVec::new(),
             labels: None,
             features: None,
             attrs: Vec::new(),
@@ -553,11 +535,12 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                     *self.current_field = Some(field);
                     let value = map.next_value::<Found<'de>>()?;
                     *self.current_field = None;
-                    let slot = &mut fields.slots[field as usize];
-                    if slot.is_some() {
+                    let bit = 1u32 << (field as u32);
+                    if fields.seen & bit != 0 {
                         first_error.get_or_insert_with(|| duplicate(field.name()));
                     } else {
-                        *slot = Some(value);
+                        fields.seen |= bit;
+                        fields.found.push((field, value));
                     }
                 }
                 None => {
@@ -627,7 +610,8 @@ fn number(found: &Found<'_>, field: &str) -> Result<f64, DataError> {
 /// Validation of captured fields against the selected variant.
 impl<'de> Fields<'de> {
     fn take(&mut self, field: Field) -> Option<Found<'de>> {
-        self.slots[field as usize].take()
+        let position = self.found.iter().position(|(known, _)| *known == field)?;
+        Some(self.found.remove(position).1)
     }
 
     fn required(&mut self, field: Field, variant: &str) -> Result<Found<'de>, DataError> {
@@ -772,10 +756,8 @@ impl<'de> Fields<'de> {
         };
         // Known fields that do not belong to this variant are kept like unknown ones.
         let mut attrs = std::mem::take(&mut self.attrs);
-        for field in Field::ALL {
-            if let Some(found) = self.slots[field as usize].take() {
-                attrs.push((CompactString::from(field.name()), found.to_json_text()));
-            }
+        for (field, found) in self.found.drain(..) {
+            attrs.push((CompactString::from(field.name()), found.to_json_text()));
         }
         for (field, map) in [(Field::Labels, self.labels.take()), (Field::Features, self.features.take())] {
             if let Some(map) = map {

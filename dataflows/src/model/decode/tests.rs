@@ -158,3 +158,79 @@ proptest::proptest! {
         proptest::prop_assert_eq!(event.ts, ts);
     }
 }
+
+fn json_value() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        "[a-z]{0,6}".prop_map(|s| format!("\"{s}\"")),
+        Just("\"a\\\"b\"".to_owned()),
+        Just("\"\\u00e9t\\u00e9\"".to_owned()),
+        Just("\"caf\u{e9}\"".to_owned()),
+        any::<u32>().prop_map(|n| n.to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        Just("18446744073709551616".to_owned()),
+        (-1e6f64..1e6).prop_map(|f| format!("{f}")),
+        (-1e6f64..1e6).prop_map(|f| format!("{f:e}")),
+        Just("1E+2".to_owned()),
+        Just("-0".to_owned()),
+        Just("01".to_owned()),
+        Just("1.".to_owned()),
+        Just("true".to_owned()),
+        Just("false".to_owned()),
+        Just("null".to_owned()),
+        Just("[1,2]".to_owned()),
+        Just("{\"host\":\"a\",\"zone\":\"b\"}".to_owned()),
+        Just("{\"x\":1.5,\"a\":2}".to_owned()),
+        Just("{\"x\":{}}".to_owned()),
+        Just("{}".to_owned()),
+    ]
+}
+
+fn json_object() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let key = prop_oneof![
+        Just("type"), Just("ts"), Just("name"), Just("value"), Just("labels"), Just("session_id"),
+        Just("kind"), Just("features"), Just("model_id"), Just("prediction_id"), Just("predicted"),
+        Just("confidence"), Just("latency_ms"), Just("actual"), Just("command"), Just("alert_id"),
+        Just("title"), Just("extra"), Just("other"),
+    ];
+    let type_name = prop_oneof![
+        Just("\"metric\""), Just("\"session\""), Just("\"prediction\""), Just("\"outcome\""),
+        Just("\"alert_command\""), Just("\"nope\""),
+    ];
+    (type_name, proptest::collection::vec((key, json_value()), 0..8), " {0,2}").prop_map(|(kind, pairs, pad)| {
+        let mut parts = vec![format!("\"type\":{kind}")];
+        parts.extend(pairs.into_iter().map(|(k, v)| format!("\"{k}\":{pad}{v}")));
+        format!("{pad}{{{}}}{pad}", parts.join(","))
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, ..Default::default() })]
+
+    /// The fast scanner may defer, but whenever it answers, it answers exactly as the
+    /// serde path does (same event, or same error).
+    #[test]
+    fn fast_path_agrees_with_serde_path(object in json_object()) {
+        let limits = DecodeLimits::default();
+        let slow = decode_event_serde(object.as_bytes(), &limits, 5);
+        if let Some(fields) = fast::scan(object.as_bytes(), &limits) {
+            let fast = fields.build(&limits, 5);
+            proptest::prop_assert_eq!(fast, slow, "{}", object);
+        }
+    }
+}
+
+#[test]
+fn fast_path_takes_typical_events() {
+    let limits = DecodeLimits::default();
+    for line in [
+        r#"{"type":"metric","ts":1700000000000,"session_id":"s1","name":"latency_ms","value":51.25}"#,
+        r#"{"type":"metric","name":"x","value":-3,"labels":{"b":"2","a":"1"},"extra":{"deep":[1]}}"#,
+        r#"{"type":"session","session_id":"s","kind":"operation","duration_ms":12,"success":true}"#,
+    ] {
+        // `extra` holds an object: the fast path defers on it. The others must be taken.
+        let taken = fast::scan(line.as_bytes(), &limits).is_some();
+        assert_eq!(taken, !line.contains("deep"), "{line}");
+    }
+}

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::model::{SeriesKey, WindowStats};
-use crate::operators::quantiles::{QuantileScratch, ValueBag};
+use crate::operators::quantiles::{nearest_rank, QuantileScratch, ValueBag};
 use crate::time::duration_ms;
 
 /// Shape of the sliding windows.
@@ -118,12 +118,25 @@ impl Pane {
     }
 }
 
-/// The panes of one series, oldest first, non-empty only.
+/// The panes of one series, oldest first, non-empty only, plus the values of the panes
+/// that the current window covers, kept sorted.
+///
+/// Each window reuses the previous one: the pane that enters is merged into the sorted
+/// values and the pane that leaves is taken out, so a sample is inserted and removed once
+/// instead of being copied into every one of the `L/S` windows that contain it. Min, max
+/// and percentiles are then index lookups. Series with more than `exact_limit` samples in
+/// a window fall back to merging the panes' histograms per window.
 #[derive(Debug, Clone, Default)]
 pub struct SeriesPanes {
     panes: VecDeque<Pane>,
     /// Whether the last window computed for this series was non-empty.
     pub active: bool,
+    /// Sorted values of the panes with index in `merged_from..merged_to`.
+    sorted: Vec<f64>,
+    merged_from: u64,
+    merged_to: u64,
+    /// Too many values for exact percentiles: `sorted` is unused.
+    overflowed: bool,
 }
 
 impl SeriesPanes {
@@ -149,6 +162,17 @@ impl SeriesPanes {
             },
         };
         self.panes[position].add(value, exact_limit);
+        if !self.overflowed && (self.merged_from..self.merged_to).contains(&index) {
+            insert_sorted(&mut self.sorted, value);
+            if self.sorted.len() > exact_limit {
+                self.overflow();
+            }
+        }
+    }
+
+    fn overflow(&mut self) {
+        self.overflowed = true;
+        self.sorted = Vec::new();
     }
 
     /// Whether no pane holds data.
@@ -164,30 +188,42 @@ impl SeriesPanes {
     /// Statistics of the window made of panes `[end_index - panes, end_index)`, or `None`
     /// when it is empty. Panes must already be evicted below `end_index - panes`.
     pub fn window(
-        &self,
+        &mut self,
         key: &SeriesKey,
         end_index: u64,
         config: &WindowConfig,
         scratch: &mut QuantileScratch,
     ) -> Option<WindowStats> {
         let first_index = end_index.saturating_sub(config.panes());
-        let mut count = 0u64;
-        let mut sum = 0.0f64;
-        let mut min = f64::INFINITY;
-        let mut max = f64::NEG_INFINITY;
-        scratch.clear();
-        for pane in self.panes.iter().take_while(|pane| pane.index < end_index) {
-            debug_assert!(pane.index >= first_index, "invariant: panes before the window are evicted");
-            count += pane.count;
-            sum += pane.sum;
-            min = min.min(pane.min);
-            max = max.max(pane.max);
-            scratch.add(&pane.values, config.exact_limit);
-        }
-        if count == 0 {
-            return None;
-        }
-        let ([p50, p95, p99], exact) = scratch.quantiles([0.5, 0.95, 0.99]);
+        self.merge_range(first_index, end_index, config.exact_limit);
+        let (count, sum, min, max, [p50, p95, p99], exact) = if self.overflowed {
+            let mut count = 0u64;
+            let mut sum = 0.0f64;
+            let mut min = f64::INFINITY;
+            let mut max = f64::NEG_INFINITY;
+            scratch.clear();
+            for pane in self.panes.iter().take_while(|pane| pane.index < end_index) {
+                debug_assert!(pane.index >= first_index, "invariant: panes before the window are evicted");
+                count += pane.count;
+                sum += pane.sum;
+                min = min.min(pane.min);
+                max = max.max(pane.max);
+                scratch.add(&pane.values, config.exact_limit);
+            }
+            if count == 0 {
+                return None;
+            }
+            let (quantiles, exact) = scratch.quantiles([0.5, 0.95, 0.99]);
+            (count, sum, min, max, quantiles, exact)
+        } else {
+            // The sorted values are the window: no pane needs to be visited, and summing
+            // in sorted order makes the sum independent of arrival order.
+            let (&min, &max) = (self.sorted.first()?, self.sorted.last()?);
+            let count = self.sorted.len() as u64;
+            let sum: f64 = self.sorted.iter().sum();
+            let at = |q: f64| self.sorted[(nearest_rank(q, count) - 1) as usize];
+            (count, sum, min, max, [at(0.5), at(0.95), at(0.99)], true)
+        };
         let slide = config.slide_ms();
         let length_ms = config.length_ms();
         Some(WindowStats {
@@ -207,11 +243,97 @@ impl SeriesPanes {
         })
     }
 
+    /// Makes `sorted` hold exactly the values of panes `[first, end)`.
+    fn merge_range(&mut self, first: u64, end: u64, exact_limit: usize) {
+        if self.overflowed {
+            // Come back to exact percentiles once the window is small again.
+            let in_window = self
+                .panes
+                .iter()
+                .take_while(|pane| pane.index < end)
+                .filter(|pane| pane.index >= first);
+            let (count, all_exact) = in_window.fold((0u64, true), |(count, exact), pane| {
+                (count + pane.count, exact && matches!(pane.values, ValueBag::Exact(_)))
+            });
+            if !all_exact || count as usize > exact_limit / 2 {
+                self.merged_from = first;
+                self.merged_to = end;
+                return;
+            }
+            self.overflowed = false;
+            self.sorted.clear();
+            self.merged_from = first;
+            self.merged_to = first;
+        }
+        if first >= self.merged_to || end <= self.merged_from {
+            // Disjoint (a jump over an idle stretch): start over.
+            self.sorted.clear();
+            self.merged_from = first;
+            self.merged_to = first;
+        }
+        // Panes leaving at the old end of the range.
+        if first > self.merged_from {
+            let (from, to) = (self.merged_from, first);
+            for pane in self.panes.iter().take_while(|pane| pane.index < to).filter(|pane| pane.index >= from) {
+                if let ValueBag::Exact(values) = &pane.values {
+                    for value in values {
+                        remove_sorted(&mut self.sorted, *value);
+                    }
+                }
+            }
+            self.merged_from = first;
+        }
+        // Panes entering at the new end of the range.
+        if end > self.merged_to {
+            let (from, to) = (self.merged_to.max(first), end);
+            let mut overflow = false;
+            for pane in self.panes.iter().take_while(|pane| pane.index < to).filter(|pane| pane.index >= from) {
+                match &pane.values {
+                    ValueBag::Exact(values) => {
+                        for value in values {
+                            insert_sorted(&mut self.sorted, *value);
+                        }
+                    }
+                    ValueBag::Histogram(_) => overflow = true,
+                }
+            }
+            self.merged_to = end;
+            if overflow || self.sorted.len() > exact_limit {
+                self.overflow();
+            }
+        }
+    }
+
     /// Drops panes with index below `first_kept`.
     pub fn evict_before(&mut self, first_kept: u64) {
-        while self.panes.front().is_some_and(|pane| pane.index < first_kept) {
-            self.panes.pop_front();
+        while let Some(pane) = self.panes.front() {
+            if pane.index >= first_kept {
+                break;
+            }
+            if let Some(pane) = self.panes.pop_front() {
+                if !self.overflowed && (self.merged_from..self.merged_to).contains(&pane.index) {
+                    if let ValueBag::Exact(values) = &pane.values {
+                        for value in values {
+                            remove_sorted(&mut self.sorted, *value);
+                        }
+                    }
+                }
+            }
         }
+        self.merged_from = self.merged_from.max(first_kept);
+        self.merged_to = self.merged_to.max(self.merged_from);
+    }
+}
+
+fn insert_sorted(sorted: &mut Vec<f64>, value: f64) {
+    let position = sorted.partition_point(|existing| existing.total_cmp(&value).is_lt());
+    sorted.insert(position, value);
+}
+
+fn remove_sorted(sorted: &mut Vec<f64>, value: f64) {
+    let position = sorted.partition_point(|existing| existing.total_cmp(&value).is_lt());
+    if sorted.get(position).is_some_and(|found| found.total_cmp(&value).is_eq()) {
+        sorted.remove(position);
     }
 }
 

@@ -1,0 +1,253 @@
+//! A scanner for the common case: a flat JSON object whose strings need no unescaping.
+//!
+//! It produces the same captured [`Fields`] as the serde path, about three times faster,
+//! and gives up (returns `None`) on anything unusual — an escape sequence, an array, a
+//! nested object outside `labels`/`features`, a duplicate, a limit, malformed syntax — so
+//! that the serde path decodes the record and produces the precise error. It never
+//! decides that a record is invalid.
+
+use std::borrow::Cow;
+
+use compact_str::CompactString;
+use smallvec::SmallVec;
+
+use super::{DecodeLimits, Field, Fields, Found, MapField};
+
+/// Scans `bytes` as one flat object, or returns `None` to defer to the serde path.
+pub(super) fn scan<'de>(bytes: &'de [u8], limits: &DecodeLimits) -> Option<Fields<'de>> {
+    let mut scanner = Scanner { bytes, position: 0 };
+    let mut fields = Fields {
+        seen: 0,
+        found: SmallVec::new(),
+        labels: None,
+        features: None,
+        attrs: Vec::new(),
+    };
+    scanner.skip_whitespace();
+    scanner.expect(b'{')?;
+    scanner.skip_whitespace();
+    if scanner.peek()? == b'}' {
+        scanner.position += 1;
+    } else {
+        loop {
+            let key = scanner.string()?;
+            scanner.skip_whitespace();
+            scanner.expect(b':')?;
+            scanner.skip_whitespace();
+            match Field::from_key(key) {
+                Some(field @ (Field::Labels | Field::Features)) => {
+                    let map = scanner.flat_map(field, limits)?;
+                    let slot = if field == Field::Labels {
+                        &mut fields.labels
+                    } else {
+                        &mut fields.features
+                    };
+                    if slot.is_some() {
+                        return None;
+                    }
+                    *slot = Some(map);
+                }
+                Some(field) => {
+                    let value = scanner.scalar()?;
+                    let bit = 1u32 << (field as u32);
+                    if fields.seen & bit != 0 {
+                        return None;
+                    }
+                    fields.seen |= bit;
+                    fields.found.push((field, value));
+                }
+                None => {
+                    let start = scanner.position;
+                    scanner.scalar()?;
+                    let raw = std::str::from_utf8(&bytes[start..scanner.position]).ok()?;
+                    if fields.attrs.len() >= limits.max_map_entries
+                        || key.len() > limits.max_id_bytes
+                        || raw.len() > limits.max_text_bytes
+                        || fields.attrs.iter().any(|(name, _)| name.as_str() == key)
+                    {
+                        return None;
+                    }
+                    fields.attrs.push((CompactString::from(key), raw.to_owned()));
+                }
+            }
+            scanner.skip_whitespace();
+            match scanner.next()? {
+                b',' => scanner.skip_whitespace(),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    scanner.skip_whitespace();
+    (scanner.position == bytes.len()).then_some(fields)
+}
+
+struct Scanner<'de> {
+    bytes: &'de [u8],
+    position: usize,
+}
+
+impl<'de> Scanner<'de> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.position).copied()
+    }
+
+    fn next(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.position += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.next()? == byte).then_some(())
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.position += 1;
+        }
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn string(&mut self) -> Option<&'de str> {
+        self.expect(b'"')?;
+        let start = self.position;
+        let rest = &self.bytes[start..];
+        let length = rest.iter().position(|byte| *byte == b'"' || *byte == b'\\' || *byte < 0x20)?;
+        if rest[length] != b'"' {
+            return None;
+        }
+        self.position = start + length + 1;
+        std::str::from_utf8(&rest[..length]).ok()
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.position + word.len();
+        (self.bytes.get(self.position..end)? == word).then(|| self.position = end)
+    }
+
+    fn scalar(&mut self) -> Option<Found<'de>> {
+        match self.peek()? {
+            b'"' => Some(Found::Str(Cow::Borrowed(self.string()?))),
+            b't' => self.literal(b"true").map(|()| Found::Bool(true)),
+            b'f' => self.literal(b"false").map(|()| Found::Bool(false)),
+            b'n' => self.literal(b"null").map(|()| Found::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// A JSON number, classified as serde_json does: integers without fraction or
+    /// exponent are `U64`/`I64` when they fit, everything else `F64`.
+    fn number(&mut self) -> Option<Found<'de>> {
+        let start = self.position;
+        let negative = self.peek()? == b'-';
+        if negative {
+            self.position += 1;
+        }
+        let digits = |scanner: &mut Self| {
+            let from = scanner.position;
+            while matches!(scanner.peek(), Some(b'0'..=b'9')) {
+                scanner.position += 1;
+            }
+            scanner.position - from
+        };
+        let integer_start = self.position;
+        let integer_digits = digits(self);
+        if integer_digits == 0 || (integer_digits > 1 && self.bytes[integer_start] == b'0') {
+            return None;
+        }
+        let mut integral = true;
+        if self.peek() == Some(b'.') {
+            self.position += 1;
+            if digits(self) == 0 {
+                return None;
+            }
+            integral = false;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.position += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.position += 1;
+            }
+            if digits(self) == 0 {
+                return None;
+            }
+            integral = false;
+        }
+        let text = std::str::from_utf8(&self.bytes[start..self.position]).ok()?;
+        if integral {
+            if negative {
+                // serde_json reads "-0" as the float negative zero.
+                if text == "-0" {
+                    return Some(Found::F64(-0.0));
+                }
+                if let Ok(value) = text.parse::<i64>() {
+                    return Some(Found::I64(value));
+                }
+            } else if let Ok(value) = text.parse::<u64>() {
+                return Some(Found::U64(value));
+            }
+        }
+        let value: f64 = text.parse().ok()?;
+        // serde_json rejects numbers beyond the f64 range; let it report them.
+        value.is_finite().then_some(Found::F64(value))
+    }
+
+    /// `labels` (string values) or `features` (number values) as a flat object, with the
+    /// same limits and canonical ordering as the serde path.
+    fn flat_map(&mut self, field: Field, limits: &DecodeLimits) -> Option<MapField> {
+        let mut labels: super::Labels = Vec::new();
+        let mut features: Vec<(super::Id, f64)> = Vec::new();
+        if self.peek()? == b'n' {
+            self.literal(b"null")?;
+        } else {
+            self.expect(b'{')?;
+            self.skip_whitespace();
+            if self.peek()? == b'}' {
+                self.position += 1;
+            } else {
+                let mut entries = 0usize;
+                loop {
+                    let key = self.string()?;
+                    entries += 1;
+                    if key.is_empty() || key.len() > limits.max_id_bytes || entries > limits.max_map_entries {
+                        return None;
+                    }
+                    self.skip_whitespace();
+                    self.expect(b':')?;
+                    self.skip_whitespace();
+                    let value = self.scalar()?;
+                    match (field, value) {
+                        (Field::Labels, Found::Str(text)) if text.len() <= limits.max_id_bytes => {
+                            labels.push((CompactString::from(key), CompactString::from(text.as_ref())));
+                        }
+                        (Field::Features, Found::U64(n)) => features.push((CompactString::from(key), n as f64)),
+                        (Field::Features, Found::I64(n)) => features.push((CompactString::from(key), n as f64)),
+                        (Field::Features, Found::F64(n)) => features.push((CompactString::from(key), n)),
+                        _ => return None,
+                    }
+                    self.skip_whitespace();
+                    match self.next()? {
+                        b',' => self.skip_whitespace(),
+                        b'}' => break,
+                        _ => return None,
+                    }
+                }
+            }
+        }
+        if field == Field::Features {
+            features.sort_by(|a, b| a.0.cmp(&b.0));
+            if features.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+                return None;
+            }
+            Some(MapField::Features(features))
+        } else {
+            labels.sort_by(|a, b| a.0.cmp(&b.0));
+            if labels.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+                return None;
+            }
+            Some(MapField::Labels(labels))
+        }
+    }
+}
