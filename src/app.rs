@@ -86,14 +86,19 @@ impl Server {
         let sink_views = Arc::clone(&views);
         let sink_metrics = Arc::clone(&metrics);
         let factory: SinkFactory = Arc::new(move |_worker| {
-            Box::new(CountingSink::new(ViewsSink::new(Arc::clone(&sink_views)), Arc::clone(&sink_metrics)))
+            Box::new(CountingSink::new(
+                ViewsSink::new(Arc::clone(&sink_views)),
+                Arc::clone(&sink_metrics),
+            ))
         });
         let engine_config = run.engine_config(&config);
         let workers = engine_config.workers;
         let engine_metrics = Arc::clone(&metrics);
-        let engine = tokio::task::spawn_blocking(move || Engine::start(engine_config, factory, engine_metrics))
-            .await
-            .map_err(|_| crate::runtime::EngineError::WorkerStart(0))??;
+        let engine = tokio::task::spawn_blocking(move || {
+            Engine::start(engine_config, factory, engine_metrics)
+        })
+        .await
+        .map_err(|_| crate::runtime::EngineError::WorkerStart(0))??;
         let ingest = Arc::new(Ingest::new(
             engine.feeder(),
             Arc::clone(&clock),
@@ -102,7 +107,9 @@ impl Server {
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(Arc::clone(&ingest).run_idle_ticker(shutdown_rx.clone())));
+        tasks.push(tokio::spawn(
+            Arc::clone(&ingest).run_idle_ticker(shutdown_rx.clone()),
+        ));
 
         let mut address = config.server.http_listen;
         if let Some(cluster) = &run.cluster {
@@ -112,7 +119,9 @@ impl Server {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| ServerError::Bind { address, source })?;
-        let http_address = listener.local_addr().map_err(|source| ServerError::Bind { address, source })?;
+        let http_address = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { address, source })?;
         let state = AppState {
             ingest: Arc::clone(&ingest),
             views: Arc::clone(&views),
@@ -162,7 +171,12 @@ impl Server {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
-        let Server { engine, ingest, views, .. } = self;
+        let Server {
+            engine,
+            ingest,
+            views,
+            ..
+        } = self;
         drop(ingest);
         drop(views);
         match engine {

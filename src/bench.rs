@@ -123,7 +123,11 @@ pub enum BenchError {
 ///
 /// # Errors
 /// A missing input file, or an engine failure.
-pub fn run(config: &Config, engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchReport, BenchError> {
+pub fn run(
+    config: &Config,
+    engine_config: EngineConfig,
+    options: &BenchOptions,
+) -> Result<BenchReport, BenchError> {
     match options.mode {
         BenchMode::Replay => {
             let file = options.file.clone().ok_or(BenchError::MissingFile)?;
@@ -172,19 +176,27 @@ struct LatencySink {
 impl UpdateSink for LatencySink {
     fn deliver(&mut self, updates: &[Update]) {
         let arrived = Stopwatch::start().started();
-        let closes = self.closes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let closes = self
+            .closes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for update in updates {
             if let Update::Window(stats) = update {
                 if let Some(closed) = closes.get(&stats.end) {
                     let micros = arrived.saturating_duration_since(*closed).as_micros();
-                    let _ = self.histogram.record(u64::try_from(micros).unwrap_or(u64::MAX));
+                    let _ = self
+                        .histogram
+                        .record(u64::try_from(micros).unwrap_or(u64::MAX));
                 }
             }
         }
     }
 
     fn finish(&mut self) {
-        let mut results = self.results.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut results = self
+            .results
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let _ = results.add(&self.histogram);
     }
 }
@@ -196,7 +208,10 @@ fn latency_histogram() -> Histogram<u64> {
     }
 }
 
-fn pipeline(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchReport, BenchError> {
+fn pipeline(
+    engine_config: EngineConfig,
+    options: &BenchOptions,
+) -> Result<BenchReport, BenchError> {
     let metrics = Arc::new(EngineMetrics::default());
     let closes: CloseTimes = Arc::new(Mutex::new(BTreeMap::new()));
     let results = Arc::new(Mutex::new(latency_histogram()));
@@ -216,7 +231,8 @@ fn pipeline(engine_config: EngineConfig, options: &BenchOptions) -> Result<Bench
             Arc::clone(&sink_metrics),
         ))
     });
-    let engine = Engine::start(engine_config, factory, Arc::clone(&metrics)).map_err(|e| BenchError::Engine(e.to_string()))?;
+    let engine = Engine::start(engine_config, factory, Arc::clone(&metrics))
+        .map_err(|e| BenchError::Engine(e.to_string()))?;
     let feeder = engine.feeder();
     let local = feeder.workers().max(1);
     let clock = SystemClock;
@@ -256,17 +272,34 @@ fn pipeline(engine_config: EngineConfig, options: &BenchOptions) -> Result<Bench
         sent = due;
         let chunk = std::mem::replace(&mut buffer, Vec::with_capacity(1 << 16));
         feeder
-            .blocking_send(worker, WorkerMsg::Lines { chunk, default_ts: now })
+            .blocking_send(
+                worker,
+                WorkerMsg::Lines {
+                    chunk,
+                    default_ts: now,
+                },
+            )
             .map_err(|e| BenchError::Engine(e.to_string()))?;
         max_sent[worker] = max_sent[worker].max(now);
         worker = (worker + 1) % local;
         // The frontier can only be as far as the slowest worker's watermark.
-        let frontier = max_sent.iter().copied().min().unwrap_or(0).saturating_sub(lateness);
+        let frontier = max_sent
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(0)
+            .saturating_sub(lateness);
         let frontier_end = frontier / slide * slide;
         if frontier_end > closed_through {
             let at = Stopwatch::start().started();
-            let mut closes = closes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut end = if closed_through == 0 { frontier_end } else { closed_through + slide };
+            let mut closes = closes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut end = if closed_through == 0 {
+                frontier_end
+            } else {
+                closed_through + slide
+            };
             while end <= frontier_end {
                 closes.insert(end, at);
                 end += slide;
@@ -277,8 +310,13 @@ fn pipeline(engine_config: EngineConfig, options: &BenchOptions) -> Result<Bench
     drop(feeder);
     engine.shutdown().map_err(BenchError::Engine)?;
     let elapsed = stopwatch.elapsed().as_secs_f64();
-    let processed = metrics.events_accepted.load(std::sync::atomic::Ordering::Relaxed);
-    let histogram = results.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let processed = metrics
+        .events_accepted
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let histogram = results
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     Ok(BenchReport {
         mode: "pipeline",
         workers,
@@ -286,7 +324,11 @@ fn pipeline(engine_config: EngineConfig, options: &BenchOptions) -> Result<Bench
         events_sent: sent,
         events_processed: processed,
         elapsed_seconds: elapsed,
-        events_per_second: if elapsed > 0.0 { processed as f64 / elapsed } else { 0.0 },
+        events_per_second: if elapsed > 0.0 {
+            processed as f64 / elapsed
+        } else {
+            0.0
+        },
         window_results: metrics.updates_of("window"),
         window_close_to_sink: Some(LatencyReport::from(&histogram)),
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),

@@ -168,7 +168,11 @@ impl DemoTraffic {
                 message = None;
             } else if session.remaining == 0 {
                 let failed = session.error_rate > 0.5;
-                kind = if failed { SessionKind::Failed } else { SessionKind::Completed };
+                kind = if failed {
+                    SessionKind::Failed
+                } else {
+                    SessionKind::Completed
+                };
                 operation = None;
                 duration_ms = None;
                 tokens = None;
@@ -208,7 +212,11 @@ impl DemoTraffic {
         let model = self.rng.random_range(0..models);
         self.next_prediction += 1;
         let prediction_id: Id = format!("p-{}", self.next_prediction).into();
-        let predicted = if self.rng.random_bool(0.5) { "yes" } else { "no" };
+        let predicted = if self.rng.random_bool(0.5) {
+            "yes"
+        } else {
+            "no"
+        };
         let accuracy = if incident && model == 0 { 0.6 } else { 0.88 };
         let correct = self.rng.random_bool(accuracy);
         let actual = match (predicted, correct) {
@@ -236,8 +244,14 @@ impl DemoTraffic {
             confidence: (confidence * 1000.0).round() / 1000.0,
             latency_ms: (self.lognormal(20.0, 0.5) * 10.0).round() / 10.0,
             features: vec![
-                ("tokens".into(), self.rng.random_range(10.0..5000.0f64).round()),
-                ("age_s".into(), self.rng.random_range(0.0..3600.0f64).round()),
+                (
+                    "tokens".into(),
+                    self.rng.random_range(10.0..5000.0f64).round(),
+                ),
+                (
+                    "age_s".into(),
+                    self.rng.random_range(0.0..3600.0f64).round(),
+                ),
             ],
             session_id: None,
         })
@@ -298,7 +312,10 @@ mod tests {
             }
         }
         for kind in ["metric", "session", "prediction", "outcome"] {
-            assert!(kinds.get(kind).copied().unwrap_or(0) > 50, "{kind}: {kinds:?}");
+            assert!(
+                kinds.get(kind).copied().unwrap_or(0) > 50,
+                "{kind}: {kinds:?}"
+            );
         }
     }
 

@@ -60,7 +60,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 
 /// An error answer: `{"error": {"code": ..., "message": ...}}`.
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
 }
 
 async fn index() -> Html<&'static str> {
@@ -82,7 +86,11 @@ async fn post_events(State(state): State<AppState>, body: bytes::Bytes) -> Respo
             "overloaded",
             "ingest queues are full; nothing from this request was accepted, retry later",
         ),
-        Err(FeedError::Stopped) => error(StatusCode::SERVICE_UNAVAILABLE, "stopped", "the pipeline is stopped"),
+        Err(FeedError::Stopped) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopped",
+            "the pipeline is stopped",
+        ),
     }
 }
 
@@ -141,8 +149,15 @@ pub fn parse_status(name: &str) -> Option<SessionStatus> {
     }
 }
 
-async fn get_sessions(State(state): State<AppState>, Query(query): Query<SessionsQuery>) -> Response {
-    let status = match query.status.as_deref().map(|name| (name, parse_status(name))) {
+async fn get_sessions(
+    State(state): State<AppState>,
+    Query(query): Query<SessionsQuery>,
+) -> Response {
+    let status = match query
+        .status
+        .as_deref()
+        .map(|name| (name, parse_status(name)))
+    {
         None => None,
         Some((_, Some(status))) => Some(status),
         Some((name, None)) => {
@@ -160,7 +175,11 @@ async fn get_sessions(State(state): State<AppState>, Query(query): Query<Session
 async fn get_session(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.views.session(&id) {
         Some(view) => Json(view).into_response(),
-        None => error(StatusCode::NOT_FOUND, "unknown_session", format!("no session {id:?}")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "unknown_session",
+            format!("no session {id:?}"),
+        ),
     }
 }
 
@@ -170,10 +189,16 @@ pub struct BreachesQuery {
     limit: Option<usize>,
 }
 
-async fn get_breaches(State(state): State<AppState>, Query(query): Query<BreachesQuery>) -> Response {
+async fn get_breaches(
+    State(state): State<AppState>,
+    Query(query): Query<BreachesQuery>,
+) -> Response {
     let breaches = state.views.breaches(query.limit.unwrap_or(100));
     let alerts = state.views.alerts(false);
-    let firing = alerts.iter().filter(|alert| alert.state == megamind_dataflows::model::AlertState::Firing).count();
+    let firing = alerts
+        .iter()
+        .filter(|alert| alert.state == megamind_dataflows::model::AlertState::Firing)
+        .count();
     Json(json!({"firing": firing, "alerts": alerts, "breaches": breaches})).into_response()
 }
 
@@ -239,7 +264,12 @@ async fn get_status(State(state): State<AppState>) -> Response {
 
 async fn prometheus(State(state): State<AppState>) -> Response {
     let mut out = String::new();
-    let uptime = state.ingest.clock().now_ms().saturating_sub(state.started_ms) as f64 / 1000.0;
+    let uptime = state
+        .ingest
+        .clock()
+        .now_ms()
+        .saturating_sub(state.started_ms) as f64
+        / 1000.0;
     state
         .metrics
         .render_prometheus(&mut out, state.ingest.feeder().queue_depth(), uptime);

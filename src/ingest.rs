@@ -40,13 +40,20 @@ pub struct Ingest {
 
 impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingest").field("feeder", &self.feeder).finish_non_exhaustive()
+        f.debug_struct("Ingest")
+            .field("feeder", &self.feeder)
+            .finish_non_exhaustive()
     }
 }
 
 impl Ingest {
     /// A new ingest path over `feeder`.
-    pub fn new(feeder: Feeder, clock: Arc<dyn Clock>, config: IngestConfig, metrics: Arc<EngineMetrics>) -> Self {
+    pub fn new(
+        feeder: Feeder,
+        clock: Arc<dyn Clock>,
+        config: IngestConfig,
+        metrics: Arc<EngineMetrics>,
+    ) -> Self {
         let now = clock.now_ms();
         Self {
             feeder,
@@ -101,7 +108,11 @@ impl Ingest {
         self.finish(events, rejected).await
     }
 
-    async fn finish(&self, events: Vec<Event>, rejected: Vec<RecordError>) -> Result<IngestReport, FeedError> {
+    async fn finish(
+        &self,
+        events: Vec<Event>,
+        rejected: Vec<RecordError>,
+    ) -> Result<IngestReport, FeedError> {
         for error in &rejected {
             self.metrics.reject(error.error.reason, 1);
         }
@@ -116,7 +127,10 @@ impl Ingest {
     /// of the request, so the positions of the surviving events are reconstructed around
     /// the records already rejected.
     fn check_times(&self, events: Vec<Event>, rejected: &mut Vec<RecordError>) -> Vec<Event> {
-        let horizon = self.clock.now_ms().saturating_add(duration_ms(self.config.max_future_skew));
+        let horizon = self
+            .clock
+            .now_ms()
+            .saturating_add(duration_ms(self.config.max_future_skew));
         if events.iter().all(|event| event.ts <= horizon) {
             return events;
         }
@@ -162,16 +176,25 @@ impl Ingest {
     pub async fn submit(&self, events: Vec<Event>) -> Result<(), FeedError> {
         let workers = self.feeder.workers().max(1);
         let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % workers;
-        self.last_event_wall_ms.store(self.clock.now_ms(), Ordering::Relaxed);
-        self.feeder.send(worker, WorkerMsg::Events(events), SEND_TIMEOUT).await
+        self.last_event_wall_ms
+            .store(self.clock.now_ms(), Ordering::Relaxed);
+        self.feeder
+            .send(worker, WorkerMsg::Events(events), SEND_TIMEOUT)
+            .await
     }
 
     /// Runs until `shutdown` resolves: whenever no event arrived for `idle_advance_after`,
     /// pushes the watermark to `now - allowed_lateness` so windows close on a quiet stream.
-    pub async fn run_idle_ticker(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_idle_ticker(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let idle = duration_ms(self.config.idle_advance_after);
         let lateness = duration_ms(self.config.allowed_lateness);
-        let period = self.config.idle_advance_after.min(Duration::from_millis(250));
+        let period = self
+            .config
+            .idle_advance_after
+            .min(Duration::from_millis(250));
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

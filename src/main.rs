@@ -65,8 +65,12 @@ fn default_workers() -> usize {
 impl ClusterArgs {
     fn run_options(&self) -> anyhow::Result<RunOptions> {
         let cluster = if self.processes > 1 {
-            let path = self.hostfile.as_ref().context("--hostfile is required with --processes > 1")?;
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let path = self
+                .hostfile
+                .as_ref()
+                .context("--hostfile is required with --processes > 1")?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             let addresses: Vec<String> = text
                 .lines()
                 .map(str::trim)
@@ -152,13 +156,18 @@ struct BenchArgs {
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
-    Config::load(path.map(PathBuf::as_path), std::env::vars()).map_err(|error| anyhow::Error::msg(error.to_string()))
+    Config::load(path.map(PathBuf::as_path), std::env::vars())
+        .map_err(|error| anyhow::Error::msg(error.to_string()))
 }
 
 fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr so stdout stays machine-readable (JSON reports, MCP stdio).
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
@@ -223,12 +232,19 @@ fn serve(mut config: Config, args: ServeArgs, demo: bool) -> anyhow::Result<()> 
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
-        let server = Server::start(config, run, demo).await.context("cannot start the server")?;
+        let server = Server::start(config, run, demo)
+            .await
+            .context("cannot start the server")?;
         let address = server.http_address;
-        eprintln!("megamind is running{}", if demo { " with demo traffic" } else { "" });
+        eprintln!(
+            "megamind is running{}",
+            if demo { " with demo traffic" } else { "" }
+        );
         eprintln!("  dashboard  http://{address}/");
         eprintln!("  ingest     POST http://{address}/v1/events");
-        eprintln!("  queries    http://{address}/v1/metrics  /v1/sessions  /v1/breaches  /v1/status");
+        eprintln!(
+            "  queries    http://{address}/v1/metrics  /v1/sessions  /v1/breaches  /v1/status"
+        );
         eprintln!("  metrics    http://{address}/metrics   health: http://{address}/healthz");
         eprintln!("press Ctrl-C to stop");
         wait_for_signal().await;
@@ -241,13 +257,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = terminate.recv() => {}

@@ -9,7 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use megamind_dataflows::model::ErrorReason;
 
 /// Update kinds counted, in the order of [`UPDATE_KINDS`].
-pub const UPDATE_KINDS: [&str; 7] = ["window", "series_idle", "session", "session_sample", "breach", "alert", "rejected"];
+pub const UPDATE_KINDS: [&str; 7] = [
+    "window",
+    "series_idle",
+    "session",
+    "session_sample",
+    "breach",
+    "alert",
+    "rejected",
+];
 
 /// Counters of the running engine.
 #[derive(Debug, Default)]
@@ -43,7 +51,10 @@ impl EngineMetrics {
 
     /// All rejections so far.
     pub fn rejected_total(&self) -> u64 {
-        self.rejected.iter().map(|counter| counter.load(Ordering::Relaxed)).sum()
+        self.rejected
+            .iter()
+            .map(|counter| counter.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Counts delivered updates of the kind at `position` in [`UPDATE_KINDS`].
@@ -73,10 +84,20 @@ impl EngineMetrics {
     /// Renders the counters in the Prometheus text exposition format.
     pub fn render_prometheus(&self, out: &mut String, queue_depth: usize, uptime_seconds: f64) {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP megamind_ingest_events_accepted_total Events accepted into the pipeline.");
+        let _ = writeln!(
+            out,
+            "# HELP megamind_ingest_events_accepted_total Events accepted into the pipeline."
+        );
         let _ = writeln!(out, "# TYPE megamind_ingest_events_accepted_total counter");
-        let _ = writeln!(out, "megamind_ingest_events_accepted_total {}", load(&self.events_accepted));
-        let _ = writeln!(out, "# HELP megamind_ingest_events_rejected_total Records rejected, by reason.");
+        let _ = writeln!(
+            out,
+            "megamind_ingest_events_accepted_total {}",
+            load(&self.events_accepted)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP megamind_ingest_events_rejected_total Records rejected, by reason."
+        );
         let _ = writeln!(out, "# TYPE megamind_ingest_events_rejected_total counter");
         for reason in ErrorReason::ALL {
             let _ = writeln!(
@@ -88,22 +109,53 @@ impl EngineMetrics {
         }
         let _ = writeln!(out, "# HELP megamind_ingest_overloaded_total Ingest calls refused because queues were full.");
         let _ = writeln!(out, "# TYPE megamind_ingest_overloaded_total counter");
-        let _ = writeln!(out, "megamind_ingest_overloaded_total {}", load(&self.overloaded));
-        let _ = writeln!(out, "# HELP megamind_ingest_queue_depth_batches Batches waiting in worker queues.");
+        let _ = writeln!(
+            out,
+            "megamind_ingest_overloaded_total {}",
+            load(&self.overloaded)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP megamind_ingest_queue_depth_batches Batches waiting in worker queues."
+        );
         let _ = writeln!(out, "# TYPE megamind_ingest_queue_depth_batches gauge");
         let _ = writeln!(out, "megamind_ingest_queue_depth_batches {queue_depth}");
-        let _ = writeln!(out, "# HELP megamind_pipeline_updates_total Updates delivered by the dataflow, by kind.");
+        let _ = writeln!(
+            out,
+            "# HELP megamind_pipeline_updates_total Updates delivered by the dataflow, by kind."
+        );
         let _ = writeln!(out, "# TYPE megamind_pipeline_updates_total counter");
         for (position, kind) in UPDATE_KINDS.iter().enumerate() {
-            let _ = writeln!(out, "megamind_pipeline_updates_total{{kind=\"{kind}\"}} {}", load(&self.updates[position]));
+            let _ = writeln!(
+                out,
+                "megamind_pipeline_updates_total{{kind=\"{kind}\"}} {}",
+                load(&self.updates[position])
+            );
         }
-        let _ = writeln!(out, "# HELP megamind_views_dropped_total Updates dropped because a view bound was reached.");
+        let _ = writeln!(
+            out,
+            "# HELP megamind_views_dropped_total Updates dropped because a view bound was reached."
+        );
         let _ = writeln!(out, "# TYPE megamind_views_dropped_total counter");
-        let _ = writeln!(out, "megamind_views_dropped_total {}", load(&self.views_dropped));
-        let _ = writeln!(out, "# HELP megamind_pipeline_watermark_milliseconds Latest watermark sent to the workers.");
+        let _ = writeln!(
+            out,
+            "megamind_views_dropped_total {}",
+            load(&self.views_dropped)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP megamind_pipeline_watermark_milliseconds Latest watermark sent to the workers."
+        );
         let _ = writeln!(out, "# TYPE megamind_pipeline_watermark_milliseconds gauge");
-        let _ = writeln!(out, "megamind_pipeline_watermark_milliseconds {}", load(&self.watermark_ms));
-        let _ = writeln!(out, "# HELP megamind_process_uptime_seconds Seconds since start.");
+        let _ = writeln!(
+            out,
+            "megamind_pipeline_watermark_milliseconds {}",
+            load(&self.watermark_ms)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP megamind_process_uptime_seconds Seconds since start."
+        );
         let _ = writeln!(out, "# TYPE megamind_process_uptime_seconds gauge");
         let _ = writeln!(out, "megamind_process_uptime_seconds {uptime_seconds:.3}");
     }

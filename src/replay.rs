@@ -22,10 +22,12 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::metrics::EngineMetrics;
-use crate::runtime::{CountingSink, Engine, EngineConfig, Feeder, SinkFactory, UpdateSink, WorkerMsg};
+use crate::runtime::{
+    CountingSink, Engine, EngineConfig, Feeder, SinkFactory, UpdateSink, WorkerMsg,
+};
 
 /// Bytes read per chunk.
-const CHUNK_BYTES: usize = 1 << 20;
+const CHUNK_BYTES: usize = 256 << 10;
 /// Chunks queued per worker.
 const REPLAY_QUEUE_CHUNKS: usize = 4;
 /// Output bytes buffered per worker before they go to the writer thread.
@@ -118,9 +120,13 @@ impl UpdateSink for FileSink {
                 self.buffer.push(b'\n');
             }
         }
-        self.count_sum.fetch_add(count_sum, std::sync::atomic::Ordering::Relaxed);
+        self.count_sum
+            .fetch_add(count_sum, std::sync::atomic::Ordering::Relaxed);
         if self.buffer.len() >= OUTPUT_FLUSH_BYTES {
-            let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(OUTPUT_FLUSH_BYTES + 4096));
+            let full = std::mem::replace(
+                &mut self.buffer,
+                Vec::with_capacity(OUTPUT_FLUSH_BYTES + 4096),
+            );
             let _ = self.writer.send(full);
         }
     }
@@ -146,7 +152,8 @@ impl UpdateSink for CountSink {
                 _ => 0,
             })
             .sum();
-        self.count_sum.fetch_add(sum, std::sync::atomic::Ordering::Relaxed);
+        self.count_sum
+            .fetch_add(sum, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -175,7 +182,11 @@ fn spawn_writer(
 ///
 /// # Errors
 /// Unreadable input, unwritable output, or an engine failure.
-pub fn run(config: &Config, mut engine_config: EngineConfig, options: &ReplayOptions) -> Result<ReplaySummary, ReplayError> {
+pub fn run(
+    config: &Config,
+    mut engine_config: EngineConfig,
+    options: &ReplayOptions,
+) -> Result<ReplaySummary, ReplayError> {
     // Chunks are large; a few per worker keep the workers busy without buffering the file.
     engine_config.queue_capacity = engine_config.queue_capacity.min(REPLAY_QUEUE_CHUNKS);
     let clock = SystemClock;
@@ -196,7 +207,10 @@ pub fn run(config: &Config, mut engine_config: EngineConfig, options: &ReplayOpt
     let factory: SinkFactory = Arc::new(move |_worker| {
         let count_sum = Arc::clone(&sink_sum);
         if writing {
-            let writer = writer_tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let writer = writer_tx
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             Box::new(CountingSink::new(
                 FileSink {
                     buffer: Vec::with_capacity(OUTPUT_FLUSH_BYTES + 4096),
@@ -206,28 +220,42 @@ pub fn run(config: &Config, mut engine_config: EngineConfig, options: &ReplayOpt
                 Arc::clone(&sink_metrics),
             ))
         } else {
-            Box::new(CountingSink::new(CountSink { count_sum }, Arc::clone(&sink_metrics)))
+            Box::new(CountingSink::new(
+                CountSink { count_sum },
+                Arc::clone(&sink_metrics),
+            ))
         }
     });
     let workers = engine_config.workers;
     let started = Stopwatch::start();
-    let engine = Engine::start(engine_config, factory, Arc::clone(&metrics)).map_err(|e| ReplayError::Engine(e.to_string()))?;
+    let engine = Engine::start(engine_config, factory, Arc::clone(&metrics))
+        .map_err(|e| ReplayError::Engine(e.to_string()))?;
     let feeder = engine.feeder();
     let (first_worker, total_workers) = engine.worker_range();
     let read_result = if options.realtime {
         feed_realtime(config, &feeder, options, &clock, &metrics)
     } else {
-        feed_chunks(&feeder, options, first_worker, total_workers, clock.now_ms())
+        feed_chunks(
+            &feeder,
+            options,
+            first_worker,
+            total_workers,
+            clock.now_ms(),
+        )
     };
     drop(feeder);
     let engine_result = engine.shutdown();
     read_result?;
     engine_result.map_err(ReplayError::Engine)?;
     if let Some(writer) = writer {
-        writer.join().map_err(|_| ReplayError::Engine("output writer panicked".to_owned()))??;
+        writer
+            .join()
+            .map_err(|_| ReplayError::Engine("output writer panicked".to_owned()))??;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let events = metrics.events_accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let events = metrics
+        .events_accepted
+        .load(std::sync::atomic::Ordering::Relaxed);
     Ok(ReplaySummary {
         events,
         rejected: metrics.rejected_by_reason(),
@@ -236,7 +264,11 @@ pub fn run(config: &Config, mut engine_config: EngineConfig, options: &ReplayOpt
         breaches: metrics.updates_of("breach"),
         alert_transitions: metrics.updates_of("alert"),
         elapsed_seconds: elapsed,
-        events_per_second: if elapsed > 0.0 { events as f64 / elapsed } else { 0.0 },
+        events_per_second: if elapsed > 0.0 {
+            events as f64 / elapsed
+        } else {
+            0.0
+        },
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         workers,
     })
@@ -286,10 +318,12 @@ fn feed_chunks(
     while !eof {
         let start = buffer.len();
         buffer.resize(start + CHUNK_BYTES, 0);
-        let read = input.read(&mut buffer[start..]).map_err(|source| ReplayError::Input {
-            path: options.input.display().to_string(),
-            source,
-        })?;
+        let read = input
+            .read(&mut buffer[start..])
+            .map_err(|source| ReplayError::Input {
+                path: options.input.display().to_string(),
+                source,
+            })?;
         buffer.truncate(start + read);
         eof = read == 0;
         if buffer.len() < CHUNK_BYTES && !eof {
@@ -323,7 +357,11 @@ fn feed_realtime(
     use std::io::BufRead;
     let input = std::io::BufReader::new(open_input(options)?);
     let limits = config.ingest.decode_limits();
-    let speed = if options.speed.is_finite() && options.speed > 0.0 { options.speed } else { 1.0 };
+    let speed = if options.speed.is_finite() && options.speed > 0.0 {
+        options.speed
+    } else {
+        1.0
+    };
     let started = Stopwatch::start();
     let mut first_ts: Option<u64> = None;
     let mut batch = Vec::new();

@@ -128,7 +128,11 @@ impl Engine {
     ///
     /// # Errors
     /// Timely fails to start (for example, cluster ports in use), or a worker dies early.
-    pub fn start(config: EngineConfig, sinks: SinkFactory, metrics: Arc<EngineMetrics>) -> Result<Engine, EngineError> {
+    pub fn start(
+        config: EngineConfig,
+        sinks: SinkFactory,
+        metrics: Arc<EngineMetrics>,
+    ) -> Result<Engine, EngineError> {
         let workers = config.workers.max(1);
         let (communication, first_worker, total_workers) = match &config.cluster {
             None => (CommunicationConfig::Process(workers), 0, workers),
@@ -175,81 +179,101 @@ impl Engine {
             let metrics = Arc::clone(&worker_metrics);
             let limits = config.limits.clone();
             let analytics_config = config.analytics.clone();
-            let activator_tx = activator_tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+            let activator_tx = activator_tx
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
             worker.dataflow::<Time, _, _>(|scope| {
-                let events = source::<_, CapacityContainerBuilder<Vec<Event>>, _, _>(scope, "IngestSource", |capability, info| {
-                    let address = info.address.to_vec();
-                    let _ = activator_tx.send((local, scope.worker().sync_activator_for(address)));
-                    let reschedule = scope.activator_for(Rc::clone(&info.address));
-                    let mut capability = Some(capability);
-                    let mut max_event_time: Option<u64> = None;
-                    let mut pushed: u64 = 0;
-                    move |output| {
-                        let Some(cap) = capability.as_mut() else { return };
-                        let mut closed = false;
-                        let mut accepted = 0u64;
-                        let mut drained = false;
-                        // Bounded work per activation keeps the worker responsive and the
-                        // data in flight between operators small: downstream operators run
-                        // only after this activation returns.
-                        for _ in 0..MAX_MESSAGES_PER_ACTIVATION {
-                            if accepted >= MAX_EVENTS_PER_ACTIVATION {
-                                break;
-                            }
-                            match receiver.try_recv() {
-                                Ok(WorkerMsg::Events(events)) => {
-                                    accepted += events.len() as u64;
-                                    if let Some(max) = events.iter().map(|event| event.ts).max() {
-                                        max_event_time = Some(max_event_time.map_or(max, |seen| seen.max(max)));
-                                    }
-                                    output.session(&*cap).give_iterator(events.into_iter());
+                let events = source::<_, CapacityContainerBuilder<Vec<Event>>, _, _>(
+                    scope,
+                    "IngestSource",
+                    |capability, info| {
+                        let address = info.address.to_vec();
+                        let _ =
+                            activator_tx.send((local, scope.worker().sync_activator_for(address)));
+                        let reschedule = scope.activator_for(Rc::clone(&info.address));
+                        let mut capability = Some(capability);
+                        let mut max_event_time: Option<u64> = None;
+                        let mut pushed: u64 = 0;
+                        move |output| {
+                            let Some(cap) = capability.as_mut() else {
+                                return;
+                            };
+                            let mut closed = false;
+                            let mut accepted = 0u64;
+                            let mut drained = false;
+                            // Bounded work per activation keeps the worker responsive and the
+                            // data in flight between operators small: downstream operators run
+                            // only after this activation returns.
+                            for _ in 0..MAX_MESSAGES_PER_ACTIVATION {
+                                if accepted >= MAX_EVENTS_PER_ACTIVATION {
+                                    break;
                                 }
-                                Ok(WorkerMsg::Lines { chunk, default_ts }) => {
-                                    let mut session = output.session(&*cap);
-                                    let mut max = max_event_time;
-                                    for line in chunk.split(|byte| *byte == b'\n') {
-                                        if line.iter().all(u8::is_ascii_whitespace) {
-                                            continue;
+                                match receiver.try_recv() {
+                                    Ok(WorkerMsg::Events(events)) => {
+                                        accepted += events.len() as u64;
+                                        if let Some(max) = events.iter().map(|event| event.ts).max()
+                                        {
+                                            max_event_time = Some(
+                                                max_event_time.map_or(max, |seen| seen.max(max)),
+                                            );
                                         }
-                                        match decode_event(line, &limits, default_ts) {
-                                            Ok(event) => {
-                                                accepted += 1;
-                                                max = Some(max.map_or(event.ts, |seen: u64| seen.max(event.ts)));
-                                                session.give(event);
+                                        output.session(&*cap).give_iterator(events.into_iter());
+                                    }
+                                    Ok(WorkerMsg::Lines { chunk, default_ts }) => {
+                                        let mut session = output.session(&*cap);
+                                        let mut max = max_event_time;
+                                        for line in chunk.split(|byte| *byte == b'\n') {
+                                            if line.iter().all(u8::is_ascii_whitespace) {
+                                                continue;
                                             }
-                                            Err(error) => metrics.reject(error.reason, 1),
+                                            match decode_event(line, &limits, default_ts) {
+                                                Ok(event) => {
+                                                    accepted += 1;
+                                                    max =
+                                                        Some(max.map_or(event.ts, |seen: u64| {
+                                                            seen.max(event.ts)
+                                                        }));
+                                                    session.give(event);
+                                                }
+                                                Err(error) => metrics.reject(error.reason, 1),
+                                            }
                                         }
+                                        max_event_time = max;
                                     }
-                                    max_event_time = max;
-                                }
-                                Ok(WorkerMsg::Watermark(time)) => pushed = pushed.max(time),
-                                Err(mpsc::error::TryRecvError::Empty) => {
-                                    drained = true;
-                                    break;
-                                }
-                                Err(mpsc::error::TryRecvError::Disconnected) => {
-                                    closed = true;
-                                    break;
+                                    Ok(WorkerMsg::Watermark(time)) => pushed = pushed.max(time),
+                                    Err(mpsc::error::TryRecvError::Empty) => {
+                                        drained = true;
+                                        break;
+                                    }
+                                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                                        closed = true;
+                                        break;
+                                    }
                                 }
                             }
+                            if accepted > 0 {
+                                metrics
+                                    .events_accepted
+                                    .fetch_add(accepted, Ordering::Relaxed);
+                            }
+                            let from_data =
+                                max_event_time.map_or(0, |max| max.saturating_sub(lateness));
+                            let watermark = from_data.max(pushed);
+                            if watermark > *cap.time() {
+                                cap.downgrade(&watermark);
+                                metrics.watermark_ms.fetch_max(watermark, Ordering::Relaxed);
+                            }
+                            if closed {
+                                capability = None;
+                            } else if !drained {
+                                // Stopped at a work bound: come back for the rest (and to notice
+                                // a disconnect, which no sender will announce).
+                                reschedule.activate();
+                            }
                         }
-                        if accepted > 0 {
-                            metrics.events_accepted.fetch_add(accepted, Ordering::Relaxed);
-                        }
-                        let from_data = max_event_time.map_or(0, |max| max.saturating_sub(lateness));
-                        let watermark = from_data.max(pushed);
-                        if watermark > *cap.time() {
-                            cap.downgrade(&watermark);
-                        }
-                        if closed {
-                            capability = None;
-                        } else if !drained {
-                            // Stopped at a work bound: come back for the rest (and to notice
-                            // a disconnect, which no sender will announce).
-                            reschedule.activate();
-                        }
-                    }
-                });
+                    },
+                );
                 let sink = Rc::clone(&sink);
                 analytics(events, &analytics_config).inspect_core(move |event| match event {
                     Ok((_, updates)) => sink.borrow_mut().deliver(updates),
@@ -271,7 +295,9 @@ impl Engine {
         let activators: Vec<SyncActivator> = activators
             .into_iter()
             .enumerate()
-            .map(|(local, activator)| activator.ok_or(EngineError::WorkerStart(first_worker + local)))
+            .map(|(local, activator)| {
+                activator.ok_or(EngineError::WorkerStart(first_worker + local))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Engine {
             senders,
@@ -313,7 +339,11 @@ impl Engine {
             let _ = activator.activate();
         }
         match self.guards.take() {
-            Some(guards) => guards.join().into_iter().collect::<Result<Vec<()>, String>>().map(|_| ()),
+            Some(guards) => guards
+                .join()
+                .into_iter()
+                .collect::<Result<Vec<()>, String>>()
+                .map(|_| ()),
             None => Ok(()),
         }
     }
@@ -340,7 +370,9 @@ pub struct Feeder {
 
 impl std::fmt::Debug for Feeder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Feeder").field("workers", &self.senders.len()).finish()
+        f.debug_struct("Feeder")
+            .field("workers", &self.senders.len())
+            .finish()
     }
 }
 
@@ -369,7 +401,11 @@ impl Feeder {
     /// [`FeedError::Overloaded`] when that queue is full (the message is returned inside
     /// no error: callers pick another worker or give up), [`FeedError::Stopped`] when the
     /// engine is gone.
-    pub fn try_send(&self, worker: usize, message: WorkerMsg) -> Result<(), (FeedError, WorkerMsg)> {
+    pub fn try_send(
+        &self,
+        worker: usize,
+        message: WorkerMsg,
+    ) -> Result<(), (FeedError, WorkerMsg)> {
         let Some(sender) = self.senders.get(worker) else {
             return Err((FeedError::Stopped, message));
         };
@@ -391,7 +427,12 @@ impl Feeder {
     ///
     /// # Cancel safety
     /// Cancelling drops the message.
-    pub async fn send(&self, worker: usize, message: WorkerMsg, timeout: Duration) -> Result<(), FeedError> {
+    pub async fn send(
+        &self,
+        worker: usize,
+        message: WorkerMsg,
+        timeout: Duration,
+    ) -> Result<(), FeedError> {
         let Some(sender) = self.senders.get(worker) else {
             return Err(FeedError::Stopped);
         };
@@ -414,7 +455,9 @@ impl Feeder {
     /// [`FeedError::Stopped`] when the engine is gone.
     pub fn blocking_send(&self, worker: usize, message: WorkerMsg) -> Result<(), FeedError> {
         let sender = self.senders.get(worker).ok_or(FeedError::Stopped)?;
-        sender.blocking_send(message).map_err(|_| FeedError::Stopped)?;
+        sender
+            .blocking_send(message)
+            .map_err(|_| FeedError::Stopped)?;
         self.wake(worker);
         Ok(())
     }
@@ -422,7 +465,9 @@ impl Feeder {
     /// Pushes a watermark to every local worker (best effort: a full queue already has
     /// data that will advance it).
     pub fn advance_all(&self, watermark: u64) {
-        self.metrics.watermark_ms.fetch_max(watermark, Ordering::Relaxed);
+        self.metrics
+            .watermark_ms
+            .fetch_max(watermark, Ordering::Relaxed);
         for worker in 0..self.senders.len() {
             let _ = self.try_send(worker, WorkerMsg::Watermark(watermark));
         }
@@ -475,14 +520,17 @@ impl<S: UpdateSink> UpdateSink for CountingSink<S> {
             }
         }
         if late > 0 {
-            self.metrics.reject(megamind_dataflows::model::ErrorReason::Late, late);
+            self.metrics
+                .reject(megamind_dataflows::model::ErrorReason::Late, late);
         }
         self.inner.deliver(updates);
     }
 
     fn frontier(&mut self, frontier: Option<Time>) {
         if let Some(time) = frontier {
-            self.metrics.output_frontier_ms.fetch_max(time, Ordering::Relaxed);
+            self.metrics
+                .output_frontier_ms
+                .fetch_max(time, Ordering::Relaxed);
         }
         self.inner.frontier(frontier);
     }

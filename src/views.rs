@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use megamind_dataflows::model::{
-    AlertState, AlertTransition, Breach, HistorySample, Id, SeriesKey, SessionState, SessionStatus, Update,
-    WindowStats,
+    AlertState, AlertTransition, Breach, HistorySample, Id, SeriesKey, SessionState, SessionStatus,
+    Update, WindowStats,
 };
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -84,11 +84,13 @@ pub struct Views {
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind; keep serving it.
-    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Views {
@@ -134,10 +136,10 @@ impl Views {
                             dropped += 1;
                         }
                     }
-                    Update::SeriesIdle { key, end } => {
-                        if series.get(key).is_some_and(|existing| existing.end < *end) {
-                            series.remove(key);
-                        }
+                    Update::SeriesIdle { key, end }
+                        if series.get(key).is_some_and(|existing| existing.end < *end) =>
+                    {
+                        series.remove(key);
                     }
                     _ => {}
                 }
@@ -215,7 +217,10 @@ impl Views {
             .filter(|stats| {
                 let key = &stats.key;
                 filter.name.as_deref().is_none_or(|name| key.name == name)
-                    && filter.prefix.as_deref().is_none_or(|prefix| key.name.starts_with(prefix))
+                    && filter
+                        .prefix
+                        .as_deref()
+                        .is_none_or(|prefix| key.name.starts_with(prefix))
                     && filter
                         .session_id
                         .as_deref()
@@ -252,7 +257,11 @@ impl Views {
             .filter(|view| status.is_none_or(|status| view.state.status == status))
             .map(|view| view.state.clone())
             .collect();
-        out.sort_by(|a, b| b.last_activity.cmp(&a.last_activity).then(a.session_id.cmp(&b.session_id)));
+        out.sort_by(|a, b| {
+            b.last_activity
+                .cmp(&a.last_activity)
+                .then(a.session_id.cmp(&b.session_id))
+        });
         if limit > 0 {
             out.truncate(limit);
         }
@@ -295,32 +304,46 @@ impl Views {
 fn evict_oldest_session(sessions: &mut HashMap<Id, SessionView>) {
     let oldest = sessions
         .iter()
-        .min_by_key(|(_, view)| (view.state.status == SessionStatus::Active, view.state.last_activity))
+        .min_by_key(|(_, view)| {
+            (
+                view.state.status == SessionStatus::Active,
+                view.state.last_activity,
+            )
+        })
         .map(|(id, _)| id.clone());
     if let Some(id) = oldest {
         sessions.remove(&id);
     }
 }
 
-fn apply_transition(alerts: &mut BTreeMap<String, AlertView>, transition: &AlertTransition, keep_resolved: usize) {
-    let entry = alerts.entry(transition.fingerprint.clone()).or_insert_with(|| AlertView {
-        fingerprint: transition.fingerprint.clone(),
-        rule_id: transition.rule_id.clone(),
-        key: transition.key.clone(),
-        state: transition.state,
-        since: transition.at,
-        value: transition.value,
-        threshold: transition.threshold,
-        severity: transition.severity,
-        fired: 0,
-    });
+fn apply_transition(
+    alerts: &mut BTreeMap<String, AlertView>,
+    transition: &AlertTransition,
+    keep_resolved: usize,
+) {
+    let entry = alerts
+        .entry(transition.fingerprint.clone())
+        .or_insert_with(|| AlertView {
+            fingerprint: transition.fingerprint.clone(),
+            rule_id: transition.rule_id.clone(),
+            key: transition.key.clone(),
+            state: transition.state,
+            since: transition.at,
+            value: transition.value,
+            threshold: transition.threshold,
+            severity: transition.severity,
+            fired: 0,
+        });
     if transition.state == AlertState::Firing {
         entry.fired += 1;
         entry.value = transition.value;
     }
     entry.state = transition.state;
     entry.since = transition.at;
-    let resolved = alerts.values().filter(|alert| alert.state == AlertState::Resolved).count();
+    let resolved = alerts
+        .values()
+        .filter(|alert| alert.state == AlertState::Resolved)
+        .count();
     if resolved > keep_resolved {
         let oldest = alerts
             .values()
@@ -372,16 +395,32 @@ mod tests {
     fn series_keep_latest_and_leave_when_idle() {
         let views = views();
         let mut live = views.subscribe();
-        views.apply(vec![Update::Window(window("a", 20)), Update::Window(window("a", 10))]);
+        views.apply(vec![
+            Update::Window(window("a", 20)),
+            Update::Window(window("a", 10)),
+        ]);
         assert_eq!(views.series(&SeriesFilter::default())[0].end, 20);
-        views.apply(vec![Update::Window(window("b", 20)), Update::Window(window("c", 20))]);
+        views.apply(vec![
+            Update::Window(window("b", 20)),
+            Update::Window(window("c", 20)),
+        ]);
         assert_eq!(views.series_count(), 2, "bounded");
-        assert_eq!(views.metrics.views_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            views
+                .metrics
+                .views_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         views.apply(vec![Update::SeriesIdle {
             key: SeriesKey::named("a"),
             end: 30,
         }]);
-        let names: Vec<String> = views.series(&SeriesFilter::default()).iter().map(|w| w.key.name.to_string()).collect();
+        let names: Vec<String> = views
+            .series(&SeriesFilter::default())
+            .iter()
+            .map(|w| w.key.name.to_string())
+            .collect();
         assert_eq!(names, ["b"]);
         assert_eq!(live.try_recv().unwrap().len(), 2);
     }
@@ -406,6 +445,9 @@ mod tests {
         views.apply(vec![transition(AlertState::Resolved, 20)]);
         assert!(views.alerts(true).is_empty());
         let all = views.alerts(false);
-        assert_eq!((all[0].state, all[0].since, all[0].fired), (AlertState::Resolved, 20, 1));
+        assert_eq!(
+            (all[0].state, all[0].since, all[0].fired),
+            (AlertState::Resolved, 20, 1)
+        );
     }
 }

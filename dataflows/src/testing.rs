@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use timely::dataflow::operators::Inspect;
-use timely::dataflow::{InputHandleVec, ProbeHandle, StreamVec};
 use timely::dataflow::operators::Probe;
+use timely::dataflow::{InputHandleVec, ProbeHandle, StreamVec};
 
 use crate::model::Update;
 use crate::Time;
@@ -41,7 +41,10 @@ pub fn run_with_workers<D, O, F>(workers: usize, build: F, epochs: Vec<Epoch<D>>
 where
     D: timely::ExchangeData + Clone + Send + Sync,
     O: Clone + Send + 'static,
-    F: for<'scope> Fn(StreamVec<'scope, Time, D>) -> StreamVec<'scope, Time, O> + Send + Sync + 'static,
+    F: for<'scope> Fn(StreamVec<'scope, Time, D>) -> StreamVec<'scope, Time, O>
+        + Send
+        + Sync
+        + 'static,
 {
     let epochs = std::sync::Arc::new(epochs);
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -57,7 +60,8 @@ where
                 .inspect_core(move |event| {
                     if let Ok((stamp, data)) = event {
                         let time = stamp.iter().next().copied().unwrap_or(0);
-                        sink.borrow_mut().extend(data.iter().cloned().map(|datum| (time, datum)));
+                        sink.borrow_mut()
+                            .extend(data.iter().cloned().map(|datum| (time, datum)));
                     }
                 })
                 .probe_with(&probe);
@@ -119,7 +123,9 @@ pub fn canonical(updates: &[(Time, Update)]) -> Vec<String> {
         let line = serde_json::to_string(update).expect("updates serialize");
         match update {
             Update::Session(state) => {
-                let entry = sessions.entry(state.session_id.to_string()).or_insert((0, String::new()));
+                let entry = sessions
+                    .entry(state.session_id.to_string())
+                    .or_insert((0, String::new()));
                 if state.events >= entry.0 {
                     *entry = (state.events, line);
                 }
@@ -140,11 +146,18 @@ pub fn canonical(updates: &[(Time, Update)]) -> Vec<String> {
 pub fn run_epochs<D, F>(build: F, epochs: Vec<Epoch<D>>) -> Output
 where
     D: timely::ExchangeData + Clone + Send + Sync,
-    F: for<'scope> Fn(StreamVec<'scope, Time, D>) -> StreamVec<'scope, Time, Update> + Send + Sync + Clone + 'static,
+    F: for<'scope> Fn(StreamVec<'scope, Time, D>) -> StreamVec<'scope, Time, Update>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
 {
     let one = run_with_workers(1, build.clone(), epochs.clone());
     let four = run_with_workers(4, build, epochs);
     let lines = canonical(&one);
     assert_eq!(lines, canonical(&four), "1 and 4 workers disagree");
-    Output { lines, updates: one }
+    Output {
+        lines,
+        updates: one,
+    }
 }

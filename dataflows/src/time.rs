@@ -24,7 +24,7 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|elapsed| duration_ms(elapsed))
+            .map(duration_ms)
             .unwrap_or(0)
     }
 }

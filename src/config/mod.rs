@@ -160,7 +160,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
         for problem in &self.problems {
             writeln!(f, "  - {problem}")?;
         }
@@ -170,7 +174,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const SECTIONS: [&str; 7] = ["server", "ingest", "windows", "sessions", "views", "demo", "rules"];
+const SECTIONS: [&str; 7] = [
+    "server", "ingest", "windows", "sessions", "views", "demo", "rules",
+];
 
 impl Config {
     /// Loads defaults, then `file` (if any), then `MEGAMIND__…` variables from `env`.
@@ -178,7 +184,10 @@ impl Config {
     /// # Errors
     /// Every unreadable file, syntax error, unknown key, ill-typed value and failed
     /// validation, all at once.
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         match file {
             None => Self::from_layers(None, env),
             Some(path) => match std::fs::read_to_string(path) {
@@ -241,10 +250,17 @@ impl Config {
     fn from_table(mut table: toml::Table, problems: &mut Vec<String>) -> Option<Config> {
         for key in table.keys() {
             if !SECTIONS.contains(&key.as_str()) {
-                problems.push(format!("unknown section `{key}` (expected one of {})", SECTIONS.join(", ")));
+                problems.push(format!(
+                    "unknown section `{key}` (expected one of {})",
+                    SECTIONS.join(", ")
+                ));
             }
         }
-        let mut take = |name: &str| table.remove(name).unwrap_or(toml::Value::Table(toml::Table::new()));
+        let mut take = |name: &str| {
+            table
+                .remove(name)
+                .unwrap_or(toml::Value::Table(toml::Table::new()))
+        };
         let server = section::<ServerConfig>("server", take("server"), problems);
         let ingest = section::<IngestConfig>("ingest", take("ingest"), problems);
         let windows = section::<WindowsConfig>("windows", take("windows"), problems);
@@ -255,7 +271,9 @@ impl Config {
             toml::Value::Array(items) => {
                 let mut rules = Vec::new();
                 for (position, item) in items.into_iter().enumerate() {
-                    if let Some(rule) = section::<BreachRule>(&format!("rules[{position}]"), item, problems) {
+                    if let Some(rule) =
+                        section::<BreachRule>(&format!("rules[{position}]"), item, problems)
+                    {
                         rules.push(rule);
                     }
                 }
@@ -289,31 +307,67 @@ impl Config {
             self.windows.length >= minute && self.windows.length <= 30 * minute,
             "windows.length must be between 1m and 30m",
         );
-        check(self.windows.slide >= Duration::from_millis(100), "windows.slide must be at least 100ms");
+        check(
+            self.windows.slide >= Duration::from_millis(100),
+            "windows.slide must be at least 100ms",
+        );
         check(
             self.windows.slide.as_millis() == 0
                 || self.windows.length.as_millis() % self.windows.slide.as_millis().max(1) == 0,
             "windows.length must be a multiple of windows.slide",
         );
-        check(self.windows.exact_limit >= 1, "windows.exact_limit must be at least 1");
-        check(self.ingest.allowed_lateness <= Duration::from_secs(3600), "ingest.allowed_lateness must be at most 1h");
+        check(
+            self.windows.exact_limit >= 1,
+            "windows.exact_limit must be at least 1",
+        );
+        check(
+            self.ingest.allowed_lateness <= Duration::from_secs(3600),
+            "ingest.allowed_lateness must be at most 1h",
+        );
         check(
             self.ingest.idle_advance_after >= Duration::from_millis(10),
             "ingest.idle_advance_after must be at least 10ms",
         );
-        check(self.ingest.max_batch_events >= 1, "ingest.max_batch_events must be at least 1");
-        check(self.ingest.queue_capacity >= 1, "ingest.queue_capacity must be at least 1");
-        check(self.ingest.max_body_bytes >= 1024, "ingest.max_body_bytes must be at least 1024");
-        check(self.ingest.max_record_bytes >= 64, "ingest.max_record_bytes must be at least 64");
-        check(self.ingest.max_id_bytes >= 1, "ingest.max_id_bytes must be at least 1");
-        check(self.ingest.max_map_entries >= 1, "ingest.max_map_entries must be at least 1");
+        check(
+            self.ingest.max_batch_events >= 1,
+            "ingest.max_batch_events must be at least 1",
+        );
+        check(
+            self.ingest.queue_capacity >= 1,
+            "ingest.queue_capacity must be at least 1",
+        );
+        check(
+            self.ingest.max_body_bytes >= 1024,
+            "ingest.max_body_bytes must be at least 1024",
+        );
+        check(
+            self.ingest.max_record_bytes >= 64,
+            "ingest.max_record_bytes must be at least 64",
+        );
+        check(
+            self.ingest.max_id_bytes >= 1,
+            "ingest.max_id_bytes must be at least 1",
+        );
+        check(
+            self.ingest.max_map_entries >= 1,
+            "ingest.max_map_entries must be at least 1",
+        );
         check(
             self.sessions.history_interval >= Duration::from_secs(1),
             "sessions.history_interval must be at least 1s",
         );
-        check(self.sessions.history_length >= 1, "sessions.history_length must be at least 1");
-        check(self.views.max_series >= 1, "views.max_series must be at least 1");
-        check(self.views.max_sessions >= 1, "views.max_sessions must be at least 1");
+        check(
+            self.sessions.history_length >= 1,
+            "sessions.history_length must be at least 1",
+        );
+        check(
+            self.views.max_series >= 1,
+            "views.max_series must be at least 1",
+        );
+        check(
+            self.views.max_sessions >= 1,
+            "views.max_sessions must be at least 1",
+        );
         check(
             self.demo.events_per_second.is_finite() && self.demo.events_per_second > 0.0,
             "demo.events_per_second must be a positive number",
@@ -325,7 +379,10 @@ impl Config {
                 problems.push(error.to_string());
             }
             if seen.insert(rule.id.clone(), ()).is_some() {
-                problems.push(format!("rule id {:?} is used more than once", rule.id.as_str()));
+                problems.push(format!(
+                    "rule id {:?} is used more than once",
+                    rule.id.as_str()
+                ));
             }
         }
     }
@@ -349,7 +406,11 @@ impl Config {
     }
 }
 
-fn section<T: DeserializeOwned>(name: &str, value: toml::Value, problems: &mut Vec<String>) -> Option<T> {
+fn section<T: DeserializeOwned>(
+    name: &str,
+    value: toml::Value,
+    problems: &mut Vec<String>,
+) -> Option<T> {
     match T::deserialize(value) {
         Ok(parsed) => Some(parsed),
         Err(error) => {
@@ -363,7 +424,9 @@ fn section<T: DeserializeOwned>(name: &str, value: toml::Value, problems: &mut V
 fn merge(base: &mut toml::Table, overlay: toml::Table) {
     for (key, value) in overlay {
         match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => merge(existing, incoming),
+            (Some(toml::Value::Table(existing)), toml::Value::Table(incoming)) => {
+                merge(existing, incoming)
+            }
             (_, value) => {
                 base.insert(key, value);
             }
@@ -379,7 +442,9 @@ fn apply_env(table: &mut toml::Table, path: &str, raw: &str) -> Result<(), Strin
         return Err("empty key segment".to_owned());
     }
     let value = match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut parsed) => parsed.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut parsed) => parsed
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     };
     let (last, parents) = keys.split_last().ok_or_else(|| "empty name".to_owned())?;

@@ -1,7 +1,10 @@
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -18,7 +21,11 @@ fn defaults_parse_and_validate() {
 fn file_then_environment_override_defaults() {
     let config = Config::from_toml_str("[windows]\nlength = \"10m\"\n").unwrap();
     assert_eq!(config.windows.length, Duration::from_secs(600));
-    assert_eq!(config.windows.slide, Duration::from_secs(10), "untouched keys keep defaults");
+    assert_eq!(
+        config.windows.slide,
+        Duration::from_secs(10),
+        "untouched keys keep defaults"
+    );
 
     let config = Config::load(
         None,
@@ -57,7 +64,10 @@ fn all_problems_are_reported_at_once() {
     // Semantic checks run once the sections parse, and report everything too.
     let error = Config::load(
         None,
-        env(&[("MEGAMIND__WINDOWS__LENGTH", "45m"), ("MEGAMIND__VIEWS__MAX_SESSIONS", "0")]),
+        env(&[
+            ("MEGAMIND__WINDOWS__LENGTH", "45m"),
+            ("MEGAMIND__VIEWS__MAX_SESSIONS", "0"),
+        ]),
     )
     .unwrap_err();
     assert_eq!(error.problems.len(), 2, "{error}");
@@ -94,7 +104,9 @@ severity = "low"
     let text = error.to_string();
     assert!(text.contains("rules[2]"), "{text}");
     assert!(text.contains("median"), "{text}");
-    let text = Config::from_toml_str(&text_without_rule_b()).unwrap_err().to_string();
+    let text = Config::from_toml_str(&text_without_rule_b())
+        .unwrap_err()
+        .to_string();
     assert!(text.contains("used more than once"), "{text}");
     assert!(text.contains("metric must not be empty"), "{text}");
 }
@@ -127,9 +139,13 @@ fn every_shipped_config_parses() {
     for entry in std::fs::read_dir(docker).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|ext| ext == "toml") {
-            Config::load(Some(&path), Vec::new()).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+            Config::load(Some(&path), Vec::new())
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
             checked += 1;
         }
     }
-    assert!(checked >= 1, "docker/ should ship at least one example config");
+    assert!(
+        checked >= 1,
+        "docker/ should ship at least one example config"
+    );
 }

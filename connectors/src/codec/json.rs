@@ -77,13 +77,23 @@ fn decode_array(body: &[u8], limits: &BatchLimits, default_ts: u64) -> DecodedBa
             batch.errors.push(RecordError {
                 index: 0,
                 line: None,
-                error: DataError::record(ErrorReason::MalformedJson, format!("invalid JSON array: {error}")),
+                error: DataError::record(
+                    ErrorReason::MalformedJson,
+                    format!("invalid JSON array: {error}"),
+                ),
             });
             return batch;
         }
     };
     for (index, element) in elements.into_iter().enumerate() {
-        decode_one(element.get().as_bytes(), index, None, limits, default_ts, &mut batch);
+        decode_one(
+            element.get().as_bytes(),
+            index,
+            None,
+            limits,
+            default_ts,
+            &mut batch,
+        );
     }
     batch
 }
@@ -97,7 +107,14 @@ pub fn decode_lines(body: &[u8], limits: &BatchLimits, default_ts: u64) -> Decod
         if line.is_empty() {
             continue;
         }
-        decode_one(line, index, Some(line_number + 1), limits, default_ts, &mut batch);
+        decode_one(
+            line,
+            index,
+            Some(line_number + 1),
+            limits,
+            default_ts,
+            &mut batch,
+        );
         index += 1;
     }
     batch
@@ -131,8 +148,14 @@ fn decode_one(
 }
 
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |end| end + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |end| end + 1);
     &bytes[start..end]
 }
 
@@ -202,13 +225,23 @@ mod tests {
         );
         let batch = decode_body(body.as_bytes(), &limits, 0);
         assert_eq!(batch.events.len(), 1);
-        let reasons: Vec<_> = batch.errors.iter().map(|e| (e.index, e.error.reason)).collect();
-        assert_eq!(reasons, [(1, ErrorReason::TooLong), (2, ErrorReason::TooLong)]);
+        let reasons: Vec<_> = batch
+            .errors
+            .iter()
+            .map(|e| (e.index, e.error.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [(1, ErrorReason::TooLong), (2, ErrorReason::TooLong)]
+        );
     }
 
     #[test]
     fn split_keeps_incomplete_tail() {
-        assert_eq!(split_complete_lines(b"a\nb\nc"), (&b"a\nb\n"[..], &b"c"[..]));
+        assert_eq!(
+            split_complete_lines(b"a\nb\nc"),
+            (&b"a\nb\n"[..], &b"c"[..])
+        );
         assert_eq!(split_complete_lines(b"abc"), (&b""[..], &b"abc"[..]));
     }
 

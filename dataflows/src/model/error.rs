@@ -94,7 +94,11 @@ pub struct DataError {
 
 impl DataError {
     /// A new error about `field`.
-    pub fn field(reason: ErrorReason, field: impl Into<Box<str>>, message: impl Into<Box<str>>) -> Self {
+    pub fn field(
+        reason: ErrorReason,
+        field: impl Into<Box<str>>,
+        message: impl Into<Box<str>>,
+    ) -> Self {
         Self {
             reason,
             field: Some(field.into()),
@@ -137,8 +141,14 @@ mod tests {
     #[test]
     fn display_names_field_and_reason() {
         let error = DataError::field(ErrorReason::NonFinite, "value", "must be a finite number");
-        assert_eq!(error.to_string(), "field `value`: must be a finite number (non_finite)");
+        assert_eq!(
+            error.to_string(),
+            "field `value`: must be a finite number (non_finite)"
+        );
         let json = serde_json::to_string(&error).unwrap();
-        assert_eq!(json, r#"{"reason":"non_finite","field":"value","message":"must be a finite number"}"#);
+        assert_eq!(
+            json,
+            r#"{"reason":"non_finite","field":"value","message":"must be a finite number"}"#
+        );
     }
 }

@@ -121,7 +121,8 @@ impl SessionEvent {
     /// Whether this event counts as an error: an `error` event, or an operation that
     /// explicitly failed.
     pub fn is_error(&self) -> bool {
-        self.kind == SessionKind::Error || (self.kind == SessionKind::Operation && self.success == Some(false))
+        self.kind == SessionKind::Error
+            || (self.kind == SessionKind::Operation && self.success == Some(false))
     }
 }
 
@@ -285,7 +286,12 @@ impl Event {
             }
         }
         fn labels_json(labels: &Labels) -> Value {
-            Value::Object(labels.iter().map(|(k, v)| (k.to_string(), Value::from(v.as_str()))).collect())
+            Value::Object(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Value::from(v.as_str())))
+                    .collect(),
+            )
         }
 
         let mut map = Map::new();
@@ -318,8 +324,11 @@ impl Event {
                 map.insert("confidence".into(), json!(event.confidence));
                 map.insert("latency_ms".into(), json!(event.latency_ms));
                 if !event.features.is_empty() {
-                    let features: Map<String, Value> =
-                        event.features.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+                    let features: Map<String, Value> = event
+                        .features
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), json!(v)))
+                        .collect();
                     map.insert("features".into(), Value::Object(features));
                 }
                 put(&mut map, "session_id", event.session_id.as_deref());

@@ -16,12 +16,13 @@ mod update;
 
 pub use error::{DataError, ErrorReason};
 pub use event::{
-    AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent, PredictionEvent,
-    SessionEvent, SessionKind, Severity,
+    AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
+    PredictionEvent, SessionEvent, SessionKind, Severity,
 };
 pub use labels::labels_as_map;
-pub use rules::{Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comparison, RuleError};
+pub use rules::{
+    Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comparison, RuleError,
+};
 pub use series::{Sample, SeriesKey, WindowStats};
 pub use session::{HistorySample, SessionState, SessionStatus};
 pub use update::Update;
-

@@ -154,10 +154,14 @@ impl BreachRule {
             return Err(RuleError::EmptyId);
         }
         if self.metric.is_empty() {
-            return Err(RuleError::EmptyMetric { rule: self.id.to_string() });
+            return Err(RuleError::EmptyMetric {
+                rule: self.id.to_string(),
+            });
         }
         if !self.threshold.is_finite() {
-            return Err(RuleError::NonFiniteThreshold { rule: self.id.to_string() });
+            return Err(RuleError::NonFiniteThreshold {
+                rule: self.id.to_string(),
+            });
         }
         Ok(())
     }

@@ -43,7 +43,9 @@ impl SeriesKey {
 
     /// Whether every `(key, value)` in `wanted` is among this key's labels.
     pub fn has_labels(&self, wanted: &Labels) -> bool {
-        wanted.iter().all(|pair| self.labels.binary_search(pair).is_ok())
+        wanted
+            .iter()
+            .all(|pair| self.labels.binary_search(pair).is_ok())
     }
 }
 

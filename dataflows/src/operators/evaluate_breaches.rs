@@ -15,7 +15,9 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 
-use crate::model::{AlertState, AlertTransition, Breach, BreachRule, Id, SeriesKey, Update, WindowStats};
+use crate::model::{
+    AlertState, AlertTransition, Breach, BreachRule, Id, SeriesKey, Update, WindowStats,
+};
 use crate::Time;
 
 /// Rules indexed by the metric they watch.
@@ -37,7 +39,10 @@ impl RuleSet {
             if rule.metric == "*" {
                 set.wildcard.push(position);
             } else {
-                set.by_metric.entry(rule.metric.clone()).or_default().push(position);
+                set.by_metric
+                    .entry(rule.metric.clone())
+                    .or_default()
+                    .push(position);
             }
         }
         set
@@ -85,13 +90,25 @@ impl BreachState {
                         severity: rule.severity,
                     }));
                     if self.firing.insert((position, stats.key.clone())) {
-                        out.push(transition(rule, &stats.key, AlertState::Firing, stats.end, Some(value)));
+                        out.push(transition(
+                            rule,
+                            &stats.key,
+                            AlertState::Firing,
+                            stats.end,
+                            Some(value),
+                        ));
                     }
                 }
                 None => {
                     if self.firing.remove(&(position, stats.key.clone())) {
                         let value = rule.aggregate.apply(stats);
-                        out.push(transition(rule, &stats.key, AlertState::Resolved, stats.end, Some(value)));
+                        out.push(transition(
+                            rule,
+                            &stats.key,
+                            AlertState::Resolved,
+                            stats.end,
+                            Some(value),
+                        ));
                     }
                 }
             }
@@ -102,7 +119,13 @@ impl BreachState {
     pub fn on_idle(&mut self, rules: &RuleSet, key: &SeriesKey, end: u64, out: &mut Vec<Update>) {
         for position in rules.watching(key) {
             if self.firing.remove(&(position, key.clone())) {
-                out.push(transition(&rules.rules[position], key, AlertState::Resolved, end, None));
+                out.push(transition(
+                    &rules.rules[position],
+                    key,
+                    AlertState::Resolved,
+                    end,
+                    None,
+                ));
             }
         }
     }
@@ -113,7 +136,13 @@ impl BreachState {
     }
 }
 
-fn transition(rule: &BreachRule, key: &SeriesKey, state: AlertState, at: u64, value: Option<f64>) -> Update {
+fn transition(
+    rule: &BreachRule,
+    key: &SeriesKey,
+    state: AlertState,
+    at: u64,
+    value: Option<f64>,
+) -> Update {
     Update::Alert(AlertTransition {
         fingerprint: rule.fingerprint(key),
         rule_id: rule.id.clone(),
@@ -150,27 +179,33 @@ pub trait EvaluateBreaches<'scope> {
 impl<'scope> EvaluateBreaches<'scope> for StreamVec<'scope, Time, Update> {
     fn evaluate_breaches(self, name: &str, rules: &RuleSet) -> StreamVec<'scope, Time, Update> {
         let rules = rules.clone();
-        self.unary(Pipeline, &format!("EvaluateBreaches({name})"), move |_initial, _info| {
-            let mut state = BreachState::default();
-            let mut out = Vec::new();
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    for update in data.iter() {
-                        match update {
-                            Update::Window(stats) => state.on_window(&rules, stats, &mut out),
-                            Update::SeriesIdle { key, end } => state.on_idle(&rules, key, *end, &mut out),
-                            _ => {}
+        self.unary(
+            Pipeline,
+            &format!("EvaluateBreaches({name})"),
+            move |_initial, _info| {
+                let mut state = BreachState::default();
+                let mut out = Vec::new();
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        for update in data.iter() {
+                            match update {
+                                Update::Window(stats) => state.on_window(&rules, stats, &mut out),
+                                Update::SeriesIdle { key, end } => {
+                                    state.on_idle(&rules, key, *end, &mut out)
+                                }
+                                _ => {}
+                            }
                         }
-                    }
-                    let mut session = output.session(&cap);
-                    // Forward the windows themselves (moved, not cloned), then the findings.
-                    session.give_container(data);
-                    if !out.is_empty() {
-                        session.give_iterator(out.drain(..));
-                    }
-                });
-            }
-        })
+                        let mut session = output.session(&cap);
+                        // Forward the windows themselves (moved, not cloned), then the findings.
+                        session.give_container(data);
+                        if !out.is_empty() {
+                            session.give_iterator(out.drain(..));
+                        }
+                    });
+                }
+            },
+        )
     }
 }
 
@@ -248,7 +283,9 @@ mod tests {
         out.clear();
         state.on_idle(&rules, &SeriesKey::named("latency_ms"), 20, &mut out);
         assert_eq!(kinds(&out), ["alert:resolved"]);
-        let Update::Alert(transition) = &out[0] else { panic!() };
+        let Update::Alert(transition) = &out[0] else {
+            panic!()
+        };
         assert_eq!((transition.at, transition.value), (20, None));
     }
 

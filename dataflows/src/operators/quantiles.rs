@@ -43,7 +43,9 @@ impl SignedHistogram {
         // Two significant digits with auto-resize: valid arguments, cannot fail.
         let empty = || match Histogram::new(SIGNIFICANT_DIGITS) {
             Ok(histogram) => histogram,
-            Err(error) => panic!("invariant: a 2-digit auto-resizing histogram is constructible: {error:?}"),
+            Err(error) => {
+                panic!("invariant: a 2-digit auto-resizing histogram is constructible: {error:?}")
+            }
         };
         Self {
             negative: empty(),
@@ -54,7 +56,11 @@ impl SignedHistogram {
     /// Records one value.
     pub fn record(&mut self, value: f64) {
         let scaled = (value.abs() * RESOLUTION).round().min(MAX_SCALED) as u64;
-        let histogram = if value < 0.0 { &mut self.negative } else { &mut self.positive };
+        let histogram = if value < 0.0 {
+            &mut self.negative
+        } else {
+            &mut self.positive
+        };
         // Auto-resize is on and `scaled` is below the histogram's hard ceiling.
         let _ = histogram.record(scaled);
     }
@@ -91,7 +97,13 @@ impl SignedHistogram {
     /// Nearest-rank quantiles.
     pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [f64; N] {
         let n = self.count();
-        qs.map(|q| if n == 0 { 0.0 } else { self.at_rank(nearest_rank(q, n)) })
+        qs.map(|q| {
+            if n == 0 {
+                0.0
+            } else {
+                self.at_rank(nearest_rank(q, n))
+            }
+        })
     }
 }
 
@@ -200,7 +212,9 @@ impl QuantileScratch {
     /// Adds one bag; switches to a histogram once more than `exact_limit` values gather.
     pub fn add(&mut self, bag: &ValueBag, exact_limit: usize) {
         match bag {
-            ValueBag::Exact(values) if !self.use_histogram && self.values.len() + values.len() <= exact_limit => {
+            ValueBag::Exact(values)
+                if !self.use_histogram && self.values.len() + values.len() <= exact_limit =>
+            {
                 self.values.extend_from_slice(values);
             }
             ValueBag::Exact(values) => {
@@ -265,7 +279,10 @@ mod tests {
         for q in [0.01, 0.3, 0.5, 0.95, 0.99] {
             let want = sorted_rank(&values, q);
             let got = histogram.quantiles([q])[0];
-            assert!((got - want).abs() <= want.abs() * 0.01 + 0.002, "q={q} want {want} got {got}");
+            assert!(
+                (got - want).abs() <= want.abs() * 0.01 + 0.002,
+                "q={q} want {want} got {got}"
+            );
         }
     }
 

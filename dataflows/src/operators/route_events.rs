@@ -62,14 +62,29 @@ pub fn samples_of(event: &Event) -> impl Iterator<Item = Sample> {
         }
         EventBody::Session(session) => {
             if let Some(duration) = session.duration_ms {
-                out[0] = Some(sample(series_names::SESSION_DURATION, &session.session_id, Labels::new(), duration));
+                out[0] = Some(sample(
+                    series_names::SESSION_DURATION,
+                    &session.session_id,
+                    Labels::new(),
+                    duration,
+                ));
             }
             if matches!(session.kind, SessionKind::Operation | SessionKind::Error) {
                 let errors = if session.is_error() { 1.0 } else { 0.0 };
-                out[1] = Some(sample(series_names::SESSION_ERRORS, &session.session_id, Labels::new(), errors));
+                out[1] = Some(sample(
+                    series_names::SESSION_ERRORS,
+                    &session.session_id,
+                    Labels::new(),
+                    errors,
+                ));
             }
             if let Some(tokens) = session.tokens {
-                out[2] = Some(sample(series_names::SESSION_TOKENS, &session.session_id, Labels::new(), tokens as f64));
+                out[2] = Some(sample(
+                    series_names::SESSION_TOKENS,
+                    &session.session_id,
+                    Labels::new(),
+                    tokens as f64,
+                ));
             }
         }
         EventBody::Prediction(prediction) => {
@@ -119,9 +134,14 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
         let mut input = builder.new_input(self, Pipeline);
         let (samples_output, samples) = builder.new_output();
         let (sessions_output, sessions) = builder.new_output();
-        let mut samples_output = OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Sample>>>::from(samples_output);
-        let mut sessions_output =
-            OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<(Time, SessionEvent)>>>::from(sessions_output);
+        let mut samples_output = OutputBuilder::<
+            _,
+            timely::container::CapacityContainerBuilder<Vec<Sample>>,
+        >::from(samples_output);
+        let mut sessions_output = OutputBuilder::<
+            _,
+            timely::container::CapacityContainerBuilder<Vec<(Time, SessionEvent)>>,
+        >::from(sessions_output);
         builder.build(move |_capabilities| {
             move |_frontiers| {
                 let mut samples_handle = samples_output.activate();
@@ -129,7 +149,8 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
                 input.for_each(|cap, data| {
                     let samples_cap = cap.retain_least(0);
                     let sessions_cap = cap.retain_least(1);
-                    let (Some(samples_cap), Some(sessions_cap)) = (samples_cap, sessions_cap) else {
+                    let (Some(samples_cap), Some(sessions_cap)) = (samples_cap, sessions_cap)
+                    else {
                         return;
                     };
                     let mut samples = samples_handle.session(&samples_cap);

@@ -11,7 +11,8 @@ use timely::dataflow::StreamVec;
 
 use crate::model::{Event, Update};
 use crate::operators::{
-    ComputeWindows, EvaluateBreaches, RouteEvents, RuleSet, SessionConfig, TrackSessions, WindowConfig,
+    ComputeWindows, EvaluateBreaches, RouteEvents, RuleSet, SessionConfig, TrackSessions,
+    WindowConfig,
 };
 use crate::Time;
 
@@ -27,7 +28,10 @@ pub struct AnalyticsConfig {
 }
 
 /// Builds the analytics graph over `events` and returns the merged update stream.
-pub fn analytics<'scope>(events: StreamVec<'scope, Time, Event>, config: &AnalyticsConfig) -> StreamVec<'scope, Time, Update> {
+pub fn analytics<'scope>(
+    events: StreamVec<'scope, Time, Event>,
+    config: &AnalyticsConfig,
+) -> StreamVec<'scope, Time, Update> {
     let scope = events.scope();
     let routed = events.route_events("events");
     let windows_and_breaches = routed

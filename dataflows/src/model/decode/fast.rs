@@ -67,7 +67,9 @@ pub(super) fn scan<'de>(bytes: &'de [u8], limits: &DecodeLimits) -> Option<Field
                     {
                         return None;
                     }
-                    fields.attrs.push((CompactString::from(key), raw.to_owned()));
+                    fields
+                        .attrs
+                        .push((CompactString::from(key), raw.to_owned()));
                 }
             }
             scanner.skip_whitespace();
@@ -113,7 +115,9 @@ impl<'de> Scanner<'de> {
         self.expect(b'"')?;
         let start = self.position;
         let rest = &self.bytes[start..];
-        let length = rest.iter().position(|byte| *byte == b'"' || *byte == b'\\' || *byte < 0x20)?;
+        let length = rest
+            .iter()
+            .position(|byte| *byte == b'"' || *byte == b'\\' || *byte < 0x20)?;
         if rest[length] != b'"' {
             return None;
         }
@@ -211,7 +215,10 @@ impl<'de> Scanner<'de> {
                 loop {
                     let key = self.string()?;
                     entries += 1;
-                    if key.is_empty() || key.len() > limits.max_id_bytes || entries > limits.max_map_entries {
+                    if key.is_empty()
+                        || key.len() > limits.max_id_bytes
+                        || entries > limits.max_map_entries
+                    {
                         return None;
                     }
                     self.skip_whitespace();
@@ -220,11 +227,20 @@ impl<'de> Scanner<'de> {
                     let value = self.scalar()?;
                     match (field, value) {
                         (Field::Labels, Found::Str(text)) if text.len() <= limits.max_id_bytes => {
-                            labels.push((CompactString::from(key), CompactString::from(text.as_ref())));
+                            labels.push((
+                                CompactString::from(key),
+                                CompactString::from(text.as_ref()),
+                            ));
                         }
-                        (Field::Features, Found::U64(n)) => features.push((CompactString::from(key), n as f64)),
-                        (Field::Features, Found::I64(n)) => features.push((CompactString::from(key), n as f64)),
-                        (Field::Features, Found::F64(n)) => features.push((CompactString::from(key), n)),
+                        (Field::Features, Found::U64(n)) => {
+                            features.push((CompactString::from(key), n as f64))
+                        }
+                        (Field::Features, Found::I64(n)) => {
+                            features.push((CompactString::from(key), n as f64))
+                        }
+                        (Field::Features, Found::F64(n)) => {
+                            features.push((CompactString::from(key), n))
+                        }
                         _ => return None,
                     }
                     self.skip_whitespace();

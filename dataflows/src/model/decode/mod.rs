@@ -20,8 +20,8 @@ use smallvec::SmallVec;
 
 use super::error::{DataError, ErrorReason};
 use super::event::{
-    AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent, PredictionEvent,
-    SessionEvent, SessionKind, Severity,
+    AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
+    PredictionEvent, SessionEvent, SessionKind, Severity,
 };
 
 mod fast;
@@ -57,7 +57,11 @@ impl Default for DecodeLimits {
 /// Returns a [`DataError`] naming the first offending field and the reason: malformed
 /// JSON, a missing or ill-typed field, a non-finite number, an empty id, an oversize
 /// string or map, a duplicate field, or an unknown `type`.
-pub fn decode_event(bytes: &[u8], limits: &DecodeLimits, default_ts: u64) -> Result<Event, DataError> {
+pub fn decode_event(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    default_ts: u64,
+) -> Result<Event, DataError> {
     if let Some(fields) = fast::scan(bytes, limits) {
         return fields.build(limits, default_ts);
     }
@@ -66,7 +70,11 @@ pub fn decode_event(bytes: &[u8], limits: &DecodeLimits, default_ts: u64) -> Res
 
 /// The general path: serde_json walks the object; every syntax and type problem is
 /// reported precisely. [`decode_event`] uses it whenever the fast scanner gives up.
-fn decode_event_serde(bytes: &[u8], limits: &DecodeLimits, default_ts: u64) -> Result<Event, DataError> {
+fn decode_event_serde(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    default_ts: u64,
+) -> Result<Event, DataError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let mut current_field: Option<Field> = None;
     let seed = ObjectSeed {
@@ -364,7 +372,11 @@ impl<'de> Visitor<'de> for MapSeed<'_> {
                 continue;
             }
             if key.is_empty() {
-                first_error = Some(DataError::field(ErrorReason::EmptyId, path(), "key must not be empty"));
+                first_error = Some(DataError::field(
+                    ErrorReason::EmptyId,
+                    path(),
+                    "key must not be empty",
+                ));
                 continue;
             }
             if key.len() > self.limits.max_id_bytes {
@@ -434,7 +446,9 @@ impl<'de> Visitor<'de> for MapSeed<'_> {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Err(self.not_an_object(&Found::Composite(serde_json::Value::Array(Vec::new())))))
+        Ok(Err(self.not_an_object(&Found::Composite(
+            serde_json::Value::Array(Vec::new()),
+        ))))
     }
 }
 
@@ -552,14 +566,24 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                     if fields.attrs.len() >= self.limits.max_map_entries {
                         first_error = Some(DataError::record(
                             ErrorReason::TooLong,
-                            format!("has more than {} unknown fields", self.limits.max_map_entries),
+                            format!(
+                                "has more than {} unknown fields",
+                                self.limits.max_map_entries
+                            ),
                         ));
                     } else if key.len() > self.limits.max_id_bytes {
                         first_error = Some(DataError::record(
                             ErrorReason::TooLong,
-                            format!("has a field name longer than {} bytes", self.limits.max_id_bytes),
+                            format!(
+                                "has a field name longer than {} bytes",
+                                self.limits.max_id_bytes
+                            ),
                         ));
-                    } else if fields.attrs.iter().any(|(name, _)| name.as_str() == key.as_ref()) {
+                    } else if fields
+                        .attrs
+                        .iter()
+                        .any(|(name, _)| name.as_str() == key.as_ref())
+                    {
                         first_error = Some(duplicate(&key));
                     } else if raw.get().len() > self.limits.max_text_bytes {
                         first_error = Some(DataError::field(
@@ -568,7 +592,9 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                             format!("is longer than {} bytes", self.limits.max_text_bytes),
                         ));
                     } else {
-                        fields.attrs.push((CompactString::from(key.as_ref()), raw.get().to_owned()));
+                        fields
+                            .attrs
+                            .push((CompactString::from(key.as_ref()), raw.get().to_owned()));
                     }
                 }
             }
@@ -603,7 +629,11 @@ fn number(found: &Found<'_>, field: &str) -> Result<f64, DataError> {
     if value.is_finite() {
         Ok(value)
     } else {
-        Err(DataError::field(ErrorReason::NonFinite, field, "must be a finite number"))
+        Err(DataError::field(
+            ErrorReason::NonFinite,
+            field,
+            "must be a finite number",
+        ))
     }
 }
 
@@ -635,7 +665,11 @@ impl<'de> Fields<'de> {
     fn build(mut self, limits: &DecodeLimits, default_ts: u64) -> Result<Event, DataError> {
         let type_name = match self.take(Field::Type) {
             None | Some(Found::Null) => {
-                return Err(DataError::field(ErrorReason::MissingField, "type", "is required"));
+                return Err(DataError::field(
+                    ErrorReason::MissingField,
+                    "type",
+                    "is required",
+                ));
             }
             Some(Found::Str(name)) => name,
             Some(other) => return Err(wrong_type("type", "a string", &other)),
@@ -647,9 +681,17 @@ impl<'de> Fields<'de> {
         let v = type_name.as_ref();
         let body = match v {
             "session" => EventBody::Session(SessionEvent {
-                session_id: id(self.required(Field::SessionId, v)?, Field::SessionId, limits)?,
+                session_id: id(
+                    self.required(Field::SessionId, v)?,
+                    Field::SessionId,
+                    limits,
+                )?,
                 user_id: self.optional_id(Field::UserId, limits)?,
-                kind: choice(&self.required(Field::Kind, v)?, Field::Kind, &SessionKind::NAMES)?,
+                kind: choice(
+                    &self.required(Field::Kind, v)?,
+                    Field::Kind,
+                    &SessionKind::NAMES,
+                )?,
                 operation: self.optional_id(Field::Operation, limits)?,
                 duration_ms: match self.optional(Field::DurationMs) {
                     None => None,
@@ -679,8 +721,16 @@ impl<'de> Fields<'de> {
             "prediction" => {
                 let model_id = id(self.required(Field::ModelId, v)?, Field::ModelId, limits)?;
                 let model_version = self.optional_id(Field::ModelVersion, limits)?;
-                let prediction_id = id(self.required(Field::PredictionId, v)?, Field::PredictionId, limits)?;
-                let predicted = label(self.required(Field::Predicted, v)?, Field::Predicted, limits)?;
+                let prediction_id = id(
+                    self.required(Field::PredictionId, v)?,
+                    Field::PredictionId,
+                    limits,
+                )?;
+                let predicted = label(
+                    self.required(Field::Predicted, v)?,
+                    Field::Predicted,
+                    limits,
+                )?;
                 let confidence = number(&self.required(Field::Confidence, v)?, "confidence")?;
                 if !(0.0..=1.0).contains(&confidence) {
                     return Err(DataError::field(
@@ -689,7 +739,8 @@ impl<'de> Fields<'de> {
                         "must be between 0 and 1",
                     ));
                 }
-                let latency_ms = non_negative(&self.required(Field::LatencyMs, v)?, Field::LatencyMs)?;
+                let latency_ms =
+                    non_negative(&self.required(Field::LatencyMs, v)?, Field::LatencyMs)?;
                 let features = match self.features.take() {
                     Some(MapField::Features(features)) => features,
                     _ => Vec::new(),
@@ -706,12 +757,20 @@ impl<'de> Fields<'de> {
                 })
             }
             "outcome" => EventBody::Outcome(OutcomeEvent {
-                prediction_id: id(self.required(Field::PredictionId, v)?, Field::PredictionId, limits)?,
+                prediction_id: id(
+                    self.required(Field::PredictionId, v)?,
+                    Field::PredictionId,
+                    limits,
+                )?,
                 actual: label(self.required(Field::Actual, v)?, Field::Actual, limits)?,
                 model_id: self.optional_id(Field::ModelId, limits)?,
             }),
             "alert_command" => {
-                let command = choice(&self.required(Field::Command, v)?, Field::Command, &AlertAction::NAMES)?;
+                let command = choice(
+                    &self.required(Field::Command, v)?,
+                    Field::Command,
+                    &AlertAction::NAMES,
+                )?;
                 let alert_id = self.optional_id(Field::AlertId, limits)?;
                 if command != AlertAction::Create && alert_id.is_none() {
                     return Err(DataError::field(
@@ -759,7 +818,10 @@ impl<'de> Fields<'de> {
         for (field, found) in self.found.drain(..) {
             attrs.push((CompactString::from(field.name()), found.to_json_text()));
         }
-        for (field, map) in [(Field::Labels, self.labels.take()), (Field::Features, self.features.take())] {
+        for (field, map) in [
+            (Field::Labels, self.labels.take()),
+            (Field::Features, self.features.take()),
+        ] {
             if let Some(map) = map {
                 attrs.push((CompactString::from(field.name()), map.to_json_text()));
             }
@@ -774,14 +836,26 @@ impl<'de> Fields<'de> {
         }
     }
 
-    fn optional_id(&mut self, field: Field, limits: &DecodeLimits) -> Result<Option<Id>, DataError> {
-        self.optional(field).map(|found| id(found, field, limits)).transpose()
+    fn optional_id(
+        &mut self,
+        field: Field,
+        limits: &DecodeLimits,
+    ) -> Result<Option<Id>, DataError> {
+        self.optional(field)
+            .map(|found| id(found, field, limits))
+            .transpose()
     }
 
-    fn optional_text(&mut self, field: Field, limits: &DecodeLimits) -> Result<Option<String>, DataError> {
+    fn optional_text(
+        &mut self,
+        field: Field,
+        limits: &DecodeLimits,
+    ) -> Result<Option<String>, DataError> {
         match self.optional(field) {
             None => Ok(None),
-            Some(Found::Str(text)) if text.len() <= limits.max_text_bytes => Ok(Some(text.into_owned())),
+            Some(Found::Str(text)) if text.len() <= limits.max_text_bytes => {
+                Ok(Some(text.into_owned()))
+            }
             Some(Found::Str(_)) => Err(DataError::field(
                 ErrorReason::TooLong,
                 field.name(),
@@ -816,7 +890,11 @@ fn label(found: Found<'_>, field: Field, limits: &DecodeLimits) -> Result<Id, Da
         Found::I64(n) => Ok(CompactString::from(n.to_string())),
         Found::Bool(b) => Ok(CompactString::from(if b { "true" } else { "false" })),
         Found::Str(_) => id(found, field, limits),
-        other => Err(wrong_type(field.name(), "a string, integer or boolean label", &other)),
+        other => Err(wrong_type(
+            field.name(),
+            "a string, integer or boolean label",
+            &other,
+        )),
     }
 }
 
@@ -828,7 +906,9 @@ fn whole_number(found: &Found<'_>, field: Field) -> Result<u64, DataError> {
             field.name(),
             "must not be negative",
         )),
-        Found::F64(n) if n.fract() == 0.0 && *n >= 0.0 && *n < 18_446_744_073_709_551_616.0 => Ok(*n as u64),
+        Found::F64(n) if n.fract() == 0.0 && *n >= 0.0 && *n < 18_446_744_073_709_551_616.0 => {
+            Ok(*n as u64)
+        }
         Found::F64(_) => Err(DataError::field(
             ErrorReason::InvalidValue,
             field.name(),
@@ -841,12 +921,20 @@ fn whole_number(found: &Found<'_>, field: Field) -> Result<u64, DataError> {
 fn non_negative(found: &Found<'_>, field: Field) -> Result<f64, DataError> {
     let value = number(found, field.name())?;
     if value < 0.0 {
-        return Err(DataError::field(ErrorReason::InvalidValue, field.name(), "must not be negative"));
+        return Err(DataError::field(
+            ErrorReason::InvalidValue,
+            field.name(),
+            "must not be negative",
+        ));
     }
     Ok(value)
 }
 
-fn choice<T: Copy>(found: &Found<'_>, field: Field, names: &[(&'static str, T)]) -> Result<T, DataError> {
+fn choice<T: Copy>(
+    found: &Found<'_>,
+    field: Field,
+    names: &[(&'static str, T)],
+) -> Result<T, DataError> {
     let Found::Str(text) = found else {
         return Err(wrong_type(field.name(), "a string", found));
     };

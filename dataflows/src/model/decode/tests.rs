@@ -16,12 +16,17 @@ fn metric_with_labels_and_session() {
     )
     .unwrap();
     assert_eq!(event.ts, 1_700_000_000_000);
-    let EventBody::Metric(metric) = &event.body else { panic!("not a metric") };
+    let EventBody::Metric(metric) = &event.body else {
+        panic!("not a metric")
+    };
     assert_eq!(metric.name, "latency_ms");
     assert_eq!(metric.value, 51.25);
     assert_eq!(metric.session_id.as_deref(), Some("s1"));
     // Labels are canonical: sorted by key.
-    assert_eq!(metric.labels, vec![("host".into(), "a".into()), ("region".into(), "eu".into())]);
+    assert_eq!(
+        metric.labels,
+        vec![("host".into(), "a".into()), ("region".into(), "eu".into())]
+    );
     assert!(event.attrs.is_empty());
 }
 
@@ -34,10 +39,15 @@ fn type_may_come_last_and_ts_defaults_to_ingestion_time() {
 
 #[test]
 fn unknown_and_foreign_fields_are_kept_in_attrs() {
-    let event = decode(r#"{"type":"metric","name":"x","value":1,"host":{"a":[1,2]},"kind":"operation"}"#).unwrap();
+    let event =
+        decode(r#"{"type":"metric","name":"x","value":1,"host":{"a":[1,2]},"kind":"operation"}"#)
+            .unwrap();
     assert_eq!(
         event.attrs,
-        vec![("host".into(), r#"{"a":[1,2]}"#.to_owned()), ("kind".into(), r#""operation""#.to_owned())]
+        vec![
+            ("host".into(), r#"{"a":[1,2]}"#.to_owned()),
+            ("kind".into(), r#""operation""#.to_owned())
+        ]
     );
     // and they come back out in the wire form
     let json = event.to_json();
@@ -65,10 +75,14 @@ fn every_variant_round_trips_through_json() {
 #[test]
 fn labels_for_predictions_accept_integers_and_booleans() {
     let event = decode(r#"{"type":"prediction","model_id":"m","prediction_id":"p","predicted":1,"confidence":1,"latency_ms":0}"#).unwrap();
-    let EventBody::Prediction(prediction) = event.body else { panic!() };
+    let EventBody::Prediction(prediction) = event.body else {
+        panic!()
+    };
     assert_eq!(prediction.predicted, "1");
     let event = decode(r#"{"type":"outcome","prediction_id":"p","actual":true}"#).unwrap();
-    let EventBody::Outcome(outcome) = event.body else { panic!() };
+    let EventBody::Outcome(outcome) = event.body else {
+        panic!()
+    };
     assert_eq!(outcome.actual, "true");
 }
 
@@ -78,35 +92,131 @@ fn errors_name_the_field_and_the_reason() {
     let cases: &[(&str, ErrorReason, Option<&str>)] = &[
         (r#"{"name":"x","value":1}"#, MissingField, Some("type")),
         (r#"{"type":"metric","value":1}"#, MissingField, Some("name")),
-        (r#"{"type":"metric","name":"x"}"#, MissingField, Some("value")),
-        (r#"{"type":"metric","name":"x","value":null}"#, MissingField, Some("value")),
-        (r#"{"type":"metric","name":"x","value":"1"}"#, InvalidType, Some("value")),
-        (r#"{"type":"metric","name":"","value":1}"#, EmptyId, Some("name")),
-        (r#"{"type":"metric","name":"x","value":1e400}"#, NonFinite, Some("value")),
-        (r#"{"type":"metric","name":"x","value":1,"labels":{"a":1}}"#, InvalidType, Some("labels.a")),
-        (r#"{"type":"metric","name":"x","value":1,"labels":[1]}"#, InvalidType, Some("labels")),
-        (r#"{"type":"metric","name":"x","value":1,"ts":-5}"#, InvalidValue, Some("ts")),
-        (r#"{"type":"metric","name":"x","value":1,"ts":1.5}"#, InvalidValue, Some("ts")),
-        (r#"{"type":"metric","name":"x","value":1,"ts":"now"}"#, InvalidType, Some("ts")),
-        (r#"{"type":"metric","name":"x","name":"y","value":1}"#, DuplicateField, Some("name")),
-        (r#"{"type":"gauge","name":"x","value":1}"#, UnknownType, Some("type")),
+        (
+            r#"{"type":"metric","name":"x"}"#,
+            MissingField,
+            Some("value"),
+        ),
+        (
+            r#"{"type":"metric","name":"x","value":null}"#,
+            MissingField,
+            Some("value"),
+        ),
+        (
+            r#"{"type":"metric","name":"x","value":"1"}"#,
+            InvalidType,
+            Some("value"),
+        ),
+        (
+            r#"{"type":"metric","name":"","value":1}"#,
+            EmptyId,
+            Some("name"),
+        ),
+        (
+            r#"{"type":"metric","name":"x","value":1e400}"#,
+            NonFinite,
+            Some("value"),
+        ),
+        (
+            r#"{"type":"metric","name":"x","value":1,"labels":{"a":1}}"#,
+            InvalidType,
+            Some("labels.a"),
+        ),
+        (
+            r#"{"type":"metric","name":"x","value":1,"labels":[1]}"#,
+            InvalidType,
+            Some("labels"),
+        ),
+        (
+            r#"{"type":"metric","name":"x","value":1,"ts":-5}"#,
+            InvalidValue,
+            Some("ts"),
+        ),
+        (
+            r#"{"type":"metric","name":"x","value":1,"ts":1.5}"#,
+            InvalidValue,
+            Some("ts"),
+        ),
+        (
+            r#"{"type":"metric","name":"x","value":1,"ts":"now"}"#,
+            InvalidType,
+            Some("ts"),
+        ),
+        (
+            r#"{"type":"metric","name":"x","name":"y","value":1}"#,
+            DuplicateField,
+            Some("name"),
+        ),
+        (
+            r#"{"type":"gauge","name":"x","value":1}"#,
+            UnknownType,
+            Some("type"),
+        ),
         (r#"{"type":7}"#, InvalidType, Some("type")),
-        (r#"{"type":"session","session_id":"s","kind":"paused"}"#, InvalidValue, Some("kind")),
-        (r#"{"type":"session","session_id":"s","kind":"operation","duration_ms":-1}"#, InvalidValue, Some("duration_ms")),
-        (r#"{"type":"session","session_id":"s","kind":"operation","success":"yes"}"#, InvalidType, Some("success")),
-        (r#"{"type":"prediction","model_id":"m","prediction_id":"p","predicted":"a","confidence":1.5,"latency_ms":1}"#, InvalidValue, Some("confidence")),
-        (r#"{"type":"prediction","model_id":"m","prediction_id":"p","predicted":"a","confidence":0.5,"latency_ms":1,"features":{"f":"x"}}"#, InvalidType, Some("features.f")),
-        (r#"{"type":"alert_command","command":"resolve"}"#, MissingField, Some("alert_id")),
-        (r#"{"type":"alert_command","command":"create"}"#, MissingField, Some("title")),
-        (r#"{"type":"alert_command","command":"create","title":"t","severity":"extreme"}"#, InvalidValue, Some("severity")),
+        (
+            r#"{"type":"session","session_id":"s","kind":"paused"}"#,
+            InvalidValue,
+            Some("kind"),
+        ),
+        (
+            r#"{"type":"session","session_id":"s","kind":"operation","duration_ms":-1}"#,
+            InvalidValue,
+            Some("duration_ms"),
+        ),
+        (
+            r#"{"type":"session","session_id":"s","kind":"operation","success":"yes"}"#,
+            InvalidType,
+            Some("success"),
+        ),
+        (
+            r#"{"type":"prediction","model_id":"m","prediction_id":"p","predicted":"a","confidence":1.5,"latency_ms":1}"#,
+            InvalidValue,
+            Some("confidence"),
+        ),
+        (
+            r#"{"type":"prediction","model_id":"m","prediction_id":"p","predicted":"a","confidence":0.5,"latency_ms":1,"features":{"f":"x"}}"#,
+            InvalidType,
+            Some("features.f"),
+        ),
+        (
+            r#"{"type":"alert_command","command":"resolve"}"#,
+            MissingField,
+            Some("alert_id"),
+        ),
+        (
+            r#"{"type":"alert_command","command":"create"}"#,
+            MissingField,
+            Some("title"),
+        ),
+        (
+            r#"{"type":"alert_command","command":"create","title":"t","severity":"extreme"}"#,
+            InvalidValue,
+            Some("severity"),
+        ),
         (r#"[1,2]"#, MalformedJson, None),
-        (r#"{"type":"metric","name":"x","value":1"#, MalformedJson, None),
-        (r#"{"type":"metric","name":"x","value":1} trailing"#, MalformedJson, None),
-        (r#"{"type":"metric","name":"x","value":tru}"#, MalformedJson, Some("value")),
+        (
+            r#"{"type":"metric","name":"x","value":1"#,
+            MalformedJson,
+            None,
+        ),
+        (
+            r#"{"type":"metric","name":"x","value":1} trailing"#,
+            MalformedJson,
+            None,
+        ),
+        (
+            r#"{"type":"metric","name":"x","value":tru}"#,
+            MalformedJson,
+            Some("value"),
+        ),
     ];
     for (json, reason, field) in cases {
         let (got_reason, got_field) = rejected(json);
-        assert_eq!((got_reason, got_field.as_deref()), (*reason, *field), "{json}");
+        assert_eq!(
+            (got_reason, got_field.as_deref()),
+            (*reason, *field),
+            "{json}"
+        );
     }
 }
 
@@ -122,16 +232,32 @@ fn limits_are_enforced() {
         assert_eq!(error.reason, ErrorReason::TooLong, "{json}");
         assert_eq!(error.field.as_deref(), field, "{json}");
     };
-    check(r#"{"type":"metric","name":"toolong","value":1}"#, Some("name"));
-    check(r#"{"type":"metric","name":"x","value":1,"labels":{"a":"b","c":"d","e":"f"}}"#, Some("labels"));
-    check(r#"{"type":"metric","name":"x","value":1,"labels":{"a":"bbbbbb"}}"#, Some("labels.a"));
-    check(r#"{"type":"session","session_id":"s","kind":"error","message":"123456789"}"#, Some("message"));
-    check(r#"{"type":"metric","name":"x","value":1,"u1":1,"u2":2,"u3":3}"#, None);
+    check(
+        r#"{"type":"metric","name":"toolong","value":1}"#,
+        Some("name"),
+    );
+    check(
+        r#"{"type":"metric","name":"x","value":1,"labels":{"a":"b","c":"d","e":"f"}}"#,
+        Some("labels"),
+    );
+    check(
+        r#"{"type":"metric","name":"x","value":1,"labels":{"a":"bbbbbb"}}"#,
+        Some("labels.a"),
+    );
+    check(
+        r#"{"type":"session","session_id":"s","kind":"error","message":"123456789"}"#,
+        Some("message"),
+    );
+    check(
+        r#"{"type":"metric","name":"x","value":1,"u1":1,"u2":2,"u3":3}"#,
+        None,
+    );
 }
 
 #[test]
 fn duplicate_label_keys_are_rejected() {
-    let (reason, field) = rejected(r#"{"type":"metric","name":"x","value":1,"labels":{"a":"1","a":"2"}}"#);
+    let (reason, field) =
+        rejected(r#"{"type":"metric","name":"x","value":1,"labels":{"a":"1","a":"2"}}"#);
     assert_eq!(reason, ErrorReason::DuplicateField);
     assert_eq!(field.as_deref(), Some("labels.a"));
 }
@@ -139,7 +265,9 @@ fn duplicate_label_keys_are_rejected() {
 #[test]
 fn escaped_keys_and_values_decode() {
     let event = decode(r#"{"typ\u0065":"metric","name":"a\"b","value":2}"#).unwrap();
-    let EventBody::Metric(metric) = event.body else { panic!() };
+    let EventBody::Metric(metric) = event.body else {
+        panic!()
+    };
     assert_eq!(metric.name, "a\"b");
 }
 
@@ -189,20 +317,44 @@ fn json_value() -> impl proptest::strategy::Strategy<Value = String> {
 fn json_object() -> impl proptest::strategy::Strategy<Value = String> {
     use proptest::prelude::*;
     let key = prop_oneof![
-        Just("type"), Just("ts"), Just("name"), Just("value"), Just("labels"), Just("session_id"),
-        Just("kind"), Just("features"), Just("model_id"), Just("prediction_id"), Just("predicted"),
-        Just("confidence"), Just("latency_ms"), Just("actual"), Just("command"), Just("alert_id"),
-        Just("title"), Just("extra"), Just("other"),
+        Just("type"),
+        Just("ts"),
+        Just("name"),
+        Just("value"),
+        Just("labels"),
+        Just("session_id"),
+        Just("kind"),
+        Just("features"),
+        Just("model_id"),
+        Just("prediction_id"),
+        Just("predicted"),
+        Just("confidence"),
+        Just("latency_ms"),
+        Just("actual"),
+        Just("command"),
+        Just("alert_id"),
+        Just("title"),
+        Just("extra"),
+        Just("other"),
     ];
     let type_name = prop_oneof![
-        Just("\"metric\""), Just("\"session\""), Just("\"prediction\""), Just("\"outcome\""),
-        Just("\"alert_command\""), Just("\"nope\""),
+        Just("\"metric\""),
+        Just("\"session\""),
+        Just("\"prediction\""),
+        Just("\"outcome\""),
+        Just("\"alert_command\""),
+        Just("\"nope\""),
     ];
-    (type_name, proptest::collection::vec((key, json_value()), 0..8), " {0,2}").prop_map(|(kind, pairs, pad)| {
-        let mut parts = vec![format!("\"type\":{kind}")];
-        parts.extend(pairs.into_iter().map(|(k, v)| format!("\"{k}\":{pad}{v}")));
-        format!("{pad}{{{}}}{pad}", parts.join(","))
-    })
+    (
+        type_name,
+        proptest::collection::vec((key, json_value()), 0..8),
+        " {0,2}",
+    )
+        .prop_map(|(kind, pairs, pad)| {
+            let mut parts = vec![format!("\"type\":{kind}")];
+            parts.extend(pairs.into_iter().map(|(k, v)| format!("\"{k}\":{pad}{v}")));
+            format!("{pad}{{{}}}{pad}", parts.join(","))
+        })
 }
 
 proptest::proptest! {

@@ -103,8 +103,7 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
 
                 let input_done = frontier.is_empty();
                 let frontier_time = frontier.frontier().as_option().copied();
-                loop {
-                    let Some(cap) = held.as_mut() else { break };
+                while let Some(cap) = held.as_mut() {
                     if series.is_empty() {
                         held = None;
                         break;

@@ -203,7 +203,10 @@ impl SeriesPanes {
             let mut max = f64::NEG_INFINITY;
             scratch.clear();
             for pane in self.panes.iter().take_while(|pane| pane.index < end_index) {
-                debug_assert!(pane.index >= first_index, "invariant: panes before the window are evicted");
+                debug_assert!(
+                    pane.index >= first_index,
+                    "invariant: panes before the window are evicted"
+                );
                 count += pane.count;
                 sum += pane.sum;
                 min = min.min(pane.min);
@@ -253,7 +256,10 @@ impl SeriesPanes {
                 .take_while(|pane| pane.index < end)
                 .filter(|pane| pane.index >= first);
             let (count, all_exact) = in_window.fold((0u64, true), |(count, exact), pane| {
-                (count + pane.count, exact && matches!(pane.values, ValueBag::Exact(_)))
+                (
+                    count + pane.count,
+                    exact && matches!(pane.values, ValueBag::Exact(_)),
+                )
             });
             if !all_exact || count as usize > exact_limit / 2 {
                 self.merged_from = first;
@@ -274,7 +280,12 @@ impl SeriesPanes {
         // Panes leaving at the old end of the range.
         if first > self.merged_from {
             let (from, to) = (self.merged_from, first);
-            for pane in self.panes.iter().take_while(|pane| pane.index < to).filter(|pane| pane.index >= from) {
+            for pane in self
+                .panes
+                .iter()
+                .take_while(|pane| pane.index < to)
+                .filter(|pane| pane.index >= from)
+            {
                 if let ValueBag::Exact(values) = &pane.values {
                     for value in values {
                         remove_sorted(&mut self.sorted, *value);
@@ -287,7 +298,12 @@ impl SeriesPanes {
         if end > self.merged_to {
             let (from, to) = (self.merged_to.max(first), end);
             let mut overflow = false;
-            for pane in self.panes.iter().take_while(|pane| pane.index < to).filter(|pane| pane.index >= from) {
+            for pane in self
+                .panes
+                .iter()
+                .take_while(|pane| pane.index < to)
+                .filter(|pane| pane.index >= from)
+            {
                 match &pane.values {
                     ValueBag::Exact(values) => {
                         for value in values {
@@ -332,7 +348,10 @@ fn insert_sorted(sorted: &mut Vec<f64>, value: f64) {
 
 fn remove_sorted(sorted: &mut Vec<f64>, value: f64) {
     let position = sorted.partition_point(|existing| existing.total_cmp(&value).is_lt());
-    if sorted.get(position).is_some_and(|found| found.total_cmp(&value).is_eq()) {
+    if sorted
+        .get(position)
+        .is_some_and(|found| found.total_cmp(&value).is_eq())
+    {
         sorted.remove(position);
     }
 }
@@ -352,7 +371,10 @@ mod tests {
     #[test]
     fn validation_catches_bad_shapes() {
         assert_eq!(config(10, 0).validate(), Err(WindowConfigError::ZeroSlide));
-        assert!(matches!(config(25, 10).validate(), Err(WindowConfigError::NotAMultiple { .. })));
+        assert!(matches!(
+            config(25, 10).validate(),
+            Err(WindowConfigError::NotAMultiple { .. })
+        ));
         assert_eq!(config(30, 10).validate(), Ok(()));
     }
 
@@ -369,8 +391,14 @@ mod tests {
         let mut scratch = QuantileScratch::default();
         let stats = panes.window(&key, 3, &config, &mut scratch).unwrap();
         assert_eq!((stats.start, stats.end, stats.count), (0, 30, 4));
-        assert_eq!((stats.sum, stats.min, stats.max, stats.mean), (13.0, 1.0, 5.0, 3.25));
-        assert_eq!((stats.p50, stats.p95, stats.p99, stats.exact), (3.0, 5.0, 5.0, true));
+        assert_eq!(
+            (stats.sum, stats.min, stats.max, stats.mean),
+            (13.0, 1.0, 5.0, 3.25)
+        );
+        assert_eq!(
+            (stats.p50, stats.p95, stats.p99, stats.exact),
+            (3.0, 5.0, 5.0, true)
+        );
         assert!((stats.rate - 4.0 / 0.03).abs() < 1e-9);
         panes.evict_before(1);
         let stats = panes.window(&key, 4, &config, &mut scratch).unwrap();

@@ -28,7 +28,10 @@ fn sample(name: &str, session: Option<&str>, ts: u64, value: f64) -> Sample {
 
 fn run(config: &WindowConfig, epochs: Vec<Epoch<Sample>>) -> Output {
     let config = config.clone();
-    run_epochs(move |samples| samples.compute_windows("test", &config), epochs)
+    run_epochs(
+        move |samples| samples.compute_windows("test", &config),
+        epochs,
+    )
 }
 
 /// Compares the operator's output with the from-scratch reference.
@@ -51,20 +54,36 @@ fn assert_matches_reference_with(output: &Output, expected: &ExpectedWindows, al
                     .get(&(stats.key.clone(), stats.end))
                     .unwrap_or_else(|| panic!("unexpected window {stats:?}"));
                 assert_eq!(stats.count, want.count, "{stats:?}");
-                assert!((stats.sum - want.sum).abs() <= 1e-9 * want.sum.abs().max(1.0), "{stats:?} {want:?}");
+                assert!(
+                    (stats.sum - want.sum).abs() <= 1e-9 * want.sum.abs().max(1.0),
+                    "{stats:?} {want:?}"
+                );
                 assert_eq!((stats.min, stats.max), (want.min, want.max), "{stats:?}");
                 if stats.exact {
-                    assert_eq!([stats.p50, stats.p95, stats.p99], want.quantiles, "{stats:?}");
+                    assert_eq!(
+                        [stats.p50, stats.p95, stats.p99],
+                        want.quantiles,
+                        "{stats:?}"
+                    );
                 } else {
                     assert!(!all_exact, "unexpected histogram percentiles {stats:?}");
-                    for (got, want) in [stats.p50, stats.p95, stats.p99].into_iter().zip(want.quantiles) {
-                        assert!((got - want).abs() <= want.abs() * 0.01 + 0.002, "{stats:?} vs {want}");
+                    for (got, want) in [stats.p50, stats.p95, stats.p99]
+                        .into_iter()
+                        .zip(want.quantiles)
+                    {
+                        assert!(
+                            (got - want).abs() <= want.abs() * 0.01 + 0.002,
+                            "{stats:?} vs {want}"
+                        );
                     }
                 }
             }
             Update::SeriesIdle { key, end } => {
                 idle += 1;
-                assert!(expected.idle.contains(&(key.clone(), *end)), "unexpected idle {key} {end}");
+                assert!(
+                    expected.idle.contains(&(key.clone(), *end)),
+                    "unexpected idle {key} {end}"
+                );
             }
             Update::Rejected { error, .. } => {
                 assert_eq!(error.reason, ErrorReason::Late);
@@ -81,7 +100,12 @@ fn assert_matches_reference_with(output: &Output, expected: &ExpectedWindows, al
 fn arrivals(epochs: &[Epoch<Sample>]) -> Vec<(u64, Sample)> {
     epochs
         .iter()
-        .flat_map(|epoch| epoch.data.iter().map(move |sample| (epoch.time, sample.clone())))
+        .flat_map(|epoch| {
+            epoch
+                .data
+                .iter()
+                .map(move |sample| (epoch.time, sample.clone()))
+        })
         .collect()
 }
 
@@ -89,8 +113,14 @@ fn arrivals(epochs: &[Epoch<Sample>]) -> Vec<(u64, Sample)> {
 fn windows_close_as_the_frontier_passes() {
     let config = config(30, 10);
     let epochs = vec![
-        Epoch::new(0, vec![sample("a", None, 1, 1.0), sample("a", None, 12, 3.0)]),
-        Epoch::new(15, vec![sample("a", None, 25, 5.0), sample("b", Some("s"), 16, 7.0)]),
+        Epoch::new(
+            0,
+            vec![sample("a", None, 1, 1.0), sample("a", None, 12, 3.0)],
+        ),
+        Epoch::new(
+            15,
+            vec![sample("a", None, 25, 5.0), sample("b", Some("s"), 16, 7.0)],
+        ),
         Epoch::new(40, vec![]),
     ];
     let output = run(&config, epochs.clone());
@@ -105,7 +135,11 @@ fn windows_close_as_the_frontier_passes() {
         .collect();
     assert_eq!(a_windows, [(10, 1), (20, 2), (30, 3), (40, 2), (50, 1)]);
     // Each series goes idle exactly once, one slide after its last window.
-    let idle: Vec<String> = output.of_kind("series_idle").iter().map(|v| v["end"].to_string()).collect();
+    let idle: Vec<String> = output
+        .of_kind("series_idle")
+        .iter()
+        .map(|v| v["end"].to_string())
+        .collect();
     assert_eq!(idle.len(), 2);
 }
 
@@ -115,13 +149,23 @@ fn late_samples_are_reported_not_folded_in() {
     let epochs = vec![
         Epoch::new(0, vec![sample("a", None, 5, 1.0)]),
         // The watermark is at 30: the pane [10, 20) has closed, [20, 30) has closed too.
-        Epoch::new(30, vec![sample("a", None, 15, 100.0), sample("a", None, 29, 100.0), sample("a", None, 31, 2.0)]),
+        Epoch::new(
+            30,
+            vec![
+                sample("a", None, 15, 100.0),
+                sample("a", None, 29, 100.0),
+                sample("a", None, 31, 2.0),
+            ],
+        ),
     ];
     let output = run(&config, epochs.clone());
     let expected = sliding_windows(&arrivals(&epochs), 20, 10);
     assert_eq!(expected.late, 2);
     assert_matches_reference(&output, &expected);
-    assert!(output.of_kind("window").iter().all(|w| w["max"].as_f64().unwrap() < 100.0));
+    assert!(output
+        .of_kind("window")
+        .iter()
+        .all(|w| w["max"].as_f64().unwrap() < 100.0));
     let rejected = output.of_kind("rejected");
     assert_eq!(rejected[0]["error"]["field"], "ts");
 }
@@ -136,7 +180,10 @@ fn windows_far_apart_do_not_iterate_the_gap() {
         Epoch::new(year, vec![sample("a", None, year + 1_000, 2.0)]),
     ];
     let output = run(&config, epochs.clone());
-    assert_matches_reference(&output, &sliding_windows(&arrivals(&epochs), 300_000, 10_000));
+    assert_matches_reference(
+        &output,
+        &sliding_windows(&arrivals(&epochs), 300_000, 10_000),
+    );
     assert_eq!(output.of_kind("window").len(), 60);
 }
 
@@ -146,7 +193,9 @@ fn percentiles_switch_to_histogram_for_large_windows() {
         exact_limit: 100,
         ..config(10, 10)
     };
-    let data: Vec<Sample> = (0..1_000).map(|i| sample("big", None, 5, i as f64)).collect();
+    let data: Vec<Sample> = (0..1_000)
+        .map(|i| sample("big", None, 5, i as f64))
+        .collect();
     let output = run(&config, vec![Epoch::new(0, data)]);
     let windows = output.of_kind("window");
     assert_eq!(windows.len(), 1);
@@ -171,7 +220,12 @@ fn arbitrary_epochs() -> impl Strategy<Value = Vec<Epoch<Sample>>> {
                     .map(|(key, offset, value)| {
                         let names = ["a", "b", "c", "d"];
                         let session = (key % 2 == 0).then_some("s");
-                        sample(names[key], session, time + offset - 30, f64::from(value) / 4.0)
+                        sample(
+                            names[key],
+                            session,
+                            time + offset - 30,
+                            f64::from(value) / 4.0,
+                        )
                     })
                     .collect();
                 Epoch::new(time, data)

@@ -13,7 +13,9 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
-use crate::model::{HistorySample, Id, SessionEvent, SessionKind, SessionState, SessionStatus, Update};
+use crate::model::{
+    HistorySample, Id, SessionEvent, SessionKind, SessionState, SessionStatus, Update,
+};
 use crate::operators::quantiles::ValueBag;
 use crate::time::{duration_ms, pane_end};
 use crate::Time;
@@ -128,7 +130,13 @@ impl SessionTracker {
 
     /// Applies one event; `interval_end` is the history interval it counts in.
     /// Returns whether that interval was new for this session.
-    pub fn apply(&mut self, ts: u64, event: &SessionEvent, interval_end: u64, exact_limit: usize) -> bool {
+    pub fn apply(
+        &mut self,
+        ts: u64,
+        event: &SessionEvent,
+        interval_end: u64,
+        exact_limit: usize,
+    ) -> bool {
         self.events += 1;
         self.first_ts = self.first_ts.min(ts);
         self.last_ts = self.last_ts.max(ts);
@@ -184,7 +192,10 @@ impl SessionTracker {
             (None, None)
         } else {
             let ([p95], _) = self.durations.quantiles([0.95]);
-            (Some(totals.duration_sum / totals.duration_count as f64), Some(p95))
+            (
+                Some(totals.duration_sum / totals.duration_count as f64),
+                Some(p95),
+            )
         };
         SessionState {
             session_id: self.session_id.clone(),
@@ -226,7 +237,11 @@ impl SessionTracker {
 
     /// Whether the session may be forgotten at event time `now`.
     pub fn expired(&self, now: u64, idle_timeout: u64, retention: u64) -> bool {
-        let keep_for = if self.terminal.value.is_some() { retention } else { idle_timeout };
+        let keep_for = if self.terminal.value.is_some() {
+            retention
+        } else {
+            idle_timeout
+        };
         self.open.is_empty() && self.last_ts.saturating_add(keep_for) <= now
     }
 }
@@ -274,72 +289,87 @@ impl<'scope> TrackSessions<'scope> for StreamVec<'scope, Time, (Time, SessionEve
         let idle_timeout = duration_ms(config.idle_timeout);
         let retention = duration_ms(config.retention);
         let exchange = Exchange::new(|(_, event): &(Time, SessionEvent)| route(&event.session_id));
-        self.unary_frontier(exchange, &format!("TrackSessions({name})"), move |_initial, _info| {
-            let mut sessions: HashMap<Id, SessionTracker, FxBuildHasher> = HashMap::default();
-            // Interval end → sessions with events in it, not yet sampled.
-            let mut pending: BTreeMap<u64, Vec<Id>> = BTreeMap::new();
-            let mut held: Option<Capability<Time>> = None;
-            let mut changed: Vec<Id> = Vec::new();
-            let mut last_sweep: u64 = 0;
+        self.unary_frontier(
+            exchange,
+            &format!("TrackSessions({name})"),
+            move |_initial, _info| {
+                let mut sessions: HashMap<Id, SessionTracker, FxBuildHasher> = HashMap::default();
+                // Interval end → sessions with events in it, not yet sampled.
+                let mut pending: BTreeMap<u64, Vec<Id>> = BTreeMap::new();
+                let mut held: Option<Capability<Time>> = None;
+                let mut changed: Vec<Id> = Vec::new();
+                let mut last_sweep: u64 = 0;
 
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    let Some(&arrived) = cap.least() else { return };
-                    for (ts, event) in data.drain(..) {
-                        let interval_end = pane_end(ts.max(arrived), interval);
-                        let tracker = sessions
-                            .entry(event.session_id.clone())
-                            .or_insert_with(|| SessionTracker::new(event.session_id.clone(), ts));
-                        if tracker.events == 0 || changed.last() != Some(&event.session_id) {
-                            changed.push(event.session_id.clone());
-                        }
-                        if tracker.apply(ts, &event, interval_end, config.exact_limit) {
-                            pending.entry(interval_end).or_default().push(event.session_id.clone());
-                            if held.as_ref().is_none_or(|held| *held.time() > interval_end) {
-                                held = Some(cap.delayed(&interval_end, output.output_index()));
+                move |(input, frontier), output| {
+                    input.for_each(|cap, data| {
+                        let Some(&arrived) = cap.least() else { return };
+                        for (ts, event) in data.drain(..) {
+                            let interval_end = pane_end(ts.max(arrived), interval);
+                            let tracker =
+                                sessions.entry(event.session_id.clone()).or_insert_with(|| {
+                                    SessionTracker::new(event.session_id.clone(), ts)
+                                });
+                            if tracker.events == 0 || changed.last() != Some(&event.session_id) {
+                                changed.push(event.session_id.clone());
+                            }
+                            if tracker.apply(ts, &event, interval_end, config.exact_limit) {
+                                pending
+                                    .entry(interval_end)
+                                    .or_default()
+                                    .push(event.session_id.clone());
+                                if held.as_ref().is_none_or(|held| *held.time() > interval_end) {
+                                    held = Some(cap.delayed(&interval_end, output.output_index()));
+                                }
                             }
                         }
-                    }
-                    changed.sort();
-                    changed.dedup();
-                    let mut session = output.session(&cap);
-                    for id in changed.drain(..) {
-                        if let Some(tracker) = sessions.get_mut(&id) {
-                            session.give(Update::Session(tracker.snapshot()));
-                        }
-                    }
-                });
-
-                let input_done = frontier.is_empty();
-                let frontier_time = frontier.frontier().as_option().copied();
-                while let Some(entry) = pending.first_entry() {
-                    let at = *entry.key();
-                    if !input_done && frontier_time.is_some_and(|time| time < at) {
-                        break;
-                    }
-                    let ids = entry.remove();
-                    if let Some(cap) = held.as_ref() {
-                        let mut session = output.session(cap);
-                        for id in ids {
-                            if let Some(sample) = sessions.get_mut(&id).and_then(|tracker| tracker.sample(at)) {
-                                session.give(Update::SessionSample(sample));
+                        changed.sort();
+                        changed.dedup();
+                        let mut session = output.session(&cap);
+                        for id in changed.drain(..) {
+                            if let Some(tracker) = sessions.get_mut(&id) {
+                                session.give(Update::Session(tracker.snapshot()));
                             }
                         }
+                    });
+
+                    let input_done = frontier.is_empty();
+                    let frontier_time = frontier.frontier().as_option().copied();
+                    while let Some(entry) = pending.first_entry() {
+                        let at = *entry.key();
+                        if !input_done && frontier_time.is_some_and(|time| time < at) {
+                            break;
+                        }
+                        let ids = entry.remove();
+                        if let Some(cap) = held.as_ref() {
+                            let mut session = output.session(cap);
+                            for id in ids {
+                                if let Some(sample) =
+                                    sessions.get_mut(&id).and_then(|tracker| tracker.sample(at))
+                                {
+                                    session.give(Update::SessionSample(sample));
+                                }
+                            }
+                        }
+                        match (pending.keys().next(), held.as_mut()) {
+                            (Some(next), Some(cap)) if cap.time() < next => cap.downgrade(next),
+                            (None, _) => held = None,
+                            _ => {}
+                        }
                     }
-                    match (pending.keys().next(), held.as_mut()) {
-                        (Some(next), Some(cap)) if cap.time() < next => cap.downgrade(next),
-                        (None, _) => held = None,
-                        _ => {}
+                    // Forget idle and ended sessions, at most once per history interval.
+                    let now = if input_done {
+                        u64::MAX
+                    } else {
+                        frontier_time.unwrap_or(0)
+                    };
+                    if now >= last_sweep.saturating_add(interval) {
+                        last_sweep = now;
+                        sessions
+                            .retain(|_, tracker| !tracker.expired(now, idle_timeout, retention));
                     }
                 }
-                // Forget idle and ended sessions, at most once per history interval.
-                let now = if input_done { u64::MAX } else { frontier_time.unwrap_or(0) };
-                if now >= last_sweep.saturating_add(interval) {
-                    last_sweep = now;
-                    sessions.retain(|_, tracker| !tracker.expired(now, idle_timeout, retention));
-                }
-            }
-        })
+            },
+        )
     }
 }
 
