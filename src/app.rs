@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use megamind_connectors::store::EventLog;
 use megamind_dataflows::time::{Clock, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,6 +45,9 @@ pub enum ServerError {
     /// The engine did not start.
     #[error(transparent)]
     Engine(#[from] crate::runtime::EngineError),
+    /// The event log could not be replayed or opened.
+    #[error("event log: {0}")]
+    Store(String),
     /// The HTTP port could not be bound.
     #[error("cannot listen on {address}")]
     Bind {
@@ -99,16 +103,52 @@ impl Server {
         })
         .await
         .map_err(|_| crate::runtime::EngineError::WorkerStart(0))??;
+        // Replay the event log (what was accepted before a crash or restart) before any
+        // live traffic or wall-clock watermark, then open it for appends.
+        let store_path = config
+            .store
+            .path_for(run.cluster.as_ref().map(|cluster| cluster.process));
+        let log = if config.store.enabled {
+            let replayer = Ingest::new(
+                engine.feeder(),
+                Arc::clone(&clock),
+                config.ingest.clone(),
+                Arc::clone(&metrics),
+                None,
+            );
+            let replayed = replayer
+                .replay_log(&store_path)
+                .await
+                .map_err(ServerError::Store)?;
+            if replayed.batches > 0 {
+                tracing::info!(
+                    batches = replayed.batches,
+                    events = replayed.events,
+                    path = %store_path.display(),
+                    "replayed the event log"
+                );
+            }
+            Some(
+                EventLog::open(&store_path)
+                    .map_err(|error| ServerError::Store(error.to_string()))?,
+            )
+        } else {
+            None
+        };
         let ingest = Arc::new(Ingest::new(
             engine.feeder(),
             Arc::clone(&clock),
             config.ingest.clone(),
             Arc::clone(&metrics),
+            log,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(
             Arc::clone(&ingest).run_idle_ticker(shutdown_rx.clone()),
+        ));
+        tasks.push(tokio::spawn(
+            Arc::clone(&ingest).run_pruner(config.store.retention, shutdown_rx.clone()),
         ));
 
         let mut address = config.server.http_listen;

@@ -278,7 +278,7 @@ pub async fn run(ingest: Arc<Ingest>, config: DemoConfig, mut shutdown: watch::R
         if events.is_empty() {
             continue;
         }
-        if let Err(error) = ingest.ingest_events(events, Vec::new()).await {
+        if let Err(error) = ingest.submit(events).await {
             tracing::warn!(error = %error, "demo traffic refused by ingest");
         }
     }

@@ -91,6 +91,11 @@ async fn post_events(State(state): State<AppState>, body: bytes::Bytes) -> Respo
             "stopped",
             "the pipeline is stopped",
         ),
+        Err(FeedError::Storage) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage",
+            "the event log could not record the batch; nothing from this request was accepted",
+        ),
     }
 }
 

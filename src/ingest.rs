@@ -1,11 +1,18 @@
-//! Live intake: decode request bodies, check event times against the wall clock, and hand
-//! batches to the workers round-robin; advance the watermark when input goes quiet.
+//! Live intake: decode request bodies, check event times against the wall clock, write
+//! the accepted batch ahead to the embedded store, then hand it to a worker; replay the
+//! store at start; advance the watermark when input goes quiet.
+//!
+//! The order matters: room in a worker queue is reserved first (so an overloaded
+//! pipeline refuses the batch before anything is stored), then the batch is committed to
+//! the event log, then it is enqueued through the reservation (which cannot fail). An
+//! answered request is therefore both durable and in the pipeline.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use megamind_connectors::codec::json::{decode_body, RecordError};
+use megamind_connectors::store::EventLog;
 use megamind_dataflows::model::{DataError, ErrorReason, Event};
 use megamind_dataflows::time::{duration_ms, Clock};
 use serde::Serialize;
@@ -34,6 +41,7 @@ pub struct Ingest {
     clock: Arc<dyn Clock>,
     config: IngestConfig,
     metrics: Arc<EngineMetrics>,
+    log: Option<EventLog>,
     next_worker: AtomicUsize,
     last_event_wall_ms: AtomicU64,
 }
@@ -42,17 +50,28 @@ impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ingest")
             .field("feeder", &self.feeder)
+            .field("log", &self.log)
             .finish_non_exhaustive()
     }
 }
 
+/// Totals of a start-up replay of the event log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReplayedLog {
+    /// Batches read.
+    pub batches: usize,
+    /// Events fed back into the pipeline.
+    pub events: usize,
+}
+
 impl Ingest {
-    /// A new ingest path over `feeder`.
+    /// A new ingest path over `feeder`, writing ahead to `log` when given.
     pub fn new(
         feeder: Feeder,
         clock: Arc<dyn Clock>,
         config: IngestConfig,
         metrics: Arc<EngineMetrics>,
+        log: Option<EventLog>,
     ) -> Self {
         let now = clock.now_ms();
         Self {
@@ -60,6 +79,7 @@ impl Ingest {
             clock,
             config,
             metrics,
+            log,
             next_worker: AtomicUsize::new(0),
             last_event_wall_ms: AtomicU64::new(now),
         }
@@ -75,79 +95,31 @@ impl Ingest {
         &self.feeder
     }
 
-    /// Decodes a body (one object, an array or NDJSON), checks and submits the good events.
+    /// The write-ahead log, when enabled.
+    pub fn log(&self) -> Option<&EventLog> {
+        self.log.as_ref()
+    }
+
+    /// Decodes a body (one object, an array or NDJSON), checks the good events, writes the
+    /// batch ahead and submits it.
     ///
     /// # Errors
-    /// [`FeedError`] when the pipeline cannot take the batch; nothing of it was accepted.
+    /// [`FeedError`] when the pipeline or the event log cannot take the batch; nothing of it
+    /// was accepted then.
     pub async fn ingest_body(&self, body: bytes::Bytes) -> Result<IngestReport, FeedError> {
         let limits = self.config.batch_limits();
         let now = self.clock.now_ms();
-        let batch = if body.len() > INLINE_DECODE_BYTES {
-            tokio::task::spawn_blocking(move || decode_body(&body, &limits, now))
+        let (batch, body) = if body.len() > INLINE_DECODE_BYTES {
+            tokio::task::spawn_blocking(move || (decode_body(&body, &limits, now), body))
                 .await
                 .map_err(|_| FeedError::Stopped)?
         } else {
-            decode_body(&body, &limits, now)
+            (decode_body(&body, &limits, now), body)
         };
-        let mut rejected = batch.errors;
-        let events = self.check_times(batch.events, &mut rejected);
-        self.finish(events, rejected).await
-    }
-
-    /// Checks and submits already-decoded events; `rejected` holds the records that failed
-    /// to decode, by index.
-    ///
-    /// # Errors
-    /// As [`Ingest::ingest_body`].
-    pub async fn ingest_events(
-        &self,
-        events: Vec<Event>,
-        mut rejected: Vec<RecordError>,
-    ) -> Result<IngestReport, FeedError> {
-        let events = self.check_times(events, &mut rejected);
-        self.finish(events, rejected).await
-    }
-
-    async fn finish(
-        &self,
-        events: Vec<Event>,
-        rejected: Vec<RecordError>,
-    ) -> Result<IngestReport, FeedError> {
-        for error in &rejected {
-            self.metrics.reject(error.error.reason, 1);
-        }
-        let accepted = events.len();
-        if accepted > 0 {
-            self.submit(events).await?;
-        }
-        Ok(IngestReport { accepted, rejected })
-    }
-
-    /// Rejects events stamped too far in the future. Report indices refer to the records
-    /// of the request, so the positions of the surviving events are reconstructed around
-    /// the records already rejected.
-    fn check_times(&self, events: Vec<Event>, rejected: &mut Vec<RecordError>) -> Vec<Event> {
-        let horizon = self
-            .clock
-            .now_ms()
-            .saturating_add(duration_ms(self.config.max_future_skew));
-        if events.iter().all(|event| event.ts <= horizon) {
-            return events;
-        }
-        let mut taken: Vec<usize> = rejected.iter().map(|error| error.index).collect();
-        taken.sort_unstable();
-        let mut kept = Vec::with_capacity(events.len());
-        let mut position = 0usize;
-        let mut next_index = || {
-            while taken.binary_search(&position).is_ok() {
-                position += 1;
-            }
-            let index = position;
-            position += 1;
-            index
-        };
-        for event in events {
-            let index = next_index();
+        let (indexed, mut rejected) = batch.into_indexed();
+        let horizon = now.saturating_add(duration_ms(self.config.max_future_skew));
+        let mut events = Vec::with_capacity(indexed.len());
+        for (index, event) in indexed {
             if event.ts > horizon {
                 rejected.push(RecordError {
                     index,
@@ -162,25 +134,82 @@ impl Ingest {
                     ),
                 });
             } else {
-                kept.push(event);
+                events.push(event);
             }
         }
         rejected.sort_by_key(|error| error.index);
-        kept
+        for error in &rejected {
+            self.metrics.reject(error.error.reason, 1);
+        }
+        let accepted = events.len();
+        if accepted > 0 {
+            let reservation = self.reserve().await?;
+            if let Some(log) = &self.log {
+                let payload = String::from_utf8_lossy(&body).into_owned();
+                let skipped = rejected.iter().map(|error| error.index).collect();
+                if let Err(error) = log.append(now, payload, skipped).await {
+                    tracing::error!(error = %error, "event log append failed; batch refused");
+                    return Err(FeedError::Storage);
+                }
+            }
+            self.last_event_wall_ms.store(now, Ordering::Relaxed);
+            reservation.send(WorkerMsg::Events(events));
+        }
+        Ok(IngestReport { accepted, rejected })
     }
 
-    /// Hands events to the next worker.
+    /// Submits already-validated events without writing them ahead (synthetic traffic).
     ///
     /// # Errors
     /// [`FeedError::Overloaded`] when queues stayed full for a second.
     pub async fn submit(&self, events: Vec<Event>) -> Result<(), FeedError> {
-        let workers = self.feeder.workers().max(1);
-        let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % workers;
+        let reservation = self.reserve().await?;
         self.last_event_wall_ms
             .store(self.clock.now_ms(), Ordering::Relaxed);
-        self.feeder
-            .send(worker, WorkerMsg::Events(events), SEND_TIMEOUT)
-            .await
+        reservation.send(WorkerMsg::Events(events));
+        Ok(())
+    }
+
+    async fn reserve(&self) -> Result<crate::runtime::Reservation, FeedError> {
+        let workers = self.feeder.workers().max(1);
+        let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % workers;
+        self.feeder.reserve(worker, SEND_TIMEOUT).await
+    }
+
+    /// Feeds every batch of the event log at `path` back into the pipeline, exactly as it
+    /// was accepted (same ingestion time for events without `ts`, same records skipped).
+    /// Call before accepting live traffic and before the idle ticker runs.
+    ///
+    /// # Errors
+    /// The log cannot be read, or the pipeline stopped.
+    pub async fn replay_log(&self, path: &std::path::Path) -> Result<ReplayedLog, String> {
+        let batches = EventLog::read_after(path, 0).map_err(|error| error.to_string())?;
+        let limits = self.config.batch_limits();
+        let mut totals = ReplayedLog::default();
+        for batch in batches {
+            let decoded = decode_body(batch.payload.as_bytes(), &limits, batch.ingested_ms);
+            let (indexed, _) = decoded.into_indexed();
+            let events: Vec<Event> = indexed
+                .into_iter()
+                .filter(|(index, _)| batch.rejected.binary_search(index).is_err())
+                .map(|(_, event)| event)
+                .collect();
+            totals.batches += 1;
+            if events.is_empty() {
+                continue;
+            }
+            totals.events += events.len();
+            let reservation = loop {
+                match self.reserve().await {
+                    Ok(reservation) => break reservation,
+                    // Replay waits for the pipeline however long it takes.
+                    Err(FeedError::Overloaded) => continue,
+                    Err(error) => return Err(error.to_string()),
+                }
+            };
+            reservation.send(WorkerMsg::Events(events));
+        }
+        Ok(totals)
     }
 
     /// Runs until `shutdown` resolves: whenever no event arrived for `idle_advance_after`,
@@ -206,6 +235,29 @@ impl Ingest {
             let last = self.last_event_wall_ms.load(Ordering::Relaxed);
             if now.saturating_sub(last) >= idle {
                 self.feeder.advance_all(now.saturating_sub(lateness));
+            }
+        }
+    }
+
+    /// Runs until `shutdown`: prunes event-log batches older than `retention` every minute.
+    pub async fn run_pruner(
+        self: Arc<Self>,
+        retention: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Some(log) = &self.log {
+                let before = self.clock.now_ms().saturating_sub(duration_ms(retention));
+                match log.prune(before).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::debug!(deleted, "pruned event log"),
+                    Err(error) => tracing::warn!(error = %error, "event log prune failed"),
+                }
             }
         }
     }

@@ -155,9 +155,16 @@ struct BenchArgs {
     cluster: ClusterArgs,
 }
 
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
-    Config::load(path.map(PathBuf::as_path), std::env::vars())
-        .map_err(|error| anyhow::Error::msg(error.to_string()))
+/// Loads the configuration; on failure prints every problem and exits with status 2
+/// (a configuration error is the user's to fix, not a crash with a backtrace).
+fn load_config(path: Option<&PathBuf>) -> Config {
+    match Config::load(path.map(PathBuf::as_path), std::env::vars()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprint!("{error}");
+            std::process::exit(2);
+        }
+    }
 }
 
 fn init_logging(filter: &str) {
@@ -173,7 +180,7 @@ fn init_logging(filter: &str) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log);
-    let mut config = load_config(cli.config.as_ref())?;
+    let mut config = load_config(cli.config.as_ref());
     match cli.command {
         Command::Serve(args) => serve(config, args, false),
         Command::Demo(args) => serve(config, args, true),

@@ -358,6 +358,25 @@ pub enum FeedError {
     /// The engine is shutting down.
     #[error("the engine is stopped")]
     Stopped,
+    /// The write-ahead log could not record the batch; nothing was accepted.
+    #[error("the event log is unavailable")]
+    Storage,
+}
+
+/// Room reserved in one worker's queue: sending through it cannot fail for lack of space.
+pub struct Reservation {
+    permit: mpsc::OwnedPermit<WorkerMsg>,
+    activator: Option<SyncActivator>,
+}
+
+impl Reservation {
+    /// Enqueues `message` and wakes the worker.
+    pub fn send(self, message: WorkerMsg) {
+        let _sender = self.permit.send(message);
+        if let Some(activator) = self.activator {
+            let _ = activator.activate();
+        }
+    }
 }
 
 /// Sends messages to the workers of this process. Cheap to clone.
@@ -441,6 +460,33 @@ impl Feeder {
                 self.wake(worker);
                 Ok(())
             }
+            Ok(Err(_)) => Err(FeedError::Stopped),
+            Err(_) => {
+                self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+                Err(FeedError::Overloaded)
+            }
+        }
+    }
+
+    /// Reserves room in local worker `worker`'s queue, waiting up to `timeout`.
+    ///
+    /// # Errors
+    /// [`FeedError::Overloaded`] after the timeout, [`FeedError::Stopped`] when the engine
+    /// is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is reserved unless this returns.
+    pub async fn reserve(
+        &self,
+        worker: usize,
+        timeout: Duration,
+    ) -> Result<Reservation, FeedError> {
+        let sender = self.senders.get(worker).ok_or(FeedError::Stopped)?.clone();
+        match tokio::time::timeout(timeout, sender.reserve_owned()).await {
+            Ok(Ok(permit)) => Ok(Reservation {
+                permit,
+                activator: self.activators.get(worker).cloned(),
+            }),
             Ok(Err(_)) => Err(FeedError::Stopped),
             Err(_) => {
                 self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);

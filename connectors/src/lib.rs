@@ -5,3 +5,4 @@
 //! (`megamind_dataflows::model`) and report their own typed errors.
 
 pub mod codec;
+pub mod store;

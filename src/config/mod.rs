@@ -25,6 +25,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Event intake.
     pub ingest: IngestConfig,
+    /// Embedded store.
+    pub store: StoreConfig,
     /// Sliding windows.
     pub windows: WindowsConfig,
     /// Session tracking.
@@ -90,6 +92,39 @@ impl IngestConfig {
             fields: self.decode_limits(),
             max_record_bytes: self.max_record_bytes,
             max_records: self.max_batch_events,
+        }
+    }
+}
+
+/// The embedded store (write-ahead log of accepted events).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Write accepted events ahead and replay them on start.
+    pub enabled: bool,
+    /// SQLite database file.
+    pub path: std::path::PathBuf,
+    /// How long batches are kept.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl StoreConfig {
+    /// The database file of cluster process `process` (the configured path when alone).
+    pub fn path_for(&self, process: Option<usize>) -> std::path::PathBuf {
+        match process {
+            None => self.path.clone(),
+            Some(index) => {
+                let stem = self
+                    .path
+                    .file_stem()
+                    .map_or_else(|| "megamind".into(), |s| s.to_string_lossy().into_owned());
+                let name = match self.path.extension() {
+                    Some(extension) => format!("{stem}-p{index}.{}", extension.to_string_lossy()),
+                    None => format!("{stem}-p{index}"),
+                };
+                self.path.with_file_name(name)
+            }
         }
     }
 }
@@ -174,8 +209,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const SECTIONS: [&str; 7] = [
-    "server", "ingest", "windows", "sessions", "views", "demo", "rules",
+const SECTIONS: [&str; 8] = [
+    "server", "ingest", "store", "windows", "sessions", "views", "demo", "rules",
 ];
 
 impl Config {
@@ -263,6 +298,7 @@ impl Config {
         };
         let server = section::<ServerConfig>("server", take("server"), problems);
         let ingest = section::<IngestConfig>("ingest", take("ingest"), problems);
+        let store = section::<StoreConfig>("store", take("store"), problems);
         let windows = section::<WindowsConfig>("windows", take("windows"), problems);
         let sessions = section::<SessionsConfig>("sessions", take("sessions"), problems);
         let views = section::<ViewsConfig>("views", take("views"), problems);
@@ -288,6 +324,7 @@ impl Config {
         Some(Config {
             server: server?,
             ingest: ingest?,
+            store: store?,
             windows: windows?,
             sessions: sessions?,
             views: views?,
@@ -319,6 +356,14 @@ impl Config {
         check(
             self.windows.exact_limit >= 1,
             "windows.exact_limit must be at least 1",
+        );
+        check(
+            !self.store.enabled || !self.store.path.as_os_str().is_empty(),
+            "store.path must not be empty when the store is enabled",
+        );
+        check(
+            self.store.retention >= Duration::from_secs(60),
+            "store.retention must be at least 1m",
         );
         check(
             self.ingest.allowed_lateness <= Duration::from_secs(3600),

@@ -35,6 +35,25 @@ impl DecodedBatch {
     pub fn records(&self) -> usize {
         self.events.len() + self.errors.len()
     }
+
+    /// The events paired with their record index (the positions not taken by errors),
+    /// and the errors.
+    pub fn into_indexed(self) -> (Vec<(usize, Event)>, Vec<RecordError>) {
+        let mut failed: Vec<usize> = self.errors.iter().map(|error| error.index).collect();
+        failed.sort_unstable();
+        let mut failed = failed.into_iter().peekable();
+        let mut index = 0usize;
+        let mut indexed = Vec::with_capacity(self.events.len());
+        for event in self.events {
+            while failed.peek() == Some(&index) {
+                failed.next();
+                index += 1;
+            }
+            indexed.push((index, event));
+            index += 1;
+        }
+        (indexed, self.errors)
+    }
 }
 
 /// Limits applied to a whole batch.
@@ -234,6 +253,15 @@ mod tests {
             reasons,
             [(1, ErrorReason::TooLong), (2, ErrorReason::TooLong)]
         );
+    }
+
+    #[test]
+    fn indexed_events_skip_failed_positions() {
+        let body = b"bad\n{\"type\":\"metric\",\"name\":\"a\",\"value\":1}\nbad\nbad\n{\"type\":\"metric\",\"name\":\"b\",\"value\":1}\n";
+        let (indexed, errors) = decode_body(body, &limits(), 0).into_indexed();
+        let indices: Vec<usize> = indexed.iter().map(|(index, _)| *index).collect();
+        assert_eq!(indices, [1, 4]);
+        assert_eq!(errors.len(), 3);
     }
 
     #[test]
