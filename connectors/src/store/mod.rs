@@ -266,13 +266,11 @@ impl Drop for EventLog {
     }
 }
 
+/// An append waiting for the next group commit: (ingested_ms, payload, rejected, reply).
+type PendingAppend = (u64, String, String, oneshot::Sender<Result<i64, StoreError>>);
+
 fn write_loop(mut connection: Connection, path: &Path, requests: Receiver<Request>) {
-    let mut appends: Vec<(
-        u64,
-        String,
-        String,
-        oneshot::Sender<Result<i64, StoreError>>,
-    )> = Vec::new();
+    let mut appends: Vec<PendingAppend> = Vec::new();
     while let Ok(first) = requests.recv() {
         let mut next = Some(first);
         while let Some(request) = next.take() {
@@ -332,12 +330,7 @@ fn write_loop(mut connection: Connection, path: &Path, requests: Receiver<Reques
 
 fn commit(
     connection: &mut Connection,
-    appends: &[(
-        u64,
-        String,
-        String,
-        oneshot::Sender<Result<i64, StoreError>>,
-    )],
+    appends: &[PendingAppend],
 ) -> Result<i64, rusqlite::Error> {
     let transaction = connection.transaction()?;
     let mut first = None;
