@@ -8,7 +8,6 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use megamind_dataflows::model::{Sample, SeriesKey, Update};
 use megamind_dataflows::operators::compute_windows::SeriesPanes;
-use megamind_dataflows::operators::quantiles::QuantileScratch;
 use megamind_dataflows::operators::{ComputeWindows, WindowConfig};
 use megamind_dataflows::testing::{run_with_workers, Epoch};
 
@@ -46,13 +45,12 @@ fn pane_core(c: &mut Criterion) {
     group.bench_function("insert_and_window_1000_panes", |b| {
         b.iter(|| {
             let mut panes = SeriesPanes::default();
-            let mut scratch = QuantileScratch::default();
             let mut emitted = 0u64;
             for index in 0..1_000u64 {
                 for i in 0..7 {
                     panes.insert(index, (index * 7 + i) as f64 % 97.0, config.exact_limit);
                 }
-                if let Some(stats) = panes.window(&key, index + 1, &config, &mut scratch) {
+                if let Some(stats) = panes.window(&key, index + 1, &config) {
                     emitted += stats.count;
                 }
                 panes.evict_before((index + 2).saturating_sub(config.panes()));

@@ -267,7 +267,12 @@ impl Drop for EventLog {
 }
 
 /// An append waiting for the next group commit: (ingested_ms, payload, rejected, reply).
-type PendingAppend = (u64, String, String, oneshot::Sender<Result<i64, StoreError>>);
+type PendingAppend = (
+    u64,
+    String,
+    String,
+    oneshot::Sender<Result<i64, StoreError>>,
+);
 
 fn write_loop(mut connection: Connection, path: &Path, requests: Receiver<Request>) {
     let mut appends: Vec<PendingAppend> = Vec::new();
@@ -328,10 +333,7 @@ fn write_loop(mut connection: Connection, path: &Path, requests: Receiver<Reques
     }
 }
 
-fn commit(
-    connection: &mut Connection,
-    appends: &[PendingAppend],
-) -> Result<i64, rusqlite::Error> {
+fn commit(connection: &mut Connection, appends: &[PendingAppend]) -> Result<i64, rusqlite::Error> {
     let transaction = connection.transaction()?;
     let mut first = None;
     {

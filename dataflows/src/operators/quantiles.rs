@@ -1,22 +1,27 @@
-//! Percentiles of a bag of values: exact while the bag is small, an HDR histogram after.
+//! Percentiles of a bag of values: exact while the bag is small, log-binned after.
 //!
-//! Most series hold a few dozen samples per window, where sorting is cheaper and more
-//! precise than any sketch, so values are kept verbatim up to a limit. Beyond it they move
-//! into a pair of [`hdrhistogram`] histograms (one for negative values, one for
-//! non-negative), recorded in thousandths with two significant digits, so memory stays
-//! bounded (a few KiB per histogram) whatever the rate.
+//! Most series hold a few dozen samples per window, where sorted values are cheaper and
+//! more precise than any sketch, so values are kept verbatim up to a limit. Beyond it they
+//! move into a [`LogHistogram`]: 128 bins per power of two (relative error under 0.4%),
+//! sparse by octave, so memory depends on the range of the values and not on their
+//! number. Unlike an HDR histogram it supports removing values and answers a rank query
+//! by walking octave totals, which is what a sliding window needs: a pane leaving the
+//! window is subtracted, a pane entering is added, and the percentiles of the new window
+//! cost a few hundred operations whatever the rate. (HDR histograms are used where values
+//! only accumulate: latency percentiles of models and of the load harness.)
 //!
 //! Percentiles use the nearest-rank definition: the `q` quantile of `n` values is the
 //! `ceil(q·n)`-th smallest (numpy's `method="inverted_cdf"`).
 
-use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+
 use smallvec::SmallVec;
 
-/// Values are recorded in the histogram as integer multiples of this resolution.
-const RESOLUTION: f64 = 1_000.0;
-/// Largest magnitude recordable, in resolution units (values beyond are clamped).
-const MAX_SCALED: f64 = 9.0e15;
-const SIGNIFICANT_DIGITS: u8 = 2;
+/// Bits of mantissa that select a bin within an octave.
+const SUB_BITS: u32 = 7;
+const BINS: usize = 1 << SUB_BITS;
+/// Keys of non-negative values start here; negative values map below it, reversed.
+const POSITIVE_BASE: u32 = 1 << 18;
 
 /// The nearest rank (1-based) of quantile `q` among `n` values.
 pub fn nearest_rank(q: f64, n: u64) -> u64 {
@@ -24,79 +29,145 @@ pub fn nearest_rank(q: f64, n: u64) -> u64 {
     rank.clamp(1, n.max(1))
 }
 
-/// Two HDR histograms covering negative and non-negative values.
-#[derive(Debug, Clone)]
-pub struct SignedHistogram {
-    negative: Histogram<u32>,
-    positive: Histogram<u32>,
-}
-
-impl Default for SignedHistogram {
-    fn default() -> Self {
-        Self::new()
+/// The order-preserving bin key of a finite value.
+fn bin_key(value: f64) -> u32 {
+    // 11 exponent bits and the top 7 mantissa bits of |value|: monotone in |value|.
+    let magnitude = (value.abs().to_bits() >> (52 - SUB_BITS)) as u32;
+    if value < 0.0 {
+        POSITIVE_BASE - 1 - magnitude
+    } else {
+        POSITIVE_BASE + magnitude
     }
 }
 
-impl SignedHistogram {
-    /// An empty histogram.
-    pub fn new() -> Self {
-        // Two significant digits with auto-resize: valid arguments, cannot fail.
-        let empty = || match Histogram::new(SIGNIFICANT_DIGITS) {
-            Ok(histogram) => histogram,
-            Err(error) => {
-                panic!("invariant: a 2-digit auto-resizing histogram is constructible: {error:?}")
+/// The value a bin stands for: the midpoint of its range.
+fn bin_value(key: u32) -> f64 {
+    let (magnitude, sign) = if key >= POSITIVE_BASE {
+        (key - POSITIVE_BASE, 1.0)
+    } else {
+        (POSITIVE_BASE - 1 - key, -1.0)
+    };
+    if magnitude == 0 {
+        return 0.0;
+    }
+    let lower = f64::from_bits(u64::from(magnitude) << (52 - SUB_BITS));
+    let upper = f64::from_bits(u64::from(magnitude + 1) << (52 - SUB_BITS));
+    let middle = if upper.is_finite() {
+        lower + (upper - lower) / 2.0
+    } else {
+        lower
+    };
+    sign * middle
+}
+
+/// Counts of the 128 bins of one octave.
+#[derive(Debug, Clone)]
+struct Octave {
+    total: u64,
+    bins: Box<[u32; BINS]>,
+}
+
+/// A log-binned histogram of finite values that supports removal and rank queries.
+#[derive(Debug, Clone, Default)]
+pub struct LogHistogram {
+    octaves: BTreeMap<u32, Octave>,
+    count: u64,
+}
+
+impl LogHistogram {
+    /// Number of values.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Adds `times` occurrences of the bin of `value`.
+    fn add_key(&mut self, key: u32, times: u32) {
+        let octave = self
+            .octaves
+            .entry(key >> SUB_BITS)
+            .or_insert_with(|| Octave {
+                total: 0,
+                bins: Box::new([0; BINS]),
+            });
+        octave.total += u64::from(times);
+        octave.bins[(key as usize) & (BINS - 1)] += times;
+        self.count += u64::from(times);
+    }
+
+    /// Removes up to `times` occurrences of the bin `key` (never below zero).
+    fn remove_key(&mut self, key: u32, times: u32) {
+        let index = key >> SUB_BITS;
+        if let Some(octave) = self.octaves.get_mut(&index) {
+            let bin = &mut octave.bins[(key as usize) & (BINS - 1)];
+            let removed = (*bin).min(times);
+            *bin -= removed;
+            octave.total -= u64::from(removed);
+            self.count -= u64::from(removed);
+            if octave.total == 0 {
+                self.octaves.remove(&index);
             }
-        };
-        Self {
-            negative: empty(),
-            positive: empty(),
         }
     }
 
     /// Records one value.
-    pub fn record(&mut self, value: f64) {
-        let scaled = (value.abs() * RESOLUTION).round().min(MAX_SCALED) as u64;
-        let histogram = if value < 0.0 {
-            &mut self.negative
-        } else {
-            &mut self.positive
-        };
-        // Auto-resize is on and `scaled` is below the histogram's hard ceiling.
-        let _ = histogram.record(scaled);
+    pub fn insert(&mut self, value: f64) {
+        self.add_key(bin_key(value), 1);
+    }
+
+    /// Removes one value previously inserted.
+    pub fn remove(&mut self, value: f64) {
+        self.remove_key(bin_key(value), 1);
     }
 
     /// Adds every value of `other`.
-    pub fn add(&mut self, other: &SignedHistogram) {
-        let _ = self.negative.add(&other.negative);
-        let _ = self.positive.add(&other.positive);
-    }
-
-    /// Number of values recorded.
-    pub fn count(&self) -> u64 {
-        self.negative.len() + self.positive.len()
-    }
-
-    /// Clears all values, keeping the allocation.
-    pub fn reset(&mut self) {
-        self.negative.reset();
-        self.positive.reset();
-    }
-
-    /// The value of the given 1-based rank (smallest first).
-    fn at_rank(&self, rank: u64) -> f64 {
-        let negatives = self.negative.len();
-        if rank <= negatives {
-            // Largest magnitudes come first among negatives.
-            let magnitude_rank = negatives - rank + 1;
-            -rank_in(&self.negative, magnitude_rank)
-        } else {
-            rank_in(&self.positive, rank - negatives)
+    pub fn add(&mut self, other: &LogHistogram) {
+        for (index, octave) in &other.octaves {
+            for (bin, times) in octave
+                .bins
+                .iter()
+                .enumerate()
+                .filter(|(_, times)| **times > 0)
+            {
+                self.add_key((index << SUB_BITS) | bin as u32, *times);
+            }
         }
     }
 
-    /// Nearest-rank quantiles.
+    /// Removes every value of `other` (which must have been added before).
+    pub fn subtract(&mut self, other: &LogHistogram) {
+        for (index, octave) in &other.octaves {
+            for (bin, times) in octave
+                .bins
+                .iter()
+                .enumerate()
+                .filter(|(_, times)| **times > 0)
+            {
+                self.remove_key((index << SUB_BITS) | bin as u32, *times);
+            }
+        }
+    }
+
+    /// The value standing for the given 1-based rank (smallest first).
+    fn at_rank(&self, rank: u64) -> f64 {
+        let mut seen = 0u64;
+        for (index, octave) in &self.octaves {
+            if seen + octave.total < rank {
+                seen += octave.total;
+                continue;
+            }
+            for (bin, times) in octave.bins.iter().enumerate() {
+                seen += u64::from(*times);
+                if seen >= rank {
+                    return bin_value((index << SUB_BITS) | bin as u32);
+                }
+            }
+        }
+        0.0
+    }
+
+    /// Nearest-rank quantiles (zero when empty).
     pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [f64; N] {
-        let n = self.count();
+        let n = self.count;
         qs.map(|q| {
             if n == 0 {
                 0.0
@@ -107,25 +178,14 @@ impl SignedHistogram {
     }
 }
 
-fn rank_in(histogram: &Histogram<u32>, rank: u64) -> f64 {
-    let mut seen = 0u64;
-    for bucket in histogram.iter_recorded() {
-        seen += bucket.count_at_value() as u64;
-        if seen >= rank {
-            return histogram.median_equivalent(bucket.value_iterated_to()) as f64 / RESOLUTION;
-        }
-    }
-    histogram.max() as f64 / RESOLUTION
-}
-
 /// A bag of values that answers nearest-rank quantiles, exactly up to `exact_limit` values.
 #[derive(Debug, Clone)]
 pub enum ValueBag {
     /// The values themselves; the first few inline, so small bags cost no allocation and
     /// no pointer chase.
     Exact(SmallVec<[f64; 3]>),
-    /// Too many values: a histogram.
-    Histogram(Box<SignedHistogram>),
+    /// Too many values: log-binned.
+    Binned(Box<LogHistogram>),
 }
 
 impl Default for ValueBag {
@@ -135,19 +195,19 @@ impl Default for ValueBag {
 }
 
 impl ValueBag {
-    /// Adds a value, switching to a histogram past `exact_limit` values.
+    /// Adds a value, switching to bins past `exact_limit` values.
     pub fn record(&mut self, value: f64, exact_limit: usize) {
         match self {
             Self::Exact(values) if values.len() < exact_limit => values.push(value),
             Self::Exact(values) => {
-                let mut histogram = SignedHistogram::new();
+                let mut histogram = LogHistogram::default();
                 for v in values.iter() {
-                    histogram.record(*v);
+                    histogram.insert(*v);
                 }
-                histogram.record(value);
-                *self = Self::Histogram(Box::new(histogram));
+                histogram.insert(value);
+                *self = Self::Binned(Box::new(histogram));
             }
-            Self::Histogram(histogram) => histogram.record(value),
+            Self::Binned(histogram) => histogram.insert(value),
         }
     }
 
@@ -155,7 +215,23 @@ impl ValueBag {
     pub fn count(&self) -> u64 {
         match self {
             Self::Exact(values) => values.len() as u64,
-            Self::Histogram(histogram) => histogram.count(),
+            Self::Binned(histogram) => histogram.count(),
+        }
+    }
+
+    /// Adds every value of this bag to `histogram`.
+    pub fn add_to(&self, histogram: &mut LogHistogram) {
+        match self {
+            Self::Exact(values) => values.iter().for_each(|value| histogram.insert(*value)),
+            Self::Binned(bins) => histogram.add(bins),
+        }
+    }
+
+    /// Removes every value of this bag from `histogram`.
+    pub fn remove_from(&self, histogram: &mut LogHistogram) {
+        match self {
+            Self::Exact(values) => values.iter().for_each(|value| histogram.remove(*value)),
+            Self::Binned(bins) => histogram.subtract(bins),
         }
     }
 
@@ -163,7 +239,7 @@ impl ValueBag {
     pub fn quantiles<const N: usize>(&mut self, qs: [f64; N]) -> ([f64; N], bool) {
         match self {
             Self::Exact(values) => (exact_quantiles(values, qs), true),
-            Self::Histogram(histogram) => (histogram.quantiles(qs), false),
+            Self::Binned(histogram) => (histogram.quantiles(qs), false),
         }
     }
 }
@@ -191,62 +267,6 @@ pub fn exact_quantiles<const N: usize>(values: &mut [f64], qs: [f64; N]) -> [f64
     out
 }
 
-/// Reusable scratch space that merges several bags into one answer.
-#[derive(Debug, Default)]
-pub struct QuantileScratch {
-    values: Vec<f64>,
-    histogram: Option<SignedHistogram>,
-    use_histogram: bool,
-}
-
-impl QuantileScratch {
-    /// Starts a new merge.
-    pub fn clear(&mut self) {
-        self.values.clear();
-        self.use_histogram = false;
-        if let Some(histogram) = self.histogram.as_mut() {
-            histogram.reset();
-        }
-    }
-
-    /// Adds one bag; switches to a histogram once more than `exact_limit` values gather.
-    pub fn add(&mut self, bag: &ValueBag, exact_limit: usize) {
-        match bag {
-            ValueBag::Exact(values)
-                if !self.use_histogram && self.values.len() + values.len() <= exact_limit =>
-            {
-                self.values.extend_from_slice(values);
-            }
-            ValueBag::Exact(values) => {
-                let histogram = self.switch_to_histogram();
-                for v in values {
-                    histogram.record(*v);
-                }
-            }
-            ValueBag::Histogram(other) => self.switch_to_histogram().add(other),
-        }
-    }
-
-    fn switch_to_histogram(&mut self) -> &mut SignedHistogram {
-        let histogram = self.histogram.get_or_insert_with(SignedHistogram::new);
-        if !self.use_histogram {
-            self.use_histogram = true;
-            for v in self.values.drain(..) {
-                histogram.record(v);
-            }
-        }
-        histogram
-    }
-
-    /// Nearest-rank quantiles of everything added, and whether they are exact.
-    pub fn quantiles<const N: usize>(&mut self, qs: [f64; N]) -> ([f64; N], bool) {
-        match (&self.histogram, self.use_histogram) {
-            (Some(histogram), true) => (histogram.quantiles(qs), false),
-            _ => (exact_quantiles(&mut self.values, qs), true),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +277,10 @@ mod tests {
         let mut sorted = values.to_vec();
         sorted.sort_by(f64::total_cmp);
         sorted[(nearest_rank(q, values.len() as u64) - 1) as usize]
+    }
+
+    fn close(got: f64, want: f64) -> bool {
+        (got - want).abs() <= want.abs() * 0.004 + 1e-12
     }
 
     #[test]
@@ -270,55 +294,72 @@ mod tests {
     }
 
     #[test]
-    fn histogram_quantiles_are_within_two_digits() {
-        let mut histogram = SignedHistogram::new();
-        let values: Vec<f64> = (1..=10_000).map(|i| i as f64 * 0.37 - 500.0).collect();
-        for v in &values {
-            histogram.record(*v);
+    fn bins_preserve_order_across_signs() {
+        let values = [
+            -1e9, -3.5, -1.0, -1e-300, 0.0, 1e-300, 0.25, 1.0, 1.01, 7.0, 1e300,
+        ];
+        for pair in values.windows(2) {
+            assert!(bin_key(pair[0]) <= bin_key(pair[1]), "{pair:?}");
         }
-        for q in [0.01, 0.3, 0.5, 0.95, 0.99] {
-            let want = sorted_rank(&values, q);
-            let got = histogram.quantiles([q])[0];
+        for value in values {
             assert!(
-                (got - want).abs() <= want.abs() * 0.01 + 0.002,
-                "q={q} want {want} got {got}"
+                close(bin_value(bin_key(value)), value),
+                "{value} -> {}",
+                bin_value(bin_key(value))
             );
         }
     }
 
     #[test]
-    fn bag_switches_to_histogram_past_limit() {
+    fn histogram_quantiles_are_within_bin_precision() {
+        let mut histogram = LogHistogram::default();
+        let values: Vec<f64> = (1..=10_000).map(|i| i as f64 * 0.37 - 500.0).collect();
+        for v in &values {
+            histogram.insert(*v);
+        }
+        for q in [0.01, 0.3, 0.5, 0.95, 0.99] {
+            let want = sorted_rank(&values, q);
+            let got = histogram.quantiles([q])[0];
+            assert!(close(got, want), "q={q} want {want} got {got}");
+        }
+    }
+
+    #[test]
+    fn removal_undoes_insertion() {
+        let mut window = LogHistogram::default();
+        let mut pane = LogHistogram::default();
+        for i in 0..1000 {
+            window.insert(f64::from(i));
+        }
+        for i in 0..500 {
+            pane.insert(f64::from(i));
+        }
+        window.subtract(&pane);
+        assert_eq!(window.count(), 500);
+        let [p50] = window.quantiles([0.5]);
+        assert!(close(p50, 749.0), "{p50}");
+        for i in 500..1000 {
+            window.remove(f64::from(i));
+        }
+        assert_eq!(window.count(), 0);
+        assert!(window.octaves.is_empty(), "empty octaves are dropped");
+        window.remove(3.0); // removing what is not there is harmless
+        assert_eq!(window.count(), 0);
+    }
+
+    #[test]
+    fn bag_switches_to_bins_past_limit() {
         let mut bag = ValueBag::default();
         for i in 0..10 {
             bag.record(i as f64, 10);
         }
         assert!(matches!(bag, ValueBag::Exact(_)));
         bag.record(10.0, 10);
-        assert!(matches!(bag, ValueBag::Histogram(_)));
+        assert!(matches!(bag, ValueBag::Binned(_)));
         assert_eq!(bag.count(), 11);
         let (q, exact) = bag.quantiles([0.5]);
         assert!(!exact);
-        assert!((q[0] - 5.0).abs() < 0.06);
-    }
-
-    #[test]
-    fn scratch_merges_exact_and_histogram_bags() {
-        let mut scratch = QuantileScratch::default();
-        let mut small = ValueBag::default();
-        small.record(1.0, 4);
-        small.record(2.0, 4);
-        scratch.add(&small, 4);
-        scratch.add(&small, 4);
-        let (q, exact) = scratch.quantiles([0.5, 1.0]);
-        assert!(exact);
-        assert_eq!(q, [1.0, 2.0]);
-        scratch.add(&small, 4); // 6 values > limit 4
-        let (q, exact) = scratch.quantiles([1.0]);
-        assert!(!exact);
-        assert!((q[0] - 2.0).abs() < 0.03);
-        scratch.clear();
-        scratch.add(&small, 4);
-        assert_eq!(scratch.quantiles([0.5]), ([1.0], true));
+        assert!(close(q[0], 5.0), "{}", q[0]);
     }
 
     proptest::proptest! {
@@ -327,6 +368,17 @@ mod tests {
             let want: Vec<f64> = QS.iter().map(|q| sorted_rank(&values, *q)).collect();
             let got = exact_quantiles(&mut values, QS);
             proptest::prop_assert_eq!(got.to_vec(), want);
+        }
+
+        #[test]
+        fn binned_quantiles_are_close(values in proptest::collection::vec(-1e6f64..1e6, 1..500)) {
+            let mut histogram = LogHistogram::default();
+            values.iter().for_each(|v| histogram.insert(*v));
+            let got = histogram.quantiles(QS);
+            for (got, q) in got.into_iter().zip(QS) {
+                let want = sorted_rank(&values, q);
+                proptest::prop_assert!(close(got, want), "q={} want {} got {}", q, want, got);
+            }
         }
     }
 }

@@ -20,7 +20,6 @@ use timely::dataflow::StreamVec;
 pub use panes::{SeriesPanes, WindowConfig, WindowConfigError};
 
 use crate::model::{DataError, ErrorReason, Sample, SeriesKey, Update};
-use crate::operators::quantiles::QuantileScratch;
 use crate::Time;
 
 /// Sliding-window statistics per series.
@@ -63,7 +62,6 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
             let mut held: Option<Capability<Time>> = None;
             // Pane index at which the next window to close ends.
             let mut next_end_index: u64 = 0;
-            let mut scratch = QuantileScratch::default();
             let mut late: Vec<Update> = Vec::new();
 
             move |(input, frontier), output| {
@@ -121,7 +119,7 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     }
                     let mut session = output.session(cap);
                     for (key, panes) in series.iter_mut() {
-                        match panes.window(key, end_index, &config, &mut scratch) {
+                        match panes.window(key, end_index, &config) {
                             Some(stats) => {
                                 panes.active = true;
                                 session.give(Update::Window(stats));

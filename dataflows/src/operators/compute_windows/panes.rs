@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::model::{SeriesKey, WindowStats};
-use crate::operators::quantiles::{nearest_rank, QuantileScratch, ValueBag};
+use crate::operators::quantiles::{nearest_rank, LogHistogram, ValueBag};
 use crate::time::duration_ms;
 
 /// Shape of the sliding windows.
@@ -119,24 +119,26 @@ impl Pane {
 }
 
 /// The panes of one series, oldest first, non-empty only, plus the values of the panes
-/// that the current window covers, kept sorted.
+/// that the current window covers.
 ///
-/// Each window reuses the previous one: the pane that enters is merged into the sorted
-/// values and the pane that leaves is taken out, so a sample is inserted and removed once
-/// instead of being copied into every one of the `L/S` windows that contain it. Min, max
-/// and percentiles are then index lookups. Series with more than `exact_limit` samples in
-/// a window fall back to merging the panes' histograms per window.
+/// Each window reuses the previous one: the pane that enters is merged in and the pane
+/// that leaves is taken out, so a sample is added and removed once instead of being
+/// copied into every one of the `L/S` windows that contain it. While the window holds at
+/// most `exact_limit` samples its values are kept sorted (min, max and percentiles are
+/// index lookups, the sum is taken in sorted order and so does not depend on arrival
+/// order); beyond that they are kept in a [`LogHistogram`] that supports the same add and
+/// remove, so a heavy series costs the same per window as a light one.
 #[derive(Debug, Clone, Default)]
 pub struct SeriesPanes {
     panes: VecDeque<Pane>,
     /// Whether the last window computed for this series was non-empty.
     pub active: bool,
-    /// Sorted values of the panes with index in `merged_from..merged_to`.
+    /// Sorted values of the panes with index in `merged_from..merged_to` (exact mode).
     sorted: Vec<f64>,
+    /// The same values, binned (when the window outgrew `exact_limit`).
+    binned: Option<Box<LogHistogram>>,
     merged_from: u64,
     merged_to: u64,
-    /// Too many values for exact percentiles: `sorted` is unused.
-    overflowed: bool,
 }
 
 impl SeriesPanes {
@@ -162,17 +164,26 @@ impl SeriesPanes {
             },
         };
         self.panes[position].add(value, exact_limit);
-        if !self.overflowed && (self.merged_from..self.merged_to).contains(&index) {
-            insert_sorted(&mut self.sorted, value);
-            if self.sorted.len() > exact_limit {
-                self.overflow();
+        if (self.merged_from..self.merged_to).contains(&index) {
+            match self.binned.as_mut() {
+                Some(binned) => binned.insert(value),
+                None => {
+                    insert_sorted(&mut self.sorted, value);
+                    if self.sorted.len() > exact_limit {
+                        self.switch_to_bins();
+                    }
+                }
             }
         }
     }
 
-    fn overflow(&mut self) {
-        self.overflowed = true;
+    fn switch_to_bins(&mut self) {
+        let mut binned = LogHistogram::default();
+        for value in self.sorted.drain(..) {
+            binned.insert(value);
+        }
         self.sorted = Vec::new();
+        self.binned = Some(Box::new(binned));
     }
 
     /// Whether no pane holds data.
@@ -192,40 +203,41 @@ impl SeriesPanes {
         key: &SeriesKey,
         end_index: u64,
         config: &WindowConfig,
-        scratch: &mut QuantileScratch,
     ) -> Option<WindowStats> {
         let first_index = end_index.saturating_sub(config.panes());
         self.merge_range(first_index, end_index, config.exact_limit);
-        let (count, sum, min, max, [p50, p95, p99], exact) = if self.overflowed {
-            let mut count = 0u64;
-            let mut sum = 0.0f64;
-            let mut min = f64::INFINITY;
-            let mut max = f64::NEG_INFINITY;
-            scratch.clear();
-            for pane in self.panes.iter().take_while(|pane| pane.index < end_index) {
-                debug_assert!(
-                    pane.index >= first_index,
-                    "invariant: panes before the window are evicted"
-                );
-                count += pane.count;
-                sum += pane.sum;
-                min = min.min(pane.min);
-                max = max.max(pane.max);
-                scratch.add(&pane.values, config.exact_limit);
+        let (count, sum, min, max, [p50, p95, p99], exact) = match &self.binned {
+            Some(binned) => {
+                let mut count = 0u64;
+                let mut sum = 0.0f64;
+                let mut min = f64::INFINITY;
+                let mut max = f64::NEG_INFINITY;
+                for pane in self.panes.iter().take_while(|pane| pane.index < end_index) {
+                    debug_assert!(
+                        pane.index >= first_index,
+                        "invariant: panes before the window are evicted"
+                    );
+                    count += pane.count;
+                    sum += pane.sum;
+                    min = min.min(pane.min);
+                    max = max.max(pane.max);
+                }
+                if count == 0 {
+                    return None;
+                }
+                // Bins stand for their midpoint: keep the answer inside the observed range.
+                let quantiles = binned
+                    .quantiles([0.5, 0.95, 0.99])
+                    .map(|q| q.clamp(min, max));
+                (count, sum, min, max, quantiles, false)
             }
-            if count == 0 {
-                return None;
+            None => {
+                let (&min, &max) = (self.sorted.first()?, self.sorted.last()?);
+                let count = self.sorted.len() as u64;
+                let sum: f64 = self.sorted.iter().sum();
+                let at = |q: f64| self.sorted[(nearest_rank(q, count) - 1) as usize];
+                (count, sum, min, max, [at(0.5), at(0.95), at(0.99)], true)
             }
-            let (quantiles, exact) = scratch.quantiles([0.5, 0.95, 0.99]);
-            (count, sum, min, max, quantiles, exact)
-        } else {
-            // The sorted values are the window: no pane needs to be visited, and summing
-            // in sorted order makes the sum independent of arrival order.
-            let (&min, &max) = (self.sorted.first()?, self.sorted.last()?);
-            let count = self.sorted.len() as u64;
-            let sum: f64 = self.sorted.iter().sum();
-            let at = |q: f64| self.sorted[(nearest_rank(q, count) - 1) as usize];
-            (count, sum, min, max, [at(0.5), at(0.95), at(0.99)], true)
         };
         let slide = config.slide_ms();
         let length_ms = config.length_ms();
@@ -246,38 +258,15 @@ impl SeriesPanes {
         })
     }
 
-    /// Makes `sorted` hold exactly the values of panes `[first, end)`.
+    /// Makes the merged values hold exactly the values of panes `[first, end)`.
     fn merge_range(&mut self, first: u64, end: u64, exact_limit: usize) {
-        if self.overflowed {
-            // Come back to exact percentiles once the window is small again.
-            let in_window = self
-                .panes
-                .iter()
-                .take_while(|pane| pane.index < end)
-                .filter(|pane| pane.index >= first);
-            let (count, all_exact) = in_window.fold((0u64, true), |(count, exact), pane| {
-                (
-                    count + pane.count,
-                    exact && matches!(pane.values, ValueBag::Exact(_)),
-                )
-            });
-            if !all_exact || count as usize > exact_limit / 2 {
-                self.merged_from = first;
-                self.merged_to = end;
-                return;
-            }
-            self.overflowed = false;
-            self.sorted.clear();
-            self.merged_from = first;
-            self.merged_to = first;
-        }
         if first >= self.merged_to || end <= self.merged_from {
             // Disjoint (a jump over an idle stretch): start over.
             self.sorted.clear();
+            self.binned = None;
             self.merged_from = first;
             self.merged_to = first;
         }
-        // Panes leaving at the old end of the range.
         if first > self.merged_from {
             let (from, to) = (self.merged_from, first);
             for pane in self
@@ -286,36 +275,64 @@ impl SeriesPanes {
                 .take_while(|pane| pane.index < to)
                 .filter(|pane| pane.index >= from)
             {
-                if let ValueBag::Exact(values) = &pane.values {
-                    for value in values {
-                        remove_sorted(&mut self.sorted, *value);
-                    }
-                }
+                remove_values(&mut self.sorted, self.binned.as_deref_mut(), &pane.values);
             }
             self.merged_from = first;
         }
-        // Panes entering at the new end of the range.
         if end > self.merged_to {
             let (from, to) = (self.merged_to.max(first), end);
-            let mut overflow = false;
+            let entering = || {
+                self.panes
+                    .iter()
+                    .take_while(move |pane| pane.index < to)
+                    .filter(move |pane| pane.index >= from)
+            };
+            let needs_bins = entering().any(|pane| matches!(pane.values, ValueBag::Binned(_)));
+            if self.binned.is_none() && needs_bins {
+                self.switch_to_bins();
+            }
             for pane in self
                 .panes
                 .iter()
                 .take_while(|pane| pane.index < to)
                 .filter(|pane| pane.index >= from)
             {
-                match &pane.values {
-                    ValueBag::Exact(values) => {
-                        for value in values {
-                            insert_sorted(&mut self.sorted, *value);
+                match self.binned.as_mut() {
+                    Some(binned) => pane.values.add_to(binned),
+                    None => {
+                        if let ValueBag::Exact(values) = &pane.values {
+                            values
+                                .iter()
+                                .for_each(|value| insert_sorted(&mut self.sorted, *value));
                         }
                     }
-                    ValueBag::Histogram(_) => overflow = true,
                 }
             }
             self.merged_to = end;
-            if overflow || self.sorted.len() > exact_limit {
-                self.overflow();
+            if self.binned.is_none() && self.sorted.len() > exact_limit {
+                self.switch_to_bins();
+            }
+        }
+        // Back to exact percentiles once the window is small again.
+        if let Some(binned) = &self.binned {
+            let in_window = || {
+                self.panes
+                    .iter()
+                    .take_while(|pane| pane.index < end)
+                    .filter(|pane| pane.index >= first)
+            };
+            if binned.count() as usize <= exact_limit / 2
+                && in_window().all(|pane| matches!(pane.values, ValueBag::Exact(_)))
+            {
+                let mut sorted = Vec::with_capacity(binned.count() as usize);
+                for pane in in_window() {
+                    if let ValueBag::Exact(values) = &pane.values {
+                        sorted.extend_from_slice(values);
+                    }
+                }
+                sorted.sort_by(f64::total_cmp);
+                self.sorted = sorted;
+                self.binned = None;
             }
         }
     }
@@ -327,17 +344,25 @@ impl SeriesPanes {
                 break;
             }
             if let Some(pane) = self.panes.pop_front() {
-                if !self.overflowed && (self.merged_from..self.merged_to).contains(&pane.index) {
-                    if let ValueBag::Exact(values) = &pane.values {
-                        for value in values {
-                            remove_sorted(&mut self.sorted, *value);
-                        }
-                    }
+                if (self.merged_from..self.merged_to).contains(&pane.index) {
+                    remove_values(&mut self.sorted, self.binned.as_deref_mut(), &pane.values);
                 }
             }
         }
         self.merged_from = self.merged_from.max(first_kept);
         self.merged_to = self.merged_to.max(self.merged_from);
+    }
+}
+
+/// Takes a pane's values out of whichever structure holds the merged window.
+fn remove_values(sorted: &mut Vec<f64>, binned: Option<&mut LogHistogram>, values: &ValueBag) {
+    match (binned, values) {
+        (Some(binned), values) => values.remove_from(binned),
+        (None, ValueBag::Exact(values)) => values
+            .iter()
+            .for_each(|value| remove_sorted(sorted, *value)),
+        // A binned pane inside an exact window cannot happen: merging it switches to bins.
+        (None, ValueBag::Binned(_)) => {}
     }
 }
 
@@ -388,8 +413,7 @@ mod tests {
         panes.insert(1, 3.0, 64);
         panes.insert(1, 4.0, 64);
         panes.insert(3, 100.0, 64); // not in the window ending at pane 3
-        let mut scratch = QuantileScratch::default();
-        let stats = panes.window(&key, 3, &config, &mut scratch).unwrap();
+        let stats = panes.window(&key, 3, &config).unwrap();
         assert_eq!((stats.start, stats.end, stats.count), (0, 30, 4));
         assert_eq!(
             (stats.sum, stats.min, stats.max, stats.mean),
@@ -401,10 +425,10 @@ mod tests {
         );
         assert!((stats.rate - 4.0 / 0.03).abs() < 1e-9);
         panes.evict_before(1);
-        let stats = panes.window(&key, 4, &config, &mut scratch).unwrap();
+        let stats = panes.window(&key, 4, &config).unwrap();
         assert_eq!((stats.start, stats.count, stats.max), (10, 4, 100.0));
         panes.evict_before(5);
         assert!(panes.is_empty());
-        assert!(panes.window(&key, 7, &config, &mut scratch).is_none());
+        assert!(panes.window(&key, 7, &config).is_none());
     }
 }
