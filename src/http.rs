@@ -202,7 +202,7 @@ async fn get_breaches(
     let alerts = state.views.alerts(false);
     let firing = alerts
         .iter()
-        .filter(|alert| alert.state == megamind_dataflows::model::AlertState::Firing)
+        .filter(|alert| alert.status.is_active())
         .count();
     Json(json!({"firing": firing, "alerts": alerts, "breaches": breaches})).into_response()
 }

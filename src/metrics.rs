@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use megamind_dataflows::model::ErrorReason;
 
 /// Update kinds counted, in the order of [`UPDATE_KINDS`].
-pub const UPDATE_KINDS: [&str; 7] = [
+pub const UPDATE_KINDS: [&str; 9] = [
     "window",
     "series_idle",
     "session",
@@ -17,6 +17,8 @@ pub const UPDATE_KINDS: [&str; 7] = [
     "breach",
     "alert",
     "rejected",
+    "alert_record",
+    "command_rejected",
 ];
 
 /// Counters of the running engine.

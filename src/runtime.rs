@@ -557,6 +557,8 @@ impl<S: UpdateSink> UpdateSink for CountingSink<S> {
                     }
                     6
                 }
+                Update::AlertRecord(_) => 7,
+                Update::CommandRejected(_) => 8,
             };
             counts[position] += 1;
         }

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use megamind_dataflows::model::{
-    AlertState, AlertTransition, Breach, HistorySample, Id, SeriesKey, SessionState, SessionStatus,
-    Update, WindowStats,
+    AlertRecord, Breach, CommandRejection, HistorySample, Id, SeriesKey, SessionState,
+    SessionStatus, Update, WindowStats,
 };
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -19,6 +19,8 @@ use tokio::sync::broadcast;
 use crate::config::ViewsConfig;
 use crate::metrics::EngineMetrics;
 
+/// Command rejections remembered (for answering the person who sent the command).
+const RECENT_REJECTIONS: usize = 256;
 /// How many update batches a slow live subscriber may fall behind before it lags.
 const BROADCAST_CAPACITY: usize = 4096;
 
@@ -29,29 +31,6 @@ pub struct SessionView {
     pub state: SessionState,
     /// Recent history points, oldest first.
     pub history: VecDeque<HistorySample>,
-}
-
-/// The current state of one breach-based alert.
-#[derive(Debug, Clone, Serialize)]
-pub struct AlertView {
-    /// Rule plus series fingerprint.
-    pub fingerprint: String,
-    /// The rule.
-    pub rule_id: Id,
-    /// The series.
-    pub key: SeriesKey,
-    /// Firing or resolved.
-    pub state: AlertState,
-    /// When the current state began (event time, ms).
-    pub since: u64,
-    /// Latest breaching value.
-    pub value: Option<f64>,
-    /// The rule's threshold.
-    pub threshold: f64,
-    /// Severity.
-    pub severity: megamind_dataflows::model::Severity,
-    /// How many times this alert has fired.
-    pub fired: u64,
 }
 
 /// Filters for [`Views::series`].
@@ -78,7 +57,8 @@ pub struct Views {
     series: RwLock<HashMap<SeriesKey, WindowStats>>,
     sessions: RwLock<HashMap<Id, SessionView>>,
     breaches: RwLock<VecDeque<Breach>>,
-    alerts: RwLock<BTreeMap<String, AlertView>>,
+    alerts: RwLock<BTreeMap<String, AlertRecord>>,
+    rejections: RwLock<VecDeque<CommandRejection>>,
     live: broadcast::Sender<Arc<Vec<Update>>>,
 }
 
@@ -105,6 +85,7 @@ impl Views {
             sessions: RwLock::new(HashMap::new()),
             breaches: RwLock::new(VecDeque::new()),
             alerts: RwLock::new(BTreeMap::new()),
+            rejections: RwLock::new(VecDeque::new()),
             live,
         }
     }
@@ -192,11 +173,22 @@ impl Views {
                 }
             }
         }
-        if has(|u| matches!(u, Update::Alert(_))) {
+        if has(|u| matches!(u, Update::AlertRecord(_))) {
             let mut alerts = write(&self.alerts);
             for update in &updates {
-                if let Update::Alert(transition) = update {
-                    apply_transition(&mut alerts, transition, self.config.recent_breaches);
+                if let Update::AlertRecord(record) = update {
+                    apply_record(&mut alerts, record, self.config.recent_breaches);
+                }
+            }
+        }
+        if has(|u| matches!(u, Update::CommandRejected(_))) {
+            let mut rejections = write(&self.rejections);
+            for update in &updates {
+                if let Update::CommandRejected(rejection) = update {
+                    rejections.push_back(rejection.clone());
+                    while rejections.len() > RECENT_REJECTIONS {
+                        rejections.pop_front();
+                    }
                 }
             }
         }
@@ -283,21 +275,36 @@ impl Views {
         breaches.iter().rev().take(limit.max(1)).cloned().collect()
     }
 
-    /// Alerts, firing first, then most recent.
-    pub fn alerts(&self, only_firing: bool) -> Vec<AlertView> {
+    /// Alerts: active ones (firing, then acknowledged) first, then the most recent.
+    pub fn alerts(&self, only_active: bool) -> Vec<AlertRecord> {
         let alerts = read(&self.alerts);
-        let mut out: Vec<AlertView> = alerts
+        let mut out: Vec<AlertRecord> = alerts
             .values()
-            .filter(|alert| !only_firing || alert.state == AlertState::Firing)
+            .filter(|alert| !only_active || alert.status.is_active())
             .cloned()
             .collect();
         out.sort_by(|a, b| {
-            (b.state == AlertState::Firing)
-                .cmp(&(a.state == AlertState::Firing))
-                .then(b.since.cmp(&a.since))
-                .then(a.fingerprint.cmp(&b.fingerprint))
+            a.status
+                .cmp(&b.status)
+                .then(b.severity.cmp(&a.severity))
+                .then(b.updated_at.cmp(&a.updated_at))
+                .then(a.id.cmp(&b.id))
         });
         out
+    }
+
+    /// One alert by id.
+    pub fn alert(&self, id: &str) -> Option<AlertRecord> {
+        read(&self.alerts).get(id).cloned()
+    }
+
+    /// The most recent rejection of a command on alert `id` at or after event time `since`.
+    pub fn rejection(&self, id: &str, since: u64) -> Option<CommandRejection> {
+        read(&self.rejections)
+            .iter()
+            .rev()
+            .find(|rejection| rejection.alert_id == id && rejection.at >= since)
+            .cloned()
     }
 }
 
@@ -316,42 +323,24 @@ fn evict_oldest_session(sessions: &mut HashMap<Id, SessionView>) {
     }
 }
 
-fn apply_transition(
-    alerts: &mut BTreeMap<String, AlertView>,
-    transition: &AlertTransition,
+fn apply_record(
+    alerts: &mut BTreeMap<String, AlertRecord>,
+    record: &AlertRecord,
     keep_resolved: usize,
 ) {
-    let entry = alerts
-        .entry(transition.fingerprint.clone())
-        .or_insert_with(|| AlertView {
-            fingerprint: transition.fingerprint.clone(),
-            rule_id: transition.rule_id.clone(),
-            key: transition.key.clone(),
-            state: transition.state,
-            since: transition.at,
-            value: transition.value,
-            threshold: transition.threshold,
-            severity: transition.severity,
-            fired: 0,
-        });
-    if transition.state == AlertState::Firing {
-        entry.fired += 1;
-        entry.value = transition.value;
-    }
-    entry.state = transition.state;
-    entry.since = transition.at;
+    alerts.insert(record.id.clone(), record.clone());
     let resolved = alerts
         .values()
-        .filter(|alert| alert.state == AlertState::Resolved)
+        .filter(|alert| !alert.status.is_active())
         .count();
     if resolved > keep_resolved {
         let oldest = alerts
             .values()
-            .filter(|alert| alert.state == AlertState::Resolved)
-            .min_by_key(|alert| alert.since)
-            .map(|alert| alert.fingerprint.clone());
-        if let Some(fingerprint) = oldest {
-            alerts.remove(&fingerprint);
+            .filter(|alert| !alert.status.is_active())
+            .min_by_key(|alert| alert.updated_at)
+            .map(|alert| alert.id.clone());
+        if let Some(id) = oldest {
+            alerts.remove(&id);
         }
     }
 }
@@ -426,28 +415,43 @@ mod tests {
     }
 
     #[test]
-    fn alerts_follow_transitions() {
+    fn alerts_follow_records_and_rejections_are_remembered() {
+        use megamind_dataflows::model::{AlertAction, AlertStatus};
         let views = views();
-        let transition = |state, at| {
-            Update::Alert(AlertTransition {
-                fingerprint: "f".into(),
-                rule_id: "r".into(),
-                key: SeriesKey::named("a"),
-                state,
-                at,
-                value: Some(2.0),
-                threshold: 1.0,
+        let record = |status, updated_at| {
+            Update::AlertRecord(AlertRecord {
+                id: "f".into(),
+                rule_id: Some("r".into()),
+                key: Some(SeriesKey::named("a")),
+                title: "r on a".into(),
+                message: None,
+                labels: Vec::new(),
                 severity: Severity::High,
+                status,
+                since: 10,
+                value: Some(2.0),
+                threshold: Some(1.0),
+                fired: 1,
+                acknowledged: None,
+                resolved: None,
+                updated_at,
             })
         };
-        views.apply(vec![transition(AlertState::Firing, 10)]);
+        views.apply(vec![record(AlertStatus::Firing, 10)]);
         assert_eq!(views.alerts(true).len(), 1);
-        views.apply(vec![transition(AlertState::Resolved, 20)]);
+        views.apply(vec![record(AlertStatus::Resolved, 20)]);
         assert!(views.alerts(true).is_empty());
-        let all = views.alerts(false);
         assert_eq!(
-            (all[0].state, all[0].since, all[0].fired),
-            (AlertState::Resolved, 20, 1)
+            views.alert("f").map(|alert| alert.status),
+            Some(AlertStatus::Resolved)
         );
+        views.apply(vec![Update::CommandRejected(CommandRejection {
+            alert_id: "f".into(),
+            command: AlertAction::Acknowledge,
+            reason: "the alert is already resolved".into(),
+            at: 25,
+        })]);
+        assert!(views.rejection("f", 20).is_some());
+        assert!(views.rejection("f", 26).is_none());
     }
 }

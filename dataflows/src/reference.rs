@@ -7,9 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{
-    Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comparison, Event, EventBody,
-    HistorySample, Id, Sample, SeriesKey, SessionEvent, SessionKind, SessionState, SessionStatus,
-    WindowStats,
+    Aggregate, AlertCommand, AlertState, AlertTransition, Breach, BreachRule, Comparison, Event,
+    EventBody, HistorySample, Id, Sample, SeriesKey, SessionEvent, SessionKind, SessionState,
+    SessionStatus, WindowStats,
 };
 use crate::Time;
 
@@ -121,7 +121,8 @@ impl ExpectedWindow {
 /// a metric is its own series (keyed by name, session and labels); a session event yields
 /// `session.duration_ms` (when it carries a duration), `session.errors` (1 or 0, for
 /// operations and error events) and `session.tokens` (when it carries tokens), each keyed
-/// by its session; a prediction yields `prediction.latency_ms` and `prediction.confidence`
+/// by its session, and an operation with a name and a duration also yields
+/// `operation.duration_ms` labelled by `operation` (across sessions); a prediction yields `prediction.latency_ms` and `prediction.confidence`
 /// labelled by `model_id` (and `model_version`). Outcomes and alert commands yield none.
 pub fn event_samples(event: &Event) -> Vec<Sample> {
     let mut out = Vec::new();
@@ -163,6 +164,17 @@ pub fn event_samples(event: &Event) -> Vec<Sample> {
             }
             if let Some(tokens) = session.tokens {
                 push("session.tokens", id, Vec::new(), tokens as f64);
+            }
+            if session.kind == SessionKind::Operation {
+                if let (Some(operation), Some(duration)) = (&session.operation, session.duration_ms)
+                {
+                    push(
+                        "operation.duration_ms",
+                        None,
+                        vec![("operation".into(), operation.clone())],
+                        duration,
+                    );
+                }
             }
         }
         EventBody::Prediction(prediction) => {
@@ -551,4 +563,128 @@ pub fn json_differences(
     let mut out = Vec::new();
     walk("", got, want, tolerance, &mut out);
     out
+}
+
+/// The final state of one alert, as the lifecycle reference computes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedRecord {
+    /// `firing`, `acknowledged` or `resolved`.
+    pub status: &'static str,
+    /// Times fired.
+    pub fired: u64,
+    /// Who acknowledged the current streak.
+    pub acknowledged_by: Option<String>,
+    /// Who resolved it (`rule` for the condition clearing).
+    pub resolved_by: Option<String>,
+}
+
+/// Replays the alert lifecycle from scratch: transitions at their window end, commands at
+/// the time they entered (`entered`), transitions before commands at equal times, each
+/// group in a fixed order. Returns the final record per alert id and the number of
+/// commands that could not apply.
+pub fn alert_lifecycle(
+    transitions: &[AlertTransition],
+    commands: &[(Time, u64, AlertCommand)],
+) -> (BTreeMap<String, ExpectedRecord>, usize) {
+    use crate::model::AlertAction;
+    use crate::operators::manage_alerts::custom_alert_id;
+
+    enum Step<'a> {
+        Transition(&'a AlertTransition),
+        Command(u64, &'a AlertCommand),
+    }
+    // (time, transitions before commands, ts, id, state or action, step)
+    let mut steps: Vec<(Time, u8, u64, String, u8, Step<'_>)> = Vec::new();
+    for transition in transitions {
+        let state = u8::from(transition.state == AlertState::Resolved);
+        steps.push((
+            transition.at,
+            0,
+            transition.at,
+            transition.fingerprint.clone(),
+            state,
+            Step::Transition(transition),
+        ));
+    }
+    for (entered, ts, command) in commands {
+        let order = match command.command {
+            AlertAction::Acknowledge => 0,
+            AlertAction::Resolve => 1,
+            AlertAction::Create => 2,
+        };
+        steps.push((
+            *entered,
+            1,
+            *ts,
+            custom_alert_id(*ts, command),
+            order,
+            Step::Command(*ts, command),
+        ));
+    }
+    steps.sort_by(|a, b| (a.0, a.1, a.2, &a.3, a.4).cmp(&(b.0, b.1, b.2, &b.3, b.4)));
+    let mut records: BTreeMap<String, ExpectedRecord> = BTreeMap::new();
+    let mut rejected = 0usize;
+    let active = |record: &ExpectedRecord| record.status != "resolved";
+    for (_, _, _, _, _, step) in steps {
+        match step {
+            Step::Transition(transition) => {
+                if transition.state == AlertState::Firing {
+                    let record =
+                        records
+                            .entry(transition.fingerprint.clone())
+                            .or_insert(ExpectedRecord {
+                                status: "resolved",
+                                fired: 0,
+                                acknowledged_by: None,
+                                resolved_by: None,
+                            });
+                    if record.status == "resolved" {
+                        *record = ExpectedRecord {
+                            status: "firing",
+                            fired: record.fired + 1,
+                            acknowledged_by: None,
+                            resolved_by: None,
+                        };
+                    }
+                } else if let Some(record) = records.get_mut(&transition.fingerprint) {
+                    if active(record) {
+                        record.status = "resolved";
+                        record.resolved_by = Some("rule".to_owned());
+                    }
+                }
+            }
+            Step::Command(ts, command) => {
+                let id = custom_alert_id(ts, command);
+                let actor = command
+                    .actor
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_owned(), ToString::to_string);
+                match (command.command, records.get_mut(&id)) {
+                    (AlertAction::Create, Some(record)) if active(record) => rejected += 1,
+                    (AlertAction::Create, _) => {
+                        records.insert(
+                            id,
+                            ExpectedRecord {
+                                status: "firing",
+                                fired: 1,
+                                acknowledged_by: None,
+                                resolved_by: None,
+                            },
+                        );
+                    }
+                    (_, None) => rejected += 1,
+                    (_, Some(record)) if !active(record) => rejected += 1,
+                    (AlertAction::Acknowledge, Some(record)) => {
+                        record.status = "acknowledged";
+                        record.acknowledged_by = Some(actor);
+                    }
+                    (AlertAction::Resolve, Some(record)) => {
+                        record.status = "resolved";
+                        record.resolved_by = Some(actor);
+                    }
+                }
+            }
+        }
+    }
+    (records, rejected)
 }

@@ -31,6 +31,8 @@ pub struct Config {
     pub windows: WindowsConfig,
     /// Session tracking.
     pub sessions: SessionsConfig,
+    /// Alert lifecycle.
+    pub alerts: AlertsConfig,
     /// Query views.
     pub views: ViewsConfig,
     /// Synthetic traffic.
@@ -160,6 +162,15 @@ pub struct SessionsConfig {
     pub retention: Duration,
 }
 
+/// Alert lifecycle.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// How long resolved alerts are kept.
+    #[serde(with = "humantime_serde")]
+    pub resolved_retention: Duration,
+}
+
 /// Query views.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -209,8 +220,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const SECTIONS: [&str; 8] = [
-    "server", "ingest", "store", "windows", "sessions", "views", "demo", "rules",
+const SECTIONS: [&str; 9] = [
+    "server", "ingest", "store", "windows", "sessions", "alerts", "views", "demo", "rules",
 ];
 
 impl Config {
@@ -301,6 +312,7 @@ impl Config {
         let store = section::<StoreConfig>("store", take("store"), problems);
         let windows = section::<WindowsConfig>("windows", take("windows"), problems);
         let sessions = section::<SessionsConfig>("sessions", take("sessions"), problems);
+        let alerts = section::<AlertsConfig>("alerts", take("alerts"), problems);
         let views = section::<ViewsConfig>("views", take("views"), problems);
         let demo = section::<DemoConfig>("demo", take("demo"), problems);
         let rules = match take("rules") {
@@ -327,6 +339,7 @@ impl Config {
             store: store?,
             windows: windows?,
             sessions: sessions?,
+            alerts: alerts?,
             views: views?,
             demo: demo?,
             rules: rules?,
@@ -447,6 +460,9 @@ impl Config {
                 ..SessionConfig::default()
             },
             rules: RuleSet::new(self.rules.clone()),
+            alerts: megamind_dataflows::operators::AlertConfig {
+                resolved_retention: self.alerts.resolved_retention,
+            },
         }
     }
 }

@@ -5,6 +5,7 @@
 //! all collected into the [`Update`] stream that leaves the dataflow. Bad records are
 //! [`DataError`] values.
 
+mod alerts;
 pub mod decode;
 mod error;
 mod event;
@@ -14,6 +15,7 @@ mod series;
 mod session;
 mod update;
 
+pub use alerts::{AlertAct, AlertRecord, AlertStatus, CommandRejection};
 pub use error::{DataError, ErrorReason};
 pub use event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,

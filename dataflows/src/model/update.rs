@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::alerts::{AlertRecord, CommandRejection};
 use super::error::DataError;
 use super::rules::{AlertTransition, Breach};
 use super::series::{SeriesKey, WindowStats};
@@ -30,8 +31,12 @@ pub enum Update {
     SessionSample(HistorySample),
     /// A window breached a rule.
     Breach(Breach),
-    /// An alert changed state.
+    /// A rule started or stopped breaching for a series.
     Alert(AlertTransition),
+    /// An alert's lifecycle changed (the state people see and act on).
+    AlertRecord(AlertRecord),
+    /// An alert command could not be applied.
+    CommandRejected(CommandRejection),
     /// A record was rejected inside the dataflow (for example: late).
     Rejected {
         /// Why.
@@ -51,6 +56,8 @@ impl Update {
             Self::SessionSample(_) => "session_sample",
             Self::Breach(_) => "breach",
             Self::Alert(_) => "alert",
+            Self::AlertRecord(_) => "alert_record",
+            Self::CommandRejected(_) => "command_rejected",
             Self::Rejected { .. } => "rejected",
         }
     }

@@ -11,8 +11,10 @@
 use std::collections::{HashMap, HashSet};
 
 use rustc_hash::FxBuildHasher;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
 use crate::model::{
@@ -161,9 +163,10 @@ pub trait EvaluateBreaches<'scope> {
     /// [`Update::Alert`] transitions when a `(rule, series)` pair starts or stops breaching.
     ///
     /// # Inputs and outputs
-    /// `self`: the output of `compute_windows`. Every input update is forwarded unchanged
-    /// (moved, so the windows need not be cloned for a second consumer), followed by the
-    /// breaches and transitions it caused.
+    /// `self`: the output of `compute_windows`. Returns two streams: every input update
+    /// forwarded unchanged (moved, so the windows need not be cloned for a second
+    /// consumer) followed by the breaches and transitions it caused; and the transitions
+    /// alone, for the alert lifecycle.
     ///
     /// # Frontier behaviour
     /// Stateless with respect to time: output appears in the activation that receives the
@@ -173,39 +176,72 @@ pub trait EvaluateBreaches<'scope> {
     /// The set of firing `(rule, series)` pairs; an entry is removed when its series
     /// resolves or goes idle. Runs on the worker that computed the window (pipeline), so it
     /// sees each series' windows in order.
-    fn evaluate_breaches(self, name: &str, rules: &RuleSet) -> StreamVec<'scope, Time, Update>;
+    fn evaluate_breaches(
+        self,
+        name: &str,
+        rules: &RuleSet,
+    ) -> (
+        StreamVec<'scope, Time, Update>,
+        StreamVec<'scope, Time, AlertTransition>,
+    );
 }
 
 impl<'scope> EvaluateBreaches<'scope> for StreamVec<'scope, Time, Update> {
-    fn evaluate_breaches(self, name: &str, rules: &RuleSet) -> StreamVec<'scope, Time, Update> {
+    fn evaluate_breaches(
+        self,
+        name: &str,
+        rules: &RuleSet,
+    ) -> (
+        StreamVec<'scope, Time, Update>,
+        StreamVec<'scope, Time, AlertTransition>,
+    ) {
         let rules = rules.clone();
-        self.unary(
-            Pipeline,
-            &format!("EvaluateBreaches({name})"),
-            move |_initial, _info| {
-                let mut state = BreachState::default();
-                let mut out = Vec::new();
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        for update in data.iter() {
-                            match update {
-                                Update::Window(stats) => state.on_window(&rules, stats, &mut out),
-                                Update::SeriesIdle { key, end } => {
-                                    state.on_idle(&rules, key, *end, &mut out)
-                                }
-                                _ => {}
+        let mut builder = OperatorBuilder::new(format!("EvaluateBreaches({name})"), self.scope());
+        let mut input = builder.new_input(self, Pipeline);
+        let (updates_output, updates) = builder.new_output();
+        let (transitions_output, transitions) = builder.new_output();
+        let mut updates_output =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Update>>>::from(updates_output);
+        let mut transitions_output = OutputBuilder::<
+            _,
+            CapacityContainerBuilder<Vec<AlertTransition>>,
+        >::from(transitions_output);
+        builder.build(move |_capabilities| {
+            let mut state = BreachState::default();
+            let mut out = Vec::new();
+            move |_frontiers| {
+                let mut updates_handle = updates_output.activate();
+                let mut transitions_handle = transitions_output.activate();
+                input.for_each(|cap, data| {
+                    for update in data.iter() {
+                        match update {
+                            Update::Window(stats) => state.on_window(&rules, stats, &mut out),
+                            Update::SeriesIdle { key, end } => {
+                                state.on_idle(&rules, key, *end, &mut out)
+                            }
+                            _ => {}
+                        }
+                    }
+                    let (Some(updates_cap), Some(transitions_cap)) =
+                        (cap.retain_least(0), cap.retain_least(1))
+                    else {
+                        return;
+                    };
+                    let mut session = updates_handle.session(&updates_cap);
+                    session.give_container(data);
+                    if !out.is_empty() {
+                        let mut transitions = transitions_handle.session(&transitions_cap);
+                        for update in &out {
+                            if let Update::Alert(transition) = update {
+                                transitions.give(transition.clone());
                             }
                         }
-                        let mut session = output.session(&cap);
-                        // Forward the windows themselves (moved, not cloned), then the findings.
-                        session.give_container(data);
-                        if !out.is_empty() {
-                            session.give_iterator(out.drain(..));
-                        }
-                    });
-                }
-            },
-        )
+                        session.give_iterator(out.drain(..));
+                    }
+                });
+            }
+        });
+        (updates, transitions)
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!             ┌──► samples (metric values, session series, prediction latency/confidence)
-//!   events ───┤
-//!             └──► (ts, SessionEvent)
+//!   events ───┼──► (ts, SessionEvent)
+//!             └──► (ts, AlertCommand)
 //! ```
 
 use timely::dataflow::channels::pact::Pipeline;
@@ -11,17 +11,23 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
-use crate::model::{Event, EventBody, Labels, Sample, SeriesKey, SessionEvent, SessionKind};
+use crate::model::{
+    AlertAction, AlertCommand, Event, EventBody, Labels, Sample, SeriesKey, SessionEvent,
+    SessionKind,
+};
+use crate::operators::manage_alerts::custom_alert_id;
 use crate::Time;
 
-/// Series names derived from session events (one series per session).
+/// Series names derived from session and prediction events.
 pub mod series_names {
-    /// Operation durations, ms.
+    /// Durations carried by session events, ms, per session.
     pub const SESSION_DURATION: &str = "session.duration_ms";
     /// 1 for an error, 0 for a successful activity: the window mean is the error rate.
     pub const SESSION_ERRORS: &str = "session.errors";
-    /// Tokens per operation.
+    /// Tokens carried by session events, per session.
     pub const SESSION_TOKENS: &str = "session.tokens";
+    /// Operation durations, ms, across sessions, labelled by operation name.
+    pub const OPERATION_DURATION: &str = "operation.duration_ms";
     /// Prediction latency, ms, labelled by model (and version).
     pub const PREDICTION_LATENCY: &str = "prediction.latency_ms";
     /// Prediction confidence, labelled by model (and version).
@@ -34,11 +40,13 @@ pub struct RoutedEvents<'scope> {
     pub samples: StreamVec<'scope, Time, Sample>,
     /// Session events with their event time, for the session tracker.
     pub sessions: StreamVec<'scope, Time, (Time, SessionEvent)>,
+    /// Alert commands with their event time; `create` commands carry their final id.
+    pub commands: StreamVec<'scope, Time, (Time, AlertCommand)>,
 }
 
-/// Derives the samples of one event (at most three).
+/// Derives the samples of one event (at most four).
 pub fn samples_of(event: &Event) -> impl Iterator<Item = Sample> {
-    let mut out: [Option<Sample>; 3] = [None, None, None];
+    let mut out: [Option<Sample>; 4] = [None, None, None, None];
     let sample = |name: &str, session: &crate::model::Id, labels: Labels, value: f64| Sample {
         key: SeriesKey {
             name: name.into(),
@@ -85,6 +93,19 @@ pub fn samples_of(event: &Event) -> impl Iterator<Item = Sample> {
                     Labels::new(),
                     tokens as f64,
                 ));
+            }
+            if let (SessionKind::Operation, Some(operation), Some(duration)) =
+                (session.kind, &session.operation, session.duration_ms)
+            {
+                out[3] = Some(Sample {
+                    key: SeriesKey {
+                        name: series_names::OPERATION_DURATION.into(),
+                        session_id: None,
+                        labels: vec![("operation".into(), operation.clone())],
+                    },
+                    ts: event.ts,
+                    value: duration,
+                });
             }
         }
         EventBody::Prediction(prediction) => {
@@ -134,6 +155,7 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
         let mut input = builder.new_input(self, Pipeline);
         let (samples_output, samples) = builder.new_output();
         let (sessions_output, sessions) = builder.new_output();
+        let (commands_output, commands) = builder.new_output();
         let mut samples_output = OutputBuilder::<
             _,
             timely::container::CapacityContainerBuilder<Vec<Sample>>,
@@ -142,28 +164,49 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
             _,
             timely::container::CapacityContainerBuilder<Vec<(Time, SessionEvent)>>,
         >::from(sessions_output);
+        let mut commands_output = OutputBuilder::<
+            _,
+            timely::container::CapacityContainerBuilder<Vec<(Time, AlertCommand)>>,
+        >::from(commands_output);
         builder.build(move |_capabilities| {
             move |_frontiers| {
                 let mut samples_handle = samples_output.activate();
                 let mut sessions_handle = sessions_output.activate();
+                let mut commands_handle = commands_output.activate();
                 input.for_each(|cap, data| {
-                    let samples_cap = cap.retain_least(0);
-                    let sessions_cap = cap.retain_least(1);
-                    let (Some(samples_cap), Some(sessions_cap)) = (samples_cap, sessions_cap)
-                    else {
+                    let (Some(samples_cap), Some(sessions_cap), Some(commands_cap)) = (
+                        cap.retain_least(0),
+                        cap.retain_least(1),
+                        cap.retain_least(2),
+                    ) else {
                         return;
                     };
                     let mut samples = samples_handle.session(&samples_cap);
                     let mut sessions = sessions_handle.session(&sessions_cap);
+                    let mut commands = commands_handle.session(&commands_cap);
                     for event in data.drain(..) {
                         samples.give_iterator(samples_of(&event));
-                        if let EventBody::Session(session) = event.body {
-                            sessions.give((event.ts, session));
+                        match event.body {
+                            EventBody::Session(session) => sessions.give((event.ts, session)),
+                            EventBody::AlertCommand(mut command) => {
+                                if command.command == AlertAction::Create
+                                    && command.alert_id.is_none()
+                                {
+                                    command.alert_id =
+                                        Some(custom_alert_id(event.ts, &command).into());
+                                }
+                                commands.give((event.ts, command));
+                            }
+                            _ => {}
                         }
                     }
                 });
             }
         });
-        RoutedEvents { samples, sessions }
+        RoutedEvents {
+            samples,
+            sessions,
+            commands,
+        }
     }
 }

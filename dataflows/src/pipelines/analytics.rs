@@ -1,9 +1,11 @@
 //! The analytics pipeline: events in, typed updates out.
 //!
 //! ```text
-//!                 ┌─ samples ─► ComputeWindows ─► EvaluateBreaches ─► windows + breaches
-//!   events ─► RouteEvents
-//!                 └─ sessions ─► TrackSessions ─────────────────────► sessions
+//!                 ┌─ samples ──► ComputeWindows ─► EvaluateBreaches ─► windows + breaches
+//!                 │                                      │ transitions
+//!   events ─► RouteEvents                                ▼
+//!                 ├─ commands ──────────────────────► ManageAlerts ───► alert records
+//!                 └─ sessions ──► TrackSessions ─────────────────────► sessions
 //! ```
 
 use timely::dataflow::operators::Concatenate;
@@ -11,8 +13,8 @@ use timely::dataflow::StreamVec;
 
 use crate::model::{Event, Update};
 use crate::operators::{
-    ComputeWindows, EvaluateBreaches, RouteEvents, RuleSet, SessionConfig, TrackSessions,
-    WindowConfig,
+    AlertConfig, ComputeWindows, EvaluateBreaches, ManageAlerts, RouteEvents, RuleSet,
+    SessionConfig, TrackSessions, WindowConfig,
 };
 use crate::Time;
 
@@ -25,6 +27,8 @@ pub struct AnalyticsConfig {
     pub sessions: SessionConfig,
     /// Threshold rules over windows.
     pub rules: RuleSet,
+    /// Alert lifecycle.
+    pub alerts: AlertConfig,
 }
 
 /// Builds the analytics graph over `events` and returns the merged update stream.
@@ -34,12 +38,13 @@ pub fn analytics<'scope>(
 ) -> StreamVec<'scope, Time, Update> {
     let scope = events.scope();
     let routed = events.route_events("events");
-    let windows_and_breaches = routed
+    let (windows_and_breaches, transitions) = routed
         .samples
         .compute_windows("series", &config.windows)
         .evaluate_breaches("rules", &config.rules);
+    let alerts = transitions.manage_alerts("alerts", routed.commands, &config.alerts);
     let sessions = routed.sessions.track_sessions("sessions", &config.sessions);
-    scope.concatenate([windows_and_breaches, sessions])
+    scope.concatenate([windows_and_breaches, alerts, sessions])
 }
 
 #[cfg(test)]

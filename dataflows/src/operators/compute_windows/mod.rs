@@ -34,8 +34,8 @@ pub trait ComputeWindows<'scope> {
     /// [`Update::Rejected`] (reason `late`) for samples that arrived too late.
     ///
     /// # Frontier behaviour
-    /// The window ending at `e` is emitted once the input frontier reaches `e`; when the
-    /// input closes, every remaining window is emitted. The operator holds one capability
+    /// The window ending at `e` is emitted at time `e` once the input frontier reaches `e`;
+    /// when the input closes, every remaining window is emitted. The operator holds one capability
     /// at the next window end while any series has state.
     ///
     /// # Late samples
@@ -117,7 +117,11 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     if !input_done && frontier_time.is_some_and(|time| time < end) {
                         break;
                     }
-                    let mut session = output.session(cap);
+                    // Windows ending at `end` are emitted at time `end` exactly, so their
+                    // timestamp (and everything derived downstream) does not depend on how
+                    // the input happened to be batched.
+                    let at = if *cap.time() <= end { cap.delayed(&end) } else { cap.clone() };
+                    let mut session = output.session(&at);
                     for (key, panes) in series.iter_mut() {
                         match panes.window(key, end_index, &config) {
                             Some(stats) => {

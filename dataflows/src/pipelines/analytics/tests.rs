@@ -8,11 +8,12 @@ use super::*;
 use crate::model::{
     Aggregate, AlertAction, AlertCommand, AlertState, BreachRule, Comparison, ErrorReason,
     EventBody, MetricEvent, OutcomeEvent, PredictionEvent, SeriesKey, SessionEvent, SessionKind,
-    Severity,
+    Severity, Update,
 };
+use crate::operators::AlertConfig;
 use crate::reference::{
-    breaches_and_transitions, event_samples, json_differences, session_history, session_states,
-    sliding_windows,
+    alert_lifecycle, breaches_and_transitions, event_samples, json_differences, session_history,
+    session_states, sliding_windows, ExpectedRecord,
 };
 use crate::testing::{run_epochs, Epoch, Output};
 
@@ -38,6 +39,7 @@ impl Setup {
                 ..SessionConfig::default()
             },
             rules: RuleSet::new(self.rules.clone()),
+            alerts: AlertConfig::default(),
         }
     }
 }
@@ -317,13 +319,44 @@ fn assert_matches_references(output: &Output, epochs: &[Epoch<Event>], setup: &S
     });
     assert_same("session_sample", &got_history, &want_history);
 
+    // The alert lifecycle: final record per alert (in emission order of the 1-worker
+    // run) and the rejected commands, against a from-scratch replay.
+    let commands: Vec<(Time, u64, crate::model::AlertCommand)> = events
+        .iter()
+        .filter_map(|(entered, event)| match &event.body {
+            EventBody::AlertCommand(command) => Some((*entered, event.ts, command.clone())),
+            _ => None,
+        })
+        .collect();
+    let (want_records, want_rejections) = alert_lifecycle(&alerts.transitions, &commands);
+    let mut got_records: BTreeMap<String, ExpectedRecord> = BTreeMap::new();
+    for (_, update) in &output.updates {
+        if let Update::AlertRecord(record) = update {
+            got_records.insert(
+                record.id.clone(),
+                ExpectedRecord {
+                    status: record.status.as_str(),
+                    fired: record.fired,
+                    acknowledged_by: record.acknowledged.as_ref().map(|act| act.by.to_string()),
+                    resolved_by: record.resolved.as_ref().map(|act| act.by.to_string()),
+                },
+            );
+        }
+    }
+    assert_eq!(got_records, want_records, "alert lifecycle");
+    let record_lines = output.of_kind("alert_record").len();
+    let rejection_lines = output.of_kind("command_rejected").len();
+    assert_eq!(rejection_lines, want_rejections, "rejected commands");
+
     let checked = got_windows.len()
         + got_idle.len()
         + rejected.len()
         + got_breaches.len()
         + got_transitions.len()
         + got_sessions.len()
-        + got_history.len();
+        + got_history.len()
+        + record_lines
+        + rejection_lines;
     assert_eq!(
         output.lines.len(),
         checked,
@@ -502,6 +535,7 @@ fn derived_series_are_windowed() {
         })
         .collect();
     let expected: BTreeMap<String, (u64, f64)> = [
+        ("operation.duration_ms{operation=read}", (2, 32.0)),
         (
             "prediction.confidence{model_id=m1,model_version=v2}",
             (1, 0.75),
@@ -581,12 +615,30 @@ fn arbitrary_body() -> impl Strategy<Value = EventBody> {
                 session_id: None,
             })
         });
+    // Commands on a small pool of custom ids exercise create, acknowledge, resolve,
+    // duplicates and unknown ids; `slow-0` never exists.
+    let command = (0usize..3, 0usize..3, 0usize..2).prop_map(|(action, id, actor)| {
+        EventBody::AlertCommand(AlertCommand {
+            command: [
+                AlertAction::Create,
+                AlertAction::Acknowledge,
+                AlertAction::Resolve,
+            ][action],
+            alert_id: Some(["c1", "c2", "slow-0"][id].into()),
+            actor: Some(["ann", "bob"][actor].into()),
+            note: None,
+            title: Some("custom".into()),
+            severity: None,
+            labels: Vec::new(),
+            message: None,
+        })
+    });
     prop_oneof![
         3 => metric,
         3 => session,
         2 => prediction,
         1 => Just(outcome(0).body),
-        1 => Just(alert_command(0).body),
+        2 => command,
     ]
 }
 
@@ -677,4 +729,79 @@ proptest! {
         let output = run(&setup, epochs.clone());
         assert_matches_references(&output, &epochs, &setup);
     }
+}
+
+fn command_event(ts: u64, action: AlertAction, id: &str) -> Event {
+    at(
+        ts,
+        EventBody::AlertCommand(AlertCommand {
+            command: action,
+            alert_id: Some(id.into()),
+            actor: Some("ann".into()),
+            note: Some("looking".into()),
+            title: None,
+            severity: None,
+            labels: Vec::new(),
+            message: None,
+        }),
+    )
+}
+
+#[test]
+fn people_acknowledge_and_resolve_rule_alerts() {
+    let slow = rule(
+        "slow",
+        "latency_ms",
+        Aggregate::Mean,
+        Comparison::Above,
+        50.0,
+    );
+    let fingerprint = slow.fingerprint(&SeriesKey::named("latency_ms"));
+    let setup = Setup {
+        length_ms: 10,
+        slide_ms: 10,
+        interval_ms: 10,
+        rules: vec![slow],
+    };
+    let epochs = vec![
+        Epoch::new(0, vec![metric(5, "latency_ms", None, None, 80.0)]),
+        // The window [0, 10) fires at 10; the acknowledgement enters at 12.
+        Epoch::new(
+            12,
+            vec![command_event(12, AlertAction::Acknowledge, &fingerprint)],
+        ),
+        // [10, 20) is empty: the series went quiet, the rule resolves at 20; a person's
+        // later resolve is refused, with the reason.
+        Epoch::new(
+            22,
+            vec![command_event(22, AlertAction::Resolve, &fingerprint)],
+        ),
+        Epoch::new(40, vec![]),
+    ];
+    let output = run(&setup, epochs.clone());
+    assert_matches_references(&output, &epochs, &setup);
+    let records: Vec<(String, Option<String>, Option<String>)> = output
+        .updates
+        .iter()
+        .filter_map(|(_, update)| match update {
+            Update::AlertRecord(record) => Some((
+                record.status.as_str().to_owned(),
+                record.acknowledged.as_ref().map(|act| act.by.to_string()),
+                record.resolved.as_ref().map(|act| act.by.to_string()),
+            )),
+            _ => None,
+        })
+        .collect();
+    let ann = Some("ann".to_owned());
+    assert_eq!(
+        records,
+        [
+            ("firing".to_owned(), None, None),
+            ("acknowledged".to_owned(), ann.clone(), None),
+            ("resolved".to_owned(), ann, Some("rule".to_owned())),
+        ]
+    );
+    let rejected = output.of_kind("command_rejected");
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["reason"], "the alert is already resolved");
 }

@@ -1,0 +1,115 @@
+//! The alert lifecycle: what a person sees and acts on.
+//!
+//! Rule-based alerts are born from breach transitions (one per rule and series, keyed by
+//! fingerprint); custom alerts from `create` commands. People acknowledge and resolve them
+//! with `alert_command` events, so the lifecycle is a function of the event stream.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{AlertAction, Id, Labels, Severity};
+use super::labels::labels_as_map;
+use super::series::SeriesKey;
+
+/// Where an alert is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    /// The condition holds and nobody has taken it yet.
+    Firing,
+    /// Somebody is on it.
+    Acknowledged,
+    /// Over: the condition cleared or somebody resolved it.
+    Resolved,
+}
+
+impl AlertStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Firing => "firing",
+            Self::Acknowledged => "acknowledged",
+            Self::Resolved => "resolved",
+        }
+    }
+
+    /// Firing or acknowledged.
+    pub fn is_active(self) -> bool {
+        self != Self::Resolved
+    }
+}
+
+impl fmt::Display for AlertStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who did what, when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertAct {
+    /// `rule` for automatic transitions, else the actor named in the command.
+    pub by: Id,
+    /// Event time, ms.
+    pub at: u64,
+    /// The reason given, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The state of one alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// The fingerprint (rule-based) or the custom alert's id.
+    pub id: String,
+    /// The rule that raised it; none for custom alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<Id>,
+    /// The series, for rule-based alerts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SeriesKey>,
+    /// A one-line summary.
+    pub title: String,
+    /// Details (custom alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Labels (custom alerts).
+    #[serde(default, with = "labels_as_map", skip_serializing_if = "Vec::is_empty")]
+    pub labels: Labels,
+    /// Severity.
+    pub severity: Severity,
+    /// Current status.
+    pub status: AlertStatus,
+    /// When the current firing streak began, ms.
+    pub since: u64,
+    /// Latest value of the watched statistic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The rule's threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// How many times it fired.
+    pub fired: u64,
+    /// The acknowledgement of the current streak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<AlertAct>,
+    /// The resolution, when resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<AlertAct>,
+    /// Event time of the latest change, ms.
+    pub updated_at: u64,
+}
+
+/// A command that could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRejection {
+    /// The alert named.
+    pub alert_id: String,
+    /// The command.
+    pub command: AlertAction,
+    /// Why, in words.
+    pub reason: String,
+    /// Event time of the command, ms.
+    pub at: u64,
+}

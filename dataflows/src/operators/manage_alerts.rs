@@ -1,0 +1,455 @@
+//! `manage_alerts`: the alert lifecycle, driven by breach transitions and people.
+//!
+//! ```text
+//!   AlertTransition ──exchange(fingerprint)──┐
+//!                                             ├─► ManageAlerts ──► AlertRecord / CommandRejected
+//!   (ts, AlertCommand) ──exchange(alert_id)──┘
+//! ```
+//!
+//! Rule-based alerts are keyed by fingerprint: a `firing` transition opens (or re-opens)
+//! the alert, a `resolved` transition closes it. Commands acknowledge, resolve, or create
+//! custom alerts. Inputs are applied in timestamp order once the frontier passes them (a
+//! command enters at the watermark of its arrival, so it applies as soon as the watermark
+//! moves on: with the next events, or the next idle tick), which makes the lifecycle a
+//! function of the event stream, independent of arrival order and worker count.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::time::Duration;
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::StreamVec;
+
+use crate::model::{
+    AlertAct, AlertAction, AlertCommand, AlertRecord, AlertState, AlertStatus, AlertTransition,
+    CommandRejection, Severity, Update,
+};
+use crate::time::duration_ms;
+use crate::Time;
+
+/// How alerts are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertConfig {
+    /// Resolved alerts are forgotten this long (event time) after their resolution.
+    pub resolved_retention: Duration,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        Self {
+            resolved_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The id of a custom alert: the one given, or one derived from its content and time.
+pub fn custom_alert_id(ts: u64, command: &AlertCommand) -> String {
+    if let Some(id) = &command.alert_id {
+        return id.to_string();
+    }
+    let mut hasher = rustc_hash::FxHasher::default();
+    ts.hash(&mut hasher);
+    command.title.hash(&mut hasher);
+    command.labels.hash(&mut hasher);
+    command.message.hash(&mut hasher);
+    format!("custom-{:016x}", hasher.finish())
+}
+
+fn route(id: &str) -> u64 {
+    let mut hasher = rustc_hash::FxHasher::default();
+    id.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The pure alert book: every alert this worker owns.
+#[derive(Debug, Default)]
+pub struct AlertBook {
+    alerts: HashMap<String, AlertRecord>,
+}
+
+impl AlertBook {
+    /// Applies a breach transition; returns the changed record.
+    pub fn on_transition(&mut self, transition: &AlertTransition) -> Option<AlertRecord> {
+        let at = transition.at;
+        match transition.state {
+            AlertState::Firing => {
+                let record = self
+                    .alerts
+                    .entry(transition.fingerprint.clone())
+                    .or_insert_with(|| AlertRecord {
+                        id: transition.fingerprint.clone(),
+                        rule_id: Some(transition.rule_id.clone()),
+                        key: Some(transition.key.clone()),
+                        title: format!("{} on {}", transition.rule_id, transition.key),
+                        message: None,
+                        labels: Vec::new(),
+                        severity: transition.severity,
+                        status: AlertStatus::Resolved,
+                        since: at,
+                        value: None,
+                        threshold: Some(transition.threshold),
+                        fired: 0,
+                        acknowledged: None,
+                        resolved: None,
+                        updated_at: at,
+                    });
+                if record.status == AlertStatus::Resolved {
+                    record.status = AlertStatus::Firing;
+                    record.since = at;
+                    record.fired += 1;
+                    record.acknowledged = None;
+                    record.resolved = None;
+                }
+                record.value = transition.value;
+                record.updated_at = at;
+                Some(record.clone())
+            }
+            AlertState::Resolved => {
+                let record = self.alerts.get_mut(&transition.fingerprint)?;
+                if transition.value.is_some() {
+                    record.value = transition.value;
+                }
+                if record.status.is_active() {
+                    record.status = AlertStatus::Resolved;
+                    record.resolved = Some(AlertAct {
+                        by: "rule".into(),
+                        at,
+                        note: Some(match transition.value {
+                            Some(_) => "condition cleared".to_owned(),
+                            None => "series went quiet".to_owned(),
+                        }),
+                    });
+                }
+                record.updated_at = at;
+                Some(record.clone())
+            }
+        }
+    }
+
+    /// Applies a command at event time `ts` (the id of a `create` must already be set).
+    ///
+    /// # Errors
+    /// The alert is unknown, already resolved, or (for `create`) already active.
+    pub fn on_command(
+        &mut self,
+        ts: u64,
+        command: &AlertCommand,
+    ) -> Result<AlertRecord, CommandRejection> {
+        let id = custom_alert_id(ts, command);
+        let reject = |reason: &str| CommandRejection {
+            alert_id: id.clone(),
+            command: command.command,
+            reason: reason.to_owned(),
+            at: ts,
+        };
+        let act = || AlertAct {
+            by: command.actor.clone().unwrap_or_else(|| "unknown".into()),
+            at: ts,
+            note: command.note.clone(),
+        };
+        match command.command {
+            AlertAction::Create => {
+                if self
+                    .alerts
+                    .get(&id)
+                    .is_some_and(|record| record.status.is_active())
+                {
+                    return Err(reject("an active alert with this id already exists"));
+                }
+                let record = AlertRecord {
+                    id: id.clone(),
+                    rule_id: None,
+                    key: None,
+                    title: command.title.clone().unwrap_or_default(),
+                    message: command.message.clone(),
+                    labels: command.labels.clone(),
+                    severity: command.severity.unwrap_or(Severity::Medium),
+                    status: AlertStatus::Firing,
+                    since: ts,
+                    value: None,
+                    threshold: None,
+                    fired: 1,
+                    acknowledged: None,
+                    resolved: None,
+                    updated_at: ts,
+                };
+                self.alerts.insert(id, record.clone());
+                Ok(record)
+            }
+            AlertAction::Acknowledge => {
+                let Some(record) = self.alerts.get_mut(&id) else {
+                    return Err(reject("no alert with this id"));
+                };
+                match record.status {
+                    AlertStatus::Resolved => Err(reject("the alert is already resolved")),
+                    AlertStatus::Firing | AlertStatus::Acknowledged => {
+                        record.status = AlertStatus::Acknowledged;
+                        record.acknowledged = Some(act());
+                        record.updated_at = ts;
+                        Ok(record.clone())
+                    }
+                }
+            }
+            AlertAction::Resolve => {
+                let Some(record) = self.alerts.get_mut(&id) else {
+                    return Err(reject("no alert with this id"));
+                };
+                if record.status == AlertStatus::Resolved {
+                    return Err(reject("the alert is already resolved"));
+                }
+                record.status = AlertStatus::Resolved;
+                record.resolved = Some(act());
+                record.updated_at = ts;
+                Ok(record.clone())
+            }
+        }
+    }
+
+    /// Forgets alerts resolved before `before` (event time).
+    pub fn forget_resolved_before(&mut self, before: u64) {
+        self.alerts
+            .retain(|_, record| record.status.is_active() || record.updated_at >= before);
+    }
+
+    /// Number of alerts held.
+    pub fn len(&self) -> usize {
+        self.alerts.len()
+    }
+
+    /// Whether no alert is held.
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty()
+    }
+}
+
+/// The alert lifecycle.
+pub trait ManageAlerts<'scope> {
+    /// Maintains one [`AlertRecord`] per alert.
+    ///
+    /// # Inputs and outputs
+    /// `self`: breach transitions; `commands`: `(ts, command)` pairs, `create` commands
+    /// carrying their final id (see [`custom_alert_id`]). Returns [`Update::AlertRecord`]
+    /// for every change and [`Update::CommandRejected`] for commands that do not apply.
+    ///
+    /// # Frontier behaviour
+    /// Inputs of time `t` are applied when both input frontiers pass `t`, transitions
+    /// first, then commands, each in a fixed order; the answers carry time `t`.
+    ///
+    /// # State
+    /// One record per alert, exchanged by alert id; resolved alerts are forgotten
+    /// `resolved_retention` after resolution (event time).
+    fn manage_alerts(
+        self,
+        name: &str,
+        commands: StreamVec<'scope, Time, (Time, AlertCommand)>,
+        config: &AlertConfig,
+    ) -> StreamVec<'scope, Time, Update>;
+}
+
+impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
+    fn manage_alerts(
+        self,
+        name: &str,
+        commands: StreamVec<'scope, Time, (Time, AlertCommand)>,
+        config: &AlertConfig,
+    ) -> StreamVec<'scope, Time, Update> {
+        let retention = duration_ms(config.resolved_retention);
+        let by_fingerprint =
+            Exchange::new(|transition: &AlertTransition| route(&transition.fingerprint));
+        let by_id = Exchange::new(|(ts, command): &(Time, AlertCommand)| {
+            route(&custom_alert_id(*ts, command))
+        });
+        self.binary_frontier(
+            commands,
+            by_fingerprint,
+            by_id,
+            &format!("ManageAlerts({name})"),
+            move |_initial, _info| {
+                let mut book = AlertBook::default();
+                // Inputs wait, by time, until the frontier passes them; then they are
+                // applied in a fixed order (transitions, then commands, each sorted), so the
+                // lifecycle does not depend on arrival order or worker count.
+                let mut stash: BTreeMap<Time, Pending> = BTreeMap::new();
+                let mut last_sweep = 0u64;
+                move |(transitions, transitions_frontier), (commands, commands_frontier), output| {
+                    transitions.for_each(|cap, data| {
+                        let Some(&time) = cap.least() else { return };
+                        let pending = stash
+                            .entry(time)
+                            .or_insert_with(|| Pending::new(cap.delayed(&time, 0)));
+                        pending.transitions.append(data);
+                    });
+                    commands.for_each(|cap, data| {
+                        let Some(&time) = cap.least() else { return };
+                        let pending = stash
+                            .entry(time)
+                            .or_insert_with(|| Pending::new(cap.delayed(&time, 0)));
+                        pending.commands.append(data);
+                    });
+                    let ready = |time: &Time| {
+                        !transitions_frontier.less_equal(time)
+                            && !commands_frontier.less_equal(time)
+                    };
+                    while let Some(entry) = stash.first_entry() {
+                        if !ready(entry.key()) {
+                            break;
+                        }
+                        let mut pending = entry.remove();
+                        pending.transitions.sort_by(|a, b| {
+                            (a.at, &a.fingerprint, a.state).cmp(&(b.at, &b.fingerprint, b.state))
+                        });
+                        pending.commands.sort_by(|a, b| {
+                            (a.0, &a.1.alert_id, a.1.command).cmp(&(
+                                b.0,
+                                &b.1.alert_id,
+                                b.1.command,
+                            ))
+                        });
+                        let mut session = output.session(&pending.capability);
+                        for transition in &pending.transitions {
+                            if let Some(record) = book.on_transition(transition) {
+                                session.give(Update::AlertRecord(record));
+                            }
+                        }
+                        for (ts, command) in &pending.commands {
+                            session.give(match book.on_command(*ts, command) {
+                                Ok(record) => Update::AlertRecord(record),
+                                Err(rejection) => Update::CommandRejected(rejection),
+                            });
+                        }
+                    }
+                    if let Some(&now) = transitions_frontier.frontier().as_option() {
+                        if now >= last_sweep.saturating_add(retention / 16 + 1) {
+                            last_sweep = now;
+                            book.forget_resolved_before(now.saturating_sub(retention));
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
+
+/// Inputs of one time, waiting for the frontier.
+struct Pending {
+    capability: Capability<Time>,
+    transitions: Vec<AlertTransition>,
+    commands: Vec<(Time, AlertCommand)>,
+}
+
+impl Pending {
+    fn new(capability: Capability<Time>) -> Self {
+        Self {
+            capability,
+            transitions: Vec::new(),
+            commands: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::SeriesKey;
+
+    fn transition(state: AlertState, at: u64, value: Option<f64>) -> AlertTransition {
+        AlertTransition {
+            fingerprint: "rule-1".into(),
+            rule_id: "rule".into(),
+            key: SeriesKey::named("latency_ms"),
+            state,
+            at,
+            value,
+            threshold: 70.0,
+            severity: Severity::High,
+        }
+    }
+
+    fn command(action: AlertAction, id: Option<&str>) -> AlertCommand {
+        AlertCommand {
+            command: action,
+            alert_id: id.map(Into::into),
+            actor: Some("ana".into()),
+            note: Some("on it".into()),
+            title: Some("disk full".into()),
+            severity: Some(Severity::Critical),
+            labels: vec![("team".into(), "db".into())],
+            message: None,
+        }
+    }
+
+    #[test]
+    fn rule_alert_fires_is_acknowledged_and_resolves() {
+        let mut book = AlertBook::default();
+        let fired = book
+            .on_transition(&transition(AlertState::Firing, 10, Some(80.0)))
+            .unwrap();
+        assert_eq!(
+            (fired.status, fired.since, fired.fired),
+            (AlertStatus::Firing, 10, 1)
+        );
+        let acked = book
+            .on_command(12, &command(AlertAction::Acknowledge, Some("rule-1")))
+            .unwrap();
+        assert_eq!(acked.status, AlertStatus::Acknowledged);
+        assert_eq!(
+            acked.acknowledged.as_ref().map(|a| (a.by.as_str(), a.at)),
+            Some(("ana", 12))
+        );
+        let resolved = book
+            .on_transition(&transition(AlertState::Resolved, 20, Some(60.0)))
+            .unwrap();
+        assert_eq!(resolved.status, AlertStatus::Resolved);
+        assert_eq!(
+            resolved.resolved.as_ref().map(|a| a.by.as_str()),
+            Some("rule")
+        );
+        // Acting on a resolved alert is refused, with the reason.
+        let error = book
+            .on_command(21, &command(AlertAction::Acknowledge, Some("rule-1")))
+            .unwrap_err();
+        assert!(error.reason.contains("already resolved"));
+        // A new streak reopens the same alert.
+        let again = book
+            .on_transition(&transition(AlertState::Firing, 30, Some(90.0)))
+            .unwrap();
+        assert_eq!(
+            (again.status, again.fired, again.since),
+            (AlertStatus::Firing, 2, 30)
+        );
+        assert!(again.acknowledged.is_none());
+    }
+
+    #[test]
+    fn custom_alerts_and_unknown_ids() {
+        let mut book = AlertBook::default();
+        let created = book
+            .on_command(5, &command(AlertAction::Create, None))
+            .unwrap();
+        assert!(created.id.starts_with("custom-"));
+        assert_eq!(
+            (created.severity, created.status),
+            (Severity::Critical, AlertStatus::Firing)
+        );
+        assert_eq!(
+            created.id,
+            custom_alert_id(5, &command(AlertAction::Create, None)),
+            "ids are reproducible"
+        );
+        let duplicate = book
+            .on_command(5, &command(AlertAction::Create, None))
+            .unwrap_err();
+        assert!(duplicate.reason.contains("already exists"));
+        let resolved = book
+            .on_command(9, &command(AlertAction::Resolve, Some(&created.id)))
+            .unwrap();
+        assert_eq!(resolved.status, AlertStatus::Resolved);
+        let unknown = book
+            .on_command(9, &command(AlertAction::Resolve, Some("nope")))
+            .unwrap_err();
+        assert_eq!(unknown.reason, "no alert with this id");
+        book.forget_resolved_before(10);
+        assert!(book.is_empty());
+    }
+}
