@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo bench --bench codec` (or `-- decode_event` for one group).
 
+// criterion's macros generate undocumented items.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use megamind_connectors::codec::json::{decode_body, BatchLimits};
 use megamind_dataflows::model::decode::{decode_event, DecodeLimits};

@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo bench --bench operators` (or `-- compute_windows` for one group).
 
+// criterion's macros generate undocumented items.
+#![allow(missing_docs)]
+
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
