@@ -14,6 +14,7 @@ use crate::http::{router, AppState};
 use crate::ingest::Ingest;
 use crate::metrics::EngineMetrics;
 use crate::runtime::{ClusterConfig, CountingSink, Engine, EngineConfig, SinkFactory, ViewsSink};
+use crate::services::Services;
 use crate::views::Views;
 
 /// How this process runs (flags, not configuration).
@@ -68,6 +69,8 @@ pub struct Server {
     pub views: Arc<Views>,
     /// Counters.
     pub metrics: Arc<EngineMetrics>,
+    /// Switchable services.
+    pub services: Arc<Services>,
     /// The bound HTTP address.
     pub http_address: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -135,13 +138,21 @@ impl Server {
         } else {
             None
         };
-        let ingest = Arc::new(Ingest::new(
-            engine.feeder(),
+        let services = Arc::new(Services::new(
             Arc::clone(&clock),
-            config.ingest.clone(),
             Arc::clone(&metrics),
-            log,
+            demo,
         ));
+        let ingest = Arc::new(
+            Ingest::new(
+                engine.feeder(),
+                Arc::clone(&clock),
+                config.ingest.clone(),
+                Arc::clone(&metrics),
+                log,
+            )
+            .with_services(Arc::clone(&services)),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(
@@ -149,6 +160,9 @@ impl Server {
         ));
         tasks.push(tokio::spawn(
             Arc::clone(&ingest).run_pruner(config.store.retention, shutdown_rx.clone()),
+        ));
+        tasks.push(tokio::spawn(
+            Arc::clone(&services).run_rate_sampler(shutdown_rx.clone()),
         ));
 
         let mut address = config.server.http_listen;
@@ -168,6 +182,7 @@ impl Server {
             metrics: Arc::clone(&metrics),
             started_ms: clock.now_ms(),
             workers,
+            services: Arc::clone(&services),
         };
         let app = router(state, config.ingest.max_body_bytes);
         let mut http_shutdown = shutdown_rx.clone();
@@ -184,6 +199,7 @@ impl Server {
         if demo {
             tasks.push(tokio::spawn(crate::demo::run(
                 Arc::clone(&ingest),
+                Arc::clone(&services),
                 config.demo.clone(),
                 shutdown_rx.clone(),
             )));
@@ -196,6 +212,7 @@ impl Server {
             ingest,
             views,
             metrics,
+            services,
             http_address,
             shutdown,
             tasks,

@@ -258,8 +258,13 @@ impl DemoTraffic {
     }
 }
 
-/// Feeds demo traffic into `ingest` until `shutdown` flips.
-pub async fn run(ingest: Arc<Ingest>, config: DemoConfig, mut shutdown: watch::Receiver<bool>) {
+/// Feeds demo traffic into `ingest` until `shutdown` flips, while the `demo` service runs.
+pub async fn run(
+    ingest: Arc<Ingest>,
+    services: Arc<crate::services::Services>,
+    config: DemoConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let now = ingest.clock().now_ms();
     let rate = config.events_per_second;
     let mut traffic = DemoTraffic::new(config, now);
@@ -270,6 +275,9 @@ pub async fn run(ingest: Arc<Ingest>, config: DemoConfig, mut shutdown: watch::R
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
+        }
+        if !services.is_running(crate::services::ServiceName::Demo) {
+            continue;
         }
         carry += rate * TICK.as_secs_f64();
         let count = carry.floor() as usize;

@@ -40,6 +40,8 @@ pub struct AppState {
     pub started_ms: u64,
     /// Worker threads in this process.
     pub workers: usize,
+    /// Switchable services.
+    pub services: Arc<crate::services::Services>,
 }
 
 /// Builds the router.
@@ -90,6 +92,11 @@ async fn post_events(State(state): State<AppState>, body: bytes::Bytes) -> Respo
             StatusCode::SERVICE_UNAVAILABLE,
             "stopped",
             "the pipeline is stopped",
+        ),
+        Err(FeedError::Paused) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopped",
+            "monitoring is stopped; start it again (realtime_start_monitoring) to ingest",
         ),
         Err(FeedError::Storage) => error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -214,6 +221,10 @@ pub struct Status {
     pub uptime_seconds: f64,
     /// Local worker threads.
     pub workers: usize,
+    /// Each service's state and uptime.
+    pub services: Vec<crate::services::ServiceStatus>,
+    /// Events accepted per second over the last second.
+    pub events_per_second: f64,
     /// Events accepted.
     pub events_accepted: u64,
     /// Rejections by reason.
@@ -248,6 +259,8 @@ pub fn status(state: &AppState) -> Status {
     Status {
         uptime_seconds: now.saturating_sub(state.started_ms) as f64 / 1000.0,
         workers: state.workers,
+        services: state.services.statuses(),
+        events_per_second: state.services.events_per_second(),
         events_accepted: metrics.events_accepted.load(Relaxed),
         rejected: metrics.rejected_by_reason(),
         late_events: metrics.rejected(megamind_dataflows::model::ErrorReason::Late),

@@ -42,6 +42,7 @@ pub struct Ingest {
     config: IngestConfig,
     metrics: Arc<EngineMetrics>,
     log: Option<EventLog>,
+    services: Option<Arc<crate::services::Services>>,
     next_worker: AtomicUsize,
     last_event_wall_ms: AtomicU64,
 }
@@ -80,8 +81,24 @@ impl Ingest {
             config,
             metrics,
             log,
+            services: None,
             next_worker: AtomicUsize::new(0),
             last_event_wall_ms: AtomicU64::new(now),
+        }
+    }
+
+    /// Makes the intake follow the `ingest` service switch.
+    pub fn with_services(mut self, services: Arc<crate::services::Services>) -> Self {
+        self.services = Some(services);
+        self
+    }
+
+    fn check_open(&self) -> Result<(), FeedError> {
+        match &self.services {
+            Some(services) if !services.is_running(crate::services::ServiceName::Ingest) => {
+                Err(FeedError::Paused)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -107,6 +124,7 @@ impl Ingest {
     /// [`FeedError`] when the pipeline or the event log cannot take the batch; nothing of it
     /// was accepted then.
     pub async fn ingest_body(&self, body: bytes::Bytes) -> Result<IngestReport, FeedError> {
+        self.check_open()?;
         let limits = self.config.batch_limits();
         let now = self.clock.now_ms();
         let (batch, body) = if body.len() > INLINE_DECODE_BYTES {

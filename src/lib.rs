@@ -15,4 +15,5 @@ pub mod ingest;
 pub mod metrics;
 pub mod replay;
 pub mod runtime;
+pub mod services;
 pub mod views;

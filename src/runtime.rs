@@ -361,6 +361,9 @@ pub enum FeedError {
     /// The write-ahead log could not record the batch; nothing was accepted.
     #[error("the event log is unavailable")]
     Storage,
+    /// Monitoring was stopped (`realtime_stop_monitoring`); start it again to ingest.
+    #[error("monitoring is stopped")]
+    Paused,
 }
 
 /// Room reserved in one worker's queue: sending through it cannot fail for lack of space.
