@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use megamind_connectors::codec::json::{decode_body, RecordError};
+use megamind_connectors::codec::json::{decode_body, IndexedEvent, RecordError};
 use megamind_connectors::store::EventLog;
 use megamind_dataflows::model::{DataError, ErrorReason, Event};
 use megamind_dataflows::time::{duration_ms, Clock};
@@ -137,11 +137,11 @@ impl Ingest {
         let (indexed, mut rejected) = batch.into_indexed();
         let horizon = now.saturating_add(duration_ms(self.config.max_future_skew));
         let mut events = Vec::with_capacity(indexed.len());
-        for (index, event) in indexed {
+        for IndexedEvent { index, line, event } in indexed {
             if event.ts > horizon {
                 rejected.push(RecordError {
                     index,
-                    line: None,
+                    line,
                     error: DataError::field(
                         ErrorReason::FutureTimestamp,
                         "ts",
@@ -209,8 +209,8 @@ impl Ingest {
             let (indexed, _) = decoded.into_indexed();
             let events: Vec<Event> = indexed
                 .into_iter()
-                .filter(|(index, _)| batch.rejected.binary_search(index).is_err())
-                .map(|(_, event)| event)
+                .filter(|indexed| batch.rejected.binary_search(&indexed.index).is_err())
+                .map(|indexed| indexed.event)
                 .collect();
             totals.batches += 1;
             if events.is_empty() {

@@ -26,6 +26,8 @@ pub struct RecordError {
 pub struct DecodedBatch {
     /// Valid events, in input order.
     pub events: Vec<Event>,
+    /// The one-based line of each valid event (NDJSON input), parallel to `events`.
+    pub event_lines: Vec<Option<usize>>,
     /// Rejected records.
     pub errors: Vec<RecordError>,
 }
@@ -36,24 +38,40 @@ impl DecodedBatch {
         self.events.len() + self.errors.len()
     }
 
-    /// The events paired with their record index (the positions not taken by errors),
-    /// and the errors.
-    pub fn into_indexed(self) -> (Vec<(usize, Event)>, Vec<RecordError>) {
+    /// The events paired with their record index (the positions not taken by errors) and
+    /// line, and the errors.
+    pub fn into_indexed(self) -> (Vec<IndexedEvent>, Vec<RecordError>) {
         let mut failed: Vec<usize> = self.errors.iter().map(|error| error.index).collect();
         failed.sort_unstable();
         let mut failed = failed.into_iter().peekable();
         let mut index = 0usize;
         let mut indexed = Vec::with_capacity(self.events.len());
+        let mut lines = self.event_lines.into_iter();
         for event in self.events {
             while failed.peek() == Some(&index) {
                 failed.next();
                 index += 1;
             }
-            indexed.push((index, event));
+            indexed.push(IndexedEvent {
+                index,
+                line: lines.next().flatten(),
+                event,
+            });
             index += 1;
         }
         (indexed, self.errors)
     }
+}
+
+/// A valid event with its position in the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedEvent {
+    /// Zero-based record position.
+    pub index: usize,
+    /// One-based line (NDJSON input).
+    pub line: Option<usize>,
+    /// The event.
+    pub event: Event,
 }
 
 /// Limits applied to a whole batch.
@@ -161,7 +179,10 @@ fn decode_one(
         decode_event(record, &limits.fields, default_ts)
     };
     match result {
-        Ok(event) => batch.events.push(event),
+        Ok(event) => {
+            batch.events.push(event);
+            batch.event_lines.push(line);
+        }
         Err(error) => batch.errors.push(RecordError { index, line, error }),
     }
 }
@@ -259,8 +280,11 @@ mod tests {
     fn indexed_events_skip_failed_positions() {
         let body = b"bad\n{\"type\":\"metric\",\"name\":\"a\",\"value\":1}\nbad\nbad\n{\"type\":\"metric\",\"name\":\"b\",\"value\":1}\n";
         let (indexed, errors) = decode_body(body, &limits(), 0).into_indexed();
-        let indices: Vec<usize> = indexed.iter().map(|(index, _)| *index).collect();
-        assert_eq!(indices, [1, 4]);
+        let positions: Vec<(usize, Option<usize>)> = indexed
+            .iter()
+            .map(|event| (event.index, event.line))
+            .collect();
+        assert_eq!(positions, [(1, Some(2)), (4, Some(5))]);
         assert_eq!(errors.len(), 3);
     }
 

@@ -80,13 +80,13 @@ impl fmt::Display for ErrorReason {
 /// A rejected record: which field, why, and a human-readable explanation.
 ///
 /// Cheap to clone and totally ordered, so it can travel through timely streams and
-/// differential arrangements.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// differential arrangements. JSON omits an absent `field`; binary encodings carry it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 pub struct DataError {
     /// The classified reason.
     pub reason: ErrorReason,
     /// The offending field (dotted path such as `labels.host`), when one is to blame.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub field: Option<Box<str>>,
     /// A lowercase explanation without trailing period.
     pub message: Box<str>,
@@ -113,6 +113,22 @@ impl DataError {
             field: None,
             message: message.into(),
         }
+    }
+}
+
+impl Serialize for DataError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let skip_field = serializer.is_human_readable() && self.field.is_none();
+        let mut state = serializer.serialize_struct("DataError", if skip_field { 2 } else { 3 })?;
+        state.serialize_field("reason", &self.reason)?;
+        if skip_field {
+            state.skip_field("field")?;
+        } else {
+            state.serialize_field("field", &self.field)?;
+        }
+        state.serialize_field("message", &self.message)?;
+        state.end()
     }
 }
 
@@ -150,5 +166,16 @@ mod tests {
             json,
             r#"{"reason":"non_finite","field":"value","message":"must be a finite number"}"#
         );
+        let record = DataError::record(ErrorReason::MalformedJson, "bad");
+        assert_eq!(
+            serde_json::to_string(&record).unwrap(),
+            r#"{"reason":"malformed_json","message":"bad"}"#
+        );
+        // The binary encoding timely uses between processes keeps every field.
+        for error in [error, record] {
+            let bytes = bincode::serialize(&error).unwrap();
+            let back: DataError = bincode::deserialize(&bytes).unwrap();
+            assert_eq!(back, error);
+        }
     }
 }

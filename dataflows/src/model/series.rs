@@ -10,17 +10,48 @@ use super::labels::labels_as_map;
 
 /// Identifies one numeric series: a metric name, its labels, and the session it belongs to.
 ///
-/// Session events produce per-session series named `session.*`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Session events produce per-session series named `session.*`. In JSON an absent session
+/// and empty labels are omitted; binary encodings (between timely workers) always carry
+/// every field, since they cannot skip fields.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 pub struct SeriesKey {
     /// Metric name.
     pub name: Id,
     /// Session, when the samples belong to one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub session_id: Option<Id>,
     /// Canonical labels.
-    #[serde(default, with = "labels_as_map", skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, with = "labels_as_map")]
     pub labels: Labels,
+}
+
+impl Serialize for SeriesKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct LabelMap<'a>(&'a Labels);
+        impl Serialize for LabelMap<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                labels_as_map::serialize(self.0, serializer)
+            }
+        }
+        let readable = serializer.is_human_readable();
+        let skip_session = readable && self.session_id.is_none();
+        let skip_labels = readable && self.labels.is_empty();
+        let fields = 1 + usize::from(!skip_session) + usize::from(!skip_labels);
+        let mut state = serializer.serialize_struct("SeriesKey", fields)?;
+        state.serialize_field("name", &self.name)?;
+        if skip_session {
+            state.skip_field("session_id")?;
+        } else {
+            state.serialize_field("session_id", &self.session_id)?;
+        }
+        if skip_labels {
+            state.skip_field("labels")?;
+        } else {
+            state.serialize_field("labels", &LabelMap(&self.labels))?;
+        }
+        state.end()
+    }
 }
 
 impl SeriesKey {
@@ -112,4 +143,41 @@ pub struct WindowStats {
     pub p99: f64,
     /// Whether the percentiles are exact (otherwise from a histogram, 3 significant digits).
     pub exact: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Vec<SeriesKey> {
+        vec![
+            SeriesKey::named("a"),
+            SeriesKey {
+                name: "b".into(),
+                session_id: Some("s".into()),
+                labels: vec![("k".into(), "v".into())],
+            },
+        ]
+    }
+
+    #[test]
+    fn json_omits_empty_fields_and_binary_round_trips() {
+        assert_eq!(
+            serde_json::to_string(&keys()[0]).unwrap(),
+            r#"{"name":"a"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&keys()[1]).unwrap(),
+            r#"{"name":"b","session_id":"s","labels":{"k":"v"}}"#
+        );
+        for key in keys() {
+            let json: SeriesKey =
+                serde_json::from_str(&serde_json::to_string(&key).unwrap()).unwrap();
+            assert_eq!(json, key);
+            // The encoding timely uses between processes.
+            let bytes = bincode::serialize(&key).unwrap();
+            let back: SeriesKey = bincode::deserialize(&bytes).unwrap();
+            assert_eq!(back, key);
+        }
+    }
 }
