@@ -10,8 +10,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use tokio_util::sync::CancellationToken;
+
 use crate::http::{router, AppState};
 use crate::ingest::Ingest;
+use crate::mcp::{Facts, McpContext};
 use crate::metrics::EngineMetrics;
 use crate::runtime::{ClusterConfig, CountingSink, Engine, EngineConfig, SinkFactory, ViewsSink};
 use crate::services::Services;
@@ -38,6 +41,15 @@ impl RunOptions {
             limits: config.ingest.decode_limits(),
         }
     }
+}
+
+/// What to run besides the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// Synthetic traffic.
+    pub demo: bool,
+    /// The HTTP server (API, dashboard, `/mcp`); off for `megamind mcp` over stdio.
+    pub http: bool,
 }
 
 /// Errors starting the server.
@@ -71,9 +83,12 @@ pub struct Server {
     pub metrics: Arc<EngineMetrics>,
     /// Switchable services.
     pub services: Arc<Services>,
-    /// The bound HTTP address.
-    pub http_address: SocketAddr,
+    /// What MCP connections share.
+    pub mcp: Arc<McpContext>,
+    /// The bound HTTP address (none when serving MCP over stdio only).
+    pub http_address: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
+    mcp_shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -82,7 +97,12 @@ impl Server {
     ///
     /// # Errors
     /// The engine fails to start or the HTTP address cannot be bound.
-    pub async fn start(config: Config, run: RunOptions, demo: bool) -> Result<Server, ServerError> {
+    pub async fn start(
+        config: Config,
+        run: RunOptions,
+        options: ServerOptions,
+    ) -> Result<Server, ServerError> {
+        let demo = options.demo;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(EngineMetrics::default());
         let views = Arc::new(Views::new(
@@ -165,17 +185,6 @@ impl Server {
             Arc::clone(&services).run_rate_sampler(shutdown_rx.clone()),
         ));
 
-        let mut address = config.server.http_listen;
-        if let Some(cluster) = &run.cluster {
-            // Each process of a cluster serves its own HTTP port: base + process index.
-            address.set_port(address.port().saturating_add(cluster.process as u16));
-        }
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| ServerError::Bind { address, source })?;
-        let http_address = listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind { address, source })?;
         let state = AppState {
             ingest: Arc::clone(&ingest),
             views: Arc::clone(&views),
@@ -184,18 +193,68 @@ impl Server {
             workers,
             services: Arc::clone(&services),
         };
-        let app = router(state, config.ingest.max_body_bytes);
-        let mut http_shutdown = shutdown_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_shutdown.changed().await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(error = %error, "http server failed");
+        let mcp_shutdown = CancellationToken::new();
+        let mcp = McpContext::new(
+            state.clone(),
+            Facts {
+                window_length: config.windows.length,
+                window_slide: config.windows.slide,
+                max_batch_events: config.ingest.max_batch_events,
+            },
+            mcp_shutdown.clone(),
+        );
+        tasks.push(tokio::spawn(crate::mcp::run_subscription_fan_out(
+            Arc::clone(&mcp),
+        )));
+
+        let http_address = if options.http {
+            let mut address = config.server.http_listen;
+            if let Some(cluster) = &run.cluster {
+                // Each process of a cluster serves its own HTTP port: base + process index.
+                address.set_port(address.port().saturating_add(cluster.process as u16));
             }
-        }));
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|source| ServerError::Bind { address, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { address, source })?;
+            let mut app = router(state, config.ingest.max_body_bytes);
+            if config.mcp.enabled {
+                let service = crate::mcp::http_service(Arc::clone(&mcp), &config.mcp.allowed_hosts);
+                let mut mcp_routes = axum::Router::new().nest_service("/mcp", service);
+                if let Some(token) = &config.mcp.auth_token {
+                    let token: Arc<str> = token.expose().into();
+                    mcp_routes = mcp_routes.layer(axum::middleware::from_fn_with_state(
+                        token,
+                        crate::http::require_bearer,
+                    ));
+                }
+                app = app.merge(mcp_routes);
+                tracing::info!(
+                    url = %format!("http://{bound}/mcp"),
+                    auth = if config.mcp.auth_token.is_some() { "bearer token required" } else { "open (loopback only)" },
+                    "MCP over Streamable HTTP"
+                );
+            }
+            let mut http_shutdown = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = http_shutdown.changed().await;
+                    })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(error = %error, "http server failed");
+                }
+            }));
+            if !bound.ip().is_loopback() {
+                tracing::warn!(address = %bound, "HTTP ingest and queries listen beyond loopback without authentication");
+            }
+            Some(bound)
+        } else {
+            None
+        };
         if demo {
             tasks.push(tokio::spawn(crate::demo::run(
                 Arc::clone(&ingest),
@@ -204,17 +263,16 @@ impl Server {
                 shutdown_rx.clone(),
             )));
         }
-        if !http_address.ip().is_loopback() {
-            tracing::warn!(address = %http_address, "HTTP ingest listens beyond loopback without authentication");
-        }
         Ok(Server {
             engine: Some(engine),
             ingest,
             views,
             metrics,
             services,
+            mcp,
             http_address,
             shutdown,
+            mcp_shutdown,
             tasks,
         })
     }
@@ -225,6 +283,7 @@ impl Server {
     /// A worker panicked.
     pub async fn stop(mut self) -> Result<(), String> {
         let _ = self.shutdown.send(true);
+        self.mcp_shutdown.cancel();
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }

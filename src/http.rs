@@ -294,6 +294,33 @@ async fn prometheus(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
+/// Requires `Authorization: Bearer <token>` (used in front of `/mcp` when a token is set).
+pub async fn require_bearer(
+    State(token): State<Arc<str>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    if presented.is_some_and(|presented| constant_time_eq(presented.as_bytes(), token.as_bytes())) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"error": {"code": "unauthorized", "message": "missing or invalid bearer token"}})),
+    )
+        .into_response()
+}
+
+/// Compares without stopping at the first difference, so timing reveals only the length.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod ingest;
+pub mod mcp;
 pub mod metrics;
 pub mod replay;
 pub mod runtime;

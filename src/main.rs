@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use megamind::app::{RunOptions, Server};
+use megamind::app::{RunOptions, Server, ServerOptions};
 use megamind::bench::{BenchMode, BenchOptions};
 use megamind::config::Config;
 use megamind::replay::ReplayOptions;
@@ -24,7 +24,12 @@ struct Cli {
     #[arg(long, global = true, env = "MEGAMIND_CONFIG")]
     config: Option<PathBuf>,
     /// Log filter (tracing syntax), for example `info` or `megamind=debug`.
-    #[arg(long, global = true, default_value = "info", env = "MEGAMIND_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,rmcp=warn",
+        env = "MEGAMIND_LOG"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -40,6 +45,17 @@ enum Command {
     Replay(ReplayArgs),
     /// The load harness: prints a JSON report.
     Bench(BenchArgs),
+    /// Serve MCP over stdio (for MCP hosts that launch megamind as a subprocess).
+    Mcp(McpArgs),
+}
+
+#[derive(Debug, Args)]
+struct McpArgs {
+    /// Also run the synthetic traffic generator.
+    #[arg(long)]
+    demo: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -184,6 +200,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(config, args, false),
         Command::Demo(args) => serve(config, args, true),
+        Command::Mcp(args) => mcp_stdio(config, args),
         Command::Replay(args) => {
             let run = args.cluster.run_options()?;
             let engine_config = run.engine_config(&config);
@@ -238,11 +255,15 @@ fn serve(mut config: Config, args: ServeArgs, demo: bool) -> anyhow::Result<()> 
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    let mcp_enabled = config.mcp.enabled;
+    let mcp_auth = config.mcp.auth_token.is_some();
     runtime.block_on(async move {
-        let server = Server::start(config, run, demo)
+        let server = Server::start(config, run, ServerOptions { demo, http: true })
             .await
             .context("cannot start the server")?;
-        let address = server.http_address;
+        let Some(address) = server.http_address else {
+            return Err(anyhow::Error::msg("the HTTP server did not start"));
+        };
         eprintln!(
             "megamind is running{}",
             if demo { " with demo traffic" } else { "" }
@@ -253,10 +274,46 @@ fn serve(mut config: Config, args: ServeArgs, demo: bool) -> anyhow::Result<()> 
             "  queries    http://{address}/v1/metrics  /v1/sessions  /v1/breaches  /v1/status"
         );
         eprintln!("  metrics    http://{address}/metrics   health: http://{address}/healthz");
+        if mcp_enabled {
+            eprintln!(
+                "  mcp        http://{address}/mcp{}",
+                if mcp_auth {
+                    "   (bearer token required)"
+                } else {
+                    ""
+                }
+            );
+        }
         eprintln!("press Ctrl-C to stop");
         wait_for_signal().await;
         eprintln!("stopping: flushing open windows");
         server.stop().await.map_err(anyhow::Error::msg)
+    })
+}
+
+/// `megamind mcp`: the engine with the embedded default, serving MCP over stdio until
+/// the client closes stdin. stdout carries only JSON-RPC; logs go to stderr.
+fn mcp_stdio(config: Config, args: McpArgs) -> anyhow::Result<()> {
+    let run = args.cluster.run_options()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        let server = Server::start(
+            config,
+            run,
+            ServerOptions {
+                demo: args.demo,
+                http: false,
+            },
+        )
+        .await
+        .context("cannot start the server")?;
+        let result = megamind::mcp::stdio::serve(std::sync::Arc::clone(&server.mcp)).await;
+        server.stop().await.map_err(anyhow::Error::msg)?;
+        result.map_err(|error| anyhow::Error::msg(error.to_string()))
     })
 }
 

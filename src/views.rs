@@ -33,6 +33,22 @@ pub struct SessionView {
     pub history: VecDeque<HistorySample>,
 }
 
+/// The latest window of a series and the mean of the one before it (for trends).
+#[derive(Debug, Clone)]
+struct SeriesEntry {
+    latest: WindowStats,
+    previous_mean: Option<f64>,
+}
+
+/// A series' latest window with the change of its mean since the previous window.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesTrend {
+    /// The latest window.
+    pub window: WindowStats,
+    /// Mean of the previous window of the same series, when there was one.
+    pub previous_mean: Option<f64>,
+}
+
 /// Filters for [`Views::series`].
 #[derive(Debug, Clone, Default)]
 pub struct SeriesFilter {
@@ -54,7 +70,7 @@ pub struct Views {
     config: ViewsConfig,
     history_length: usize,
     metrics: Arc<EngineMetrics>,
-    series: RwLock<HashMap<SeriesKey, WindowStats>>,
+    series: RwLock<HashMap<SeriesKey, SeriesEntry>>,
     sessions: RwLock<HashMap<Id, SessionView>>,
     breaches: RwLock<VecDeque<Breach>>,
     alerts: RwLock<BTreeMap<String, AlertRecord>>,
@@ -108,17 +124,26 @@ impl Views {
                 match update {
                     Update::Window(stats) => {
                         if let Some(existing) = series.get_mut(&stats.key) {
-                            if existing.end <= stats.end {
-                                *existing = stats.clone();
+                            if existing.latest.end < stats.end {
+                                existing.previous_mean = Some(existing.latest.mean);
+                                existing.latest = stats.clone();
                             }
                         } else if series.len() < self.config.max_series {
-                            series.insert(stats.key.clone(), stats.clone());
+                            series.insert(
+                                stats.key.clone(),
+                                SeriesEntry {
+                                    latest: stats.clone(),
+                                    previous_mean: None,
+                                },
+                            );
                         } else {
                             dropped += 1;
                         }
                     }
                     Update::SeriesIdle { key, end }
-                        if series.get(key).is_some_and(|existing| existing.end < *end) =>
+                        if series
+                            .get(key)
+                            .is_some_and(|existing| existing.latest.end < *end) =>
                     {
                         series.remove(key);
                     }
@@ -203,11 +228,19 @@ impl Views {
 
     /// Latest window of each series matching `filter`, sorted by key.
     pub fn series(&self, filter: &SeriesFilter) -> Vec<WindowStats> {
+        self.series_trends(filter)
+            .into_iter()
+            .map(|trend| trend.window)
+            .collect()
+    }
+
+    /// Latest window and previous mean of each series matching `filter`, sorted by key.
+    pub fn series_trends(&self, filter: &SeriesFilter) -> Vec<SeriesTrend> {
         let series = read(&self.series);
-        let mut out: Vec<WindowStats> = series
+        let mut out: Vec<SeriesTrend> = series
             .values()
-            .filter(|stats| {
-                let key = &stats.key;
+            .filter(|entry| {
+                let key = &entry.latest.key;
                 filter.name.as_deref().is_none_or(|name| key.name == name)
                     && filter
                         .prefix
@@ -222,9 +255,12 @@ impl Views {
                         .iter()
                         .all(|(k, v)| key.labels.iter().any(|(lk, lv)| lk == k && lv == v))
             })
-            .cloned()
+            .map(|entry| SeriesTrend {
+                window: entry.latest.clone(),
+                previous_mean: entry.previous_mean,
+            })
             .collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.sort_by(|a, b| a.window.key.cmp(&b.window.key));
         if filter.limit > 0 {
             out.truncate(filter.limit);
         }

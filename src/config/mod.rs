@@ -23,6 +23,8 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 pub struct Config {
     /// Network endpoints.
     pub server: ServerConfig,
+    /// The MCP server.
+    pub mcp: McpConfig,
     /// Event intake.
     pub ingest: IngestConfig,
     /// Embedded store.
@@ -47,6 +49,44 @@ pub struct Config {
 pub struct ServerConfig {
     /// HTTP listen address.
     pub http_listen: SocketAddr,
+}
+
+/// A secret string: never printed, never serialized in clear.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for comparison.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
+
+/// The MCP server.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// Serve MCP at `/mcp`.
+    pub enabled: bool,
+    /// Bearer token required on `/mcp`.
+    #[serde(default)]
+    pub auth_token: Option<Secret>,
+    /// Extra host names allowed in `Host`/`Origin` headers.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Event intake.
@@ -220,8 +260,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const SECTIONS: [&str; 9] = [
-    "server", "ingest", "store", "windows", "sessions", "alerts", "views", "demo", "rules",
+const SECTIONS: [&str; 10] = [
+    "server", "mcp", "ingest", "store", "windows", "sessions", "alerts", "views", "demo", "rules",
 ];
 
 impl Config {
@@ -308,6 +348,7 @@ impl Config {
                 .unwrap_or(toml::Value::Table(toml::Table::new()))
         };
         let server = section::<ServerConfig>("server", take("server"), problems);
+        let mcp = section::<McpConfig>("mcp", take("mcp"), problems);
         let ingest = section::<IngestConfig>("ingest", take("ingest"), problems);
         let store = section::<StoreConfig>("store", take("store"), problems);
         let windows = section::<WindowsConfig>("windows", take("windows"), problems);
@@ -335,6 +376,7 @@ impl Config {
         };
         Some(Config {
             server: server?,
+            mcp: mcp?,
             ingest: ingest?,
             store: store?,
             windows: windows?,
@@ -369,6 +411,16 @@ impl Config {
         check(
             self.windows.exact_limit >= 1,
             "windows.exact_limit must be at least 1",
+        );
+        check(
+            !self.mcp.enabled
+                || self.server.http_listen.ip().is_loopback()
+                || self
+                    .mcp
+                    .auth_token
+                    .as_ref()
+                    .is_some_and(|token| !token.expose().is_empty()),
+            "mcp.auth_token is required when server.http_listen is not a loopback address",
         );
         check(
             !self.store.enabled || !self.store.path.as_os_str().is_empty(),
