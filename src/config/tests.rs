@@ -133,13 +133,41 @@ severity = "low"
 }
 
 #[test]
+fn beyond_loopback_requires_an_mcp_token() {
+    let error = Config::from_toml_str("[server]\nhttp_listen = \"0.0.0.0:8080\"\n").unwrap_err();
+    assert!(
+        error.to_string().contains("mcp.auth_token is required"),
+        "{error}"
+    );
+    let config = Config::load(
+        None,
+        env(&[
+            ("MEGAMIND__SERVER__HTTP_LISTEN", "0.0.0.0:8080"),
+            ("MEGAMIND__MCP__AUTH_TOKEN", "s3cret"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        format!("{:?}", config.mcp.auth_token),
+        "Some(***)",
+        "secrets never print"
+    );
+}
+
+#[test]
 fn every_shipped_config_parses() {
     let docker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker");
     let mut checked = 0;
     for entry in std::fs::read_dir(docker).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|ext| ext == "toml") {
-            Config::load(Some(&path), Vec::new())
+            // Container configs listen beyond loopback, so they expect the MCP token from the
+            // environment, as documented in the file.
+            let env = vec![(
+                "MEGAMIND__MCP__AUTH_TOKEN".to_owned(),
+                "test-token".to_owned(),
+            )];
+            Config::load(Some(&path), env)
                 .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
             checked += 1;
         }
