@@ -287,12 +287,16 @@ impl Server {
         for task in self.tasks.drain(..) {
             let _ = task.await;
         }
+        // Every holder of the intake must be gone before the engine can close its inputs:
+        // the MCP context holds one too.
         let Server {
             engine,
             ingest,
             views,
+            mcp,
             ..
         } = self;
+        drop(mcp);
         drop(ingest);
         drop(views);
         match engine {

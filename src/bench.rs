@@ -40,6 +40,10 @@ pub struct BenchOptions {
     pub keys: usize,
     /// Input file for `replay`.
     pub file: Option<PathBuf>,
+    /// Concurrent clients (`mcp`).
+    pub clients: usize,
+    /// Events per call (`mcp`).
+    pub batch: usize,
 }
 
 /// What the harness measures.
@@ -49,6 +53,8 @@ pub enum BenchMode {
     Pipeline,
     /// Replay a file flat out.
     Replay,
+    /// `realtime_add_event` over MCP Streamable HTTP from concurrent clients.
+    Mcp,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -66,8 +72,28 @@ pub struct LatencyReport {
     pub max_us: u64,
 }
 
+/// What the MCP clients saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct McpCallsReport {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Events per call.
+    pub batch: usize,
+    /// Calls answered successfully.
+    pub calls: u64,
+    /// Calls that failed (transport error or `isError`).
+    pub failed: u64,
+    /// Successful calls per second.
+    pub calls_per_second: f64,
+    /// Events accepted per second.
+    pub events_per_second: f64,
+    /// Call latency, request sent → answer read.
+    pub latency: LatencyReport,
+}
+
 impl LatencyReport {
-    fn from(histogram: &Histogram<u64>) -> Self {
+    /// Percentiles of `histogram` (microseconds).
+    pub fn from(histogram: &Histogram<u64>) -> Self {
         Self {
             count: histogram.len(),
             p50_us: histogram.value_at_quantile(0.5),
@@ -99,6 +125,8 @@ pub struct BenchReport {
     pub window_results: u64,
     /// Window-close → sink latency (pipeline mode).
     pub window_close_to_sink: Option<LatencyReport>,
+    /// Tool calls (mcp mode).
+    pub mcp_calls: Option<McpCallsReport>,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Logical CPUs of the machine.
@@ -152,15 +180,18 @@ pub fn run(
                 events_per_second: summary.events_per_second,
                 window_results: summary.windows,
                 window_close_to_sink: None,
+                mcp_calls: None,
                 peak_rss_bytes: summary.peak_rss_bytes,
                 cpus: cpus(),
             })
         }
         BenchMode::Pipeline => pipeline(engine_config, options),
+        BenchMode::Mcp => crate::bench_mcp::run(config, engine_config, options),
     }
 }
 
-fn cpus() -> usize {
+/// Logical CPUs of this machine.
+pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
@@ -201,7 +232,8 @@ impl UpdateSink for LatencySink {
     }
 }
 
-fn latency_histogram() -> Histogram<u64> {
+/// An empty microsecond latency histogram (1 µs – 1 h, 3 significant digits).
+pub fn latency_histogram() -> Histogram<u64> {
     match Histogram::new_with_bounds(1, 3_600_000_000, 3) {
         Ok(histogram) => histogram,
         Err(error) => panic!("invariant: constant histogram bounds are valid: {error:?}"),
@@ -331,6 +363,7 @@ fn pipeline(
         },
         window_results: metrics.updates_of("window"),
         window_close_to_sink: Some(LatencyReport::from(&histogram)),
+        mcp_calls: None,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })

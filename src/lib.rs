@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_mcp;
 pub mod config;
 pub mod demo;
 pub mod http;

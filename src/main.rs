@@ -161,6 +161,12 @@ struct BenchArgs {
     /// Input file (replay mode).
     #[arg(long)]
     file: Option<PathBuf>,
+    /// Concurrent clients (mcp mode).
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Events per call (mcp mode).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Window length override (humantime).
     #[arg(long, value_parser = humantime::parse_duration)]
     window: Option<Duration>,
@@ -236,6 +242,8 @@ fn main() -> anyhow::Result<()> {
                     duration: args.duration,
                     keys: args.keys,
                     file: args.file,
+                    clients: args.clients,
+                    batch: args.batch,
                 },
             )
             .context("bench failed")?;

@@ -56,3 +56,103 @@ pub fn limit(field: &str, value: Option<u32>, default: u32, max: u32) -> Result<
         Some(value) => Ok(value as usize),
     }
 }
+
+/// Tool arguments whose deserialization errors name the offending field.
+///
+/// The SDK reports a failed `Parameters<T>` conversion as a tool error with serde's
+/// message, which says what was wrong but not where. This wrapper deserializes through
+/// `serde_path_to_error`, so the message reads `invalid \`limit\`: invalid type: string
+/// "ten", expected u32`. Its JSON Schema is `T`'s.
+#[derive(Debug)]
+pub struct Args<T>(pub T);
+
+impl<'de, T: serde::de::DeserializeOwned> serde::Deserialize<'de> for Args<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        serde_path_to_error::deserialize(value)
+            .map(Args)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let inner = error.into_inner();
+                if path == "." {
+                    D::Error::custom(inner)
+                } else {
+                    D::Error::custom(format!("invalid `{path}`: {inner}"))
+                }
+            })
+    }
+}
+
+impl<T: schemars::JsonSchema> schemars::JsonSchema for Args<T> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        T::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        T::json_schema(generator)
+    }
+
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+}
+
+/// Schema of a free-form JSON object (an event).
+pub fn object_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object"})
+}
+
+/// Schema of a list of free-form JSON objects (events).
+pub fn objects_schema(_generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "array", "items": {"type": "object"}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // fields are read by the deserializer under test
+    struct Inner {
+        limit: Option<u32>,
+        nested: Option<Vec<Nested>>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)] // see Inner
+    struct Nested {
+        confidence: f64,
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let error =
+            serde_json::from_value::<Args<Inner>>(serde_json::json!({"limit": "ten"})).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid `limit`: invalid type: string"),
+            "{error}"
+        );
+        let error = serde_json::from_value::<Args<Inner>>(
+            serde_json::json!({"nested": [{"confidence": "high"}]}),
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid `nested[0].confidence`"),
+            "{error}"
+        );
+        assert!(serde_json::from_value::<Args<Inner>>(serde_json::json!({"limit": 3})).is_ok());
+        assert_eq!(
+            limit("limit", Some(0), 5, 10),
+            Err(ToolError::invalid("limit", "must be at least 1"))
+        );
+    }
+}

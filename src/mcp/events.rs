@@ -20,9 +20,11 @@ pub struct AddEventParams {
     /// alert_command) and that type's fields; `ts` (ms since the epoch) defaults to now.
     /// Example: `{"type":"metric","name":"latency_ms","value":51.2,"labels":{"service":"api"}}`.
     #[serde(default)]
+    #[schemars(schema_with = "super::error::object_schema")]
     pub event: Option<serde_json::Value>,
     /// Several events (at most the configured batch limit, 10,000 by default).
     #[serde(default)]
+    #[schemars(schema_with = "super::error::objects_schema")]
     pub events: Option<Vec<serde_json::Value>>,
 }
 

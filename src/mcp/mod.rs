@@ -40,6 +40,7 @@ use tokio::sync::{broadcast, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::AppState;
+use error::Args;
 
 /// Prefix of the session resources.
 pub const SESSION_URI_PREFIX: &str = "megamind://sessions/";
@@ -178,7 +179,7 @@ impl McpServer {
     )]
     async fn realtime_start_monitoring(
         &self,
-        Parameters(params): Parameters<monitoring::ServicesParams>,
+        Parameters(Args(params)): Parameters<Args<monitoring::ServicesParams>>,
     ) -> Result<Json<monitoring::ServicesResult>, String> {
         json(monitoring::start(&self.context, &params))
     }
@@ -189,7 +190,7 @@ impl McpServer {
     )]
     async fn realtime_stop_monitoring(
         &self,
-        Parameters(params): Parameters<monitoring::ServicesParams>,
+        Parameters(Args(params)): Parameters<Args<monitoring::ServicesParams>>,
     ) -> Result<Json<monitoring::ServicesResult>, String> {
         json(monitoring::stop(&self.context, &params))
     }
@@ -210,7 +211,7 @@ impl McpServer {
     )]
     async fn realtime_subscribe_session(
         &self,
-        Parameters(params): Parameters<monitoring::SubscribeParams>,
+        Parameters(Args(params)): Parameters<Args<monitoring::SubscribeParams>>,
     ) -> Result<Json<monitoring::SubscribeResult>, String> {
         json(monitoring::subscribe(&self.context, &params))
     }
@@ -223,7 +224,7 @@ impl McpServer {
     )]
     async fn realtime_add_event(
         &self,
-        Parameters(params): Parameters<events::AddEventParams>,
+        Parameters(Args(params)): Parameters<Args<events::AddEventParams>>,
     ) -> Result<Json<events::AddEventResult>, String> {
         json(events::add(&self.context, params).await)
     }
@@ -235,7 +236,7 @@ impl McpServer {
     )]
     async fn realtime_get_metrics(
         &self,
-        Parameters(params): Parameters<events::GetMetricsParams>,
+        Parameters(Args(params)): Parameters<Args<events::GetMetricsParams>>,
     ) -> Result<Json<events::GetMetricsResult>, String> {
         json(events::get_metrics(&self.context, params))
     }
@@ -247,7 +248,7 @@ impl McpServer {
     )]
     async fn realtime_get_analytics(
         &self,
-        Parameters(params): Parameters<events::AnalyticsParams>,
+        Parameters(Args(params)): Parameters<Args<events::AnalyticsParams>>,
     ) -> Result<Json<events::AnalyticsResult>, String> {
         json(events::analytics(&self.context, &params))
     }
@@ -267,7 +268,7 @@ impl McpServer {
     )]
     async fn ml_record_prediction(
         &self,
-        Parameters(params): Parameters<ml::RecordPredictionParams>,
+        Parameters(Args(params)): Parameters<Args<ml::RecordPredictionParams>>,
     ) -> Result<Json<events::AddEventResult>, String> {
         json(ml::record_predictions(&self.context, params).await)
     }
@@ -278,7 +279,7 @@ impl McpServer {
     )]
     async fn ml_record_outcome(
         &self,
-        Parameters(params): Parameters<ml::RecordOutcomeParams>,
+        Parameters(Args(params)): Parameters<Args<ml::RecordOutcomeParams>>,
     ) -> Result<Json<events::AddEventResult>, String> {
         json(ml::record_outcomes(&self.context, params).await)
     }
@@ -290,7 +291,7 @@ impl McpServer {
     )]
     async fn ml_get_performance_metrics(
         &self,
-        Parameters(params): Parameters<ml::ModelParams>,
+        Parameters(Args(params)): Parameters<Args<ml::ModelParams>>,
     ) -> Result<Json<ml::ModelMetrics>, String> {
         json(ml::metrics(&self.context, &params))
     }
@@ -302,7 +303,7 @@ impl McpServer {
     )]
     async fn alerts_get_active(
         &self,
-        Parameters(params): Parameters<alerts::ActiveParams>,
+        Parameters(Args(params)): Parameters<Args<alerts::ActiveParams>>,
     ) -> Result<Json<alerts::ActiveResult>, String> {
         json(alerts::active(&self.context, &params))
     }
@@ -313,7 +314,7 @@ impl McpServer {
     )]
     async fn alerts_acknowledge(
         &self,
-        Parameters(params): Parameters<alerts::ActParams>,
+        Parameters(Args(params)): Parameters<Args<alerts::ActParams>>,
     ) -> Result<Json<alerts::ActResult>, String> {
         json(alerts::acknowledge(&self.context, &params).await)
     }
@@ -323,7 +324,7 @@ impl McpServer {
     )]
     async fn alerts_resolve(
         &self,
-        Parameters(params): Parameters<alerts::ActParams>,
+        Parameters(Args(params)): Parameters<Args<alerts::ActParams>>,
     ) -> Result<Json<alerts::ActResult>, String> {
         json(alerts::resolve(&self.context, &params).await)
     }
@@ -334,7 +335,7 @@ impl McpServer {
     )]
     async fn alerts_create_custom(
         &self,
-        Parameters(params): Parameters<alerts::CreateParams>,
+        Parameters(Args(params)): Parameters<Args<alerts::CreateParams>>,
     ) -> Result<Json<alerts::ActResult>, String> {
         json(alerts::create(&self.context, &params).await)
     }

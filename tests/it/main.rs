@@ -1,9 +1,11 @@
 //! End-to-end tests of the `megamind` binary: one module per feature, linked as a single
 //! test binary. They run the real executable (`CARGO_BIN_EXE_megamind`) against real
-//! peers: an HTTP client, the Python reference implementation of workload P1, and a
-//! two-process timely cluster on loopback.
+//! peers: an HTTP client, the Python reference implementation of workload P1, a
+//! two-process timely cluster on loopback, and the official MCP clients (the Python SDK
+//! and the MCP Inspector).
 
 mod cluster;
 mod http_api;
+mod mcp;
 mod replay;
 mod support;

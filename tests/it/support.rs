@@ -30,12 +30,19 @@ pub(crate) fn now_ms() -> u64 {
 /// developer's environment cannot change what the tests see.
 pub(crate) fn megamind() -> Command {
     let mut command = Command::new(MEGAMIND);
+    clean_env(&mut command);
+    command.stdin(Stdio::null());
+    command
+}
+
+/// Removes the caller's `MEGAMIND*` variables from `command`'s environment (a tool that
+/// starts `megamind` itself passes them on).
+pub(crate) fn clean_env(command: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("MEGAMIND") {
             command.env_remove(name);
         }
     }
-    command.stdin(Stdio::null());
     command
 }
 
@@ -273,27 +280,41 @@ pub(crate) const SHORT_WINDOWS: [(&str, &str); 4] = [
     ("MEGAMIND__INGEST__IDLE_ADVANCE_AFTER", "200ms"),
 ];
 
+/// The embedded store's file inside a test's temporary directory: every test points
+/// `MEGAMIND__STORE__PATH` there, so no run ever touches a store outside it.
+pub(crate) fn store_path(dir: &Path) -> PathBuf {
+    dir.join("megamind-data").join("megamind.db")
+}
+
 /// `megamind serve --workers 2` on an ephemeral loopback port, in its own temporary
-/// working directory (so the embedded store starts empty). Stopped with SIGTERM on drop.
+/// working directory holding the embedded store (which starts empty unless the directory
+/// is reused, see [`Server::start_in`]). Stopped with SIGTERM on drop.
 pub(crate) struct Server {
     child: Option<Child>,
     base: String,
     client: reqwest::blocking::Client,
     log: Arc<Mutex<String>>,
     stdout: File,
-    /// The working directory (holds the embedded store); removed on drop.
-    _dir: TempDir,
+    /// The working directory (holds the embedded store); removed on drop unless taken
+    /// by [`Server::kill`].
+    dir: Option<TempDir>,
 }
 
 impl Server {
     /// Starts a server with [`SHORT_WINDOWS`] and then `overrides` in its environment;
     /// returns once it announced its HTTP address.
     pub(crate) fn start(overrides: &[(&str, &str)]) -> Server {
-        let dir = tempfile::tempdir().expect("temporary directory");
+        Self::start_in(tempfile::tempdir().expect("temporary directory"), overrides)
+    }
+
+    /// Like [`Server::start`], in `dir`: a directory a previous server ran in starts the
+    /// new one on that server's store.
+    pub(crate) fn start_in(dir: TempDir, overrides: &[(&str, &str)]) -> Server {
         let stdout = tempfile::tempfile().expect("temporary file for stdout");
         let mut child = megamind()
             .args(["serve", "--workers", "2", "--http", "127.0.0.1:0"])
             .current_dir(dir.path())
+            .env("MEGAMIND__STORE__PATH", store_path(dir.path()))
             .envs(SHORT_WINDOWS)
             .envs(overrides.iter().copied())
             .stdout(stdout.try_clone().expect("clone stdout file"))
@@ -343,8 +364,49 @@ impl Server {
             client,
             log,
             stdout,
-            _dir: dir,
+            dir: Some(dir),
         }
+    }
+
+    /// The server's base URL, `http://127.0.0.1:PORT`.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The MCP endpoint the server announced (`  mcp        http://…/mcp`); panics if it
+    /// announced none within 10 s.
+    pub(crate) fn mcp_url(&self) -> String {
+        eventually("the `mcp` banner line", Duration::from_secs(10), || {
+            let log = self.log();
+            log.lines()
+                .find_map(|line| banner_url(line, "mcp"))
+                .ok_or_else(|| excerpt(&log))
+        })
+    }
+
+    /// Kills the server with SIGKILL (no graceful stop: nothing is flushed) and returns
+    /// its working directory, so a new server can start on the same store.
+    pub(crate) fn kill(mut self) -> TempDir {
+        let child = self.child.take().expect("running");
+        let sent = Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status();
+        assert!(
+            matches!(sent, Ok(status) if status.success()),
+            "cannot send SIGKILL to process {}: {sent:?}",
+            child.id()
+        );
+        let status = wait_at_most(child, Duration::from_secs(20))
+            .unwrap_or_else(|status| panic!("SIGKILL did not end the server: {status}"));
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "the server ended with {status}, not by SIGKILL"
+            );
+        }
+        self.dir.take().expect("the working directory")
     }
 
     /// Everything the server logged so far.
@@ -448,12 +510,19 @@ impl Drop for Server {
 
 /// The port of the `  dashboard  http://127.0.0.1:PORT/` banner line.
 fn banner_port(line: &str) -> Option<u16> {
-    let rest = line.trim_start().strip_prefix("dashboard")?.trim_start();
-    let address = rest
-        .strip_prefix("http://")?
-        .trim_end()
-        .trim_end_matches('/');
+    let url = banner_url(line, "dashboard")?;
+    let address = url.strip_prefix("http://")?.trim_end_matches('/');
     address.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The URL of the banner line `  LABEL  http://…` (anything after the URL ignored).
+fn banner_url(line: &str, label: &str) -> Option<String> {
+    let rest = line.trim_start().strip_prefix(label)?;
+    if !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let url = rest.split_whitespace().next()?;
+    url.starts_with("http://").then(|| url.to_owned())
 }
 
 fn json_of(what: &str, response: reqwest::blocking::Response) -> (u16, Value) {
