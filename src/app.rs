@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use megamind_connectors::store::EventLog;
 use megamind_dataflows::time::{Clock, SystemClock};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -239,6 +240,12 @@ impl Server {
             }
             let mut http_shutdown = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {
+                // Small responses (JSON, one SSE event) must not wait for Nagle's algorithm.
+                let listener = listener.tap_io(|stream| {
+                    if let Err(error) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %error, "cannot set TCP_NODELAY");
+                    }
+                });
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
                         let _ = http_shutdown.changed().await;
