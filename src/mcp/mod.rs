@@ -224,7 +224,9 @@ impl McpServer {
     )]
     async fn realtime_add_event(
         &self,
-        Parameters(Args(params)): Parameters<Args<events::AddEventParams>>,
+        // Not `Args`: both fields are free-form JSON, validated per event by the decoder
+        // (which names fields itself), and the extra copy would cost the hot path.
+        Parameters(params): Parameters<events::AddEventParams>,
     ) -> Result<Json<events::AddEventResult>, String> {
         json(events::add(&self.context, params).await)
     }
