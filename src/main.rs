@@ -258,11 +258,7 @@ fn serve(mut config: Config, args: ServeArgs, demo: bool) -> anyhow::Result<()> 
         config.server.http_listen = http;
     }
     let run = args.cluster.run_options()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = tokio_runtime()?;
     let mcp_enabled = config.mcp.enabled;
     let mcp_auth = config.mcp.auth_token.is_some();
     runtime.block_on(async move {
@@ -299,15 +295,20 @@ fn serve(mut config: Config, args: ServeArgs, demo: bool) -> anyhow::Result<()> 
     })
 }
 
+/// The runtime for network services (two threads: the timely workers have their own).
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
 /// `megamind mcp`: the engine with the embedded default, serving MCP over stdio until
 /// the client closes stdin. stdout carries only JSON-RPC; logs go to stderr.
 fn mcp_stdio(config: Config, args: McpArgs) -> anyhow::Result<()> {
     let run = args.cluster.run_options()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = tokio_runtime()?;
     runtime.block_on(async move {
         let server = Server::start(
             config,

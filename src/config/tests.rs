@@ -75,23 +75,10 @@ fn all_problems_are_reported_at_once() {
 
 #[test]
 fn rules_are_validated() {
-    let text = r#"
-[[rules]]
-id = "a"
-metric = "x"
-aggregate = "p99"
-op = ">="
-threshold = 1.0
-severity = "critical"
-
-[[rules]]
-id = "a"
-metric = ""
-aggregate = "mean"
-op = "<"
-threshold = 1.0
-severity = "low"
-
+    let text = format!(
+        "{}{}",
+        text_without_rule_b(),
+        r#"
 [[rules]]
 id = "b"
 metric = "x"
@@ -99,8 +86,9 @@ aggregate = "median"
 op = ">"
 threshold = 1.0
 severity = "low"
-"#;
-    let error = Config::from_toml_str(text).unwrap_err();
+"#
+    );
+    let error = Config::from_toml_str(&text).unwrap_err();
     let text = error.to_string();
     assert!(text.contains("rules[2]"), "{text}");
     assert!(text.contains("median"), "{text}");

@@ -81,15 +81,7 @@ fn statuses(context: &McpContext) -> Vec<ServiceStatusOut> {
 /// # Errors
 /// An unknown service name.
 pub fn start(context: &McpContext, params: &ServicesParams) -> Result<ServicesResult, ToolError> {
-    let names = parse_services(params)?;
-    let changed = context.app.services.start(&names);
-    Ok(ServicesResult {
-        changed: changed
-            .iter()
-            .map(|name| name.as_str().to_owned())
-            .collect(),
-        services: statuses(context),
-    })
+    switch(context, params, true)
 }
 
 /// `realtime_stop_monitoring`.
@@ -97,8 +89,20 @@ pub fn start(context: &McpContext, params: &ServicesParams) -> Result<ServicesRe
 /// # Errors
 /// An unknown service name.
 pub fn stop(context: &McpContext, params: &ServicesParams) -> Result<ServicesResult, ToolError> {
+    switch(context, params, false)
+}
+
+fn switch(
+    context: &McpContext,
+    params: &ServicesParams,
+    running: bool,
+) -> Result<ServicesResult, ToolError> {
     let names = parse_services(params)?;
-    let changed = context.app.services.stop(&names);
+    let changed = if running {
+        context.app.services.start(&names)
+    } else {
+        context.app.services.stop(&names)
+    };
     Ok(ServicesResult {
         changed: changed
             .iter()

@@ -119,31 +119,29 @@ impl LogHistogram {
         self.remove_key(bin_key(value), 1);
     }
 
-    /// Adds every value of `other`.
-    pub fn add(&mut self, other: &LogHistogram) {
-        for (index, octave) in &other.octaves {
-            for (bin, times) in octave
+    /// The occupied bins, as `(key, count)`.
+    fn bins(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.octaves.iter().flat_map(|(index, octave)| {
+            octave
                 .bins
                 .iter()
                 .enumerate()
                 .filter(|(_, times)| **times > 0)
-            {
-                self.add_key((index << SUB_BITS) | bin as u32, *times);
-            }
+                .map(move |(bin, times)| ((index << SUB_BITS) | bin as u32, *times))
+        })
+    }
+
+    /// Adds every value of `other`.
+    pub fn add(&mut self, other: &LogHistogram) {
+        for (key, times) in other.bins() {
+            self.add_key(key, times);
         }
     }
 
     /// Removes every value of `other` (which must have been added before).
     pub fn subtract(&mut self, other: &LogHistogram) {
-        for (index, octave) in &other.octaves {
-            for (bin, times) in octave
-                .bins
-                .iter()
-                .enumerate()
-                .filter(|(_, times)| **times > 0)
-            {
-                self.remove_key((index << SUB_BITS) | bin as u32, *times);
-            }
+        for (key, times) in other.bins() {
+            self.remove_key(key, times);
         }
     }
 
