@@ -59,6 +59,9 @@ pub enum ServerError {
     /// The engine did not start.
     #[error(transparent)]
     Engine(#[from] crate::runtime::EngineError),
+    /// A WebSocket server could not start.
+    #[error(transparent)]
+    Live(#[from] crate::live::LiveError),
     /// The event log could not be replayed or opened.
     #[error("event log: {0}")]
     Store(String),
@@ -86,6 +89,8 @@ pub struct Server {
     pub services: Arc<Services>,
     /// What MCP connections share.
     pub mcp: Arc<McpContext>,
+    /// The WebSocket servers, when running.
+    pub live: Option<crate::live::LiveServers>,
     /// The bound HTTP address (none when serving MCP over stdio only).
     pub http_address: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
@@ -193,7 +198,9 @@ impl Server {
             started_ms: clock.now_ms(),
             workers,
             services: Arc::clone(&services),
+            live: Arc::new(std::sync::OnceLock::new()),
         };
+        let live_endpoints = Arc::clone(&state.live);
         let mcp_shutdown = CancellationToken::new();
         let mcp = McpContext::new(
             state.clone(),
@@ -207,6 +214,28 @@ impl Server {
         tasks.push(tokio::spawn(crate::mcp::run_subscription_fan_out(
             Arc::clone(&mcp),
         )));
+        let live = if options.http && config.websocket.enabled {
+            let offset = run
+                .cluster
+                .as_ref()
+                .map_or(0, |cluster| cluster.process as u16);
+            let live = crate::live::start(
+                &config.websocket,
+                Arc::clone(&mcp),
+                &shutdown_rx,
+                offset,
+                &mut tasks,
+            )
+            .await
+            .map_err(ServerError::Live)?;
+            let _ = live_endpoints.set(crate::http::LiveEndpoints {
+                analytics_port: live.analytics.port(),
+                sessions_port: live.sessions.port(),
+            });
+            Some(live)
+        } else {
+            None
+        };
 
         let http_address = if options.http {
             let mut address = config.server.http_listen;
@@ -277,6 +306,7 @@ impl Server {
             metrics,
             services,
             mcp,
+            live,
             http_address,
             shutdown,
             mcp_shutdown,

@@ -42,6 +42,17 @@ pub struct AppState {
     pub workers: usize,
     /// Switchable services.
     pub services: Arc<crate::services::Services>,
+    /// Where the WebSocket servers listen, once they do.
+    pub live: Arc<std::sync::OnceLock<LiveEndpoints>>,
+}
+
+/// The WebSocket endpoints, for the dashboard.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveEndpoints {
+    /// Port of the analytics stream.
+    pub analytics_port: u16,
+    /// Port of the session monitor.
+    pub sessions_port: u16,
 }
 
 /// Builds the router.
@@ -54,6 +65,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/sessions/{id}", get(get_session))
         .route("/v1/breaches", get(get_breaches))
         .route("/v1/status", get(get_status))
+        .route("/v1/live", get(get_live))
         .route("/metrics", get(prometheus))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -273,6 +285,17 @@ pub fn status(state: &AppState) -> Status {
         sessions: state.views.session_counts(),
         firing_alerts: state.views.alerts(true).len(),
         rss_bytes: crate::metrics::rss_bytes(),
+    }
+}
+
+async fn get_live(State(state): State<AppState>) -> Response {
+    match state.live.get() {
+        Some(live) => Json(live).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no_websocket",
+            "the WebSocket servers are not running",
+        ),
     }
 }
 

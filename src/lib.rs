@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod ingest;
+pub mod live;
 pub mod mcp;
 pub mod metrics;
 pub mod replay;

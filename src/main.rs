@@ -278,6 +278,12 @@ fn serve(mut config: Config, args: ServeArgs, demo: bool) -> anyhow::Result<()> 
             "  queries    http://{address}/v1/metrics  /v1/sessions  /v1/breaches  /v1/status"
         );
         eprintln!("  metrics    http://{address}/metrics   health: http://{address}/healthz");
+        if let Some(live) = &server.live {
+            eprintln!(
+                "  websocket  ws://{}/ (analytics)  ws://{}/ (sessions)",
+                live.analytics, live.sessions
+            );
+        }
         if mcp_enabled {
             eprintln!(
                 "  mcp        http://{address}/mcp{}",

@@ -6,3 +6,4 @@
 
 pub mod codec;
 pub mod store;
+pub mod websocket;

@@ -25,6 +25,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The MCP server.
     pub mcp: McpConfig,
+    /// Live WebSocket fan-out.
+    pub websocket: WebSocketConfig,
     /// Event intake.
     pub ingest: IngestConfig,
     /// Embedded store.
@@ -87,6 +89,60 @@ pub struct McpConfig {
     /// Extra host names allowed in `Host`/`Origin` headers.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+}
+
+/// Live WebSocket fan-out.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Run the WebSocket servers.
+    pub enabled: bool,
+    /// The analytics stream (every topic).
+    pub analytics_listen: SocketAddr,
+    /// The session monitor (`sessions/*`).
+    pub sessions_listen: SocketAddr,
+    /// Token of the read-only role.
+    #[serde(default)]
+    pub dashboard_token: Option<Secret>,
+    /// Token of the role that may also add events.
+    #[serde(default)]
+    pub developer_token: Option<Secret>,
+    /// Token of the role that may do everything.
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+    /// Updates remembered per topic.
+    pub ring_capacity: usize,
+    /// Messages buffered per client.
+    pub client_queue: usize,
+    /// Largest client message, bytes.
+    pub max_message_bytes: usize,
+    /// Requests per second per client.
+    pub requests_per_second: f64,
+    /// Request burst per client.
+    pub burst: f64,
+    /// Server ping period.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// Silence after which a client is dropped.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl WebSocketConfig {
+    /// Whether any role token is configured.
+    pub fn has_tokens(&self) -> bool {
+        [
+            &self.dashboard_token,
+            &self.developer_token,
+            &self.admin_token,
+        ]
+        .iter()
+        .any(|token| {
+            token
+                .as_ref()
+                .is_some_and(|token| !token.expose().is_empty())
+        })
+    }
 }
 
 /// Event intake.
@@ -260,8 +316,18 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const SECTIONS: [&str; 10] = [
-    "server", "mcp", "ingest", "store", "windows", "sessions", "alerts", "views", "demo", "rules",
+const SECTIONS: [&str; 11] = [
+    "server",
+    "mcp",
+    "websocket",
+    "ingest",
+    "store",
+    "windows",
+    "sessions",
+    "alerts",
+    "views",
+    "demo",
+    "rules",
 ];
 
 impl Config {
@@ -349,6 +415,7 @@ impl Config {
         };
         let server = section::<ServerConfig>("server", take("server"), problems);
         let mcp = section::<McpConfig>("mcp", take("mcp"), problems);
+        let websocket = section::<WebSocketConfig>("websocket", take("websocket"), problems);
         let ingest = section::<IngestConfig>("ingest", take("ingest"), problems);
         let store = section::<StoreConfig>("store", take("store"), problems);
         let windows = section::<WindowsConfig>("windows", take("windows"), problems);
@@ -377,6 +444,7 @@ impl Config {
         Some(Config {
             server: server?,
             mcp: mcp?,
+            websocket: websocket?,
             ingest: ingest?,
             store: store?,
             windows: windows?,
@@ -421,6 +489,38 @@ impl Config {
                     .as_ref()
                     .is_some_and(|token| !token.expose().is_empty()),
             "mcp.auth_token is required when server.http_listen is not a loopback address",
+        );
+        let ws = &self.websocket;
+        check(
+            !ws.enabled
+                || ws.has_tokens()
+                || (ws.analytics_listen.ip().is_loopback() && ws.sessions_listen.ip().is_loopback()),
+            "websocket: a token (websocket.admin_token, developer_token or dashboard_token) is required when \
+             listening beyond loopback",
+        );
+        check(
+            ws.analytics_listen != ws.sessions_listen || ws.analytics_listen.port() == 0,
+            "websocket.analytics_listen and websocket.sessions_listen must differ",
+        );
+        check(
+            ws.ring_capacity >= 1,
+            "websocket.ring_capacity must be at least 1",
+        );
+        check(
+            ws.client_queue >= 16,
+            "websocket.client_queue must be at least 16",
+        );
+        check(
+            ws.max_message_bytes >= 1024,
+            "websocket.max_message_bytes must be at least 1024",
+        );
+        check(
+            ws.requests_per_second > 0.0 && ws.burst >= 1.0,
+            "websocket.requests_per_second must be positive and websocket.burst at least 1",
+        );
+        check(
+            ws.ping_interval < ws.idle_timeout,
+            "websocket.ping_interval must be shorter than websocket.idle_timeout",
         );
         check(
             !self.store.enabled || !self.store.path.as_os_str().is_empty(),

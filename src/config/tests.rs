@@ -151,10 +151,16 @@ fn every_shipped_config_parses() {
         if path.extension().is_some_and(|ext| ext == "toml") {
             // Container configs listen beyond loopback, so they expect the MCP token from the
             // environment, as documented in the file.
-            let env = vec![(
-                "MEGAMIND__MCP__AUTH_TOKEN".to_owned(),
-                "test-token".to_owned(),
-            )];
+            let env = vec![
+                (
+                    "MEGAMIND__MCP__AUTH_TOKEN".to_owned(),
+                    "test-token".to_owned(),
+                ),
+                (
+                    "MEGAMIND__WEBSOCKET__ADMIN_TOKEN".to_owned(),
+                    "test-token".to_owned(),
+                ),
+            ];
             Config::load(Some(&path), env)
                 .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
             checked += 1;

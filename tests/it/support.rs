@@ -31,6 +31,10 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) fn megamind() -> Command {
     let mut command = Command::new(MEGAMIND);
     clean_env(&mut command);
+    // Tests run in parallel: every server takes ephemeral WebSocket ports.
+    command
+        .env("MEGAMIND__WEBSOCKET__ANALYTICS_LISTEN", "127.0.0.1:0")
+        .env("MEGAMIND__WEBSOCKET__SESSIONS_LISTEN", "127.0.0.1:0");
     command.stdin(Stdio::null());
     command
 }

@@ -1,0 +1,335 @@
+//! Live fan-out: pipeline updates published on WebSocket topics, the application's answers
+//! to snapshots and client actions, and the two WebSocket servers.
+//!
+//! | topic | carries |
+//! |---|---|
+//! | `metrics/{name}` | closed windows (and idle marks) of series without a session |
+//! | `sessions/{id}` | the session's state, history points and per-session windows |
+//! | `models/{id}` | prediction latency and confidence windows of the model |
+//! | `alerts` | alert lifecycle records and refused alert commands |
+//! | `breaches` | breaching windows |
+//! | `health` | engine status, once a second |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use megamind_connectors::websocket::server::{serve, CallFuture};
+use megamind_connectors::websocket::{Backend, Hub, HubConfig, Role, RpcError, WsServerConfig};
+use megamind_dataflows::model::{SeriesKey, Update};
+use megamind_dataflows::time::Clock;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+use crate::config::WebSocketConfig;
+use crate::mcp::McpContext;
+use crate::views::SeriesFilter;
+
+/// The topic a series' updates go to.
+pub fn series_topic(key: &SeriesKey) -> String {
+    if let Some(session) = &key.session_id {
+        return format!("sessions/{session}");
+    }
+    if key.name.starts_with("prediction.") {
+        if let Some((_, model)) = key.labels.iter().find(|(name, _)| name == "model_id") {
+            return format!("models/{model}");
+        }
+    }
+    format!("metrics/{}", key.name)
+}
+
+/// The topic of one update, if it is published.
+pub fn topic_of(update: &Update) -> Option<String> {
+    match update {
+        Update::Window(stats) => Some(series_topic(&stats.key)),
+        Update::SeriesIdle { key, .. } => Some(series_topic(key)),
+        Update::Session(state) => Some(format!("sessions/{}", state.session_id)),
+        Update::SessionSample(sample) => Some(format!("sessions/{}", sample.session_id)),
+        Update::Breach(_) => Some("breaches".to_owned()),
+        Update::AlertRecord(_) | Update::CommandRejected(_) => Some("alerts".to_owned()),
+        Update::Alert(_) | Update::Rejected { .. } => None,
+    }
+}
+
+/// Publishes every pipeline update on its topic until `shutdown`.
+pub async fn run_publisher(
+    context: Arc<McpContext>,
+    hub: Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut updates = context.app.views.subscribe();
+    let clock = Arc::clone(context.app.ingest.clock());
+    loop {
+        let batch = tokio::select! {
+            received = updates.recv() => received,
+            _ = shutdown.changed() => return,
+        };
+        match batch {
+            Ok(batch) => {
+                let now = clock.now_ms();
+                for update in batch.iter() {
+                    if let Some(topic) = topic_of(update) {
+                        if let Ok(data) = serde_json::to_string(update) {
+                            hub.publish(&topic, &data, now);
+                        }
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // Sequences stay contiguous per topic, so clients cannot see this gap; the
+                // next snapshot repairs their state. Make it visible to operators.
+                tracing::warn!(
+                    missed_batches = missed,
+                    "live publisher fell behind the pipeline"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Publishes the engine status on `health` every second until `shutdown`.
+pub async fn run_health(
+    context: Arc<McpContext>,
+    hub: Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let data = health(&context, &hub);
+        hub.publish(
+            "health",
+            &data.to_string(),
+            context.app.ingest.clock().now_ms(),
+        );
+    }
+}
+
+fn health(context: &McpContext, hub: &Hub) -> Value {
+    json!({
+        "status": crate::http::status(&context.app),
+        "websocket": hub.stats(),
+    })
+}
+
+/// The application's side of the WebSocket protocol.
+pub struct LiveBackend {
+    context: Arc<McpContext>,
+    hub: Arc<Hub>,
+}
+
+impl Backend for LiveBackend {
+    fn snapshot(&self, topic: &str) -> Option<Value> {
+        let views = &self.context.app.views;
+        let (head, tail) = topic.split_once('/').unwrap_or((topic, ""));
+        match (head, tail) {
+            ("metrics", "") => {
+                let mut series = views.series(&SeriesFilter::default());
+                series.retain(|stats| stats.key.session_id.is_none());
+                Some(json!(series))
+            }
+            ("metrics", name) => Some(json!(views
+                .series(&SeriesFilter {
+                    name: Some(name.to_owned()),
+                    ..SeriesFilter::default()
+                })
+                .into_iter()
+                .filter(|stats| stats.key.session_id.is_none())
+                .collect::<Vec<_>>())),
+            ("sessions", "") => Some(json!(views.sessions(None, 500))),
+            ("sessions", id) => Some(json!({
+                "session": views.session(id),
+                "series": views.series(&SeriesFilter {
+                    session_id: Some(id.to_owned()),
+                    ..SeriesFilter::default()
+                }),
+            })),
+            ("models", "") => Some(json!(crate::mcp::ml::status(&self.context))),
+            ("models", id) => {
+                let status = crate::mcp::ml::status(&self.context);
+                Some(json!(status
+                    .models
+                    .into_iter()
+                    .filter(|model| model.model_id == id)
+                    .collect::<Vec<_>>()))
+            }
+            ("alerts", "") => Some(json!(views.alerts(false))),
+            ("breaches", "") => Some(json!(views.breaches(1000))),
+            ("health", "") => Some(health(&self.context, &self.hub)),
+            _ => None,
+        }
+    }
+
+    fn call<'a>(&'a self, method: &'a str, params: Value) -> CallFuture<'a> {
+        Box::pin(async move {
+            match method {
+                "events.add" => {
+                    let Some(Value::Array(events)) = params.get("events").cloned() else {
+                        return Err(RpcError::invalid(
+                            "events",
+                            "must be a list of event objects",
+                        ));
+                    };
+                    let result = crate::mcp::events::ingest_objects(&self.context, events)
+                        .await
+                        .map_err(|error| RpcError::failed(error.0))?;
+                    serde_json::to_value(result)
+                        .map_err(|error| RpcError::failed(error.to_string()))
+                }
+                "alerts.acknowledge" | "alerts.resolve" => {
+                    let params: crate::mcp::alerts::ActParams = serde_json::from_value(params)
+                        .map_err(|error| RpcError::invalid("params", error))?;
+                    let result = if method == "alerts.acknowledge" {
+                        crate::mcp::alerts::acknowledge(&self.context, &params).await
+                    } else {
+                        crate::mcp::alerts::resolve(&self.context, &params).await
+                    };
+                    let result = result.map_err(|error| RpcError::failed(error.0))?;
+                    serde_json::to_value(result)
+                        .map_err(|error| RpcError::failed(error.to_string()))
+                }
+                other => Err(RpcError {
+                    code: -32601,
+                    message: format!("unknown method {other:?}"),
+                }),
+            }
+        })
+    }
+}
+
+/// The running WebSocket servers.
+#[derive(Debug, Clone)]
+pub struct LiveServers {
+    /// The hub they share.
+    pub hub: Arc<Hub>,
+    /// Bound address of the analytics stream.
+    pub analytics: std::net::SocketAddr,
+    /// Bound address of the session monitor.
+    pub sessions: std::net::SocketAddr,
+}
+
+/// Errors starting the WebSocket servers.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address}")]
+pub struct LiveError {
+    /// The address.
+    pub address: std::net::SocketAddr,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds both servers and spawns them, the publisher and the health ticker.
+///
+/// # Errors
+/// An address cannot be bound.
+pub async fn start(
+    config: &WebSocketConfig,
+    context: Arc<McpContext>,
+    shutdown: &watch::Receiver<bool>,
+    port_offset: u16,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<LiveServers, LiveError> {
+    let hub = Arc::new(Hub::new(HubConfig {
+        ring_capacity: config.ring_capacity,
+        client_queue: config.client_queue,
+        ..HubConfig::default()
+    }));
+    let mut tokens = HashMap::new();
+    for (token, role) in [
+        (&config.dashboard_token, Role::Dashboard),
+        (&config.developer_token, Role::Developer),
+        (&config.admin_token, Role::Admin),
+    ] {
+        if let Some(token) = token.as_ref().filter(|token| !token.expose().is_empty()) {
+            tokens.insert(token.expose().to_owned(), role);
+        }
+    }
+    let open_role = tokens.is_empty().then_some(Role::Admin);
+    let base = |name: &str, prefixes: Vec<String>| WsServerConfig {
+        name: name.to_owned(),
+        topic_prefixes: prefixes,
+        tokens: tokens.clone(),
+        open_role,
+        max_message_bytes: config.max_message_bytes,
+        requests_per_second: config.requests_per_second,
+        burst: config.burst,
+        ping_interval: config.ping_interval,
+        idle_timeout: config.idle_timeout,
+        auth_timeout: Duration::from_secs(10),
+        max_strikes: 10,
+        clock: Arc::clone(context.app.ingest.clock()) as Arc<dyn Clock>,
+    };
+    let backend: Arc<dyn Backend> = Arc::new(LiveBackend {
+        context: Arc::clone(&context),
+        hub: Arc::clone(&hub),
+    });
+    let mut bound = Vec::new();
+    for (mut address, server) in [
+        (config.analytics_listen, base("analytics", Vec::new())),
+        (
+            config.sessions_listen,
+            base("sessions", vec!["sessions".to_owned()]),
+        ),
+    ] {
+        if address.port() != 0 {
+            address.set_port(address.port().saturating_add(port_offset));
+        }
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| LiveError { address, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| LiveError { address, source })?;
+        bound.push(local);
+        tasks.push(tokio::spawn(serve(
+            listener,
+            Arc::clone(&hub),
+            Arc::clone(&backend),
+            Arc::new(server),
+            shutdown.clone(),
+        )));
+    }
+    if tokens.is_empty() {
+        tracing::info!("websocket servers are open to every client as admin (no tokens configured; loopback only)");
+    }
+    tasks.push(tokio::spawn(run_publisher(
+        Arc::clone(&context),
+        Arc::clone(&hub),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(run_health(
+        context,
+        Arc::clone(&hub),
+        shutdown.clone(),
+    )));
+    Ok(LiveServers {
+        hub,
+        analytics: bound[0],
+        sessions: bound[1],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_the_series() {
+        let mut key = SeriesKey::named("latency_ms");
+        assert_eq!(series_topic(&key), "metrics/latency_ms");
+        key.session_id = Some("s1".into());
+        assert_eq!(series_topic(&key), "sessions/s1");
+        let model = SeriesKey {
+            name: "prediction.latency_ms".into(),
+            session_id: None,
+            labels: vec![("model_id".into(), "m1".into())],
+        };
+        assert_eq!(series_topic(&model), "models/m1");
+    }
+}
