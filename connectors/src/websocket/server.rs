@@ -233,6 +233,8 @@ async fn connection(
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let _ = stream.set_nodelay(true);
     let mut query_token = None;
+    // The signature is tungstenite's handshake callback; its error type is not ours to box.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         query_token = token_from_query(request);
         Ok(response)
