@@ -55,6 +55,8 @@ pub enum BenchMode {
     Replay,
     /// `realtime_add_event` over MCP Streamable HTTP from concurrent clients.
     Mcp,
+    /// WebSocket clients subscribed to session topics: delivery latency, connections held.
+    Websocket,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -127,6 +129,8 @@ pub struct BenchReport {
     pub window_close_to_sink: Option<LatencyReport>,
     /// Tool calls (mcp mode).
     pub mcp_calls: Option<McpCallsReport>,
+    /// WebSocket delivery (websocket mode).
+    pub websocket: Option<crate::bench_ws::WebSocketReport>,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Logical CPUs of the machine.
@@ -181,12 +185,14 @@ pub fn run(
                 window_results: summary.windows,
                 window_close_to_sink: None,
                 mcp_calls: None,
+                websocket: None,
                 peak_rss_bytes: summary.peak_rss_bytes,
                 cpus: cpus(),
             })
         }
         BenchMode::Pipeline => pipeline(engine_config, options),
         BenchMode::Mcp => crate::bench_mcp::run(config, engine_config, options),
+        BenchMode::Websocket => crate::bench_ws::run(engine_config.workers, options),
     }
 }
 
@@ -364,6 +370,7 @@ fn pipeline(
         window_results: metrics.updates_of("window"),
         window_close_to_sink: Some(LatencyReport::from(&histogram)),
         mcp_calls: None,
+        websocket: None,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })

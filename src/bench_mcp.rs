@@ -109,6 +109,7 @@ pub fn run(
                     / elapsed.max(f64::EPSILON),
                 latency: LatencyReport::from(&histogram),
             }),
+            websocket: None,
             peak_rss_bytes: peak_rss_bytes(),
             cpus: cpus(),
         })

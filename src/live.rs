@@ -68,13 +68,20 @@ pub async fn run_publisher(
         match batch {
             Ok(batch) => {
                 let now = clock.now_ms();
-                for update in batch.iter() {
-                    if let Some(topic) = topic_of(update) {
-                        if let Ok(data) = serde_json::to_string(update) {
-                            hub.publish(&topic, &data, now);
-                        }
-                    }
-                }
+                let items: Vec<(String, String)> = batch
+                    .iter()
+                    .filter_map(|update| {
+                        let topic = topic_of(update)?;
+                        serde_json::to_string(update).ok().map(|data| (topic, data))
+                    })
+                    .collect();
+                // One batch per client: a burst of closing windows is one queue entry.
+                hub.publish_batch(
+                    items
+                        .iter()
+                        .map(|(topic, data)| (topic.as_str(), data.as_str())),
+                    now,
+                );
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 // Sequences stay contiguous per topic, so clients cannot see this gap; the
@@ -177,19 +184,22 @@ impl Backend for LiveBackend {
                     };
                     let result = crate::mcp::events::ingest_objects(&self.context, events)
                         .await
-                        .map_err(|error| RpcError::failed(error.0))?;
+                        .map_err(tool_error)?;
                     serde_json::to_value(result)
                         .map_err(|error| RpcError::failed(error.to_string()))
                 }
                 "alerts.acknowledge" | "alerts.resolve" => {
-                    let params: crate::mcp::alerts::ActParams = serde_json::from_value(params)
+                    let mut params: crate::mcp::alerts::ActParams = serde_json::from_value(params)
                         .map_err(|error| RpcError::invalid("params", error))?;
+                    if params.actor.is_none() {
+                        params.actor = Some("websocket".to_owned());
+                    }
                     let result = if method == "alerts.acknowledge" {
                         crate::mcp::alerts::acknowledge(&self.context, &params).await
                     } else {
                         crate::mcp::alerts::resolve(&self.context, &params).await
                     };
-                    let result = result.map_err(|error| RpcError::failed(error.0))?;
+                    let result = result.map_err(tool_error)?;
                     serde_json::to_value(result)
                         .map_err(|error| RpcError::failed(error.to_string()))
                 }
@@ -199,6 +209,18 @@ impl Backend for LiveBackend {
                 }),
             }
         })
+    }
+}
+
+/// A tool failure as a JSON-RPC error: bad arguments are `-32602`, the rest `-32000`.
+fn tool_error(error: crate::mcp::error::ToolError) -> RpcError {
+    if error.0.starts_with("invalid `") {
+        RpcError {
+            code: -32602,
+            message: error.0,
+        }
+    } else {
+        RpcError::failed(error.0)
     }
 }
 

@@ -314,9 +314,23 @@ impl Server {
     /// Like [`Server::start`], in `dir`: a directory a previous server ran in starts the
     /// new one on that server's store.
     pub(crate) fn start_in(dir: TempDir, overrides: &[(&str, &str)]) -> Server {
+        Self::launch("serve", dir, overrides)
+    }
+
+    /// `megamind demo` (the server plus its synthetic traffic) like [`Server::start`].
+    pub(crate) fn demo(overrides: &[(&str, &str)]) -> Server {
+        Self::launch(
+            "demo",
+            tempfile::tempdir().expect("temporary directory"),
+            overrides,
+        )
+    }
+
+    /// Runs `megamind <subcommand>` (`serve` or `demo`) in `dir`.
+    fn launch(subcommand: &str, dir: TempDir, overrides: &[(&str, &str)]) -> Server {
         let stdout = tempfile::tempfile().expect("temporary file for stdout");
         let mut child = megamind()
-            .args(["serve", "--workers", "2", "--http", "127.0.0.1:0"])
+            .args([subcommand, "--workers", "2", "--http", "127.0.0.1:0"])
             .current_dir(dir.path())
             .env("MEGAMIND__STORE__PATH", store_path(dir.path()))
             .envs(SHORT_WINDOWS)
@@ -324,7 +338,7 @@ impl Server {
             .stdout(stdout.try_clone().expect("clone stdout file"))
             .stderr(Stdio::piped())
             .spawn()
-            .expect("cannot start `megamind serve`");
+            .unwrap_or_else(|error| panic!("cannot start `megamind {subcommand}`: {error}"));
         let log = Arc::new(Mutex::new(String::new()));
         let (port_tx, port_rx) = mpsc::channel::<u16>();
         let stderr = child.stderr.take().expect("piped stderr");
@@ -349,8 +363,8 @@ impl Server {
                 let status = child.wait();
                 let log = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 panic!(
-                    "`megamind serve` did not announce its address ({error}); exit: {status:?}\n\
-                     --- stderr ---\n{}",
+                    "`megamind {subcommand}` did not announce its address ({error}); exit: \
+                     {status:?}\n--- stderr ---\n{}",
                     excerpt(&log)
                 );
             }
@@ -386,6 +400,21 @@ impl Server {
                 .find_map(|line| banner_url(line, "mcp"))
                 .ok_or_else(|| excerpt(&log))
         })
+    }
+
+    /// The WebSocket endpoints the server announced (`  websocket  ws://…/ (analytics)
+    /// ws://…/ (sessions)`); panics if it announced none within 10 s.
+    pub(crate) fn websocket(&self) -> WebSocketUrls {
+        eventually(
+            "the `websocket` banner line",
+            Duration::from_secs(10),
+            || {
+                let log = self.log();
+                log.lines()
+                    .find_map(banner_websocket)
+                    .ok_or_else(|| excerpt(&log))
+            },
+        )
     }
 
     /// Kills the server with SIGKILL (no graceful stop: nothing is flushed) and returns
@@ -517,6 +546,48 @@ fn banner_port(line: &str) -> Option<u16> {
     let url = banner_url(line, "dashboard")?;
     let address = url.strip_prefix("http://")?.trim_end_matches('/');
     address.rsplit_once(':')?.1.parse().ok()
+}
+
+/// The two WebSocket servers of a running `megamind`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WebSocketUrls {
+    /// `ws://127.0.0.1:PORT/` of the analytics stream (every topic).
+    pub(crate) analytics: String,
+    /// `ws://127.0.0.1:PORT/` of the session monitor (`sessions/*`).
+    pub(crate) sessions: String,
+}
+
+impl WebSocketUrls {
+    /// The port of a `ws://host:PORT/` URL.
+    pub(crate) fn port(url: &str) -> u16 {
+        url.trim_end_matches('/')
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {url:?}"))
+    }
+}
+
+/// The URLs of the banner line
+/// `  websocket  ws://127.0.0.1:P/ (analytics)  ws://127.0.0.1:Q/ (sessions)`.
+fn banner_websocket(line: &str) -> Option<WebSocketUrls> {
+    let rest = line.trim_start().strip_prefix("websocket")?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let mut analytics = None;
+    let mut sessions = None;
+    for pair in words.windows(2) {
+        if !pair[0].starts_with("ws://") {
+            continue;
+        }
+        match pair[1] {
+            "(analytics)" => analytics = Some(pair[0].to_owned()),
+            "(sessions)" => sessions = Some(pair[0].to_owned()),
+            _ => {}
+        }
+    }
+    Some(WebSocketUrls {
+        analytics: analytics?,
+        sessions: sessions?,
+    })
 }
 
 /// The URL of the banner line `  LABEL  http://…` (anything after the URL ignored).
@@ -793,4 +864,61 @@ pub(crate) fn free_ports() -> (u16, u16) {
         first.local_addr().expect("address").port(),
         second.local_addr().expect("address").port(),
     )
+}
+
+// ---------------------------------------------------------------------------------------
+// Python peers: the `websockets` client library (tests/websocket/, tests/dashboard/).
+
+/// The pinned `websockets` version (also in .ci/run).
+pub(crate) const WEBSOCKETS_VERSION: &str = "17.4";
+
+const INSTALL_WEBSOCKETS: &str = "`bash .ci/run` installs it (a venv in .ci/.venv with \
+     websockets==17.4, exported as MEGAMIND_TEST_PYTHON); by hand: `python3 -m venv .ci/.venv \
+     && .ci/.venv/bin/pip install websockets==17.4`, then run the tests with \
+     MEGAMIND_TEST_PYTHON=$PWD/.ci/.venv/bin/python";
+
+/// The Python interpreter (`MEGAMIND_TEST_PYTHON`, else `python3`) with the independent
+/// WebSocket client library `websockets` (14 or later), checked once per test binary;
+/// panics with how to install it when it is missing (these tests never skip).
+pub(crate) fn websockets_python() -> &'static str {
+    static PYTHON: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    match PYTHON.get_or_init(find_websockets_python) {
+        Ok(python) => python,
+        Err(problem) => panic!("{problem}"),
+    }
+}
+
+fn find_websockets_python() -> Result<String, String> {
+    let python = std::env::var("MEGAMIND_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let output = Command::new(&python)
+        .args(["-c", "import websockets; print(websockets.__version__)"])
+        .output()
+        .map_err(|error| {
+            format!(
+                "cannot run the Python interpreter {python:?} ({error}). The WebSocket and \
+                 dashboard tests use the Python client library `websockets`: {INSTALL_WEBSOCKETS}"
+            )
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "{python:?} cannot `import websockets` ({}). The WebSocket and dashboard tests use \
+             the Python client library `websockets` (pinned {WEBSOCKETS_VERSION}): \
+             {INSTALL_WEBSOCKETS}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .unwrap_or(0);
+    if major < 14 {
+        return Err(format!(
+            "{python:?} has websockets {version}; the tests need 14 or later (the asyncio \
+             client): {INSTALL_WEBSOCKETS}"
+        ));
+    }
+    Ok(python)
 }

@@ -50,8 +50,8 @@ pub struct Published {
 /// What a client's writer receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outbound {
-    /// A text frame to send.
-    Text(Arc<str>),
+    /// Text frames to send, in order.
+    Batch(Vec<Arc<str>>),
 }
 
 /// Why a client was disconnected by the hub.
@@ -244,63 +244,113 @@ impl Hub {
     /// Publishes `data_json` (a JSON value, already serialized) on `topic`; returns its
     /// sequence number.
     pub fn publish(&self, topic: &str, data_json: &str, now_ms: u64) -> u64 {
+        self.publish_batch([(topic, data_json)], now_ms)
+            .first()
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Publishes several `(topic, data_json)` messages at once; returns their sequence
+    /// numbers. Each client receives everything of the batch it subscribed to as one queue
+    /// entry, so a burst (thousands of windows closing together) costs one slot of its
+    /// queue, not one slot per message: only a client that falls behind by `client_queue`
+    /// batches is disconnected.
+    pub fn publish_batch<'a>(
+        &self,
+        items: impl IntoIterator<Item = (&'a str, &'a str)>,
+        now_ms: u64,
+    ) -> Vec<u64> {
         let mut inner = self.lock();
         let capacity = self.config.ring_capacity.max(1);
-        if !inner.topics.contains_key(topic) && inner.topics.len() >= self.config.max_topics {
-            // Forget the topic published least recently.
-            if let Some(oldest) = inner
-                .topics
-                .iter()
-                .min_by_key(|(_, state)| state.last_publish_ms)
-                .map(|(name, _)| name.clone())
-            {
-                inner.topics.remove(&oldest);
-            }
-        }
-        let state = inner.topics.entry(topic.to_owned()).or_default();
-        state.seq += 1;
-        state.last_publish_ms = now_ms;
-        let seq = state.seq;
-        let message: Arc<str> = Arc::from(notification(topic, seq, data_json));
-        state.ring.push_back(Published {
-            seq,
-            at_ms: now_ms,
-            message: Arc::clone(&message),
-        });
-        while state.ring.len() > capacity {
-            state.ring.pop_front();
-        }
-        inner.published_total += 1;
-        let mut recipients: Vec<ClientId> = Vec::new();
-        for pattern in candidate_patterns(topic) {
-            if let Some(members) = inner.patterns.get(&pattern) {
-                recipients.extend(members.iter().copied());
-            }
-        }
-        recipients.sort_unstable();
-        recipients.dedup();
-        let mut lagged = Vec::new();
-        for client in recipients {
-            if let Some(state) = inner.clients.get(&client) {
-                if state
-                    .queue
-                    .try_send(Outbound::Text(Arc::clone(&message)))
-                    .is_err()
+        let mut sequences = Vec::new();
+        let mut per_client: HashMap<ClientId, Vec<Arc<str>>> = HashMap::new();
+        for (topic, data_json) in items {
+            if !inner.topics.contains_key(topic) && inner.topics.len() >= self.config.max_topics {
+                // Forget the topic published least recently.
+                if let Some(oldest) = inner
+                    .topics
+                    .iter()
+                    .min_by_key(|(_, state)| state.last_publish_ms)
+                    .map(|(name, _)| name.clone())
                 {
+                    inner.topics.remove(&oldest);
+                }
+            }
+            let state = inner.topics.entry(topic.to_owned()).or_default();
+            state.seq += 1;
+            state.last_publish_ms = now_ms;
+            let seq = state.seq;
+            let message: Arc<str> = Arc::from(notification(topic, seq, data_json));
+            state.ring.push_back(Published {
+                seq,
+                at_ms: now_ms,
+                message: Arc::clone(&message),
+            });
+            while state.ring.len() > capacity {
+                state.ring.pop_front();
+            }
+            inner.published_total += 1;
+            sequences.push(seq);
+            let mut recipients: Vec<ClientId> = Vec::new();
+            for pattern in candidate_patterns(topic) {
+                if let Some(members) = inner.patterns.get(&pattern) {
+                    recipients.extend(members.iter().copied());
+                }
+            }
+            recipients.sort_unstable();
+            recipients.dedup();
+            for client in recipients {
+                per_client
+                    .entry(client)
+                    .or_default()
+                    .push(Arc::clone(&message));
+            }
+        }
+        let mut lagged = Vec::new();
+        for (client, messages) in per_client {
+            if let Some(state) = inner.clients.get(&client) {
+                if state.queue.try_send(Outbound::Batch(messages)).is_err() {
                     lagged.push(client);
                 }
             }
         }
         for client in lagged {
-            if let Some(state) = inner.clients.get(&client) {
-                let _ = state.kick.send(Some(Kick {
-                    code: CLOSE_LAGGED,
-                    reason: "lagged: the client fell behind; reconnect and resume from your last sequence".to_owned(),
-                }));
+            Self::kick_lagged(&mut inner, client);
+        }
+        sequences
+    }
+
+    /// Disconnects a client that fell behind; counts it once.
+    fn kick_lagged(inner: &mut Inner, client: ClientId) {
+        if let Some(state) = inner.clients.get(&client) {
+            if state.kick.borrow().is_some() {
+                return;
             }
+            let _ = state.kick.send(Some(Kick {
+                code: CLOSE_LAGGED,
+                reason:
+                    "lagged: the client fell behind; reconnect and resume from your last sequence"
+                        .to_owned(),
+            }));
             inner.kicked_total += 1;
         }
-        seq
+    }
+
+    /// Subscribes `client` to `topic` and returns the messages after `since` in one step,
+    /// so no update is both replayed and delivered live (see [`Hub::since`] for the error).
+    pub fn resume(&self, client: ClientId, topic: &str, since: u64) -> Result<Vec<Published>, u64> {
+        let mut inner = self.lock();
+        let replay = Self::since_locked(&inner, topic, since)?;
+        if let Some(state) = inner.clients.get_mut(&client) {
+            if state.patterns.insert(topic.to_owned()) {
+                inner
+                    .patterns
+                    .entry(topic.to_owned())
+                    .or_default()
+                    .insert(client);
+            }
+        }
+        Ok(replay)
     }
 
     /// The current sequence number of `topic` (0 when nothing was published).
@@ -311,7 +361,10 @@ impl Hub {
     /// Messages of `topic` after `since`, if none of them has left the ring; `Err` with the
     /// oldest sequence still held (or the current one) otherwise.
     pub fn since(&self, topic: &str, since: u64) -> Result<Vec<Published>, u64> {
-        let inner = self.lock();
+        Self::since_locked(&self.lock(), topic, since)
+    }
+
+    fn since_locked(inner: &Inner, topic: &str, since: u64) -> Result<Vec<Published>, u64> {
         let Some(state) = inner.topics.get(topic) else {
             return if since == 0 { Ok(Vec::new()) } else { Err(0) };
         };
@@ -350,17 +403,14 @@ impl Hub {
     pub fn send_to(&self, client: ClientId, message: Arc<str>) -> bool {
         let mut inner = self.lock();
         let full = match inner.clients.get(&client) {
-            Some(state) => state.queue.try_send(Outbound::Text(message)).is_err(),
+            Some(state) => state
+                .queue
+                .try_send(Outbound::Batch(vec![message]))
+                .is_err(),
             None => return false,
         };
         if full {
-            if let Some(state) = inner.clients.get(&client) {
-                let _ = state.kick.send(Some(Kick {
-                    code: CLOSE_LAGGED,
-                    reason: "lagged: the client fell behind".to_owned(),
-                }));
-            }
-            inner.kicked_total += 1;
+            Self::kick_lagged(&mut inner, client);
         }
         !full
     }
@@ -399,9 +449,9 @@ mod tests {
         })
     }
 
-    fn text(outbound: Outbound) -> String {
-        let Outbound::Text(text) = outbound;
-        text.to_string()
+    fn texts(outbound: Outbound) -> Vec<String> {
+        let Outbound::Batch(texts) = outbound;
+        texts.iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -421,7 +471,7 @@ mod tests {
         let drain = |rx: &mut ClientReceiver| {
             let mut out = Vec::new();
             while let Ok(message) = rx.queue.try_recv() {
-                out.push(text(message));
+                out.extend(texts(message));
             }
             out
         };
@@ -471,8 +521,8 @@ mod tests {
         assert_eq!(kick.code, CLOSE_LAGGED);
         assert_eq!(
             hub.stats().lagged_disconnects,
-            3,
-            "every publish beyond the queue counts"
+            1,
+            "a lagging client counts once"
         );
         hub.disconnect(slow);
         assert_eq!(hub.stats().clients, 1);
@@ -480,6 +530,25 @@ mod tests {
             slow_rx.queue.try_recv().is_ok(),
             "the queued messages are still there to flush"
         );
+    }
+
+    #[test]
+    fn a_burst_is_one_queue_entry_per_client() {
+        let hub = hub(8, 2);
+        let (client, mut receiver) = hub.connect();
+        hub.subscribe(client, "*");
+        let data: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        let sequences = hub.publish_batch(data.iter().map(|d| ("t", d.as_str())), 0);
+        assert_eq!(sequences.len(), 100);
+        assert!(
+            receiver.kicked.borrow().is_none(),
+            "a burst larger than the queue is fine"
+        );
+        assert_eq!(texts(receiver.queue.try_recv().unwrap()).len(), 100);
+        let (late, _late_rx) = hub.connect();
+        assert_eq!(hub.resume(late, "t", 95).unwrap().len(), 5, "replayed...");
+        hub.publish("t", "1", 0);
+        assert_eq!(hub.sequence("t"), 101, "...and subscribed in the same step");
     }
 
     #[test]

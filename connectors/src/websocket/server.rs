@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::hub::{ClientId, Hub, Kick, Outbound};
+use super::hub::{ClientId, Hub, Kick, Outbound, CLOSE_LAGGED};
 
 /// What a client may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -267,40 +267,9 @@ async fn connection(
         return Ok(());
     }
 
-    let (client, mut receiver) = hub.connect();
+    let (client, receiver) = hub.connect();
     tracing::debug!(%peer, client, server = %config.name, "websocket client connected");
-    let writer = tokio::spawn({
-        let ping_interval = config.ping_interval;
-        async move {
-            let mut pings = tokio::time::interval(ping_interval);
-            pings.tick().await;
-            loop {
-                tokio::select! {
-                    outbound = receiver.queue.recv() => match outbound {
-                        Some(Outbound::Text(text)) => {
-                            if sink.send(Message::text(text.to_string())).await.is_err() {
-                                return;
-                            }
-                        }
-                        None => return,
-                    },
-                    changed = receiver.kicked.changed() => {
-                        let kick: Option<Kick> = if changed.is_ok() { receiver.kicked.borrow().clone() } else { None };
-                        if let Some(kick) = kick {
-                            let _ = sink.send(close_frame(kick.code, &kick.reason)).await;
-                        }
-                        let _ = sink.close().await;
-                        return;
-                    }
-                    _ = pings.tick() => {
-                        if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    });
+    let mut writer = tokio::spawn(write_loop(sink, receiver, config.ping_interval));
 
     let mut limiter = RateLimit {
         tokens: config.burst,
@@ -311,6 +280,7 @@ async fn connection(
     let mut strikes = 0u32;
     let auth_deadline = tokio::time::Instant::now() + config.auth_timeout;
     let mut last_heard = tokio::time::Instant::now();
+    let mut writer_done = false;
     let reply = |message: Value| {
         hub.send_to(client, Arc::from(message.to_string()));
     };
@@ -324,9 +294,18 @@ async fn connection(
         let next = tokio::select! {
             next = source.next() => next,
             _ = tokio::time::sleep_until(deadline) => {
-                break Some(if role.is_none() { (1008, "authentication required") } else { (1001, "idle: no traffic or pong within the timeout") });
+                break Some(if role.is_none() {
+                    (1008, "authentication required")
+                } else {
+                    (1001, "idle: no traffic or pong within the timeout")
+                });
             }
             _ = shutdown.changed() => break Some((1001, "server shutting down")),
+            // The writer stops on its own when the hub drops the client for lagging.
+            _ = &mut writer, if !writer_done => {
+                writer_done = true;
+                break None;
+            }
         };
         let message = match next {
             None => break None,
@@ -357,7 +336,7 @@ async fn connection(
         if !limiter.allow() {
             strikes += 1;
             reply(error_answer(
-                Value::Null,
+                request_id(text.as_str()),
                 codes::RATE_LIMITED,
                 "too many requests; slow down",
             ));
@@ -392,13 +371,141 @@ async fn connection(
             break Some((1008, "too many invalid requests"));
         }
     };
-    // The writer sends the close frame with the reason (or closes when the peer left).
-    let (code, reason) = close_reason.unwrap_or((1000, "bye"));
-    tracing::debug!(%peer, client, code, reason, "closing websocket");
-    hub.kick(client, code, reason);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // The writer flushes every queued answer, then the close frame with the reason.
+    if let Some((code, reason)) = close_reason {
+        tracing::debug!(%peer, client, code, reason, "closing websocket");
+        hub.kick(client, code, reason);
+    }
+    if !writer_done {
+        // A peer that stopped reading can block the writer forever: give it a moment,
+        // then drop the socket regardless.
+        if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    }
     hub.disconnect(client);
+    if close_reason.is_some() {
+        // Read (and discard) until the peer's close frame: closing a socket with unread
+        // data makes the kernel reset it, and the peer would lose the close frame.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(message)) = source.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     Ok(())
+}
+
+/// How long a closing connection waits for its writer and for the peer's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Sends queued messages, pings, and finally a close frame, until the hub lets the client
+/// go. A send to a peer that stopped reading is abandoned as soon as the client is kicked
+/// for lagging, so such a peer cannot hold the writer.
+async fn write_loop<S>(
+    mut sink: S,
+    mut receiver: super::hub::ClientReceiver,
+    ping_interval: Duration,
+) where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let mut pings = tokio::time::interval(ping_interval);
+    pings.tick().await;
+    loop {
+        let kick = receiver.kicked.borrow().clone();
+        if let Some(kick) = kick {
+            if kick.code != CLOSE_LAGGED {
+                // Answers already queued go out before the close, so the client sees them.
+                while let Ok(Outbound::Batch(texts)) = receiver.queue.try_recv() {
+                    for text in texts {
+                        if sink.send(Message::text(text.to_string())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = sink.send(close_frame(kick.code, &kick.reason)).await;
+            let _ = sink.close().await;
+            return;
+        }
+        tokio::select! {
+            biased;
+            outbound = receiver.queue.recv() => match outbound {
+                Some(Outbound::Batch(texts)) => {
+                    for text in texts {
+                        tokio::select! {
+                            sent = sink.send(Message::text(text.to_string())) => {
+                                if sent.is_err() {
+                                    return;
+                                }
+                            }
+                            () = lagged(&mut receiver.kicked) => return close_lagged(sink, &receiver).await,
+                        }
+                    }
+                }
+                None => return,
+            },
+            changed = receiver.kicked.changed() => {
+                if changed.is_err() {
+                    let _ = sink.close().await;
+                    return;
+                }
+            }
+            _ = pings.tick() => {
+                tokio::select! {
+                    sent = sink.send(Message::Ping(Vec::new().into())) => {
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
+                    () = lagged(&mut receiver.kicked) => return close_lagged(sink, &receiver).await,
+                }
+            }
+        }
+    }
+}
+
+/// Tries, for a moment, to tell a lagging client why it is dropped: the close frame goes
+/// out if the peer starts reading again soon; otherwise the socket is simply dropped.
+async fn close_lagged<S>(mut sink: S, receiver: &super::hub::ClientReceiver)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let kick = receiver.kicked.borrow().clone();
+    if let Some(kick) = kick {
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(close_frame(kick.code, &kick.reason)))
+            .await;
+    }
+}
+
+/// Resolves once the client has been kicked for lagging (never otherwise).
+async fn lagged(kicked: &mut tokio::sync::watch::Receiver<Option<Kick>>) {
+    loop {
+        if kicked
+            .borrow()
+            .as_ref()
+            .is_some_and(|kick| kick.code == CLOSE_LAGGED)
+        {
+            return;
+        }
+        if kicked.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The `id` of a request, when its text has one (for answers to requests not handled).
+fn request_id(text: &str) -> Value {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|request| request.get("id").cloned())
+        .unwrap_or(Value::Null)
 }
 
 enum Answer {
@@ -418,10 +525,11 @@ fn error_answer(id: Value, code: i64, message: &str) -> Value {
 
 fn required_role(method: &str) -> Option<Role> {
     match method {
-        "auth" | "ping" => None,
         "subscribe" | "unsubscribe" | "snapshot" | "history" | "resume" => Some(Role::Dashboard),
         "events.add" => Some(Role::Developer),
-        _ => Some(Role::Admin),
+        "alerts.acknowledge" | "alerts.resolve" => Some(Role::Admin),
+        // `auth`, `ping`, and unknown methods (answered "unknown method" to anyone).
+        _ => None,
     }
 }
 
@@ -635,8 +743,7 @@ async fn handle(
                     false,
                 );
             }
-            hub.subscribe(client, &topic);
-            return match hub.since(&topic, since) {
+            return match hub.resume(client, &topic, since) {
                 Ok(missed) => Answer::Replay(
                     ok_answer(
                         id,
