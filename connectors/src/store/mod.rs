@@ -10,6 +10,8 @@
 //! plus the ingestion time used to stamp events without `ts` and the indices of records
 //! that were rejected, so that replay reproduces exactly the events that were accepted.
 
+pub mod results;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;

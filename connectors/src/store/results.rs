@@ -1,0 +1,392 @@
+//! The results store: closed windows, breaches and alert transitions, keyed by kind, key
+//! and output time, with the *durable frontier* (every result before it is committed).
+//!
+//! Writes are idempotent (`INSERT OR IGNORE` on the whole row), so a result recomputed
+//! after a crash is recognised as already delivered. Each local worker sends its rows and
+//! then its output frontier through one bounded queue; a transaction commits the rows and
+//! the smallest frontier every worker has passed, so the stored frontier never claims a
+//! result that is not stored. A full queue makes the worker wait (backpressure into the
+//! dataflow and from there to the sources), it never drops.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::StoreError;
+
+/// Messages queued before workers wait.
+const RESULTS_QUEUE: usize = 1024;
+/// Most messages folded into one transaction.
+const GROUP_MAX: usize = 256;
+
+/// One stored result.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ResultRow {
+    /// `window`, `breach`, `alert` (transition), `alert_record`, `series_idle`.
+    pub kind: String,
+    /// The identity within the kind (series key, rule and series, fingerprint, alert id).
+    pub key: String,
+    /// Output time (the window end; the transition time), ms.
+    pub time: u64,
+    /// The result as JSON.
+    pub body: String,
+}
+
+enum ResultsMsg {
+    Rows(Vec<ResultRow>),
+    Frontier { worker: usize, frontier: u64 },
+}
+
+/// A worker's handle on the store.
+#[derive(Clone)]
+pub struct ResultsHandle {
+    sender: SyncSender<ResultsMsg>,
+    waits: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for ResultsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultsHandle").finish_non_exhaustive()
+    }
+}
+
+impl ResultsHandle {
+    fn send(&self, message: ResultsMsg) {
+        match self.sender.try_send(message) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(message)) => {
+                self.waits.fetch_add(1, Ordering::Relaxed);
+                let _ = self.sender.send(message);
+            }
+        }
+    }
+
+    /// Queues rows.
+    pub fn rows(&self, rows: Vec<ResultRow>) {
+        if !rows.is_empty() {
+            self.send(ResultsMsg::Rows(rows));
+        }
+    }
+
+    /// Reports that local `worker` has delivered every result before `frontier`.
+    pub fn frontier(&self, worker: usize, frontier: u64) {
+        self.send(ResultsMsg::Frontier { worker, frontier });
+    }
+}
+
+/// The store and its writer thread.
+pub struct ResultsStore {
+    path: PathBuf,
+    handle: Option<ResultsHandle>,
+    writer: Option<JoinHandle<()>>,
+    durable: Arc<AtomicU64>,
+    start_frontier: u64,
+}
+
+impl std::fmt::Debug for ResultsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultsStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(directory) = path
+        .parent()
+        .filter(|directory| !directory.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(directory).map_err(|source| StoreError::Directory {
+            path: directory.display().to_string(),
+            source,
+        })?;
+    }
+    let connection = Connection::open(path).map_err(sqlite(path))?;
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA busy_timeout = 5000;
+             CREATE TABLE IF NOT EXISTS results (
+                 kind TEXT NOT NULL,
+                 key TEXT NOT NULL,
+                 time INTEGER NOT NULL,
+                 body TEXT NOT NULL,
+                 PRIMARY KEY (kind, key, time, body)
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS results_meta (
+                 name TEXT PRIMARY KEY,
+                 value INTEGER NOT NULL
+             );",
+        )
+        .map_err(sqlite(path))?;
+    Ok(connection)
+}
+
+fn stored_frontier(connection: &Connection, path: &Path) -> Result<u64, StoreError> {
+    let value: Option<i64> = connection
+        .query_row(
+            "SELECT value FROM results_meta WHERE name = 'frontier'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(sqlite(path))?;
+    Ok(value
+        .and_then(|value| u64::try_from(value).ok())
+        .unwrap_or(0))
+}
+
+impl ResultsStore {
+    /// Opens (or creates) the store for `local_workers` workers.
+    ///
+    /// # Errors
+    /// The database cannot be opened.
+    pub fn open(path: &Path, local_workers: usize) -> Result<ResultsStore, StoreError> {
+        let connection = open_connection(path)?;
+        let start_frontier = stored_frontier(&connection, path)?;
+        let durable = Arc::new(AtomicU64::new(start_frontier));
+        let (sender, receiver) = sync_channel(RESULTS_QUEUE);
+        let writer = {
+            let writer_path = path.to_path_buf();
+            let durable = Arc::clone(&durable);
+            std::thread::Builder::new()
+                .name("megamind-results".into())
+                .spawn(move || {
+                    if let Err(error) = write_loop(
+                        &connection,
+                        &writer_path,
+                        &receiver,
+                        local_workers.max(1),
+                        &durable,
+                    ) {
+                        tracing::error!(%error, "results store writer stopped");
+                    }
+                })
+                .map_err(|source| StoreError::Directory {
+                    path: path.display().to_string(),
+                    source,
+                })?
+        };
+        Ok(ResultsStore {
+            path: path.to_path_buf(),
+            handle: Some(ResultsHandle {
+                sender,
+                waits: Arc::new(AtomicU64::new(0)),
+            }),
+            writer: Some(writer),
+            durable,
+            start_frontier,
+        })
+    }
+
+    /// A handle for the workers.
+    pub fn handle(&self) -> Option<ResultsHandle> {
+        self.handle.clone()
+    }
+
+    /// The frontier stored when the store was opened: results before it were delivered by
+    /// a previous run.
+    pub fn start_frontier(&self) -> u64 {
+        self.start_frontier
+    }
+
+    /// The durable frontier, updated as transactions commit.
+    pub fn durable_frontier(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.durable)
+    }
+
+    /// Times a worker waited for the writer.
+    pub fn waits(&self) -> u64 {
+        self.handle
+            .as_ref()
+            .map_or(0, |handle| handle.waits.load(Ordering::Relaxed))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every stored result of `kind` (all kinds with `None`), ordered.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn read(path: &Path, kind: Option<&str>) -> Result<Vec<ResultRow>, StoreError> {
+        let connection = open_connection(path)?;
+        let mut statement = connection
+            .prepare(
+                "SELECT kind, key, time, body FROM results
+                 WHERE ?1 IS NULL OR kind = ?1 ORDER BY kind, key, time, body",
+            )
+            .map_err(sqlite(path))?;
+        let rows = statement
+            .query_map(params![kind], |row| {
+                Ok(ResultRow {
+                    kind: row.get(0)?,
+                    key: row.get(1)?,
+                    time: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+                    body: row.get(3)?,
+                })
+            })
+            .map_err(sqlite(path))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sqlite(path))
+    }
+
+    /// The stored durable frontier.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn read_frontier(path: &Path) -> Result<u64, StoreError> {
+        let connection = open_connection(path)?;
+        stored_frontier(&connection, path)
+    }
+
+    /// Commits what is queued and stops the writer (every handle must be dropped first
+    /// for the queue to end; handles still alive are simply cut off).
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.handle = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for ResultsStore {
+    fn drop(&mut self) {
+        self.handle = None;
+    }
+}
+
+fn write_loop(
+    connection: &Connection,
+    path: &Path,
+    receiver: &Receiver<ResultsMsg>,
+    workers: usize,
+    durable: &AtomicU64,
+) -> Result<(), StoreError> {
+    let mut frontiers: Vec<Option<u64>> = vec![None; workers];
+    let mut stored = durable.load(Ordering::Acquire);
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < GROUP_MAX {
+            match receiver.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        let transaction = connection.unchecked_transaction().map_err(sqlite(path))?;
+        {
+            let mut insert = transaction
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO results (kind, key, time, body) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sqlite(path))?;
+            for message in &batch {
+                match message {
+                    ResultsMsg::Rows(rows) => {
+                        for row in rows {
+                            insert
+                                .execute(params![
+                                    row.kind,
+                                    row.key,
+                                    i64::try_from(row.time).unwrap_or(i64::MAX),
+                                    row.body
+                                ])
+                                .map_err(sqlite(path))?;
+                        }
+                    }
+                    ResultsMsg::Frontier { worker, frontier } => {
+                        if let Some(slot) = frontiers.get_mut(*worker) {
+                            *slot = Some(slot.map_or(*frontier, |seen| seen.max(*frontier)));
+                        }
+                    }
+                }
+            }
+        }
+        let lowest: Option<u64> = frontiers
+            .iter()
+            .copied()
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|all| all.into_iter().min());
+        let advance = lowest.filter(|lowest| *lowest > stored);
+        if let Some(lowest) = advance {
+            transaction
+                .execute(
+                    "INSERT INTO results_meta (name, value) VALUES ('frontier', ?1)
+                     ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    params![i64::try_from(lowest).unwrap_or(i64::MAX)],
+                )
+                .map_err(sqlite(path))?;
+        }
+        transaction.commit().map_err(sqlite(path))?;
+        if let Some(lowest) = advance {
+            stored = lowest;
+            durable.store(lowest, Ordering::Release);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, time: u64) -> ResultRow {
+        ResultRow {
+            kind: "window".into(),
+            key: key.into(),
+            time,
+            body: format!("{{\"end\":{time}}}"),
+        }
+    }
+
+    #[test]
+    fn rows_are_idempotent_and_the_frontier_is_the_slowest_worker() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("results.db");
+        let store = ResultsStore::open(&path, 2).expect("open");
+        let handle = store.handle().expect("handle");
+        handle.rows(vec![row("a", 10), row("b", 10)]);
+        handle.rows(vec![row("a", 10)]);
+        handle.frontier(0, 20);
+        handle.frontier(1, 15);
+        drop(handle);
+        store.close();
+        assert_eq!(
+            ResultsStore::read(&path, Some("window")).expect("read"),
+            vec![row("a", 10), row("b", 10)]
+        );
+        assert_eq!(ResultsStore::read_frontier(&path).expect("frontier"), 15);
+        let reopened = ResultsStore::open(&path, 2).expect("reopen");
+        assert_eq!(reopened.start_frontier(), 15);
+        reopened.close();
+    }
+
+    #[test]
+    fn the_frontier_waits_for_every_worker() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("results.db");
+        let store = ResultsStore::open(&path, 2).expect("open");
+        let handle = store.handle().expect("handle");
+        handle.frontier(0, 50);
+        drop(handle);
+        store.close();
+        assert_eq!(ResultsStore::read_frontier(&path).expect("frontier"), 0);
+    }
+}
