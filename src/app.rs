@@ -15,9 +15,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{router, AppState};
 use crate::ingest::Ingest;
+use crate::kafka::KafkaRuntime;
 use crate::mcp::{Facts, McpContext};
 use crate::metrics::EngineMetrics;
-use crate::runtime::{ClusterConfig, CountingSink, Engine, EngineConfig, SinkFactory, ViewsSink};
+use crate::runtime::{
+    ClusterConfig, CountingSink, Engine, EngineConfig, SinkFactory, UpdateSink, ViewsSink,
+};
 use crate::services::Services;
 use crate::views::Views;
 
@@ -40,6 +43,7 @@ impl RunOptions {
             allowed_lateness: config.ingest.allowed_lateness,
             queue_capacity: config.ingest.queue_capacity,
             limits: config.ingest.decode_limits(),
+            kafka: None,
         }
     }
 }
@@ -65,6 +69,9 @@ pub enum ServerError {
     /// The event log could not be replayed or opened.
     #[error("event log: {0}")]
     Store(String),
+    /// Kafka could not be set up (brokers, topics, store, producer).
+    #[error("{0}")]
+    Kafka(String),
     /// The HTTP port could not be bound.
     #[error("cannot listen on {address}")]
     Bind {
@@ -96,6 +103,8 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     mcp_shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The Kafka source and outputs, when configured.
+    pub kafka: Option<Arc<std::sync::Mutex<KafkaRuntime>>>,
 }
 
 impl Server {
@@ -118,13 +127,46 @@ impl Server {
         ));
         let sink_views = Arc::clone(&views);
         let sink_metrics = Arc::clone(&metrics);
-        let factory: SinkFactory = Arc::new(move |_worker| {
-            Box::new(CountingSink::new(
+        let mut engine_config = run.engine_config(&config);
+        let local_workers = engine_config.workers;
+        let process = run.cluster.as_ref().map(|cluster| cluster.process);
+        let (first_worker, total_workers) = match &run.cluster {
+            Some(cluster) => (
+                cluster.process * local_workers,
+                cluster.addresses.len() * local_workers,
+            ),
+            None => (0, local_workers),
+        };
+        let mut kafka = if config.kafka.enabled {
+            let kafka_config = config.clone();
+            let (runtime, inputs) = tokio::task::spawn_blocking(move || {
+                KafkaRuntime::prepare(
+                    &kafka_config,
+                    first_worker,
+                    local_workers,
+                    total_workers,
+                    process,
+                )
+            })
+            .await
+            .map_err(|error| ServerError::Kafka(error.to_string()))?
+            .map_err(ServerError::Kafka)?;
+            engine_config.kafka = Some(inputs);
+            Some(runtime)
+        } else {
+            None
+        };
+        let sink_parts = kafka.as_ref().map(KafkaRuntime::sink_parts);
+        let factory: SinkFactory = Arc::new(move |worker| {
+            let sink: Box<dyn UpdateSink> = Box::new(CountingSink::new(
                 ViewsSink::new(Arc::clone(&sink_views)),
                 Arc::clone(&sink_metrics),
-            ))
+            ));
+            match &sink_parts {
+                Some(parts) => parts.wrap(worker.saturating_sub(first_worker), sink),
+                None => sink,
+            }
         });
-        let engine_config = run.engine_config(&config);
         let workers = engine_config.workers;
         let engine_metrics = Arc::clone(&metrics);
         let engine = tokio::task::spawn_blocking(move || {
@@ -164,6 +206,12 @@ impl Server {
         } else {
             None
         };
+        if let Some(kafka) = kafka.as_mut() {
+            kafka
+                .start_source(&config, engine.feeder(), Arc::clone(&clock))
+                .map_err(ServerError::Kafka)?;
+        }
+        let kafka = kafka.map(|kafka| Arc::new(std::sync::Mutex::new(kafka)));
         let services = Arc::new(Services::new(
             Arc::clone(&clock),
             Arc::clone(&metrics),
@@ -199,6 +247,7 @@ impl Server {
             workers,
             services: Arc::clone(&services),
             live: Arc::new(std::sync::OnceLock::new()),
+            kafka: kafka.clone(),
         };
         let live_endpoints = Arc::clone(&state.live);
         let mcp_shutdown = CancellationToken::new();
@@ -311,6 +360,7 @@ impl Server {
             shutdown,
             mcp_shutdown,
             tasks,
+            kafka,
         })
     }
 
@@ -331,16 +381,41 @@ impl Server {
             ingest,
             views,
             mcp,
+            kafka,
             ..
         } = self;
         drop(mcp);
         drop(ingest);
         drop(views);
-        match engine {
+        // Kafka first: the consumers stop (and commit), and from here on outputs are
+        // partial (windows flushed at shutdown) and not recorded.
+        if let Some(kafka) = &kafka {
+            let kafka = Arc::clone(kafka);
+            let _ = tokio::task::spawn_blocking(move || {
+                kafka
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .stop_source();
+            })
+            .await;
+        }
+        let stopped = match engine {
             Some(engine) => tokio::task::spawn_blocking(move || engine.shutdown())
                 .await
                 .map_err(|error| error.to_string())?,
             None => Ok(()),
+        };
+        if let Some(kafka) = kafka {
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(kafka) = Arc::try_unwrap(kafka) {
+                    kafka
+                        .into_inner()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .close();
+                }
+            })
+            .await;
         }
+        stopped
     }
 }

@@ -44,6 +44,20 @@ pub struct AppState {
     pub services: Arc<crate::services::Services>,
     /// Where the WebSocket servers listen, once they do.
     pub live: Arc<std::sync::OnceLock<LiveEndpoints>>,
+    /// The Kafka source, when configured.
+    pub kafka: Option<Arc<std::sync::Mutex<crate::kafka::KafkaRuntime>>>,
+}
+
+impl AppState {
+    /// The Kafka status, when Kafka is configured.
+    pub fn kafka_status(&self) -> Option<crate::kafka::KafkaStatus> {
+        self.kafka.as_ref().map(|kafka| {
+            kafka
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .status()
+        })
+    }
 }
 
 /// The WebSocket endpoints, for the dashboard.
@@ -261,6 +275,9 @@ pub struct Status {
     pub firing_alerts: usize,
     /// Resident memory, bytes.
     pub rss_bytes: Option<u64>,
+    /// Kafka partitions, lag and counters, when consuming from Kafka.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::kafka::KafkaStatus>,
 }
 
 /// Assembles the status.
@@ -285,6 +302,7 @@ pub fn status(state: &AppState) -> Status {
         sessions: state.views.session_counts(),
         firing_alerts: state.views.alerts(true).len(),
         rss_bytes: crate::metrics::rss_bytes(),
+        kafka: state.kafka_status(),
     }
 }
 
@@ -314,6 +332,9 @@ async fn prometheus(State(state): State<AppState>) -> Response {
     state
         .metrics
         .render_prometheus(&mut out, state.ingest.feeder().queue_depth(), uptime);
+    if let Some(kafka) = state.kafka_status() {
+        crate::kafka::render_prometheus(&kafka, &mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

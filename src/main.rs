@@ -47,6 +47,33 @@ enum Command {
     Bench(BenchArgs),
     /// Serve MCP over stdio (for MCP hosts that launch megamind as a subprocess).
     Mcp(McpArgs),
+    /// Write events to a Kafka topic (a JSON-lines file or demo traffic); prints a JSON report.
+    Produce(ProduceArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    /// Topic to write (default: the first of `kafka.topics`).
+    #[arg(long)]
+    topic: Option<String>,
+    /// Brokers (default: `kafka.brokers`).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// JSON-lines file, `-` for stdin; without it, demo traffic.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Events per second; 0 sends flat out.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this long (for example `30s`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Kafka timestamp of each message.
+    #[arg(long, value_enum, default_value_t = megamind::produce::TimestampSource::Event)]
+    timestamp: megamind::produce::TimestampSource,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +234,40 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(config, args, false),
         Command::Demo(args) => serve(config, args, true),
         Command::Mcp(args) => mcp_stdio(config, args),
+        Command::Produce(args) => {
+            let mut kafka = config.kafka.clone();
+            if let Some(brokers) = args.brokers {
+                kafka.brokers = brokers;
+            }
+            let topic = args
+                .topic
+                .or_else(|| kafka.topics.first().cloned())
+                .context("no topic: give --topic or kafka.topics")?;
+            let demo_requested = args.input.is_none();
+            if demo_requested && args.count.is_none() && args.duration.is_none() {
+                anyhow::bail!(
+                    "demo traffic never ends: give --count or --duration (or --input FILE)"
+                );
+            }
+            let report = megamind::produce::run(&megamind::produce::ProduceOptions {
+                kafka,
+                topic,
+                input: match args.input {
+                    Some(path) => megamind::produce::ProduceInput::File(path),
+                    None => megamind::produce::ProduceInput::Demo(config.demo.clone()),
+                },
+                rate: args.rate,
+                count: args.count,
+                duration: args.duration,
+                timestamp: args.timestamp,
+            })
+            .context("produce failed")?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if report.failed > 0 {
+                anyhow::bail!("{} messages were not acknowledged", report.failed);
+            }
+            Ok(())
+        }
         Command::Replay(args) => {
             let run = args.cluster.run_options()?;
             let engine_config = run.engine_config(&config);

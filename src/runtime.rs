@@ -17,9 +17,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use megamind_connectors::kafka::progress::Admission;
+use megamind_connectors::kafka::{DeadLetter, OutputHandle, PartitionBatch, PartitionShared};
 use megamind_dataflows::model::decode::{decode_event, DecodeLimits};
-use megamind_dataflows::model::{Event, Update};
+use megamind_dataflows::model::{DataError, ErrorReason, Event, Update};
 use megamind_dataflows::pipelines::{analytics, AnalyticsConfig};
+use megamind_dataflows::time::{Clock, SystemClock};
 use megamind_dataflows::Time;
 use timely::communication::Config as CommunicationConfig;
 use timely::container::CapacityContainerBuilder;
@@ -50,13 +53,20 @@ pub enum WorkerMsg {
         default_ts: u64,
     },
     /// Advance the watermark to at least this time (idle input, or a source's own progress).
+    /// Ignored by workers that read Kafka partitions: their partitions set the watermark.
     Watermark(u64),
+    /// Raw messages of one Kafka partition owned by this worker.
+    Partition(PartitionBatch),
 }
 
 /// Receives the updates of one worker.
 pub trait UpdateSink {
     /// A batch of updates from the dataflow.
     fn deliver(&mut self, updates: &[Update]);
+    /// A batch of updates produced at timely time `time` (windows: their end).
+    fn deliver_at(&mut self, _time: Time, updates: &[Update]) {
+        self.deliver(updates);
+    }
     /// The worker's output frontier moved (`None`: the dataflow is complete).
     fn frontier(&mut self, _frontier: Option<Time>) {}
     /// The worker is shutting down.
@@ -90,6 +100,107 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Decode limits for raw lines.
     pub limits: DecodeLimits,
+    /// Kafka partitions of each local worker: when set, partitions drive the watermark.
+    pub kafka: Option<KafkaInputs>,
+}
+
+/// What the workers of a Kafka-fed engine need.
+#[derive(Clone, Debug)]
+pub struct KafkaInputs {
+    /// Partitions per local worker.
+    pub partitions: Vec<Vec<Arc<PartitionShared>>>,
+    /// Where malformed messages go, when a dead-letter topic is configured.
+    pub dead_letters: Option<OutputHandle>,
+    /// Events stamped more than this after their Kafka timestamp are rejected.
+    pub max_future_skew: Duration,
+}
+
+/// Decodes a partition batch on its worker: the per-partition lateness rule, the future
+/// check against the message's own timestamp (never the wall clock, so a re-read decides
+/// the same), errors counted and dead-lettered.
+fn decode_partition_batch(
+    batch: &PartitionBatch,
+    limits: &DecodeLimits,
+    inputs: &KafkaInputs,
+    metrics: &EngineMetrics,
+) -> Vec<Event> {
+    let shared = &batch.partition;
+    let skew = megamind_dataflows::time::duration_ms(inputs.max_future_skew);
+    let mut events = Vec::with_capacity(batch.records.len());
+    let mut late = 0u64;
+    let mut progress = shared.progress();
+    for record in &batch.records {
+        let payload = batch.payload(record);
+        let decoded =
+            decode_event(payload, limits, record.timestamp.unwrap_or(0)).and_then(|event| {
+                match record.timestamp {
+                    Some(stamp) if event.ts > stamp.saturating_add(skew) => Err(DataError::field(
+                        ErrorReason::FutureTimestamp,
+                        "ts",
+                        format!(
+                            "{} ms after the message's kafka timestamp (max_future_skew {} ms)",
+                            event.ts - stamp,
+                            skew
+                        ),
+                    )),
+                    _ => Ok(event),
+                }
+            });
+        match decoded {
+            Ok(event) => match progress.admit(event.ts) {
+                Admission::Admitted => events.push(event),
+                Admission::Late { .. } => late += 1,
+            },
+            Err(error) => {
+                shared.malformed.fetch_add(1, Ordering::Relaxed);
+                metrics.reject(error.reason, 1);
+                if let Some(dead_letters) = &inputs.dead_letters {
+                    dead_letters.dead_letter(DeadLetter {
+                        topic: shared.topic.clone(),
+                        partition: shared.partition,
+                        offset: record.offset,
+                        payload: payload.to_vec(),
+                        reason: error.reason.as_str(),
+                        field: error.field.as_deref().map(str::to_owned),
+                        message: error.message.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    progress.end_batch(batch.next_offset);
+    drop(progress);
+    if late > 0 {
+        shared.late.fetch_add(late, Ordering::Relaxed);
+        metrics.reject(ErrorReason::Late, late);
+    }
+    events
+}
+
+/// The watermark of a worker's partitions: the smallest over partitions that are not idle;
+/// `None` while an active partition has no event yet (hold); when every partition is idle
+/// (or the worker has none), the wall clock minus the lateness, so quiet input still closes
+/// windows.
+fn partitions_watermark(
+    partitions: &[Arc<PartitionShared>],
+    wall_ms: u64,
+    lateness: u64,
+) -> Option<u64> {
+    let mut lowest: Option<u64> = None;
+    let mut active = false;
+    for partition in partitions {
+        if partition.is_idle() {
+            continue;
+        }
+        active = true;
+        let watermark = partition.progress().watermark()?;
+        lowest = Some(lowest.map_or(watermark, |seen| seen.min(watermark)));
+    }
+    if active {
+        lowest
+    } else {
+        Some(wall_ms.saturating_sub(lateness))
+    }
 }
 
 /// Errors starting the engine.
@@ -179,6 +290,10 @@ impl Engine {
             let metrics = Arc::clone(&worker_metrics);
             let limits = config.limits.clone();
             let analytics_config = config.analytics.clone();
+            let kafka = config.kafka.clone();
+            let partitions: Option<Vec<Arc<PartitionShared>>> = kafka
+                .as_ref()
+                .map(|kafka| kafka.partitions.get(local).cloned().unwrap_or_default());
             let activator_tx = activator_tx
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -192,6 +307,7 @@ impl Engine {
                         let _ =
                             activator_tx.send((local, scope.worker().sync_activator_for(address)));
                         let reschedule = scope.activator_for(Rc::clone(&info.address));
+                        let reschedule_after = scope.activator_for(Rc::clone(&info.address));
                         let mut capability = Some(capability);
                         let mut max_event_time: Option<u64> = None;
                         let mut pushed: u64 = 0;
@@ -242,6 +358,15 @@ impl Engine {
                                         max_event_time = max;
                                     }
                                     Ok(WorkerMsg::Watermark(time)) => pushed = pushed.max(time),
+                                    Ok(WorkerMsg::Partition(batch)) => {
+                                        if let Some(inputs) = &kafka {
+                                            let events = decode_partition_batch(
+                                                &batch, &limits, inputs, &metrics,
+                                            );
+                                            accepted += events.len() as u64;
+                                            output.session(&*cap).give_iterator(events.into_iter());
+                                        }
+                                    }
                                     Err(mpsc::error::TryRecvError::Empty) => {
                                         drained = true;
                                         break;
@@ -257,9 +382,16 @@ impl Engine {
                                     .events_accepted
                                     .fetch_add(accepted, Ordering::Relaxed);
                             }
-                            let from_data =
-                                max_event_time.map_or(0, |max| max.saturating_sub(lateness));
-                            let watermark = from_data.max(pushed);
+                            let watermark = match &partitions {
+                                // Kafka: only the partitions move time (see `partitions_watermark`).
+                                Some(partitions) => {
+                                    partitions_watermark(partitions, SystemClock.now_ms(), lateness)
+                                        .unwrap_or(0)
+                                }
+                                None => max_event_time
+                                    .map_or(0, |max| max.saturating_sub(lateness))
+                                    .max(pushed),
+                            };
                             if watermark > *cap.time() {
                                 cap.downgrade(&watermark);
                                 metrics.watermark_ms.fetch_max(watermark, Ordering::Relaxed);
@@ -270,13 +402,19 @@ impl Engine {
                                 // Stopped at a work bound: come back for the rest (and to notice
                                 // a disconnect, which no sender will announce).
                                 reschedule.activate();
+                            } else if partitions.is_some() {
+                                // Partition idleness and the wall clock move the watermark
+                                // without a message: look again shortly.
+                                reschedule_after.activate_after(Duration::from_millis(50));
                             }
                         }
                     },
                 );
                 let sink = Rc::clone(&sink);
                 analytics(events, &analytics_config).inspect_core(move |event| match event {
-                    Ok((_, updates)) => sink.borrow_mut().deliver(updates),
+                    Ok((time, updates)) => sink
+                        .borrow_mut()
+                        .deliver_at(time.least().copied().unwrap_or_default(), updates),
                     Err(frontier) => sink.borrow_mut().frontier(frontier.first().copied()),
                 });
             });
@@ -606,5 +744,26 @@ impl ViewsSink {
 impl UpdateSink for ViewsSink {
     fn deliver(&mut self, updates: &[Update]) {
         self.views.apply(updates.to_vec());
+    }
+}
+
+impl megamind_connectors::kafka::BatchTarget for Feeder {
+    fn try_deliver(
+        &self,
+        local_worker: usize,
+        batch: PartitionBatch,
+    ) -> Result<(), PartitionBatch> {
+        match self.try_send(local_worker, WorkerMsg::Partition(batch)) {
+            Ok(()) => Ok(()),
+            Err((FeedError::Overloaded, WorkerMsg::Partition(batch))) => Err(batch),
+            // The engine is stopping: the batch is not applied, and its offsets are not
+            // committed past it, so nothing is lost.
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn deliver_blocking(&self, local_worker: usize, batch: PartitionBatch) -> bool {
+        self.blocking_send(local_worker, WorkerMsg::Partition(batch))
+            .is_ok()
     }
 }

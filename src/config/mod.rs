@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use megamind_connectors::kafka::KafkaConfig;
 use megamind_dataflows::model::decode::DecodeLimits;
 use megamind_dataflows::model::BreachRule;
 use megamind_dataflows::operators::{RuleSet, SessionConfig, WindowConfig};
@@ -41,6 +42,8 @@ pub struct Config {
     pub views: ViewsConfig,
     /// Synthetic traffic.
     pub demo: DemoConfig,
+    /// Kafka source and outputs.
+    pub kafka: KafkaConfig,
     /// Threshold rules.
     pub rules: Vec<BreachRule>,
 }
@@ -209,6 +212,15 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     /// The database file of cluster process `process` (the configured path when alone).
+    pub fn results_path_for(&self, process: Option<usize>) -> std::path::PathBuf {
+        let path = self.path_for(process);
+        let stem = path
+            .file_stem()
+            .map_or_else(|| "megamind".into(), |s| s.to_string_lossy().into_owned());
+        path.with_file_name(format!("{stem}-results.db"))
+    }
+
+    /// The event log's file for process `process` of a cluster (`None`: single process).
     pub fn path_for(&self, process: Option<usize>) -> std::path::PathBuf {
         match process {
             None => self.path.clone(),
@@ -316,7 +328,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "server",
     "mcp",
     "websocket",
@@ -327,6 +339,7 @@ const SECTIONS: [&str; 11] = [
     "alerts",
     "views",
     "demo",
+    "kafka",
     "rules",
 ];
 
@@ -423,6 +436,7 @@ impl Config {
         let alerts = section::<AlertsConfig>("alerts", take("alerts"), problems);
         let views = section::<ViewsConfig>("views", take("views"), problems);
         let demo = section::<DemoConfig>("demo", take("demo"), problems);
+        let kafka = section::<KafkaConfig>("kafka", take("kafka"), problems);
         let rules = match take("rules") {
             toml::Value::Array(items) => {
                 let mut rules = Vec::new();
@@ -452,11 +466,13 @@ impl Config {
             alerts: alerts?,
             views: views?,
             demo: demo?,
+            kafka: kafka?,
             rules: rules?,
         })
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
+        problems.extend(self.kafka.problems());
         let mut check = |ok: bool, problem: &str| {
             if !ok {
                 problems.push(problem.to_owned());

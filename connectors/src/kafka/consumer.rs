@@ -431,13 +431,34 @@ pub struct SourceContext {
     pub config: KafkaConfig,
     /// Where batches go.
     pub target: Arc<dyn BatchTarget>,
-    /// Outputs with time below this are durable (results store / producer flushed).
-    pub durable_frontier: Arc<AtomicU64>,
+    /// Outputs with time below the smallest of these are durable (results store, output
+    /// topics acknowledged).
+    pub durable_frontiers: Vec<Arc<AtomicU64>>,
+    /// The local workers' output frontiers: used as the durable frontier when there is no
+    /// results store and no output topic (results then live only in memory).
+    pub output_frontiers: Arc<Vec<AtomicU64>>,
     /// How far before the durable frontier events are needed to recompute what follows it:
     /// window length plus `rebuild_windows` slides.
     pub horizon_ms: u64,
     /// Wall clock (idleness only).
     pub clock: Arc<dyn Clock>,
+}
+
+impl SourceContext {
+    fn durable_frontier(&self) -> u64 {
+        let frontiers = if self.durable_frontiers.is_empty() {
+            self.output_frontiers
+                .iter()
+                .map(|frontier| frontier.load(Ordering::Acquire))
+                .min()
+        } else {
+            self.durable_frontiers
+                .iter()
+                .map(|frontier| frontier.load(Ordering::Acquire))
+                .min()
+        };
+        frontiers.unwrap_or(0)
+    }
 }
 
 impl KafkaSource {
@@ -675,7 +696,7 @@ impl ConsumerLoop {
 
     /// Commits each partition's rewind position (see the module docs).
     fn commit(&mut self) {
-        let durable = self.context.durable_frontier.load(Ordering::Acquire);
+        let durable = self.context.durable_frontier();
         let group = match self
             .consumer
             .committed_offsets(self.group.clone(), REQUEST_TIMEOUT)
