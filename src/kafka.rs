@@ -14,7 +14,9 @@ use megamind_connectors::kafka::{
     self, KafkaConfig, KafkaOutput, KafkaPlan, KafkaSource, OutputHandle, OutputTopic,
     PartitionShared, PartitionStatus, SourceContext,
 };
-use megamind_connectors::store::results::{ResultRow, ResultsHandle, ResultsStore};
+use megamind_connectors::store::results::{
+    CheckpointJournal, ResultRow, ResultsHandle, ResultsStore,
+};
 use megamind_dataflows::model::Update;
 use megamind_dataflows::time::{duration_ms, Clock};
 use megamind_dataflows::Time;
@@ -36,6 +38,7 @@ pub struct KafkaRuntime {
     suppressed: Arc<AtomicU64>,
     frontiers: Arc<Vec<AtomicU64>>,
     source_metrics: Option<Arc<kafka::SourceMetrics>>,
+    journal: Option<Arc<CheckpointJournal>>,
 }
 
 impl std::fmt::Debug for KafkaRuntime {
@@ -95,12 +98,21 @@ impl KafkaRuntime {
     ) -> Result<(KafkaRuntime, KafkaInputs), String> {
         let kafka_config = config.kafka.clone();
         let lateness = duration_ms(config.ingest.allowed_lateness);
+        let journal = if config.store.enabled {
+            let path = config.store.results_path_for(process);
+            Some(Arc::new(
+                CheckpointJournal::open(&path).map_err(|error| error_chain(&error))?,
+            ))
+        } else {
+            None
+        };
         let plan = kafka::plan(
             &kafka_config,
             first_worker,
             local_workers,
             total_workers,
             lateness,
+            journal.as_deref(),
         )
         .map_err(|error| error_chain(&error))?;
         let output = if kafka_config.has_outputs() {
@@ -155,6 +167,7 @@ impl KafkaRuntime {
                 suppressed: Arc::new(AtomicU64::new(0)),
                 frontiers,
                 source_metrics: None,
+                journal,
             },
             inputs,
         ))
@@ -204,6 +217,7 @@ impl KafkaRuntime {
                 output_frontiers: Arc::clone(&self.frontiers),
                 horizon_ms: duration_ms(horizon),
                 clock,
+                journal: self.journal.clone(),
             },
         )
         .map_err(|error| error_chain(&error))?;

@@ -8,6 +8,7 @@
 mod cluster;
 mod dashboard;
 mod http_api;
+mod kafka;
 mod mcp;
 mod replay;
 mod support;

@@ -442,6 +442,11 @@ impl Server {
         self.dir.take().expect("the working directory")
     }
 
+    /// The server's working directory (holds the embedded store).
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("the working directory").path()
+    }
+
     /// Everything the server logged so far.
     pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()

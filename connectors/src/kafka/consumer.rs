@@ -31,6 +31,7 @@ use serde::Serialize;
 use super::config::{KafkaConfig, StartFrom};
 use super::progress::{parse_metadata, Checkpoint, PartitionProgress};
 use super::KafkaError;
+use crate::store::results::CheckpointJournal;
 
 /// How long broker requests made outside the poll loop may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -258,6 +259,8 @@ pub struct KafkaPlan {
     pub by_worker: Vec<Vec<Arc<PartitionShared>>>,
     /// Every partition of the topics, for reading the group's commits.
     all: Vec<(String, i32)>,
+    /// This process's partitions (their outputs share the local durable frontier).
+    local: std::collections::HashSet<(String, i32)>,
     /// Smallest durable frontier found in this process's commits (`0` if none).
     pub committed_frontier: u64,
 }
@@ -317,6 +320,7 @@ pub fn plan(
     local_workers: usize,
     total_workers: usize,
     lateness_ms: u64,
+    journal: Option<&CheckpointJournal>,
 ) -> Result<KafkaPlan, KafkaError> {
     let consumer = consumer(config)?;
     let mut all = Vec::new();
@@ -377,9 +381,18 @@ pub fn plan(
                         .unwrap_or(u64::MAX)
                         .min(parsed.map_or(0, |meta| meta.frontier)),
                 );
+                // The broker's metadata, else this process's journal, else nothing known
+                // before the position (the lateness rule then starts afresh).
+                let journaled = journal
+                    .and_then(|journal| {
+                        journal
+                            .lookup(&config.group_id, topic, *partition, offset)
+                            .ok()
+                    })
+                    .flatten();
                 Checkpoint {
                     offset,
-                    max_before: parsed.and_then(|meta| meta.max_before),
+                    max_before: parsed.map(|meta| meta.max_before).or(journaled).flatten(),
                 }
             }
             None => {
@@ -409,9 +422,15 @@ pub fn plan(
             )));
         }
     }
+    let local = by_worker
+        .iter()
+        .flatten()
+        .map(|partition| (partition.topic.clone(), partition.partition))
+        .collect();
     Ok(KafkaPlan {
         by_worker,
         all,
+        local,
         committed_frontier: committed_frontier.unwrap_or(0),
     })
 }
@@ -442,6 +461,8 @@ pub struct SourceContext {
     pub horizon_ms: u64,
     /// Wall clock (idleness only).
     pub clock: Arc<dyn Clock>,
+    /// Records each committed position's event-time state locally before the commit.
+    pub journal: Option<Arc<CheckpointJournal>>,
 }
 
 impl SourceContext {
@@ -496,8 +517,10 @@ impl KafkaSource {
                     what: "assign partitions",
                     source,
                 })?;
+            // Partitions of other processes: their commits carry those processes' durable
+            // frontiers. This process's partitions share its own.
             let mut group = TopicPartitionList::new();
-            for (topic, partition) in &plan.all {
+            for (topic, partition) in plan.all.iter().filter(|key| !plan.local.contains(*key)) {
                 group.add_partition(topic, *partition);
             }
             let mut worker = ConsumerLoop {
@@ -686,8 +709,10 @@ impl ConsumerLoop {
         let idle_after = duration_ms(self.context.config.idle_after);
         for (slot, partition) in self.partitions.iter().enumerate() {
             let silent = now.saturating_sub(self.last_message_ms[slot]) >= idle_after;
+            // Idle only when the broker's end is known and everything before it was applied
+            // by the worker: nothing of the partition is in flight when it stops counting.
             let high = partition.high_watermark.load(Ordering::Relaxed);
-            let caught_up = high < 0 || partition.fetched.load(Ordering::Relaxed) >= high;
+            let caught_up = high >= 0 && partition.progress().next_offset() >= high;
             if silent && caught_up && !partition.is_idle() {
                 partition.idle.store(true, Ordering::Release);
             }
@@ -727,8 +752,15 @@ impl ConsumerLoop {
         let needed_from = frontier.saturating_sub(self.context.horizon_ms);
         let mut list = TopicPartitionList::new();
         let mut positions = Vec::with_capacity(self.partitions.len());
+        let mut journal_rows = Vec::with_capacity(self.partitions.len());
         for partition in &self.partitions {
             let checkpoint = partition.progress().rewind_point(needed_from);
+            journal_rows.push((
+                partition.topic.clone(),
+                partition.partition,
+                checkpoint.offset,
+                checkpoint.max_before,
+            ));
             if list
                 .add_partition_offset(
                     &partition.topic,
@@ -742,12 +774,19 @@ impl ConsumerLoop {
             if let Some(mut element) = list.find_partition(&partition.topic, partition.partition) {
                 element.set_metadata(checkpoint.metadata(durable));
             }
-            positions.push(checkpoint.offset);
+            positions.push((Arc::clone(partition), checkpoint.offset));
+        }
+        if let Some(journal) = &self.context.journal {
+            if let Err(error) = journal.record(&self.context.config.group_id, &journal_rows) {
+                self.metrics.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "kafka: cannot journal positions; not committing");
+                return;
+            }
         }
         match self.consumer.commit(&list, CommitMode::Sync) {
             Ok(()) => {
                 self.metrics.commits.fetch_add(1, Ordering::Relaxed);
-                for (partition, offset) in self.partitions.iter().zip(positions) {
+                for (partition, offset) in positions {
                     partition.committed.store(offset, Ordering::Relaxed);
                 }
             }

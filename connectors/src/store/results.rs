@@ -390,3 +390,117 @@ mod tests {
         assert_eq!(ResultsStore::read_frontier(&path).expect("frontier"), 0);
     }
 }
+
+/// Where the Kafka source records the event-time state of each committed rewind position
+/// (the newest event time before it), in the results database: brokers that do not keep
+/// commit metadata (Tansu) then still restart exactly.
+pub struct CheckpointJournal {
+    path: PathBuf,
+    connection: std::sync::Mutex<Connection>,
+}
+
+impl std::fmt::Debug for CheckpointJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointJournal")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rows kept per partition (older rewind positions are never needed again).
+const CHECKPOINTS_KEPT: i64 = 64;
+
+impl CheckpointJournal {
+    /// Opens the journal in the results database at `path`.
+    ///
+    /// # Errors
+    /// The database cannot be opened.
+    pub fn open(path: &Path) -> Result<CheckpointJournal, StoreError> {
+        let connection = open_connection(path)?;
+        connection
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS kafka_checkpoints (
+                     grp TEXT NOT NULL,
+                     topic TEXT NOT NULL,
+                     partition INTEGER NOT NULL,
+                     offset INTEGER NOT NULL,
+                     max_before INTEGER,
+                     PRIMARY KEY (grp, topic, partition, offset)
+                 ) WITHOUT ROWID;",
+            )
+            .map_err(sqlite(path))?;
+        Ok(CheckpointJournal {
+            path: path.to_path_buf(),
+            connection: std::sync::Mutex::new(connection),
+        })
+    }
+
+    /// Records positions about to be committed: `(topic, partition, offset, max_before)`.
+    ///
+    /// # Errors
+    /// SQLite failed (the caller must then not commit).
+    pub fn record(
+        &self,
+        group: &str,
+        positions: &[(String, i32, i64, Option<u64>)],
+    ) -> Result<(), StoreError> {
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let path = &self.path;
+        let transaction = connection.unchecked_transaction().map_err(sqlite(path))?;
+        for (topic, partition, offset, max_before) in positions {
+            transaction
+                .execute(
+                    "INSERT OR REPLACE INTO kafka_checkpoints VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        group,
+                        topic,
+                        partition,
+                        offset,
+                        max_before.and_then(|max| i64::try_from(max).ok())
+                    ],
+                )
+                .map_err(sqlite(path))?;
+            transaction
+                .execute(
+                    "DELETE FROM kafka_checkpoints WHERE grp = ?1 AND topic = ?2 AND partition = ?3
+                     AND offset < (SELECT MIN(offset) FROM (SELECT offset FROM kafka_checkpoints
+                        WHERE grp = ?1 AND topic = ?2 AND partition = ?3
+                        ORDER BY offset DESC LIMIT ?4))",
+                    params![group, topic, partition, CHECKPOINTS_KEPT],
+                )
+                .map_err(sqlite(path))?;
+        }
+        transaction.commit().map_err(sqlite(path))
+    }
+
+    /// The newest event time recorded before `offset`: `None` when the position was never
+    /// recorded here, `Some(None)` when it was recorded with no event before it.
+    ///
+    /// # Errors
+    /// SQLite failed.
+    pub fn lookup(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Option<Option<u64>>, StoreError> {
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let found: Option<Option<i64>> = connection
+            .query_row(
+                "SELECT max_before FROM kafka_checkpoints
+                 WHERE grp = ?1 AND topic = ?2 AND partition = ?3 AND offset = ?4",
+                params![group, topic, partition, offset],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(sqlite(&self.path))?;
+        Ok(found.map(|max| max.and_then(|max| u64::try_from(max).ok())))
+    }
+}

@@ -1,0 +1,501 @@
+//! Kafka, end to end against a real Kafka-protocol broker (Tansu, SQLite storage) with an
+//! independent client (Python `confluent-kafka`) producing and reading topics:
+//!
+//! - workload P1 over 4 partitions and 2 workers, one partition never written (idle): the
+//!   windows and breaches in the results store equal the Python reference, malformed
+//!   messages reach the dead-letter topic with their reason, breaches reach the alerts
+//!   topic;
+//! - crash test: the same stream consumed by a server killed with SIGKILL at several
+//!   points and restarted gives exactly the windows, breaches and alert transitions of a
+//!   run that never crashed (nothing missing, nothing twice).
+//!
+//! Peers: the broker binary (`MEGAMIND_TEST_TANSU`, else `tansu` on PATH) and a Python with
+//! `confluent_kafka` (`MEGAMIND_TEST_PYTHON`). `bash .ci/run` installs both; a missing peer
+//! fails the test and says how to install it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use megamind_connectors::store::results::{ResultRow, ResultsStore};
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::support::{
+    eventually, generate_p1, p1_reference, reference_windows, run, spawn, Running, Server,
+    WindowKey, WindowValues,
+};
+
+const INSTALL: &str = "`bash .ci/run` installs them: the broker with `cargo install tansu@0.6.0 \
+     --locked --features libsql --root ~/.cache/megamind-tansu` (exported as \
+     MEGAMIND_TEST_TANSU=~/.cache/megamind-tansu/bin/tansu) and `confluent-kafka` in the venv \
+     .ci/.venv (exported as MEGAMIND_TEST_PYTHON)";
+
+/// The Tansu binary; panics with how to install it when it is missing.
+fn tansu() -> &'static str {
+    static TANSU: OnceLock<Result<String, String>> = OnceLock::new();
+    let found = TANSU.get_or_init(|| {
+        let binary = std::env::var("MEGAMIND_TEST_TANSU").unwrap_or_else(|_| "tansu".to_owned());
+        match Command::new(&binary).arg("--version").output() {
+            Ok(output) if output.status.success() => Ok(binary),
+            other => Err(format!(
+                "the Kafka tests need the Tansu broker ({binary:?}: {other:?}); {INSTALL}"
+            )),
+        }
+    });
+    match found {
+        Ok(binary) => binary,
+        Err(problem) => panic!("{problem}"),
+    }
+}
+
+/// The Python with `confluent_kafka`; panics with how to install it when it is missing.
+fn kafka_python() -> &'static str {
+    static PYTHON: OnceLock<Result<String, String>> = OnceLock::new();
+    let found = PYTHON.get_or_init(|| {
+        let python = std::env::var("MEGAMIND_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        match Command::new(&python)
+            .args(["-c", "import confluent_kafka"])
+            .output()
+        {
+            Ok(output) if output.status.success() => Ok(python),
+            other => Err(format!(
+                "the Kafka tests need Python with confluent-kafka ({python:?}: {other:?}); {INSTALL}"
+            )),
+        }
+    });
+    match found {
+        Ok(python) => python,
+        Err(problem) => panic!("{problem}"),
+    }
+}
+
+fn peer_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("kafka")
+        .join("kafka_peer.py")
+}
+
+/// A Tansu broker on a free loopback port with SQLite storage in its own directory.
+struct Broker {
+    address: String,
+    _process: Running,
+    _dir: TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("broker directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("free port")
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let process = spawn(
+            "tansu broker",
+            Command::new(tansu())
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                    "--storage-engine",
+                    "sqlite://tansu.db",
+                ])
+                .current_dir(dir.path()),
+        );
+        let address = format!("127.0.0.1:{port}");
+        eventually("the broker to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(&address)
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        });
+        Broker {
+            address,
+            _process: process,
+            _dir: dir,
+        }
+    }
+
+    fn peer(&self, args: &[&str]) -> String {
+        let mut command = Command::new(kafka_python());
+        command
+            .arg(peer_script())
+            .arg(args[0])
+            .arg(&self.address)
+            .args(&args[1..])
+            .stdin(Stdio::null());
+        let finished = run("kafka_peer.py", &mut command, Duration::from_secs(180));
+        finished.assert_success(&format!("kafka_peer.py {}", args[0]));
+        finished.stdout
+    }
+
+    fn create(&self, topic: &str, partitions: usize) {
+        self.peer(&["create", topic, &partitions.to_string()]);
+    }
+
+    fn consume(&self, topic: &str, count: usize) -> Vec<Value> {
+        self.peer(&["consume", topic, &count.to_string(), "--timeout", "60"])
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("peer output line"))
+            .collect()
+    }
+}
+
+/// Environment for a server consuming `topic` as `group` with workload P1's job.
+fn kafka_env(
+    broker: &Broker,
+    topic: &str,
+    group: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("MEGAMIND__KAFKA__ENABLED", "true"),
+        ("MEGAMIND__KAFKA__BROKERS", broker.address.as_str()),
+        ("MEGAMIND__KAFKA__TOPICS", &format!("[\"{topic}\"]")),
+        ("MEGAMIND__KAFKA__GROUP_ID", group),
+        ("MEGAMIND__KAFKA__COMMIT_INTERVAL", "200ms"),
+        ("MEGAMIND__WINDOWS__LENGTH", "5m"),
+        ("MEGAMIND__WINDOWS__SLIDE", "10s"),
+        ("MEGAMIND__INGEST__ALLOWED_LATENESS", "2s"),
+        (
+            "MEGAMIND__KAFKA__CLIENT",
+            "{ \"session.timeout.ms\" = \"6000\" }",
+        ),
+    ]
+    .iter()
+    .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+    .collect();
+    env.extend(
+        extra
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned())),
+    );
+    env
+}
+
+fn start(dir: TempDir, env: &[(String, String)]) -> Server {
+    let pairs: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    Server::start_in(dir, &pairs)
+}
+
+fn results_path(dir: &Path) -> PathBuf {
+    dir.join("megamind-data").join("megamind-results.db")
+}
+
+fn kafka_status(server: &Server) -> Value {
+    let (code, status) = server.get("/v1/status");
+    assert_eq!(code, 200, "{status}");
+    status["kafka"].clone()
+}
+
+/// Waits until every partition is read to its end and the durable frontier reached `at_least`.
+fn wait_consumed(server: &Server, expected_messages: u64, at_least: u64) -> Value {
+    eventually(
+        "the server to consume every message and make its results durable",
+        Duration::from_secs(120),
+        || {
+            let kafka = kafka_status(server);
+            let consumed: u64 = kafka["partitions"]
+                .as_array()
+                .map(|partitions| {
+                    partitions
+                        .iter()
+                        .map(|partition| {
+                            // Applied by the worker, not just fetched.
+                            partition["processed_offset"].as_u64().unwrap_or(0)
+                        })
+                        .sum()
+                })
+                .unwrap_or(0);
+            let durable = kafka["durable_frontier_ms"].as_u64().unwrap_or(0);
+            if consumed >= expected_messages && durable >= at_least {
+                Ok(kafka)
+            } else {
+                Err(format!("consumed {consumed}/{expected_messages}, durable {durable} < {at_least}: {kafka}"))
+            }
+        },
+    )
+}
+
+fn window_rows(rows: &[ResultRow]) -> std::collections::BTreeMap<WindowKey, WindowValues> {
+    let mut windows = std::collections::BTreeMap::new();
+    for row in rows.iter().filter(|row| row.kind == "window") {
+        let body: Value = serde_json::from_str(&row.body).expect("window body");
+        let key = (
+            body["key"]["session_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            body["key"]["name"].as_str().expect("name").to_owned(),
+            body["end"].as_u64().expect("end"),
+        );
+        let values = WindowValues {
+            count: body["count"].as_u64().expect("count"),
+            mean: body["mean"].as_f64().expect("mean"),
+            max: body["max"].as_f64().expect("max"),
+        };
+        assert!(
+            windows.insert(key.clone(), values).is_none(),
+            "window {key:?} stored twice with different contents"
+        );
+    }
+    windows
+}
+
+#[test]
+fn p1_over_four_partitions_matches_the_reference_with_dead_letters_and_an_idle_partition() {
+    let broker = Broker::start();
+    let work = tempfile::tempdir().expect("work directory");
+    let events = generate_p1(work.path(), 40_000);
+    broker.create("p1-events", 4);
+    broker.create("p1-dead", 1);
+    broker.create("p1-alerts", 1);
+    // Sessions spread over partitions 0..3; partition 3 never gets a message.
+    let produced: Value = serde_json::from_str(
+        broker
+            .peer(&[
+                "produce",
+                "p1-events",
+                events.to_str().expect("path"),
+                "3",
+                "--malformed-every",
+                "5000",
+            ])
+            .trim(),
+    )
+    .expect("produce report");
+    let malformed = produced["malformed"].as_u64().expect("malformed count");
+    assert_eq!(malformed, 8);
+    let reference = p1_reference(&events, &work.path().join("reference.jsonl"));
+    let expected = reference_windows(&work.path().join("reference.jsonl"));
+
+    let env = kafka_env(
+        &broker,
+        "p1-events",
+        "p1-group",
+        &[
+            ("MEGAMIND__KAFKA__DEAD_LETTER_TOPIC", "p1-dead"),
+            ("MEGAMIND__KAFKA__ALERTS_TOPIC", "p1-alerts"),
+            ("MEGAMIND__KAFKA__IDLE_AFTER", "1s"),
+        ],
+    );
+    let dir = tempfile::tempdir().expect("server directory");
+    let server = start(dir, &env);
+    // Everything consumed; once every partition is idle the watermark follows the wall
+    // clock, closing every window of the (2023) stream.
+    let kafka = wait_consumed(&server, 40_000 + malformed, 1_700_000_000_000 + 3_600_000);
+    let partitions = kafka["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 4, "{kafka}");
+    let idle = partitions
+        .iter()
+        .find(|partition| partition["partition"] == 3)
+        .expect("partition 3");
+    assert_eq!(idle["consumed"], 0);
+    assert_eq!(
+        partitions
+            .iter()
+            .map(|p| p["malformed"].as_u64().unwrap_or(0))
+            .sum::<u64>(),
+        malformed,
+        "{kafka}"
+    );
+    assert!(partitions.iter().all(|p| p["lag"] == 0), "{kafka}");
+    let (_, status) = server.get("/v1/status");
+    assert_eq!(status["events_accepted"], 40_000, "{status}");
+    let (_, metrics) = server.get_text("/metrics");
+    assert!(
+        metrics.contains("megamind_kafka_lag_messages{topic=\"p1-events\",partition=\"0\"} 0"),
+        "{metrics}"
+    );
+
+    let path = results_path(server.dir());
+    let rows = ResultsStore::read(&path, None).expect("results");
+    let windows = window_rows(&rows);
+    assert_eq!(windows.len() as u64, reference.windows, "window count");
+    assert_eq!(
+        windows.values().map(|values| values.count).sum::<u64>(),
+        reference.count_sum
+    );
+    for (key, want) in &expected {
+        let got = windows
+            .get(key)
+            .unwrap_or_else(|| panic!("window {key:?} missing"));
+        assert_eq!(got.count, want.count, "{key:?}");
+        assert!(
+            crate::support::close(got.mean, want.mean),
+            "{key:?}: {got:?} vs {want:?}"
+        );
+        assert!(
+            crate::support::close(got.max, want.max),
+            "{key:?}: {got:?} vs {want:?}"
+        );
+    }
+    let breaches = rows.iter().filter(|row| row.kind == "breach").count() as u64;
+    assert_eq!(breaches, reference.breaches, "breaching windows");
+
+    // Dead letters: the original value, the reason in a header.
+    let letters = broker.consume("p1-dead", malformed as usize);
+    assert_eq!(letters.len() as u64, malformed, "{letters:?}");
+    let reasons: BTreeSet<&str> = letters
+        .iter()
+        .map(|letter| {
+            letter["headers"]["megamind.error.reason"]
+                .as_str()
+                .expect("reason header")
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        BTreeSet::from(["malformed_json", "missing_field", "invalid_type"]),
+        "{letters:?}"
+    );
+    for letter in &letters {
+        assert_eq!(letter["headers"]["megamind.source.topic"], "p1-events");
+        assert!(letter["headers"]["megamind.error.message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // Breaches (and alert transitions) on the alerts topic, keyed by identity and time.
+    if reference.breaches > 0 {
+        let alerts = broker.consume("p1-alerts", reference.breaches as usize);
+        assert!(alerts.iter().any(|record| record["value"]
+            .as_str()
+            .is_some_and(|value| value.contains("\"kind\":\"breach\""))));
+    }
+    server.stop();
+}
+
+/// The stored results that must be identical with and without crashes: windows, breaches
+/// and alert transitions before `frontier`.
+fn exact_rows(dir: &Path, frontier: u64) -> Vec<ResultRow> {
+    let mut rows: Vec<ResultRow> = ResultsStore::read(&results_path(dir), None)
+        .expect("results")
+        .into_iter()
+        .filter(|row| {
+            matches!(row.kind.as_str(), "window" | "breach" | "alert") && row.time < frontier
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn assert_same_rows(what: &str, left: &[ResultRow], right: &[ResultRow]) {
+    if left == right {
+        return;
+    }
+    let left_set: BTreeSet<&ResultRow> = left.iter().collect();
+    let right_set: BTreeSet<&ResultRow> = right.iter().collect();
+    let missing: Vec<_> = left_set.difference(&right_set).take(3).collect();
+    let extra: Vec<_> = right_set.difference(&left_set).take(3).collect();
+    panic!(
+        "{what}: {} rows without crash, {} with; first missing: {missing:#?}\nfirst extra: {extra:#?}",
+        left.len(),
+        right.len()
+    );
+}
+
+#[test]
+fn kill_9_at_several_points_gives_exactly_the_results_of_a_run_without_crash() {
+    const EVENTS: usize = 60_000;
+    let broker = Broker::start();
+    let work = tempfile::tempdir().expect("work directory");
+    let events = generate_p1(work.path(), EVENTS);
+    let events_path = events.to_str().expect("path").to_owned();
+    broker.create("crash-events", 4);
+    // Partitions stay active for the whole test (they never go idle), so the final frontier
+    // is the smallest partition's newest time minus the lateness, in both runs.
+    let extra = [("MEGAMIND__KAFKA__IDLE_AFTER", "1h")];
+    let chunks = [0usize, 15_000, 30_000, 45_000, EVENTS];
+    let produce = |from: usize, to: usize| {
+        broker.peer(&[
+            "produce",
+            "crash-events",
+            &events_path,
+            "4",
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+        ]);
+    };
+    produce(chunks[0], chunks[1]);
+
+    // The run without a crash reads the stream in the same chunks.
+    let baseline_env = kafka_env(&broker, "crash-events", "baseline", &extra);
+    let baseline = start(tempfile::tempdir().expect("dir"), &baseline_env);
+    for window in chunks.windows(2).skip(1) {
+        produce(window[0], window[1]);
+    }
+    let final_frontier = final_frontier(&events, 4, 2_000);
+    wait_consumed(&baseline, EVENTS as u64, final_frontier);
+    let baseline_dir = baseline.kill();
+    let expected = exact_rows(baseline_dir.path(), final_frontier);
+    assert!(
+        expected.iter().filter(|row| row.kind == "window").count() > 10_000,
+        "the stream should close many windows: {}",
+        expected.len()
+    );
+    assert!(expected.iter().any(|row| row.kind == "breach"));
+
+    // The crashing run: a new group and store over the same topic.
+    let env = kafka_env(&broker, "crash-events", "crashing", &extra);
+    let mut dir = tempfile::tempdir().expect("dir");
+    // Kill 1: mid-way through the first half of the topic (timing-dependent position).
+    let server = start(dir, &env);
+    eventually("some progress", Duration::from_secs(60), || {
+        let durable = kafka_status(&server)["durable_frontier_ms"]
+            .as_u64()
+            .unwrap_or(0);
+        if durable > 1_700_000_020_000 {
+            Ok(())
+        } else {
+            Err(format!("durable {durable}"))
+        }
+    });
+    dir = server.kill();
+    // Kill 2: immediately after a restart, before it could commit anything new.
+    let server = start(dir, &env);
+    dir = server.kill();
+    // Kill 3: after everything was read, before or after the last commit.
+    let server = start(dir, &env);
+    wait_consumed(&server, 0, final_frontier.saturating_sub(30_000));
+    dir = server.kill();
+    // Kill 4: after the final frontier was durable (a restart must add nothing).
+    let server = start(dir, &env);
+    wait_consumed(&server, 0, final_frontier);
+    let kafka = kafka_status(&server);
+    assert!(
+        kafka["suppress_before_ms"].as_u64().unwrap_or(0) > 1_700_000_000_000,
+        "{kafka}"
+    );
+    dir = server.kill();
+    let server = start(dir, &env);
+    wait_consumed(&server, 0, final_frontier);
+    dir = server.kill();
+    let got = exact_rows(dir.path(), final_frontier);
+    assert_same_rows("windows, breaches and alert transitions", &expected, &got);
+}
+
+/// The engine's final frontier over `events` split into `partitions` by session: the
+/// smallest partition's newest event time minus the lateness.
+fn final_frontier(events: &Path, partitions: u64, lateness: u64) -> u64 {
+    let text = std::fs::read_to_string(events).expect("events");
+    let mut newest = vec![0u64; usize::try_from(partitions).expect("partitions")];
+    for line in text.lines() {
+        let event: Value = serde_json::from_str(line).expect("event");
+        let session: u64 = event["session_id"].as_str().expect("session")[1..]
+            .parse()
+            .expect("session number");
+        let slot = &mut newest[usize::try_from(session % partitions).expect("slot")];
+        *slot = (*slot).max(event["ts"].as_u64().expect("ts"));
+    }
+    newest.into_iter().min().expect("partitions") - lateness
+}
