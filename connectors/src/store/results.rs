@@ -343,54 +343,6 @@ fn write_loop(
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(key: &str, time: u64) -> ResultRow {
-        ResultRow {
-            kind: "window".into(),
-            key: key.into(),
-            time,
-            body: format!("{{\"end\":{time}}}"),
-        }
-    }
-
-    #[test]
-    fn rows_are_idempotent_and_the_frontier_is_the_slowest_worker() {
-        let directory = tempfile::tempdir().expect("tempdir");
-        let path = directory.path().join("results.db");
-        let store = ResultsStore::open(&path, 2).expect("open");
-        let handle = store.handle().expect("handle");
-        handle.rows(vec![row("a", 10), row("b", 10)]);
-        handle.rows(vec![row("a", 10)]);
-        handle.frontier(0, 20);
-        handle.frontier(1, 15);
-        drop(handle);
-        store.close();
-        assert_eq!(
-            ResultsStore::read(&path, Some("window")).expect("read"),
-            vec![row("a", 10), row("b", 10)]
-        );
-        assert_eq!(ResultsStore::read_frontier(&path).expect("frontier"), 15);
-        let reopened = ResultsStore::open(&path, 2).expect("reopen");
-        assert_eq!(reopened.start_frontier(), 15);
-        reopened.close();
-    }
-
-    #[test]
-    fn the_frontier_waits_for_every_worker() {
-        let directory = tempfile::tempdir().expect("tempdir");
-        let path = directory.path().join("results.db");
-        let store = ResultsStore::open(&path, 2).expect("open");
-        let handle = store.handle().expect("handle");
-        handle.frontier(0, 50);
-        drop(handle);
-        store.close();
-        assert_eq!(ResultsStore::read_frontier(&path).expect("frontier"), 0);
-    }
-}
-
 /// Where the Kafka source records the event-time state of each committed rewind position
 /// (the newest event time before it), in the results database: brokers that do not keep
 /// commit metadata (Tansu) then still restart exactly.
@@ -502,5 +454,53 @@ impl CheckpointJournal {
             .optional()
             .map_err(sqlite(&self.path))?;
         Ok(found.map(|max| max.and_then(|max| u64::try_from(max).ok())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, time: u64) -> ResultRow {
+        ResultRow {
+            kind: "window".into(),
+            key: key.into(),
+            time,
+            body: format!("{{\"end\":{time}}}"),
+        }
+    }
+
+    #[test]
+    fn rows_are_idempotent_and_the_frontier_is_the_slowest_worker() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("results.db");
+        let store = ResultsStore::open(&path, 2).expect("open");
+        let handle = store.handle().expect("handle");
+        handle.rows(vec![row("a", 10), row("b", 10)]);
+        handle.rows(vec![row("a", 10)]);
+        handle.frontier(0, 20);
+        handle.frontier(1, 15);
+        drop(handle);
+        store.close();
+        assert_eq!(
+            ResultsStore::read(&path, Some("window")).expect("read"),
+            vec![row("a", 10), row("b", 10)]
+        );
+        assert_eq!(ResultsStore::read_frontier(&path).expect("frontier"), 15);
+        let reopened = ResultsStore::open(&path, 2).expect("reopen");
+        assert_eq!(reopened.start_frontier(), 15);
+        reopened.close();
+    }
+
+    #[test]
+    fn the_frontier_waits_for_every_worker() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("results.db");
+        let store = ResultsStore::open(&path, 2).expect("open");
+        let handle = store.handle().expect("handle");
+        handle.frontier(0, 50);
+        drop(handle);
+        store.close();
+        assert_eq!(ResultsStore::read_frontier(&path).expect("frontier"), 0);
     }
 }
