@@ -404,7 +404,9 @@ fn assert_same_rows(what: &str, left: &[ResultRow], right: &[ResultRow]) {
 
 #[test]
 fn kill_9_at_several_points_gives_exactly_the_results_of_a_run_without_crash() {
-    const EVENTS: usize = 60_000;
+    // About 180 s of event time with 1 minute windows: the rewind horizon (window plus two
+    // slides, 80 s) is shorter than the stream, so restarts resume mid-partition.
+    const EVENTS: usize = 120_000;
     let broker = Broker::start();
     let work = tempfile::tempdir().expect("work directory");
     let events = generate_p1(work.path(), EVENTS);
@@ -412,8 +414,12 @@ fn kill_9_at_several_points_gives_exactly_the_results_of_a_run_without_crash() {
     broker.create("crash-events", 4);
     // Partitions stay active for the whole test (they never go idle), so the final frontier
     // is the smallest partition's newest time minus the lateness, in both runs.
-    let extra = [("MEGAMIND__KAFKA__IDLE_AFTER", "1h")];
-    let chunks = [0usize, 15_000, 30_000, 45_000, EVENTS];
+    let extra = [
+        ("MEGAMIND__KAFKA__IDLE_AFTER", "1h"),
+        ("MEGAMIND__WINDOWS__LENGTH", "1m"),
+        ("MEGAMIND__WINDOWS__SLIDE", "10s"),
+    ];
+    let chunks = [0usize, 30_000, 60_000, 90_000, EVENTS];
     let produce = |from: usize, to: usize| {
         broker.peer(&[
             "produce",
@@ -454,7 +460,7 @@ fn kill_9_at_several_points_gives_exactly_the_results_of_a_run_without_crash() {
         let durable = kafka_status(&server)["durable_frontier_ms"]
             .as_u64()
             .unwrap_or(0);
-        if durable > 1_700_000_020_000 {
+        if durable > 1_700_000_060_000 {
             Ok(())
         } else {
             Err(format!("durable {durable}"))
@@ -468,9 +474,27 @@ fn kill_9_at_several_points_gives_exactly_the_results_of_a_run_without_crash() {
     let server = start(dir, &env);
     wait_consumed(&server, 0, final_frontier.saturating_sub(30_000));
     dir = server.kill();
-    // Kill 4: after the final frontier was durable (a restart must add nothing).
+    // Kill 4: after the final frontier was durable and rewind positions past the start of
+    // every partition were committed (the next restart must add nothing).
     let server = start(dir, &env);
     wait_consumed(&server, 0, final_frontier);
+    eventually(
+        "mid-stream rewind positions to be committed",
+        Duration::from_secs(60),
+        || {
+            let kafka = kafka_status(&server);
+            let committed = kafka["partitions"].as_array().is_some_and(|partitions| {
+                partitions
+                    .iter()
+                    .all(|partition| partition["committed_offset"].as_i64().unwrap_or(0) > 0)
+            });
+            if committed {
+                Ok(())
+            } else {
+                Err(kafka.to_string())
+            }
+        },
+    );
     let kafka = kafka_status(&server);
     assert!(
         kafka["suppress_before_ms"].as_u64().unwrap_or(0) > 1_700_000_000_000,
@@ -478,7 +502,62 @@ fn kill_9_at_several_points_gives_exactly_the_results_of_a_run_without_crash() {
     );
     dir = server.kill();
     let server = start(dir, &env);
-    wait_consumed(&server, 0, final_frontier);
+    eventually(
+        "the partition plan in the log",
+        Duration::from_secs(10),
+        || {
+            let log = server.log();
+            if log.matches("kafka partition start").count() >= 4 {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    );
+    let plan: String = server
+        .log()
+        .lines()
+        .filter(|line| line.contains("kafka partition start"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    // The restart resumes every partition mid-stream (at its committed rewind position)...
+    let kafka = kafka_status(&server);
+    let partitions = kafka["partitions"].as_array().expect("partitions");
+    assert!(
+        partitions.iter().all(|partition| {
+            let start = partition["processed_offset"].as_i64().unwrap_or(0);
+            start > 0 && partition["consumed"] == 0
+                || partition["consumed"].as_u64().unwrap_or(0) > 0
+        }),
+        "{kafka}"
+    );
+    // ...re-reads to the end, and recognises what it recomputed before the durable
+    // frontier as already delivered.
+    let kafka = eventually(
+        "the restart to re-read its rewind horizon",
+        Duration::from_secs(120),
+        || {
+            let kafka = kafka_status(&server);
+            let caught_up = kafka["partitions"].as_array().is_some_and(|partitions| {
+                partitions
+                    .iter()
+                    .all(|partition| partition["high_watermark"].is_i64() && partition["lag"] == 0)
+            });
+            if caught_up && kafka["suppressed"].as_u64().unwrap_or(0) > 0 {
+                Ok(kafka)
+            } else {
+                Err(kafka.to_string())
+            }
+        },
+    );
+    assert!(
+        kafka["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .all(|partition| partition["consumed"].as_u64().unwrap_or(0) < 30_000),
+        "a restart re-reads only its rewind horizon, not the whole partition: {kafka}"
+    );
     dir = server.kill();
     let got = exact_rows(dir.path(), final_frontier);
     assert_same_rows("windows, breaches and alert transitions", &expected, &got);

@@ -22,9 +22,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use megamind_dataflows::time::{duration_ms, Clock};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
@@ -37,8 +40,6 @@ use crate::store::results::CheckpointJournal;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often idleness is checked and lag refreshed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
-/// How often high watermarks (for lag) are fetched.
-const LAG_INTERVAL: Duration = Duration::from_secs(2);
 /// Checkpoints kept per partition (thinned when full; rewinds only get coarser).
 const CHECKPOINTS_PER_PARTITION: usize = 4096;
 
@@ -412,6 +413,14 @@ pub fn plan(
                 }
             }
         };
+        tracing::info!(
+            topic = %topic,
+            partition,
+            offset = start.offset,
+            max_before = ?start.max_before,
+            committed = ?element.as_ref().map(|element| element.offset()),
+            "kafka partition start"
+        );
         if let Some(slot) = by_worker.get_mut(worker - first_worker) {
             slot.push(Arc::new(PartitionShared::new(
                 topic.clone(),
@@ -434,6 +443,31 @@ pub fn plan(
         committed_frontier: committed_frontier.unwrap_or(0),
     })
 }
+
+/// Reads each partition's high watermark from librdkafka's statistics (served during
+/// `poll`): no extra broker request, so nothing queues behind a long fetch.
+struct StatsContext {
+    partitions: HashMap<(String, i32), Arc<PartitionShared>>,
+}
+
+impl ClientContext for StatsContext {
+    fn stats(&self, statistics: Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (id, partition) in &topic.partitions {
+                if partition.hi_offset < 0 {
+                    continue;
+                }
+                if let Some(shared) = self.partitions.get(&(name.clone(), *id)) {
+                    shared
+                        .high_watermark
+                        .store(partition.hi_offset, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for StatsContext {}
 
 /// The running consumer threads.
 #[derive(Debug)]
@@ -496,7 +530,23 @@ impl KafkaSource {
             if partitions.is_empty() {
                 continue;
             }
-            let consumer = consumer(&context.config)?;
+            let consumer: BaseConsumer<StatsContext> = client_config(&context.config)
+                .set("statistics.interval.ms", "1000")
+                .create_with_context(StatsContext {
+                    partitions: partitions
+                        .iter()
+                        .map(|partition| {
+                            (
+                                (partition.topic.clone(), partition.partition),
+                                Arc::clone(partition),
+                            )
+                        })
+                        .collect(),
+                })
+                .map_err(|source| KafkaError::Client {
+                    what: "create a consumer",
+                    source,
+                })?;
             let mut assignment = TopicPartitionList::new();
             for partition in partitions {
                 let offset = partition.progress().next_offset();
@@ -570,7 +620,7 @@ impl Drop for KafkaSource {
 }
 
 struct ConsumerLoop {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<StatsContext>,
     local: usize,
     partitions: Vec<Arc<PartitionShared>>,
     index: HashMap<(String, i32), usize>,
@@ -586,7 +636,6 @@ impl ConsumerLoop {
     fn run(&mut self) {
         let clock = Arc::clone(&self.context.clock);
         let mut next_housekeeping = clock.now_ms();
-        let mut next_lag = next_housekeeping;
         let mut next_commit = next_housekeeping + duration_ms(self.context.config.commit_interval);
         let max_batch = self.context.config.max_batch_messages.max(1);
         let mut batches: Vec<Option<PartitionBatch>> =
@@ -653,10 +702,6 @@ impl ConsumerLoop {
             let now = clock.now_ms();
             if now >= next_housekeeping {
                 next_housekeeping = now + duration_ms(HOUSEKEEPING_INTERVAL);
-                if now >= next_lag {
-                    next_lag = now + duration_ms(LAG_INTERVAL);
-                    self.refresh_lag();
-                }
                 self.mark_idle(now);
             }
             if now >= next_commit {
@@ -691,18 +736,6 @@ impl ConsumerLoop {
             self.last_message_ms[slot] = now;
         }
         delivered
-    }
-
-    fn refresh_lag(&self) {
-        for partition in &self.partitions {
-            if let Ok((_, high)) = self.consumer.fetch_watermarks(
-                &partition.topic,
-                partition.partition,
-                Duration::from_secs(1),
-            ) {
-                partition.high_watermark.store(high, Ordering::Relaxed);
-            }
-        }
     }
 
     fn mark_idle(&self, now: u64) {
