@@ -44,6 +44,10 @@ pub struct BenchOptions {
     pub clients: usize,
     /// Events per call (`mcp`).
     pub batch: usize,
+    /// Partitions of the topic (`kafka`).
+    pub partitions: usize,
+    /// Brokers (`kafka`; default: librdkafka's in-process mock cluster).
+    pub brokers: Option<String>,
 }
 
 /// What the harness measures.
@@ -57,6 +61,8 @@ pub enum BenchMode {
     Mcp,
     /// WebSocket clients subscribed to session topics: delivery latency, connections held.
     Websocket,
+    /// A JSON-lines file written to a topic, then consumed through the Kafka source.
+    Kafka,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -131,6 +137,9 @@ pub struct BenchReport {
     pub mcp_calls: Option<McpCallsReport>,
     /// WebSocket delivery (websocket mode).
     pub websocket: Option<crate::bench_ws::WebSocketReport>,
+    /// Kafka produce and consume (kafka mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::bench_kafka::KafkaBenchReport>,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Logical CPUs of the machine.
@@ -186,6 +195,7 @@ pub fn run(
                 window_close_to_sink: None,
                 mcp_calls: None,
                 websocket: None,
+                kafka: None,
                 peak_rss_bytes: summary.peak_rss_bytes,
                 cpus: cpus(),
             })
@@ -193,6 +203,7 @@ pub fn run(
         BenchMode::Pipeline => pipeline(engine_config, options),
         BenchMode::Mcp => crate::bench_mcp::run(config, engine_config, options),
         BenchMode::Websocket => crate::bench_ws::run(engine_config.workers, options),
+        BenchMode::Kafka => crate::bench_kafka::run(config, engine_config, options),
     }
 }
 
@@ -371,6 +382,7 @@ fn pipeline(
         window_close_to_sink: Some(LatencyReport::from(&histogram)),
         mcp_calls: None,
         websocket: None,
+        kafka: None,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })

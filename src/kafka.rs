@@ -71,6 +71,8 @@ pub struct KafkaStatus {
     pub batches: u64,
     /// Backpressure pauses.
     pub pauses: u64,
+    /// Partitions whose next message was not at the next offset.
+    pub offset_gaps: u64,
     /// Commits, and failed commits.
     pub commits: u64,
     /// Failed commits.
@@ -245,6 +247,11 @@ impl KafkaRuntime {
         }
     }
 
+    /// Times a worker waited for the results store writer (backpressure from SQLite).
+    pub fn results_store_waits(&self) -> u64 {
+        self.results.as_ref().map_or(0, ResultsStore::waits)
+    }
+
     /// Status for `/v1/status` and `/metrics`.
     pub fn status(&self) -> KafkaStatus {
         let partitions: Vec<PartitionStatus> = self
@@ -267,6 +274,7 @@ impl KafkaRuntime {
             }),
             batches: read(source.map(|s| &s.batches)),
             pauses: read(source.map(|s| &s.pauses)),
+            offset_gaps: read(source.map(|s| &s.offset_gaps)),
             commits: read(source.map(|s| &s.commits)),
             commit_failures: read(source.map(|s| &s.commit_failures)),
             output_delivered: read(output.map(|o| &o.delivered)),

@@ -194,6 +194,12 @@ struct BenchArgs {
     /// Events per call (mcp mode).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Topic partitions (`kafka` mode).
+    #[arg(long, default_value_t = 4)]
+    partitions: usize,
+    /// Brokers (`kafka` mode); default: librdkafka's in-process mock cluster.
+    #[arg(long)]
+    brokers: Option<String>,
     /// Window length override (humantime).
     #[arg(long, value_parser = humantime::parse_duration)]
     window: Option<Duration>,
@@ -305,6 +311,8 @@ fn main() -> anyhow::Result<()> {
                     file: args.file,
                     clients: args.clients,
                     batch: args.batch,
+                    partitions: args.partitions,
+                    brokers: args.brokers,
                 },
             )
             .context("bench failed")?;

@@ -251,6 +251,9 @@ pub struct SourceMetrics {
     pub commit_failures: AtomicU64,
     /// Errors reported by poll.
     pub poll_errors: AtomicU64,
+    /// Times a partition's next message was not at the next offset (compacted topics,
+    /// transaction markers).
+    pub offset_gaps: AtomicU64,
 }
 
 /// The partitions of this process, planned before the engine starts.
@@ -665,6 +668,18 @@ impl ConsumerLoop {
                         let Some(partition) = self.partitions.get(slot) else {
                             continue;
                         };
+                        let expected = batches[slot].as_ref().map_or_else(
+                            || partition.fetched.load(Ordering::Relaxed),
+                            |batch| batch.next_offset,
+                        );
+                        if message.offset() < expected {
+                            // Already taken (a re-fetch after a seek): skip the duplicate.
+                            continue;
+                        }
+                        if message.offset() > expected {
+                            // Compaction and transaction markers leave gaps; count them.
+                            self.metrics.offset_gaps.fetch_add(1, Ordering::Relaxed);
+                        }
                         let batch = batches[slot]
                             .get_or_insert_with(|| PartitionBatch::new(Arc::clone(partition)));
                         let timestamp = message
@@ -727,7 +742,22 @@ impl ConsumerLoop {
         }
         let delivered = self.context.target.deliver_blocking(self.local, batch);
         if paused {
+            // Pausing drops what the client had fetched ahead; resuming alone would continue
+            // after it. Seek every partition back to the next offset this thread has not
+            // taken, so nothing is skipped.
+            let mut positions = TopicPartitionList::new();
+            for partition in &self.partitions {
+                let next = partition.fetched.load(Ordering::Relaxed);
+                let _ = positions.add_partition_offset(
+                    &partition.topic,
+                    partition.partition,
+                    Offset::Offset(next),
+                );
+            }
             let _ = self.consumer.resume(&self.assignment);
+            if let Err(error) = self.consumer.seek_partitions(positions, REQUEST_TIMEOUT) {
+                tracing::warn!(%error, "kafka: cannot seek after a pause");
+            }
         }
         let now = self.context.clock.now_ms();
         for (slot, partition) in self.partitions.iter().enumerate() {
