@@ -9,6 +9,7 @@ pub mod evaluate_breaches;
 pub mod manage_alerts;
 pub mod quantiles;
 pub mod route_events;
+pub mod track_models;
 pub mod track_sessions;
 
 pub use compute_windows::{ComputeWindows, WindowConfig, WindowConfigError};

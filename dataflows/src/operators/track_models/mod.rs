@@ -1,0 +1,3 @@
+//! `track_models`: predictions ⋈ outcomes and per-model performance.
+
+pub mod stats;
