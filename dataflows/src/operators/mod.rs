@@ -16,4 +16,5 @@ pub use compute_windows::{ComputeWindows, WindowConfig, WindowConfigError};
 pub use evaluate_breaches::{EvaluateBreaches, RuleSet};
 pub use manage_alerts::{AlertConfig, ManageAlerts};
 pub use route_events::{RouteEvents, RoutedEvents};
+pub use track_models::{TrackModels, TrackModelsConfig};
 pub use track_sessions::{SessionConfig, TrackSessions};
