@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `metrics/{name}` | closed windows (and idle marks) of series without a session |
 //! | `sessions/{id}` | the session's state, history points and per-session windows |
-//! | `models/{id}` | prediction latency and confidence windows of the model |
+//! | `models/{id}` | the model's latency/confidence windows, tracked metrics (`model_metrics`: accuracy, PRF, calibration, drift) and retraining triggers |
 //! | `alerts` | alert lifecycle records and refused alert commands |
 //! | `breaches` | breaching windows |
 //! | `health` | engine status, once a second |
@@ -48,7 +48,9 @@ pub fn topic_of(update: &Update) -> Option<String> {
         Update::SessionSample(sample) => Some(format!("sessions/{}", sample.session_id)),
         Update::Breach(_) => Some("breaches".to_owned()),
         Update::AlertRecord(_) | Update::CommandRejected(_) => Some("alerts".to_owned()),
-        Update::Alert(_) | Update::Rejected { .. } => None,
+        Update::ModelMetrics(snapshot) => Some(format!("models/{}", snapshot.model_id)),
+        Update::RetrainingTrigger(trigger) => Some(format!("models/{}", trigger.model_id)),
+        Update::Alert(_) | Update::Rejected { .. } | Update::UnattributedOrphans { .. } => None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use megamind_dataflows::model::decode::DecodeLimits;
-use megamind_dataflows::model::BreachRule;
+use megamind_dataflows::model::{BreachRule, ModelRegistration};
 use megamind_dataflows::operators::{RuleSet, SessionConfig, WindowConfig};
 use megamind_dataflows::pipelines::AnalyticsConfig;
 use serde::de::DeserializeOwned;
@@ -41,6 +41,8 @@ pub struct Config {
     pub views: ViewsConfig,
     /// Synthetic traffic.
     pub demo: DemoConfig,
+    /// ML performance tracking and drift detection.
+    pub ml: MlConfig,
     /// Threshold rules.
     pub rules: Vec<BreachRule>,
 }
@@ -279,6 +281,33 @@ pub struct ViewsConfig {
     pub recent_breaches: usize,
 }
 
+/// ML performance tracking and drift detection (`[ml]`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlConfig {
+    /// Outcomes match predictions less than this far apart in event time; unmatched
+    /// predictions and orphan outcomes expire after it.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// Matched pairs in the reference window (the first of each version).
+    pub reference_size: usize,
+    /// Matched pairs in the current window (the latest).
+    pub window_size: usize,
+    /// Bins of the confidence histogram, reliability diagram and PSI.
+    pub bins: usize,
+    /// PSI at or above this is drift.
+    pub psi_threshold: f64,
+    /// KS and chi-squared p-values below this are drift.
+    pub p_value_threshold: f64,
+    /// A relative accuracy drop at or above this is drift.
+    pub accuracy_drop: f64,
+    /// ADWIN's delta on the 0/1 error stream.
+    pub adwin_delta: f64,
+    /// Registered models (`[[ml.models]]`): metadata and thresholds.
+    #[serde(default)]
+    pub models: Vec<ModelRegistration>,
+}
+
 /// Synthetic traffic.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -316,7 +345,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "server",
     "mcp",
     "websocket",
@@ -327,6 +356,7 @@ const SECTIONS: [&str; 11] = [
     "alerts",
     "views",
     "demo",
+    "ml",
     "rules",
 ];
 
@@ -423,6 +453,7 @@ impl Config {
         let alerts = section::<AlertsConfig>("alerts", take("alerts"), problems);
         let views = section::<ViewsConfig>("views", take("views"), problems);
         let demo = section::<DemoConfig>("demo", take("demo"), problems);
+        let ml = section::<MlConfig>("ml", take("ml"), problems);
         let rules = match take("rules") {
             toml::Value::Array(items) => {
                 let mut rules = Vec::new();
@@ -452,6 +483,7 @@ impl Config {
             alerts: alerts?,
             views: views?,
             demo: demo?,
+            ml: ml?,
             rules: rules?,
         })
     }
@@ -583,6 +615,38 @@ impl Config {
             "demo.events_per_second must be a positive number",
         );
         check(self.demo.sessions >= 1, "demo.sessions must be at least 1");
+        check(
+            self.ml.horizon >= Duration::from_secs(1),
+            "ml.horizon must be at least 1s",
+        );
+        check(
+            (1..=10_000).contains(&self.ml.reference_size),
+            "ml.reference_size must be between 1 and 10000 (the exact KS test bounds it)",
+        );
+        check(
+            (1..=10_000).contains(&self.ml.window_size),
+            "ml.window_size must be between 1 and 10000 (the exact KS test bounds it)",
+        );
+        check(
+            (2..=100).contains(&self.ml.bins),
+            "ml.bins must be between 2 and 100",
+        );
+        check(
+            self.ml.psi_threshold.is_finite() && self.ml.psi_threshold > 0.0,
+            "ml.psi_threshold must be a positive number",
+        );
+        check(
+            self.ml.p_value_threshold > 0.0 && self.ml.p_value_threshold < 1.0,
+            "ml.p_value_threshold must be between 0 and 1 (exclusive)",
+        );
+        check(
+            self.ml.accuracy_drop > 0.0 && self.ml.accuracy_drop <= 1.0,
+            "ml.accuracy_drop must be in (0, 1]",
+        );
+        check(
+            self.ml.adwin_delta > 0.0 && self.ml.adwin_delta < 1.0,
+            "ml.adwin_delta must be between 0 and 1 (exclusive)",
+        );
         let mut seen = BTreeMap::new();
         for rule in &self.rules {
             if let Err(error) = rule.validate() {
@@ -614,6 +678,17 @@ impl Config {
             rules: RuleSet::new(self.rules.clone()),
             alerts: megamind_dataflows::operators::AlertConfig {
                 resolved_retention: self.alerts.resolved_retention,
+            },
+            models: megamind_dataflows::operators::TrackModelsConfig {
+                horizon: self.ml.horizon,
+                reference_size: self.ml.reference_size,
+                window_size: self.ml.window_size,
+                bins: self.ml.bins,
+                psi_threshold: self.ml.psi_threshold,
+                p_value_threshold: self.ml.p_value_threshold,
+                accuracy_drop: self.ml.accuracy_drop,
+                adwin_delta: self.ml.adwin_delta,
+                models: self.ml.models.clone(),
             },
         }
     }

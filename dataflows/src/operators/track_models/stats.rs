@@ -26,6 +26,17 @@ pub fn wilson(successes: u64, trials: u64, z: f64) -> Option<(f64, f64)> {
     Some(((centre - half).max(0.0), (centre + half).min(1.0)))
 }
 
+/// Newcombe's hybrid score interval (method 10) for the difference `p1 − p2` of two
+/// independent proportions, from their Wilson intervals.
+pub fn newcombe(p1: f64, wilson1: (f64, f64), p2: f64, wilson2: (f64, f64)) -> (f64, f64) {
+    let (l1, u1) = wilson1;
+    let (l2, u2) = wilson2;
+    let difference = p1 - p2;
+    let lower = difference - ((p1 - l1).powi(2) + (u2 - p2).powi(2)).sqrt();
+    let upper = difference + ((u1 - p1).powi(2) + (p2 - l2).powi(2)).sqrt();
+    (lower.max(-1.0), upper.min(1.0))
+}
+
 /// Precision, recall, F1 and support of one class.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct ClassScores {
