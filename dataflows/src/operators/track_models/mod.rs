@@ -61,6 +61,9 @@ pub struct TrackModelsConfig {
     pub accuracy_drop: f64,
     /// ADWIN's confidence parameter on the 0/1 error stream.
     pub adwin_delta: f64,
+    /// Drift tests and thresholds are evaluated after every this many ordered matched
+    /// pairs of a version (deterministic points; the exact KS test costs O(n·m)).
+    pub evaluate_every: u64,
     /// Registered models: metadata and thresholds.
     pub models: Vec<ModelRegistration>,
 }
@@ -76,6 +79,7 @@ impl Default for TrackModelsConfig {
             p_value_threshold: 0.01,
             accuracy_drop: 0.15,
             adwin_delta: 0.002,
+            evaluate_every: 100,
             models: Vec::new(),
         }
     }
@@ -142,6 +146,59 @@ fn state_of<'a>(
     models
         .entry(key.clone())
         .or_insert_with(|| ModelState::new(key.clone(), config))
+}
+
+/// Runs the drift tests and threshold checks of one model at `at`, pushing triggers and
+/// alert transitions.
+fn evaluate(
+    model: &mut ModelState,
+    key: &ModelKey,
+    at: u64,
+    config: &TrackModelsConfig,
+    updates: &mut Vec<Update>,
+) {
+    let was_drifted = model.drifted();
+    if let Some(trigger) = model.evaluate_drift(at, config) {
+        updates.push(Update::RetrainingTrigger(Box::new(trigger)));
+    }
+    if model.drifted() != was_drifted {
+        let state = if model.drifted() {
+            AlertState::Firing
+        } else {
+            AlertState::Resolved
+        };
+        updates.push(Update::Alert(transition(
+            DRIFT_RULE,
+            key,
+            state,
+            at,
+            None,
+            config.accuracy_drop,
+            Severity::High,
+        )));
+    }
+    let breaches = model.threshold_breaches();
+    if model.set_breached(!breaches.is_empty()) {
+        let (value, threshold) = breaches
+            .first()
+            .map_or((None, 0.0), |(_, value, threshold)| {
+                (Some(*value), *threshold)
+            });
+        let state = if breaches.is_empty() {
+            AlertState::Resolved
+        } else {
+            AlertState::Firing
+        };
+        updates.push(Update::Alert(transition(
+            THRESHOLD_RULE,
+            key,
+            state,
+            at,
+            value,
+            threshold,
+            Severity::Medium,
+        )));
+    }
 }
 
 /// Prediction ⋈ outcome join and per-model tracking.
@@ -322,59 +379,19 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                             if let Some(trigger) = model.ordered(&pair, &config) {
                                 updates.push(Update::RetrainingTrigger(Box::new(trigger)));
                             }
-                            let at = touched.entry(pair.key.clone()).or_insert(0);
-                            *at = (*at).max(pair.ts);
+                            if model.evaluation_due(&config) {
+                                evaluate(model, &pair.key, pair.ts, &config, &mut updates);
+                            }
+                            touched.insert(pair.key.clone(), pair.ts);
                         }
                     }
-                    for (key, at) in touched {
-                        let Some(model) = models.get_mut(&key) else {
-                            continue;
-                        };
-                        let was_drifted = model.drifted();
-                        if let Some(trigger) = model.evaluate_drift(at, &config) {
-                            updates.push(Update::RetrainingTrigger(Box::new(trigger)));
+                    for key in touched.keys() {
+                        if let Some(model) = models.get(key) {
+                            let mut snapshot = model.snapshot();
+                            snapshot.orphans_expired =
+                                orphans.get(&key.model_id).copied().unwrap_or(0);
+                            updates.push(Update::ModelMetrics(Box::new(snapshot)));
                         }
-                        if model.drifted() != was_drifted {
-                            let state = if model.drifted() {
-                                AlertState::Firing
-                            } else {
-                                AlertState::Resolved
-                            };
-                            updates.push(Update::Alert(transition(
-                                DRIFT_RULE,
-                                &key,
-                                state,
-                                at,
-                                None,
-                                config.accuracy_drop,
-                                Severity::High,
-                            )));
-                        }
-                        let breaches = model.threshold_breaches();
-                        if model.set_breached(!breaches.is_empty()) {
-                            let (value, threshold) = breaches
-                                .first()
-                                .map_or((None, 0.0), |(_, value, threshold)| {
-                                    (Some(*value), *threshold)
-                                });
-                            let state = if breaches.is_empty() {
-                                AlertState::Resolved
-                            } else {
-                                AlertState::Firing
-                            };
-                            updates.push(Update::Alert(transition(
-                                THRESHOLD_RULE,
-                                &key,
-                                state,
-                                at,
-                                value,
-                                threshold,
-                                Severity::Medium,
-                            )));
-                        }
-                        let mut snapshot = model.snapshot();
-                        snapshot.orphans_expired = orphans.get(&key.model_id).copied().unwrap_or(0);
-                        updates.push(Update::ModelMetrics(Box::new(snapshot)));
                     }
                     if !updates.is_empty() {
                         output.session(cap).give_iterator(updates.drain(..));

@@ -94,8 +94,9 @@ pub struct ModelState {
     duplicates: u64,
     cumulative: Confusion,
     latency: Option<Histogram<u64>>,
-    latency_sum: f64,
-    confidence_sum: f64,
+    /// Exact sums (fixed point, see [`stats::fixed`]): order-independent.
+    latency_sum: u128,
+    confidence_sum: u128,
     confidence_histogram: Vec<u64>,
     calibration: Calibration,
     predicted_labels: BTreeMap<Id, u64>,
@@ -114,13 +115,14 @@ pub struct ModelState {
     breached: bool,
 }
 
-fn summary(histogram: &Histogram<u64>, sum: f64) -> LatencySummary {
+fn summary(histogram: &Histogram<u64>, sum: u128) -> LatencySummary {
     let at = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / LATENCY_SCALE;
     LatencySummary {
         p50: at(0.5),
         p95: at(0.95),
         p99: at(0.99),
-        mean: sum / histogram.len().max(1) as f64,
+        // Latency sums are kept in 2^-53 ms units like confidences.
+        mean: stats::unfixed(sum) / histogram.len().max(1) as f64,
         max: histogram.max() as f64 / LATENCY_SCALE,
     }
 }
@@ -146,8 +148,8 @@ impl ModelState {
             duplicates: 0,
             cumulative: Confusion::default(),
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).ok(),
-            latency_sum: 0.0,
-            confidence_sum: 0.0,
+            latency_sum: 0,
+            confidence_sum: 0,
             confidence_histogram: vec![0; config.bins.max(1)],
             calibration: Calibration::new(config.bins),
             predicted_labels: BTreeMap::new(),
@@ -175,8 +177,8 @@ impl ModelState {
             let micros = (latency_ms * LATENCY_SCALE).round().max(1.0) as u64;
             histogram.saturating_record(micros);
         }
-        self.latency_sum += latency_ms;
-        self.confidence_sum += confidence;
+        self.latency_sum = self.latency_sum.saturating_add(stats::fixed(latency_ms));
+        self.confidence_sum = self.confidence_sum.saturating_add(stats::fixed(confidence));
         let bins = self.confidence_histogram.len();
         let bin = ((confidence * bins as f64) as usize).min(bins - 1);
         self.confidence_histogram[bin] += 1;
@@ -395,6 +397,11 @@ impl ModelState {
         None
     }
 
+    /// Whether the drift tests and thresholds are due (every `evaluate_every` ordered pairs).
+    pub fn evaluation_due(&self, config: &TrackModelsConfig) -> bool {
+        self.ordered % config.evaluate_every.max(1) == 0
+    }
+
     /// Whether the drift tests currently say the model drifted.
     pub fn drifted(&self) -> bool {
         self.drifted
@@ -472,7 +479,8 @@ impl ModelState {
                 .filter(|histogram| !histogram.is_empty())
                 .map(|histogram| summary(histogram, self.latency_sum)),
             confidence: ConfidenceSummary {
-                mean: (self.predictions > 0).then(|| self.confidence_sum / self.predictions as f64),
+                mean: (self.predictions > 0)
+                    .then(|| stats::unfixed(self.confidence_sum) / self.predictions as f64),
                 histogram: self.confidence_histogram.clone(),
                 reliability: self.calibration.bins().to_vec(),
                 expected_calibration_error: self.calibration.expected_calibration_error(),

@@ -125,6 +125,21 @@ pub fn class_scores(matrix: &[Vec<u64>]) -> Scores {
     }
 }
 
+/// Fixed-point scale of confidence sums: sums of `confidence · 2^53` (rounded) are exact
+/// integers, so they do not depend on the order values arrive in (floating-point sums
+/// would, and with them the 1- and 4-worker results).
+pub const CONFIDENCE_SCALE: f64 = 9_007_199_254_740_992.0;
+
+/// `value` in the fixed point of [`CONFIDENCE_SCALE`].
+pub fn fixed(value: f64) -> u128 {
+    (value * CONFIDENCE_SCALE).round().max(0.0) as u128
+}
+
+/// A fixed-point sum back in floating point.
+pub fn unfixed(sum: u128) -> f64 {
+    sum as f64 / CONFIDENCE_SCALE
+}
+
 /// One reliability bin: confidences in `[lower, upper)` (the last bin includes 1).
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct ReliabilityBin {
@@ -144,6 +159,8 @@ pub struct ReliabilityBin {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Calibration {
     bins: Vec<ReliabilityBin>,
+    /// Exact confidence sums per bin (see [`fixed`]).
+    sums: Vec<u128>,
 }
 
 impl Calibration {
@@ -158,6 +175,7 @@ impl Calibration {
                     ..ReliabilityBin::default()
                 })
                 .collect(),
+            sums: vec![0; bins],
         }
     }
 
@@ -168,7 +186,8 @@ impl Calibration {
         if let Some(bin) = self.bins.get_mut(index) {
             bin.count += 1;
             bin.correct += u64::from(correct);
-            bin.confidence_sum += confidence;
+            bin.confidence_sum = unfixed(self.sums[index].saturating_add(fixed(confidence)));
+            self.sums[index] = self.sums[index].saturating_add(fixed(confidence));
         }
     }
 

@@ -40,6 +40,7 @@ impl Setup {
             },
             rules: RuleSet::new(self.rules.clone()),
             alerts: AlertConfig::default(),
+            models: crate::operators::TrackModelsConfig::default(),
         }
     }
 }
