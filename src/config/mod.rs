@@ -303,6 +303,8 @@ pub struct MlConfig {
     pub accuracy_drop: f64,
     /// ADWIN's delta on the 0/1 error stream.
     pub adwin_delta: f64,
+    /// Drift tests and thresholds run after every this many ordered matched pairs.
+    pub evaluate_every: u64,
     /// Registered models (`[[ml.models]]`): metadata and thresholds.
     #[serde(default)]
     pub models: Vec<ModelRegistration>,
@@ -647,6 +649,22 @@ impl Config {
             self.ml.adwin_delta > 0.0 && self.ml.adwin_delta < 1.0,
             "ml.adwin_delta must be between 0 and 1 (exclusive)",
         );
+        check(
+            self.ml.evaluate_every >= 1,
+            "ml.evaluate_every must be at least 1",
+        );
+        let mut registered = BTreeMap::new();
+        for model in &self.ml.models {
+            if model.model_id.is_empty() {
+                problems.push("ml.models: model_id must not be empty".to_owned());
+            }
+            if registered.insert(model.model_id.clone(), ()).is_some() {
+                problems.push(format!(
+                    "ml.models: model {:?} is registered more than once",
+                    model.model_id.as_str()
+                ));
+            }
+        }
         let mut seen = BTreeMap::new();
         for rule in &self.rules {
             if let Err(error) = rule.validate() {
@@ -688,6 +706,7 @@ impl Config {
                 p_value_threshold: self.ml.p_value_threshold,
                 accuracy_drop: self.ml.accuracy_drop,
                 adwin_delta: self.ml.adwin_delta,
+                evaluate_every: self.ml.evaluate_every,
                 models: self.ml.models.clone(),
             },
         }
