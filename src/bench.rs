@@ -10,6 +10,7 @@
 //!   moment the result reached the sink.
 //! - `replay`: replays a JSON-lines file (for example workload P1) flat out and reports
 //!   throughput and peak memory.
+//! - `ml`: predictions with delayed outcomes (see [`crate::bench_ml`]).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -57,6 +58,9 @@ pub enum BenchMode {
     Mcp,
     /// WebSocket clients subscribed to session topics: delivery latency, connections held.
     Websocket,
+    /// Predictions for 5 models with outcomes 0–1 s later: predictions/s, outcome →
+    /// updated accuracy latency, bytes per pending prediction.
+    Ml,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -131,6 +135,8 @@ pub struct BenchReport {
     pub mcp_calls: Option<McpCallsReport>,
     /// WebSocket delivery (websocket mode).
     pub websocket: Option<crate::bench_ws::WebSocketReport>,
+    /// ML tracking (ml mode).
+    pub ml: Option<crate::bench_ml::MlReport>,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Logical CPUs of the machine.
@@ -186,6 +192,7 @@ pub fn run(
                 window_close_to_sink: None,
                 mcp_calls: None,
                 websocket: None,
+                ml: None,
                 peak_rss_bytes: summary.peak_rss_bytes,
                 cpus: cpus(),
             })
@@ -193,6 +200,7 @@ pub fn run(
         BenchMode::Pipeline => pipeline(engine_config, options),
         BenchMode::Mcp => crate::bench_mcp::run(config, engine_config, options),
         BenchMode::Websocket => crate::bench_ws::run(engine_config.workers, options),
+        BenchMode::Ml => crate::bench_ml::run(engine_config, options),
     }
 }
 
@@ -371,6 +379,7 @@ fn pipeline(
         window_close_to_sink: Some(LatencyReport::from(&histogram)),
         mcp_calls: None,
         websocket: None,
+        ml: None,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })

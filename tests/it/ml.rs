@@ -336,7 +336,14 @@ fn ml_metrics_match_scikit_learn_scipy_and_river() {
         if settled && orphans_settled {
             Ok(status)
         } else {
-            Err(status.to_string())
+            let want: Vec<(u64, u64)> = expectations
+                .iter()
+                .map(|e| (e.predictions, e.matched))
+                .collect();
+            Err(format!(
+                "want (predictions, matched) {want:?}, unattributed {} + {too_late}; got {status}",
+                stream.unhinted_orphans
+            ))
         }
     });
 

@@ -297,3 +297,40 @@ fn a_duplicate_prediction_id_is_counted_and_ignored() {
     assert_eq!(last.matched, 1);
     assert_eq!(last.cumulative.accuracy, Some(1.0));
 }
+
+#[test]
+fn every_outcome_beyond_the_horizon_becomes_an_expired_orphan() {
+    let horizon = 30 * SECOND;
+    let mut join = join::JoinState::new(horizon);
+    let mut rng = Lcg(7);
+    let mut events: Vec<(u64, MlEvent)> = Vec::new();
+    let mut too_late = 0;
+    for index in 0..2000u64 {
+        let ts = index * 50;
+        let id = format!("p{index}");
+        events.push((ts, prediction(&id, "m", "a", 0.5)));
+        let lag = rng.below(40 * SECOND);
+        if lag >= horizon {
+            too_late += 1;
+        }
+        events.push((ts + lag, outcome(&id, "a", None)));
+    }
+    events.sort_by_key(|(ts, _)| *ts);
+    let mut out = Vec::new();
+    for (ts, event) in events {
+        join.expire(ts, &mut out);
+        join.apply(ts, event, &mut out);
+    }
+    join.expire(u64::MAX, &mut out);
+    let orphans = out
+        .iter()
+        .filter(|input| matches!(input, ModelInput::OrphanExpired { .. }))
+        .count();
+    let expired = out
+        .iter()
+        .filter(|input| matches!(input, ModelInput::Expired { .. }))
+        .count();
+    assert_eq!(orphans, too_late);
+    assert_eq!(expired, too_late);
+    assert_eq!(join.pending() + join.orphans(), 0);
+}
