@@ -298,12 +298,17 @@ fn ml_metrics_match_scikit_learn_scipy_and_river() {
             .collect();
         server.post_events_ok(body, chunk.len());
     }
-    // Push the watermark past every expiry: last event + horizon + one expiry bucket.
+    // Push the watermark past every expiry: last event + horizon + one expiry bucket. The
+    // frontier is the slowest worker's watermark and batches go to workers round-robin,
+    // so every worker gets a flush event (the server runs 2 workers; 4 posts cover it).
     let flush = stream.last_ts + HORIZON_MS + 3_000;
-    server.post_events_ok(
-        json!({"type": "metric", "ts": flush, "name": "ml_test.flush", "value": 1.0}).to_string(),
-        1,
-    );
+    for offset in 0..4 {
+        server.post_events_ok(
+            json!({"type": "metric", "ts": flush + offset, "name": "ml_test.flush", "value": 1.0})
+                .to_string(),
+            1,
+        );
+    }
 
     let expectations: Vec<Expected> = (0..VERSIONS.len()).map(|v| expected(&stream, v)).collect();
     let too_late = stream
@@ -471,6 +476,9 @@ fn ml_metrics_match_scikit_learn_scipy_and_river() {
     }
     // fraud v1 degraded in the second half: drift, a retraining trigger and an alert.
     assert_eq!(drifted["fraud/v1"], json!(true), "{drifted:?}");
+    // The status as of now (the ordered analyses have caught up, as the checks above show).
+    let status =
+        mcp_call(&url, MODERN, "ml_performance_status", &json!({}))["structuredContent"].clone();
     let entry = status["models"]
         .as_array()
         .and_then(|models| {
