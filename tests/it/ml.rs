@@ -318,7 +318,7 @@ fn ml_metrics_match_scikit_learn_scipy_and_river() {
         .count() as u64;
 
     // Wait until every version is settled: all predictions matched or expired.
-    let status = eventually("every version settled", Duration::from_secs(120), || {
+    eventually("every version settled", Duration::from_secs(120), || {
         let answer = mcp_call(&url, MODERN, "ml_performance_status", &json!({}));
         let status = answer["structuredContent"].clone();
         let settled = VERSIONS
@@ -339,7 +339,7 @@ fn ml_metrics_match_scikit_learn_scipy_and_river() {
         let orphans_settled =
             status["unattributed_orphan_outcomes"] == stream.unhinted_orphans + too_late;
         if settled && orphans_settled {
-            Ok(status)
+            Ok(())
         } else {
             let want: Vec<(u64, u64)> = expectations
                 .iter()

@@ -334,7 +334,7 @@ impl ModelState {
             let count = |pairs: &mut dyn Iterator<Item = &Kept>| {
                 let mut counts = vec![0u64; labels.len()];
                 for kept in pairs {
-                    if let Some(index) = labels.iter().position(|label| *label == &kept.predicted) {
+                    if let Some(index) = labels.iter().position(|label| **label == kept.predicted) {
                         counts[index] += 1;
                     }
                 }
