@@ -185,7 +185,8 @@ pub struct DriftReport {
     pub drifted: bool,
     /// Changes ADWIN detected so far on the 0/1 error stream.
     pub adwin_changes: u64,
-    /// Ordinal (1-based position in the ordered matched stream) of each ADWIN change.
+    /// Ordinal (1-based position in the ordered matched stream) of each ADWIN change (the
+    /// latest 1,000).
     pub adwin_change_points: Vec<u64>,
     /// Event time of the last ADWIN change, ms.
     pub adwin_last_change_at: Option<u64>,

@@ -13,6 +13,9 @@ use crate::model::{
     ModelRegistration, ModelSnapshot, Performance, RetrainingTrigger,
 };
 
+/// ADWIN change points remembered per version (the latest; the count covers all).
+const MAX_CHANGE_POINTS: usize = 1000;
+
 /// Latency is recorded in microseconds.
 const LATENCY_SCALE: f64 = 1000.0;
 
@@ -108,6 +111,7 @@ pub struct ModelState {
     window: Confusion,
     adwin: Adwin,
     adwin_changes: Vec<u64>,
+    adwin_change_count: u64,
     adwin_last_change_at: Option<u64>,
     drift: Option<DriftReport>,
     drifted: bool,
@@ -159,6 +163,7 @@ impl ModelState {
             window: Confusion::default(),
             adwin: Adwin::new(config.adwin_delta),
             adwin_changes: Vec::new(),
+            adwin_change_count: 0,
             adwin_last_change_at: None,
             drift: None,
             drifted: false,
@@ -240,6 +245,10 @@ impl ModelState {
             }
         }
         if self.adwin.update(error) {
+            self.adwin_change_count += 1;
+            if self.adwin_changes.len() >= MAX_CHANGE_POINTS {
+                self.adwin_changes.remove(0);
+            }
             self.adwin_changes.push(self.ordered);
             self.adwin_last_change_at = Some(pair.ts);
             self.triggers += 1;
@@ -379,7 +388,7 @@ impl ModelState {
             current_size: self.current.len() as u64,
             tests,
             drifted,
-            adwin_changes: self.adwin_changes.len() as u64,
+            adwin_changes: self.adwin_change_count,
             adwin_change_points: self.adwin_changes.clone(),
             adwin_last_change_at: self.adwin_last_change_at,
         });
