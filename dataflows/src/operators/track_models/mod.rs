@@ -79,7 +79,7 @@ impl Default for TrackModelsConfig {
             p_value_threshold: 0.01,
             accuracy_drop: 0.15,
             adwin_delta: 0.002,
-            evaluate_every: 100,
+            evaluate_every: 1000,
             models: Vec::new(),
         }
     }
