@@ -207,8 +207,9 @@ pub trait TrackModels<'scope> {
     ///
     /// # Inputs and outputs
     /// `self`: `(ts, MlEvent)` at timely times no later than `ts`. Returns updates:
-    /// [`Update::ModelMetrics`] for every model version changed by a batch (at the
-    /// batch's time, so an outcome shows in accuracy within one activation),
+    /// [`Update::ModelMetrics`] for every model version changed in an activation (at the
+    /// earliest input time of the activation, so an outcome shows in accuracy within one
+    /// activation),
     /// [`Update::RetrainingTrigger`] when drift starts or ADWIN detects a change,
     /// [`Update::Alert`] transitions (rules [`DRIFT_RULE`], [`THRESHOLD_RULE`]) for the
     /// alert lifecycle, and [`Update::UnattributedOrphans`] for expired outcomes that
@@ -299,6 +300,8 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 let mut held: Option<Capability<Time>> = None;
                 let mut dirty: BTreeSet<ModelKey> = BTreeSet::new();
                 let mut updates: Vec<Update> = Vec::new();
+                let mut emit_at: Option<Capability<Time>> = None;
+                let mut unattributed_changed = false;
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&arrived) = cap.least() else { return };
@@ -350,6 +353,14 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                         {
                             held = Some(cap.delayed(&arrived, output.output_index()));
                         }
+                        if emit_at.as_ref().is_none_or(|at| *at.time() > arrived) {
+                            emit_at = Some(cap.delayed(&arrived, output.output_index()));
+                        }
+                        unattributed_changed |= orphans_changed;
+                    });
+                    // One snapshot per changed version per activation (not per input
+                    // batch): snapshots cost percentiles and matrices, batches are many.
+                    if let Some(cap) = emit_at.take() {
                         let mut session = output.session(&cap);
                         for key in std::mem::take(&mut dirty) {
                             if let Some(model) = models.get(&key) {
@@ -359,12 +370,12 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 session.give(Update::ModelMetrics(Box::new(snapshot)));
                             }
                         }
-                        if orphans_changed {
+                        if std::mem::take(&mut unattributed_changed) {
                             session.give(Update::UnattributedOrphans {
                                 expired: unattributed,
                             });
                         }
-                    });
+                    }
 
                     let done = frontier.is_empty();
                     let now = frontier.frontier().as_option().copied().unwrap_or(u64::MAX);
