@@ -10,6 +10,7 @@
 //!   moment the result reached the sink.
 //! - `replay`: replays a JSON-lines file (for example workload P1) flat out and reports
 //!   throughput and peak memory.
+//! - `ml`: predictions with delayed outcomes (see [`crate::bench_ml`]).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -63,6 +64,9 @@ pub enum BenchMode {
     Websocket,
     /// A JSON-lines file written to a topic, then consumed through the Kafka source.
     Kafka,
+    /// Predictions for 5 models with outcomes 0–1 s later: predictions/s, outcome →
+    /// updated accuracy latency, bytes per pending prediction.
+    Ml,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -140,6 +144,8 @@ pub struct BenchReport {
     /// Kafka produce and consume (kafka mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<crate::bench_kafka::KafkaBenchReport>,
+    /// ML tracking (ml mode).
+    pub ml: Option<crate::bench_ml::MlReport>,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Logical CPUs of the machine.
@@ -196,6 +202,7 @@ pub fn run(
                 mcp_calls: None,
                 websocket: None,
                 kafka: None,
+                ml: None,
                 peak_rss_bytes: summary.peak_rss_bytes,
                 cpus: cpus(),
             })
@@ -204,6 +211,7 @@ pub fn run(
         BenchMode::Mcp => crate::bench_mcp::run(config, engine_config, options),
         BenchMode::Websocket => crate::bench_ws::run(engine_config.workers, options),
         BenchMode::Kafka => crate::bench_kafka::run(config, engine_config, options),
+        BenchMode::Ml => crate::bench_ml::run(engine_config, options),
     }
 }
 
@@ -383,6 +391,7 @@ fn pipeline(
         mcp_calls: None,
         websocket: None,
         kafka: None,
+        ml: None,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })

@@ -126,10 +126,12 @@ pub fn run(
 
     // Produce the file.
     let acks = Arc::new(Acks::default());
-    let sender = producer(&kafka, AckContext(Arc::clone(&acks))).map_err(|error| engine_error(error.to_string()))?;
+    let sender = producer(&kafka, AckContext(Arc::clone(&acks)))
+        .map_err(|error| engine_error(error.to_string()))?;
     let reader = std::io::BufReader::with_capacity(
         1 << 20,
-        std::fs::File::open(&file).map_err(|error| engine_error(format!("{}: {error}", file.display())))?,
+        std::fs::File::open(&file)
+            .map_err(|error| engine_error(format!("{}: {error}", file.display())))?,
     );
     let limits = DecodeLimits::default();
     let produce_clock = Stopwatch::start();
@@ -160,14 +162,16 @@ pub fn run(
     drop(sender);
 
     // Consume it.
-    let directory = std::env::temp_dir().join(format!("megamind-bench-kafka-{}", std::process::id()));
+    let directory =
+        std::env::temp_dir().join(format!("megamind-bench-kafka-{}", std::process::id()));
     let mut job = config.clone();
     job.kafka = kafka;
     job.kafka.idle_after = Duration::from_secs(3600);
     job.store.enabled = true;
     job.store.path = directory.join("megamind.db");
     let workers = engine_config.workers;
-    let (mut runtime, inputs) = KafkaRuntime::prepare(&job, 0, workers, workers, None).map_err(engine_error)?;
+    let (mut runtime, inputs) =
+        KafkaRuntime::prepare(&job, 0, workers, workers, None).map_err(engine_error)?;
     engine_config.kafka = Some(inputs);
     let metrics = Arc::new(EngineMetrics::default());
     let sink_metrics = Arc::clone(&metrics);
@@ -203,7 +207,9 @@ pub fn run(
             break;
         }
         if clock.now_ms() > deadline {
-            return Err(engine_error(format!("consumed {applied} of {messages} in 10 minutes")));
+            return Err(engine_error(format!(
+                "consumed {applied} of {messages} in 10 minutes"
+            )));
         }
         pace(Duration::from_millis(5));
     }
@@ -229,6 +235,7 @@ pub fn run(
         0.0
     };
     Ok(BenchReport {
+        ml: None,
         mode: "kafka",
         workers,
         offered_rate: 0,

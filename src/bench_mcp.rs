@@ -111,6 +111,7 @@ pub fn run(
             }),
             websocket: None,
             kafka: None,
+            ml: None,
             peak_rss_bytes: peak_rss_bytes(),
             cpus: cpus(),
         })

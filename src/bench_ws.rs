@@ -296,6 +296,7 @@ pub fn run(workers: usize, options: &BenchOptions) -> Result<BenchReport, BenchE
         window_close_to_sink: None,
         mcp_calls: None,
         kafka: None,
+        ml: None,
         websocket: Some(WebSocketReport {
             clients,
             connected,

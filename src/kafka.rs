@@ -304,7 +304,15 @@ pub fn result_row(time: Time, update: &Update) -> Option<ResultRow> {
         Update::Breach(breach) => ("breach", format!("{} {}", breach.rule_id, breach.key)),
         Update::Alert(transition) => ("alert", transition.fingerprint.clone()),
         Update::AlertRecord(record) => ("alert_record", record.id.clone()),
-        Update::Session(_)
+        Update::RetrainingTrigger(trigger) => (
+            "retraining_trigger",
+            format!("{} {}", trigger.model_id, trigger.model_version),
+        ),
+        // Snapshots are state, not events: the latest one is in the views and on
+        // `models/{id}`; they are not stored per output time.
+        Update::ModelMetrics(_)
+        | Update::UnattributedOrphans { .. }
+        | Update::Session(_)
         | Update::SessionSample(_)
         | Update::CommandRejected(_)
         | Update::Rejected { .. } => return None,
@@ -388,7 +396,9 @@ impl UpdateSink for KafkaSink {
             for row in &rows {
                 let topic = match row.kind.as_str() {
                     "window" => OutputTopic::Windows,
-                    "breach" | "alert" | "alert_record" => OutputTopic::Alerts,
+                    "breach" | "alert" | "alert_record" | "retraining_trigger" => {
+                        OutputTopic::Alerts
+                    }
                     _ => continue,
                 };
                 if output.wants(topic) {

@@ -10,6 +10,7 @@ pub mod app;
 pub mod bench;
 pub mod bench_kafka;
 pub mod bench_mcp;
+pub mod bench_ml;
 pub mod bench_ws;
 pub mod config;
 pub mod demo;

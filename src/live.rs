@@ -5,12 +5,12 @@
 //! |---|---|
 //! | `metrics/{name}` | closed windows (and idle marks) of series without a session |
 //! | `sessions/{id}` | the session's state, history points and per-session windows |
-//! | `models/{id}` | prediction latency and confidence windows of the model |
+//! | `models/{id}` | the model's latency/confidence windows, tracked metrics (`model_metrics`: accuracy, PRF, calibration, drift) and retraining triggers |
 //! | `alerts` | alert lifecycle records and refused alert commands |
 //! | `breaches` | breaching windows |
 //! | `health` | engine status, once a second |
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,9 +48,16 @@ pub fn topic_of(update: &Update) -> Option<String> {
         Update::SessionSample(sample) => Some(format!("sessions/{}", sample.session_id)),
         Update::Breach(_) => Some("breaches".to_owned()),
         Update::AlertRecord(_) | Update::CommandRejected(_) => Some("alerts".to_owned()),
-        Update::Alert(_) | Update::Rejected { .. } => None,
+        Update::ModelMetrics(snapshot) => Some(format!("models/{}", snapshot.model_id)),
+        Update::RetrainingTrigger(trigger) => Some(format!("models/{}", trigger.model_id)),
+        Update::Alert(_) | Update::Rejected { .. } | Update::UnattributedOrphans { .. } => None,
     }
 }
+
+/// Model snapshots are coalesced: at most one per model version per this interval (the
+/// latest), so a busy model does not flood `models/{id}` subscribers. Views (MCP, HTTP)
+/// see every snapshot at once.
+const MODEL_PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Publishes every pipeline update on its topic until `shutdown`.
 pub async fn run_publisher(
@@ -60,9 +67,25 @@ pub async fn run_publisher(
 ) {
     let mut updates = context.app.views.subscribe();
     let clock = Arc::clone(context.app.ingest.clock());
+    let mut models: BTreeMap<(String, String), (u64, u64, String, String)> = BTreeMap::new();
+    let mut tick = tokio::time::interval(MODEL_PUBLISH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let batch = tokio::select! {
             received = updates.recv() => received,
+            _ = tick.tick() => {
+                if !models.is_empty() {
+                    let now = clock.now_ms();
+                    let pending = std::mem::take(&mut models);
+                    hub.publish_batch(
+                        pending
+                            .values()
+                            .map(|(_, _, topic, data)| (topic.as_str(), data.as_str())),
+                        now,
+                    );
+                }
+                continue;
+            }
             _ = shutdown.changed() => return,
         };
         match batch {
@@ -72,7 +95,22 @@ pub async fn run_publisher(
                     .iter()
                     .filter_map(|update| {
                         let topic = topic_of(update)?;
-                        serde_json::to_string(update).ok().map(|data| (topic, data))
+                        let data = serde_json::to_string(update).ok()?;
+                        if let Update::ModelMetrics(snapshot) = update {
+                            let key = (
+                                snapshot.model_id.to_string(),
+                                snapshot.model_version.to_string(),
+                            );
+                            let order = (snapshot.events, snapshot.ordered);
+                            let newer = models
+                                .get(&key)
+                                .is_none_or(|(events, ordered, _, _)| order >= (*events, *ordered));
+                            if newer {
+                                models.insert(key, (order.0, order.1, topic, data));
+                            }
+                            return None;
+                        }
+                        Some((topic, data))
                     })
                     .collect();
                 // One batch per client: a burst of closing windows is one queue entry.

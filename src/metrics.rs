@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use megamind_dataflows::model::ErrorReason;
 
 /// Update kinds counted, in the order of [`UPDATE_KINDS`].
-pub const UPDATE_KINDS: [&str; 9] = [
+pub const UPDATE_KINDS: [&str; 12] = [
     "window",
     "series_idle",
     "session",
@@ -19,6 +19,9 @@ pub const UPDATE_KINDS: [&str; 9] = [
     "rejected",
     "alert_record",
     "command_rejected",
+    "model_metrics",
+    "retraining_trigger",
+    "unattributed_orphans",
 ];
 
 /// Counters of the running engine.

@@ -700,6 +700,9 @@ impl<S: UpdateSink> UpdateSink for CountingSink<S> {
                 }
                 Update::AlertRecord(_) => 7,
                 Update::CommandRejected(_) => 8,
+                Update::ModelMetrics(_) => 9,
+                Update::RetrainingTrigger(_) => 10,
+                Update::UnattributedOrphans { .. } => 11,
             };
             counts[position] += 1;
         }

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use megamind_dataflows::model::{
-    AlertRecord, Breach, CommandRejection, HistorySample, Id, SeriesKey, SessionState,
-    SessionStatus, Update, WindowStats,
+    AlertRecord, Breach, CommandRejection, HistorySample, Id, ModelKey, ModelSnapshot,
+    RetrainingTrigger, SeriesKey, SessionState, SessionStatus, Update, WindowStats,
 };
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -21,6 +21,10 @@ use crate::metrics::EngineMetrics;
 
 /// Command rejections remembered (for answering the person who sent the command).
 const RECENT_REJECTIONS: usize = 256;
+/// Retraining triggers remembered.
+const RECENT_TRIGGERS: usize = 256;
+/// Model versions held (each is one snapshot; more are refused and counted).
+const MAX_MODELS: usize = 10_000;
 /// How many update batches a slow live subscriber may fall behind before it lags.
 const BROADCAST_CAPACITY: usize = 4096;
 
@@ -75,6 +79,9 @@ pub struct Views {
     breaches: RwLock<VecDeque<Breach>>,
     alerts: RwLock<BTreeMap<String, AlertRecord>>,
     rejections: RwLock<VecDeque<CommandRejection>>,
+    models: RwLock<BTreeMap<ModelKey, ModelSnapshot>>,
+    triggers: RwLock<VecDeque<RetrainingTrigger>>,
+    unattributed_orphans: std::sync::atomic::AtomicU64,
     live: broadcast::Sender<Arc<Vec<Update>>>,
 }
 
@@ -102,6 +109,9 @@ impl Views {
             breaches: RwLock::new(VecDeque::new()),
             alerts: RwLock::new(BTreeMap::new()),
             rejections: RwLock::new(VecDeque::new()),
+            models: RwLock::new(BTreeMap::new()),
+            triggers: RwLock::new(VecDeque::new()),
+            unattributed_orphans: std::sync::atomic::AtomicU64::new(0),
             live,
         }
     }
@@ -217,6 +227,52 @@ impl Views {
                 }
             }
         }
+        if has(|u| {
+            matches!(
+                u,
+                Update::ModelMetrics(_)
+                    | Update::RetrainingTrigger(_)
+                    | Update::UnattributedOrphans { .. }
+            )
+        }) {
+            let mut models = write(&self.models);
+            let mut triggers = write(&self.triggers);
+            for update in &updates {
+                match update {
+                    Update::ModelMetrics(snapshot) => {
+                        let key = ModelKey {
+                            model_id: snapshot.model_id.clone(),
+                            model_version: snapshot.model_version.clone(),
+                        };
+                        let room = models.len() < MAX_MODELS;
+                        match models.get_mut(&key) {
+                            Some(existing) => {
+                                if (snapshot.events, snapshot.ordered)
+                                    >= (existing.events, existing.ordered)
+                                {
+                                    *existing = (**snapshot).clone();
+                                }
+                            }
+                            None if room => {
+                                models.insert(key, (**snapshot).clone());
+                            }
+                            None => dropped += 1,
+                        }
+                    }
+                    Update::RetrainingTrigger(trigger) => {
+                        triggers.push_back((**trigger).clone());
+                        while triggers.len() > RECENT_TRIGGERS {
+                            triggers.pop_front();
+                        }
+                    }
+                    Update::UnattributedOrphans { expired } => {
+                        self.unattributed_orphans
+                            .fetch_max(*expired, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        }
         if dropped > 0 {
             self.metrics
                 .views_dropped
@@ -265,6 +321,22 @@ impl Views {
             out.truncate(filter.limit);
         }
         out
+    }
+
+    /// The latest snapshot of every tracked model version, sorted by model and version.
+    pub fn models(&self) -> Vec<ModelSnapshot> {
+        read(&self.models).values().cloned().collect()
+    }
+
+    /// Recent retraining triggers, oldest first.
+    pub fn retraining_triggers(&self) -> Vec<RetrainingTrigger> {
+        read(&self.triggers).iter().cloned().collect()
+    }
+
+    /// Outcomes that named no model and expired without a prediction.
+    pub fn unattributed_orphans(&self) -> u64 {
+        self.unattributed_orphans
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Number of series with a current window.

@@ -114,11 +114,14 @@ impl Output {
 }
 
 /// A deterministic view of an update stream: every update as a JSON line, except that the
-/// intermediate snapshots of a session collapse into its final one (the one that has seen
-/// the most events); sorted.
+/// intermediate snapshots of a session or a model version collapse into its final one
+/// (the one that has seen the most events), and running counts of unattributed orphan
+/// outcomes into the largest; sorted.
 pub fn canonical(updates: &[(Time, Update)]) -> Vec<String> {
     let mut lines = Vec::new();
     let mut sessions: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut models: BTreeMap<(String, String), ((u64, u64), String)> = BTreeMap::new();
+    let mut orphans: Option<u64> = None;
     for (_, update) in updates {
         let line = serde_json::to_string(update).expect("updates serialize");
         match update {
@@ -130,10 +133,30 @@ pub fn canonical(updates: &[(Time, Update)]) -> Vec<String> {
                     *entry = (state.events, line);
                 }
             }
+            Update::ModelMetrics(snapshot) => {
+                let entry = models
+                    .entry((
+                        snapshot.model_id.to_string(),
+                        snapshot.model_version.to_string(),
+                    ))
+                    .or_insert(((0, 0), String::new()));
+                let order = (snapshot.events, snapshot.ordered);
+                if order >= entry.0 {
+                    *entry = (order, line);
+                }
+            }
+            Update::UnattributedOrphans { expired } => {
+                orphans = orphans.max(Some(*expired));
+            }
             _ => lines.push(line),
         }
     }
+    if let Some(expired) = orphans {
+        let update = Update::UnattributedOrphans { expired };
+        lines.push(serde_json::to_string(&update).expect("updates serialize"));
+    }
     lines.extend(sessions.into_values().map(|(_, line)| line));
+    lines.extend(models.into_values().map(|(_, line)| line));
     lines.sort();
     lines
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use megamind_connectors::kafka::KafkaConfig;
 use megamind_dataflows::model::decode::DecodeLimits;
-use megamind_dataflows::model::BreachRule;
+use megamind_dataflows::model::{BreachRule, ModelRegistration};
 use megamind_dataflows::operators::{RuleSet, SessionConfig, WindowConfig};
 use megamind_dataflows::pipelines::AnalyticsConfig;
 use serde::de::DeserializeOwned;
@@ -44,6 +44,8 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Kafka source and outputs.
     pub kafka: KafkaConfig,
+    /// ML performance tracking and drift detection.
+    pub ml: MlConfig,
     /// Threshold rules.
     pub rules: Vec<BreachRule>,
 }
@@ -291,6 +293,35 @@ pub struct ViewsConfig {
     pub recent_breaches: usize,
 }
 
+/// ML performance tracking and drift detection (`[ml]`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlConfig {
+    /// Outcomes match predictions less than this far apart in event time; unmatched
+    /// predictions and orphan outcomes expire after it.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// Matched pairs in the reference window (the first of each version).
+    pub reference_size: usize,
+    /// Matched pairs in the current window (the latest).
+    pub window_size: usize,
+    /// Bins of the confidence histogram, reliability diagram and PSI.
+    pub bins: usize,
+    /// PSI at or above this is drift.
+    pub psi_threshold: f64,
+    /// KS and chi-squared p-values below this are drift.
+    pub p_value_threshold: f64,
+    /// A relative accuracy drop at or above this is drift.
+    pub accuracy_drop: f64,
+    /// ADWIN's delta on the 0/1 error stream.
+    pub adwin_delta: f64,
+    /// Drift tests and thresholds run after every this many ordered matched pairs.
+    pub evaluate_every: u64,
+    /// Registered models (`[[ml.models]]`): metadata and thresholds.
+    #[serde(default)]
+    pub models: Vec<ModelRegistration>,
+}
+
 /// Synthetic traffic.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -328,7 +359,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "server",
     "mcp",
     "websocket",
@@ -340,6 +371,7 @@ const SECTIONS: [&str; 12] = [
     "views",
     "demo",
     "kafka",
+    "ml",
     "rules",
 ];
 
@@ -437,6 +469,7 @@ impl Config {
         let views = section::<ViewsConfig>("views", take("views"), problems);
         let demo = section::<DemoConfig>("demo", take("demo"), problems);
         let kafka = section::<KafkaConfig>("kafka", take("kafka"), problems);
+        let ml = section::<MlConfig>("ml", take("ml"), problems);
         let rules = match take("rules") {
             toml::Value::Array(items) => {
                 let mut rules = Vec::new();
@@ -467,6 +500,7 @@ impl Config {
             views: views?,
             demo: demo?,
             kafka: kafka?,
+            ml: ml?,
             rules: rules?,
         })
     }
@@ -599,6 +633,54 @@ impl Config {
             "demo.events_per_second must be a positive number",
         );
         check(self.demo.sessions >= 1, "demo.sessions must be at least 1");
+        check(
+            self.ml.horizon >= Duration::from_secs(1),
+            "ml.horizon must be at least 1s",
+        );
+        check(
+            (1..=10_000).contains(&self.ml.reference_size),
+            "ml.reference_size must be between 1 and 10000 (the exact KS test bounds it)",
+        );
+        check(
+            (1..=10_000).contains(&self.ml.window_size),
+            "ml.window_size must be between 1 and 10000 (the exact KS test bounds it)",
+        );
+        check(
+            (2..=100).contains(&self.ml.bins),
+            "ml.bins must be between 2 and 100",
+        );
+        check(
+            self.ml.psi_threshold.is_finite() && self.ml.psi_threshold > 0.0,
+            "ml.psi_threshold must be a positive number",
+        );
+        check(
+            self.ml.p_value_threshold > 0.0 && self.ml.p_value_threshold < 1.0,
+            "ml.p_value_threshold must be between 0 and 1 (exclusive)",
+        );
+        check(
+            self.ml.accuracy_drop > 0.0 && self.ml.accuracy_drop <= 1.0,
+            "ml.accuracy_drop must be in (0, 1]",
+        );
+        check(
+            self.ml.adwin_delta > 0.0 && self.ml.adwin_delta < 1.0,
+            "ml.adwin_delta must be between 0 and 1 (exclusive)",
+        );
+        check(
+            self.ml.evaluate_every >= 1,
+            "ml.evaluate_every must be at least 1",
+        );
+        let mut registered = BTreeMap::new();
+        for model in &self.ml.models {
+            if model.model_id.is_empty() {
+                problems.push("ml.models: model_id must not be empty".to_owned());
+            }
+            if registered.insert(model.model_id.clone(), ()).is_some() {
+                problems.push(format!(
+                    "ml.models: model {:?} is registered more than once",
+                    model.model_id.as_str()
+                ));
+            }
+        }
         let mut seen = BTreeMap::new();
         for rule in &self.rules {
             if let Err(error) = rule.validate() {
@@ -630,6 +712,18 @@ impl Config {
             rules: RuleSet::new(self.rules.clone()),
             alerts: megamind_dataflows::operators::AlertConfig {
                 resolved_retention: self.alerts.resolved_retention,
+            },
+            models: megamind_dataflows::operators::TrackModelsConfig {
+                horizon: self.ml.horizon,
+                reference_size: self.ml.reference_size,
+                window_size: self.ml.window_size,
+                bins: self.ml.bins,
+                psi_threshold: self.ml.psi_threshold,
+                p_value_threshold: self.ml.p_value_threshold,
+                accuracy_drop: self.ml.accuracy_drop,
+                adwin_delta: self.ml.adwin_delta,
+                evaluate_every: self.ml.evaluate_every,
+                models: self.ml.models.clone(),
             },
         }
     }

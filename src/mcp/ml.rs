@@ -2,15 +2,15 @@
 //! `ml_get_performance_metrics`.
 //!
 //! Predictions and outcomes enter the pipeline as events (written ahead like every other
-//! event). What the pipeline keeps per model today is windowed: prediction latency and
-//! confidence per model and version. Accuracy needs the prediction ⋈ outcome join, which
-//! the ML tracking work adds; until then `accuracy` is reported as not available rather
-//! than guessed.
+//! event). The pipeline's `TrackModels` operator joins them by `prediction_id` and keeps,
+//! per model version, the performance, calibration and drift these tools report (read
+//! from the views); the sliding windows add the current latency and confidence windows.
 
 use std::collections::BTreeMap;
 
-use megamind_dataflows::model::WindowStats;
+use megamind_dataflows::model::{ModelSnapshot, RetrainingTrigger, WindowStats, UNVERSIONED};
 use megamind_dataflows::operators::route_events::series_names;
+use megamind_dataflows::operators::track_models::stats;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -186,38 +186,66 @@ pub async fn record_outcomes(
     ingest_objects(context, inputs.iter().map(outcome_json).collect()).await
 }
 
-/// The windowed view of one model version.
+/// One model version: its tracked performance (prediction ⋈ outcome) and its latest
+/// latency/confidence windows.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ModelVersionStatus {
     /// The model.
     pub model_id: String,
     /// The version (`unversioned` when predictions carry none).
     pub model_version: String,
-    /// Predictions in the current window.
+    /// `ok`, `degraded` (a registered threshold is breached), `drifted`, `waiting` (no
+    /// outcome matched yet) or `unknown` (only windows seen so far).
+    pub health: String,
+    /// Predictions in the current latency window.
     pub predictions: u64,
-    /// Predictions per second over the window.
-    pub predictions_per_second: f64,
-    /// Latency p50, ms.
-    pub latency_p50_ms: f64,
-    /// Latency p95, ms.
-    pub latency_p95_ms: f64,
-    /// Latency p99, ms.
-    pub latency_p99_ms: f64,
-    /// Mean confidence.
+    /// Predictions per second over the current window.
+    pub predictions_per_second: Option<f64>,
+    /// Latency p50 over the current window, ms.
+    pub latency_p50_ms: Option<f64>,
+    /// Latency p95 over the current window, ms.
+    pub latency_p95_ms: Option<f64>,
+    /// Latency p99 over the current window, ms.
+    pub latency_p99_ms: Option<f64>,
+    /// Mean confidence over the current window.
     pub confidence_mean: Option<f64>,
-    /// Accuracy over matched outcomes: not available until predictions are joined with
-    /// outcomes (ML tracking).
+    /// End of the latency window these numbers describe, ms.
+    pub window_end: Option<u64>,
+    /// Predictions recorded since the version was first seen.
+    pub total_predictions: u64,
+    /// Cumulative accuracy over every prediction matched with its outcome.
     pub accuracy: Option<f64>,
-    /// End of the window these numbers describe, ms.
-    pub window_end: u64,
+    /// 95% Wilson interval of `accuracy`.
+    pub accuracy_interval: Option<(f64, f64)>,
+    /// Accuracy over the current drift window (the latest matched pairs).
+    pub window_accuracy: Option<f64>,
+    /// Predictions matched with an outcome.
+    pub matched: u64,
+    /// Predictions waiting for their outcome (pending labels).
+    pub pending: u64,
+    /// Predictions whose outcome did not come within the horizon.
+    pub expired: u64,
+    /// Whether any drift test currently says the version drifted.
+    pub drifted: bool,
+    /// The drift tests that currently fire (`psi:confidence`, `ks:confidence`, ...).
+    pub drift_flags: Vec<String>,
+    /// Change points ADWIN found on the error stream.
+    pub adwin_changes: u64,
+    /// Retraining triggers raised.
+    pub retraining_triggers: u64,
 }
 
 /// `ml_performance_status`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct PerformanceStatus {
-    /// One entry per model version seen in the current window.
+    /// One entry per model version seen.
     pub models: Vec<ModelVersionStatus>,
-    /// What is and is not measured yet.
+    /// Outcomes that named no model and found no prediction within the horizon.
+    pub unattributed_orphan_outcomes: u64,
+    /// Recent retraining triggers, oldest first.
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub retraining_triggers: Vec<RetrainingTrigger>,
+    /// Where the numbers come from.
     pub note: String,
 }
 
@@ -260,33 +288,103 @@ fn model_windows(
         .collect()
 }
 
-fn version_status(latency: &WindowStats, confidence: Option<&WindowStats>) -> ModelVersionStatus {
-    ModelVersionStatus {
-        model_id: label(latency, "model_id").unwrap_or_default().to_owned(),
-        model_version: label(latency, "model_version")
-            .unwrap_or("unversioned")
+type VersionKey = (String, String);
+
+fn window_key(stats: &WindowStats) -> VersionKey {
+    (
+        label(stats, "model_id").unwrap_or_default().to_owned(),
+        label(stats, "model_version")
+            .unwrap_or(UNVERSIONED)
             .to_owned(),
-        predictions: latency.count,
-        predictions_per_second: latency.rate,
-        latency_p50_ms: latency.p50,
-        latency_p95_ms: latency.p95,
-        latency_p99_ms: latency.p99,
-        confidence_mean: confidence.map(|stats| stats.mean),
-        accuracy: None,
-        window_end: latency.end,
+    )
+}
+
+/// Every model version known to the views, optionally of one model: its tracker snapshot
+/// and its latest latency and confidence windows.
+fn versions(context: &McpContext, model: Option<&str>) -> Vec<VersionView> {
+    let mut out: BTreeMap<VersionKey, VersionView> = BTreeMap::new();
+    for snapshot in context.app.views.models() {
+        if model.is_some_and(|model| snapshot.model_id != model) {
+            continue;
+        }
+        let key = (
+            snapshot.model_id.to_string(),
+            snapshot.model_version.to_string(),
+        );
+        out.entry(key).or_default().snapshot = Some(snapshot);
+    }
+    for (latency, confidence) in model_windows(context, model) {
+        let view = out.entry(window_key(&latency)).or_default();
+        view.latency = Some(latency);
+        view.confidence = confidence;
+    }
+    out.into_iter()
+        .map(|((model_id, model_version), mut view)| {
+            view.model_id = model_id;
+            view.model_version = model_version;
+            view
+        })
+        .collect()
+}
+
+#[derive(Debug, Default)]
+struct VersionView {
+    model_id: String,
+    model_version: String,
+    snapshot: Option<ModelSnapshot>,
+    latency: Option<WindowStats>,
+    confidence: Option<WindowStats>,
+}
+
+fn version_status(view: &VersionView) -> ModelVersionStatus {
+    let latency = view.latency.as_ref();
+    let snapshot = view.snapshot.as_ref();
+    let drift = snapshot.and_then(|snapshot| snapshot.drift.as_ref());
+    ModelVersionStatus {
+        model_id: view.model_id.clone(),
+        model_version: view.model_version.clone(),
+        health: snapshot.map_or_else(|| "unknown".to_owned(), |s| s.health.clone()),
+        predictions: latency.map_or(0, |stats| stats.count),
+        predictions_per_second: latency.map(|stats| stats.rate),
+        latency_p50_ms: latency.map(|stats| stats.p50),
+        latency_p95_ms: latency.map(|stats| stats.p95),
+        latency_p99_ms: latency.map(|stats| stats.p99),
+        confidence_mean: view.confidence.as_ref().map(|stats| stats.mean),
+        window_end: latency.map(|stats| stats.end),
+        total_predictions: snapshot.map_or(0, |s| s.predictions),
+        accuracy: snapshot.and_then(|s| s.cumulative.accuracy),
+        accuracy_interval: snapshot.and_then(|s| s.cumulative.accuracy_interval),
+        window_accuracy: snapshot.and_then(|s| s.window.accuracy),
+        matched: snapshot.map_or(0, |s| s.matched),
+        pending: snapshot.map_or(0, |s| s.pending),
+        expired: snapshot.map_or(0, |s| s.expired),
+        drifted: drift.is_some_and(|drift| drift.drifted),
+        drift_flags: drift
+            .map(|drift| {
+                drift
+                    .tests
+                    .iter()
+                    .filter(|test| test.drifted)
+                    .map(|test| test.test.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        adwin_changes: drift.map_or(0, |drift| drift.adwin_changes),
+        retraining_triggers: snapshot.map_or(0, |s| s.retraining_triggers),
     }
 }
 
-const NOTE: &str = "latency, confidence and prediction rates come from the sliding windows; \
-                    accuracy, precision/recall and drift need the prediction-outcome join (ML tracking)";
+const NOTE: &str = "accuracy, precision/recall/F1, calibration and drift come from the \
+                    prediction-outcome join (cumulative and over the latest matched pairs); \
+                    predictions, rate, latency percentiles and mean confidence come from the \
+                    current sliding window";
 
 /// `ml_performance_status`.
 pub fn status(context: &McpContext) -> PerformanceStatus {
     PerformanceStatus {
-        models: model_windows(context, None)
-            .iter()
-            .map(|(latency, confidence)| version_status(latency, confidence.as_ref()))
-            .collect(),
+        models: versions(context, None).iter().map(version_status).collect(),
+        unattributed_orphan_outcomes: context.app.views.unattributed_orphans(),
+        retraining_triggers: context.app.views.retraining_triggers(),
         note: NOTE.to_owned(),
     }
 }
@@ -300,6 +398,45 @@ pub struct ModelParams {
     /// Only this version.
     #[serde(default)]
     pub model_version: Option<String>,
+    /// Compare `model_version` with this version of the same model (side by side, with
+    /// the accuracy difference and its 95% Newcombe interval).
+    #[serde(default)]
+    pub compare_with: Option<String>,
+}
+
+/// Everything measured about one model version.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct VersionMetrics {
+    /// Summary.
+    pub status: ModelVersionStatus,
+    /// Everything tracked from the prediction-outcome join: counts, cumulative and
+    /// current-window performance (accuracy with Wilson interval, confusion matrix,
+    /// per-class/macro/weighted precision, recall, F1), latency percentiles (all
+    /// predictions, hdrhistogram), confidence histogram, reliability bins and expected
+    /// calibration error, label mixes, drift tests.
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub tracked: Option<ModelSnapshot>,
+}
+
+/// Two versions side by side: `first − second` for each headline metric.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Comparison {
+    /// The first version.
+    pub first: String,
+    /// The second version.
+    pub second: String,
+    /// Cumulative accuracy difference.
+    pub accuracy_difference: Option<f64>,
+    /// Its 95% interval (Newcombe's hybrid score interval from the two Wilson intervals).
+    pub accuracy_difference_interval: Option<(f64, f64)>,
+    /// Macro F1 difference.
+    pub macro_f1_difference: Option<f64>,
+    /// Weighted F1 difference.
+    pub weighted_f1_difference: Option<f64>,
+    /// Latency p99 difference, ms.
+    pub latency_p99_difference_ms: Option<f64>,
+    /// Expected calibration error difference.
+    pub calibration_error_difference: Option<f64>,
 }
 
 /// Everything measured about one model.
@@ -309,55 +446,119 @@ pub struct ModelMetrics {
     pub model_id: String,
     /// Summary per version.
     pub versions: Vec<ModelVersionStatus>,
+    /// Full metrics per version.
+    pub details: Vec<VersionMetrics>,
     /// Full latency window statistics per version (ms).
     #[schemars(with = "Vec<serde_json::Value>")]
     pub latency_windows: Vec<WindowStats>,
     /// Full confidence window statistics per version.
     #[schemars(with = "Vec<serde_json::Value>")]
     pub confidence_windows: Vec<WindowStats>,
-    /// What is and is not measured yet.
+    /// The comparison asked for with `compare_with`.
+    pub comparison: Option<Comparison>,
+    /// Where the numbers come from.
     pub note: String,
+}
+
+fn compare(first: &VersionView, second: &VersionView) -> Comparison {
+    let (a, b) = (first.snapshot.as_ref(), second.snapshot.as_ref());
+    let both = |f: &dyn Fn(&ModelSnapshot) -> Option<f64>| match (a.and_then(f), b.and_then(f)) {
+        (Some(x), Some(y)) => Some(x - y),
+        _ => None,
+    };
+    let interval = match (a, b) {
+        (Some(a), Some(b)) => match (
+            a.cumulative.accuracy,
+            a.cumulative.accuracy_interval,
+            b.cumulative.accuracy,
+            b.cumulative.accuracy_interval,
+        ) {
+            (Some(p1), Some((l1, u1)), Some(p2), Some((l2, u2))) => {
+                Some(stats::newcombe(p1, (l1, u1), p2, (l2, u2)))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    Comparison {
+        first: first.model_version.clone(),
+        second: second.model_version.clone(),
+        accuracy_difference: both(&|s| s.cumulative.accuracy),
+        accuracy_difference_interval: interval,
+        macro_f1_difference: both(&|s| (s.matched > 0).then_some(s.cumulative.macro_avg.f1)),
+        weighted_f1_difference: both(&|s| (s.matched > 0).then_some(s.cumulative.weighted_avg.f1)),
+        latency_p99_difference_ms: both(&|s| s.latency.map(|latency| latency.p99)),
+        calibration_error_difference: both(&|s| s.confidence.expected_calibration_error),
+    }
 }
 
 /// `ml_get_performance_metrics`.
 ///
 /// # Errors
-/// No prediction of that model (and version) in the current window.
+/// An empty model id, or no prediction of that model (and version).
 pub fn metrics(context: &McpContext, params: &ModelParams) -> Result<ModelMetrics, ToolError> {
     if params.model_id.is_empty() {
         return Err(ToolError::invalid("model_id", "must not be empty"));
     }
-    let windows: Vec<(WindowStats, Option<WindowStats>)> =
-        model_windows(context, Some(&params.model_id))
-            .into_iter()
-            .filter(|(latency, _)| {
-                params
-                    .model_version
-                    .as_deref()
-                    .is_none_or(|version| label(latency, "model_version") == Some(version))
-            })
-            .collect();
-    if windows.is_empty() {
-        return Err(ToolError::refused(format!(
-            "no predictions of model {:?}{} in the current window",
+    let all = versions(context, Some(&params.model_id));
+    let missing = |version: Option<&str>| {
+        ToolError::refused(format!(
+            "no predictions of model {:?}{}",
             params.model_id,
-            params
-                .model_version
-                .as_ref()
-                .map_or_else(String::new, |version| format!(" version {version:?}"))
-        )));
+            version.map_or_else(String::new, |version| format!(" version {version:?}"))
+        ))
+    };
+    let comparison = match &params.compare_with {
+        None => None,
+        Some(other) => {
+            let Some(first_version) = params.model_version.as_deref() else {
+                return Err(ToolError::invalid(
+                    "compare_with",
+                    "needs `model_version` (the version to compare with it)",
+                ));
+            };
+            let first = all
+                .iter()
+                .find(|view| view.model_version == first_version)
+                .ok_or_else(|| missing(Some(first_version)))?;
+            let second = all
+                .iter()
+                .find(|view| &view.model_version == other)
+                .ok_or_else(|| missing(Some(other)))?;
+            Some(compare(first, second))
+        }
+    };
+    let chosen: Vec<&VersionView> = all
+        .iter()
+        .filter(|view| {
+            params.model_version.as_deref().is_none_or(|version| {
+                view.model_version == version
+                    || params.compare_with.as_deref() == Some(view.model_version.as_str())
+            })
+        })
+        .collect();
+    if chosen.is_empty() {
+        return Err(missing(params.model_version.as_deref()));
     }
     Ok(ModelMetrics {
         model_id: params.model_id.clone(),
-        versions: windows
+        versions: chosen.iter().map(|view| version_status(view)).collect(),
+        details: chosen
             .iter()
-            .map(|(latency, confidence)| version_status(latency, confidence.as_ref()))
+            .map(|view| VersionMetrics {
+                status: version_status(view),
+                tracked: view.snapshot.clone(),
+            })
             .collect(),
-        latency_windows: windows.iter().map(|(latency, _)| latency.clone()).collect(),
-        confidence_windows: windows
+        latency_windows: chosen
             .iter()
-            .filter_map(|(_, confidence)| confidence.clone())
+            .filter_map(|view| view.latency.clone())
             .collect(),
+        confidence_windows: chosen
+            .iter()
+            .filter_map(|view| view.confidence.clone())
+            .collect(),
+        comparison,
         note: NOTE.to_owned(),
     })
 }

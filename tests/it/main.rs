@@ -2,7 +2,8 @@
 //! test binary. They run the real executable (`CARGO_BIN_EXE_megamind`) against real
 //! peers: an HTTP client, the Python reference implementation of workload P1, a
 //! two-process timely cluster on loopback, the official MCP clients (the Python SDK
-//! and the MCP Inspector), the independent Python WebSocket client `websockets`, and
+//! and the MCP Inspector), the independent Python WebSocket client `websockets`, the ML
+//! references (scikit-learn, scipy, River), and
 //! headless Chromium showing the live dashboard.
 
 mod cluster;
@@ -10,6 +11,7 @@ mod dashboard;
 mod http_api;
 mod kafka;
 mod mcp;
+mod ml;
 mod replay;
 mod support;
 mod websocket;

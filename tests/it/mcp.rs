@@ -21,10 +21,10 @@ use crate::support::{
 };
 
 /// The bearer token of the HTTP servers under test.
-const TOKEN: &str = "mcp-test-token";
+pub(crate) const TOKEN: &str = "mcp-test-token";
 /// The two protocol generations megamind serves.
 const LEGACY: &str = "2025-11-25";
-const MODERN: &str = "2026-07-28";
+pub(crate) const MODERN: &str = "2026-07-28";
 /// Longest run of the whole check script (it takes about 10 s).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest single Inspector run (`npx` may have to download it first).
@@ -179,7 +179,7 @@ fn run_checks(what: &str, command: &mut Command, generation: &str) -> Value {
 
 /// One tool call through the official client over HTTP (the script's `--call` mode):
 /// returns `{protocol_version, isError, structuredContent, text}`.
-fn mcp_call(url: &str, generation: &str, tool: &str, arguments: &Value) -> Value {
+pub(crate) fn mcp_call(url: &str, generation: &str, tool: &str, arguments: &Value) -> Value {
     let what = format!("{tool} over MCP ({generation})");
     let finished = run(
         &what,

@@ -431,6 +431,18 @@ class Checker:
             f"predictions/s {entry['predictions_per_second']} != {3 / self.args.window_seconds}",
         )
 
+        # The join: p0 right, p1 and p2 wrong -> accuracy 1/3 over 3 matched pairs.
+        async def accuracy_seen() -> tuple[bool, Any]:
+            status = await self.call("ml_performance_status")
+            mine = [entry for entry in status["models"] if entry["model_id"] == model]
+            return len(mine) == 1 and mine[0]["matched"] == 3, mine
+
+        tracked = (await until(f"model {model} with 3 matched outcomes", accuracy_seen))[0]
+        self.ok(close(tracked["accuracy"], 1 / 3), f"ml accuracy {tracked['accuracy']} != 1/3")
+        self.ok(tracked["pending"] == 0 and tracked["total_predictions"] == 3, f"ml counts: {brief(tracked)}")
+        low, high = tracked["accuracy_interval"]
+        self.ok(0 < low < 1 / 3 < high < 1, f"ml Wilson interval {tracked['accuracy_interval']}")
+
         metrics = await self.call("ml_get_performance_metrics", {"model_id": model})
         self.ok(metrics["model_id"] == model, f"ml_get_performance_metrics model: {brief(metrics)}")
         self.ok(

@@ -10,6 +10,7 @@ pub mod decode;
 mod error;
 mod event;
 mod labels;
+mod ml;
 mod rules;
 mod series;
 mod session;
@@ -22,6 +23,10 @@ pub use event::{
     PredictionEvent, SessionEvent, SessionKind, Severity,
 };
 pub use labels::labels_as_map;
+pub use ml::{
+    ConfidenceSummary, DriftReport, DriftTest, LatencySummary, MatchedPair, MlEvent, ModelInput,
+    ModelKey, ModelRegistration, ModelSnapshot, Performance, RetrainingTrigger, UNVERSIONED,
+};
 pub use rules::{
     Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comparison, RuleError,
 };

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::alerts::{AlertRecord, CommandRejection};
 use super::error::DataError;
+use super::ml::{ModelSnapshot, RetrainingTrigger};
 use super::rules::{AlertTransition, Breach};
 use super::series::{SeriesKey, WindowStats};
 use super::session::{HistorySample, SessionState};
@@ -37,6 +38,15 @@ pub enum Update {
     AlertRecord(AlertRecord),
     /// An alert command could not be applied.
     CommandRejected(CommandRejection),
+    /// A model version's tracked performance changed.
+    ModelMetrics(Box<ModelSnapshot>),
+    /// A model should be retrained (drift started or ADWIN detected a change).
+    RetrainingTrigger(Box<RetrainingTrigger>),
+    /// Outcomes that named no model expired without meeting their prediction.
+    UnattributedOrphans {
+        /// How many so far.
+        expired: u64,
+    },
     /// A record was rejected inside the dataflow (for example: late).
     Rejected {
         /// Why.
@@ -58,6 +68,9 @@ impl Update {
             Self::Alert(_) => "alert",
             Self::AlertRecord(_) => "alert_record",
             Self::CommandRejected(_) => "command_rejected",
+            Self::ModelMetrics(_) => "model_metrics",
+            Self::RetrainingTrigger(_) => "retraining_trigger",
+            Self::UnattributedOrphans { .. } => "unattributed_orphans",
             Self::Rejected { .. } => "rejected",
         }
     }

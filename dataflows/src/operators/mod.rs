@@ -9,10 +9,12 @@ pub mod evaluate_breaches;
 pub mod manage_alerts;
 pub mod quantiles;
 pub mod route_events;
+pub mod track_models;
 pub mod track_sessions;
 
 pub use compute_windows::{ComputeWindows, WindowConfig, WindowConfigError};
 pub use evaluate_breaches::{EvaluateBreaches, RuleSet};
 pub use manage_alerts::{AlertConfig, ManageAlerts};
 pub use route_events::{RouteEvents, RoutedEvents};
+pub use track_models::{TrackModels, TrackModelsConfig};
 pub use track_sessions::{SessionConfig, TrackSessions};

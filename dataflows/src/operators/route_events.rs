@@ -3,7 +3,8 @@
 //! ```text
 //!             ┌──► samples (metric values, session series, prediction latency/confidence)
 //!   events ───┼──► (ts, SessionEvent)
-//!             └──► (ts, AlertCommand)
+//!             ├──► (ts, AlertCommand)
+//!             └──► (ts, MlEvent) (predictions and outcomes)
 //! ```
 
 use timely::dataflow::channels::pact::Pipeline;
@@ -12,7 +13,7 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    AlertAction, AlertCommand, Event, EventBody, Labels, Sample, SeriesKey, SessionEvent,
+    AlertAction, AlertCommand, Event, EventBody, Labels, MlEvent, Sample, SeriesKey, SessionEvent,
     SessionKind,
 };
 use crate::operators::manage_alerts::custom_alert_id;
@@ -42,6 +43,8 @@ pub struct RoutedEvents<'scope> {
     pub sessions: StreamVec<'scope, Time, (Time, SessionEvent)>,
     /// Alert commands with their event time; `create` commands carry their final id.
     pub commands: StreamVec<'scope, Time, (Time, AlertCommand)>,
+    /// Predictions and outcomes with their event time, for the ML tracker.
+    pub ml: StreamVec<'scope, Time, (Time, MlEvent)>,
 }
 
 /// Derives the samples of one event (at most four).
@@ -156,6 +159,7 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
         let (samples_output, samples) = builder.new_output();
         let (sessions_output, sessions) = builder.new_output();
         let (commands_output, commands) = builder.new_output();
+        let (ml_output, ml) = builder.new_output();
         let mut samples_output = OutputBuilder::<
             _,
             timely::container::CapacityContainerBuilder<Vec<Sample>>,
@@ -168,22 +172,29 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
             _,
             timely::container::CapacityContainerBuilder<Vec<(Time, AlertCommand)>>,
         >::from(commands_output);
+        let mut ml_output = OutputBuilder::<
+            _,
+            timely::container::CapacityContainerBuilder<Vec<(Time, MlEvent)>>,
+        >::from(ml_output);
         builder.build(move |_capabilities| {
             move |_frontiers| {
                 let mut samples_handle = samples_output.activate();
                 let mut sessions_handle = sessions_output.activate();
                 let mut commands_handle = commands_output.activate();
+                let mut ml_handle = ml_output.activate();
                 input.for_each(|cap, data| {
-                    let (Some(samples_cap), Some(sessions_cap), Some(commands_cap)) = (
+                    let (Some(samples_cap), Some(sessions_cap), Some(commands_cap), Some(ml_cap)) = (
                         cap.retain_least(0),
                         cap.retain_least(1),
                         cap.retain_least(2),
+                        cap.retain_least(3),
                     ) else {
                         return;
                     };
                     let mut samples = samples_handle.session(&samples_cap);
                     let mut sessions = sessions_handle.session(&sessions_cap);
                     let mut commands = commands_handle.session(&commands_cap);
+                    let mut ml = ml_handle.session(&ml_cap);
                     for event in data.drain(..) {
                         samples.give_iterator(samples_of(&event));
                         match event.body {
@@ -197,6 +208,12 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
                                 }
                                 commands.give((event.ts, command));
                             }
+                            EventBody::Prediction(prediction) => {
+                                ml.give((event.ts, MlEvent::Prediction(prediction)))
+                            }
+                            EventBody::Outcome(outcome) => {
+                                ml.give((event.ts, MlEvent::Outcome(outcome)))
+                            }
                             _ => {}
                         }
                     }
@@ -207,6 +224,7 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
             samples,
             sessions,
             commands,
+            ml,
         }
     }
 }

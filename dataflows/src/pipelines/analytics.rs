@@ -5,16 +5,19 @@
 //!                 │                                      │ transitions
 //!   events ─► RouteEvents                                ▼
 //!                 ├─ commands ──────────────────────► ManageAlerts ───► alert records
-//!                 └─ sessions ──► TrackSessions ─────────────────────► sessions
+//!                 ├─ sessions ──► TrackSessions ─────────────────────► sessions
+//!                 └─ ml ────────► TrackModels ─► model metrics, retraining triggers
+//!                                      └─ drift/threshold transitions ─► ManageAlerts
 //! ```
 
-use timely::dataflow::operators::Concatenate;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::{Concatenate, Operator};
 use timely::dataflow::StreamVec;
 
-use crate::model::{Event, Update};
+use crate::model::{AlertTransition, Event, Update};
 use crate::operators::{
     AlertConfig, ComputeWindows, EvaluateBreaches, ManageAlerts, RouteEvents, RuleSet,
-    SessionConfig, TrackSessions, WindowConfig,
+    SessionConfig, TrackModels, TrackModelsConfig, TrackSessions, WindowConfig,
 };
 use crate::Time;
 
@@ -29,6 +32,8 @@ pub struct AnalyticsConfig {
     pub rules: RuleSet,
     /// Alert lifecycle.
     pub alerts: AlertConfig,
+    /// ML tracking.
+    pub models: TrackModelsConfig,
 }
 
 /// Builds the analytics graph over `events` and returns the merged update stream.
@@ -42,9 +47,24 @@ pub fn analytics<'scope>(
         .samples
         .compute_windows("series", &config.windows)
         .evaluate_breaches("rules", &config.rules);
+    let models = routed.ml.track_models("models", &config.models);
+    let model_transitions = models.clone().unary(Pipeline, "ModelTransitions", |_, _| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let mut session = output.session(&cap);
+                for update in data.iter() {
+                    if let Update::Alert(transition) = update {
+                        session.give(transition.clone());
+                    }
+                }
+            });
+        }
+    });
+    let transitions: StreamVec<'_, Time, AlertTransition> =
+        scope.concatenate([transitions, model_transitions]);
     let alerts = transitions.manage_alerts("alerts", routed.commands, &config.alerts);
     let sessions = routed.sessions.track_sessions("sessions", &config.sessions);
-    scope.concatenate([windows_and_breaches, alerts, sessions])
+    scope.concatenate([windows_and_breaches, alerts, sessions, models])
 }
 
 #[cfg(test)]

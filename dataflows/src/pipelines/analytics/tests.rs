@@ -40,6 +40,7 @@ impl Setup {
             },
             rules: RuleSet::new(self.rules.clone()),
             alerts: AlertConfig::default(),
+            models: crate::operators::TrackModelsConfig::default(),
         }
     }
 }
@@ -356,7 +357,10 @@ fn assert_matches_references(output: &Output, epochs: &[Epoch<Event>], setup: &S
         + got_sessions.len()
         + got_history.len()
         + record_lines
-        + rejection_lines;
+        + rejection_lines
+        + output.of_kind("model_metrics").len()
+        + output.of_kind("retraining_trigger").len()
+        + output.of_kind("unattributed_orphans").len();
     assert_eq!(
         output.lines.len(),
         checked,
@@ -649,12 +653,35 @@ fn arbitrary_epochs() -> impl Strategy<Value = Vec<Epoch<Event>>> {
     );
     proptest::collection::vec(epoch, 1..8).prop_map(|raw| {
         let mut time = 100u64;
+        // Prediction ids are unique, and each outcome resolves the latest prediction not
+        // resolved yet (or none): the ML join is deterministic for unique ids only (a
+        // reused id resolves in arrival order, which differs between worker counts).
+        let mut predictions = 0u64;
+        let mut outcomes = 0u64;
         raw.into_iter()
             .map(|(advance, events)| {
                 time += advance;
                 let data = events
                     .into_iter()
-                    .map(|(body, offset)| at(time + offset - 30, body))
+                    .map(|(mut body, offset)| {
+                        match &mut body {
+                            EventBody::Prediction(prediction) => {
+                                predictions += 1;
+                                prediction.prediction_id = format!("p{predictions}").into();
+                            }
+                            EventBody::Outcome(outcome) => {
+                                outcomes += 1;
+                                outcome.prediction_id = if predictions > 0 {
+                                    format!("p{predictions}").into()
+                                } else {
+                                    format!("orphan{outcomes}").into()
+                                };
+                                predictions += 1; // the next outcome resolves another id
+                            }
+                            _ => {}
+                        }
+                        at(time + offset - 30, body)
+                    })
                     .collect();
                 Epoch::new(time, data)
             })

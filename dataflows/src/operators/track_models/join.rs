@@ -1,0 +1,275 @@
+//! The pure core of the prediction ⋈ outcome join: pending predictions and orphan
+//! outcomes per prediction id, matched when their event times are less than the horizon
+//! apart, expired once the frontier guarantees no partner can still come.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxBuildHasher;
+
+use crate::model::{Id, MatchedPair, MlEvent, ModelInput, ModelKey, OutcomeEvent};
+
+/// Expiry buckets are this long (ms): a prediction expires at the end of its bucket plus
+/// the horizon, so expiry is up to one bucket later than `ts + horizon` (it never
+/// changes which pairs match, only when the expiry is reported).
+pub const EXPIRY_BUCKET_MS: u64 = 1000;
+
+/// A small interning table (model versions, labels, feature names per worker). It grows
+/// with the number of distinct names, which the data bounds (models, classes, features).
+#[derive(Debug)]
+struct Interner<T> {
+    index: HashMap<T, u32, FxBuildHasher>,
+    values: Vec<T>,
+}
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Self {
+            index: HashMap::default(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
+    fn intern(&mut self, value: &T) -> u32 {
+        if let Some(index) = self.index.get(value) {
+            return *index;
+        }
+        let index = u32::try_from(self.values.len()).unwrap_or(u32::MAX);
+        self.values.push(value.clone());
+        self.index.insert(value.clone(), index);
+        index
+    }
+
+    fn get(&self, index: u32) -> Option<&T> {
+        self.values.get(index as usize)
+    }
+}
+
+/// A prediction waiting for its outcome, in compact form (its id is the map key).
+#[derive(Debug)]
+struct Pending {
+    ts: u64,
+    model: u32,
+    predicted: u32,
+    confidence: f64,
+    features: Option<Box<[(u32, f64)]>>,
+}
+
+/// An outcome waiting for its prediction.
+#[derive(Debug)]
+struct Orphan {
+    ts: u64,
+    actual: Id,
+    model_id: Option<Id>,
+}
+
+/// Join state of one worker: the prediction ids routed to it.
+#[derive(Debug)]
+pub struct JoinState {
+    horizon: u64,
+    pending: HashMap<Id, Pending, FxBuildHasher>,
+    orphans: HashMap<Id, Orphan, FxBuildHasher>,
+    /// Expiry bucket end → ids of predictions that were pending in it.
+    pending_expiry: BTreeMap<u64, Vec<Id>>,
+    /// Expiry bucket end → ids of orphan outcomes in it.
+    orphan_expiry: BTreeMap<u64, Vec<Id>>,
+    models: Interner<ModelKey>,
+    labels: Interner<Id>,
+}
+
+fn bucket_end(ts: u64) -> u64 {
+    crate::time::pane_end(ts, EXPIRY_BUCKET_MS)
+}
+
+impl JoinState {
+    /// Empty state; pairs match when their event times are less than `horizon` ms apart.
+    pub fn new(horizon: u64) -> Self {
+        Self {
+            horizon: horizon.max(1),
+            pending: HashMap::default(),
+            orphans: HashMap::default(),
+            pending_expiry: BTreeMap::new(),
+            orphan_expiry: BTreeMap::new(),
+            models: Interner::default(),
+            labels: Interner::default(),
+        }
+    }
+
+    /// Predictions waiting for outcomes.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Outcomes waiting for predictions.
+    pub fn orphans(&self) -> usize {
+        self.orphans.len()
+    }
+
+    /// The earliest frontier time at which something may expire.
+    pub fn next_expiry(&self) -> Option<u64> {
+        let first = |map: &BTreeMap<u64, Vec<Id>>| map.keys().next().map(|end| end + self.horizon);
+        match (first(&self.pending_expiry), first(&self.orphan_expiry)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn close(&self, a: u64, b: u64) -> bool {
+        a.abs_diff(b) < self.horizon
+    }
+
+    /// Applies one event with event time `ts`; pushes what the model tracker must know.
+    pub fn apply(&mut self, ts: u64, event: MlEvent, out: &mut Vec<ModelInput>) {
+        match event {
+            MlEvent::Prediction(prediction) => {
+                let key = ModelKey::of(&prediction);
+                if self.pending.contains_key(&prediction.prediction_id) {
+                    out.push(ModelInput::Duplicate { key });
+                    return;
+                }
+                out.push(ModelInput::Predicted {
+                    key: key.clone(),
+                    ts,
+                    predicted: prediction.predicted.clone(),
+                    confidence: prediction.confidence,
+                    latency_ms: prediction.latency_ms,
+                });
+                if let Some(orphan) = self.orphans.get(&prediction.prediction_id) {
+                    if self.close(orphan.ts, ts) {
+                        let orphan_ts = orphan.ts;
+                        if let Some(orphan) = self.orphans.remove(&prediction.prediction_id) {
+                            out.push(ModelInput::Matched(Box::new(MatchedPair {
+                                key,
+                                ts: ts.max(orphan_ts),
+                                prediction_id: prediction.prediction_id,
+                                predicted: prediction.predicted,
+                                actual: orphan.actual,
+                                confidence: prediction.confidence,
+                                features: prediction.features,
+                            })));
+                        }
+                        return;
+                    }
+                }
+                let model = self.models.intern(&key);
+                let predicted = self.labels.intern(&prediction.predicted);
+                let features = (!prediction.features.is_empty()).then(|| {
+                    prediction
+                        .features
+                        .iter()
+                        .map(|(name, value)| (self.labels.intern(name), *value))
+                        .collect()
+                });
+                self.pending_expiry
+                    .entry(bucket_end(ts))
+                    .or_default()
+                    .push(prediction.prediction_id.clone());
+                self.pending.insert(
+                    prediction.prediction_id,
+                    Pending {
+                        ts,
+                        model,
+                        predicted,
+                        confidence: prediction.confidence,
+                        features,
+                    },
+                );
+            }
+            MlEvent::Outcome(outcome) => self.apply_outcome(ts, outcome, out),
+        }
+    }
+
+    fn apply_outcome(&mut self, ts: u64, outcome: OutcomeEvent, out: &mut Vec<ModelInput>) {
+        let matches = self
+            .pending
+            .get(&outcome.prediction_id)
+            .is_some_and(|pending| self.close(pending.ts, ts));
+        if matches {
+            if let Some(pending) = self.pending.remove(&outcome.prediction_id) {
+                let key = self.models.get(pending.model).cloned();
+                let predicted = self.labels.get(pending.predicted).cloned();
+                if let (Some(key), Some(predicted)) = (key, predicted) {
+                    let features = pending
+                        .features
+                        .iter()
+                        .flat_map(|features| features.iter())
+                        .filter_map(|(name, value)| {
+                            self.labels.get(*name).map(|name| (name.clone(), *value))
+                        })
+                        .collect();
+                    out.push(ModelInput::Matched(Box::new(MatchedPair {
+                        key,
+                        ts: ts.max(pending.ts),
+                        prediction_id: outcome.prediction_id,
+                        predicted,
+                        actual: outcome.actual,
+                        confidence: pending.confidence,
+                        features,
+                    })));
+                }
+            }
+            return;
+        }
+        if self.orphans.contains_key(&outcome.prediction_id) {
+            // A second outcome for the same id while the first waits: keep the first.
+            return;
+        }
+        self.orphan_expiry
+            .entry(bucket_end(ts))
+            .or_default()
+            .push(outcome.prediction_id.clone());
+        self.orphans.insert(
+            outcome.prediction_id,
+            Orphan {
+                ts,
+                actual: outcome.actual,
+                model_id: outcome.model_id,
+            },
+        );
+    }
+
+    /// Expires everything whose partner can no longer come, given that every event with
+    /// event time before `frontier` has been applied.
+    pub fn expire(&mut self, frontier: u64, out: &mut Vec<ModelInput>) {
+        let horizon = self.horizon;
+        while let Some(entry) = self.pending_expiry.first_entry() {
+            let end = *entry.key();
+            if end.saturating_add(horizon) > frontier {
+                break;
+            }
+            for id in entry.remove() {
+                let expires = self
+                    .pending
+                    .get(&id)
+                    .is_some_and(|pending| bucket_end(pending.ts) == end);
+                if expires {
+                    if let Some(pending) = self.pending.remove(&id) {
+                        if let Some(key) = self.models.get(pending.model) {
+                            out.push(ModelInput::Expired { key: key.clone() });
+                        }
+                    }
+                }
+            }
+        }
+        while let Some(entry) = self.orphan_expiry.first_entry() {
+            let end = *entry.key();
+            if end.saturating_add(horizon) > frontier {
+                break;
+            }
+            for id in entry.remove() {
+                let expires = self
+                    .orphans
+                    .get(&id)
+                    .is_some_and(|orphan| bucket_end(orphan.ts) == end);
+                if expires {
+                    if let Some(orphan) = self.orphans.remove(&id) {
+                        out.push(ModelInput::OrphanExpired {
+                            model_id: orphan.model_id.unwrap_or_default(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}

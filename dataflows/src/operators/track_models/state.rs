@@ -1,0 +1,504 @@
+//! The pure per-model-version state: cumulative counts applied as inputs arrive (their
+//! order does not matter), and the order-dependent analyses (reference and current
+//! windows, drift tests, ADWIN) fed with matched pairs in event-time order.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use hdrhistogram::Histogram;
+
+use super::stats::{self, Adwin, Calibration};
+use super::TrackModelsConfig;
+use crate::model::{
+    ConfidenceSummary, DriftReport, DriftTest, Id, LatencySummary, MatchedPair, ModelKey,
+    ModelRegistration, ModelSnapshot, Performance, RetrainingTrigger,
+};
+
+/// ADWIN change points remembered per version (the latest; the count covers all).
+const MAX_CHANGE_POINTS: usize = 1000;
+
+/// Latency is recorded in microseconds.
+const LATENCY_SCALE: f64 = 1000.0;
+
+/// A sparse confusion matrix.
+#[derive(Debug, Clone, Default)]
+pub struct Confusion {
+    cells: BTreeMap<(Id, Id), u64>,
+}
+
+impl Confusion {
+    fn add(&mut self, actual: &Id, predicted: &Id, count: i64) {
+        let cell = self
+            .cells
+            .entry((actual.clone(), predicted.clone()))
+            .or_insert(0);
+        *cell = cell.saturating_add_signed(count);
+        if *cell == 0 {
+            self.cells.remove(&(actual.clone(), predicted.clone()));
+        }
+    }
+
+    /// Performance over the matrix.
+    pub fn performance(&self) -> Performance {
+        let labels: Vec<Id> = self
+            .cells
+            .keys()
+            .flat_map(|(a, p)| [a.clone(), p.clone()])
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let position = |label: &Id| labels.binary_search(label).unwrap_or(0);
+        let mut matrix = vec![vec![0u64; labels.len()]; labels.len()];
+        for ((actual, predicted), count) in &self.cells {
+            matrix[position(actual)][position(predicted)] += count;
+        }
+        let scores = stats::class_scores(&matrix);
+        let matched: u64 = self.cells.values().sum();
+        let correct: u64 = (0..labels.len()).map(|i| matrix[i][i]).sum();
+        Performance {
+            matched,
+            accuracy: scores.accuracy,
+            accuracy_interval: stats::wilson(correct, matched, stats::Z95),
+            labels,
+            confusion: matrix,
+            per_class: scores.per_class,
+            macro_avg: scores.macro_avg,
+            weighted_avg: scores.weighted_avg,
+        }
+    }
+}
+
+/// One matched pair as the ordered analyses keep it.
+#[derive(Debug, Clone)]
+struct Kept {
+    confidence: f64,
+    predicted: Id,
+    actual: Id,
+    features: Vec<(Id, f64)>,
+}
+
+impl Kept {
+    fn correct(&self) -> bool {
+        self.predicted == self.actual
+    }
+}
+
+/// State of one model version.
+#[derive(Debug)]
+pub struct ModelState {
+    key: ModelKey,
+    registration: Option<ModelRegistration>,
+    events: u64,
+    ordered: u64,
+    first_seen: Option<u64>,
+    last_seen: u64,
+    predictions: u64,
+    expired: u64,
+    orphans_expired: u64,
+    duplicates: u64,
+    cumulative: Confusion,
+    latency: Option<Histogram<u64>>,
+    /// Exact sums (fixed point, see [`stats::fixed`]): order-independent.
+    latency_sum: u128,
+    confidence_sum: u128,
+    confidence_histogram: Vec<u64>,
+    calibration: Calibration,
+    predicted_labels: BTreeMap<Id, u64>,
+    actual_labels: BTreeMap<Id, u64>,
+    /// The first `reference_size` pairs in order.
+    reference: Vec<Kept>,
+    /// The latest `window_size` pairs after the reference, in order.
+    current: VecDeque<Kept>,
+    window: Confusion,
+    adwin: Adwin,
+    adwin_changes: Vec<u64>,
+    adwin_change_count: u64,
+    adwin_last_change_at: Option<u64>,
+    drift: Option<DriftReport>,
+    drifted: bool,
+    triggers: u64,
+    breached: bool,
+}
+
+fn summary(histogram: &Histogram<u64>, sum: u128) -> LatencySummary {
+    let at = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / LATENCY_SCALE;
+    LatencySummary {
+        p50: at(0.5),
+        p95: at(0.95),
+        p99: at(0.99),
+        // Latency sums are kept in 2^-53 ms units like confidences.
+        mean: stats::unfixed(sum) / histogram.len().max(1) as f64,
+        max: histogram.max() as f64 / LATENCY_SCALE,
+    }
+}
+
+impl ModelState {
+    /// Empty state of `key`.
+    pub fn new(key: ModelKey, config: &TrackModelsConfig) -> Self {
+        let registration = config
+            .models
+            .iter()
+            .find(|registration| registration.model_id == key.model_id)
+            .cloned();
+        Self {
+            key,
+            registration,
+            events: 0,
+            ordered: 0,
+            first_seen: None,
+            last_seen: 0,
+            predictions: 0,
+            expired: 0,
+            orphans_expired: 0,
+            duplicates: 0,
+            cumulative: Confusion::default(),
+            latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).ok(),
+            latency_sum: 0,
+            confidence_sum: 0,
+            confidence_histogram: vec![0; config.bins.max(1)],
+            calibration: Calibration::new(config.bins),
+            predicted_labels: BTreeMap::new(),
+            actual_labels: BTreeMap::new(),
+            reference: Vec::new(),
+            current: VecDeque::new(),
+            window: Confusion::default(),
+            adwin: Adwin::new(config.adwin_delta),
+            adwin_changes: Vec::new(),
+            adwin_change_count: 0,
+            adwin_last_change_at: None,
+            drift: None,
+            drifted: false,
+            triggers: 0,
+            breached: false,
+        }
+    }
+
+    /// Records a prediction.
+    pub fn predicted(&mut self, ts: u64, predicted: &Id, confidence: f64, latency_ms: f64) {
+        self.events += 1;
+        self.predictions += 1;
+        self.first_seen = Some(self.first_seen.map_or(ts, |first| first.min(ts)));
+        self.last_seen = self.last_seen.max(ts);
+        if let Some(histogram) = self.latency.as_mut() {
+            let micros = (latency_ms * LATENCY_SCALE).round().max(1.0) as u64;
+            histogram.saturating_record(micros);
+        }
+        self.latency_sum = self.latency_sum.saturating_add(stats::fixed(latency_ms));
+        self.confidence_sum = self.confidence_sum.saturating_add(stats::fixed(confidence));
+        let bins = self.confidence_histogram.len();
+        let bin = ((confidence * bins as f64) as usize).min(bins - 1);
+        self.confidence_histogram[bin] += 1;
+        *self.predicted_labels.entry(predicted.clone()).or_insert(0) += 1;
+    }
+
+    /// Records a matched pair's order-independent part.
+    pub fn matched(&mut self, pair: &MatchedPair) {
+        self.events += 1;
+        self.last_seen = self.last_seen.max(pair.ts);
+        self.cumulative.add(&pair.actual, &pair.predicted, 1);
+        self.calibration
+            .record(pair.confidence, pair.actual == pair.predicted);
+        *self.actual_labels.entry(pair.actual.clone()).or_insert(0) += 1;
+    }
+
+    /// Records an expiry.
+    pub fn expired(&mut self) {
+        self.events += 1;
+        self.expired += 1;
+    }
+
+    /// Records an expired orphan outcome that named this model.
+    pub fn orphan_expired(&mut self) {
+        self.events += 1;
+        self.orphans_expired += 1;
+    }
+
+    /// Records an ignored duplicate prediction.
+    pub fn duplicate(&mut self) {
+        self.events += 1;
+        self.duplicates += 1;
+    }
+
+    /// Feeds one pair, in event-time order, to the windows and ADWIN. Returns a retraining
+    /// trigger when ADWIN detects a change.
+    pub fn ordered(
+        &mut self,
+        pair: &MatchedPair,
+        config: &TrackModelsConfig,
+    ) -> Option<RetrainingTrigger> {
+        self.ordered += 1;
+        let kept = Kept {
+            confidence: pair.confidence,
+            predicted: pair.predicted.clone(),
+            actual: pair.actual.clone(),
+            features: pair.features.clone(),
+        };
+        let error = if kept.correct() { 0.0 } else { 1.0 };
+        if self.reference.len() < config.reference_size {
+            self.reference.push(kept);
+        } else {
+            self.window.add(&kept.actual, &kept.predicted, 1);
+            self.current.push_back(kept);
+            if self.current.len() > config.window_size {
+                if let Some(old) = self.current.pop_front() {
+                    self.window.add(&old.actual, &old.predicted, -1);
+                }
+            }
+        }
+        if self.adwin.update(error) {
+            self.adwin_change_count += 1;
+            if self.adwin_changes.len() >= MAX_CHANGE_POINTS {
+                self.adwin_changes.remove(0);
+            }
+            self.adwin_changes.push(self.ordered);
+            self.adwin_last_change_at = Some(pair.ts);
+            self.triggers += 1;
+            return Some(RetrainingTrigger {
+                model_id: self.key.model_id.clone(),
+                model_version: self.key.model_version.clone(),
+                at: pair.ts,
+                evidence: vec![DriftTest {
+                    test: "adwin:errors".into(),
+                    statistic: self.adwin.mean().unwrap_or(0.0),
+                    p_value: None,
+                    threshold: config.adwin_delta,
+                    drifted: true,
+                }],
+            });
+        }
+        None
+    }
+
+    /// Re-evaluates the drift tests after a run of ordered pairs; returns a retraining
+    /// trigger when the model starts drifting.
+    pub fn evaluate_drift(
+        &mut self,
+        at: u64,
+        config: &TrackModelsConfig,
+    ) -> Option<RetrainingTrigger> {
+        let mut tests = Vec::new();
+        let full = self.reference.len() >= config.reference_size
+            && self.current.len() >= config.window_size
+            && config.reference_size > 0;
+        if full {
+            let confidences = |pairs: &mut dyn Iterator<Item = &Kept>| {
+                pairs.map(|kept| kept.confidence).collect::<Vec<f64>>()
+            };
+            let reference_confidence = confidences(&mut self.reference.iter());
+            let current_confidence = confidences(&mut self.current.iter());
+            if let Some(value) = stats::psi(&reference_confidence, &current_confidence, config.bins)
+            {
+                tests.push(DriftTest {
+                    test: "psi:confidence".into(),
+                    statistic: value,
+                    p_value: None,
+                    threshold: config.psi_threshold,
+                    drifted: value >= config.psi_threshold,
+                });
+            }
+            let names: BTreeSet<&Id> = self
+                .reference
+                .iter()
+                .flat_map(|kept| kept.features.iter().map(|(name, _)| name))
+                .collect();
+            for name in names {
+                let values = |pairs: &mut dyn Iterator<Item = &Kept>| {
+                    pairs
+                        .filter_map(|kept| {
+                            kept.features
+                                .iter()
+                                .find(|(feature, _)| feature == name)
+                                .map(|(_, value)| *value)
+                        })
+                        .collect::<Vec<f64>>()
+                };
+                let reference = values(&mut self.reference.iter());
+                let current = values(&mut self.current.iter());
+                if let Some(value) = stats::psi(&reference, &current, config.bins) {
+                    tests.push(DriftTest {
+                        test: format!("psi:feature:{name}"),
+                        statistic: value,
+                        p_value: None,
+                        threshold: config.psi_threshold,
+                        drifted: value >= config.psi_threshold,
+                    });
+                }
+            }
+            if let Some((statistic, p_value)) =
+                stats::ks_2samp(&reference_confidence, &current_confidence)
+            {
+                tests.push(DriftTest {
+                    test: "ks:confidence".into(),
+                    statistic,
+                    p_value: Some(p_value),
+                    threshold: config.p_value_threshold,
+                    drifted: p_value < config.p_value_threshold,
+                });
+            }
+            let labels: BTreeSet<&Id> = self
+                .reference
+                .iter()
+                .chain(self.current.iter())
+                .map(|kept| &kept.predicted)
+                .collect();
+            let count = |pairs: &mut dyn Iterator<Item = &Kept>| {
+                let mut counts = vec![0u64; labels.len()];
+                for kept in pairs {
+                    if let Some(index) = labels.iter().position(|label| **label == kept.predicted) {
+                        counts[index] += 1;
+                    }
+                }
+                counts
+            };
+            let reference_counts = count(&mut self.reference.iter());
+            let current_counts = count(&mut self.current.iter());
+            if let Some(result) = stats::chi2_contingency(&reference_counts, &current_counts) {
+                tests.push(DriftTest {
+                    test: "chi2:predicted_labels".into(),
+                    statistic: result.statistic,
+                    p_value: Some(result.p_value),
+                    threshold: config.p_value_threshold,
+                    drifted: result.p_value < config.p_value_threshold,
+                });
+            }
+            let accuracy = |pairs: &mut dyn Iterator<Item = &Kept>| {
+                let (mut correct, mut total) = (0u64, 0u64);
+                for kept in pairs {
+                    total += 1;
+                    correct += u64::from(kept.correct());
+                }
+                correct as f64 / total.max(1) as f64
+            };
+            let reference_accuracy = accuracy(&mut self.reference.iter());
+            let current_accuracy = accuracy(&mut self.current.iter());
+            if reference_accuracy > 0.0 {
+                let drop = (reference_accuracy - current_accuracy) / reference_accuracy;
+                tests.push(DriftTest {
+                    test: "accuracy_drop".into(),
+                    statistic: drop,
+                    p_value: None,
+                    threshold: config.accuracy_drop,
+                    drifted: drop >= config.accuracy_drop,
+                });
+            }
+        }
+        let drifted = tests.iter().any(|test| test.drifted);
+        let evidence: Vec<DriftTest> = tests.iter().filter(|test| test.drifted).cloned().collect();
+        self.drift = Some(DriftReport {
+            reference_size: self.reference.len() as u64,
+            current_size: self.current.len() as u64,
+            tests,
+            drifted,
+            adwin_changes: self.adwin_change_count,
+            adwin_change_points: self.adwin_changes.clone(),
+            adwin_last_change_at: self.adwin_last_change_at,
+        });
+        let started = drifted && !self.drifted;
+        self.drifted = drifted;
+        if started {
+            self.triggers += 1;
+            return Some(RetrainingTrigger {
+                model_id: self.key.model_id.clone(),
+                model_version: self.key.model_version.clone(),
+                at,
+                evidence,
+            });
+        }
+        None
+    }
+
+    /// Whether the drift tests and thresholds are due (every `evaluate_every` ordered pairs).
+    pub fn evaluation_due(&self, config: &TrackModelsConfig) -> bool {
+        self.ordered % config.evaluate_every.max(1) == 0
+    }
+
+    /// Whether the drift tests currently say the model drifted.
+    pub fn drifted(&self) -> bool {
+        self.drifted
+    }
+
+    /// Registered thresholds breached now: `(what, value, threshold)`.
+    pub fn threshold_breaches(&self) -> Vec<(&'static str, f64, f64)> {
+        let mut breaches = Vec::new();
+        let Some(registration) = &self.registration else {
+            return breaches;
+        };
+        if let Some(minimum) = registration.min_accuracy {
+            let window = self.window.performance();
+            if let Some(accuracy) = window.accuracy {
+                if accuracy < minimum {
+                    breaches.push(("accuracy", accuracy, minimum));
+                }
+            }
+        }
+        if let (Some(maximum), Some(histogram)) =
+            (registration.max_latency_p99_ms, self.latency.as_ref())
+        {
+            if !histogram.is_empty() {
+                let p99 = summary(histogram, self.latency_sum).p99;
+                if p99 > maximum {
+                    breaches.push(("latency_p99_ms", p99, maximum));
+                }
+            }
+        }
+        breaches
+    }
+
+    /// Remembers whether a threshold breach is open; returns whether that changed.
+    pub fn set_breached(&mut self, breached: bool) -> bool {
+        let changed = self.breached != breached;
+        self.breached = breached;
+        changed
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> ModelSnapshot {
+        let cumulative = self.cumulative.performance();
+        let matched = cumulative.matched;
+        let health = if self.drifted {
+            "drifted"
+        } else if self.breached {
+            "degraded"
+        } else if matched == 0 {
+            "waiting"
+        } else {
+            "ok"
+        };
+        ModelSnapshot {
+            model_id: self.key.model_id.clone(),
+            model_version: self.key.model_version.clone(),
+            registration: self.registration.clone(),
+            events: self.events,
+            ordered: self.ordered,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            predictions: self.predictions,
+            matched,
+            pending: self
+                .predictions
+                .saturating_sub(matched)
+                .saturating_sub(self.expired),
+            expired: self.expired,
+            orphans_expired: self.orphans_expired,
+            duplicates: self.duplicates,
+            cumulative,
+            window: self.window.performance(),
+            latency: self
+                .latency
+                .as_ref()
+                .filter(|histogram| !histogram.is_empty())
+                .map(|histogram| summary(histogram, self.latency_sum)),
+            confidence: ConfidenceSummary {
+                mean: (self.predictions > 0)
+                    .then(|| stats::unfixed(self.confidence_sum) / self.predictions as f64),
+                histogram: self.confidence_histogram.clone(),
+                reliability: self.calibration.bins().to_vec(),
+                expected_calibration_error: self.calibration.expected_calibration_error(),
+            },
+            predicted_labels: self.predicted_labels.clone(),
+            actual_labels: self.actual_labels.clone(),
+            drift: self.drift.clone(),
+            health: health.to_owned(),
+            retraining_triggers: self.triggers,
+        }
+    }
+}

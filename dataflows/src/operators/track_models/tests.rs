@@ -1,0 +1,336 @@
+//! Operator tests of `track_models` through the epoch harness (1 and 4 workers must
+//! agree), and an oracle test against a from-scratch recomputation of the join.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+use crate::model::{OutcomeEvent, PredictionEvent};
+use crate::testing::{run_epochs, Epoch, Output};
+
+const SECOND: u64 = 1000;
+
+fn config(horizon_seconds: u64) -> TrackModelsConfig {
+    TrackModelsConfig {
+        horizon: Duration::from_secs(horizon_seconds),
+        reference_size: 20,
+        window_size: 20,
+        evaluate_every: 5,
+        ..TrackModelsConfig::default()
+    }
+}
+
+fn prediction(id: &str, model: &str, predicted: &str, confidence: f64) -> MlEvent {
+    MlEvent::Prediction(PredictionEvent {
+        model_id: model.into(),
+        model_version: Some("v1".into()),
+        prediction_id: id.into(),
+        predicted: predicted.into(),
+        confidence,
+        latency_ms: 10.0,
+        features: vec![("x".into(), confidence * 2.0)],
+        session_id: None,
+    })
+}
+
+fn outcome(id: &str, actual: &str, model: Option<&str>) -> MlEvent {
+    MlEvent::Outcome(OutcomeEvent {
+        prediction_id: id.into(),
+        actual: actual.into(),
+        model_id: model.map(Into::into),
+    })
+}
+
+fn run(config: TrackModelsConfig, epochs: Vec<Epoch<(Time, MlEvent)>>) -> Output {
+    run_epochs(move |events| events.track_models("test", &config), epochs)
+}
+
+fn model(out: &Output, id: &str) -> serde_json::Value {
+    out.of_kind("model_metrics")
+        .into_iter()
+        .find(|snapshot| snapshot["model_id"] == id)
+        .expect("a snapshot of the model")
+}
+
+#[test]
+fn joins_in_either_order_and_expires_at_the_horizon() {
+    let out = run(
+        config(10),
+        vec![
+            Epoch::new(
+                0,
+                vec![
+                    (0, prediction("p1", "m", "a", 0.9)),
+                    (0, outcome("p2", "b", Some("m"))), // before its prediction
+                    (0, prediction("p3", "m", "a", 0.6)), // never gets an outcome
+                    (0, outcome("zz", "a", None)),      // orphan without model
+                ],
+            ),
+            Epoch::new(
+                2 * SECOND,
+                vec![(2 * SECOND, prediction("p2", "m", "a", 0.7))],
+            ),
+            Epoch::new(5 * SECOND, vec![(5 * SECOND, outcome("p1", "a", None))]), // late
+            Epoch::new(
+                20 * SECOND,
+                vec![
+                    (20 * SECOND, prediction("p4", "m", "b", 0.8)),
+                    (20 * SECOND, outcome("p3", "a", None)), // too late: an orphan
+                ],
+            ),
+            Epoch::new(40 * SECOND, vec![]),
+        ],
+    );
+    let snapshot = model(&out, "m");
+    assert_eq!(snapshot["predictions"], 4);
+    assert_eq!(snapshot["duplicates"], 0);
+    assert_eq!(snapshot["matched"], 2);
+    // p3 expired at 11 s; p4 expired when the input closed.
+    assert_eq!(snapshot["expired"], 2);
+    assert_eq!(snapshot["pending"], 0);
+    assert_eq!(snapshot["cumulative"]["accuracy"], 0.5);
+    assert_eq!(
+        snapshot["cumulative"]["labels"],
+        serde_json::json!(["a", "b"])
+    );
+    assert_eq!(
+        snapshot["cumulative"]["confusion"],
+        serde_json::json!([[1, 0], [1, 0]])
+    );
+    assert_eq!(
+        snapshot["actual_labels"],
+        serde_json::json!({"a": 1, "b": 1})
+    );
+    assert_eq!(
+        snapshot["predicted_labels"],
+        serde_json::json!({"a": 3, "b": 1})
+    );
+    let orphans = out.of_kind("unattributed_orphans");
+    let most = orphans
+        .iter()
+        .filter_map(|update| update["expired"].as_u64())
+        .max();
+    // "zz" and the too-late outcome of p3.
+    assert_eq!(most, Some(2));
+}
+
+/// A deterministic pseudo-random source (64-bit LCG).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.next() * n as f64) as u64).min(n - 1)
+    }
+}
+
+#[test]
+fn matches_a_from_scratch_recomputation_of_the_join() {
+    let horizon = 30 * SECOND;
+    let labels = ["cat", "dog", "eel"];
+    let mut rng = Lcg(99);
+    // (ts, event)
+    let mut events: Vec<(u64, MlEvent)> = Vec::new();
+    let mut truth: BTreeMap<String, (u64, String, String)> = BTreeMap::new();
+    for index in 0..600u64 {
+        let ts = index * 200;
+        let id = format!("p{index}");
+        let predicted = labels[rng.below(3) as usize];
+        let actual = if rng.next() < 0.7 {
+            predicted
+        } else {
+            labels[rng.below(3) as usize]
+        };
+        let model = if index % 3 == 0 { "m2" } else { "m1" };
+        events.push((ts, prediction(&id, model, predicted, rng.next())));
+        let roll = rng.next();
+        if roll < 0.8 {
+            // Outcome 0–50 s later: some beyond the horizon, some before the prediction.
+            let lag = rng.below(50 * SECOND);
+            let outcome_ts = if roll < 0.1 {
+                ts.saturating_sub(lag / 10)
+            } else {
+                ts + lag
+            };
+            events.push((outcome_ts, outcome(&id, actual, None)));
+            if outcome_ts.abs_diff(ts) < horizon {
+                truth.insert(id, (ts, predicted.to_owned(), actual.to_owned()));
+            }
+        }
+    }
+    events.sort_by_key(|(ts, _)| *ts);
+    // Epochs of 1 s: the watermark of each epoch is its start.
+    let mut epochs: Vec<Epoch<(Time, MlEvent)>> = Vec::new();
+    for (ts, event) in events {
+        let time = ts / SECOND * SECOND;
+        match epochs.last_mut() {
+            Some(epoch) if epoch.time == time => epoch.data.push((ts, event)),
+            _ => epochs.push(Epoch::new(time, vec![(ts, event)])),
+        }
+    }
+    let out = run(config(30), epochs);
+    for model_id in ["m1", "m2"] {
+        let snapshot = model(&out, model_id);
+        let mut confusion: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let mut predictions = 0;
+        for (id, (_, predicted, actual)) in &truth {
+            let index: u64 = id[1..].parse().unwrap();
+            if (index % 3 == 0) == (model_id == "m2") {
+                *confusion
+                    .entry((actual.clone(), predicted.clone()))
+                    .or_insert(0) += 1;
+            }
+        }
+        for index in 0..600u64 {
+            if (index % 3 == 0) == (model_id == "m2") {
+                predictions += 1;
+            }
+        }
+        let matched: u64 = confusion.values().sum();
+        assert_eq!(snapshot["matched"], matched, "{model_id}");
+        assert_eq!(snapshot["predictions"], predictions);
+        assert_eq!(
+            snapshot["expired"].as_u64().unwrap() + matched,
+            predictions,
+            "every prediction is matched or expired at the end"
+        );
+        let labels = snapshot["cumulative"]["labels"].as_array().unwrap().clone();
+        for (row, actual) in labels.iter().enumerate() {
+            for (column, predicted) in labels.iter().enumerate() {
+                let want = confusion
+                    .get(&(
+                        actual.as_str().unwrap().to_owned(),
+                        predicted.as_str().unwrap().to_owned(),
+                    ))
+                    .copied()
+                    .unwrap_or(0);
+                assert_eq!(snapshot["cumulative"]["confusion"][row][column], want);
+            }
+        }
+        let correct: u64 = confusion
+            .iter()
+            .filter(|((a, p), _)| a == p)
+            .map(|(_, count)| count)
+            .sum();
+        let accuracy = snapshot["cumulative"]["accuracy"].as_f64().unwrap();
+        assert!((accuracy - correct as f64 / matched as f64).abs() < 1e-12);
+        // The drift windows filled up, so every test ran.
+        let drift = &snapshot["drift"];
+        assert_eq!(drift["reference_size"], 20);
+        assert!(drift["tests"].as_array().unwrap().len() >= 5, "{drift}");
+    }
+}
+
+#[test]
+fn an_accuracy_drop_raises_a_retraining_trigger_and_an_alert() {
+    let mut epochs = Vec::new();
+    for index in 0..200u64 {
+        let ts = index * SECOND;
+        let id = format!("q{index}");
+        // Right for the first 100 pairs, then wrong 60% of the time.
+        let wrong = index >= 100 && index % 5 < 3;
+        epochs.push(Epoch::new(
+            ts,
+            vec![
+                (ts, prediction(&id, "m", "yes", 0.9)),
+                (ts, outcome(&id, if wrong { "no" } else { "yes" }, None)),
+            ],
+        ));
+    }
+    let out = run(config(60), epochs);
+    let triggers = out.of_kind("retraining_trigger");
+    assert!(!triggers.is_empty(), "no retraining trigger");
+    let evidence: Vec<String> = triggers
+        .iter()
+        .flat_map(|trigger| trigger["evidence"].as_array().cloned().unwrap_or_default())
+        .filter_map(|test| test["test"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        evidence.iter().any(|test| test == "accuracy_drop"),
+        "{evidence:?}"
+    );
+    assert!(
+        evidence.iter().any(|test| test == "adwin:errors"),
+        "{evidence:?}"
+    );
+    let alerts = out.of_kind("alert");
+    assert!(
+        alerts
+            .iter()
+            .any(|alert| alert["rule_id"] == DRIFT_RULE && alert["state"] == "firing"),
+        "{alerts:?}"
+    );
+    let snapshot = model(&out, "m");
+    assert_eq!(snapshot["health"], "drifted");
+}
+
+#[test]
+fn a_duplicate_prediction_id_is_counted_and_ignored() {
+    // One worker: which twin comes first is arrival order (documented).
+    let config = config(10);
+    let out = crate::testing::run_with_workers(
+        1,
+        move |events| events.track_models("test", &config),
+        vec![
+            Epoch::new(0, vec![(0, prediction("p1", "m", "a", 0.9))]),
+            Epoch::new(SECOND, vec![(SECOND, prediction("p1", "m", "b", 0.5))]),
+            Epoch::new(2 * SECOND, vec![(2 * SECOND, outcome("p1", "a", None))]),
+        ],
+    );
+    let last = out
+        .iter()
+        .filter_map(|(_, update)| match update {
+            Update::ModelMetrics(snapshot) => Some(snapshot.clone()),
+            _ => None,
+        })
+        .max_by_key(|snapshot| (snapshot.events, snapshot.ordered))
+        .unwrap();
+    assert_eq!(last.duplicates, 1);
+    assert_eq!(last.predictions, 1);
+    assert_eq!(last.matched, 1);
+    assert_eq!(last.cumulative.accuracy, Some(1.0));
+}
+
+#[test]
+fn every_outcome_beyond_the_horizon_becomes_an_expired_orphan() {
+    let horizon = 30 * SECOND;
+    let mut join = join::JoinState::new(horizon);
+    let mut rng = Lcg(7);
+    let mut events: Vec<(u64, MlEvent)> = Vec::new();
+    let mut too_late = 0;
+    for index in 0..2000u64 {
+        let ts = index * 50;
+        let id = format!("p{index}");
+        events.push((ts, prediction(&id, "m", "a", 0.5)));
+        let lag = rng.below(40 * SECOND);
+        if lag >= horizon {
+            too_late += 1;
+        }
+        events.push((ts + lag, outcome(&id, "a", None)));
+    }
+    events.sort_by_key(|(ts, _)| *ts);
+    let mut out = Vec::new();
+    for (ts, event) in events {
+        join.expire(ts, &mut out);
+        join.apply(ts, event, &mut out);
+    }
+    join.expire(u64::MAX, &mut out);
+    let orphans = out
+        .iter()
+        .filter(|input| matches!(input, ModelInput::OrphanExpired { .. }))
+        .count();
+    let expired = out
+        .iter()
+        .filter(|input| matches!(input, ModelInput::Expired { .. }))
+        .count();
+    assert_eq!(orphans, too_late);
+    assert_eq!(expired, too_late);
+    assert_eq!(join.pending() + join.orphans(), 0);
+}

@@ -1,0 +1,331 @@
+//! `megamind bench --mode ml`: predictions at a fixed offered rate (or flat out with
+//! `--rate 0`) for 5 models, each followed by its outcome after a random lag of 0–1 s,
+//! written as NDJSON into the engine's worker queues (decode, route, join, track: the
+//! whole pipeline). Reports:
+//!
+//! - predictions per second sustained, with the per-model metrics updated by every batch
+//!   (the report checks that the final matched count equals the outcomes sent);
+//! - outcome → updated accuracy latency: for every batch of outcomes, the time from
+//!   handing the batch to the engine to the sink receiving a model snapshot whose
+//!   `matched` count includes it;
+//! - bytes per pending prediction: RSS growth of a join state holding 1,000,000 pending
+//!   predictions (ids like `pred-000123456`, no features), measured in-process.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use megamind_dataflows::model::{Id, MlEvent, PredictionEvent, Update};
+use megamind_dataflows::operators::track_models::join::JoinState;
+use megamind_dataflows::time::{pace, Clock, Stopwatch, SystemClock};
+use serde::Serialize;
+
+use crate::bench::{cpus, latency_histogram, BenchError, BenchOptions, BenchReport, LatencyReport};
+use crate::metrics::EngineMetrics;
+use crate::runtime::{CountingSink, Engine, EngineConfig, SinkFactory, UpdateSink, WorkerMsg};
+
+/// Models the generator predicts for (the seed's "real-time accuracy for 5 models").
+const MODELS: usize = 5;
+/// Outcomes follow their prediction after a uniform lag below this.
+const MAX_LAG: Duration = Duration::from_secs(1);
+/// Pending predictions held for the memory measurement.
+const MEMORY_PENDING: u64 = 1_000_000;
+
+/// What the ML mode measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct MlReport {
+    /// Models predicted for.
+    pub models: usize,
+    /// Predictions sent.
+    pub predictions: u64,
+    /// Outcomes sent.
+    pub outcomes: u64,
+    /// Predictions per second over the run (until the engine drained).
+    pub predictions_per_second: f64,
+    /// Matched pairs in the final snapshots (equals `outcomes` when metrics kept up).
+    pub matched: u64,
+    /// Outcome batch handed to the engine → snapshot including it at the sink.
+    pub outcome_to_accuracy: LatencyReport,
+    /// RSS growth per pending prediction in a join state holding 1,000,000.
+    pub bytes_per_pending_prediction: Option<f64>,
+}
+
+/// Per model: (outcomes sent through this batch, when the batch was handed over).
+type Checkpoints = Arc<Mutex<Vec<VecDeque<(u64, Instant)>>>>;
+
+struct MlSink {
+    checkpoints: Checkpoints,
+    matched: Arc<Mutex<Vec<u64>>>,
+    histogram: Histogram<u64>,
+    results: Arc<Mutex<Histogram<u64>>>,
+}
+
+fn model_index(model_id: &str) -> Option<usize> {
+    model_id.strip_prefix("model-")?.parse().ok()
+}
+
+impl UpdateSink for MlSink {
+    fn deliver(&mut self, updates: &[Update]) {
+        let arrived = Stopwatch::start().started();
+        for update in updates {
+            let Update::ModelMetrics(snapshot) = update else {
+                continue;
+            };
+            let Some(index) = model_index(&snapshot.model_id) else {
+                continue;
+            };
+            {
+                let mut matched = self
+                    .matched
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(seen) = matched.get_mut(index) {
+                    *seen = (*seen).max(snapshot.matched);
+                }
+            }
+            let mut checkpoints = self
+                .checkpoints
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(queue) = checkpoints.get_mut(index) else {
+                continue;
+            };
+            while queue
+                .front()
+                .is_some_and(|(through, _)| *through <= snapshot.matched)
+            {
+                if let Some((_, sent)) = queue.pop_front() {
+                    let micros = arrived.saturating_duration_since(sent).as_micros();
+                    let _ = self
+                        .histogram
+                        .record(u64::try_from(micros).unwrap_or(u64::MAX).max(1));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let mut results = self
+            .results
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = results.add(&self.histogram);
+    }
+}
+
+/// RSS growth per pending prediction of a [`JoinState`] holding [`MEMORY_PENDING`].
+fn bytes_per_pending() -> Option<f64> {
+    let before = crate::metrics::rss_bytes()?;
+    let mut join = JoinState::new(24 * 3_600_000);
+    let mut out = Vec::new();
+    let labels: [Id; 3] = ["approve".into(), "review".into(), "reject".into()];
+    for index in 0..MEMORY_PENDING {
+        join.apply(
+            1_700_000_000_000 + index,
+            MlEvent::Prediction(PredictionEvent {
+                model_id: "model-0".into(),
+                model_version: Some("v1".into()),
+                prediction_id: format!("pred-{index:09}").into(),
+                predicted: labels[(index % 3) as usize].clone(),
+                confidence: 0.5,
+                latency_ms: 1.0,
+                features: Vec::new(),
+                session_id: None,
+            }),
+            &mut out,
+        );
+        out.clear();
+    }
+    let after = crate::metrics::rss_bytes()?;
+    let pending = join.pending() as f64;
+    drop(join);
+    Some(after.saturating_sub(before) as f64 / pending.max(1.0))
+}
+
+/// Runs the ML mode.
+///
+/// # Errors
+/// The engine failed.
+pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let bytes_per_pending_prediction = bytes_per_pending();
+    let metrics = Arc::new(EngineMetrics::default());
+    let checkpoints: Checkpoints = Arc::new(Mutex::new(vec![VecDeque::new(); MODELS]));
+    let matched = Arc::new(Mutex::new(vec![0u64; MODELS]));
+    let results = Arc::new(Mutex::new(latency_histogram()));
+    let workers = engine_config.workers;
+    let (sink_checkpoints, sink_matched, sink_results, sink_metrics) = (
+        Arc::clone(&checkpoints),
+        Arc::clone(&matched),
+        Arc::clone(&results),
+        Arc::clone(&metrics),
+    );
+    let factory: SinkFactory = Arc::new(move |_worker| {
+        Box::new(CountingSink::new(
+            MlSink {
+                checkpoints: Arc::clone(&sink_checkpoints),
+                matched: Arc::clone(&sink_matched),
+                histogram: latency_histogram(),
+                results: Arc::clone(&sink_results),
+            },
+            Arc::clone(&sink_metrics),
+        ))
+    });
+    let engine = Engine::start(engine_config, factory, Arc::clone(&metrics))
+        .map_err(|e| BenchError::Engine(e.to_string()))?;
+    let feeder = engine.feeder();
+    let local = feeder.workers().max(1);
+    let clock = SystemClock;
+    let stopwatch = Stopwatch::start();
+    let mut sent = 0u64;
+    let mut outcomes = 0u64;
+    let mut outcomes_per_model = [0u64; MODELS];
+    // (due, prediction index, actual label index)
+    let mut due_outcomes: BinaryHeap<Reverse<(Instant, u64, u8)>> = BinaryHeap::new();
+    let mut worker = 0usize;
+    let mut buffer: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    const LABELS: [&str; 3] = ["approve", "review", "reject"];
+    let lag_micros = u64::try_from(MAX_LAG.as_micros())
+        .unwrap_or(1_000_000)
+        .max(1);
+    let generating = |elapsed: Duration| elapsed < options.duration;
+    loop {
+        let elapsed = stopwatch.elapsed();
+        let started = stopwatch.started();
+        let now_instant = started + elapsed;
+        if !generating(elapsed) && due_outcomes.is_empty() {
+            break;
+        }
+        let due = if !generating(elapsed) {
+            sent
+        } else if options.rate == 0 {
+            sent + 4096
+        } else {
+            (elapsed.as_secs_f64() * options.rate as f64) as u64
+        };
+        let outcomes_due = due_outcomes
+            .peek()
+            .is_some_and(|Reverse((at, _, _))| *at <= now_instant);
+        if due <= sent && !outcomes_due {
+            pace(Duration::from_micros(200));
+            continue;
+        }
+        let now = clock.now_ms();
+        buffer.clear();
+        for index in sent..due {
+            let random = next();
+            let model = (index % MODELS as u64) as usize;
+            let predicted = (random % 3) as usize;
+            // 85% right.
+            let actual = if (random >> 8) % 100 < 85 {
+                predicted
+            } else {
+                ((random >> 16) % 3) as usize
+            };
+            let confidence = 0.5 + ((random >> 24) % 500) as f64 / 1000.0;
+            let latency = 1 + (random >> 40) % 50;
+            let _ = writeln!(
+                buffer,
+                r#"{{"type":"prediction","ts":{now},"model_id":"model-{model}","model_version":"v1","prediction_id":"p{index}","predicted":"{}","confidence":{confidence},"latency_ms":{latency}}}"#,
+                LABELS[predicted]
+            );
+            let lag = Duration::from_micros((random >> 4) % lag_micros);
+            due_outcomes.push(Reverse((now_instant + lag, index, actual as u8)));
+        }
+        sent = sent.max(due);
+        let mut touched = [false; MODELS];
+        while let Some(Reverse((at, index, actual))) = due_outcomes.peek().copied() {
+            if at > now_instant {
+                break;
+            }
+            due_outcomes.pop();
+            let model = (index % MODELS as u64) as usize;
+            let _ = writeln!(
+                buffer,
+                r#"{{"type":"outcome","ts":{now},"prediction_id":"p{index}","actual":"{}"}}"#,
+                LABELS[usize::from(actual)]
+            );
+            outcomes += 1;
+            outcomes_per_model[model] += 1;
+            touched[model] = true;
+        }
+        let chunk = std::mem::replace(&mut buffer, Vec::with_capacity(1 << 16));
+        let handed = Stopwatch::start().started();
+        {
+            let mut checkpoints = checkpoints
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (model, touched) in touched.iter().enumerate() {
+                if *touched {
+                    checkpoints[model].push_back((outcomes_per_model[model], handed));
+                }
+            }
+        }
+        feeder
+            .blocking_send(
+                worker,
+                WorkerMsg::Lines {
+                    chunk,
+                    default_ts: now,
+                },
+            )
+            .map_err(|e| BenchError::Engine(e.to_string()))?;
+        worker = (worker + 1) % local;
+    }
+    drop(feeder);
+    engine.shutdown().map_err(BenchError::Engine)?;
+    let elapsed = stopwatch.elapsed().as_secs_f64();
+    let processed = metrics
+        .events_accepted
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let histogram = results
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let matched_total: u64 = matched
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .sum();
+    let per_second = |count: u64| {
+        if elapsed > 0.0 {
+            count as f64 / elapsed
+        } else {
+            0.0
+        }
+    };
+    Ok(BenchReport {
+        kafka: None,
+        mode: "ml",
+        workers,
+        offered_rate: options.rate,
+        events_sent: sent + outcomes,
+        events_processed: processed,
+        elapsed_seconds: elapsed,
+        events_per_second: per_second(processed),
+        window_results: metrics.updates_of("window"),
+        window_close_to_sink: None,
+        mcp_calls: None,
+        websocket: None,
+        ml: Some(MlReport {
+            models: MODELS,
+            predictions: sent,
+            outcomes,
+            predictions_per_second: per_second(sent),
+            matched: matched_total,
+            outcome_to_accuracy: LatencyReport::from(&histogram),
+            bytes_per_pending_prediction,
+        }),
+        peak_rss_bytes: crate::metrics::peak_rss_bytes(),
+        cpus: cpus(),
+    })
+}
