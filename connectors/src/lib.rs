@@ -5,5 +5,6 @@
 //! (`megamind_dataflows::model`) and report their own typed errors.
 
 pub mod codec;
+pub mod notify;
 pub mod store;
 pub mod websocket;
