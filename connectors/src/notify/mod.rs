@@ -18,6 +18,7 @@
 pub mod config;
 pub mod email;
 mod payload;
+pub mod route;
 pub mod slack;
 pub mod teams;
 pub mod webhook;
@@ -172,7 +173,14 @@ impl Notifier {
     pub fn start(config: &NotifyConfig, clock: Arc<dyn Clock>) -> Self {
         let dead_letters = Arc::new(Mutex::new(VecDeque::new()));
         let mut channels = Vec::new();
-        for (name, channel) in &config.channels {
+        // `log` always exists, so the default route has somewhere to go.
+        let builtin_log =
+            (!config.channels.contains_key("log")).then(|| ("log".to_owned(), ChannelConfig::Log));
+        for (name, channel) in config
+            .channels
+            .iter()
+            .chain(builtin_log.iter().map(|(n, c)| (n, c)))
+        {
             let (sender, receiver) = mpsc::channel(config.queue.get());
             let metrics = Arc::new(ChannelMetrics::default());
             let task = DeliveryTask {

@@ -556,3 +556,150 @@ fn config_problems_name_every_field() {
 fn toml_like(value: serde_json::Value) -> NotifyConfig {
     serde_json::from_value(value).unwrap()
 }
+
+mod grouping {
+    use super::super::route::{routes_for, Grouper, RouteConfig, RoutingConfig};
+    use super::*;
+
+    fn labelled(id: &str, team: &str, severity: Severity, status: AlertStatus) -> AlertRecord {
+        let mut record = alert(id, severity, status);
+        record.labels = vec![("team".into(), team.into())];
+        record
+    }
+
+    fn routing() -> RoutingConfig {
+        RoutingConfig {
+            channels: vec!["log".to_owned()],
+            group_by: vec!["team".to_owned()],
+            group_wait: Duration::from_secs(10),
+            group_interval: Duration::from_secs(60),
+            max_groups: 3,
+            routes: vec![
+                RouteConfig {
+                    severity: vec![Severity::Critical],
+                    labels: BTreeMap::new(),
+                    channels: vec!["pager".to_owned()],
+                    group_by: None,
+                    continue_matching: true,
+                },
+                RouteConfig {
+                    severity: Vec::new(),
+                    labels: [("team".to_owned(), "db".to_owned())].into(),
+                    channels: vec!["db-hook".to_owned()],
+                    group_by: Some(vec!["rule".to_owned()]),
+                    continue_matching: false,
+                },
+            ],
+        }
+    }
+
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn routes_follow_order_and_continue() {
+        let config = routing();
+        let critical_db = labelled("a", "db", Severity::Critical, AlertStatus::Firing);
+        assert_eq!(routes_for(&config, &critical_db), vec![Some(0), Some(1)]);
+        let high_db = labelled("b", "db", Severity::High, AlertStatus::Firing);
+        assert_eq!(routes_for(&config, &high_db), vec![Some(1)]);
+        let high_api = labelled("c", "api", Severity::High, AlertStatus::Firing);
+        assert_eq!(routes_for(&config, &high_api), vec![None]);
+        assert_eq!(
+            config.problems("alerts.routing", ["log", "pager"].into_iter()),
+            vec!["alerts.routing.routes[1].channels: unknown channel \"db-hook\""]
+        );
+    }
+
+    #[test]
+    fn one_notification_per_group_after_wait_then_per_interval() {
+        let mut grouper = Grouper::new(routing(), None);
+        grouper.add(
+            0,
+            &labelled("a", "api", Severity::High, AlertStatus::Firing),
+        );
+        grouper.add(
+            4_000,
+            &labelled("b", "api", Severity::High, AlertStatus::Firing),
+        );
+        grouper.add(
+            5_000,
+            &labelled("c", "web", Severity::Low, AlertStatus::Firing),
+        );
+        assert_eq!(grouper.next_due(), Some(10_000));
+        assert!(
+            grouper.due(9_999).is_empty(),
+            "group_wait holds the first notification"
+        );
+        let out = grouper.due(10_000);
+        assert_eq!(
+            out.len(),
+            1,
+            "the api group waited 10 s; the web group has not"
+        );
+        assert_eq!(out[0].channels, vec!["log"]);
+        assert_eq!(out[0].notification.group, "team=api");
+        let ids: Vec<&str> = out[0]
+            .notification
+            .alerts
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["a", "b"], "both alerts in one notification");
+        assert_eq!(grouper.due(15_000)[0].notification.group, "team=web");
+
+        // An update within group_interval waits for it; then one notification, reason update.
+        grouper.add(
+            20_000,
+            &labelled("a", "api", Severity::High, AlertStatus::Resolved),
+        );
+        assert!(grouper.due(69_999).is_empty());
+        let out = grouper.due(70_000);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].notification.reason, "update");
+        assert_eq!(
+            out[0].notification.status,
+            NotificationStatus::Firing,
+            "b still fires"
+        );
+        // The resolved alert left the group after being reported.
+        grouper.add(
+            80_000,
+            &labelled("b", "api", Severity::High, AlertStatus::Resolved),
+        );
+        let out = grouper.due(130_000);
+        let ids: Vec<&str> = out[0]
+            .notification
+            .alerts
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["b"]);
+        assert_eq!(out[0].notification.status, NotificationStatus::Resolved);
+        assert_eq!(grouper.len(), 1, "only the web group is left");
+    }
+
+    #[test]
+    fn group_limit_suppresses_and_counts() {
+        let mut grouper = Grouper::new(routing(), None);
+        for team in ["a", "b", "c", "d", "e"] {
+            grouper.add(0, &labelled(team, team, Severity::Low, AlertStatus::Firing));
+        }
+        assert_eq!((grouper.len(), grouper.suppressed), (3, 2));
+        // A critical db alert goes to both the pager route and the db route.
+        let mut grouper = Grouper::new(routing(), None);
+        grouper.add(
+            0,
+            &labelled("x", "db", Severity::Critical, AlertStatus::Firing),
+        );
+        let mut channels: Vec<Vec<String>> = grouper
+            .due(10_000)
+            .into_iter()
+            .map(|o| o.channels)
+            .collect();
+        channels.sort();
+        assert_eq!(
+            channels,
+            vec![vec!["db-hook".to_owned()], vec!["pager".to_owned()]]
+        );
+    }
+}
