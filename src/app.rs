@@ -1,9 +1,12 @@
 //! Wiring of a running server: engine, views, ingest, idle ticker, HTTP, demo traffic.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
+use megamind_connectors::notify::route::{run_dispatcher, DispatchHandle};
+use megamind_connectors::notify::Notifier;
 use megamind_connectors::store::EventLog;
 use megamind_dataflows::time::{Clock, SystemClock};
 use tokio::net::TcpListener;
@@ -17,7 +20,9 @@ use crate::http::{router, AppState};
 use crate::ingest::Ingest;
 use crate::mcp::{Facts, McpContext};
 use crate::metrics::EngineMetrics;
-use crate::runtime::{ClusterConfig, CountingSink, Engine, EngineConfig, SinkFactory, ViewsSink};
+use crate::runtime::{
+    AlertDispatch, ClusterConfig, CountingSink, Engine, EngineConfig, SinkFactory, ViewsSink,
+};
 use crate::services::Services;
 use crate::views::Views;
 
@@ -96,6 +101,8 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     mcp_shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    dispatcher: JoinHandle<()>,
+    dispatch: DispatchHandle,
 }
 
 impl Server {
@@ -118,9 +125,24 @@ impl Server {
         ));
         let sink_views = Arc::clone(&views);
         let sink_metrics = Arc::clone(&metrics);
+        // Notifications: channels with their delivery tasks, and the routing/grouping
+        // dispatcher fed (without blocking) by the workers' sinks.
+        let notifier = Arc::new(Notifier::start(&config.alerts.notify, Arc::clone(&clock)));
+        let (dispatch_handle, dispatcher) = run_dispatcher(
+            config.alerts.routing.clone(),
+            config.alerts.public_url.clone(),
+            config.alerts.dispatch_queue,
+            Arc::clone(&notifier),
+            Arc::clone(&clock),
+        );
+        let dispatch = AlertDispatch {
+            handle: dispatch_handle.clone(),
+            arm_after: Arc::new(AtomicU64::new(u64::MAX)),
+        };
+        let arm_after = Arc::clone(&dispatch.arm_after);
         let factory: SinkFactory = Arc::new(move |_worker| {
             Box::new(CountingSink::new(
-                ViewsSink::new(Arc::clone(&sink_views)),
+                ViewsSink::new(Arc::clone(&sink_views)).with_alert_dispatch(dispatch.clone()),
                 Arc::clone(&sink_metrics),
             ))
         });
@@ -157,11 +179,22 @@ impl Server {
                     "replayed the event log"
                 );
             }
+            // Alert changes re-derived from the replayed events were notified before the
+            // restart: notify only what comes after them.
+            arm_after.store(replayed.max_ts, Ordering::Release);
+            if replayed.events > 0 {
+                // Live input (alert commands enter at the watermark) starts after the
+                // replayed times, so its alert changes are told apart from replayed ones.
+                engine
+                    .feeder()
+                    .advance_all(replayed.max_ts.saturating_add(1));
+            }
             Some(
                 EventLog::open(&store_path)
                     .map_err(|error| ServerError::Store(error.to_string()))?,
             )
         } else {
+            arm_after.store(0, Ordering::Release);
             None
         };
         let services = Arc::new(Services::new(
@@ -199,6 +232,8 @@ impl Server {
             workers,
             services: Arc::clone(&services),
             live: Arc::new(std::sync::OnceLock::new()),
+            notifier: Arc::clone(&notifier),
+            dispatch: dispatch_handle.clone(),
         };
         let live_endpoints = Arc::clone(&state.live);
         let mcp_shutdown = CancellationToken::new();
@@ -311,6 +346,8 @@ impl Server {
             shutdown,
             mcp_shutdown,
             tasks,
+            dispatcher,
+            dispatch: dispatch_handle,
         })
     }
 
@@ -331,16 +368,22 @@ impl Server {
             ingest,
             views,
             mcp,
+            dispatcher,
+            dispatch,
             ..
         } = self;
         drop(mcp);
         drop(ingest);
         drop(views);
-        match engine {
+        let stopped = match engine {
             Some(engine) => tokio::task::spawn_blocking(move || engine.shutdown())
                 .await
                 .map_err(|error| error.to_string())?,
             None => Ok(()),
-        }
+        };
+        // Groups still waiting for their group_wait are not sent on shutdown.
+        drop(dispatch);
+        dispatcher.abort();
+        stopped
     }
 }

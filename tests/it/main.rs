@@ -5,6 +5,7 @@
 //! and the MCP Inspector), the independent Python WebSocket client `websockets`, and
 //! headless Chromium showing the live dashboard.
 
+mod alerts;
 mod cluster;
 mod dashboard;
 mod http_api;
