@@ -11,6 +11,7 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | liveness |
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -321,6 +322,42 @@ async fn get_alert(State(state): State<AppState>, Path(id): Path<String>) -> Res
     }
 }
 
+/// Alert statistics over the alerts the views hold (active, and resolved within
+/// `alerts.resolved_retention`): counts by severity, rule and status; mean time to
+/// acknowledge and to resolve (event time, over the alerts that were).
+pub fn alert_stats(alerts: &[megamind_dataflows::model::AlertRecord]) -> serde_json::Value {
+    let mut by_severity: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_rule: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
+    let (mut ack_sum, mut ack_count, mut resolve_sum, mut resolve_count) = (0u64, 0u64, 0u64, 0u64);
+    for alert in alerts {
+        if alert.status.is_active() {
+            *by_severity.entry(alert.severity.as_str()).or_default() += 1;
+            *by_rule
+                .entry(alert.rule_id.as_deref().unwrap_or("custom"))
+                .or_default() += 1;
+        }
+        *by_status.entry(alert.status.as_str()).or_default() += 1;
+        if let Some(act) = &alert.acknowledged {
+            ack_sum += act.at.saturating_sub(alert.since);
+            ack_count += 1;
+        }
+        if let Some(act) = &alert.resolved {
+            resolve_sum += act.at.saturating_sub(alert.since);
+            resolve_count += 1;
+        }
+    }
+    serde_json::json!({
+        "active_by_severity": by_severity,
+        "active_by_rule": by_rule,
+        "by_status": by_status,
+        "mean_time_to_acknowledge_ms": ack_sum.checked_div(ack_count),
+        "acknowledged": ack_count,
+        "mean_time_to_resolve_ms": resolve_sum.checked_div(resolve_count),
+        "resolved": resolve_count,
+    })
+}
+
 /// Delivery counters per channel, the dispatcher's counters and recent dead letters.
 pub fn notifications(state: &AppState) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
@@ -334,6 +371,7 @@ pub fn notifications(state: &AppState) -> serde_json::Value {
             "notifications": dispatch.notifications.load(Relaxed),
         },
         "dead_letters": state.notifier.dead_letters(),
+        "alerts": alert_stats(&state.views.alerts(false)),
     })
 }
 

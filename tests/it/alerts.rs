@@ -188,6 +188,15 @@ fn alert_changes_reach_a_signed_webhook_grouped_and_are_not_resent_after_restart
     assert_eq!(hook["sent"], 2, "{counts}");
     assert_eq!(hook["failed_attempts"], 0, "{counts}");
     assert_eq!(hook["kind"], "webhook");
+    let stats = &counts["alerts"];
+    assert_eq!(stats["active_by_severity"], json!({"high": 2}), "{counts}");
+    assert_eq!(stats["active_by_rule"], json!({"custom": 2}), "{counts}");
+    assert_eq!(stats["acknowledged"], 1, "{counts}");
+    assert!(
+        stats["mean_time_to_acknowledge_ms"].as_u64().is_some(),
+        "{counts}"
+    );
+    assert_eq!(counts["dispatch"]["dropped"], 0, "{counts}");
     let (_, prometheus) = server.get_text("/metrics");
     assert!(
         prometheus.contains("megamind_notify_sent_total{channel=\"hook\",type=\"webhook\"} 2"),
