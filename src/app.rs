@@ -134,6 +134,7 @@ impl Server {
             config.alerts.dispatch_queue,
             Arc::clone(&notifier),
             Arc::clone(&clock),
+            None,
         );
         let dispatch = AlertDispatch {
             handle: dispatch_handle.clone(),

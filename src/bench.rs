@@ -10,6 +10,8 @@
 //!   moment the result reached the sink.
 //! - `replay`: replays a JSON-lines file (for example workload P1) flat out and reports
 //!   throughput and peak memory.
+//! - `alerts`: like `pipeline`, with N rules over the M keys and breaches injected; measures
+//!   window close → alert notification handed to its channel (see `bench_alerts`).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -44,6 +46,8 @@ pub struct BenchOptions {
     pub clients: usize,
     /// Events per call (`mcp`).
     pub batch: usize,
+    /// Rules (`alerts`).
+    pub rules: usize,
 }
 
 /// What the harness measures.
@@ -57,6 +61,9 @@ pub enum BenchMode {
     Mcp,
     /// WebSocket clients subscribed to session topics: delivery latency, connections held.
     Websocket,
+    /// N rules over M keys with injected breaches: window close → notification handed to
+    /// its channel.
+    Alerts,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -131,6 +138,9 @@ pub struct BenchReport {
     pub mcp_calls: Option<McpCallsReport>,
     /// WebSocket delivery (websocket mode).
     pub websocket: Option<crate::bench_ws::WebSocketReport>,
+    /// What the alert path did (`alerts` mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<crate::bench_alerts::AlertsReport>,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Logical CPUs of the machine.
@@ -186,6 +196,7 @@ pub fn run(
                 window_close_to_sink: None,
                 mcp_calls: None,
                 websocket: None,
+                alerts: None,
                 peak_rss_bytes: summary.peak_rss_bytes,
                 cpus: cpus(),
             })
@@ -193,6 +204,7 @@ pub fn run(
         BenchMode::Pipeline => pipeline(engine_config, options),
         BenchMode::Mcp => crate::bench_mcp::run(config, engine_config, options),
         BenchMode::Websocket => crate::bench_ws::run(engine_config.workers, options),
+        BenchMode::Alerts => crate::bench_alerts::run(engine_config, options),
     }
 }
 
@@ -202,7 +214,7 @@ pub fn cpus() -> usize {
 }
 
 /// When the watermark of every worker passed each window end.
-type CloseTimes = Arc<Mutex<BTreeMap<u64, Instant>>>;
+pub(crate) type CloseTimes = Arc<Mutex<BTreeMap<u64, Instant>>>;
 
 struct LatencySink {
     closes: CloseTimes,
@@ -371,6 +383,7 @@ fn pipeline(
         window_close_to_sink: Some(LatencyReport::from(&histogram)),
         mcp_calls: None,
         websocket: None,
+        alerts: None,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })

@@ -110,6 +110,7 @@ pub fn run(
                 latency: LatencyReport::from(&histogram),
             }),
             websocket: None,
+            alerts: None,
             peak_rss_bytes: peak_rss_bytes(),
             cpus: cpus(),
         })

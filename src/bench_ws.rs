@@ -295,6 +295,7 @@ pub fn run(workers: usize, options: &BenchOptions) -> Result<BenchReport, BenchE
         window_results: 0,
         window_close_to_sink: None,
         mcp_calls: None,
+        alerts: None,
         websocket: Some(WebSocketReport {
             clients,
             connected,

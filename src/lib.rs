@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bench_alerts;
 pub mod bench_mcp;
 pub mod bench_ws;
 pub mod config;

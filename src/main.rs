@@ -167,6 +167,9 @@ struct BenchArgs {
     /// Events per call (mcp mode).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Rules (alerts mode).
+    #[arg(long, default_value_t = 1000)]
+    rules: usize,
     /// Window length override (humantime).
     #[arg(long, value_parser = humantime::parse_duration)]
     window: Option<Duration>,
@@ -244,6 +247,7 @@ fn main() -> anyhow::Result<()> {
                     file: args.file,
                     clients: args.clients,
                     batch: args.batch,
+                    rules: args.rules,
                 },
             )
             .context("bench failed")?;

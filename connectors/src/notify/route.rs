@@ -338,6 +338,9 @@ impl DispatchHandle {
     }
 }
 
+/// Called with every notification right after it was handed to its channels (benchmarks).
+pub type HandoffHook = Arc<dyn Fn(&Notification) + Send + Sync>;
+
 /// Starts the dispatcher task: alert changes in, grouped notifications out to `notifier`.
 /// The task ends when every [`DispatchHandle`] is dropped, after flushing what is due.
 ///
@@ -349,6 +352,7 @@ pub fn run_dispatcher(
     queue: usize,
     notifier: Arc<Notifier>,
     clock: Arc<dyn Clock>,
+    on_handoff: Option<HandoffHook>,
 ) -> (DispatchHandle, tokio::task::JoinHandle<()>) {
     let (sender, mut receiver) = mpsc::channel::<AlertRecord>(queue.max(1));
     let metrics = Arc::new(DispatchMetrics::default());
@@ -370,6 +374,9 @@ pub fn run_dispatcher(
                 let notification = Arc::new(outgoing.notification);
                 for channel in &outgoing.channels {
                     notifier.notify(channel, Arc::clone(&notification));
+                }
+                if let Some(hook) = &on_handoff {
+                    hook(&notification);
                 }
                 task_metrics.notifications.fetch_add(1, Ordering::Relaxed);
             }
