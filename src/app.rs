@@ -1,9 +1,12 @@
 //! Wiring of a running server: engine, views, ingest, idle ticker, HTTP, demo traffic.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
+use megamind_connectors::notify::route::{run_dispatcher, DispatchHandle};
+use megamind_connectors::notify::Notifier;
 use megamind_connectors::store::EventLog;
 use megamind_dataflows::time::{Clock, SystemClock};
 use tokio::net::TcpListener;
@@ -19,7 +22,8 @@ use crate::kafka::KafkaRuntime;
 use crate::mcp::{Facts, McpContext};
 use crate::metrics::EngineMetrics;
 use crate::runtime::{
-    ClusterConfig, CountingSink, Engine, EngineConfig, SinkFactory, UpdateSink, ViewsSink,
+    AlertDispatch, ClusterConfig, CountingSink, Engine, EngineConfig, SinkFactory, UpdateSink,
+    ViewsSink,
 };
 use crate::services::Services;
 use crate::views::Views;
@@ -105,6 +109,8 @@ pub struct Server {
     tasks: Vec<JoinHandle<()>>,
     /// The Kafka source and outputs, when configured.
     pub kafka: Option<Arc<std::sync::Mutex<KafkaRuntime>>>,
+    dispatcher: JoinHandle<()>,
+    dispatch: DispatchHandle,
 }
 
 impl Server {
@@ -127,6 +133,22 @@ impl Server {
         ));
         let sink_views = Arc::clone(&views);
         let sink_metrics = Arc::clone(&metrics);
+        // Notifications: channels with their delivery tasks, and the routing/grouping
+        // dispatcher fed (without blocking) by the workers' sinks.
+        let notifier = Arc::new(Notifier::start(&config.alerts.notify, Arc::clone(&clock)));
+        let (dispatch_handle, dispatcher) = run_dispatcher(
+            config.alerts.routing.clone(),
+            config.alerts.public_url.clone(),
+            config.alerts.dispatch_queue,
+            Arc::clone(&notifier),
+            Arc::clone(&clock),
+            None,
+        );
+        let dispatch = AlertDispatch {
+            handle: dispatch_handle.clone(),
+            arm_after: Arc::new(AtomicU64::new(u64::MAX)),
+        };
+        let arm_after = Arc::clone(&dispatch.arm_after);
         let mut engine_config = run.engine_config(&config);
         let local_workers = engine_config.workers;
         let process = run.cluster.as_ref().map(|cluster| cluster.process);
@@ -159,7 +181,7 @@ impl Server {
         let sink_parts = kafka.as_ref().map(KafkaRuntime::sink_parts);
         let factory: SinkFactory = Arc::new(move |worker| {
             let sink: Box<dyn UpdateSink> = Box::new(CountingSink::new(
-                ViewsSink::new(Arc::clone(&sink_views)),
+                ViewsSink::new(Arc::clone(&sink_views)).with_alert_dispatch(dispatch.clone()),
                 Arc::clone(&sink_metrics),
             ));
             match &sink_parts {
@@ -199,11 +221,22 @@ impl Server {
                     "replayed the event log"
                 );
             }
+            // Alert changes re-derived from the replayed events were notified before the
+            // restart: notify only what comes after them.
+            arm_after.store(replayed.max_ts, Ordering::Release);
+            if replayed.events > 0 {
+                // Live input (alert commands enter at the watermark) starts after the
+                // replayed times, so its alert changes are told apart from replayed ones.
+                engine
+                    .feeder()
+                    .advance_all(replayed.max_ts.saturating_add(1));
+            }
             Some(
                 EventLog::open(&store_path)
                     .map_err(|error| ServerError::Store(error.to_string()))?,
             )
         } else {
+            arm_after.store(0, Ordering::Release);
             None
         };
         if let Some(kafka) = kafka.as_mut() {
@@ -248,6 +281,8 @@ impl Server {
             services: Arc::clone(&services),
             live: Arc::new(std::sync::OnceLock::new()),
             kafka: kafka.clone(),
+            notifier: Arc::clone(&notifier),
+            dispatch: dispatch_handle.clone(),
         };
         let live_endpoints = Arc::clone(&state.live);
         let mcp_shutdown = CancellationToken::new();
@@ -361,6 +396,8 @@ impl Server {
             mcp_shutdown,
             tasks,
             kafka,
+            dispatcher,
+            dispatch: dispatch_handle,
         })
     }
 
@@ -382,6 +419,8 @@ impl Server {
             views,
             mcp,
             kafka,
+            dispatcher,
+            dispatch,
             ..
         } = self;
         drop(mcp);
@@ -416,6 +455,9 @@ impl Server {
             })
             .await;
         }
+        // Groups still waiting for their group_wait are not sent on shutdown.
+        drop(dispatch);
+        dispatcher.abort();
         stopped
     }
 }

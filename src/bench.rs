@@ -11,6 +11,9 @@
 //! - `replay`: replays a JSON-lines file (for example workload P1) flat out and reports
 //!   throughput and peak memory.
 //! - `ml`: predictions with delayed outcomes (see [`crate::bench_ml`]).
+//! - `kafka`: a file through a topic and the Kafka source (see [`crate::bench_kafka`]).
+//! - `alerts`: like `pipeline`, with N rules over the M keys and breaches injected; measures
+//!   window close → alert notification handed to its channel (see `bench_alerts`).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -49,6 +52,8 @@ pub struct BenchOptions {
     pub partitions: usize,
     /// Brokers (`kafka`; default: librdkafka's in-process mock cluster).
     pub brokers: Option<String>,
+    /// Rules (`alerts`).
+    pub rules: usize,
 }
 
 /// What the harness measures.
@@ -67,6 +72,9 @@ pub enum BenchMode {
     /// Predictions for 5 models with outcomes 0–1 s later: predictions/s, outcome →
     /// updated accuracy latency, bytes per pending prediction.
     Ml,
+    /// N rules over M keys with injected breaches: window close → notification handed to
+    /// its channel.
+    Alerts,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -146,6 +154,9 @@ pub struct BenchReport {
     pub kafka: Option<crate::bench_kafka::KafkaBenchReport>,
     /// ML tracking (ml mode).
     pub ml: Option<crate::bench_ml::MlReport>,
+    /// What the alert path did (`alerts` mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<crate::bench_alerts::AlertsReport>,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Logical CPUs of the machine.
@@ -203,6 +214,7 @@ pub fn run(
                 websocket: None,
                 kafka: None,
                 ml: None,
+                alerts: None,
                 peak_rss_bytes: summary.peak_rss_bytes,
                 cpus: cpus(),
             })
@@ -212,6 +224,7 @@ pub fn run(
         BenchMode::Websocket => crate::bench_ws::run(engine_config.workers, options),
         BenchMode::Kafka => crate::bench_kafka::run(config, engine_config, options),
         BenchMode::Ml => crate::bench_ml::run(engine_config, options),
+        BenchMode::Alerts => crate::bench_alerts::run(engine_config, options),
     }
 }
 
@@ -221,7 +234,7 @@ pub fn cpus() -> usize {
 }
 
 /// When the watermark of every worker passed each window end.
-type CloseTimes = Arc<Mutex<BTreeMap<u64, Instant>>>;
+pub(crate) type CloseTimes = Arc<Mutex<BTreeMap<u64, Instant>>>;
 
 struct LatencySink {
     closes: CloseTimes,
@@ -392,6 +405,7 @@ fn pipeline(
         websocket: None,
         kafka: None,
         ml: None,
+        alerts: None,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })

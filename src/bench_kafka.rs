@@ -235,6 +235,7 @@ pub fn run(
         0.0
     };
     Ok(BenchReport {
+        alerts: None,
         ml: None,
         mode: "kafka",
         workers,

@@ -112,6 +112,7 @@ pub fn run(
             websocket: None,
             kafka: None,
             ml: None,
+            alerts: None,
             peak_rss_bytes: peak_rss_bytes(),
             cpus: cpus(),
         })

@@ -304,6 +304,7 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
         }
     };
     Ok(BenchReport {
+        alerts: None,
         kafka: None,
         mode: "ml",
         workers,

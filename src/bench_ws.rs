@@ -297,6 +297,7 @@ pub fn run(workers: usize, options: &BenchOptions) -> Result<BenchReport, BenchE
         mcp_calls: None,
         kafka: None,
         ml: None,
+        alerts: None,
         websocket: Some(WebSocketReport {
             clients,
             connected,

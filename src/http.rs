@@ -11,6 +11,7 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | liveness |
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -44,6 +45,10 @@ pub struct AppState {
     pub services: Arc<crate::services::Services>,
     /// Where the WebSocket servers listen, once they do.
     pub live: Arc<std::sync::OnceLock<LiveEndpoints>>,
+    /// Notification channels (delivery counters, dead letters).
+    pub notifier: Arc<megamind_connectors::notify::Notifier>,
+    /// The routing/grouping dispatcher's queue (its counters).
+    pub dispatch: megamind_connectors::notify::route::DispatchHandle,
     /// The Kafka source, when configured.
     pub kafka: Option<Arc<std::sync::Mutex<crate::kafka::KafkaRuntime>>>,
 }
@@ -78,6 +83,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/sessions", get(get_sessions))
         .route("/v1/sessions/{id}", get(get_session))
         .route("/v1/breaches", get(get_breaches))
+        .route("/v1/alerts", get(get_alerts))
+        .route("/v1/alerts/notifications", get(get_notifications))
+        .route("/v1/alerts/{id}", get(get_alert))
         .route("/v1/status", get(get_status))
         .route("/v1/live", get(get_live))
         .route("/metrics", get(prometheus))
@@ -317,6 +325,78 @@ async fn get_live(State(state): State<AppState>) -> Response {
     }
 }
 
+async fn get_alerts(State(state): State<AppState>) -> Response {
+    Json(state.views.alerts(true)).into_response()
+}
+
+async fn get_alert(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.views.alert(&id) {
+        Some(alert) => Json(alert).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "unknown_alert",
+            format!("no alert {id:?}"),
+        ),
+    }
+}
+
+/// Alert statistics over the alerts the views hold (active, and resolved within
+/// `alerts.resolved_retention`): counts by severity, rule and status; mean time to
+/// acknowledge and to resolve (event time, over the alerts that were).
+pub fn alert_stats(alerts: &[megamind_dataflows::model::AlertRecord]) -> serde_json::Value {
+    let mut by_severity: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_rule: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
+    let (mut ack_sum, mut ack_count, mut resolve_sum, mut resolve_count) = (0u64, 0u64, 0u64, 0u64);
+    for alert in alerts {
+        if alert.status.is_active() {
+            *by_severity.entry(alert.severity.as_str()).or_default() += 1;
+            *by_rule
+                .entry(alert.rule_id.as_deref().unwrap_or("custom"))
+                .or_default() += 1;
+        }
+        *by_status.entry(alert.status.as_str()).or_default() += 1;
+        if let Some(act) = &alert.acknowledged {
+            ack_sum += act.at.saturating_sub(alert.since);
+            ack_count += 1;
+        }
+        if let Some(act) = &alert.resolved {
+            resolve_sum += act.at.saturating_sub(alert.since);
+            resolve_count += 1;
+        }
+    }
+    serde_json::json!({
+        "active_by_severity": by_severity,
+        "active_by_rule": by_rule,
+        "by_status": by_status,
+        "mean_time_to_acknowledge_ms": ack_sum.checked_div(ack_count),
+        "acknowledged": ack_count,
+        "mean_time_to_resolve_ms": resolve_sum.checked_div(resolve_count),
+        "resolved": resolve_count,
+    })
+}
+
+/// Delivery counters per channel, the dispatcher's counters and recent dead letters.
+pub fn notifications(state: &AppState) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dispatch = state.dispatch.metrics();
+    serde_json::json!({
+        "channels": state.notifier.counts(),
+        "dispatch": {
+            "received": dispatch.received.load(Relaxed),
+            "dropped": dispatch.dropped.load(Relaxed),
+            "suppressed": dispatch.suppressed.load(Relaxed),
+            "notifications": dispatch.notifications.load(Relaxed),
+        },
+        "dead_letters": state.notifier.dead_letters(),
+        "alerts": alert_stats(&state.views.alerts(false)),
+    })
+}
+
+async fn get_notifications(State(state): State<AppState>) -> Response {
+    Json(notifications(&state)).into_response()
+}
+
 async fn get_status(State(state): State<AppState>) -> Response {
     Json(status(&state)).into_response()
 }
@@ -335,6 +415,7 @@ async fn prometheus(State(state): State<AppState>) -> Response {
     if let Some(kafka) = state.kafka_status() {
         crate::kafka::render_prometheus(&kafka, &mut out);
     }
+    render_notify_metrics(&mut out, &state);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -367,4 +448,42 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
+}
+
+fn render_notify_metrics(out: &mut String, state: &AppState) {
+    use std::fmt::Write;
+    let counts = state.notifier.counts();
+    for (name, help, get) in [
+        (
+            "megamind_notify_sent_total",
+            "Notifications delivered per channel.",
+            (|c: &megamind_connectors::notify::ChannelCounts| c.sent) as fn(&_) -> u64,
+        ),
+        (
+            "megamind_notify_failed_attempts_total",
+            "Delivery attempts that failed per channel.",
+            |c| c.failed_attempts,
+        ),
+        (
+            "megamind_notify_dead_lettered_total",
+            "Notifications given up after the last try per channel.",
+            |c| c.dead_lettered,
+        ),
+        (
+            "megamind_notify_dropped_total",
+            "Notifications dropped on a full channel queue.",
+            |c| c.dropped,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for channel in &counts {
+            let _ = writeln!(
+                out,
+                "{name}{{channel=\"{}\",type=\"{}\"}} {}",
+                channel.channel,
+                channel.kind,
+                get(channel)
+            );
+        }
+    }
 }

@@ -63,6 +63,8 @@ pub struct ReplayedLog {
     pub batches: usize,
     /// Events fed back into the pipeline.
     pub events: usize,
+    /// The largest event time replayed, ms (0: none).
+    pub max_ts: u64,
 }
 
 impl Ingest {
@@ -217,6 +219,10 @@ impl Ingest {
                 continue;
             }
             totals.events += events.len();
+            totals.max_ts = events
+                .iter()
+                .map(|event| event.ts)
+                .fold(totals.max_ts, u64::max);
             let reservation = loop {
                 match self.reserve().await {
                     Ok(reservation) => break reservation,

@@ -200,6 +200,9 @@ struct BenchArgs {
     /// Brokers (`kafka` mode); default: librdkafka's in-process mock cluster.
     #[arg(long)]
     brokers: Option<String>,
+    /// Rules (alerts mode).
+    #[arg(long, default_value_t = 1000)]
+    rules: usize,
     /// Window length override (humantime).
     #[arg(long, value_parser = humantime::parse_duration)]
     window: Option<Duration>,
@@ -313,6 +316,7 @@ fn main() -> anyhow::Result<()> {
                     batch: args.batch,
                     partitions: args.partitions,
                     brokers: args.brokers,
+                    rules: args.rules,
                 },
             )
             .context("bench failed")?;

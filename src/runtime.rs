@@ -63,8 +63,9 @@ pub enum WorkerMsg {
 pub trait UpdateSink {
     /// A batch of updates from the dataflow.
     fn deliver(&mut self, updates: &[Update]);
-    /// A batch of updates produced at timely time `time` (windows: their end).
-    fn deliver_at(&mut self, _time: Time, updates: &[Update]) {
+    /// A batch of updates from the dataflow, none of event time before `time`.
+    fn deliver_at(&mut self, time: Time, updates: &[Update]) {
+        let _ = time;
         self.deliver(updates);
     }
     /// The worker's output frontier moved (`None`: the dataflow is complete).
@@ -412,9 +413,10 @@ impl Engine {
                 );
                 let sink = Rc::clone(&sink);
                 analytics(events, &analytics_config).inspect_core(move |event| match event {
-                    Ok((time, updates)) => sink
-                        .borrow_mut()
-                        .deliver_at(time.least().copied().unwrap_or_default(), updates),
+                    Ok((stamp, updates)) => {
+                        let time = stamp.least().copied().unwrap_or(0);
+                        sink.borrow_mut().deliver_at(time, updates)
+                    }
                     Err(frontier) => sink.borrow_mut().frontier(frontier.first().copied()),
                 });
             });
@@ -680,8 +682,8 @@ impl<S> CountingSink<S> {
     }
 }
 
-impl<S: UpdateSink> UpdateSink for CountingSink<S> {
-    fn deliver(&mut self, updates: &[Update]) {
+impl<S> CountingSink<S> {
+    fn count(&self, updates: &[Update]) {
         let mut counts = [0u64; UPDATE_KINDS.len()];
         let mut late = 0u64;
         for update in updates {
@@ -715,7 +717,18 @@ impl<S: UpdateSink> UpdateSink for CountingSink<S> {
             self.metrics
                 .reject(megamind_dataflows::model::ErrorReason::Late, late);
         }
+    }
+}
+
+impl<S: UpdateSink> UpdateSink for CountingSink<S> {
+    fn deliver(&mut self, updates: &[Update]) {
+        self.count(updates);
         self.inner.deliver(updates);
+    }
+
+    fn deliver_at(&mut self, time: Time, updates: &[Update]) {
+        self.count(updates);
+        self.inner.deliver_at(time, updates);
     }
 
     fn frontier(&mut self, frontier: Option<Time>) {
@@ -735,18 +748,57 @@ impl<S: UpdateSink> UpdateSink for CountingSink<S> {
 /// Applies updates to the shared views.
 pub struct ViewsSink {
     views: Arc<crate::views::Views>,
+    alerts: Option<AlertDispatch>,
+}
+
+/// Where a sink hands alert changes for notification, and whether it may yet.
+#[derive(Debug, Clone)]
+pub struct AlertDispatch {
+    /// The dispatcher's queue.
+    pub handle: megamind_connectors::notify::route::DispatchHandle,
+    /// Alert changes are offered only at event times after this one (ms): the largest
+    /// time replayed from the event log on start, whose alert changes were notified
+    /// before the restart and are not sent again (0: nothing replayed; `u64::MAX` until
+    /// the replay is done).
+    pub arm_after: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ViewsSink {
     /// A sink into `views`.
     pub fn new(views: Arc<crate::views::Views>) -> Self {
-        Self { views }
+        Self {
+            views,
+            alerts: None,
+        }
+    }
+
+    /// Also offers every alert change to the notification dispatcher (never blocking).
+    pub fn with_alert_dispatch(mut self, dispatch: AlertDispatch) -> Self {
+        self.alerts = Some(dispatch);
+        self
     }
 }
 
 impl UpdateSink for ViewsSink {
     fn deliver(&mut self, updates: &[Update]) {
         self.views.apply(updates.to_vec());
+    }
+
+    fn deliver_at(&mut self, time: Time, updates: &[Update]) {
+        if let Some(dispatch) = &self.alerts {
+            // Changes at replayed times were notified before the restart.
+            let after = dispatch
+                .arm_after
+                .load(std::sync::atomic::Ordering::Acquire);
+            if after == 0 || (after != u64::MAX && time > after) {
+                for update in updates {
+                    if let Update::AlertRecord(record) = update {
+                        dispatch.handle.offer(record.clone());
+                    }
+                }
+            }
+        }
+        self.deliver(updates);
     }
 }
 

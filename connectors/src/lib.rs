@@ -6,5 +6,6 @@
 
 pub mod codec;
 pub mod kafka;
+pub mod notify;
 pub mod store;
 pub mod websocket;

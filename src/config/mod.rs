@@ -279,6 +279,24 @@ pub struct AlertsConfig {
     /// How long resolved alerts are kept.
     #[serde(with = "humantime_serde")]
     pub resolved_retention: Duration,
+    /// megamind's address as people reach it (for links in notifications), for example
+    /// `https://megamind.example.com`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Alert changes buffered between the dataflow and the dispatcher; more are dropped
+    /// and counted.
+    #[serde(default = "default_dispatch_queue")]
+    pub dispatch_queue: usize,
+    /// Channels, retries and dead letters.
+    #[serde(default)]
+    pub notify: megamind_connectors::notify::NotifyConfig,
+    /// Which channels hear about which alerts, and grouping.
+    #[serde(default)]
+    pub routing: megamind_connectors::notify::route::RoutingConfig,
+}
+
+fn default_dispatch_queue() -> usize {
+    4096
 }
 
 /// Query views.
@@ -669,6 +687,10 @@ impl Config {
             self.ml.evaluate_every >= 1,
             "ml.evaluate_every must be at least 1",
         );
+        check(
+            self.alerts.dispatch_queue >= 1,
+            "alerts.dispatch_queue must be at least 1",
+        );
         let mut registered = BTreeMap::new();
         for model in &self.ml.models {
             if model.model_id.is_empty() {
@@ -681,6 +703,20 @@ impl Config {
                 ));
             }
         }
+        problems.extend(self.alerts.notify.problems("alerts.notify"));
+        let mut channels: Vec<&str> = self
+            .alerts
+            .notify
+            .channels
+            .keys()
+            .map(String::as_str)
+            .collect();
+        channels.push("log");
+        problems.extend(
+            self.alerts
+                .routing
+                .problems("alerts.routing", channels.iter().copied()),
+        );
         let mut seen = BTreeMap::new();
         for rule in &self.rules {
             if let Err(error) = rule.validate() {

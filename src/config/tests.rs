@@ -151,7 +151,7 @@ fn every_shipped_config_parses() {
         if path.extension().is_some_and(|ext| ext == "toml") {
             // Container configs listen beyond loopback, so they expect the MCP token from the
             // environment, as documented in the file.
-            let env = vec![
+            let mut env = vec![
                 (
                     "MEGAMIND__MCP__AUTH_TOKEN".to_owned(),
                     "test-token".to_owned(),
@@ -161,6 +161,13 @@ fn every_shipped_config_parses() {
                     "test-token".to_owned(),
                 ),
             ];
+            if path.ends_with("alerts.example.toml") {
+                // The alerting example takes its SMTP password from the environment.
+                env.push((
+                    "MEGAMIND__ALERTS__NOTIFY__CHANNELS__ONCALL_EMAIL__PASSWORD".to_owned(),
+                    "test-password".to_owned(),
+                ));
+            }
             Config::load(Some(&path), env)
                 .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
             checked += 1;
@@ -169,5 +176,56 @@ fn every_shipped_config_parses() {
     assert!(
         checked >= 1,
         "docker/ should ship at least one example config"
+    );
+}
+
+#[test]
+fn alerts_example_has_every_channel_type_and_routes() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/alerts.example.toml");
+    let env = vec![(
+        "MEGAMIND__ALERTS__NOTIFY__CHANNELS__ONCALL_EMAIL__PASSWORD".to_owned(),
+        "p".to_owned(),
+    )];
+    let config = Config::load(Some(&path), env).unwrap();
+    assert_eq!(
+        format!("{:?}", config.alerts.notify.channels["oncall_email"])
+            .matches("***")
+            .count(),
+        1,
+        "the password never prints"
+    );
+    let kinds: Vec<&str> = config
+        .alerts
+        .notify
+        .channels
+        .values()
+        .map(|channel| channel.kind())
+        .collect();
+    assert_eq!(kinds, vec!["email", "webhook", "slack", "teams"]);
+    assert_eq!(config.alerts.routing.routes.len(), 2);
+    assert!(config.alerts.routing.routes[0].continue_matching);
+    assert_eq!(config.rules.len(), 3);
+}
+
+#[test]
+fn alert_routing_problems_are_all_reported() {
+    let error = Config::from_toml_str(
+        r#"
+        [alerts.notify.channels.hook]
+        type = "webhook"
+        url = "ftp://nowhere"
+        [alerts.routing]
+        channels = ["missing"]
+        "#,
+    )
+    .unwrap_err();
+    let text = error.problems.join("\n");
+    assert!(
+        text.contains("alerts.notify.channels.hook.url must start with http:// or https://"),
+        "{text}"
+    );
+    assert!(
+        text.contains("alerts.routing.channels: unknown channel \"missing\""),
+        "{text}"
     );
 }

@@ -57,10 +57,65 @@ pub struct ActiveParams {
     /// Only alerts at or above this severity.
     #[serde(default)]
     pub min_severity: Option<SeverityParam>,
+    /// Only alerts of exactly these severities.
+    #[serde(default)]
+    pub severity: Vec<SeverityParam>,
+    /// Only alerts in this state.
+    #[serde(default)]
+    pub state: Option<StateParam>,
+    /// Only alerts carrying all these labels (the alert's own or its series').
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Only alerts about this session's series (or labelled `session=<id>`).
+    #[serde(default)]
+    pub session: Option<String>,
     /// Most alerts returned (1–1000, default 100).
     #[serde(default)]
     #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<u32>,
+}
+
+/// States an active alert can be in.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StateParam {
+    /// Nobody has taken it yet.
+    Firing,
+    /// Somebody is on it.
+    Acknowledged,
+}
+
+impl ActiveParams {
+    /// Whether `alert` passes every filter given.
+    pub fn accepts(&self, alert: &AlertRecord) -> bool {
+        let minimum: Option<Severity> = self.min_severity.map(Into::into);
+        let label = |name: &str| {
+            alert
+                .labels
+                .iter()
+                .chain(alert.key.iter().flat_map(|key| key.labels.iter()))
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        minimum.is_none_or(|minimum| alert.severity >= minimum)
+            && (self.severity.is_empty()
+                || self
+                    .severity
+                    .iter()
+                    .any(|severity| Severity::from(*severity) == alert.severity))
+            && self.state.is_none_or(|state| match state {
+                StateParam::Firing => alert.status == AlertStatus::Firing,
+                StateParam::Acknowledged => alert.status == AlertStatus::Acknowledged,
+            })
+            && self
+                .labels
+                .iter()
+                .all(|(name, value)| label(name) == Some(value.as_str()))
+            && self.session.as_deref().is_none_or(|session| {
+                alert.key.as_ref().and_then(|key| key.session_id.as_deref()) == Some(session)
+                    || label("session") == Some(session)
+            })
+    }
 }
 
 /// Active alerts.
@@ -81,13 +136,15 @@ pub struct ActiveResult {
 /// An out-of-range limit.
 pub fn active(context: &McpContext, params: &ActiveParams) -> Result<ActiveResult, ToolError> {
     let limit = limit("limit", params.limit, 100, 1000)?;
-    let minimum: Option<Severity> = params.min_severity.map(Into::into);
+    if params.session.as_deref() == Some("") {
+        return Err(ToolError::invalid("session", "must not be empty"));
+    }
     let mut alerts: Vec<AlertRecord> = context
         .app
         .views
         .alerts(true)
         .into_iter()
-        .filter(|alert| minimum.is_none_or(|minimum| alert.severity >= minimum))
+        .filter(|alert| params.accepts(alert))
         .collect();
     let mut by_status = BTreeMap::new();
     for alert in &alerts {
@@ -112,8 +169,8 @@ pub struct ActParams {
     /// Who acts (recorded on the alert).
     #[serde(default)]
     pub actor: Option<String>,
-    /// Why (recorded on the alert).
-    #[serde(default)]
+    /// Why (recorded on the alert); `comment` is accepted as another name.
+    #[serde(default, alias = "comment")]
     pub note: Option<String>,
 }
 
@@ -329,4 +386,66 @@ pub async fn create(context: &McpContext, params: &CreateParams) -> Result<ActRe
     })
     .await?;
     Ok(ActResult { alert })
+}
+
+#[cfg(test)]
+mod tests {
+    use megamind_dataflows::model::SeriesKey;
+
+    use super::*;
+
+    fn alert(severity: Severity, status: AlertStatus, session: Option<&str>) -> AlertRecord {
+        AlertRecord {
+            id: "a".to_owned(),
+            rule_id: Some("r".into()),
+            key: Some(SeriesKey {
+                name: "latency_ms".into(),
+                session_id: session.map(Into::into),
+                labels: vec![("region".into(), "eu".into())],
+            }),
+            title: "t".to_owned(),
+            message: None,
+            labels: vec![("team".into(), "db".into())],
+            severity,
+            status,
+            since: 0,
+            value: None,
+            threshold: None,
+            fired: 1,
+            acknowledged: None,
+            resolved: None,
+            updated_at: 0,
+        }
+    }
+
+    fn params(json: serde_json::Value) -> ActiveParams {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn active_filters_combine() {
+        let high = alert(Severity::High, AlertStatus::Firing, Some("s1"));
+        let low_acked = alert(Severity::Low, AlertStatus::Acknowledged, None);
+        let accepts =
+            |filter: serde_json::Value, alert: &AlertRecord| params(filter).accepts(alert);
+        assert!(accepts(json!({}), &high));
+        assert!(accepts(json!({"severity": ["high", "critical"]}), &high));
+        assert!(!accepts(json!({"severity": ["critical"]}), &high));
+        assert!(!accepts(json!({"min_severity": "medium"}), &low_acked));
+        assert!(accepts(json!({"state": "acknowledged"}), &low_acked));
+        assert!(!accepts(json!({"state": "firing"}), &low_acked));
+        assert!(accepts(
+            json!({"labels": {"team": "db", "region": "eu"}}),
+            &high
+        ));
+        assert!(!accepts(json!({"labels": {"team": "web"}}), &high));
+        assert!(accepts(json!({"session": "s1"}), &high));
+        assert!(!accepts(json!({"session": "s2"}), &high));
+        assert!(!accepts(json!({"session": "s1"}), &low_acked));
+        assert!(serde_json::from_value::<ActiveParams>(json!({"state": "resolved"})).is_err());
+        let act: ActParams =
+            serde_json::from_value(json!({"alert_id": "a", "actor": "ana", "comment": "done"}))
+                .unwrap();
+        assert_eq!(act.note.as_deref(), Some("done"));
+    }
 }

@@ -299,8 +299,8 @@ impl McpServer {
     }
 
     #[tool(
-        description = "Active alerts (firing, then acknowledged), most severe and most recent first, optionally at \
-                       or above a severity.",
+        description = "Active alerts (firing, then acknowledged), most severe and most recent first; filters: \
+                       min_severity, severity (list), state (firing|acknowledged), labels (all must match), session.",
         annotations(read_only_hint = true)
     )]
     async fn alerts_get_active(

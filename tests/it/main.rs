@@ -6,6 +6,7 @@
 //! references (scikit-learn, scipy, River), and
 //! headless Chromium showing the live dashboard.
 
+mod alerts;
 mod cluster;
 mod dashboard;
 mod http_api;

@@ -708,6 +708,19 @@ class Checker:
             any(entry["id"] == alert_id for entry in high["alerts"]),
             f"alerts_get_active min_severity=high lacks the alert: {brief(high)}",
         )
+        # Filters: labels, state, exact severities, session.
+        for filters, expected in (
+            ({"labels": {"host": "db1"}, "state": "firing"}, True),
+            ({"labels": {"host": "db2"}}, False),
+            ({"state": "acknowledged"}, False),
+            ({"severity": ["low", "critical"]}, False),
+            ({"severity": ["high"]}, True),
+            ({"session": f"no_such_session_{self.run}"}, False),
+        ):
+            filtered = await self.call("alerts_get_active", filters)
+            found = any(entry["id"] == alert_id for entry in filtered["alerts"])
+            self.ok(found == expected, f"alerts_get_active {filters}: expected {expected}, got {brief(filtered)}")
+        await self.call_error("alerts_get_active", {"state": "resolved"}, "state")
         dashboard = await self.call("dashboard_realtime")
         self.ok(
             any(entry["id"] == alert_id for entry in dashboard["alerts"]),
@@ -737,10 +750,12 @@ class Checker:
             f"alerts_get_active after acknowledging: {brief(active)}",
         )
 
-        resolved = await self.call("alerts_resolve", {"alert_id": alert_id, "actor": actor, "note": "cleaned up"})
+        resolved = await self.call("alerts_resolve", {"alert_id": alert_id, "actor": actor, "comment": "cleaned up"})
         alert = resolved["alert"]
         self.ok(
-            alert["status"] == "resolved" and alert.get("resolved", {}).get("by") == actor,
+            alert["status"] == "resolved"
+            and alert.get("resolved", {}).get("by") == actor
+            and alert["resolved"].get("note") == "cleaned up",
             f"alerts_resolve: expected resolved by {actor}, got {brief(alert)}",
         )
         active = await self.call("alerts_get_active")

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +143,15 @@ pub struct BreachRule {
     /// Windows with fewer samples are ignored.
     #[serde(default = "default_min_count")]
     pub min_count: u64,
+    /// How long (event time, between window ends) the condition must hold before the
+    /// alert fires; until then it is pending. `0s`: fire on the first breaching window.
+    #[serde(default, rename = "for", with = "humantime_serde")]
+    pub for_duration: Duration,
+    /// How long the alert keeps firing after the condition stops holding (anti-flap): a
+    /// breach within this time continues the same firing streak. `0s`: resolve on the
+    /// first clear window.
+    #[serde(default, with = "humantime_serde")]
+    pub keep_firing_for: Duration,
 }
 
 impl BreachRule {

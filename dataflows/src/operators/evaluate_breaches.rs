@@ -8,7 +8,7 @@
 //! `(rule, series)` pair remembers whether it is firing so that a streak of breaching
 //! windows yields one `firing` transition and one `resolved` transition.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rustc_hash::FxBuildHasher;
 use timely::container::CapacityContainerBuilder;
@@ -20,6 +20,7 @@ use timely::dataflow::StreamVec;
 use crate::model::{
     AlertState, AlertTransition, Breach, BreachRule, Id, SeriesKey, Update, WindowStats,
 };
+use crate::time::duration_ms;
 use crate::Time;
 
 /// Rules indexed by the metric they watch.
@@ -67,15 +68,29 @@ impl RuleSet {
     }
 }
 
-/// The pure rule logic: which `(rule, series)` pairs are firing.
+/// Where one `(rule, series)` pair is between quiet and resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PairState {
+    /// End of the first window of the current breaching streak, ms.
+    breaching_since: u64,
+    /// Whether the `firing` transition was emitted.
+    firing: bool,
+    /// End of the first clear window since the condition last held (firing only), ms.
+    clear_since: Option<u64>,
+}
+
+/// The pure rule logic: which `(rule, series)` pairs are pending or firing, with the
+/// rule's `for` (pending before firing) and `keep_firing_for` (anti-flap), measured in
+/// event time between window ends.
 #[derive(Debug, Default)]
 pub struct BreachState {
-    firing: HashSet<(usize, SeriesKey), FxBuildHasher>,
+    pairs: HashMap<(usize, SeriesKey), PairState, FxBuildHasher>,
 }
 
 impl BreachState {
     /// Evaluates every rule watching the window's series, pushing breaches and transitions.
     pub fn on_window(&mut self, rules: &RuleSet, stats: &WindowStats, out: &mut Vec<Update>) {
+        let end = stats.end;
         for position in rules.watching(&stats.key) {
             let rule = &rules.rules[position];
             match rule.check(stats) {
@@ -84,31 +99,55 @@ impl BreachState {
                         rule_id: rule.id.clone(),
                         key: stats.key.clone(),
                         start: stats.start,
-                        end: stats.end,
+                        end,
                         aggregate: rule.aggregate,
                         op: rule.op,
                         value,
                         threshold: rule.threshold,
                         severity: rule.severity,
                     }));
-                    if self.firing.insert((position, stats.key.clone())) {
+                    let pair =
+                        self.pairs
+                            .entry((position, stats.key.clone()))
+                            .or_insert(PairState {
+                                breaching_since: end,
+                                firing: false,
+                                clear_since: None,
+                            });
+                    pair.clear_since = None;
+                    if !pair.firing
+                        && end.saturating_sub(pair.breaching_since)
+                            >= duration_ms(rule.for_duration)
+                    {
+                        pair.firing = true;
                         out.push(transition(
                             rule,
                             &stats.key,
                             AlertState::Firing,
-                            stats.end,
+                            end,
                             Some(value),
                         ));
                     }
                 }
                 None => {
-                    if self.firing.remove(&(position, stats.key.clone())) {
+                    let pair_key = (position, stats.key.clone());
+                    let Some(pair) = self.pairs.get_mut(&pair_key) else {
+                        continue;
+                    };
+                    if !pair.firing {
+                        // Pending, never fired: the streak is over, nothing to resolve.
+                        self.pairs.remove(&pair_key);
+                        continue;
+                    }
+                    let clear_since = *pair.clear_since.get_or_insert(end);
+                    if end.saturating_sub(clear_since) >= duration_ms(rule.keep_firing_for) {
+                        self.pairs.remove(&pair_key);
                         let value = rule.aggregate.apply(stats);
                         out.push(transition(
                             rule,
                             &stats.key,
                             AlertState::Resolved,
-                            stats.end,
+                            end,
                             Some(value),
                         ));
                     }
@@ -117,24 +156,32 @@ impl BreachState {
         }
     }
 
-    /// Resolves every firing rule of a series that went quiet.
+    /// Resolves every firing rule of a series that went quiet (and forgets pending ones),
+    /// without waiting for `keep_firing_for`: no more windows will come.
     pub fn on_idle(&mut self, rules: &RuleSet, key: &SeriesKey, end: u64, out: &mut Vec<Update>) {
         for position in rules.watching(key) {
-            if self.firing.remove(&(position, key.clone())) {
-                out.push(transition(
-                    &rules.rules[position],
-                    key,
-                    AlertState::Resolved,
-                    end,
-                    None,
-                ));
+            if let Some(pair) = self.pairs.remove(&(position, key.clone())) {
+                if pair.firing {
+                    out.push(transition(
+                        &rules.rules[position],
+                        key,
+                        AlertState::Resolved,
+                        end,
+                        None,
+                    ));
+                }
             }
         }
     }
 
     /// Number of firing `(rule, series)` pairs.
     pub fn firing(&self) -> usize {
-        self.firing.len()
+        self.pairs.values().filter(|pair| pair.firing).count()
+    }
+
+    /// Number of pending `(rule, series)` pairs (breaching, `for` not yet elapsed).
+    pub fn pending(&self) -> usize {
+        self.pairs.values().filter(|pair| !pair.firing).count()
     }
 }
 
@@ -173,8 +220,8 @@ pub trait EvaluateBreaches<'scope> {
     /// window, at the window's timely time.
     ///
     /// # State
-    /// The set of firing `(rule, series)` pairs; an entry is removed when its series
-    /// resolves or goes idle. Runs on the worker that computed the window (pipeline), so it
+    /// One entry per pending or firing `(rule, series)` pair; an entry is removed when its
+    /// series resolves (after `keep_firing_for`), its pending streak clears, or it goes idle. Runs on the worker that computed the window (pipeline), so it
     /// sees each series' windows in order.
     fn evaluate_breaches(
         self,
@@ -260,6 +307,8 @@ mod tests {
             threshold: 70.0,
             severity: Severity::High,
             min_count: 1,
+            for_duration: std::time::Duration::ZERO,
+            keep_firing_for: std::time::Duration::ZERO,
         }
     }
 
@@ -306,6 +355,90 @@ mod tests {
         state.on_window(&rules, &window("latency_ms", 40, 60.0), &mut out);
         assert_eq!(kinds(&out), ["alert:resolved"]);
         assert_eq!(state.firing(), 0);
+    }
+
+    /// Feeds windows (end, mean) and returns the alert transitions as `state@end`.
+    fn run(rule: BreachRule, windows: &[(u64, f64)]) -> (Vec<String>, BreachState) {
+        let rules = RuleSet::new(vec![rule]);
+        let mut state = BreachState::default();
+        let mut out = Vec::new();
+        for &(end, mean) in windows {
+            state.on_window(&rules, &window("latency_ms", end, mean), &mut out);
+        }
+        let transitions = out
+            .iter()
+            .filter_map(|update| match update {
+                Update::Alert(t) => Some(format!("{}@{}", t.state, t.at)),
+                _ => None,
+            })
+            .collect();
+        (transitions, state)
+    }
+
+    #[test]
+    fn for_keeps_the_alert_pending_until_the_condition_held_long_enough() {
+        let rule = BreachRule {
+            for_duration: std::time::Duration::from_millis(20),
+            ..rule()
+        };
+        // Breaching at 10 and 20 (10 ms), clear at 30: pending only, never fires.
+        let (transitions, state) = run(rule.clone(), &[(10, 80.0), (20, 80.0), (30, 50.0)]);
+        assert!(transitions.is_empty(), "{transitions:?}");
+        assert_eq!(
+            (state.pending(), state.firing()),
+            (0, 0),
+            "a cleared pending pair is forgotten"
+        );
+        // Breaching 10..=30: fires at 30 (20 ms after the streak began), once.
+        let (transitions, state) = run(
+            rule.clone(),
+            &[(10, 80.0), (20, 80.0), (30, 80.0), (40, 80.0)],
+        );
+        assert_eq!(transitions, ["firing@30"]);
+        assert_eq!(state.firing(), 1);
+        // A clear window restarts the pending streak.
+        let (transitions, _) = run(
+            rule,
+            &[
+                (10, 80.0),
+                (20, 80.0),
+                (25, 50.0),
+                (30, 80.0),
+                (40, 80.0),
+                (50, 80.0),
+            ],
+        );
+        assert_eq!(transitions, ["firing@50"]);
+    }
+
+    #[test]
+    fn keep_firing_for_bridges_short_gaps() {
+        let rule = BreachRule {
+            keep_firing_for: std::time::Duration::from_millis(20),
+            ..rule()
+        };
+        // Flapping: clear at 20 and 30, breaching again at 40 (within 20 ms): one streak.
+        let (transitions, _) = run(
+            rule.clone(),
+            &[(10, 80.0), (20, 50.0), (30, 50.0), (40, 80.0)],
+        );
+        assert_eq!(transitions, ["firing@10"]);
+        // Clear for 20 ms (from 20 to 40): resolved at 40, the first window that long.
+        let (transitions, state) = run(
+            rule.clone(),
+            &[(10, 80.0), (20, 50.0), (30, 50.0), (40, 50.0), (50, 50.0)],
+        );
+        assert_eq!(transitions, ["firing@10", "resolved@40"]);
+        assert_eq!(state.firing(), 0);
+        // Without keep_firing_for the same input flaps.
+        let (transitions, _) = run(
+            BreachRule {
+                keep_firing_for: std::time::Duration::ZERO,
+                ..rule
+            },
+            &[(10, 80.0), (20, 50.0), (30, 50.0), (40, 80.0)],
+        );
+        assert_eq!(transitions, ["firing@10", "resolved@20", "firing@40"]);
     }
 
     #[test]

@@ -61,6 +61,8 @@ fn rule(
         threshold,
         severity: Severity::High,
         min_count: 1,
+        for_duration: std::time::Duration::ZERO,
+        keep_firing_for: std::time::Duration::ZERO,
     }
 }
 

@@ -1,0 +1,389 @@
+//! Routing and grouping: which channels hear about an alert, and how alerts are batched
+//! into one notification per group (Alertmanager's `group_by`, `group_wait`,
+//! `group_interval`).
+//!
+//! Routes are checked in order; the first that matches takes the alert unless it says
+//! `continue = true`, in which case later routes are checked too. An alert no route takes
+//! goes to the default `channels`. Within a route, alerts are grouped by the values of the
+//! `group_by` labels (`severity`, `rule` and `status` are usable as labels too). A new group
+//! waits `group_wait` so that alerts arriving together go out together; after that, a group
+//! with changes goes out at most once per `group_interval`. Resolved alerts leave a group
+//! after the notification that reports them. This runs on wall-clock time, outside the
+//! dataflow: it shapes delivery, not alert state.
+//!
+//! [`Grouper`] is the pure core (time passed in); [`run_dispatcher`] is its tokio shell.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use megamind_dataflows::model::{AlertRecord, Severity};
+use megamind_dataflows::time::{duration_ms, Clock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{Notification, Notifier};
+
+fn default_group_wait() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_group_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_groups() -> usize {
+    10_000
+}
+
+/// The routing tree's root: defaults and the ordered routes below it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Channels for alerts no route takes.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Labels that form groups (default for routes that set none).
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// How long a new group waits for more alerts before its first notification.
+    #[serde(default = "default_group_wait", with = "humantime_serde")]
+    pub group_wait: Duration,
+    /// Least time between two notifications of one group.
+    #[serde(default = "default_group_interval", with = "humantime_serde")]
+    pub group_interval: Duration,
+    /// Most groups held; alerts for further groups are suppressed and counted.
+    #[serde(default = "default_max_groups")]
+    pub max_groups: usize,
+    /// Routes, checked in order.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            channels: vec!["log".to_owned()],
+            group_by: Vec::new(),
+            group_wait: default_group_wait(),
+            group_interval: default_group_interval(),
+            max_groups: default_max_groups(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// One route: matchers and where matching alerts go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Matches alerts of any of these severities (empty: any).
+    #[serde(default)]
+    pub severity: Vec<Severity>,
+    /// Matches alerts carrying all these labels (`rule` matches the rule id).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Channels notified.
+    pub channels: Vec<String>,
+    /// Labels forming groups on this route (default: the root's).
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
+    /// Keep checking later routes after this one matched.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+}
+
+impl RoutingConfig {
+    /// Problems the types cannot express, naming their fields; `channels` are the known
+    /// channel names.
+    pub fn problems<'a>(
+        &self,
+        prefix: &str,
+        channels: impl Iterator<Item = &'a str> + Clone,
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut check = |field: String, names: &[String]| {
+            for name in names {
+                if !channels.clone().any(|known| known == name) {
+                    problems.push(format!("{field}: unknown channel {name:?}"));
+                }
+            }
+        };
+        check(format!("{prefix}.channels"), &self.channels);
+        for (position, route) in self.routes.iter().enumerate() {
+            check(
+                format!("{prefix}.routes[{position}].channels"),
+                &route.channels,
+            );
+        }
+        if self.max_groups == 0 {
+            problems.push(format!("{prefix}.max_groups must be positive"));
+        }
+        problems
+    }
+}
+
+/// The value of label `name` on `alert`; `severity`, `rule` and `status` are built in.
+fn label<'a>(alert: &'a AlertRecord, name: &str) -> Option<&'a str> {
+    if let Some((_, value)) = alert.labels.iter().find(|(key, _)| key == name) {
+        return Some(value.as_str());
+    }
+    alert
+        .key
+        .as_ref()
+        .and_then(|key| key.labels.iter().find(|(k, _)| k == name))
+        .map(|(_, value)| value.as_str())
+        .or(match name {
+            "severity" => Some(alert.severity.as_str()),
+            "rule" => alert.rule_id.as_deref(),
+            "status" => Some(alert.status.as_str()),
+            _ => None,
+        })
+}
+
+impl RouteConfig {
+    /// Whether `alert` matches this route.
+    pub fn matches(&self, alert: &AlertRecord) -> bool {
+        (self.severity.is_empty() || self.severity.contains(&alert.severity))
+            && self
+                .labels
+                .iter()
+                .all(|(name, value)| label(alert, name) == Some(value.as_str()))
+    }
+}
+
+/// The routes (by index; `None` is the default) that take `alert`.
+pub fn routes_for(config: &RoutingConfig, alert: &AlertRecord) -> Vec<Option<usize>> {
+    let mut taken = Vec::new();
+    for (position, route) in config.routes.iter().enumerate() {
+        if route.matches(alert) {
+            taken.push(Some(position));
+            if !route.continue_matching {
+                return taken;
+            }
+        }
+    }
+    if taken.is_empty() {
+        taken.push(None);
+    }
+    taken
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey {
+    route: Option<usize>,
+    values: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Group {
+    alerts: BTreeMap<String, AlertRecord>,
+    changed: bool,
+    /// When the group may next go out, ms.
+    due: u64,
+    sent_once: bool,
+}
+
+/// A notification ready to go, with its channels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// Channel names.
+    pub channels: Vec<String>,
+    /// The notification.
+    pub notification: Notification,
+}
+
+/// The pure grouping core.
+#[derive(Debug)]
+pub struct Grouper {
+    config: RoutingConfig,
+    base_url: Option<String>,
+    groups: BTreeMap<GroupKey, Group>,
+    /// Alerts not grouped because `max_groups` was reached.
+    pub suppressed: u64,
+}
+
+impl Grouper {
+    /// An empty grouper.
+    pub fn new(config: RoutingConfig, base_url: Option<String>) -> Self {
+        Self {
+            config,
+            base_url,
+            groups: BTreeMap::new(),
+            suppressed: 0,
+        }
+    }
+
+    /// Takes a changed alert at wall-clock `now` (ms).
+    pub fn add(&mut self, now: u64, alert: &AlertRecord) {
+        let wait = duration_ms(self.config.group_wait);
+        for route in routes_for(&self.config, alert) {
+            let group_by = route
+                .and_then(|position| self.config.routes[position].group_by.as_ref())
+                .unwrap_or(&self.config.group_by);
+            let values = if group_by.is_empty() {
+                vec![("alert".to_owned(), alert.id.clone())]
+            } else {
+                group_by
+                    .iter()
+                    .map(|name| (name.clone(), label(alert, name).unwrap_or("").to_owned()))
+                    .collect()
+            };
+            let key = GroupKey { route, values };
+            if !self.groups.contains_key(&key) && self.groups.len() >= self.config.max_groups {
+                self.suppressed += 1;
+                continue;
+            }
+            let group = self.groups.entry(key).or_insert_with(|| Group {
+                alerts: BTreeMap::new(),
+                changed: false,
+                due: now.saturating_add(wait),
+                sent_once: false,
+            });
+            group.alerts.insert(alert.id.clone(), alert.clone());
+            group.changed = true;
+        }
+    }
+
+    /// The earliest time a group is due, ms.
+    pub fn next_due(&self) -> Option<u64> {
+        self.groups
+            .values()
+            .filter(|group| group.changed)
+            .map(|group| group.due)
+            .min()
+    }
+
+    /// Notifications due at `now` (ms), one per changed group.
+    pub fn due(&mut self, now: u64) -> Vec<Outgoing> {
+        let interval = duration_ms(self.config.group_interval);
+        let mut out = Vec::new();
+        for (key, group) in &mut self.groups {
+            if !group.changed || group.due > now {
+                continue;
+            }
+            let alerts: Vec<AlertRecord> = group.alerts.values().cloned().collect();
+            let name = key
+                .values
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let reason = if group.sent_once { "update" } else { "new" };
+            let mut notification =
+                Notification::new(name, reason, alerts, self.base_url.as_deref());
+            notification.group_labels = key.values.iter().cloned().collect();
+            let channels = match key.route {
+                Some(position) => self.config.routes[position].channels.clone(),
+                None => self.config.channels.clone(),
+            };
+            out.push(Outgoing {
+                channels,
+                notification,
+            });
+            group.changed = false;
+            group.sent_once = true;
+            group.due = now.saturating_add(interval);
+            group.alerts.retain(|_, alert| alert.status.is_active());
+        }
+        self.groups
+            .retain(|_, group| !group.alerts.is_empty() || group.changed);
+        out
+    }
+
+    /// Groups held.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Whether no group is held.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+}
+
+/// Counters of the dispatcher.
+#[derive(Debug, Default)]
+pub struct DispatchMetrics {
+    /// Alert changes taken from the dataflow.
+    pub received: AtomicU64,
+    /// Alert changes dropped because the dispatcher's queue was full.
+    pub dropped: AtomicU64,
+    /// Alert changes not grouped because `max_groups` was reached.
+    pub suppressed: AtomicU64,
+    /// Notifications handed to channels.
+    pub notifications: AtomicU64,
+}
+
+/// The sending side of the dispatcher: called from dataflow sinks, never blocks.
+#[derive(Debug, Clone)]
+pub struct DispatchHandle {
+    sender: mpsc::Sender<AlertRecord>,
+    metrics: Arc<DispatchMetrics>,
+}
+
+impl DispatchHandle {
+    /// Offers a changed alert; a full queue drops it and counts it.
+    pub fn offer(&self, alert: AlertRecord) {
+        self.metrics.received.fetch_add(1, Ordering::Relaxed);
+        if self.sender.try_send(alert).is_err() {
+            self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The dispatcher's counters.
+    pub fn metrics(&self) -> &DispatchMetrics {
+        &self.metrics
+    }
+}
+
+/// Called with every notification right after it was handed to its channels (benchmarks).
+pub type HandoffHook = Arc<dyn Fn(&Notification) + Send + Sync>;
+
+/// Starts the dispatcher task: alert changes in, grouped notifications out to `notifier`.
+/// The task ends when every [`DispatchHandle`] is dropped, after flushing what is due.
+///
+/// # Panics
+/// Outside a tokio runtime.
+pub fn run_dispatcher(
+    config: RoutingConfig,
+    base_url: Option<String>,
+    queue: usize,
+    notifier: Arc<Notifier>,
+    clock: Arc<dyn Clock>,
+    on_handoff: Option<HandoffHook>,
+) -> (DispatchHandle, tokio::task::JoinHandle<()>) {
+    let (sender, mut receiver) = mpsc::channel::<AlertRecord>(queue.max(1));
+    let metrics = Arc::new(DispatchMetrics::default());
+    let task_metrics = Arc::clone(&metrics);
+    let task = tokio::spawn(async move {
+        let mut grouper = Grouper::new(config, base_url);
+        loop {
+            let wait = grouper
+                .next_due()
+                .map(|due| Duration::from_millis(due.saturating_sub(clock.now_ms())));
+            tokio::select! {
+                received = receiver.recv() => match received {
+                    Some(alert) => grouper.add(clock.now_ms(), &alert),
+                    None => break,
+                },
+                () = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {}
+            }
+            for outgoing in grouper.due(clock.now_ms()) {
+                let notification = Arc::new(outgoing.notification);
+                for channel in &outgoing.channels {
+                    notifier.notify(channel, Arc::clone(&notification));
+                }
+                if let Some(hook) = &on_handoff {
+                    hook(&notification);
+                }
+                task_metrics.notifications.fetch_add(1, Ordering::Relaxed);
+            }
+            task_metrics
+                .suppressed
+                .store(grouper.suppressed, Ordering::Relaxed);
+        }
+    });
+    (DispatchHandle { sender, metrics }, task)
+}

@@ -1,0 +1,705 @@
+//! Channel tests against real local peers: an HTTP server (axum, on its own runtime so it
+//! can be killed with its connections) and a real SMTP server (Python `aiosmtpd`).
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use megamind_dataflows::model::{AlertAct, AlertRecord, AlertStatus, Severity};
+use megamind_dataflows::time::{ManualClock, Stopwatch};
+use tokio::sync::mpsc;
+
+use super::config::{Secret, SmtpSecurity};
+use super::*;
+
+fn alert(id: &str, severity: Severity, status: AlertStatus) -> AlertRecord {
+    AlertRecord {
+        id: id.to_owned(),
+        rule_id: Some("latency".into()),
+        key: None,
+        title: format!("latency <high> & rising on {id}"),
+        message: Some("p99 above 70 ms".to_owned()),
+        labels: vec![("team".into(), "api".into())],
+        severity,
+        status,
+        since: 1_000,
+        value: Some(91.5),
+        threshold: Some(70.0),
+        fired: 1,
+        acknowledged: (status == AlertStatus::Acknowledged).then(|| AlertAct {
+            by: "ana".into(),
+            at: 2_000,
+            note: None,
+        }),
+        resolved: None,
+        updated_at: 2_000,
+    }
+}
+
+fn notification(group: &str) -> Arc<Notification> {
+    Arc::new(Notification::new(
+        group,
+        "new",
+        vec![
+            alert("latency-01", Severity::High, AlertStatus::Firing),
+            alert("latency-02", Severity::Critical, AlertStatus::Acknowledged),
+        ],
+        Some("http://megamind.example:8080/"),
+    ))
+}
+
+/// One request as the receiver saw it.
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A real HTTP server on its own runtime and thread; `kill` stops it together with every
+/// open connection (as a crashed peer would).
+struct Receiver {
+    address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    /// Serves POST / on `address` (port 0: any); answers 503 to the first `failures`
+    /// requests, then 200. Every request is reported on `seen`.
+    fn start(address: SocketAddr, failures: u32, seen: mpsc::UnboundedSender<Received>) -> Self {
+        let listener = std::net::TcpListener::bind(address).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let failures = Arc::new(AtomicU32::new(failures));
+                let app = axum::Router::new().route(
+                    "/",
+                    axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                        let failures = Arc::clone(&failures);
+                        let seen = seen.clone();
+                        async move {
+                            let _ = seen.send(Received { headers, body });
+                            let failing = failures
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    n.checked_sub(1)
+                                })
+                                .is_ok();
+                            if failing {
+                                StatusCode::SERVICE_UNAVAILABLE
+                            } else {
+                                StatusCode::OK
+                            }
+                        }
+                    }),
+                );
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+            // Dropping the runtime here also drops every connection task.
+        });
+        Self {
+            address,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.address)
+    }
+
+    fn kill(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn retry(attempts: u32) -> RetryConfig {
+    RetryConfig {
+        attempts: NonZeroU32::new(attempts).unwrap(),
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(80),
+        timeout: Duration::from_secs(2),
+    }
+}
+
+fn config(channels: Vec<(&str, ChannelConfig)>, attempts: u32) -> NotifyConfig {
+    NotifyConfig {
+        queue: NonZeroUsize::new(16).unwrap(),
+        retry: retry(attempts),
+        dead_letter_path: None,
+        channels: channels
+            .into_iter()
+            .map(|(name, channel)| (name.to_owned(), channel))
+            .collect(),
+    }
+}
+
+async fn next(seen: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+    tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("the receiver got nothing within 10 s")
+        .expect("the receiver stopped")
+}
+
+/// Waits (bounded) until `probe` holds for the notifier's counters.
+async fn until(notifier: &Notifier, what: &str, probe: impl Fn(&[ChannelCounts]) -> bool) {
+    let watch = Stopwatch::start();
+    while !probe(&notifier.counts()) {
+        assert!(
+            watch.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}: {:?}",
+            notifier.counts()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+const SECRET: &str = "s3cret-key";
+
+#[tokio::test]
+async fn webhook_is_signed_retried_and_dead_lettered_when_the_peer_dies() {
+    let (seen_sender, mut seen) = mpsc::unbounded_channel();
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), 0, seen_sender.clone());
+    let address = receiver.address;
+    let dead_dir = tempfile::tempdir().unwrap();
+    let mut config = config(
+        vec![(
+            "hook",
+            ChannelConfig::Webhook(HttpChannelConfig {
+                url: receiver.url(),
+                secret: Some(Secret::new(SECRET)),
+            }),
+        )],
+        3,
+    );
+    config.dead_letter_path = Some(dead_dir.path().join("dead.jsonl"));
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let notifier = Notifier::start(&config, clock);
+
+    // 1. Delivered and signed.
+    assert!(notifier.notify("hook", notification("team=api")));
+    let request = next(&mut seen).await;
+    let timestamp: u64 = request.headers[webhook::TIMESTAMP_HEADER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(timestamp, 1_700_000_000_000);
+    let signature = request.headers[webhook::SIGNATURE_HEADER].to_str().unwrap();
+    assert!(webhook::verify(
+        SECRET.as_bytes(),
+        timestamp,
+        &request.body,
+        signature
+    ));
+    assert!(!webhook::verify(
+        b"wrong",
+        timestamp,
+        &request.body,
+        signature
+    ));
+    assert!(!webhook::verify(
+        SECRET.as_bytes(),
+        timestamp + 1,
+        &request.body,
+        signature
+    ));
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["group"], "team=api");
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["alerts"][0]["id"], "latency-01");
+    assert_eq!(body["alerts"][1]["acknowledged"]["by"], "ana");
+    assert_eq!(
+        body["links"][0],
+        "http://megamind.example:8080/v1/alerts/latency-01"
+    );
+    until(&notifier, "the first delivery", |c| c[0].sent == 1).await;
+
+    // 2. The peer dies: three failed tries, then a dead letter (in memory and on disk).
+    receiver.kill();
+    assert!(notifier.notify("hook", notification("team=db")));
+    until(&notifier, "the dead letter", |c| c[0].dead_lettered == 1).await;
+    let counts = &notifier.counts()[0];
+    assert_eq!(
+        (counts.sent, counts.failed_attempts, counts.dropped),
+        (1, 3, 0)
+    );
+    let letters = notifier.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].channel.as_str(), letters[0].attempts),
+        ("hook", 3)
+    );
+    assert_eq!(letters[0].notification.group, "team=db");
+    assert!(
+        letters[0].error.contains("http request failed"),
+        "{}",
+        letters[0].error
+    );
+    let on_disk = std::fs::read_to_string(dead_dir.path().join("dead.jsonl")).unwrap();
+    let line: DeadLetter = serde_json::from_str(on_disk.trim()).unwrap();
+    assert_eq!(line.notification.group, "team=db");
+
+    // 3. It comes back, failing twice first: retries with backoff get the third through.
+    let receiver = Receiver::start(address, 2, seen_sender);
+    assert!(notifier.notify("hook", notification("team=web")));
+    for _ in 0..3 {
+        let request = next(&mut seen).await;
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["group"], "team=web");
+    }
+    until(&notifier, "the retried delivery", |c| c[0].sent == 2).await;
+    let counts = &notifier.counts()[0];
+    assert_eq!(
+        (counts.failed_attempts, counts.dead_lettered),
+        (5, 1),
+        "two more failed tries, no new dead letter"
+    );
+    receiver.kill();
+}
+
+#[test]
+fn backoff_is_exponential_with_full_jitter_and_capped() {
+    use rand::SeedableRng;
+    let retry = RetryConfig {
+        attempts: NonZeroU32::new(10).unwrap(),
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(1_000),
+        timeout: Duration::from_secs(1),
+    };
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    for attempt in 1..=10u32 {
+        let ceiling = Duration::from_millis((100u64 << (attempt - 1)).min(1_000));
+        let samples: Vec<Duration> = (0..200)
+            .map(|_| backoff(&retry, attempt, &mut rng))
+            .collect();
+        assert!(samples.iter().all(|d| *d <= ceiling), "attempt {attempt}");
+        let largest = samples.iter().max().unwrap();
+        assert!(
+            *largest > ceiling / 2,
+            "jitter spreads over the whole range"
+        );
+    }
+}
+
+#[test]
+fn full_queue_drops_and_counts_without_blocking() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        // A black-hole address: nothing listens, but the delivery task never runs in this
+        // single-threaded runtime while we enqueue, so the queue (16) fills.
+        let config = config(
+            vec![(
+                "hook",
+                ChannelConfig::Webhook(HttpChannelConfig {
+                    url: "http://127.0.0.1:9/".to_owned(),
+                    secret: None,
+                }),
+            )],
+            1,
+        );
+        let notifier = Notifier::start(&config, Arc::new(ManualClock::new(0)));
+        let accepted = (0..40)
+            .filter(|_| notifier.notify("hook", notification("g")))
+            .count();
+        assert_eq!(accepted, 16);
+        assert_eq!(notifier.counts()[0].dropped, 24);
+        assert!(
+            !notifier.notify("nope", notification("g")),
+            "unknown channel refused"
+        );
+    });
+}
+
+#[tokio::test]
+async fn slack_and_teams_payloads_follow_their_documented_formats() {
+    let (seen_sender, mut seen) = mpsc::unbounded_channel();
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), 0, seen_sender);
+    let config = config(
+        vec![
+            (
+                "slack",
+                ChannelConfig::Slack(HttpChannelConfig {
+                    url: receiver.url(),
+                    secret: None,
+                }),
+            ),
+            (
+                "teams",
+                ChannelConfig::Teams(HttpChannelConfig {
+                    url: receiver.url(),
+                    secret: None,
+                }),
+            ),
+        ],
+        1,
+    );
+    let notifier = Notifier::start(&config, Arc::new(ManualClock::new(0)));
+
+    assert!(notifier.notify("slack", notification("team=api")));
+    let request = next(&mut seen).await;
+    assert_eq!(request.headers["content-type"], "application/json");
+    let slack: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert!(slack["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("[FIRING:2] critical"));
+    let blocks = slack["blocks"].as_array().unwrap();
+    assert!(blocks.len() <= 50);
+    assert_eq!(blocks[0]["type"], "header");
+    assert_eq!(blocks[0]["text"]["type"], "plain_text");
+    assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= 150);
+    assert_eq!(blocks[1]["type"], "section");
+    assert_eq!(blocks[1]["text"]["type"], "mrkdwn");
+    let section = blocks[1]["text"]["text"].as_str().unwrap();
+    assert!(
+        section.contains("<http://megamind.example:8080/v1/alerts/latency-01|latency &lt;high&gt; &amp; rising on latency-01>"),
+        "{section}"
+    );
+    assert_eq!(blocks.last().unwrap()["type"], "context");
+
+    assert!(notifier.notify("teams", notification("team=api")));
+    let request = next(&mut seen).await;
+    let teams: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(teams["type"], "message");
+    let attachment = &teams["attachments"][0];
+    assert_eq!(
+        attachment["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert!(attachment["contentUrl"].is_null());
+    let card = &attachment["content"];
+    assert_eq!(card["type"], "AdaptiveCard");
+    assert_eq!(
+        card["$schema"],
+        "http://adaptivecards.io/schemas/adaptive-card.json"
+    );
+    assert_eq!(card["version"], "1.4");
+    assert_eq!(card["body"][0]["type"], "TextBlock");
+    assert_eq!(card["body"][1]["type"], "FactSet");
+    assert_eq!(card["body"][1]["facts"][3]["title"], "Fingerprint");
+    assert_eq!(card["body"][1]["facts"][3]["value"], "latency-01");
+    assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
+    until(&notifier, "both deliveries", |c| {
+        c.iter().filter(|c| c.kind != "log").all(|c| c.sent == 1)
+    })
+    .await;
+    receiver.kill();
+}
+
+/// The Python interpreter with `aiosmtpd` (`MEGAMIND_TEST_PYTHON`, else `python3`); panics
+/// with how to install it when missing: this test never skips.
+fn smtp_python() -> String {
+    let python = std::env::var("MEGAMIND_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let output = Command::new(&python)
+        .args(["-c", "import aiosmtpd; print(aiosmtpd.__version__)"])
+        .output();
+    match output {
+        Ok(output) if output.status.success() => python,
+        _ => panic!(
+            "the email test needs a real SMTP server: Python {python:?} with aiosmtpd \
+             (.ci/run installs aiosmtpd==1.4.6 in .ci/.venv and exports \
+             MEGAMIND_TEST_PYTHON; by hand: .ci/.venv/bin/pip install aiosmtpd==1.4.6)"
+        ),
+    }
+}
+
+struct Smtp(Child);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn email_reaches_a_real_smtp_server_with_text_and_html_bodies() {
+    let python = smtp_python();
+    let maildir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _server = Smtp(
+        Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path().join("maildir"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let watch = Stopwatch::start();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            watch.elapsed() < Duration::from_secs(15),
+            "aiosmtpd did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let config = config(
+        vec![(
+            "mail",
+            ChannelConfig::Email(EmailConfig {
+                host: "127.0.0.1".to_owned(),
+                port,
+                security: SmtpSecurity::None,
+                username: None,
+                password: None,
+                from: "megamind <alerts@megamind.test>".to_owned(),
+                to: vec![
+                    "oncall@megamind.test".to_owned(),
+                    "db@megamind.test".to_owned(),
+                ],
+            }),
+        )],
+        3,
+    );
+    assert!(config.problems("notify").is_empty());
+    let notifier = Notifier::start(&config, Arc::new(ManualClock::new(0)));
+    assert!(notifier.notify("mail", notification("team=api")));
+    until(&notifier, "the email", |c| {
+        c[0].sent == 1 || c[0].dead_lettered == 1
+    })
+    .await;
+    assert_eq!(
+        notifier.counts()[0].sent,
+        1,
+        "{:?}",
+        notifier.dead_letters()
+    );
+
+    let new = maildir.path().join("maildir").join("new");
+    let files: Vec<_> = std::fs::read_dir(&new).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    let mail = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+    assert!(mail.contains("Subject: [FIRING:2] critical"), "{mail}");
+    assert!(
+        mail.contains("To: oncall@megamind.test, db@megamind.test"),
+        "{mail}"
+    );
+    assert!(mail.contains("multipart/alternative"), "{mail}");
+    assert!(mail.contains("Content-Type: text/plain"), "{mail}");
+    assert!(mail.contains("Content-Type: text/html"), "{mail}");
+    assert!(
+        mail.contains("latency &lt;high&gt; &amp; rising"),
+        "html escaped: {mail}"
+    );
+}
+
+#[test]
+fn config_problems_name_every_field() {
+    let config: NotifyConfig = toml_like(serde_json::json!({
+        "retry": {"initial_backoff": "10s", "max_backoff": "1s"},
+        "channels": {
+            "hook": {"type": "webhook", "url": "ftp://x"},
+            "mail": {"type": "email", "host": "h", "port": 25, "from": "not an address",
+                     "to": [], "username": "u"}
+        }
+    }));
+    let problems = config.problems("alerts.notify");
+    assert_eq!(
+        problems,
+        vec![
+            "alerts.notify.retry.initial_backoff must not exceed max_backoff",
+            "alerts.notify.channels.hook.url must start with http:// or https://",
+            "alerts.notify.channels.mail.to must name at least one recipient",
+            "alerts.notify.channels.mail.from: \"not an address\" is not an email address",
+            "alerts.notify.channels.mail: username and password must be given together",
+        ]
+    );
+    let unknown = serde_json::from_value::<NotifyConfig>(serde_json::json!({
+        "channels": {"x": {"type": "pager"}}
+    }));
+    assert!(unknown.is_err());
+}
+
+fn toml_like(value: serde_json::Value) -> NotifyConfig {
+    serde_json::from_value(value).unwrap()
+}
+
+mod grouping {
+    use super::super::route::{routes_for, Grouper, RouteConfig, RoutingConfig};
+    use super::*;
+
+    fn labelled(id: &str, team: &str, severity: Severity, status: AlertStatus) -> AlertRecord {
+        let mut record = alert(id, severity, status);
+        record.labels = vec![("team".into(), team.into())];
+        record
+    }
+
+    fn routing() -> RoutingConfig {
+        RoutingConfig {
+            channels: vec!["log".to_owned()],
+            group_by: vec!["team".to_owned()],
+            group_wait: Duration::from_secs(10),
+            group_interval: Duration::from_secs(60),
+            max_groups: 3,
+            routes: vec![
+                RouteConfig {
+                    severity: vec![Severity::Critical],
+                    labels: BTreeMap::new(),
+                    channels: vec!["pager".to_owned()],
+                    group_by: None,
+                    continue_matching: true,
+                },
+                RouteConfig {
+                    severity: Vec::new(),
+                    labels: [("team".to_owned(), "db".to_owned())].into(),
+                    channels: vec!["db-hook".to_owned()],
+                    group_by: Some(vec!["rule".to_owned()]),
+                    continue_matching: false,
+                },
+            ],
+        }
+    }
+
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn routes_follow_order_and_continue() {
+        let config = routing();
+        let critical_db = labelled("a", "db", Severity::Critical, AlertStatus::Firing);
+        assert_eq!(routes_for(&config, &critical_db), vec![Some(0), Some(1)]);
+        let high_db = labelled("b", "db", Severity::High, AlertStatus::Firing);
+        assert_eq!(routes_for(&config, &high_db), vec![Some(1)]);
+        let high_api = labelled("c", "api", Severity::High, AlertStatus::Firing);
+        assert_eq!(routes_for(&config, &high_api), vec![None]);
+        assert_eq!(
+            config.problems("alerts.routing", ["log", "pager"].into_iter()),
+            vec!["alerts.routing.routes[1].channels: unknown channel \"db-hook\""]
+        );
+    }
+
+    #[test]
+    fn one_notification_per_group_after_wait_then_per_interval() {
+        let mut grouper = Grouper::new(routing(), None);
+        grouper.add(
+            0,
+            &labelled("a", "api", Severity::High, AlertStatus::Firing),
+        );
+        grouper.add(
+            4_000,
+            &labelled("b", "api", Severity::High, AlertStatus::Firing),
+        );
+        grouper.add(
+            5_000,
+            &labelled("c", "web", Severity::Low, AlertStatus::Firing),
+        );
+        assert_eq!(grouper.next_due(), Some(10_000));
+        assert!(
+            grouper.due(9_999).is_empty(),
+            "group_wait holds the first notification"
+        );
+        let out = grouper.due(10_000);
+        assert_eq!(
+            out.len(),
+            1,
+            "the api group waited 10 s; the web group has not"
+        );
+        assert_eq!(out[0].channels, vec!["log"]);
+        assert_eq!(out[0].notification.group, "team=api");
+        let ids: Vec<&str> = out[0]
+            .notification
+            .alerts
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["a", "b"], "both alerts in one notification");
+        assert_eq!(grouper.due(15_000)[0].notification.group, "team=web");
+
+        // An update within group_interval waits for it; then one notification, reason update.
+        grouper.add(
+            20_000,
+            &labelled("a", "api", Severity::High, AlertStatus::Resolved),
+        );
+        assert!(grouper.due(69_999).is_empty());
+        let out = grouper.due(70_000);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].notification.reason, "update");
+        assert_eq!(
+            out[0].notification.status,
+            NotificationStatus::Firing,
+            "b still fires"
+        );
+        // The resolved alert left the group after being reported.
+        grouper.add(
+            80_000,
+            &labelled("b", "api", Severity::High, AlertStatus::Resolved),
+        );
+        let out = grouper.due(130_000);
+        let ids: Vec<&str> = out[0]
+            .notification
+            .alerts
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["b"]);
+        assert_eq!(out[0].notification.status, NotificationStatus::Resolved);
+        assert_eq!(grouper.len(), 1, "only the web group is left");
+    }
+
+    #[test]
+    fn group_limit_suppresses_and_counts() {
+        let mut grouper = Grouper::new(routing(), None);
+        for team in ["a", "b", "c", "d", "e"] {
+            grouper.add(0, &labelled(team, team, Severity::Low, AlertStatus::Firing));
+        }
+        assert_eq!((grouper.len(), grouper.suppressed), (3, 2));
+        // A critical db alert goes to both the pager route and the db route.
+        let mut grouper = Grouper::new(routing(), None);
+        grouper.add(
+            0,
+            &labelled("x", "db", Severity::Critical, AlertStatus::Firing),
+        );
+        let mut channels: Vec<Vec<String>> = grouper
+            .due(10_000)
+            .into_iter()
+            .map(|o| o.channels)
+            .collect();
+        channels.sort();
+        assert_eq!(
+            channels,
+            vec![vec!["db-hook".to_owned()], vec!["pager".to_owned()]]
+        );
+    }
+}

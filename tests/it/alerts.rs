@@ -1,0 +1,241 @@
+//! Alert notifications end to end: alert commands posted over HTTP go through the
+//! dataflow, the routing/grouping dispatcher and the webhook channel to a real HTTP
+//! receiver, signed with HMAC-SHA256; a restart (SIGKILL, replay of the event log) does
+//! not notify the replayed alert changes again.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use megamind_connectors::notify::webhook;
+use serde_json::{json, Value};
+
+use crate::support::{eventually, Server};
+
+const WAIT: Duration = Duration::from_secs(20);
+const SECRET: &str = "it-webhook-secret";
+
+/// A real HTTP server on its own runtime, recording every verified POST body.
+struct Receiver {
+    url: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("webhook receiver");
+        listener.set_nonblocking(true).expect("webhook receiver");
+        let url = format!(
+            "http://{}/hook",
+            listener.local_addr().expect("webhook receiver")
+        );
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let seen = Arc::clone(&bodies);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("webhook receiver");
+            runtime.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/hook",
+                    axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            let timestamp: u64 = headers[webhook::TIMESTAMP_HEADER]
+                                .to_str()
+                                .expect("webhook receiver")
+                                .parse()
+                                .expect("webhook receiver");
+                            let signature = headers[webhook::SIGNATURE_HEADER]
+                                .to_str()
+                                .expect("webhook receiver");
+                            if !webhook::verify(SECRET.as_bytes(), timestamp, &body, signature) {
+                                return axum::http::StatusCode::UNAUTHORIZED;
+                            }
+                            seen.lock()
+                                .expect("webhook receiver")
+                                .push(serde_json::from_slice(&body).expect("webhook receiver"));
+                            axum::http::StatusCode::NO_CONTENT
+                        }
+                    }),
+                );
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).expect("webhook receiver");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .expect("webhook receiver");
+            });
+        });
+        Self {
+            url,
+            bodies,
+            stop: Some(stop),
+        }
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies.lock().expect("webhook receiver").clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn ids(notification: &Value) -> Vec<String> {
+    notification["alerts"]
+        .as_array()
+        .expect("webhook receiver")
+        .iter()
+        .map(|alert| alert["id"].as_str().expect("webhook receiver").to_owned())
+        .collect()
+}
+
+fn create(id: &str) -> String {
+    json!({"type": "alert_command", "command": "create", "alert_id": id, "title": format!("{id} is full"),
+           "severity": "high", "labels": {"team": "db"}, "actor": "ana"})
+    .to_string()
+}
+
+#[test]
+fn alert_changes_reach_a_signed_webhook_grouped_and_are_not_resent_after_restart() {
+    let receiver = Receiver::start();
+    let overrides = [
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
+        (
+            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
+            receiver.url.as_str(),
+        ),
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
+        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_BY", r#"["team"]"#),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "300ms"),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "600ms"),
+        ("MEGAMIND__ALERTS__PUBLIC_URL", "http://megamind.test"),
+    ];
+    let server = Server::start(&overrides);
+    server.post_events_ok(format!("{}\n{}\n", create("disk-1"), create("disk-2")), 2);
+    let first = eventually("the first grouped notification", WAIT, || {
+        receiver
+            .bodies()
+            .into_iter()
+            .find(|body| ids(body).len() == 2)
+            .ok_or_else(|| {
+                format!(
+                    "{:?} {:?} {:?} {}",
+                    receiver.bodies(),
+                    server.get("/v1/alerts/notifications"),
+                    server.get("/v1/status"),
+                    server.log()
+                )
+            })
+    });
+    assert_eq!(first["group"], "team=db");
+    assert_eq!(first["group_labels"], json!({"team": "db"}));
+    assert_eq!(first["status"], "firing");
+    assert_eq!(first["reason"], "new");
+    assert_eq!(
+        ids(&first),
+        vec!["disk-1", "disk-2"],
+        "one notification for the group"
+    );
+    assert_eq!(first["links"][0], "http://megamind.test/v1/alerts/disk-1");
+    assert_eq!(
+        receiver.bodies().len(),
+        1,
+        "both alerts arrived within group_wait: one notification"
+    );
+
+    // A person acknowledges: the group is notified again (an update), with who and when.
+    let ack = json!({"type": "alert_command", "command": "acknowledge", "alert_id": "disk-1",
+                     "actor": "bob", "note": "on it"});
+    server.post_events_ok(format!("{ack}\n"), 1);
+    let update = eventually("the update notification", WAIT, || {
+        receiver
+            .bodies()
+            .into_iter()
+            .find(|body| body["reason"] == "update")
+            .ok_or_else(|| format!("{:?}", receiver.bodies()))
+    });
+    let disk_1 = &update["alerts"][0];
+    assert_eq!(disk_1["status"], "acknowledged");
+    assert_eq!(disk_1["acknowledged"]["by"], "bob");
+    assert_eq!(disk_1["acknowledged"]["note"], "on it");
+
+    let (status, alert) = server.get("/v1/alerts/disk-1");
+    assert_eq!((status, &alert["status"]), (200, &json!("acknowledged")));
+    let (status, _) = server.get("/v1/alerts/nope");
+    assert_eq!(status, 404);
+    let (_, counts) = server.get("/v1/alerts/notifications");
+    let hook = counts["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "hook")
+        .cloned()
+        .unwrap();
+    assert_eq!(hook["sent"], 2, "{counts}");
+    assert_eq!(hook["failed_attempts"], 0, "{counts}");
+    assert_eq!(hook["kind"], "webhook");
+    let stats = &counts["alerts"];
+    assert_eq!(stats["active_by_severity"], json!({"high": 2}), "{counts}");
+    assert_eq!(stats["active_by_rule"], json!({"custom": 2}), "{counts}");
+    assert_eq!(stats["acknowledged"], 1, "{counts}");
+    assert!(
+        stats["mean_time_to_acknowledge_ms"].as_u64().is_some(),
+        "{counts}"
+    );
+    assert_eq!(counts["dispatch"]["dropped"], 0, "{counts}");
+    let (_, prometheus) = server.get_text("/metrics");
+    assert!(
+        prometheus.contains("megamind_notify_sent_total{channel=\"hook\",type=\"webhook\"} 2"),
+        "{prometheus}"
+    );
+
+    // SIGKILL and restart on the same store: the replayed alerts are back, but not
+    // notified again; a new alert is.
+    let before = receiver.bodies().len();
+    let dir = server.kill();
+    let server = Server::start_in(dir, &overrides);
+    eventually("the replayed alert", WAIT, || {
+        let (status, alert) = server.get("/v1/alerts/disk-1");
+        (status == 200 && alert["status"] == "acknowledged")
+            .then_some(())
+            .ok_or_else(|| format!("{status} {alert}"))
+    });
+    server.post_events_ok(format!("{}\n", create("disk-3")), 1);
+    eventually("the notification of disk-3", WAIT, || {
+        receiver
+            .bodies()
+            .iter()
+            .any(|body| ids(body).contains(&"disk-3".to_owned()))
+            .then_some(())
+            .ok_or_else(|| {
+                format!(
+                    "{:?} {:?} {:?}",
+                    server.get("/v1/alerts/notifications"),
+                    server.get("/v1/alerts/disk-3"),
+                    server.get("/v1/status")
+                )
+            })
+    });
+    for body in &receiver.bodies()[before..] {
+        assert_eq!(
+            ids(body),
+            vec!["disk-3"],
+            "replayed alerts were notified again: {body}"
+        );
+    }
+    drop(server);
+}
