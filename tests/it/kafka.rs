@@ -308,6 +308,14 @@ fn p1_over_four_partitions_matches_the_reference_with_dead_letters_and_an_idle_p
         "{kafka}"
     );
     assert!(partitions.iter().all(|p| p["lag"] == 0), "{kafka}");
+    assert_eq!(
+        partitions
+            .iter()
+            .map(|p| p["consumed"].as_u64().unwrap_or(0))
+            .sum::<u64>(),
+        40_000 + malformed,
+        "every message read exactly once: {kafka}"
+    );
     let (_, status) = server.get("/v1/status");
     assert_eq!(status["events_accepted"], 40_000, "{status}");
     let (_, metrics) = server.get_text("/metrics");

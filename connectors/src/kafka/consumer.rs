@@ -740,7 +740,23 @@ impl ConsumerLoop {
         for partition in &self.partitions {
             partition.paused.store(true, Ordering::Relaxed);
         }
-        let delivered = self.context.target.deliver_blocking(self.local, batch);
+        // Wait for room, but give up when stopping: an abandoned batch was not applied and
+        // no commit passes it, so it is read again on the next start.
+        let mut pending = Some(batch);
+        let mut delivered = true;
+        while let Some(batch) = pending.take() {
+            if self.stop.load(Ordering::Acquire) {
+                delivered = false;
+                break;
+            }
+            match self.context.target.try_deliver(self.local, batch) {
+                Ok(()) => {}
+                Err(batch) => {
+                    pending = Some(batch);
+                    megamind_dataflows::time::pace(Duration::from_millis(1));
+                }
+            }
+        }
         if paused {
             // Pausing drops what the client had fetched ahead; resuming alone would continue
             // after it. Seek every partition back to the next offset this thread has not
@@ -755,7 +771,10 @@ impl ConsumerLoop {
                 );
             }
             let _ = self.consumer.resume(&self.assignment);
-            if let Err(error) = self.consumer.seek_partitions(positions, REQUEST_TIMEOUT) {
+            if let Err(error) = self
+                .consumer
+                .seek_partitions(positions, Duration::from_secs(2))
+            {
                 tracing::warn!(%error, "kafka: cannot seek after a pause");
             }
         }

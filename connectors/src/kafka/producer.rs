@@ -388,5 +388,9 @@ fn produce_loop<C: ProducerContext<DeliveryOpaque = ()>>(
             }
         }
     }
-    let _ = producer.flush(FLUSH_TIMEOUT);
+    // At shutdown wait a bounded time: what is not acknowledged lies after the delivered
+    // frontier, so it is produced again after the restart.
+    if let Err(error) = producer.flush(Duration::from_secs(5)) {
+        tracing::warn!(%error, "kafka outputs not all acknowledged at shutdown");
+    }
 }
