@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use megamind_connectors::error_chain;
 use megamind_connectors::kafka::{
     self, KafkaConfig, KafkaOutput, KafkaPlan, KafkaSource, OutputHandle, OutputTopic,
     PartitionShared, PartitionStatus, SourceContext,
@@ -282,17 +283,6 @@ impl KafkaRuntime {
             dead_letters: read(output.map(|o| &o.dead_letters)),
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The stored form of an update: kind, identity, output time. Sessions and rejections are

@@ -816,9 +816,4 @@ impl megamind_connectors::kafka::BatchTarget for Feeder {
             Err(_) => Ok(()),
         }
     }
-
-    fn deliver_blocking(&self, local_worker: usize, batch: PartitionBatch) -> bool {
-        self.blocking_send(local_worker, WorkerMsg::Partition(batch))
-            .is_ok()
-    }
 }

@@ -234,8 +234,6 @@ pub trait BatchTarget: Send + Sync {
     /// The queue is full (the batch is returned).
     fn try_deliver(&self, local_worker: usize, batch: PartitionBatch)
         -> Result<(), PartitionBatch>;
-    /// Waits for room; `false` when the worker is gone.
-    fn deliver_blocking(&self, local_worker: usize, batch: PartitionBatch) -> bool;
 }
 
 /// Counters of the Kafka source.

@@ -75,17 +75,7 @@ pub enum DeliveryError {
     Timeout(Duration),
 }
 
-/// Renders an error with its causes, for logs and dead letters.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+use crate::error_chain as chain;
 
 /// A notification that could not be delivered after the last try.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -92,14 +92,15 @@ impl std::fmt::Debug for EventLog {
     }
 }
 
-fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+pub(crate) fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |source| StoreError::Sqlite {
         path: path.display().to_string(),
         source,
     }
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+/// Opens (creating its directory) the database at `path` in WAL mode and applies `schema`.
+pub(crate) fn connect(path: &Path, schema: &str) -> Result<Connection, StoreError> {
     if let Some(directory) = path
         .parent()
         .filter(|directory| !directory.as_os_str().is_empty())
@@ -116,16 +117,23 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         .execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
-             PRAGMA busy_timeout = 5000;
-             CREATE TABLE IF NOT EXISTS event_batches (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                 ingested_ms INTEGER NOT NULL,
-                 payload TEXT NOT NULL,
-                 rejected TEXT NOT NULL
-             );",
+             PRAGMA busy_timeout = 5000;",
         )
         .map_err(sqlite(path))?;
+    connection.execute_batch(schema).map_err(sqlite(path))?;
     Ok(connection)
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    connect(
+        path,
+        "CREATE TABLE IF NOT EXISTS event_batches (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT,
+             ingested_ms INTEGER NOT NULL,
+             payload TEXT NOT NULL,
+             rejected TEXT NOT NULL
+         );",
+    )
 }
 
 impl EventLog {

@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::StoreError;
+use super::{connect, sqlite, StoreError};
 
 /// Messages queued before workers wait.
 const RESULTS_QUEUE: usize = 1024;
@@ -95,30 +95,10 @@ impl std::fmt::Debug for ResultsStore {
     }
 }
 
-fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-    move |source| StoreError::Sqlite {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    if let Some(directory) = path
-        .parent()
-        .filter(|directory| !directory.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(directory).map_err(|source| StoreError::Directory {
-            path: directory.display().to_string(),
-            source,
-        })?;
-    }
-    let connection = Connection::open(path).map_err(sqlite(path))?;
-    connection
-        .execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA busy_timeout = 5000;
-             CREATE TABLE IF NOT EXISTS results (
+    connect(
+        path,
+        "CREATE TABLE IF NOT EXISTS results (
                  kind TEXT NOT NULL,
                  key TEXT NOT NULL,
                  time INTEGER NOT NULL,
@@ -130,9 +110,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
                  name TEXT PRIMARY KEY,
                  value INTEGER NOT NULL
              );",
-        )
-        .map_err(sqlite(path))?;
-    Ok(connection)
+    )
 }
 
 fn stored_frontier(connection: &Connection, path: &Path) -> Result<u64, StoreError> {
