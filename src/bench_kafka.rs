@@ -167,7 +167,9 @@ pub fn run(
     let mut job = config.clone();
     job.kafka = kafka;
     job.kafka.idle_after = Duration::from_secs(3600);
-    job.store.enabled = true;
+    // The results store (exact results after a crash) is on unless the configuration
+    // turns the store off (`MEGAMIND__STORE__ENABLED=false`: consume and aggregate only).
+    let results_store = job.store.enabled;
     job.store.path = directory.join("megamind.db");
     let workers = engine_config.workers;
     let (mut runtime, inputs) =
@@ -258,7 +260,7 @@ pub fn run(
             produce_per_second: acks.0.load(Ordering::Relaxed) as f64 / produce_seconds.max(1e-9),
             consumed_per_second,
             max_total_lag: max_lag,
-            results_store: true,
+            results_store,
             rejected: metrics.rejected_by_reason(),
             results_store_waits,
         }),

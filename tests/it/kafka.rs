@@ -3,11 +3,13 @@
 //!
 //! - workload P1 over 4 partitions and 2 workers, one partition never written (idle): the
 //!   windows and breaches in the results store equal the Python reference, malformed
-//!   messages reach the dead-letter topic with their reason, breaches reach the alerts
-//!   topic;
+//!   messages reach the dead-letter topic with their reason, every window reaches the
+//!   windows topic once;
 //! - crash test: the same stream consumed by a server killed with SIGKILL at several
 //!   points and restarted gives exactly the windows, breaches and alert transitions of a
-//!   run that never crashed (nothing missing, nothing twice).
+//!   run that never crashed (nothing missing, nothing twice), and its alerts topic holds
+//!   the same distinct breaches and transitions;
+//! - a two-process timely cluster consuming the topic computes what one process computes.
 //!
 //! Peers: the broker binary (`MEGAMIND_TEST_TANSU`, else `tansu` on PATH) and a Python with
 //! `confluent_kafka` (`MEGAMIND_TEST_PYTHON`). `bash .ci/run` installs both; a missing peer
@@ -136,6 +138,14 @@ impl Broker {
 
     fn create(&self, topic: &str, partitions: usize) {
         self.peer(&["create", topic, &partitions.to_string()]);
+    }
+
+    /// Every record of `topic` up to each partition's end at the time of the call.
+    fn consume_to_end(&self, topic: &str) -> Vec<Value> {
+        self.peer(&["consume", topic, "end", "--timeout", "60"])
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("peer output line"))
+            .collect()
     }
 
     fn consume(&self, topic: &str, count: usize) -> Vec<Value> {
@@ -386,6 +396,125 @@ fn p1_over_four_partitions_matches_the_reference_with_dead_letters_and_an_idle_p
     server.stop();
 }
 
+/// Compares `windows` with the reference, window by window.
+fn assert_reference_windows(
+    windows: &std::collections::BTreeMap<WindowKey, WindowValues>,
+    expected: &std::collections::BTreeMap<WindowKey, WindowValues>,
+) {
+    assert_eq!(windows.len(), expected.len(), "window count");
+    for (key, want) in expected {
+        let got = windows
+            .get(key)
+            .unwrap_or_else(|| panic!("window {key:?} missing"));
+        assert_eq!(got.count, want.count, "{key:?}");
+        assert!(
+            crate::support::close(got.mean, want.mean) && crate::support::close(got.max, want.max),
+            "{key:?}: {got:?} vs {want:?}"
+        );
+    }
+}
+
+#[test]
+fn a_two_process_cluster_consuming_four_partitions_computes_what_one_process_computes() {
+    const EVENTS: usize = 30_000;
+    let broker = Broker::start();
+    let work = tempfile::tempdir().expect("work directory");
+    let events = generate_p1(work.path(), EVENTS);
+    broker.create("cluster-events", 4);
+    broker.peer(&[
+        "produce",
+        "cluster-events",
+        events.to_str().expect("path"),
+        "4",
+    ]);
+    p1_reference(&events, &work.path().join("reference.jsonl"));
+    let expected = reference_windows(&work.path().join("reference.jsonl"));
+
+    let (port0, port1) = crate::support::free_ports();
+    let hosts = work.path().join("hosts.txt");
+    std::fs::write(&hosts, format!("127.0.0.1:{port0}\n127.0.0.1:{port1}\n")).expect("hostfile");
+    let env = kafka_env(
+        &broker,
+        "cluster-events",
+        "cluster-group",
+        &[("MEGAMIND__KAFKA__IDLE_AFTER", "1s")],
+    );
+    let pairs: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    // Both members start before either is waited for: each waits for the other.
+    let first = Server::cluster_member(tempfile::tempdir().expect("dir"), 0, &hosts, &pairs);
+    let second = Server::cluster_member(tempfile::tempdir().expect("dir"), 1, &hosts, &pairs);
+    let members = [first.ready(), second.ready()];
+
+    // Partition n belongs to global worker n % 2, i.e. to process n % 2.
+    let mut consumed = 0;
+    for (process, member) in members.iter().enumerate() {
+        let kafka = kafka_status(member);
+        let owned: BTreeSet<u64> = kafka["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|partition| partition["partition"].as_u64().expect("partition"))
+            .collect();
+        let want: BTreeSet<u64> = (0..4).filter(|n| n % 2 == process as u64).collect();
+        assert_eq!(owned, want, "process {process}: {kafka}");
+    }
+    // Windows close everywhere once every partition of the cluster is idle.
+    for member in &members {
+        let kafka = wait_consumed(member, 1, 1_700_000_000_000 + 3_600_000);
+        consumed += kafka["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .map(|partition| partition["consumed"].as_u64().unwrap_or(0))
+            .sum::<u64>();
+    }
+    assert_eq!(
+        consumed, EVENTS as u64,
+        "every message read by exactly one process"
+    );
+
+    // Each process stores the windows of the keys its workers own; together they are the
+    // reference, and no window is in both.
+    let mut windows = std::collections::BTreeMap::new();
+    let mut per_process = Vec::new();
+    for member in &members {
+        let directory = member.dir().join("megamind-data");
+        let path = std::fs::read_dir(&directory)
+            .expect("store directory")
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .find(|path| {
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.ends_with("-results.db"))
+            })
+            .unwrap_or_else(|| panic!("no results store in {}", directory.display()));
+        let rows = ResultsStore::read(&path, None).expect("results");
+        let own = window_rows(&rows);
+        per_process.push(own.len());
+        for (key, values) in own {
+            assert!(
+                windows.insert(key.clone(), values).is_none(),
+                "window {key:?} stored by both processes"
+            );
+        }
+    }
+    assert!(
+        per_process.iter().all(|count| *count > 0),
+        "both processes own some series: {per_process:?}"
+    );
+    assert_reference_windows(&windows, &expected);
+    for member in &members {
+        member.signal_stop();
+    }
+    for member in members {
+        member.stop();
+    }
+}
+
 /// The stored results that must be identical with and without crashes: windows, breaches
 /// and alert transitions before `frontier`.
 fn exact_rows(dir: &Path, frontier: u64) -> Vec<ResultRow> {
@@ -448,7 +577,19 @@ fn kill_9_at_several_points_gives_exactly_the_results_of_a_run_without_crash() {
     produce(chunks[0], chunks[1]);
 
     // The run without a crash reads the stream in the same chunks.
-    let baseline_env = kafka_env(&broker, "crash-events", "baseline", &extra);
+    broker.create("baseline-alerts", 2);
+    broker.create("crash-alerts", 2);
+    let with_alerts = |topic: &'static str| {
+        let mut all = extra.to_vec();
+        all.push(("MEGAMIND__KAFKA__ALERTS_TOPIC", topic));
+        all
+    };
+    let baseline_env = kafka_env(
+        &broker,
+        "crash-events",
+        "baseline",
+        &with_alerts("baseline-alerts"),
+    );
     let baseline = start(tempfile::tempdir().expect("dir"), &baseline_env);
     for window in chunks.windows(2).skip(1) {
         produce(window[0], window[1]);
@@ -465,7 +606,12 @@ fn kill_9_at_several_points_gives_exactly_the_results_of_a_run_without_crash() {
     assert!(expected.iter().any(|row| row.kind == "breach"));
 
     // The crashing run: a new group and store over the same topic.
-    let env = kafka_env(&broker, "crash-events", "crashing", &extra);
+    let env = kafka_env(
+        &broker,
+        "crash-events",
+        "crashing",
+        &with_alerts("crash-alerts"),
+    );
     let mut dir = tempfile::tempdir().expect("dir");
     // Kill 1: mid-way through the first half of the topic (timing-dependent position).
     let server = start(dir, &env);
@@ -575,6 +721,46 @@ fn kill_9_at_several_points_gives_exactly_the_results_of_a_run_without_crash() {
     dir = server.kill();
     let got = exact_rows(dir.path(), final_frontier);
     assert_same_rows("windows, breaches and alert transitions", &expected, &got);
+
+    // The alerts topic: at least once, so a crash may publish a record twice, but the
+    // distinct records (key `fingerprint|time` and value) are those of the run without one.
+    let published = |topic: &str| -> (usize, BTreeSet<(String, String)>) {
+        let records = broker.consume_to_end(topic);
+        let distinct: BTreeSet<(String, String)> = records
+            .iter()
+            .filter_map(|record| {
+                let key = record["key"].as_str()?.to_owned();
+                let value = record["value"].as_str()?.to_owned();
+                let time: u64 = key.rsplit('|').next()?.parse().ok()?;
+                let kind = serde_json::from_str::<Value>(&value).ok()?["kind"].clone();
+                (time < final_frontier && (kind == "breach" || kind == "alert"))
+                    .then_some((key, value))
+            })
+            .collect();
+        (records.len(), distinct)
+    };
+    let (baseline_records, baseline_alerts) = published("baseline-alerts");
+    let (crash_records, crash_alerts) = published("crash-alerts");
+    assert!(
+        baseline_alerts.iter().any(|(_, value)| value.contains("\"kind\":\"alert\""))
+            && baseline_alerts.iter().any(|(_, value)| value.contains("\"kind\":\"breach\"")),
+        "the run without a crash publishes breaches and alert transitions ({baseline_records} records)"
+    );
+    assert_eq!(
+        baseline_alerts.len(),
+        expected
+            .iter()
+            .filter(|row| row.kind == "breach" || row.kind == "alert")
+            .count(),
+        "one alerts-topic record per stored breach and transition"
+    );
+    let missing: Vec<_> = baseline_alerts.difference(&crash_alerts).take(3).collect();
+    let extra_records: Vec<_> = crash_alerts.difference(&baseline_alerts).take(3).collect();
+    assert!(
+        missing.is_empty() && extra_records.is_empty(),
+        "alerts topic after crashes ({crash_records} records) differs from the run without \
+         ({baseline_records}): missing {missing:#?}, extra {extra_records:#?}"
+    );
 }
 
 /// The engine's final frontier over `events` split into `partitions` by session: the

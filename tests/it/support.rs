@@ -304,6 +304,71 @@ pub(crate) struct Server {
     dir: Option<TempDir>,
 }
 
+/// A `megamind` process that was started but has not announced its address yet.
+pub(crate) struct StartingServer {
+    subcommand: String,
+    /// `None` once handed to the [`Server`]; killed on drop otherwise.
+    child: Option<Child>,
+    port_rx: mpsc::Receiver<u16>,
+    log: Arc<Mutex<String>>,
+    stdout: File,
+    dir: Option<TempDir>,
+}
+
+impl StartingServer {
+    /// Waits (at most 30 s) for the HTTP address in the banner; panics with the stderr
+    /// excerpt when none comes.
+    pub(crate) fn ready(mut self) -> Server {
+        let mut child = self.child.take().expect("not started twice");
+        let port = match self.port_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(port) => port,
+            Err(error) => {
+                let _ = child.kill();
+                let status = child.wait();
+                let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                panic!(
+                    "`megamind {}` did not announce its address ({error}); exit: \
+                     {status:?}\n--- stderr ---\n{}",
+                    self.subcommand,
+                    excerpt(&log)
+                );
+            }
+        };
+        // A fresh connection per request: a kept-alive connection the server decides to
+        // close (after refusing a body it did not read, say) cannot fail the next request.
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("HTTP client");
+        let log = Arc::clone(&self.log);
+        let stdout = self.stdout.try_clone().expect("clone stdout file");
+        let dir = self.dir.take();
+        Server {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            client,
+            log,
+            stdout,
+            dir,
+        }
+    }
+}
+
+impl Drop for StartingServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!(
+                "--- `megamind {}` stopped before it was ready ---\n{}",
+                self.subcommand,
+                excerpt(&self.log.lock().unwrap_or_else(|e| e.into_inner()))
+            );
+        }
+    }
+}
+
 impl Server {
     /// Starts a server with [`SHORT_WINDOWS`] and then `overrides` in its environment;
     /// returns once it announced its HTTP address.
@@ -328,9 +393,45 @@ impl Server {
 
     /// Runs `megamind <subcommand>` (`serve` or `demo`) in `dir`.
     fn launch(subcommand: &str, dir: TempDir, overrides: &[(&str, &str)]) -> Server {
+        Self::spawn(subcommand, dir, &["--workers", "2"], overrides).ready()
+    }
+
+    /// Process `process` of a two-process timely cluster (`--workers 1 --processes 2`)
+    /// running `megamind serve` in `dir`. Returns before it announced its address: the
+    /// members wait for each other, so start both, then call [`StartingServer::ready`].
+    pub(crate) fn cluster_member(
+        dir: TempDir,
+        process: usize,
+        hostfile: &Path,
+        overrides: &[(&str, &str)],
+    ) -> StartingServer {
+        let process = process.to_string();
+        let hostfile = hostfile.to_str().expect("hostfile path");
+        let args = [
+            "--workers",
+            "1",
+            "--processes",
+            "2",
+            "--process-id",
+            &process,
+            "--hostfile",
+            hostfile,
+        ];
+        Self::spawn("serve", dir, &args, overrides)
+    }
+
+    /// Starts `megamind <subcommand> <args>` in `dir` without waiting for its address.
+    fn spawn(
+        subcommand: &str,
+        dir: TempDir,
+        args: &[&str],
+        overrides: &[(&str, &str)],
+    ) -> StartingServer {
         let stdout = tempfile::tempfile().expect("temporary file for stdout");
         let mut child = megamind()
-            .args([subcommand, "--workers", "2", "--http", "127.0.0.1:0"])
+            .arg(subcommand)
+            .args(args)
+            .args(["--http", "127.0.0.1:0"])
             .current_dir(dir.path())
             .env("MEGAMIND__STORE__PATH", store_path(dir.path()))
             .envs(SHORT_WINDOWS)
@@ -356,30 +457,10 @@ impl Server {
                 log.push('\n');
             }
         });
-        let port = match port_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(port) => port,
-            Err(error) => {
-                let _ = child.kill();
-                let status = child.wait();
-                let log = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                panic!(
-                    "`megamind {subcommand}` did not announce its address ({error}); exit: \
-                     {status:?}\n--- stderr ---\n{}",
-                    excerpt(&log)
-                );
-            }
-        };
-        // A fresh connection per request: a kept-alive connection the server decides to
-        // close (after refusing a body it did not read, say) cannot fail the next request.
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .pool_max_idle_per_host(0)
-            .build()
-            .expect("HTTP client");
-        Server {
+        StartingServer {
+            subcommand: subcommand.to_owned(),
             child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
-            client,
+            port_rx,
             log,
             stdout,
             dir: Some(dir),
@@ -511,6 +592,14 @@ impl Server {
         answer
     }
 
+    /// Sends SIGTERM without waiting: members of a timely cluster finish their dataflow
+    /// together, so all of them are signalled before any is waited for.
+    pub(crate) fn signal_stop(&self) {
+        if let Some(child) = &self.child {
+            terminate(child);
+        }
+    }
+
     /// Stops the server with SIGTERM and returns how it exited; panics if it does not
     /// exit within 20 s or wrote anything to stdout.
     pub(crate) fn stop(mut self) -> ExitStatus {
@@ -523,7 +612,16 @@ impl Server {
             )
         });
         let stdout = read_all(&mut self.stdout);
-        assert!(stdout.is_empty(), "the server wrote to stdout: {stdout:?}");
+        // timely's cluster setup prints its own progress lines to stdout (waiting for the
+        // other processes, retrying a connection); nothing else may.
+        let ours: Vec<&str> = stdout
+            .lines()
+            .filter(|line| {
+                !line.starts_with("awaiting connections")
+                    && !(line.starts_with("worker ") && line.ends_with("; retrying"))
+            })
+            .collect();
+        assert!(ours.is_empty(), "the server wrote to stdout: {stdout:?}");
         status
     }
 }

@@ -101,14 +101,28 @@ def consume(brokers, topic, count, args):
     metadata = consumer.list_topics(topic, timeout=10)
     partitions = sorted(metadata.topics[topic].partitions)
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    # COUNT messages, or with COUNT = "end" everything up to each partition's end as of now.
+    ends = None
+    if count == "end":
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                for p in partitions}
+        ends = {p: end for p, end in ends.items() if end > 0}
+        count = sys.maxsize
     got = 0
     deadline = time.time() + timeout
     while got < int(count) and time.time() < deadline:
+        if ends is not None and not ends:
+            break
         message = consumer.poll(0.5)
         if message is None:
             continue
         if message.error():
             raise SystemExit(f"consume error: {message.error()}")
+        if ends is not None:
+            if message.partition() not in ends:
+                continue
+            if message.offset() + 1 >= ends[message.partition()]:
+                del ends[message.partition()]
         headers = {k: (v.decode() if v is not None else None) for k, v in (message.headers() or [])}
         print(json.dumps({
             "partition": message.partition(),
@@ -119,6 +133,8 @@ def consume(brokers, topic, count, args):
         }))
         got += 1
     consumer.close()
+    if ends:
+        raise SystemExit(f"{topic}: partitions {sorted(ends)} not read to their end in {timeout} s")
 
 
 def rate(brokers, topic, path, partitions):

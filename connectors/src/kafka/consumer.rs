@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use megamind_dataflows::time::{duration_ms, Clock};
+use megamind_dataflows::time::{duration_ms, Clock, Stopwatch};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::ConsumerContext;
@@ -42,6 +42,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
 /// Checkpoints kept per partition (thinned when full; rewinds only get coarser).
 const CHECKPOINTS_PER_PARTITION: usize = 4096;
+/// How long [`KafkaSource::stop`] waits for the consumer threads to close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One partition, shared by its consumer thread, the worker that owns it, and status.
 #[derive(Debug)]
@@ -594,7 +596,16 @@ impl KafkaSource {
             };
             let thread = std::thread::Builder::new()
                 .name(format!("kafka-consumer-{local}"))
-                .spawn(move || worker.run())
+                .spawn(move || {
+                    worker.run();
+                    // Let go of the worker queues before the client: if librdkafka's close
+                    // hangs (see `stop`), the workers still see their input end.
+                    let ConsumerLoop {
+                        consumer, context, ..
+                    } = worker;
+                    drop(context);
+                    drop(consumer);
+                })
                 .map_err(KafkaError::Thread)?;
             threads.push(thread);
         }
@@ -606,10 +617,28 @@ impl KafkaSource {
     }
 
     /// Stops reading, commits a last time and joins the threads.
+    ///
+    /// A consumer thread that has committed but whose client does not finish closing within
+    /// [`CLOSE_TIMEOUT`] is left behind with a warning: librdkafka's destroy can wait on its
+    /// broker threads indefinitely (seen with the mock cluster and many partitions), and a
+    /// stuck close must not keep the server from exiting. Its last commit was already made.
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Release);
+        let waited = Stopwatch::start();
         for thread in self.threads.drain(..) {
-            let _ = thread.join();
+            while !thread.is_finished() && waited.elapsed() < CLOSE_TIMEOUT {
+                megamind_dataflows::time::pace(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                let name = thread
+                    .thread()
+                    .name()
+                    .unwrap_or("kafka consumer")
+                    .to_owned();
+                tracing::warn!(thread = %name, timeout = ?CLOSE_TIMEOUT, "kafka: a consumer did not close in time; leaving it");
+            }
         }
     }
 }
@@ -723,6 +752,11 @@ impl ConsumerLoop {
             }
         }
         self.commit();
+        // Release the partitions before the client is dropped, so its close has nothing
+        // left to tear down but the connection.
+        if let Err(error) = self.consumer.unassign() {
+            tracing::debug!(%error, "kafka: unassign at close failed");
+        }
     }
 
     /// Hands a batch to the worker; when its queue is full, pauses the partitions (so the

@@ -134,6 +134,16 @@ impl ResultsStore {
     /// The database cannot be opened.
     pub fn open(path: &Path, local_workers: usize) -> Result<ResultsStore, StoreError> {
         let connection = open_connection(path)?;
+        // The writer inserts rows keyed by series all over the primary-key index: with
+        // SQLite's default 2 MB page cache most inserts re-read index pages, and the
+        // default checkpoint every 1,000 WAL pages copies the same hot pages again and
+        // again (together three quarters of the writer's time at 1 M events).
+        connection
+            .execute_batch(
+                "PRAGMA cache_size = -65536;
+                 PRAGMA wal_autocheckpoint = 16384;",
+            )
+            .map_err(sqlite(path))?;
         let start_frontier = stored_frontier(&connection, path)?;
         let durable = Arc::new(AtomicU64::new(start_frontier));
         let (sender, receiver) = sync_channel(RESULTS_QUEUE);
