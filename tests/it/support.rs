@@ -617,8 +617,9 @@ impl Server {
         let ours: Vec<&str> = stdout
             .lines()
             .filter(|line| {
-                !line.starts_with("awaiting connections")
-                    && !(line.starts_with("worker ") && line.ends_with("; retrying"))
+                let timely = line.starts_with("awaiting connections")
+                    || (line.starts_with("worker ") && line.ends_with("; retrying"));
+                !timely
             })
             .collect();
         assert!(ours.is_empty(), "the server wrote to stdout: {stdout:?}");
