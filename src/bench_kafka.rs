@@ -50,6 +50,12 @@ pub struct KafkaBenchReport {
     pub rejected: std::collections::BTreeMap<&'static str, u64>,
     /// Times a worker waited for the results store writer.
     pub results_store_waits: u64,
+    /// CPU seconds this process used while consuming (consumer threads, workers, results
+    /// store, and the in-process mock broker when there is no `--brokers`).
+    pub consume_cpu_seconds: Option<f64>,
+    /// Events consumed per CPU second: what the consuming side costs, independent of how
+    /// busy the machine was.
+    pub events_per_cpu_second: Option<f64>,
 }
 
 struct NullSink;
@@ -191,6 +197,7 @@ pub fn run(
         .map_err(engine_error)?;
     let clock = SystemClock;
     let deadline = clock.now_ms() + 600_000;
+    let cpu_before = crate::metrics::process_cpu_seconds();
     let mut first: Option<(Stopwatch, i64)> = None;
     let mut max_lag = 0i64;
     let consumed_seconds;
@@ -215,6 +222,9 @@ pub fn run(
         }
         pace(Duration::from_millis(5));
     }
+    let consume_cpu_seconds = crate::metrics::process_cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     let results_store_waits = runtime.results_store_waits();
     let consumed: u64 = runtime
         .status()
@@ -263,6 +273,10 @@ pub fn run(
             results_store,
             rejected: metrics.rejected_by_reason(),
             results_store_waits,
+            consume_cpu_seconds,
+            events_per_cpu_second: consume_cpu_seconds
+                .filter(|seconds| *seconds > 0.0)
+                .map(|seconds| messages as f64 / seconds),
         }),
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),

@@ -83,19 +83,34 @@ fn peer_script() -> PathBuf {
 
 /// A Tansu broker on a free loopback port with SQLite storage in its own directory.
 struct Broker {
+    /// Where clients connect (the TLS proxy's address for [`Broker::start_tls`]).
     address: String,
+    /// The CA certificate clients must trust (TLS only).
+    tls_ca: Option<PathBuf>,
+    /// The TLS proxy in front of the broker (TLS only).
+    proxy: Option<Running>,
     _process: Running,
     _dir: TempDir,
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+}
+
 impl Broker {
     fn start() -> Broker {
+        let port = free_port();
+        Self::launch(port, port)
+    }
+
+    /// Tansu listening on `port` and advertising `advertised` (where clients connect).
+    fn launch(port: u16, advertised: u16) -> Broker {
         let dir = tempfile::tempdir().expect("broker directory");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("free port")
-            .port();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let process = spawn(
             "tansu broker",
             Command::new(tansu())
@@ -104,23 +119,78 @@ impl Broker {
                     "--listener-url",
                     &url,
                     "--advertised-listener-url",
-                    &url,
+                    &advertised_url,
                     "--storage-engine",
                     "sqlite://tansu.db",
                 ])
                 .current_dir(dir.path()),
         );
-        let address = format!("127.0.0.1:{port}");
+        let listening = format!("127.0.0.1:{port}");
         eventually("the broker to listen", Duration::from_secs(30), || {
-            std::net::TcpStream::connect(&address)
+            std::net::TcpStream::connect(&listening)
                 .map(|_| ())
                 .map_err(|error| error.to_string())
         });
         Broker {
-            address,
+            address: format!("127.0.0.1:{advertised}"),
+            tls_ca: None,
+            proxy: None,
             _process: process,
             _dir: dir,
         }
+    }
+
+    /// The broker behind a TLS-terminating proxy (tests/kafka/tls_proxy.py) with a fresh
+    /// self-signed certificate: the broker advertises the proxy, so every connection a
+    /// client makes, bootstrap and partition leaders alike, is TLS.
+    fn start_tls() -> Broker {
+        let (port, advertised) = (free_port(), free_port());
+        let mut broker = Self::launch(port, advertised);
+        let certificate = broker._dir.path().join("cert.pem");
+        let key = broker._dir.path().join("key.pem");
+        let made = run(
+            "openssl req",
+            Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=127.0.0.1"])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&certificate),
+            Duration::from_secs(60),
+        );
+        made.assert_success("openssl req (a self-signed certificate)");
+        let script = peer_script().with_file_name("tls_proxy.py");
+        let mut proxy = spawn(
+            "tls_proxy.py",
+            Command::new(kafka_python())
+                .arg(script)
+                .arg(advertised.to_string())
+                .arg(format!("127.0.0.1:{port}"))
+                .arg(&certificate)
+                .arg(&key),
+        );
+        eventually("the TLS proxy to listen", Duration::from_secs(30), || {
+            let out = proxy.stdout_so_far();
+            if out.contains("listening") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        });
+        broker.tls_ca = Some(certificate);
+        broker.proxy = Some(proxy);
+        broker
+    }
+
+    /// TLS handshakes the proxy completed so far.
+    fn tls_handshakes(&mut self) -> usize {
+        self.proxy.as_mut().map_or(0, |proxy| {
+            proxy.stdout_so_far().matches("handshake TLS").count()
+        })
     }
 
     fn peer(&self, args: &[&str]) -> String {
@@ -131,6 +201,9 @@ impl Broker {
             .arg(&self.address)
             .args(&args[1..])
             .stdin(Stdio::null());
+        if let Some(ca) = &self.tls_ca {
+            command.env("KAFKA_PEER_SSL_CA", ca);
+        }
         let finished = run("kafka_peer.py", &mut command, Duration::from_secs(180));
         finished.assert_success(&format!("kafka_peer.py {}", args[0]));
         finished.stdout
@@ -394,6 +467,74 @@ fn p1_over_four_partitions_matches_the_reference_with_dead_letters_and_an_idle_p
         .as_str()
         .is_some_and(|value| value.contains("\"kind\":\"window\""))));
     server.stop();
+}
+
+#[test]
+fn consumes_over_tls_with_the_security_settings_passed_to_librdkafka() {
+    const EVENTS: usize = 5_000;
+    let mut broker = Broker::start_tls();
+    let work = tempfile::tempdir().expect("work directory");
+    let events = generate_p1(work.path(), EVENTS);
+    broker.create("tls-events", 2);
+    broker.peer(&["produce", "tls-events", events.to_str().expect("path"), "2"]);
+    p1_reference(&events, &work.path().join("reference.jsonl"));
+    let expected = reference_windows(&work.path().join("reference.jsonl"));
+    let before = broker.tls_handshakes();
+    assert!(before > 0, "the independent client spoke TLS to the proxy");
+
+    let ca = broker.tls_ca.clone().expect("CA");
+    let client = format!(
+        "{{ \"session.timeout.ms\" = \"6000\", \"security.protocol\" = \"ssl\", \
+         \"ssl.ca.location\" = {:?} }}",
+        ca.to_str().expect("CA path")
+    );
+    let mut env = kafka_env(
+        &broker,
+        "tls-events",
+        "tls-group",
+        &[("MEGAMIND__KAFKA__IDLE_AFTER", "1s")],
+    );
+    env.retain(|(key, _)| key != "MEGAMIND__KAFKA__CLIENT");
+    env.push(("MEGAMIND__KAFKA__CLIENT".to_owned(), client));
+    let server = start(tempfile::tempdir().expect("dir"), &env);
+    wait_consumed(&server, EVENTS as u64, 1_700_000_000_000 + 3_600_000);
+    assert!(
+        broker.tls_handshakes() > before,
+        "megamind's consumer connected through TLS"
+    );
+    let rows = ResultsStore::read(&results_path(server.dir()), None).expect("results");
+    assert_reference_windows(&window_rows(&rows), &expected);
+    server.stop();
+
+    // A client that does not trust the certificate cannot start and says where it failed.
+    let mut env = kafka_env(&broker, "tls-events", "tls-untrusted", &[]);
+    env.retain(|(key, _)| key != "MEGAMIND__KAFKA__CLIENT");
+    env.push((
+        "MEGAMIND__KAFKA__CLIENT".to_owned(),
+        "{ \"security.protocol\" = \"ssl\" }".to_owned(),
+    ));
+    let dir = tempfile::tempdir().expect("dir");
+    let refused = run(
+        "megamind serve (untrusted certificate)",
+        crate::support::megamind()
+            .args(["serve", "--http", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .env(
+                "MEGAMIND__STORE__PATH",
+                crate::support::store_path(dir.path()),
+            )
+            .envs(
+                env.iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str())),
+            ),
+        Duration::from_secs(90),
+    );
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(
+        refused.stderr.contains("fetch topic metadata"),
+        "{}",
+        crate::support::excerpt(&refused.stderr)
+    );
 }
 
 /// Compares `windows` with the reference, window by window.

@@ -181,6 +181,11 @@ fn wait_at_most(child: Child, timeout: Duration) -> Result<ExitStatus, ExitStatu
 }
 
 impl Running {
+    /// Everything the running process wrote to stdout so far.
+    pub(crate) fn stdout_so_far(&mut self) -> String {
+        read_all(&mut self.stdout)
+    }
+
     /// Waits for the process to exit, at most `timeout` (then kills it and panics).
     pub(crate) fn wait(mut self, timeout: Duration) -> Finished {
         let child = self.child.take().expect("not waited for yet");

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Workload P1 through Kafka: `megamind produce` writes the file, `megamind serve` consumes it.
 
-    bench_kafka.py MEGAMIND BROKERS EVENTS.jsonl PARTITIONS WORKERS
+    bench_kafka.py MEGAMIND BROKERS EVENTS.jsonl PARTITIONS WORKERS [BROKER_PID]
 
 Prints one JSON report: produce rate (megamind produce), the independent client's own produce and
 consume rates on the same broker (confluent-kafka, for scale), and megamind's consumed-and-applied
-events/s from its first to its last applied message, with the largest total lag it reported.
+events/s from its first to its last applied message, with the largest total lag it reported,
+and the CPU seconds megamind (and, given its pid, the broker) used meanwhile: megamind's events
+per CPU second say what it would sustain if the broker were not sharing its cores.
 """
 import json
 import os
@@ -24,7 +26,17 @@ def peer(*args):
     return out
 
 
-def main(megamind, brokers, events, partitions, workers):
+def cpu_seconds(pid):
+    """User + system CPU seconds of process `pid` (Linux, USER_HZ = 100)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / 100.0
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def main(megamind, brokers, events, partitions, workers, broker_pid=None):
     lines = sum(1 for _ in open(events, "rb"))
     topic = f"bench-{time.time_ns()}"
     peer("create", brokers, topic, partitions)
@@ -63,8 +75,13 @@ def main(megamind, brokers, events, partitions, workers):
             now = time.time()
             if first is None and applied > 0:
                 first = (now, applied)
+                cpu_first = (cpu_seconds(server.pid), cpu_seconds(broker_pid) if broker_pid else None)
             if applied >= lines:
                 seconds = now - first[0]
+                cpu_last = (cpu_seconds(server.pid), cpu_seconds(broker_pid) if broker_pid else None)
+                megamind_cpu = cpu_last[0] - cpu_first[0] if None not in (cpu_last[0], cpu_first[0]) else None
+                broker_cpu = cpu_last[1] - cpu_first[1] if None not in (cpu_last[1], cpu_first[1]) else None
+                consumed = applied - first[1]
                 print(json.dumps({
                     "events": lines,
                     "partitions": int(partitions),
@@ -74,6 +91,9 @@ def main(megamind, brokers, events, partitions, workers):
                     "client_consume_per_second": round(client["consume_per_second"]),
                     "megamind_consumed_per_second": round((applied - first[1]) / seconds) if seconds > 0 else None,
                     "max_total_lag": max_lag,
+                    "megamind_cpu_seconds": megamind_cpu,
+                    "broker_cpu_seconds": broker_cpu,
+                    "megamind_events_per_cpu_second": round(consumed / megamind_cpu) if megamind_cpu else None,
                     "rss_bytes": status.get("rss_bytes"),
                 }, indent=2))
                 return

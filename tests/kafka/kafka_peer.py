@@ -16,6 +16,7 @@ companion fields). It prints {"produced": n, "malformed": m}.
 JSON object per message: partition, offset, key, value, headers.
 """
 import json
+import os
 import sys
 import time
 
@@ -29,6 +30,14 @@ MALFORMED = [
 ]
 
 
+
+def client(settings):
+    """librdkafka settings, with TLS to the broker when KAFKA_PEER_SSL_CA names a CA file."""
+    ca = os.environ.get("KAFKA_PEER_SSL_CA")
+    if ca:
+        settings = dict(settings, **{"security.protocol": "SSL", "ssl.ca.location": ca})
+    return settings
+
 def option(args, name, default):
     if name in args:
         return args[args.index(name) + 1]
@@ -36,7 +45,7 @@ def option(args, name, default):
 
 
 def create(brokers, topic, partitions):
-    admin = AdminClient({"bootstrap.servers": brokers})
+    admin = AdminClient(client({"bootstrap.servers": brokers}))
     futures = admin.create_topics([NewTopic(topic, num_partitions=int(partitions), replication_factor=1)])
     for name, future in futures.items():
         future.result(30)
@@ -56,7 +65,7 @@ def produce(brokers, topic, path, partitions, args):
     first = int(option(args, "--from", "0"))
     last = int(option(args, "--to", str(1 << 62)))
     malformed_every = int(option(args, "--malformed-every", "0"))
-    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "enable.idempotence": True})
+    producer = Producer(client({"bootstrap.servers": brokers, "linger.ms": 20, "enable.idempotence": True}))
     failures = []
 
     def report(error, message):
@@ -96,8 +105,8 @@ def produce(brokers, topic, path, partitions, args):
 
 def consume(brokers, topic, count, args):
     timeout = float(option(args, "--timeout", "30"))
-    consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"peer-{time.time_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(client({"bootstrap.servers": brokers, "group.id": f"peer-{time.time_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False}))
     metadata = consumer.list_topics(topic, timeout=10)
     partitions = sorted(metadata.topics[topic].partitions)
     consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
@@ -143,8 +152,8 @@ def rate(brokers, topic, path, partitions):
     produce(brokers, topic, path, partitions, [])
     produced_s = time.time() - start
     lines = sum(1 for _ in open(path, "rb"))
-    consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"rate-{time.time_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(client({"bootstrap.servers": brokers, "group.id": f"rate-{time.time_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False}))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(int(partitions))])
     got = 0
     start = time.time()

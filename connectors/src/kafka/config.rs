@@ -118,3 +118,83 @@ impl KafkaConfig {
             || self.windows_topic.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::BaseProducer;
+
+    use super::{KafkaConfig, StartFrom};
+    use crate::kafka::consumer::client_config;
+
+    fn config(client: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            enabled: true,
+            brokers: "127.0.0.1:9".to_owned(),
+            topics: vec!["events".to_owned()],
+            group_id: "group".to_owned(),
+            start_from: StartFrom::Earliest,
+            commit_interval: Duration::from_secs(1),
+            idle_after: Duration::from_secs(2),
+            rebuild_windows: 2,
+            max_batch_messages: 100,
+            dead_letter_topic: None,
+            alerts_topic: None,
+            windows_topic: None,
+            client: client
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn sasl_and_ssl_settings_are_accepted_by_the_bundled_librdkafka() {
+        // SCRAM and SSL need librdkafka built with OpenSSL (rdkafka's `ssl` feature):
+        // without it, creating the client fails with "not available at build time".
+        for (protocol, mechanism) in [
+            ("sasl_ssl", "SCRAM-SHA-512"),
+            ("sasl_ssl", "PLAIN"),
+            ("sasl_plaintext", "SCRAM-SHA-256"),
+        ] {
+            let settings = config(&[
+                ("security.protocol", protocol),
+                ("sasl.mechanism", mechanism),
+                ("sasl.username", "megamind"),
+                ("sasl.password", "secret"),
+            ]);
+            let client = client_config(&settings);
+            assert_eq!(client.get("security.protocol"), Some(protocol));
+            client
+                .create::<BaseConsumer>()
+                .unwrap_or_else(|error| panic!("{protocol}/{mechanism} consumer: {error}"));
+            client
+                .create::<BaseProducer>()
+                .unwrap_or_else(|error| panic!("{protocol}/{mechanism} producer: {error}"));
+        }
+        client_config(&config(&[("security.protocol", "ssl")]))
+            .create::<BaseConsumer>()
+            .expect("ssl consumer");
+    }
+
+    #[test]
+    fn megamind_keys_win_and_bad_settings_name_the_key() {
+        let settings = config(&[("session.timeout.ms", "6000")]);
+        let client = client_config(&settings);
+        assert_eq!(client.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(client.get("enable.auto.commit"), Some("false"));
+        let reserved = config(&[("group.id", "other")]);
+        assert!(reserved
+            .problems()
+            .iter()
+            .any(|problem| problem.contains("group.id")));
+        let error = client_config(&config(&[("ssl.no.such.setting", "1")]))
+            .create::<BaseConsumer>()
+            .err()
+            .expect("an unknown setting is refused");
+        assert!(error.to_string().contains("ssl.no.such.setting"), "{error}");
+    }
+}
