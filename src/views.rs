@@ -543,6 +543,10 @@ mod tests {
                 acknowledged: None,
                 resolved: None,
                 updated_at,
+                escalation_step: 0,
+                reminders: 0,
+                escalated: None,
+                escalated_to: Vec::new(),
             })
         };
         views.apply(vec![record(AlertStatus::Firing, 10)]);

@@ -38,6 +38,10 @@ fn alert(id: &str, severity: Severity, status: AlertStatus) -> AlertRecord {
         }),
         resolved: None,
         updated_at: 2_000,
+        escalation_step: 0,
+        reminders: 0,
+        escalated: None,
+        escalated_to: Vec::new(),
     }
 }
 

@@ -8,6 +8,7 @@
 mod alerts;
 pub mod decode;
 mod error;
+mod escalation;
 mod event;
 mod labels;
 mod ml;
@@ -17,6 +18,7 @@ mod session;
 mod update;
 
 pub use alerts::{AlertAct, AlertRecord, AlertStatus, CommandRejection};
+pub use escalation::{policy_for, EscalationPolicy, EscalationStep};
 pub use error::{DataError, ErrorReason};
 pub use event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,

@@ -13,7 +13,7 @@
 //! moves on: with the next events, or the next idle tick), which makes the lifecycle a
 //! function of the event stream, independent of arrival order and worker count.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -22,8 +22,8 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    AlertAct, AlertAction, AlertCommand, AlertRecord, AlertState, AlertStatus, AlertTransition,
-    CommandRejection, Severity, Update,
+    policy_for, AlertAct, AlertAction, AlertCommand, AlertRecord, AlertState, AlertStatus,
+    AlertTransition, CommandRejection, EscalationPolicy, Severity, Update,
 };
 use crate::time::duration_ms;
 use crate::Time;
@@ -33,12 +33,16 @@ use crate::Time;
 pub struct AlertConfig {
     /// Resolved alerts are forgotten this long (event time) after their resolution.
     pub resolved_retention: Duration,
+    /// Escalation policies, checked in order; the first that matches a newly firing alert
+    /// drives its escalation.
+    pub escalations: Vec<EscalationPolicy>,
 }
 
 impl Default for AlertConfig {
     fn default() -> Self {
         Self {
             resolved_retention: Duration::from_secs(3600),
+            escalations: Vec::new(),
         }
     }
 }
@@ -62,13 +66,183 @@ fn route(id: &str) -> u64 {
     hasher.finish()
 }
 
-/// The pure alert book: every alert this worker owns.
+/// Who escalation transitions are by.
+pub const ESCALATION_ACTOR: &str = "escalation";
+
+/// The escalation of one firing alert: its policy and its next timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Escalation {
+    policy: usize,
+    due: u64,
+}
+
+/// The pure alert book: every alert this worker owns, and the escalation timers of the
+/// firing ones (event time; the operator fires them as its input frontier passes).
 #[derive(Debug, Default)]
 pub struct AlertBook {
     alerts: HashMap<String, AlertRecord>,
+    policies: Vec<EscalationPolicy>,
+    /// One entry per firing alert that has a policy; removed on acknowledge or resolve.
+    escalations: HashMap<String, Escalation>,
+    /// `(due, alert id)` of every entry of `escalations`.
+    timers: BTreeSet<(u64, String)>,
+}
+
+/// `90000` → `1m30s`, for the reasons written into the history.
+fn short_duration(ms: u64) -> String {
+    let (minutes, seconds, millis) = (ms / 60_000, ms / 1000 % 60, ms % 1000);
+    let mut out = String::new();
+    if minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    if seconds > 0 || (minutes == 0 && millis == 0) {
+        out.push_str(&format!("{seconds}s"));
+    }
+    if millis > 0 {
+        out.push_str(&format!("{millis}ms"));
+    }
+    out
 }
 
 impl AlertBook {
+    /// An empty book escalating by `policies`.
+    pub fn new(policies: Vec<EscalationPolicy>) -> Self {
+        Self {
+            policies,
+            ..Self::default()
+        }
+    }
+
+    /// Starts the escalation of alert `id`, which just began firing.
+    fn arm(&mut self, id: &str) {
+        self.disarm(id);
+        let Some(record) = self.alerts.get(id) else {
+            return;
+        };
+        let Some(policy) = policy_for(&self.policies, record) else {
+            return;
+        };
+        let rules = &self.policies[policy];
+        let due = match (rules.steps.first(), rules.repeat) {
+            (Some(step), _) => record.since.saturating_add(duration_ms(step.after)),
+            (None, Some(repeat)) => record.since.saturating_add(duration_ms(repeat)),
+            (None, None) => return,
+        };
+        self.escalations
+            .insert(id.to_owned(), Escalation { policy, due });
+        self.timers.insert((due, id.to_owned()));
+    }
+
+    /// Cancels the escalation of alert `id`, if any.
+    fn disarm(&mut self, id: &str) {
+        if let Some(escalation) = self.escalations.remove(id) {
+            self.timers.remove(&(escalation.due, id.to_owned()));
+        }
+    }
+
+    /// The earliest escalation timer, event time ms.
+    pub fn next_timer(&self) -> Option<u64> {
+        self.timers.first().map(|(due, _)| *due)
+    }
+
+    /// Number of escalation timers set (one per escalating alert).
+    pub fn timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Fires every escalation timer due at or before `now` (event time), in `(due, id)`
+    /// order: a step (more channels, maybe a higher severity) or a reminder, each a
+    /// transition by [`ESCALATION_ACTOR`] with its reason. Returns the changed records.
+    pub fn on_timers(&mut self, now: u64) -> Vec<AlertRecord> {
+        let mut changed = Vec::new();
+        while let Some((due, id)) = self.timers.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.timers.remove(&(due, id.clone()));
+            let Some(escalation) = self.escalations.remove(&id) else {
+                continue;
+            };
+            let Some(record) = self.alerts.get_mut(&id) else {
+                continue;
+            };
+            if record.status != AlertStatus::Firing {
+                continue;
+            }
+            let policy = &self.policies[escalation.policy];
+            let position = record.escalation_step as usize;
+            let next = if let Some(step) = policy.steps.get(position) {
+                record.escalation_step += 1;
+                let mut why = format!(
+                    "step {}: unacknowledged for {}",
+                    position + 1,
+                    short_duration(duration_ms(step.after))
+                );
+                if let Some(severity) = step.raise_to.filter(|s| *s > record.severity) {
+                    why.push_str(&format!(
+                        "; severity {} -> {}",
+                        record.severity.as_str(),
+                        severity.as_str()
+                    ));
+                    record.severity = severity;
+                }
+                let mut added = Vec::new();
+                for channel in &step.channels {
+                    if !record.escalated_to.contains(channel) {
+                        record.escalated_to.push(channel.clone());
+                        added.push(channel.as_str());
+                    }
+                }
+                if !added.is_empty() {
+                    why.push_str(&format!("; notify {}", added.join(", ")));
+                }
+                record.escalated = Some(AlertAct {
+                    by: ESCALATION_ACTOR.into(),
+                    at: due,
+                    note: Some(why),
+                });
+                match policy.steps.get(position + 1) {
+                    Some(step) => Some(
+                        record
+                            .since
+                            .saturating_add(duration_ms(step.after))
+                            .max(due),
+                    ),
+                    None => policy
+                        .repeat
+                        .map(|repeat| due.saturating_add(duration_ms(repeat).max(1))),
+                }
+            } else {
+                record.reminders += 1;
+                record.escalated = Some(AlertAct {
+                    by: ESCALATION_ACTOR.into(),
+                    at: due,
+                    note: Some(format!(
+                        "reminder {}: unacknowledged for {}",
+                        record.reminders,
+                        short_duration(due.saturating_sub(record.since))
+                    )),
+                });
+                policy
+                    .repeat
+                    .map(|repeat| due.saturating_add(duration_ms(repeat).max(1)))
+            };
+            record.updated_at = due;
+            changed.push(record.clone());
+            if let Some(next) = next {
+                self.escalations.insert(
+                    id.clone(),
+                    Escalation {
+                        policy: escalation.policy,
+                        due: next,
+                    },
+                );
+                self.timers.insert((next, id));
+            }
+        }
+        changed
+    }
+
     /// Applies a breach transition; returns the changed record.
     pub fn on_transition(&mut self, transition: &AlertTransition) -> Option<AlertRecord> {
         let at = transition.at;
@@ -93,17 +267,32 @@ impl AlertBook {
                         acknowledged: None,
                         resolved: None,
                         updated_at: at,
+                        escalation_step: 0,
+                        reminders: 0,
+                        escalated: None,
+                        escalated_to: Vec::new(),
                     });
+                let mut started = false;
                 if record.status == AlertStatus::Resolved {
                     record.status = AlertStatus::Firing;
                     record.since = at;
                     record.fired += 1;
                     record.acknowledged = None;
                     record.resolved = None;
+                    record.severity = transition.severity;
+                    record.escalation_step = 0;
+                    record.reminders = 0;
+                    record.escalated = None;
+                    record.escalated_to.clear();
+                    started = true;
                 }
                 record.value = transition.value;
                 record.updated_at = at;
-                Some(record.clone())
+                let record = record.clone();
+                if started {
+                    self.arm(&transition.fingerprint);
+                }
+                Some(record)
             }
             AlertState::Resolved => {
                 let record = self.alerts.get_mut(&transition.fingerprint)?;
@@ -122,7 +311,9 @@ impl AlertBook {
                     });
                 }
                 record.updated_at = at;
-                Some(record.clone())
+                let record = record.clone();
+                self.disarm(&transition.fingerprint);
+                Some(record)
             }
         }
     }
@@ -173,8 +364,13 @@ impl AlertBook {
                     acknowledged: None,
                     resolved: None,
                     updated_at: ts,
+                    escalation_step: 0,
+                    reminders: 0,
+                    escalated: None,
+                    escalated_to: Vec::new(),
                 };
-                self.alerts.insert(id, record.clone());
+                self.alerts.insert(id.clone(), record.clone());
+                self.arm(&id);
                 Ok(record)
             }
             AlertAction::Acknowledge => {
@@ -187,7 +383,9 @@ impl AlertBook {
                         record.status = AlertStatus::Acknowledged;
                         record.acknowledged = Some(act());
                         record.updated_at = ts;
-                        Ok(record.clone())
+                        let record = record.clone();
+                        self.disarm(&id);
+                        Ok(record)
                     }
                 }
             }
@@ -201,7 +399,9 @@ impl AlertBook {
                 record.status = AlertStatus::Resolved;
                 record.resolved = Some(act());
                 record.updated_at = ts;
-                Ok(record.clone())
+                let record = record.clone();
+                self.disarm(&id);
+                Ok(record)
             }
         }
     }
@@ -255,6 +455,7 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
         config: &AlertConfig,
     ) -> StreamVec<'scope, Time, Update> {
         let retention = duration_ms(config.resolved_retention);
+        let policies = config.escalations.clone();
         let by_fingerprint =
             Exchange::new(|transition: &AlertTransition| route(&transition.fingerprint));
         let by_id = Exchange::new(|(ts, command): &(Time, AlertCommand)| {
@@ -266,11 +467,13 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
             by_id,
             &format!("ManageAlerts({name})"),
             move |_initial, _info| {
-                let mut book = AlertBook::default();
+                let mut book = AlertBook::new(policies);
                 // Inputs wait, by time, until the frontier passes them; then they are
                 // applied in a fixed order (transitions, then commands, each sorted), so the
                 // lifecycle does not depend on arrival order or worker count.
                 let mut stash: BTreeMap<Time, Pending> = BTreeMap::new();
+                // Held at or before the earliest escalation timer while any is set.
+                let mut timer_cap: Option<Capability<Time>> = None;
                 let mut last_sweep = 0u64;
                 move |(transitions, transitions_frontier), (commands, commands_frontier), output| {
                     transitions.for_each(|cap, data| {
@@ -291,11 +494,41 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                         !transitions_frontier.less_equal(time)
                             && !commands_frontier.less_equal(time)
                     };
-                    while let Some(entry) = stash.first_entry() {
-                        if !ready(entry.key()) {
-                            break;
+                    // Once both inputs are done (shutdown), timers are dropped, not fired:
+                    // no wall-clock time passes after the last event.
+                    let finished = transitions_frontier.is_empty() && commands_frontier.is_empty();
+                    loop {
+                        let input_time = stash.first_key_value().map(|(time, _)| *time);
+                        let timer_time = book.next_timer().filter(|_| !finished);
+                        // Inputs of time t go before timers due at t: an acknowledgement at
+                        // the due time cancels the step.
+                        let take_timer = match (input_time, timer_time) {
+                            (Some(input), Some(timer)) => timer < input,
+                            (None, Some(_)) => true,
+                            _ => false,
+                        };
+                        if take_timer {
+                            let Some(due) = timer_time.filter(|due| ready(due)) else {
+                                break;
+                            };
+                            let Some(cap) = timer_cap.as_ref() else {
+                                break;
+                            };
+                            let at = due.max(*cap.time());
+                            let changed = book.on_timers(due);
+                            let cap = cap.delayed(&at);
+                            let mut session = output.session(&cap);
+                            for record in changed {
+                                session.give(Update::AlertRecord(record));
+                            }
+                            continue;
                         }
-                        let mut pending = entry.remove();
+                        let Some(input) = input_time.filter(|time| ready(time)) else {
+                            break;
+                        };
+                        let Some(mut pending) = stash.remove(&input) else {
+                            break;
+                        };
                         pending.transitions.sort_by(|a, b| {
                             (a.at, &a.fingerprint, a.state).cmp(&(b.at, &b.fingerprint, b.state))
                         });
@@ -306,18 +539,37 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                                 b.1.command,
                             ))
                         });
-                        let mut session = output.session(&pending.capability);
-                        for transition in &pending.transitions {
-                            if let Some(record) = book.on_transition(transition) {
-                                session.give(Update::AlertRecord(record));
+                        {
+                            let mut session = output.session(&pending.capability);
+                            for transition in &pending.transitions {
+                                if let Some(record) = book.on_transition(transition) {
+                                    session.give(Update::AlertRecord(record));
+                                }
+                            }
+                            for (ts, command) in &pending.commands {
+                                session.give(match book.on_command(*ts, command) {
+                                    Ok(record) => Update::AlertRecord(record),
+                                    Err(rejection) => Update::CommandRejected(rejection),
+                                });
                             }
                         }
-                        for (ts, command) in &pending.commands {
-                            session.give(match book.on_command(*ts, command) {
-                                Ok(record) => Update::AlertRecord(record),
-                                Err(rejection) => Update::CommandRejected(rejection),
-                            });
+                        // New timers may be earlier than the held capability.
+                        if let Some(due) = book.next_timer() {
+                            let wanted = due.max(input);
+                            if timer_cap.as_ref().is_none_or(|cap| *cap.time() > wanted) {
+                                timer_cap = Some(pending.capability.delayed(&wanted));
+                            }
                         }
+                    }
+                    match book.next_timer().filter(|_| !finished) {
+                        Some(due) => {
+                            if let Some(cap) = timer_cap.as_mut() {
+                                if *cap.time() < due {
+                                    cap.downgrade(&due);
+                                }
+                            }
+                        }
+                        None => timer_cap = None,
                     }
                     if let Some(&now) = transitions_frontier.frontier().as_option() {
                         if now >= last_sweep.saturating_add(retention / 16 + 1) {
