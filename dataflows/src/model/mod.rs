@@ -18,8 +18,8 @@ mod session;
 mod update;
 
 pub use alerts::{AlertAct, AlertRecord, AlertStatus, CommandRejection};
-pub use escalation::{policy_for, EscalationPolicy, EscalationStep};
 pub use error::{DataError, ErrorReason};
+pub use escalation::{policy_for, EscalationPolicy, EscalationStep};
 pub use event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
     PredictionEvent, SessionEvent, SessionKind, Severity,

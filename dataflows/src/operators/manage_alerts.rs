@@ -604,6 +604,7 @@ impl Pending {
 mod tests {
     use super::*;
     use crate::model::SeriesKey;
+    use timely::dataflow::StreamVec;
 
     fn transition(state: AlertState, at: u64, value: Option<f64>) -> AlertTransition {
         AlertTransition {
@@ -703,5 +704,217 @@ mod tests {
         assert_eq!(unknown.reason, "no alert with this id");
         book.forget_resolved_before(10);
         assert!(book.is_empty());
+    }
+
+    fn policies() -> Vec<EscalationPolicy> {
+        vec![
+            EscalationPolicy {
+                severity: vec![Severity::High],
+                labels: BTreeMap::new(),
+                steps: vec![
+                    crate::model::EscalationStep {
+                        after: Duration::from_secs(300),
+                        channels: vec!["pager".into()],
+                        raise_to: None,
+                    },
+                    crate::model::EscalationStep {
+                        after: Duration::from_secs(900),
+                        channels: vec!["manager".into()],
+                        raise_to: Some(Severity::Critical),
+                    },
+                ],
+                repeat: Some(Duration::from_secs(600)),
+            },
+            EscalationPolicy {
+                severity: vec![Severity::Critical],
+                labels: BTreeMap::new(),
+                steps: Vec::new(),
+                repeat: Some(Duration::from_secs(60)),
+            },
+        ]
+    }
+
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn unacknowledged_alert_escalates_step_by_step_then_reminds() {
+        let mut book = AlertBook::new(policies());
+        book.on_transition(&transition(AlertState::Firing, 10, Some(80.0)));
+        assert_eq!(book.next_timer(), Some(10 + 5 * MIN));
+        assert!(book.on_timers(10 + 5 * MIN - 1).is_empty(), "not due yet");
+        let first = book.on_timers(10 + 5 * MIN);
+        assert_eq!(first.len(), 1);
+        let first = &first[0];
+        assert_eq!(first.escalation_step, 1);
+        assert_eq!(first.escalated_to, vec!["pager".to_owned()]);
+        assert_eq!(first.severity, Severity::High);
+        let act = first.escalated.as_ref().unwrap();
+        assert_eq!((act.by.as_str(), act.at), ("escalation", 10 + 5 * MIN));
+        assert_eq!(
+            act.note.as_deref(),
+            Some("step 1: unacknowledged for 5m; notify pager")
+        );
+        // The second step is measured from the start of firing, not from the first step.
+        assert_eq!(book.next_timer(), Some(10 + 15 * MIN));
+        let second = book.on_timers(10 + 15 * MIN).remove(0);
+        assert_eq!(second.escalation_step, 2);
+        assert_eq!(second.severity, Severity::Critical, "raised");
+        assert_eq!(
+            second.escalated_to,
+            vec!["pager".to_owned(), "manager".to_owned()]
+        );
+        assert_eq!(
+            second.escalated.unwrap().note.as_deref(),
+            Some("step 2: unacknowledged for 15m; severity high -> critical; notify manager")
+        );
+        // Then reminders every 10 minutes (the policy chosen at firing time stays).
+        let reminders = book.on_timers(10 + 36 * MIN);
+        assert_eq!(reminders.len(), 2, "two reminders due by 35m");
+        assert_eq!(reminders[1].reminders, 2);
+        assert_eq!(reminders[1].updated_at, 10 + 35 * MIN);
+        assert_eq!(
+            reminders[1].escalated.as_ref().unwrap().note.as_deref(),
+            Some("reminder 2: unacknowledged for 35m")
+        );
+        assert_eq!(book.timers(), 1);
+    }
+
+    #[test]
+    fn acknowledgement_and_resolution_cancel_escalation() {
+        let mut book = AlertBook::new(policies());
+        book.on_transition(&transition(AlertState::Firing, 10, Some(80.0)));
+        book.on_command(60_000, &command(AlertAction::Acknowledge, Some("rule-1")))
+            .unwrap();
+        assert_eq!(book.timers(), 0, "acknowledged: no timer left");
+        assert!(book.on_timers(u64::MAX).is_empty());
+        // Resolve, fire again: a new streak starts a new chain from its own start.
+        book.on_transition(&transition(AlertState::Resolved, 100_000, Some(60.0)));
+        let again = book
+            .on_transition(&transition(AlertState::Firing, 200_000, Some(90.0)))
+            .unwrap();
+        assert_eq!((again.escalation_step, again.reminders), (0, 0));
+        assert_eq!(book.next_timer(), Some(200_000 + 5 * MIN));
+        book.on_transition(&transition(AlertState::Resolved, 250_000, Some(60.0)));
+        assert_eq!(book.timers(), 0, "resolved: no timer left");
+        // A timer that comes due after the alert was acknowledged does nothing.
+        book.on_transition(&transition(AlertState::Firing, 300_000, Some(90.0)));
+        book.on_command(300_001, &command(AlertAction::Resolve, Some("rule-1")))
+            .unwrap();
+        assert!(book.on_timers(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn critical_custom_alert_gets_reminders_and_unmatched_alerts_none() {
+        let mut book = AlertBook::new(policies());
+        let created = book
+            .on_command(1_000, &command(AlertAction::Create, Some("disk")))
+            .unwrap();
+        assert_eq!(created.severity, Severity::Critical);
+        let reminders = book.on_timers(1_000 + 3 * MIN);
+        assert_eq!(
+            reminders.iter().map(|r| r.reminders).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        let mut medium = command(AlertAction::Create, Some("low"));
+        medium.severity = Some(Severity::Medium);
+        book.on_command(1_000, &medium).unwrap();
+        assert_eq!(book.timers(), 1, "no policy for medium");
+    }
+
+    #[test]
+    fn policy_problems_name_the_field() {
+        let mut policy = policies().remove(0);
+        policy.steps.swap(0, 1);
+        policy.repeat = Some(Duration::ZERO);
+        assert_eq!(
+            policy.problems("alerts.escalations[0]"),
+            vec![
+                "alerts.escalations[0].steps[1].after: must not be shorter than the step before"
+                    .to_owned(),
+                "alerts.escalations[0].repeat: must be positive".to_owned(),
+            ]
+        );
+        let empty = EscalationPolicy {
+            severity: Vec::new(),
+            labels: BTreeMap::new(),
+            steps: Vec::new(),
+            repeat: None,
+        };
+        assert_eq!(
+            empty.problems("p"),
+            vec!["p: needs at least one of steps or repeat".to_owned()]
+        );
+    }
+
+    /// The operator: timers fire as the input frontier passes their due time, an
+    /// acknowledgement that arrives first cancels them, and 1 and 4 workers agree.
+    #[test]
+    fn operator_fires_timers_with_the_frontier() {
+        use crate::testing::{canonical, run_settled, Epoch};
+        use timely::dataflow::operators::vec::Map;
+        type In = Result<AlertTransition, (Time, AlertCommand)>;
+        fn build(stream: StreamVec<'_, Time, In>) -> StreamVec<'_, Time, Update> {
+            let commands = stream.clone().flat_map(|input: In| input.err());
+            stream.flat_map(|input: In| input.ok()).manage_alerts(
+                "test",
+                commands,
+                &AlertConfig {
+                    resolved_retention: Duration::from_secs(3600),
+                    escalations: policies(),
+                },
+            )
+        }
+        let mut other = transition(AlertState::Firing, 1_000, Some(99.0));
+        other.fingerprint = "rule-2".into();
+        let epochs = vec![
+            Epoch::new(
+                1_000,
+                vec![
+                    Ok(transition(AlertState::Firing, 1_000, Some(80.0))),
+                    Ok(other),
+                ],
+            ),
+            Epoch::new(2 * MIN, vec![]),
+            // rule-2 is acknowledged before its first step is due; rule-1 is not.
+            Epoch::new(
+                4 * MIN,
+                vec![Err((
+                    4 * MIN,
+                    command(AlertAction::Acknowledge, Some("rule-2")),
+                ))],
+            ),
+            Epoch::new(7 * MIN, vec![]),
+            Epoch::new(20 * MIN, vec![]),
+        ];
+        let one = run_settled(1, build, epochs.clone());
+        assert_eq!(
+            canonical(&one),
+            canonical(&run_settled(4, build, epochs.clone())),
+            "1 and 4 workers agree"
+        );
+        let records: Vec<(Time, AlertRecord)> = one
+            .iter()
+            .filter_map(|(time, update)| match update {
+                Update::AlertRecord(record) if record.escalated.is_some() => {
+                    Some((*time, record.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut seen: Vec<(Time, String, u32)> = records
+            .iter()
+            .map(|(time, record)| (*time, record.id.clone(), record.escalation_step))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                (1_000 + 5 * MIN, "rule-1".to_owned(), 1),
+                (1_000 + 15 * MIN, "rule-1".to_owned(), 2),
+            ],
+            "rule-2 was acknowledged before its step; the 25m reminder is not due by 20m"
+        );
+        // Replaying the same log gives the same history.
+        assert_eq!(canonical(&run_settled(1, build, epochs)), canonical(&one));
     }
 }
