@@ -173,6 +173,8 @@ pub fn routes_for(config: &RoutingConfig, alert: &AlertRecord) -> Vec<Option<usi
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct GroupKey {
     route: Option<usize>,
+    /// Channels added by escalation (one group per escalated alert); empty for routes.
+    escalated_to: Vec<String>,
     values: Vec<(String, String)>,
 }
 
@@ -217,7 +219,6 @@ impl Grouper {
 
     /// Takes a changed alert at wall-clock `now` (ms).
     pub fn add(&mut self, now: u64, alert: &AlertRecord) {
-        let wait = duration_ms(self.config.group_wait);
         for route in routes_for(&self.config, alert) {
             let group_by = route
                 .and_then(|position| self.config.routes[position].group_by.as_ref())
@@ -230,20 +231,51 @@ impl Grouper {
                     .map(|name| (name.clone(), label(alert, name).unwrap_or("").to_owned()))
                     .collect()
             };
-            let key = GroupKey { route, values };
-            if !self.groups.contains_key(&key) && self.groups.len() >= self.config.max_groups {
-                self.suppressed += 1;
-                continue;
-            }
-            let group = self.groups.entry(key).or_insert_with(|| Group {
-                alerts: BTreeMap::new(),
-                changed: false,
-                due: now.saturating_add(wait),
-                sent_once: false,
-            });
-            group.alerts.insert(alert.id.clone(), alert.clone());
-            group.changed = true;
+            self.put(
+                now,
+                GroupKey {
+                    route,
+                    escalated_to: Vec::new(),
+                    values,
+                },
+                alert,
+            );
         }
+        // Escalation adds channels to this alert: it (and its later changes, up to the
+        // resolution) also goes there, in a group of its own.
+        if !alert.escalated_to.is_empty() {
+            let key = GroupKey {
+                route: None,
+                escalated_to: alert.escalated_to.clone(),
+                values: vec![("alert".to_owned(), alert.id.clone())],
+            };
+            self.put(now, key, alert);
+        }
+    }
+
+    fn put(&mut self, now: u64, key: GroupKey, alert: &AlertRecord) {
+        let wait = duration_ms(self.config.group_wait);
+        if !self.groups.contains_key(&key) && self.groups.len() >= self.config.max_groups {
+            self.suppressed += 1;
+            return;
+        }
+        if !key.escalated_to.is_empty() {
+            // A longer escalation list replaces the shorter group of the same alert.
+            let id = &alert.id;
+            self.groups.retain(|other, _| {
+                other.escalated_to.is_empty()
+                    || other.values.first().map(|(_, value)| value) != Some(id)
+                    || *other == key
+            });
+        }
+        let group = self.groups.entry(key).or_insert_with(|| Group {
+            alerts: BTreeMap::new(),
+            changed: false,
+            due: now.saturating_add(wait),
+            sent_once: false,
+        });
+        group.alerts.insert(alert.id.clone(), alert.clone());
+        group.changed = true;
     }
 
     /// The earliest time a group is due, ms.
@@ -270,11 +302,16 @@ impl Grouper {
                 .map(|(name, value)| format!("{name}={value}"))
                 .collect::<Vec<_>>()
                 .join(",");
-            let reason = if group.sent_once { "update" } else { "new" };
+            let reason = match (group.sent_once, key.escalated_to.is_empty()) {
+                (true, _) => "update",
+                (false, true) => "new",
+                (false, false) => "escalation",
+            };
             let mut notification =
                 Notification::new(name, reason, alerts, self.base_url.as_deref());
             notification.group_labels = key.values.iter().cloned().collect();
             let channels = match key.route {
+                _ if !key.escalated_to.is_empty() => key.escalated_to.clone(),
                 Some(position) => self.config.routes[position].channels.clone(),
                 None => self.config.channels.clone(),
             };

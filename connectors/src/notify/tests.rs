@@ -706,4 +706,46 @@ mod grouping {
             vec![vec!["db-hook".to_owned()], vec!["pager".to_owned()]]
         );
     }
+
+    #[test]
+    fn escalated_alerts_also_go_to_the_escalation_channels() {
+        let mut grouper = Grouper::new(routing(), None);
+        let mut escalated = labelled("a", "api", Severity::Critical, AlertStatus::Firing);
+        escalated.escalated_to = vec!["oncall".to_owned()];
+        grouper.add(0, &escalated);
+        let mut out = grouper.due(10_000);
+        out.sort_by(|a, b| a.channels.cmp(&b.channels));
+        let channels: Vec<(Vec<String>, &str)> = out
+            .iter()
+            .map(|o| (o.channels.clone(), o.notification.reason.as_str()))
+            .collect();
+        assert_eq!(
+            channels,
+            vec![
+                (vec!["oncall".to_owned()], "escalation"),
+                (vec!["pager".to_owned()], "new"),
+            ]
+        );
+        // A later step adds a channel: one escalation group, with both channels.
+        escalated.escalated_to.push("manager".to_owned());
+        grouper.add(20_000, &escalated);
+        let out = grouper.due(100_000);
+        let escalation: Vec<&Vec<String>> = out
+            .iter()
+            .filter(|o| o.notification.reason == "escalation")
+            .map(|o| &o.channels)
+            .collect();
+        assert_eq!(
+            escalation,
+            vec![&vec!["oncall".to_owned(), "manager".to_owned()]]
+        );
+        // The resolution reaches the escalation channels too, then the groups empty.
+        escalated.status = AlertStatus::Resolved;
+        grouper.add(200_000, &escalated);
+        let out = grouper.due(300_000);
+        assert!(out
+            .iter()
+            .any(|o| o.channels == vec!["oncall".to_owned(), "manager".to_owned()]));
+        assert!(grouper.is_empty());
+    }
 }
