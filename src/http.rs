@@ -342,13 +342,20 @@ async fn get_alert(State(state): State<AppState>, Path(id): Path<String>) -> Res
 
 /// Alert statistics over the alerts the views hold (active, and resolved within
 /// `alerts.resolved_retention`): counts by severity, rule and status; mean time to
-/// acknowledge and to resolve (event time, over the alerts that were).
+/// acknowledge and to resolve (event time, over the alerts that were); escalations
+/// (alerts that took at least one escalation step, reminders sent, and the escalation rate:
+/// escalated alerts over alerts held).
 pub fn alert_stats(alerts: &[megamind_dataflows::model::AlertRecord]) -> serde_json::Value {
     let mut by_severity: BTreeMap<&str, u64> = BTreeMap::new();
     let mut by_rule: BTreeMap<&str, u64> = BTreeMap::new();
     let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
     let (mut ack_sum, mut ack_count, mut resolve_sum, mut resolve_count) = (0u64, 0u64, 0u64, 0u64);
+    let (mut escalated, mut reminders) = (0u64, 0u64);
     for alert in alerts {
+        if alert.escalation_step > 0 {
+            escalated += 1;
+        }
+        reminders += alert.reminders;
         if alert.status.is_active() {
             *by_severity.entry(alert.severity.as_str()).or_default() += 1;
             *by_rule
@@ -373,6 +380,9 @@ pub fn alert_stats(alerts: &[megamind_dataflows::model::AlertRecord]) -> serde_j
         "acknowledged": ack_count,
         "mean_time_to_resolve_ms": resolve_sum.checked_div(resolve_count),
         "resolved": resolve_count,
+        "escalated": escalated,
+        "reminders": reminders,
+        "escalation_rate": if alerts.is_empty() { 0.0 } else { escalated as f64 / alerts.len() as f64 },
     })
 }
 
@@ -452,6 +462,62 @@ async fn healthz() -> Response {
 
 fn render_notify_metrics(out: &mut String, state: &AppState) {
     use std::fmt::Write;
+    let stats = alert_stats(&state.views.alerts(false));
+    for (name, field, label) in [
+        ("megamind_alerts_active", "active_by_severity", "severity"),
+        ("megamind_alerts_active_by_rule", "active_by_rule", "rule"),
+        ("megamind_alerts_held", "by_status", "status"),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} Alerts held by the views, by {label}.\n# TYPE {name} gauge"
+        );
+        if let Some(map) = stats[field].as_object() {
+            for (value, count) in map {
+                let _ = writeln!(out, "{name}{{{label}={value:?}}} {count}");
+            }
+        }
+    }
+    for (name, field, help, scale) in [
+        (
+            "megamind_alerts_mean_time_to_acknowledge_seconds",
+            "mean_time_to_acknowledge_ms",
+            "Mean time from firing to acknowledgement (event time).",
+            1e-3,
+        ),
+        (
+            "megamind_alerts_mean_time_to_resolve_seconds",
+            "mean_time_to_resolve_ms",
+            "Mean time from firing to resolution (event time).",
+            1e-3,
+        ),
+        (
+            "megamind_alerts_escalated",
+            "escalated",
+            "Alerts held that took at least one escalation step.",
+            1.0,
+        ),
+        (
+            "megamind_alerts_reminders",
+            "reminders",
+            "Reminders sent for the alerts held.",
+            1.0,
+        ),
+        (
+            "megamind_alerts_escalation_rate",
+            "escalation_rate",
+            "Escalated alerts over alerts held.",
+            1.0,
+        ),
+    ] {
+        if let Some(value) = stats[field].as_f64() {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                value * scale
+            );
+        }
+    }
     let counts = state.notifier.counts();
     for (name, help, get) in [
         (

@@ -547,6 +547,8 @@ mod tests {
                 reminders: 0,
                 escalated: None,
                 escalated_to: Vec::new(),
+                suppressed: 0,
+                suppression: None,
             })
         };
         views.apply(vec![record(AlertStatus::Firing, 10)]);

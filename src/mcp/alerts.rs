@@ -419,6 +419,8 @@ mod tests {
             reminders: 0,
             escalated: None,
             escalated_to: Vec::new(),
+            suppressed: 0,
+            suppression: None,
         }
     }
 

@@ -42,6 +42,8 @@ fn alert(id: &str, severity: Severity, status: AlertStatus) -> AlertRecord {
         reminders: 0,
         escalated: None,
         escalated_to: Vec::new(),
+        suppressed: 0,
+        suppression: None,
     }
 }
 

@@ -111,6 +111,14 @@ pub struct AlertRecord {
     /// Channels escalation added to this alert's routing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalated_to: Vec<String>,
+    /// Firings held back by noise control, over the alert's life.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub suppressed: u64,
+    /// The latest suppression: `by` names the mechanism (`cooldown`), `note` says why.
+    /// When its `at` equals `updated_at`, the latest change was that suppression, and it is
+    /// not notified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppression: Option<AlertAct>,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -122,6 +130,13 @@ fn is_zero_u64(value: &u64) -> bool {
 }
 
 impl AlertRecord {
+    /// Whether the latest change to this record was a suppression (nothing to notify).
+    pub fn just_suppressed(&self) -> bool {
+        self.suppression
+            .as_ref()
+            .is_some_and(|act| act.at == self.updated_at)
+    }
+
     /// The value of label `name`: the alert's labels, then its series' labels, then the
     /// built-in `severity`, `rule` and `status`.
     pub fn label(&self, name: &str) -> Option<&str> {

@@ -271,6 +271,8 @@ impl AlertBook {
                         reminders: 0,
                         escalated: None,
                         escalated_to: Vec::new(),
+                        suppressed: 0,
+                        suppression: None,
                     });
                 let mut started = false;
                 if record.status == AlertStatus::Resolved {
@@ -368,6 +370,8 @@ impl AlertBook {
                     reminders: 0,
                     escalated: None,
                     escalated_to: Vec::new(),
+                    suppressed: 0,
+                    suppression: None,
                 };
                 self.alerts.insert(id.clone(), record.clone());
                 self.arm(&id);
