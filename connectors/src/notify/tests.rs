@@ -491,6 +491,7 @@ async fn email_reaches_a_real_smtp_server_with_text_and_html_bodies() {
                 security: SmtpSecurity::None,
                 username: None,
                 password: None,
+                ca_file: None,
                 from: "megamind <alerts@megamind.test>".to_owned(),
                 to: vec![
                     "oncall@megamind.test".to_owned(),
@@ -529,6 +530,210 @@ async fn email_reaches_a_real_smtp_server_with_text_and_html_bodies() {
     assert!(
         mail.contains("latency &lt;high&gt; &amp; rising"),
         "html escaped: {mail}"
+    );
+}
+
+/// Runs `openssl` (a real CLI, like the SMTP peer a real server) and panics with its output
+/// when it fails: this test never skips.
+fn openssl(args: &[&str], dir: &std::path::Path) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("the STARTTLS test makes its certificates with the openssl CLI: {error}")
+        });
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A private CA and a `localhost` server certificate it signed, in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=megamind test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+        dir,
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+        dir,
+    );
+}
+
+/// STARTTLS and AUTH against a real server (aiosmtpd requiring both, with a certificate
+/// from a private CA given as `ca_file`): the right password delivers a plain-text + HTML
+/// message over TLS; a wrong one is refused and dead-lettered, never sent in clear.
+#[tokio::test]
+async fn email_over_starttls_with_auth_reaches_a_real_smtp_server() {
+    let python = smtp_python();
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let peer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/notify/smtp_tls_peer.py"
+    );
+    let outbox = dir.path().join("outbox");
+    let _server = Smtp(
+        Command::new(python)
+            .arg(peer)
+            .arg(port.to_string())
+            .arg(dir.path().join("server.pem"))
+            .arg(dir.path().join("server.key"))
+            .args(["megamind", "s3cret"])
+            .arg(&outbox)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let watch = Stopwatch::start();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            watch.elapsed() < Duration::from_secs(15),
+            "the STARTTLS SMTP peer did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let channel = |password: &str| {
+        ChannelConfig::Email(EmailConfig {
+            host: "localhost".to_owned(),
+            port,
+            security: SmtpSecurity::Starttls,
+            username: Some("megamind".to_owned()),
+            password: Some(serde_json::from_value::<Secret>(serde_json::json!(password)).unwrap()),
+            ca_file: Some(dir.path().join("ca.pem").display().to_string()),
+            from: "megamind <alerts@megamind.test>".to_owned(),
+            to: vec!["oncall@megamind.test".to_owned()],
+        })
+    };
+    let config = config(
+        vec![("mail", channel("s3cret")), ("bad", channel("wrong"))],
+        1,
+    );
+    assert!(
+        config.problems("notify").is_empty(),
+        "{:?}",
+        config.problems("notify")
+    );
+    let notifier = Notifier::start(&config, Arc::new(ManualClock::new(0)));
+    assert!(notifier.notify("mail", notification("team=api")));
+    assert!(notifier.notify("bad", notification("team=api")));
+    until(&notifier, "both emails settle", |c| {
+        c.iter()
+            .filter(|c| c.kind == "email")
+            .all(|c| c.sent + c.dead_lettered == 1)
+    })
+    .await;
+    let counts = notifier.counts();
+    let by_name = |name: &str| counts.iter().find(|c| c.channel == name).unwrap();
+    assert_eq!(by_name("mail").sent, 1, "{:?}", notifier.dead_letters());
+    assert_eq!(
+        by_name("bad").dead_lettered,
+        1,
+        "a wrong password is refused"
+    );
+    let files: Vec<_> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(files.len(), 1, "only the authenticated message arrived");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(files[0].path()).unwrap()).unwrap();
+    assert_eq!(record["login"], "megamind");
+    assert_eq!(record["tls"], true);
+    assert_eq!(
+        record["rcpt_tos"],
+        serde_json::json!(["oncall@megamind.test"])
+    );
+    let mail = record["content"].as_str().unwrap();
+    assert!(mail.contains("Subject: [FIRING:2] critical"), "{mail}");
+    assert!(mail.contains("Content-Type: text/plain"), "{mail}");
+    assert!(mail.contains("Content-Type: text/html"), "{mail}");
+}
+
+#[test]
+fn email_ca_file_problems_name_the_field() {
+    let config: NotifyConfig = serde_json::from_value(serde_json::json!({
+        "channels": {
+            "mail": {"type": "email", "host": "h", "port": 25, "security": "none",
+                     "ca_file": "/nonexistent/ca.pem",
+                     "from": "a@b.test", "to": ["c@d.test"]}
+        }
+    }))
+    .unwrap();
+    let problems = config.problems("alerts.notify").join("\n");
+    assert!(
+        problems
+            .contains("alerts.notify.channels.mail.ca_file: cannot read \"/nonexistent/ca.pem\""),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("alerts.notify.channels.mail.ca_file: only used with security"),
+        "{problems}"
     );
 }
 
