@@ -281,6 +281,9 @@ pub struct Status {
     pub sessions: std::collections::BTreeMap<&'static str, usize>,
     /// Firing alerts.
     pub firing_alerts: usize,
+    /// Alert statistics (see [`alert_stats`]) and notification counters: per channel
+    /// sent/failed/dead-lettered/dropped, and the dispatcher's received/dropped/suppressed.
+    pub alerts: serde_json::Value,
     /// Resident memory, bytes.
     pub rss_bytes: Option<u64>,
     /// Kafka partitions, lag and counters, when consuming from Kafka.
@@ -309,6 +312,18 @@ pub fn status(state: &AppState) -> Status {
         series: state.views.series_count(),
         sessions: state.views.session_counts(),
         firing_alerts: state.views.alerts(true).len(),
+        alerts: {
+            let dispatch = state.dispatch.metrics();
+            let mut stats = alert_stats(&state.views.alerts(false));
+            stats["notifications"] = serde_json::json!({
+                "channels": state.notifier.counts(),
+                "received": dispatch.received.load(Relaxed),
+                "dropped": dispatch.dropped.load(Relaxed),
+                "suppressed": dispatch.suppressed.load(Relaxed),
+                "sent": dispatch.notifications.load(Relaxed),
+            });
+            stats
+        },
         rss_bytes: crate::metrics::rss_bytes(),
         kafka: state.kafka_status(),
     }

@@ -297,9 +297,21 @@ fn unacknowledged_alert_escalates_to_the_step_channel() {
     );
     let (_, quiet) = server.get("/v1/alerts/quiet");
     assert_eq!(quiet["status"], "acknowledged", "{quiet}");
-    assert!(quiet.get("escalated").is_none(), "acknowledged first: {quiet}");
+    assert!(
+        quiet.get("escalated").is_none(),
+        "acknowledged first: {quiet}"
+    );
     let (_, counts) = server.get("/v1/alerts/notifications");
     assert_eq!(counts["alerts"]["escalated"], 1, "{counts}");
+    let (_, status) = server.get("/v1/status");
+    assert_eq!(status["alerts"]["escalated"], 1, "{status}");
+    assert_eq!(status["alerts"]["by_status"]["acknowledged"], 1, "{status}");
+    assert!(
+        status["alerts"]["notifications"]["channels"]
+            .as_array()
+            .is_some_and(|channels| channels.iter().any(|c| c["channel"] == "hook")),
+        "{status}"
+    );
     let (_, prometheus) = server.get_text("/metrics");
     assert!(
         prometheus.contains("megamind_alerts_escalated 1"),
