@@ -767,6 +767,12 @@ impl Config {
             alerts: megamind_dataflows::operators::AlertConfig {
                 resolved_retention: self.alerts.resolved_retention,
                 escalations: self.alerts.escalations.clone(),
+                cooldowns: self
+                    .rules
+                    .iter()
+                    .filter(|rule| !rule.cooldown.is_zero())
+                    .map(|rule| (rule.id.to_string(), rule.cooldown))
+                    .collect(),
             },
             models: megamind_dataflows::operators::TrackModelsConfig {
                 horizon: self.ml.horizon,

@@ -211,6 +211,15 @@ fn alerts_example_has_every_channel_type_and_routes() {
         config.alerts.escalations,
         "escalations reach the dataflow"
     );
+    assert_eq!(
+        config.analytics().alerts.cooldowns,
+        [(
+            "latency_p99_critical".to_owned(),
+            std::time::Duration::from_secs(600)
+        )]
+        .into(),
+        "cooldowns reach the dataflow"
+    );
     assert_eq!(config.rules.len(), 3);
 }
 

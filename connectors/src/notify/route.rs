@@ -219,6 +219,10 @@ impl Grouper {
 
     /// Takes a changed alert at wall-clock `now` (ms).
     pub fn add(&mut self, now: u64, alert: &AlertRecord) {
+        if alert.just_suppressed() {
+            // A firing held back by noise control: counted on the record, not notified.
+            return;
+        }
         for route in routes_for(&self.config, alert) {
             let group_by = route
                 .and_then(|position| self.config.routes[position].group_by.as_ref())

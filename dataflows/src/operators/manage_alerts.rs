@@ -36,6 +36,9 @@ pub struct AlertConfig {
     /// Escalation policies, checked in order; the first that matches a newly firing alert
     /// drives its escalation.
     pub escalations: Vec<EscalationPolicy>,
+    /// Per rule id, the cooldown after a resolution (see `BreachRule::cooldown`); rules
+    /// without one are absent.
+    pub cooldowns: BTreeMap<String, Duration>,
 }
 
 impl Default for AlertConfig {
@@ -43,6 +46,7 @@ impl Default for AlertConfig {
         Self {
             resolved_retention: Duration::from_secs(3600),
             escalations: Vec::new(),
+            cooldowns: BTreeMap::new(),
         }
     }
 }
@@ -69,6 +73,9 @@ fn route(id: &str) -> u64 {
 /// Who escalation transitions are by.
 pub const ESCALATION_ACTOR: &str = "escalation";
 
+/// The mechanism named on firings held back by a rule's cooldown.
+pub const COOLDOWN: &str = "cooldown";
+
 /// The escalation of one firing alert: its policy and its next timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Escalation {
@@ -84,7 +91,14 @@ pub struct AlertBook {
     policies: Vec<EscalationPolicy>,
     /// One entry per firing alert that has a policy; removed on acknowledge or resolve.
     escalations: HashMap<String, Escalation>,
-    /// `(due, alert id)` of every entry of `escalations`.
+    /// Per rule id, the cooldown after a resolution, ms (only rules that have one).
+    cooldowns: HashMap<String, u64>,
+    /// Firings held back by a cooldown: alert id → (end of the cooldown, the firing
+    /// transition). Removed when the condition clears first; at most one per resolved
+    /// alert, so bounded by the alerts held.
+    deferred: HashMap<String, (u64, AlertTransition)>,
+    /// `(due, alert id)` of every entry of `escalations` and `deferred` (an alert is in at
+    /// most one of them: escalations are for active alerts, deferrals for resolved ones).
     timers: BTreeSet<(u64, String)>,
 }
 
@@ -110,6 +124,38 @@ impl AlertBook {
         Self {
             policies,
             ..Self::default()
+        }
+    }
+
+    /// The same book with per-rule cooldowns (rule id → cooldown).
+    pub fn with_cooldowns(mut self, cooldowns: &BTreeMap<String, Duration>) -> Self {
+        self.cooldowns = cooldowns
+            .iter()
+            .filter(|(_, cooldown)| !cooldown.is_zero())
+            .map(|(rule, cooldown)| (rule.clone(), duration_ms(*cooldown)))
+            .collect();
+        self
+    }
+
+    /// When the cooldown of the resolved alert `id` ends, if a firing at `at` falls in it.
+    fn cooldown_end(&self, id: &str, rule: &str, at: u64) -> Option<u64> {
+        let cooldown = *self.cooldowns.get(rule)?;
+        let record = self.alerts.get(id)?;
+        if record.status != AlertStatus::Resolved {
+            return None;
+        }
+        let end = record.resolved.as_ref()?.at.saturating_add(cooldown);
+        (at < end).then_some(end)
+    }
+
+    /// Cancels the held-back firing of alert `id`, if any.
+    fn drop_deferred(&mut self, id: &str) -> bool {
+        match self.deferred.remove(id) {
+            Some((due, _)) => {
+                self.timers.remove(&(due, id.to_owned()));
+                true
+            }
+            None => false,
         }
     }
 
@@ -160,6 +206,18 @@ impl AlertBook {
                 break;
             }
             self.timers.remove(&(due, id.clone()));
+            if let Some((held_until, transition)) = self.deferred.remove(&id) {
+                // The cooldown ended and the condition still holds: the alert fires now.
+                if held_until == due {
+                    if let Some(record) = self.alerts.get_mut(&id) {
+                        start_streak(record, due, &transition);
+                        record.updated_at = due;
+                        changed.push(record.clone());
+                        self.arm(&id);
+                    }
+                }
+                continue;
+            }
             let Some(escalation) = self.escalations.remove(&id) else {
                 continue;
             };
@@ -248,6 +306,30 @@ impl AlertBook {
         let at = transition.at;
         match transition.state {
             AlertState::Firing => {
+                if let Some(end) =
+                    self.cooldown_end(&transition.fingerprint, &transition.rule_id, at)
+                {
+                    let record = self.alerts.get_mut(&transition.fingerprint)?;
+                    let resolved_at = record.resolved.as_ref().map_or(at, |act| act.at);
+                    record.suppressed += 1;
+                    record.value = transition.value;
+                    record.updated_at = at;
+                    record.suppression = Some(AlertAct {
+                        by: COOLDOWN.into(),
+                        at,
+                        note: Some(format!(
+                            "fired again {} after its resolution, within the rule's cooldown of {}; held until {end}",
+                            short_duration(at.saturating_sub(resolved_at)),
+                            short_duration(end.saturating_sub(resolved_at)),
+                        )),
+                    });
+                    let record = record.clone();
+                    self.drop_deferred(&transition.fingerprint);
+                    self.deferred
+                        .insert(transition.fingerprint.clone(), (end, transition.clone()));
+                    self.timers.insert((end, transition.fingerprint.clone()));
+                    return Some(record);
+                }
                 let record = self
                     .alerts
                     .entry(transition.fingerprint.clone())
@@ -276,16 +358,7 @@ impl AlertBook {
                     });
                 let mut started = false;
                 if record.status == AlertStatus::Resolved {
-                    record.status = AlertStatus::Firing;
-                    record.since = at;
-                    record.fired += 1;
-                    record.acknowledged = None;
-                    record.resolved = None;
-                    record.severity = transition.severity;
-                    record.escalation_step = 0;
-                    record.reminders = 0;
-                    record.escalated = None;
-                    record.escalated_to.clear();
+                    start_streak(record, at, transition);
                     started = true;
                 }
                 record.value = transition.value;
@@ -297,6 +370,11 @@ impl AlertBook {
                 Some(record)
             }
             AlertState::Resolved => {
+                // The condition cleared before the cooldown ended: the held firing is
+                // dropped (it stays counted as suppressed); nothing visible changes.
+                if self.drop_deferred(&transition.fingerprint) {
+                    return None;
+                }
                 let record = self.alerts.get_mut(&transition.fingerprint)?;
                 if transition.value.is_some() {
                     record.value = transition.value;
@@ -412,8 +490,10 @@ impl AlertBook {
 
     /// Forgets alerts resolved before `before` (event time).
     pub fn forget_resolved_before(&mut self, before: u64) {
-        self.alerts
-            .retain(|_, record| record.status.is_active() || record.updated_at >= before);
+        let deferred = &self.deferred;
+        self.alerts.retain(|id, record| {
+            record.status.is_active() || record.updated_at >= before || deferred.contains_key(id)
+        });
     }
 
     /// Number of alerts held.
@@ -425,6 +505,21 @@ impl AlertBook {
     pub fn is_empty(&self) -> bool {
         self.alerts.is_empty()
     }
+}
+
+/// Opens a new firing streak of a resolved rule-based alert at `at`.
+fn start_streak(record: &mut AlertRecord, at: u64, transition: &AlertTransition) {
+    record.status = AlertStatus::Firing;
+    record.since = at;
+    record.fired += 1;
+    record.acknowledged = None;
+    record.resolved = None;
+    record.severity = transition.severity;
+    record.escalation_step = 0;
+    record.reminders = 0;
+    record.escalated = None;
+    record.escalated_to.clear();
+    record.value = transition.value;
 }
 
 /// The alert lifecycle.
@@ -460,6 +555,7 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
     ) -> StreamVec<'scope, Time, Update> {
         let retention = duration_ms(config.resolved_retention);
         let policies = config.escalations.clone();
+        let cooldowns = config.cooldowns.clone();
         let by_fingerprint =
             Exchange::new(|transition: &AlertTransition| route(&transition.fingerprint));
         let by_id = Exchange::new(|(ts, command): &(Time, AlertCommand)| {
@@ -471,7 +567,7 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
             by_id,
             &format!("ManageAlerts({name})"),
             move |_initial, _info| {
-                let mut book = AlertBook::new(policies);
+                let mut book = AlertBook::new(policies).with_cooldowns(&cooldowns);
                 // Inputs wait, by time, until the frontier passes them; then they are
                 // applied in a fixed order (transitions, then commands, each sorted), so the
                 // lifecycle does not depend on arrival order or worker count.
@@ -865,6 +961,7 @@ mod tests {
                 &AlertConfig {
                     resolved_retention: Duration::from_secs(3600),
                     escalations: policies(),
+                    cooldowns: BTreeMap::new(),
                 },
             )
         }
@@ -920,5 +1017,82 @@ mod tests {
         );
         // Replaying the same log gives the same history.
         assert_eq!(canonical(&run_settled(1, build, epochs)), canonical(&one));
+    }
+
+    fn cooling_book() -> AlertBook {
+        let cooldowns = BTreeMap::from([("rule".to_owned(), Duration::from_millis(100))]);
+        AlertBook::default().with_cooldowns(&cooldowns)
+    }
+
+    #[test]
+    fn cooldown_holds_a_refire_until_it_ends() {
+        let mut book = cooling_book();
+        book.on_transition(&transition(AlertState::Firing, 10, Some(80.0)));
+        book.on_transition(&transition(AlertState::Resolved, 20, Some(60.0)));
+        // Fires again 30 ms after the resolution: held back, counted, with the reason.
+        let held = book
+            .on_transition(&transition(AlertState::Firing, 50, Some(85.0)))
+            .unwrap();
+        assert_eq!(
+            (held.status, held.fired, held.suppressed),
+            (AlertStatus::Resolved, 1, 1)
+        );
+        assert!(held.just_suppressed());
+        let why = held.suppression.as_ref().unwrap();
+        assert_eq!((why.by.as_str(), why.at), (COOLDOWN, 50));
+        assert!(
+            why.note.as_deref().unwrap().contains("held until 120"),
+            "{why:?}"
+        );
+        assert_eq!(book.next_timer(), Some(120));
+        assert!(book.on_timers(119).is_empty());
+        // The condition still holds when the cooldown ends: the alert fires then.
+        let fired = book.on_timers(120);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(
+            (
+                fired[0].status,
+                fired[0].since,
+                fired[0].fired,
+                fired[0].value
+            ),
+            (AlertStatus::Firing, 120, 2, Some(85.0))
+        );
+        assert!(!fired[0].just_suppressed(), "the firing is notified");
+        assert_eq!(fired[0].suppressed, 1, "the count stays on the record");
+        assert_eq!(book.next_timer(), None);
+    }
+
+    #[test]
+    fn cooldown_drops_a_refire_that_clears_in_time() {
+        let mut book = cooling_book();
+        book.on_transition(&transition(AlertState::Firing, 10, Some(80.0)));
+        book.on_transition(&transition(AlertState::Resolved, 20, Some(60.0)));
+        assert!(book
+            .on_transition(&transition(AlertState::Firing, 50, Some(85.0)))
+            .unwrap()
+            .just_suppressed());
+        // Clears before the cooldown ends: nothing fires, nothing visible changes.
+        assert!(book
+            .on_transition(&transition(AlertState::Resolved, 60, Some(50.0)))
+            .is_none());
+        assert_eq!(book.next_timer(), None);
+        assert!(book.on_timers(1_000).is_empty());
+        // A firing after the cooldown is an ordinary one.
+        let late = book
+            .on_transition(&transition(AlertState::Firing, 130, Some(90.0)))
+            .unwrap();
+        assert_eq!(
+            (late.status, late.since, late.fired, late.suppressed),
+            (AlertStatus::Firing, 130, 2, 1)
+        );
+        // Rules without a cooldown are not held.
+        let mut plain = AlertBook::default();
+        plain.on_transition(&transition(AlertState::Firing, 10, Some(80.0)));
+        plain.on_transition(&transition(AlertState::Resolved, 20, Some(60.0)));
+        let again = plain
+            .on_transition(&transition(AlertState::Firing, 30, Some(80.0)))
+            .unwrap();
+        assert_eq!((again.status, again.suppressed), (AlertStatus::Firing, 0));
     }
 }
