@@ -16,6 +16,9 @@ use super::session::{HistorySample, SessionState};
 /// worker; they are never exchanged between workers, so they carry no bincode contract.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// Alert records (with their escalation and suppression history) are the largest variant but
+// a tiny share of the stream; boxing them would touch every consumer for no measured gain.
+#[allow(clippy::large_enum_variant)]
 pub enum Update {
     /// A closed, non-empty window.
     Window(WindowStats),
