@@ -320,6 +320,7 @@ pub fn status(state: &AppState) -> Status {
                 "received": dispatch.received.load(Relaxed),
                 "dropped": dispatch.dropped.load(Relaxed),
                 "suppressed": dispatch.suppressed.load(Relaxed),
+                "rate_limited": dispatch.rate_limited.load(Relaxed),
                 "sent": dispatch.notifications.load(Relaxed),
             });
             stats
@@ -411,6 +412,7 @@ pub fn notifications(state: &AppState) -> serde_json::Value {
             "received": dispatch.received.load(Relaxed),
             "dropped": dispatch.dropped.load(Relaxed),
             "suppressed": dispatch.suppressed.load(Relaxed),
+            "rate_limited": dispatch.rate_limited.load(Relaxed),
             "notifications": dispatch.notifications.load(Relaxed),
         },
         "dead_letters": state.notifier.dead_letters(),
@@ -530,6 +532,27 @@ fn render_notify_metrics(out: &mut String, state: &AppState) {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
                 value * scale
+            );
+        }
+    }
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dispatch = state.dispatch.metrics();
+        for (name, help, value) in [
+            (
+                "megamind_notify_rate_limited_total",
+                "Due notifications held back by the global rate limit (sent later).",
+                dispatch.rate_limited.load(Relaxed),
+            ),
+            (
+                "megamind_notify_group_suppressed_total",
+                "Alert changes not grouped because alerts.routing.max_groups was reached.",
+                dispatch.suppressed.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
     }

@@ -204,6 +204,14 @@ fn alerts_example_has_every_channel_type_and_routes() {
     assert_eq!(kinds, vec!["email", "webhook", "slack", "teams"]);
     assert_eq!(config.alerts.routing.routes.len(), 2);
     assert!(config.alerts.routing.routes[0].continue_matching);
+    assert_eq!(
+        config
+            .alerts
+            .routing
+            .rate_limit
+            .map(|limit| (limit.per_minute, limit.burst)),
+        Some((60, 20))
+    );
     assert_eq!(config.alerts.escalations.len(), 2);
     assert_eq!(config.alerts.escalations[0].steps.len(), 2);
     assert_eq!(

@@ -780,6 +780,7 @@ mod grouping {
 
     fn routing() -> RoutingConfig {
         RoutingConfig {
+            rate_limit: None,
             channels: vec!["log".to_owned()],
             group_by: vec!["team".to_owned()],
             group_wait: Duration::from_secs(10),
@@ -954,5 +955,55 @@ mod grouping {
             .iter()
             .any(|o| o.channels == vec!["oncall".to_owned(), "manager".to_owned()]));
         assert!(grouper.is_empty());
+    }
+
+    #[test]
+    fn rate_limit_defers_notifications_and_counts_never_drops() {
+        let mut config = routing();
+        config.max_groups = 100;
+        config.group_by = Vec::new();
+        config.group_wait = Duration::ZERO;
+        // Two at once, then one every 30 s.
+        config.rate_limit = Some(super::super::route::RateLimitConfig {
+            per_minute: 2,
+            burst: 2,
+        });
+        assert!(config
+            .problems("r", ["log", "pager", "db-hook"].into_iter())
+            .is_empty());
+        let mut grouper = Grouper::new(config, None);
+        for id in ["a", "b", "c", "d"] {
+            grouper.add(0, &labelled(id, "api", Severity::High, AlertStatus::Firing));
+        }
+        let first = grouper.due(0);
+        assert_eq!(first.len(), 2, "the burst");
+        assert_eq!(grouper.rate_limited, 2, "two held back, counted");
+        assert_eq!(grouper.next_due(), Some(30_000), "the next token");
+        assert!(grouper.due(29_999).is_empty());
+        assert_eq!(grouper.due(30_000).len(), 1);
+        assert_eq!(grouper.due(60_000).len(), 1);
+        let mut sent: Vec<String> = first
+            .iter()
+            .chain(std::iter::empty())
+            .flat_map(|o| o.notification.alerts.iter().map(|a| a.id.clone()))
+            .collect();
+        sent.sort();
+        assert_eq!(sent.len(), 2);
+        assert!(
+            grouper.due(1_000_000).is_empty(),
+            "all four went out, none lost"
+        );
+        let mut zero = routing();
+        zero.rate_limit = Some(super::super::route::RateLimitConfig {
+            per_minute: 0,
+            burst: 0,
+        });
+        assert_eq!(
+            zero.problems("alerts.routing", ["log", "pager", "db-hook"].into_iter()),
+            vec![
+                "alerts.routing.rate_limit.per_minute must be positive".to_owned(),
+                "alerts.routing.rate_limit.burst must be positive".to_owned(),
+            ]
+        );
     }
 }
