@@ -65,7 +65,7 @@ impl UpdateSink for AlertSink {
                 if record.status == AlertStatus::Firing {
                     self.fired.fetch_add(1, Ordering::Relaxed);
                 }
-                self.dispatch.offer(record.clone());
+                self.dispatch.offer((**record).clone());
             }
         }
     }

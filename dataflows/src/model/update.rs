@@ -16,9 +16,6 @@ use super::session::{HistorySample, SessionState};
 /// worker; they are never exchanged between workers, so they carry no bincode contract.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-// Alert records (with their escalation and suppression history) are the largest variant but
-// a tiny share of the stream; boxing them would touch every consumer for no measured gain.
-#[allow(clippy::large_enum_variant)]
 pub enum Update {
     /// A closed, non-empty window.
     Window(WindowStats),
@@ -38,7 +35,7 @@ pub enum Update {
     /// A rule started or stopped breaching for a series.
     Alert(AlertTransition),
     /// An alert's lifecycle changed (the state people see and act on).
-    AlertRecord(AlertRecord),
+    AlertRecord(Box<AlertRecord>),
     /// An alert command could not be applied.
     CommandRejected(CommandRejection),
     /// A model version's tracked performance changed.

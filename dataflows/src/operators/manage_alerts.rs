@@ -619,7 +619,7 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                             let cap = cap.delayed(&at);
                             let mut session = output.session(&cap);
                             for record in changed {
-                                session.give(Update::AlertRecord(record));
+                                session.give(Update::AlertRecord(Box::new(record)));
                             }
                             continue;
                         }
@@ -643,12 +643,12 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                             let mut session = output.session(&pending.capability);
                             for transition in &pending.transitions {
                                 if let Some(record) = book.on_transition(transition) {
-                                    session.give(Update::AlertRecord(record));
+                                    session.give(Update::AlertRecord(Box::new(record)));
                                 }
                             }
                             for (ts, command) in &pending.commands {
                                 session.give(match book.on_command(*ts, command) {
-                                    Ok(record) => Update::AlertRecord(record),
+                                    Ok(record) => Update::AlertRecord(Box::new(record)),
                                     Err(rejection) => Update::CommandRejected(rejection),
                                 });
                             }
@@ -997,7 +997,7 @@ mod tests {
             .iter()
             .filter_map(|(time, update)| match update {
                 Update::AlertRecord(record) if record.escalated.is_some() => {
-                    Some((*time, record.clone()))
+                    Some((*time, (**record).clone()))
                 }
                 _ => None,
             })
