@@ -65,7 +65,7 @@ impl UpdateSink for AlertSink {
                 if record.status == AlertStatus::Firing {
                     self.fired.fetch_add(1, Ordering::Relaxed);
                 }
-                self.dispatch.offer(record.clone());
+                self.dispatch.offer((**record).clone());
             }
         }
     }
@@ -85,6 +85,7 @@ fn rules(count: usize, keys: usize) -> RuleSet {
                 min_count: 1,
                 for_duration: Duration::ZERO,
                 keep_firing_for: Duration::ZERO,
+                cooldown: std::time::Duration::ZERO,
             })
             .collect(),
     )

@@ -281,6 +281,9 @@ pub struct Status {
     pub sessions: std::collections::BTreeMap<&'static str, usize>,
     /// Firing alerts.
     pub firing_alerts: usize,
+    /// Alert statistics (see [`alert_stats`]) and notification counters: per channel
+    /// sent/failed/dead-lettered/dropped, and the dispatcher's received/dropped/suppressed.
+    pub alerts: serde_json::Value,
     /// Resident memory, bytes.
     pub rss_bytes: Option<u64>,
     /// Kafka partitions, lag and counters, when consuming from Kafka.
@@ -309,6 +312,19 @@ pub fn status(state: &AppState) -> Status {
         series: state.views.series_count(),
         sessions: state.views.session_counts(),
         firing_alerts: state.views.alerts(true).len(),
+        alerts: {
+            let dispatch = state.dispatch.metrics();
+            let mut stats = alert_stats(&state.views.alerts(false));
+            stats["notifications"] = serde_json::json!({
+                "channels": state.notifier.counts(),
+                "received": dispatch.received.load(Relaxed),
+                "dropped": dispatch.dropped.load(Relaxed),
+                "suppressed": dispatch.suppressed.load(Relaxed),
+                "rate_limited": dispatch.rate_limited.load(Relaxed),
+                "sent": dispatch.notifications.load(Relaxed),
+            });
+            stats
+        },
         rss_bytes: crate::metrics::rss_bytes(),
         kafka: state.kafka_status(),
     }
@@ -342,13 +358,20 @@ async fn get_alert(State(state): State<AppState>, Path(id): Path<String>) -> Res
 
 /// Alert statistics over the alerts the views hold (active, and resolved within
 /// `alerts.resolved_retention`): counts by severity, rule and status; mean time to
-/// acknowledge and to resolve (event time, over the alerts that were).
+/// acknowledge and to resolve (event time, over the alerts that were); escalations
+/// (alerts that took at least one escalation step, reminders sent, and the escalation rate:
+/// escalated alerts over alerts held).
 pub fn alert_stats(alerts: &[megamind_dataflows::model::AlertRecord]) -> serde_json::Value {
     let mut by_severity: BTreeMap<&str, u64> = BTreeMap::new();
     let mut by_rule: BTreeMap<&str, u64> = BTreeMap::new();
     let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
     let (mut ack_sum, mut ack_count, mut resolve_sum, mut resolve_count) = (0u64, 0u64, 0u64, 0u64);
+    let (mut escalated, mut reminders) = (0u64, 0u64);
     for alert in alerts {
+        if alert.escalation_step > 0 {
+            escalated += 1;
+        }
+        reminders += alert.reminders;
         if alert.status.is_active() {
             *by_severity.entry(alert.severity.as_str()).or_default() += 1;
             *by_rule
@@ -373,6 +396,9 @@ pub fn alert_stats(alerts: &[megamind_dataflows::model::AlertRecord]) -> serde_j
         "acknowledged": ack_count,
         "mean_time_to_resolve_ms": resolve_sum.checked_div(resolve_count),
         "resolved": resolve_count,
+        "escalated": escalated,
+        "reminders": reminders,
+        "escalation_rate": if alerts.is_empty() { 0.0 } else { escalated as f64 / alerts.len() as f64 },
     })
 }
 
@@ -386,6 +412,7 @@ pub fn notifications(state: &AppState) -> serde_json::Value {
             "received": dispatch.received.load(Relaxed),
             "dropped": dispatch.dropped.load(Relaxed),
             "suppressed": dispatch.suppressed.load(Relaxed),
+            "rate_limited": dispatch.rate_limited.load(Relaxed),
             "notifications": dispatch.notifications.load(Relaxed),
         },
         "dead_letters": state.notifier.dead_letters(),
@@ -452,6 +479,83 @@ async fn healthz() -> Response {
 
 fn render_notify_metrics(out: &mut String, state: &AppState) {
     use std::fmt::Write;
+    let stats = alert_stats(&state.views.alerts(false));
+    for (name, field, label) in [
+        ("megamind_alerts_active", "active_by_severity", "severity"),
+        ("megamind_alerts_active_by_rule", "active_by_rule", "rule"),
+        ("megamind_alerts_held", "by_status", "status"),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} Alerts held by the views, by {label}.\n# TYPE {name} gauge"
+        );
+        if let Some(map) = stats[field].as_object() {
+            for (value, count) in map {
+                let _ = writeln!(out, "{name}{{{label}={value:?}}} {count}");
+            }
+        }
+    }
+    for (name, field, help, scale) in [
+        (
+            "megamind_alerts_mean_time_to_acknowledge_seconds",
+            "mean_time_to_acknowledge_ms",
+            "Mean time from firing to acknowledgement (event time).",
+            1e-3,
+        ),
+        (
+            "megamind_alerts_mean_time_to_resolve_seconds",
+            "mean_time_to_resolve_ms",
+            "Mean time from firing to resolution (event time).",
+            1e-3,
+        ),
+        (
+            "megamind_alerts_escalated",
+            "escalated",
+            "Alerts held that took at least one escalation step.",
+            1.0,
+        ),
+        (
+            "megamind_alerts_reminders",
+            "reminders",
+            "Reminders sent for the alerts held.",
+            1.0,
+        ),
+        (
+            "megamind_alerts_escalation_rate",
+            "escalation_rate",
+            "Escalated alerts over alerts held.",
+            1.0,
+        ),
+    ] {
+        if let Some(value) = stats[field].as_f64() {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                value * scale
+            );
+        }
+    }
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dispatch = state.dispatch.metrics();
+        for (name, help, value) in [
+            (
+                "megamind_notify_rate_limited_total",
+                "Due notifications held back by the global rate limit (sent later).",
+                dispatch.rate_limited.load(Relaxed),
+            ),
+            (
+                "megamind_notify_group_suppressed_total",
+                "Alert changes not grouped because alerts.routing.max_groups was reached.",
+                dispatch.suppressed.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+    }
     let counts = state.notifier.counts();
     for (name, help, get) in [
         (

@@ -7,6 +7,7 @@
 //! | `sessions/{id}` | the session's state, history points and per-session windows |
 //! | `models/{id}` | the model's latency/confidence windows, tracked metrics (`model_metrics`: accuracy, PRF, calibration, drift) and retraining triggers |
 //! | `alerts` | alert lifecycle records and refused alert commands |
+//! | `alerts/stats` | alert statistics and notification counters (as in `/v1/status`), once a second |
 //! | `breaches` | breaching windows |
 //! | `health` | engine status, once a second |
 
@@ -134,7 +135,8 @@ pub async fn run_publisher(
     }
 }
 
-/// Publishes the engine status on `health` every second until `shutdown`.
+/// Publishes the engine status on `health`, and its alert statistics on `alerts/stats`,
+/// every second until `shutdown`.
 pub async fn run_health(
     context: Arc<McpContext>,
     hub: Arc<Hub>,
@@ -147,11 +149,9 @@ pub async fn run_health(
             _ = shutdown.changed() => return,
         }
         let data = health(&context, &hub);
-        hub.publish(
-            "health",
-            &data.to_string(),
-            context.app.ingest.clock().now_ms(),
-        );
+        let now = context.app.ingest.clock().now_ms();
+        hub.publish("health", &data.to_string(), now);
+        hub.publish("alerts/stats", &data["status"]["alerts"].to_string(), now);
     }
 }
 
@@ -204,6 +204,7 @@ impl Backend for LiveBackend {
                     .collect::<Vec<_>>()))
             }
             ("alerts", "") => Some(json!(views.alerts(false))),
+            ("alerts", "stats") => Some(crate::http::status(&self.context.app).alerts),
             ("breaches", "") => Some(json!(views.breaches(1000))),
             ("health", "") => Some(health(&self.context, &self.hub)),
             _ => None,

@@ -793,7 +793,7 @@ impl UpdateSink for ViewsSink {
             if after == 0 || (after != u64::MAX && time > after) {
                 for update in updates {
                     if let Update::AlertRecord(record) = update {
-                        dispatch.handle.offer(record.clone());
+                        dispatch.handle.offer((**record).clone());
                     }
                 }
             }

@@ -527,7 +527,7 @@ mod tests {
         use megamind_dataflows::model::{AlertAction, AlertStatus};
         let views = views();
         let record = |status, updated_at| {
-            Update::AlertRecord(AlertRecord {
+            Update::AlertRecord(Box::new(AlertRecord {
                 id: "f".into(),
                 rule_id: Some("r".into()),
                 key: Some(SeriesKey::named("a")),
@@ -543,7 +543,13 @@ mod tests {
                 acknowledged: None,
                 resolved: None,
                 updated_at,
-            })
+                escalation_step: 0,
+                reminders: 0,
+                escalated: None,
+                escalated_to: Vec::new(),
+                suppressed: 0,
+                suppression: None,
+            }))
         };
         views.apply(vec![record(AlertStatus::Firing, 10)]);
         assert_eq!(views.alerts(true).len(), 1);

@@ -46,6 +46,38 @@ where
         + Sync
         + 'static,
 {
+    run_workers(workers, false, build, epochs)
+}
+
+/// Like [`run_with_workers`], but after each epoch every worker steps until the output
+/// frontier reaches the epoch's time, so operators see every epoch's frontier (event-time
+/// timers fire before the input closes).
+pub fn run_settled<D, O, F>(workers: usize, build: F, epochs: Vec<Epoch<D>>) -> Vec<(Time, O)>
+where
+    D: timely::ExchangeData + Clone + Send + Sync,
+    O: Clone + Send + 'static,
+    F: for<'scope> Fn(StreamVec<'scope, Time, D>) -> StreamVec<'scope, Time, O>
+        + Send
+        + Sync
+        + 'static,
+{
+    run_workers(workers, true, build, epochs)
+}
+
+fn run_workers<D, O, F>(
+    workers: usize,
+    settle: bool,
+    build: F,
+    epochs: Vec<Epoch<D>>,
+) -> Vec<(Time, O)>
+where
+    D: timely::ExchangeData + Clone + Send + Sync,
+    O: Clone + Send + 'static,
+    F: for<'scope> Fn(StreamVec<'scope, Time, D>) -> StreamVec<'scope, Time, O>
+        + Send
+        + Sync
+        + 'static,
+{
     let epochs = std::sync::Arc::new(epochs);
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
@@ -77,6 +109,12 @@ where
             }
             input.flush();
             worker.step();
+            if settle {
+                let time = *input.time();
+                while probe.less_than(&time) {
+                    worker.step();
+                }
+            }
         }
         drop(input);
         while !probe.done() {

@@ -293,6 +293,11 @@ pub struct AlertsConfig {
     /// Which channels hear about which alerts, and grouping.
     #[serde(default)]
     pub routing: megamind_connectors::notify::route::RoutingConfig,
+    /// Escalation policies (`[[alerts.escalations]]`), checked in order: the first that
+    /// matches a newly firing alert (by severity and labels) escalates it while nobody
+    /// acknowledges it.
+    #[serde(default)]
+    pub escalations: Vec<megamind_dataflows::model::EscalationPolicy>,
 }
 
 fn default_dispatch_queue() -> usize {
@@ -717,6 +722,19 @@ impl Config {
                 .routing
                 .problems("alerts.routing", channels.iter().copied()),
         );
+        for (position, policy) in self.alerts.escalations.iter().enumerate() {
+            let prefix = format!("alerts.escalations[{position}]");
+            problems.extend(policy.problems(&prefix));
+            for (step, rules) in policy.steps.iter().enumerate() {
+                for channel in &rules.channels {
+                    if !channels.contains(&channel.as_str()) {
+                        problems.push(format!(
+                            "{prefix}.steps[{step}].channels: unknown channel {channel:?}"
+                        ));
+                    }
+                }
+            }
+        }
         let mut seen = BTreeMap::new();
         for rule in &self.rules {
             if let Err(error) = rule.validate() {
@@ -748,6 +766,13 @@ impl Config {
             rules: RuleSet::new(self.rules.clone()),
             alerts: megamind_dataflows::operators::AlertConfig {
                 resolved_retention: self.alerts.resolved_retention,
+                escalations: self.alerts.escalations.clone(),
+                cooldowns: self
+                    .rules
+                    .iter()
+                    .filter(|rule| !rule.cooldown.is_zero())
+                    .map(|rule| (rule.id.to_string(), rule.cooldown))
+                    .collect(),
             },
             models: megamind_dataflows::operators::TrackModelsConfig {
                 horizon: self.ml.horizon,

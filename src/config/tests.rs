@@ -204,6 +204,30 @@ fn alerts_example_has_every_channel_type_and_routes() {
     assert_eq!(kinds, vec!["email", "webhook", "slack", "teams"]);
     assert_eq!(config.alerts.routing.routes.len(), 2);
     assert!(config.alerts.routing.routes[0].continue_matching);
+    assert_eq!(
+        config
+            .alerts
+            .routing
+            .rate_limit
+            .map(|limit| (limit.per_minute, limit.burst)),
+        Some((60, 20))
+    );
+    assert_eq!(config.alerts.escalations.len(), 2);
+    assert_eq!(config.alerts.escalations[0].steps.len(), 2);
+    assert_eq!(
+        config.analytics().alerts.escalations,
+        config.alerts.escalations,
+        "escalations reach the dataflow"
+    );
+    assert_eq!(
+        config.analytics().alerts.cooldowns,
+        [(
+            "latency_p99_critical".to_owned(),
+            std::time::Duration::from_secs(600)
+        )]
+        .into(),
+        "cooldowns reach the dataflow"
+    );
     assert_eq!(config.rules.len(), 3);
 }
 
@@ -216,6 +240,13 @@ fn alert_routing_problems_are_all_reported() {
         url = "ftp://nowhere"
         [alerts.routing]
         channels = ["missing"]
+        [[alerts.escalations]]
+        severity = ["high"]
+        [[alerts.escalations]]
+        repeat = "5m"
+        [[alerts.escalations.steps]]
+        after = "1m"
+        channels = ["pager"]
         "#,
     )
     .unwrap_err();
@@ -226,6 +257,14 @@ fn alert_routing_problems_are_all_reported() {
     );
     assert!(
         text.contains("alerts.routing.channels: unknown channel \"missing\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("alerts.escalations[0]: needs at least one of steps or repeat"),
+        "{text}"
+    );
+    assert!(
+        text.contains("alerts.escalations[1].steps[0].channels: unknown channel \"pager\""),
         "{text}"
     );
 }

@@ -415,6 +415,12 @@ mod tests {
             acknowledged: None,
             resolved: None,
             updated_at: 0,
+            escalation_step: 0,
+            reminders: 0,
+            escalated: None,
+            escalated_to: Vec::new(),
+            suppressed: 0,
+            suppression: None,
         }
     }
 

@@ -239,3 +239,88 @@ fn alert_changes_reach_a_signed_webhook_grouped_and_are_not_resent_after_restart
     }
     drop(server);
 }
+
+/// Escalation end to end: an unacknowledged custom alert escalates when event time (here the
+/// idle wall-clock advance of the watermark) passes its first step, goes to the step's
+/// channel as an `escalation` notification, and shows who/when/why in `/v1/alerts`; an
+/// alert acknowledged first does not escalate.
+#[test]
+fn unacknowledged_alert_escalates_to_the_step_channel() {
+    let receiver = Receiver::start();
+    let overrides = [
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
+        (
+            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
+            receiver.url.as_str(),
+        ),
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
+        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["log"]"#),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
+        (
+            "MEGAMIND__ALERTS__ESCALATIONS",
+            r#"[{severity = ["high"], steps = [{after = "2s", channels = ["hook"], raise_to = "critical"}]}]"#,
+        ),
+    ];
+    let server = Server::start(&overrides);
+    let ack = json!({"type": "alert_command", "command": "acknowledge", "alert_id": "quiet",
+                     "actor": "bob"});
+    server.post_events_ok(format!("{}\n{}\n", create("loud"), create("quiet")), 2);
+    server.post_events_ok(format!("{ack}\n"), 1);
+    let escalation = eventually("the escalation notification", WAIT, || {
+        receiver
+            .bodies()
+            .into_iter()
+            .find(|body| body["reason"] == "escalation")
+            .ok_or_else(|| {
+                format!(
+                    "{:?} {:?} {:?}",
+                    receiver.bodies(),
+                    server.get("/v1/alerts?state=all"),
+                    server.get("/v1/alerts/notifications")
+                )
+            })
+    });
+    assert_eq!(ids(&escalation), vec!["loud"]);
+    let loud = &escalation["alerts"][0];
+    assert_eq!(loud["severity"], "critical", "{loud}");
+    assert_eq!(loud["escalation_step"], 1, "{loud}");
+    assert_eq!(loud["escalated"]["by"], "escalation", "{loud}");
+    assert_eq!(
+        loud["escalated"]["note"],
+        "step 1: unacknowledged for 2s; severity high -> critical; notify hook"
+    );
+    let since = loud["since"].as_u64().unwrap();
+    assert!(
+        loud["escalated"]["at"].as_u64().unwrap() == since + 2_000,
+        "the step is at since + after (event time): {loud}"
+    );
+    let (_, quiet) = server.get("/v1/alerts/quiet");
+    assert_eq!(quiet["status"], "acknowledged", "{quiet}");
+    assert!(
+        quiet.get("escalated").is_none(),
+        "acknowledged first: {quiet}"
+    );
+    let (_, counts) = server.get("/v1/alerts/notifications");
+    assert_eq!(counts["alerts"]["escalated"], 1, "{counts}");
+    let (_, status) = server.get("/v1/status");
+    assert_eq!(status["alerts"]["escalated"], 1, "{status}");
+    assert_eq!(status["alerts"]["by_status"]["acknowledged"], 1, "{status}");
+    assert!(
+        status["alerts"]["notifications"]["channels"]
+            .as_array()
+            .is_some_and(|channels| channels.iter().any(|c| c["channel"] == "hook")),
+        "{status}"
+    );
+    let (_, prometheus) = server.get_text("/metrics");
+    assert!(
+        prometheus.contains("megamind_alerts_escalated 1"),
+        "{prometheus}"
+    );
+    for body in receiver.bodies() {
+        assert!(
+            !ids(&body).contains(&"quiet".to_owned()),
+            "the acknowledged alert reached the escalation channel: {body}"
+        );
+    }
+}

@@ -20,6 +20,13 @@ use crate::support::{
     SHORT_WINDOWS,
 };
 
+/// An escalation policy the check script sees work: critical alerts escalate after 1 s
+/// unacknowledged (event time, advanced by the idle wall-clock tick).
+const ESCALATION: (&str, &str) = (
+    "MEGAMIND__ALERTS__ESCALATIONS",
+    r#"[{severity = ["critical"], steps = [{after = "1s"}]}]"#,
+);
+
 /// The bearer token of the HTTP servers under test.
 pub(crate) const TOKEN: &str = "mcp-test-token";
 /// The two protocol generations megamind serves.
@@ -216,13 +223,14 @@ fn stdio_checks(generation: &str) {
             .current_dir(dir.path())
             .env("MEGAMIND__STORE__PATH", store_path(dir.path()))
             .env("MEGAMIND_LOG", "warn")
-            .envs(SHORT_WINDOWS),
+            .envs(SHORT_WINDOWS)
+            .env(ESCALATION.0, ESCALATION.1),
         generation,
     );
 }
 
 fn http_checks(generation: &str) {
-    let server = Server::start(&[("MEGAMIND__MCP__AUTH_TOKEN", TOKEN)]);
+    let server = Server::start(&[("MEGAMIND__MCP__AUTH_TOKEN", TOKEN), ESCALATION]);
     let url = server.mcp_url();
     assert_eq!(url, format!("{}/mcp", server.base()), "announced MCP URL");
     run_checks(

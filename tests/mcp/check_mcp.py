@@ -778,6 +778,38 @@ class Checker:
         )
         await self.call("alerts_resolve", {"alert_id": derived["alert"]["id"]})
 
+        # Escalation (the server runs with a policy: critical alerts escalate after 1 s
+        # unacknowledged): the step shows on the alert, by "escalation", with its reason;
+        # acknowledging stops the chain.
+        urgent_id = f"urgent_{self.run}"
+        await self.call(
+            "alerts_create_custom",
+            {"title": f"replica down ({self.run})", "severity": "critical", "alert_id": urgent_id},
+        )
+        deadline = time.monotonic() + 20
+        escalated: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            active = await self.call("alerts_get_active", {"severity": ["critical"], "limit": 1000})
+            mine = [entry for entry in active["alerts"] if entry["id"] == urgent_id]
+            if mine and mine[0].get("escalated"):
+                escalated = mine[0]
+                break
+            await anyio.sleep(0.2)
+        self.ok(
+            escalated.get("escalation_step") == 1
+            and escalated["escalated"]["by"] == "escalation"
+            and escalated["escalated"].get("note") == "step 1: unacknowledged for 1s"
+            and escalated["escalated"]["at"] == escalated["since"] + 1000
+            and escalated["status"] == "firing",
+            f"alerts_get_active shows the escalation: {brief(escalated)}",
+        )
+        acked = await self.call("alerts_acknowledge", {"alert_id": urgent_id, "actor": actor})
+        self.ok(
+            acked["alert"]["status"] == "acknowledged" and acked["alert"].get("escalation_step") == 1,
+            f"alerts_acknowledge keeps the escalation history: {brief(acked)}",
+        )
+        await self.call("alerts_resolve", {"alert_id": urgent_id, "actor": actor})
+
     async def dashboard(self) -> None:
         dashboard = await self.call("dashboard_realtime")
         for field in ("status", "series", "sessions", "alerts", "breaches", "models"):

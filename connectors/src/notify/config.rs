@@ -112,6 +112,26 @@ impl NotifyConfig {
                             "{field}: username and password must be given together"
                         ));
                     }
+                    if let Some(path) = &email.ca_file {
+                        match std::fs::read(path) {
+                            Ok(pem) => {
+                                if lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                                    .is_err()
+                                {
+                                    problems.push(format!(
+                                        "{field}.ca_file: {path:?} holds no PEM certificate"
+                                    ));
+                                }
+                            }
+                            Err(error) => problems
+                                .push(format!("{field}.ca_file: cannot read {path:?}: {error}")),
+                        }
+                        if email.security == SmtpSecurity::None {
+                            problems.push(format!(
+                                "{field}.ca_file: only used with security = \"starttls\" or \"tls\""
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -235,6 +255,10 @@ pub struct EmailConfig {
     /// SMTP password.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// A PEM file of extra root certificates trusted for `starttls`/`tls` (a private CA
+    /// or a self-signed relay), in addition to the public web roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Sender mailbox, for example `megamind <alerts@example.com>`.
     pub from: String,
     /// Recipients.

@@ -3,6 +3,7 @@
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::config::SmtpSecurity;
@@ -39,16 +40,11 @@ pub fn build(config: &EmailConfig, notification: &Notification) -> Result<Messag
 /// The message cannot be built, or the SMTP conversation fails.
 pub async fn send(config: &EmailConfig, notification: &Notification) -> Result<(), DeliveryError> {
     let message = build(config, notification)?;
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.host.as_str());
     let builder = match config.security {
-        SmtpSecurity::None => {
-            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.host.as_str())
-        }
-        SmtpSecurity::Starttls => {
-            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
-                .map_err(DeliveryError::Smtp)?
-        }
-        SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
-            .map_err(DeliveryError::Smtp)?,
+        SmtpSecurity::None => builder,
+        SmtpSecurity::Starttls => builder.tls(Tls::Required(tls_parameters(config)?)),
+        SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls_parameters(config)?)),
     };
     let mut builder = builder.port(config.port);
     if let (Some(username), Some(password)) = (&config.username, &config.password) {
@@ -63,4 +59,17 @@ pub async fn send(config: &EmailConfig, notification: &Notification) -> Result<(
         .await
         .map(|_| ())
         .map_err(DeliveryError::Smtp)
+}
+
+/// TLS for the relay: the public web roots, plus the certificates of `ca_file` if set.
+fn tls_parameters(config: &EmailConfig) -> Result<TlsParameters, DeliveryError> {
+    let mut builder = TlsParameters::builder(config.host.clone());
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path).map_err(|error| {
+            DeliveryError::Encode(format!("cannot read ca_file {path:?}: {error}"))
+        })?;
+        builder =
+            builder.add_root_certificate(Certificate::from_pem(&pem).map_err(DeliveryError::Smtp)?);
+    }
+    builder.build_rustls().map_err(DeliveryError::Smtp)
 }

@@ -59,6 +59,22 @@ pub struct RoutingConfig {
     /// Routes, checked in order.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Global limit on notifications against alert storms; none: unlimited.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// A token bucket over all notifications: `burst` at once, refilled at `per_minute`.
+/// A group that finds the bucket empty is not dropped: it stays due and goes out (with
+/// every change it gathered meanwhile) when a token is back; each such deferral is counted
+/// as `rate_limited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Tokens added per minute.
+    pub per_minute: u32,
+    /// Most tokens held (notifications that can go out at once).
+    pub burst: u32,
 }
 
 impl Default for RoutingConfig {
@@ -70,6 +86,7 @@ impl Default for RoutingConfig {
             group_interval: default_group_interval(),
             max_groups: default_max_groups(),
             routes: Vec::new(),
+            rate_limit: None,
         }
     }
 }
@@ -119,6 +136,14 @@ impl RoutingConfig {
         }
         if self.max_groups == 0 {
             problems.push(format!("{prefix}.max_groups must be positive"));
+        }
+        if let Some(limit) = self.rate_limit {
+            if limit.per_minute == 0 {
+                problems.push(format!("{prefix}.rate_limit.per_minute must be positive"));
+            }
+            if limit.burst == 0 {
+                problems.push(format!("{prefix}.rate_limit.burst must be positive"));
+            }
         }
         problems
     }
@@ -173,6 +198,8 @@ pub fn routes_for(config: &RoutingConfig, alert: &AlertRecord) -> Vec<Option<usi
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct GroupKey {
     route: Option<usize>,
+    /// Channels added by escalation (one group per escalated alert); empty for routes.
+    escalated_to: Vec<String>,
     values: Vec<(String, String)>,
 }
 
@@ -202,6 +229,11 @@ pub struct Grouper {
     groups: BTreeMap<GroupKey, Group>,
     /// Alerts not grouped because `max_groups` was reached.
     pub suppressed: u64,
+    /// Times a due notification was held back by the rate limit (it goes out later).
+    pub rate_limited: u64,
+    /// Tokens in the bucket, in thousandths, and when it was last refilled (ms).
+    tokens_milli: u64,
+    refilled_at: Option<u64>,
 }
 
 impl Grouper {
@@ -212,12 +244,18 @@ impl Grouper {
             base_url,
             groups: BTreeMap::new(),
             suppressed: 0,
+            rate_limited: 0,
+            tokens_milli: 0,
+            refilled_at: None,
         }
     }
 
     /// Takes a changed alert at wall-clock `now` (ms).
     pub fn add(&mut self, now: u64, alert: &AlertRecord) {
-        let wait = duration_ms(self.config.group_wait);
+        if alert.just_suppressed() {
+            // A firing held back by noise control: counted on the record, not notified.
+            return;
+        }
         for route in routes_for(&self.config, alert) {
             let group_by = route
                 .and_then(|position| self.config.routes[position].group_by.as_ref())
@@ -230,20 +268,51 @@ impl Grouper {
                     .map(|name| (name.clone(), label(alert, name).unwrap_or("").to_owned()))
                     .collect()
             };
-            let key = GroupKey { route, values };
-            if !self.groups.contains_key(&key) && self.groups.len() >= self.config.max_groups {
-                self.suppressed += 1;
-                continue;
-            }
-            let group = self.groups.entry(key).or_insert_with(|| Group {
-                alerts: BTreeMap::new(),
-                changed: false,
-                due: now.saturating_add(wait),
-                sent_once: false,
-            });
-            group.alerts.insert(alert.id.clone(), alert.clone());
-            group.changed = true;
+            self.put(
+                now,
+                GroupKey {
+                    route,
+                    escalated_to: Vec::new(),
+                    values,
+                },
+                alert,
+            );
         }
+        // Escalation adds channels to this alert: it (and its later changes, up to the
+        // resolution) also goes there, in a group of its own.
+        if !alert.escalated_to.is_empty() {
+            let key = GroupKey {
+                route: None,
+                escalated_to: alert.escalated_to.clone(),
+                values: vec![("alert".to_owned(), alert.id.clone())],
+            };
+            self.put(now, key, alert);
+        }
+    }
+
+    fn put(&mut self, now: u64, key: GroupKey, alert: &AlertRecord) {
+        let wait = duration_ms(self.config.group_wait);
+        if !self.groups.contains_key(&key) && self.groups.len() >= self.config.max_groups {
+            self.suppressed += 1;
+            return;
+        }
+        if !key.escalated_to.is_empty() {
+            // A longer escalation list replaces the shorter group of the same alert.
+            let id = &alert.id;
+            self.groups.retain(|other, _| {
+                other.escalated_to.is_empty()
+                    || other.values.first().map(|(_, value)| value) != Some(id)
+                    || *other == key
+            });
+        }
+        let group = self.groups.entry(key).or_insert_with(|| Group {
+            alerts: BTreeMap::new(),
+            changed: false,
+            due: now.saturating_add(wait),
+            sent_once: false,
+        });
+        group.alerts.insert(alert.id.clone(), alert.clone());
+        group.changed = true;
     }
 
     /// The earliest time a group is due, ms.
@@ -263,6 +332,16 @@ impl Grouper {
             if !group.changed || group.due > now {
                 continue;
             }
+            if let Err(wait) = take_token(
+                self.config.rate_limit,
+                &mut self.tokens_milli,
+                &mut self.refilled_at,
+                now,
+            ) {
+                self.rate_limited += 1;
+                group.due = now.saturating_add(wait);
+                continue;
+            }
             let alerts: Vec<AlertRecord> = group.alerts.values().cloned().collect();
             let name = key
                 .values
@@ -270,11 +349,16 @@ impl Grouper {
                 .map(|(name, value)| format!("{name}={value}"))
                 .collect::<Vec<_>>()
                 .join(",");
-            let reason = if group.sent_once { "update" } else { "new" };
+            let reason = match (group.sent_once, key.escalated_to.is_empty()) {
+                (true, _) => "update",
+                (false, true) => "new",
+                (false, false) => "escalation",
+            };
             let mut notification =
                 Notification::new(name, reason, alerts, self.base_url.as_deref());
             notification.group_labels = key.values.iter().cloned().collect();
             let channels = match key.route {
+                _ if !key.escalated_to.is_empty() => key.escalated_to.clone(),
                 Some(position) => self.config.routes[position].channels.clone(),
                 None => self.config.channels.clone(),
             };
@@ -303,6 +387,38 @@ impl Grouper {
     }
 }
 
+/// Takes one token of the bucket `limit` at `now` (ms): `tokens_milli` holds thousandths of
+/// a token, `refilled_at` the last refill (none: a full bucket). `Err(ms)`: how long until
+/// the next token. No limit: always `Ok`.
+fn take_token(
+    limit: Option<RateLimitConfig>,
+    tokens_milli: &mut u64,
+    refilled_at: &mut Option<u64>,
+    now: u64,
+) -> Result<(), u64> {
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let capacity = u64::from(limit.burst).saturating_mul(1000);
+    let per_minute = u64::from(limit.per_minute.max(1));
+    match *refilled_at {
+        None => *tokens_milli = capacity,
+        Some(last) => {
+            // per_minute tokens per 60,000 ms = per_minute thousandths per 60 ms.
+            let added = now.saturating_sub(last).saturating_mul(per_minute) / 60;
+            *tokens_milli = tokens_milli.saturating_add(added).min(capacity);
+        }
+    }
+    *refilled_at = Some(now);
+    if *tokens_milli >= 1000 {
+        *tokens_milli -= 1000;
+        Ok(())
+    } else {
+        let missing = 1000 - *tokens_milli;
+        Err((missing * 60).div_ceil(per_minute).max(1))
+    }
+}
+
 /// Counters of the dispatcher.
 #[derive(Debug, Default)]
 pub struct DispatchMetrics {
@@ -314,6 +430,8 @@ pub struct DispatchMetrics {
     pub suppressed: AtomicU64,
     /// Notifications handed to channels.
     pub notifications: AtomicU64,
+    /// Due notifications held back by the global rate limit (sent later, not dropped).
+    pub rate_limited: AtomicU64,
 }
 
 /// The sending side of the dispatcher: called from dataflow sinks, never blocks.
@@ -383,6 +501,9 @@ pub fn run_dispatcher(
             task_metrics
                 .suppressed
                 .store(grouper.suppressed, Ordering::Relaxed);
+            task_metrics
+                .rate_limited
+                .store(grouper.rate_limited, Ordering::Relaxed);
         }
     });
     (DispatchHandle { sender, metrics }, task)

@@ -38,6 +38,12 @@ fn alert(id: &str, severity: Severity, status: AlertStatus) -> AlertRecord {
         }),
         resolved: None,
         updated_at: 2_000,
+        escalation_step: 0,
+        reminders: 0,
+        escalated: None,
+        escalated_to: Vec::new(),
+        suppressed: 0,
+        suppression: None,
     }
 }
 
@@ -485,6 +491,7 @@ async fn email_reaches_a_real_smtp_server_with_text_and_html_bodies() {
                 security: SmtpSecurity::None,
                 username: None,
                 password: None,
+                ca_file: None,
                 from: "megamind <alerts@megamind.test>".to_owned(),
                 to: vec![
                     "oncall@megamind.test".to_owned(),
@@ -523,6 +530,210 @@ async fn email_reaches_a_real_smtp_server_with_text_and_html_bodies() {
     assert!(
         mail.contains("latency &lt;high&gt; &amp; rising"),
         "html escaped: {mail}"
+    );
+}
+
+/// Runs `openssl` (a real CLI, like the SMTP peer a real server) and panics with its output
+/// when it fails: this test never skips.
+fn openssl(args: &[&str], dir: &std::path::Path) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!("the STARTTLS test makes its certificates with the openssl CLI: {error}")
+        });
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A private CA and a `localhost` server certificate it signed, in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=megamind test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ],
+        dir,
+    );
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+        dir,
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+        dir,
+    );
+}
+
+/// STARTTLS and AUTH against a real server (aiosmtpd requiring both, with a certificate
+/// from a private CA given as `ca_file`): the right password delivers a plain-text + HTML
+/// message over TLS; a wrong one is refused and dead-lettered, never sent in clear.
+#[tokio::test]
+async fn email_over_starttls_with_auth_reaches_a_real_smtp_server() {
+    let python = smtp_python();
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let peer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/notify/smtp_tls_peer.py"
+    );
+    let outbox = dir.path().join("outbox");
+    let _server = Smtp(
+        Command::new(python)
+            .arg(peer)
+            .arg(port.to_string())
+            .arg(dir.path().join("server.pem"))
+            .arg(dir.path().join("server.key"))
+            .args(["megamind", "s3cret"])
+            .arg(&outbox)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let watch = Stopwatch::start();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            watch.elapsed() < Duration::from_secs(15),
+            "the STARTTLS SMTP peer did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let channel = |password: &str| {
+        ChannelConfig::Email(EmailConfig {
+            host: "localhost".to_owned(),
+            port,
+            security: SmtpSecurity::Starttls,
+            username: Some("megamind".to_owned()),
+            password: Some(serde_json::from_value::<Secret>(serde_json::json!(password)).unwrap()),
+            ca_file: Some(dir.path().join("ca.pem").display().to_string()),
+            from: "megamind <alerts@megamind.test>".to_owned(),
+            to: vec!["oncall@megamind.test".to_owned()],
+        })
+    };
+    let config = config(
+        vec![("mail", channel("s3cret")), ("bad", channel("wrong"))],
+        1,
+    );
+    assert!(
+        config.problems("notify").is_empty(),
+        "{:?}",
+        config.problems("notify")
+    );
+    let notifier = Notifier::start(&config, Arc::new(ManualClock::new(0)));
+    assert!(notifier.notify("mail", notification("team=api")));
+    assert!(notifier.notify("bad", notification("team=api")));
+    until(&notifier, "both emails settle", |c| {
+        c.iter()
+            .filter(|c| c.kind == "email")
+            .all(|c| c.sent + c.dead_lettered == 1)
+    })
+    .await;
+    let counts = notifier.counts();
+    let by_name = |name: &str| counts.iter().find(|c| c.channel == name).unwrap();
+    assert_eq!(by_name("mail").sent, 1, "{:?}", notifier.dead_letters());
+    assert_eq!(
+        by_name("bad").dead_lettered,
+        1,
+        "a wrong password is refused"
+    );
+    let files: Vec<_> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(files.len(), 1, "only the authenticated message arrived");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(files[0].path()).unwrap()).unwrap();
+    assert_eq!(record["login"], "megamind");
+    assert_eq!(record["tls"], true);
+    assert_eq!(
+        record["rcpt_tos"],
+        serde_json::json!(["oncall@megamind.test"])
+    );
+    let mail = record["content"].as_str().unwrap();
+    assert!(mail.contains("Subject: [FIRING:2] critical"), "{mail}");
+    assert!(mail.contains("Content-Type: text/plain"), "{mail}");
+    assert!(mail.contains("Content-Type: text/html"), "{mail}");
+}
+
+#[test]
+fn email_ca_file_problems_name_the_field() {
+    let config: NotifyConfig = serde_json::from_value(serde_json::json!({
+        "channels": {
+            "mail": {"type": "email", "host": "h", "port": 25, "security": "none",
+                     "ca_file": "/nonexistent/ca.pem",
+                     "from": "a@b.test", "to": ["c@d.test"]}
+        }
+    }))
+    .unwrap();
+    let problems = config.problems("alerts.notify").join("\n");
+    assert!(
+        problems
+            .contains("alerts.notify.channels.mail.ca_file: cannot read \"/nonexistent/ca.pem\""),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("alerts.notify.channels.mail.ca_file: only used with security"),
+        "{problems}"
     );
 }
 
@@ -569,6 +780,7 @@ mod grouping {
 
     fn routing() -> RoutingConfig {
         RoutingConfig {
+            rate_limit: None,
             channels: vec!["log".to_owned()],
             group_by: vec!["team".to_owned()],
             group_wait: Duration::from_secs(10),
@@ -700,6 +912,98 @@ mod grouping {
         assert_eq!(
             channels,
             vec![vec!["db-hook".to_owned()], vec!["pager".to_owned()]]
+        );
+    }
+
+    #[test]
+    fn escalated_alerts_also_go_to_the_escalation_channels() {
+        let mut grouper = Grouper::new(routing(), None);
+        let mut escalated = labelled("a", "api", Severity::Critical, AlertStatus::Firing);
+        escalated.escalated_to = vec!["oncall".to_owned()];
+        grouper.add(0, &escalated);
+        let mut out = grouper.due(10_000);
+        out.sort_by(|a, b| a.channels.cmp(&b.channels));
+        let channels: Vec<(Vec<String>, &str)> = out
+            .iter()
+            .map(|o| (o.channels.clone(), o.notification.reason.as_str()))
+            .collect();
+        assert_eq!(
+            channels,
+            vec![
+                (vec!["oncall".to_owned()], "escalation"),
+                (vec!["pager".to_owned()], "new"),
+            ]
+        );
+        // A later step adds a channel: one escalation group, with both channels.
+        escalated.escalated_to.push("manager".to_owned());
+        grouper.add(20_000, &escalated);
+        let out = grouper.due(100_000);
+        let escalation: Vec<&Vec<String>> = out
+            .iter()
+            .filter(|o| o.notification.reason == "escalation")
+            .map(|o| &o.channels)
+            .collect();
+        assert_eq!(
+            escalation,
+            vec![&vec!["oncall".to_owned(), "manager".to_owned()]]
+        );
+        // The resolution reaches the escalation channels too, then the groups empty.
+        escalated.status = AlertStatus::Resolved;
+        grouper.add(200_000, &escalated);
+        let out = grouper.due(300_000);
+        assert!(out
+            .iter()
+            .any(|o| o.channels == vec!["oncall".to_owned(), "manager".to_owned()]));
+        assert!(grouper.is_empty());
+    }
+
+    #[test]
+    fn rate_limit_defers_notifications_and_counts_never_drops() {
+        let mut config = routing();
+        config.max_groups = 100;
+        config.group_by = Vec::new();
+        config.group_wait = Duration::ZERO;
+        // Two at once, then one every 30 s.
+        config.rate_limit = Some(super::super::route::RateLimitConfig {
+            per_minute: 2,
+            burst: 2,
+        });
+        assert!(config
+            .problems("r", ["log", "pager", "db-hook"].into_iter())
+            .is_empty());
+        let mut grouper = Grouper::new(config, None);
+        for id in ["a", "b", "c", "d"] {
+            grouper.add(0, &labelled(id, "api", Severity::High, AlertStatus::Firing));
+        }
+        let first = grouper.due(0);
+        assert_eq!(first.len(), 2, "the burst");
+        assert_eq!(grouper.rate_limited, 2, "two held back, counted");
+        assert_eq!(grouper.next_due(), Some(30_000), "the next token");
+        assert!(grouper.due(29_999).is_empty());
+        assert_eq!(grouper.due(30_000).len(), 1);
+        assert_eq!(grouper.due(60_000).len(), 1);
+        let mut sent: Vec<String> = first
+            .iter()
+            .chain(std::iter::empty())
+            .flat_map(|o| o.notification.alerts.iter().map(|a| a.id.clone()))
+            .collect();
+        sent.sort();
+        assert_eq!(sent.len(), 2);
+        assert!(
+            grouper.due(1_000_000).is_empty(),
+            "all four went out, none lost"
+        );
+        let mut zero = routing();
+        zero.rate_limit = Some(super::super::route::RateLimitConfig {
+            per_minute: 0,
+            burst: 0,
+        });
+        assert_eq!(
+            zero.problems("alerts.routing", ["log", "pager", "db-hook"].into_iter()),
+            vec![
+                "alerts.routing.rate_limit.per_minute must be positive".to_owned(),
+                "alerts.routing.rate_limit.burst must be positive".to_owned(),
+            ]
         );
     }
 }

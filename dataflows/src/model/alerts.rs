@@ -99,6 +99,61 @@ pub struct AlertRecord {
     pub resolved: Option<AlertAct>,
     /// Event time of the latest change, ms.
     pub updated_at: u64,
+    /// Escalation steps taken in the current streak.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub escalation_step: u32,
+    /// Reminders sent in the current streak.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub reminders: u64,
+    /// The latest escalation or reminder (`by` is `escalation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalated: Option<AlertAct>,
+    /// Channels escalation added to this alert's routing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalated_to: Vec<String>,
+    /// Firings held back by noise control, over the alert's life.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub suppressed: u64,
+    /// The latest suppression: `by` names the mechanism (`cooldown`), `note` says why.
+    /// When its `at` equals `updated_at`, the latest change was that suppression, and it is
+    /// not notified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppression: Option<AlertAct>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+fn is_zero_u64(value: &u64) -> bool {
+    *value == 0
+}
+
+impl AlertRecord {
+    /// Whether the latest change to this record was a suppression (nothing to notify).
+    pub fn just_suppressed(&self) -> bool {
+        self.suppression
+            .as_ref()
+            .is_some_and(|act| act.at == self.updated_at)
+    }
+
+    /// The value of label `name`: the alert's labels, then its series' labels, then the
+    /// built-in `severity`, `rule` and `status`.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        if let Some((_, value)) = self.labels.iter().find(|(key, _)| key == name) {
+            return Some(value.as_str());
+        }
+        self.key
+            .as_ref()
+            .and_then(|key| key.labels.iter().find(|(k, _)| k == name))
+            .map(|(_, value)| value.as_str())
+            .or(match name {
+                "severity" => Some(self.severity.as_str()),
+                "rule" => self.rule_id.as_deref(),
+                "status" => Some(self.status.as_str()),
+                _ => None,
+            })
+    }
 }
 
 /// A command that could not be applied.

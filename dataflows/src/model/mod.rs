@@ -8,6 +8,7 @@
 mod alerts;
 pub mod decode;
 mod error;
+mod escalation;
 mod event;
 mod labels;
 mod ml;
@@ -18,6 +19,7 @@ mod update;
 
 pub use alerts::{AlertAct, AlertRecord, AlertStatus, CommandRejection};
 pub use error::{DataError, ErrorReason};
+pub use escalation::{policy_for, EscalationPolicy, EscalationStep};
 pub use event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
     PredictionEvent, SessionEvent, SessionKind, Severity,

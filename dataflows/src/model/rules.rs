@@ -152,6 +152,12 @@ pub struct BreachRule {
     /// first clear window.
     #[serde(default, with = "humantime_serde")]
     pub keep_firing_for: Duration,
+    /// After the alert resolves, a new firing streak starting within this time is held
+    /// back (counted on the alert as suppressed, reason `cooldown`, not notified); if the
+    /// condition still holds when the cooldown ends, the alert fires then. `0s`: no
+    /// cooldown.
+    #[serde(default, with = "humantime_serde")]
+    pub cooldown: Duration,
 }
 
 impl BreachRule {

@@ -35,7 +35,7 @@ pub enum Update {
     /// A rule started or stopped breaching for a series.
     Alert(AlertTransition),
     /// An alert's lifecycle changed (the state people see and act on).
-    AlertRecord(AlertRecord),
+    AlertRecord(Box<AlertRecord>),
     /// An alert command could not be applied.
     CommandRejected(CommandRejection),
     /// A model version's tracked performance changed.

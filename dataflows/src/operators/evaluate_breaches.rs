@@ -309,6 +309,7 @@ mod tests {
             min_count: 1,
             for_duration: std::time::Duration::ZERO,
             keep_firing_for: std::time::Duration::ZERO,
+            cooldown: std::time::Duration::ZERO,
         }
     }
 

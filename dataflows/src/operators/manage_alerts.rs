@@ -13,7 +13,7 @@
 //! moves on: with the next events, or the next idle tick), which makes the lifecycle a
 //! function of the event stream, independent of arrival order and worker count.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -22,8 +22,8 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    AlertAct, AlertAction, AlertCommand, AlertRecord, AlertState, AlertStatus, AlertTransition,
-    CommandRejection, Severity, Update,
+    policy_for, AlertAct, AlertAction, AlertCommand, AlertRecord, AlertState, AlertStatus,
+    AlertTransition, CommandRejection, EscalationPolicy, Severity, Update,
 };
 use crate::time::duration_ms;
 use crate::Time;
@@ -33,12 +33,20 @@ use crate::Time;
 pub struct AlertConfig {
     /// Resolved alerts are forgotten this long (event time) after their resolution.
     pub resolved_retention: Duration,
+    /// Escalation policies, checked in order; the first that matches a newly firing alert
+    /// drives its escalation.
+    pub escalations: Vec<EscalationPolicy>,
+    /// Per rule id, the cooldown after a resolution (see `BreachRule::cooldown`); rules
+    /// without one are absent.
+    pub cooldowns: BTreeMap<String, Duration>,
 }
 
 impl Default for AlertConfig {
     fn default() -> Self {
         Self {
             resolved_retention: Duration::from_secs(3600),
+            escalations: Vec::new(),
+            cooldowns: BTreeMap::new(),
         }
     }
 }
@@ -62,18 +70,266 @@ fn route(id: &str) -> u64 {
     hasher.finish()
 }
 
-/// The pure alert book: every alert this worker owns.
+/// Who escalation transitions are by.
+pub const ESCALATION_ACTOR: &str = "escalation";
+
+/// The mechanism named on firings held back by a rule's cooldown.
+pub const COOLDOWN: &str = "cooldown";
+
+/// The escalation of one firing alert: its policy and its next timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Escalation {
+    policy: usize,
+    due: u64,
+}
+
+/// The pure alert book: every alert this worker owns, and the escalation timers of the
+/// firing ones (event time; the operator fires them as its input frontier passes).
 #[derive(Debug, Default)]
 pub struct AlertBook {
     alerts: HashMap<String, AlertRecord>,
+    policies: Vec<EscalationPolicy>,
+    /// One entry per firing alert that has a policy; removed on acknowledge or resolve.
+    escalations: HashMap<String, Escalation>,
+    /// Per rule id, the cooldown after a resolution, ms (only rules that have one).
+    cooldowns: HashMap<String, u64>,
+    /// Firings held back by a cooldown: alert id → (end of the cooldown, the firing
+    /// transition). Removed when the condition clears first; at most one per resolved
+    /// alert, so bounded by the alerts held.
+    deferred: HashMap<String, (u64, AlertTransition)>,
+    /// `(due, alert id)` of every entry of `escalations` and `deferred` (an alert is in at
+    /// most one of them: escalations are for active alerts, deferrals for resolved ones).
+    timers: BTreeSet<(u64, String)>,
+}
+
+/// `90000` → `1m30s`, for the reasons written into the history.
+fn short_duration(ms: u64) -> String {
+    let (minutes, seconds, millis) = (ms / 60_000, ms / 1000 % 60, ms % 1000);
+    let mut out = String::new();
+    if minutes > 0 {
+        out.push_str(&format!("{minutes}m"));
+    }
+    if seconds > 0 || (minutes == 0 && millis == 0) {
+        out.push_str(&format!("{seconds}s"));
+    }
+    if millis > 0 {
+        out.push_str(&format!("{millis}ms"));
+    }
+    out
 }
 
 impl AlertBook {
+    /// An empty book escalating by `policies`.
+    pub fn new(policies: Vec<EscalationPolicy>) -> Self {
+        Self {
+            policies,
+            ..Self::default()
+        }
+    }
+
+    /// The same book with per-rule cooldowns (rule id → cooldown).
+    pub fn with_cooldowns(mut self, cooldowns: &BTreeMap<String, Duration>) -> Self {
+        self.cooldowns = cooldowns
+            .iter()
+            .filter(|(_, cooldown)| !cooldown.is_zero())
+            .map(|(rule, cooldown)| (rule.clone(), duration_ms(*cooldown)))
+            .collect();
+        self
+    }
+
+    /// When the cooldown of the resolved alert `id` ends, if a firing at `at` falls in it.
+    fn cooldown_end(&self, id: &str, rule: &str, at: u64) -> Option<u64> {
+        let cooldown = *self.cooldowns.get(rule)?;
+        let record = self.alerts.get(id)?;
+        if record.status != AlertStatus::Resolved {
+            return None;
+        }
+        let end = record.resolved.as_ref()?.at.saturating_add(cooldown);
+        (at < end).then_some(end)
+    }
+
+    /// Cancels the held-back firing of alert `id`, if any.
+    fn drop_deferred(&mut self, id: &str) -> bool {
+        match self.deferred.remove(id) {
+            Some((due, _)) => {
+                self.timers.remove(&(due, id.to_owned()));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts the escalation of alert `id`, which just began firing.
+    fn arm(&mut self, id: &str) {
+        self.disarm(id);
+        let Some(record) = self.alerts.get(id) else {
+            return;
+        };
+        let Some(policy) = policy_for(&self.policies, record) else {
+            return;
+        };
+        let rules = &self.policies[policy];
+        let due = match (rules.steps.first(), rules.repeat) {
+            (Some(step), _) => record.since.saturating_add(duration_ms(step.after)),
+            (None, Some(repeat)) => record.since.saturating_add(duration_ms(repeat)),
+            (None, None) => return,
+        };
+        self.escalations
+            .insert(id.to_owned(), Escalation { policy, due });
+        self.timers.insert((due, id.to_owned()));
+    }
+
+    /// Cancels the escalation of alert `id`, if any.
+    fn disarm(&mut self, id: &str) {
+        if let Some(escalation) = self.escalations.remove(id) {
+            self.timers.remove(&(escalation.due, id.to_owned()));
+        }
+    }
+
+    /// The earliest escalation timer, event time ms.
+    pub fn next_timer(&self) -> Option<u64> {
+        self.timers.first().map(|(due, _)| *due)
+    }
+
+    /// Number of escalation timers set (one per escalating alert).
+    pub fn timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Fires every escalation timer due at or before `now` (event time), in `(due, id)`
+    /// order: a step (more channels, maybe a higher severity) or a reminder, each a
+    /// transition by [`ESCALATION_ACTOR`] with its reason. Returns the changed records.
+    pub fn on_timers(&mut self, now: u64) -> Vec<AlertRecord> {
+        let mut changed = Vec::new();
+        while let Some((due, id)) = self.timers.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.timers.remove(&(due, id.clone()));
+            if let Some((held_until, transition)) = self.deferred.remove(&id) {
+                // The cooldown ended and the condition still holds: the alert fires now.
+                if held_until == due {
+                    if let Some(record) = self.alerts.get_mut(&id) {
+                        start_streak(record, due, &transition);
+                        record.updated_at = due;
+                        changed.push(record.clone());
+                        self.arm(&id);
+                    }
+                }
+                continue;
+            }
+            let Some(escalation) = self.escalations.remove(&id) else {
+                continue;
+            };
+            let Some(record) = self.alerts.get_mut(&id) else {
+                continue;
+            };
+            if record.status != AlertStatus::Firing {
+                continue;
+            }
+            let policy = &self.policies[escalation.policy];
+            let position = record.escalation_step as usize;
+            let next = if let Some(step) = policy.steps.get(position) {
+                record.escalation_step += 1;
+                let mut why = format!(
+                    "step {}: unacknowledged for {}",
+                    position + 1,
+                    short_duration(duration_ms(step.after))
+                );
+                if let Some(severity) = step.raise_to.filter(|s| *s > record.severity) {
+                    why.push_str(&format!(
+                        "; severity {} -> {}",
+                        record.severity.as_str(),
+                        severity.as_str()
+                    ));
+                    record.severity = severity;
+                }
+                let mut added = Vec::new();
+                for channel in &step.channels {
+                    if !record.escalated_to.contains(channel) {
+                        record.escalated_to.push(channel.clone());
+                        added.push(channel.as_str());
+                    }
+                }
+                if !added.is_empty() {
+                    why.push_str(&format!("; notify {}", added.join(", ")));
+                }
+                record.escalated = Some(AlertAct {
+                    by: ESCALATION_ACTOR.into(),
+                    at: due,
+                    note: Some(why),
+                });
+                match policy.steps.get(position + 1) {
+                    Some(step) => Some(
+                        record
+                            .since
+                            .saturating_add(duration_ms(step.after))
+                            .max(due),
+                    ),
+                    None => policy
+                        .repeat
+                        .map(|repeat| due.saturating_add(duration_ms(repeat).max(1))),
+                }
+            } else {
+                record.reminders += 1;
+                record.escalated = Some(AlertAct {
+                    by: ESCALATION_ACTOR.into(),
+                    at: due,
+                    note: Some(format!(
+                        "reminder {}: unacknowledged for {}",
+                        record.reminders,
+                        short_duration(due.saturating_sub(record.since))
+                    )),
+                });
+                policy
+                    .repeat
+                    .map(|repeat| due.saturating_add(duration_ms(repeat).max(1)))
+            };
+            record.updated_at = due;
+            changed.push(record.clone());
+            if let Some(next) = next {
+                self.escalations.insert(
+                    id.clone(),
+                    Escalation {
+                        policy: escalation.policy,
+                        due: next,
+                    },
+                );
+                self.timers.insert((next, id));
+            }
+        }
+        changed
+    }
+
     /// Applies a breach transition; returns the changed record.
     pub fn on_transition(&mut self, transition: &AlertTransition) -> Option<AlertRecord> {
         let at = transition.at;
         match transition.state {
             AlertState::Firing => {
+                if let Some(end) =
+                    self.cooldown_end(&transition.fingerprint, &transition.rule_id, at)
+                {
+                    let record = self.alerts.get_mut(&transition.fingerprint)?;
+                    let resolved_at = record.resolved.as_ref().map_or(at, |act| act.at);
+                    record.suppressed += 1;
+                    record.value = transition.value;
+                    record.updated_at = at;
+                    record.suppression = Some(AlertAct {
+                        by: COOLDOWN.into(),
+                        at,
+                        note: Some(format!(
+                            "fired again {} after its resolution, within the rule's cooldown of {}; held until {end}",
+                            short_duration(at.saturating_sub(resolved_at)),
+                            short_duration(end.saturating_sub(resolved_at)),
+                        )),
+                    });
+                    let record = record.clone();
+                    self.drop_deferred(&transition.fingerprint);
+                    self.deferred
+                        .insert(transition.fingerprint.clone(), (end, transition.clone()));
+                    self.timers.insert((end, transition.fingerprint.clone()));
+                    return Some(record);
+                }
                 let record = self
                     .alerts
                     .entry(transition.fingerprint.clone())
@@ -93,19 +349,32 @@ impl AlertBook {
                         acknowledged: None,
                         resolved: None,
                         updated_at: at,
+                        escalation_step: 0,
+                        reminders: 0,
+                        escalated: None,
+                        escalated_to: Vec::new(),
+                        suppressed: 0,
+                        suppression: None,
                     });
+                let mut started = false;
                 if record.status == AlertStatus::Resolved {
-                    record.status = AlertStatus::Firing;
-                    record.since = at;
-                    record.fired += 1;
-                    record.acknowledged = None;
-                    record.resolved = None;
+                    start_streak(record, at, transition);
+                    started = true;
                 }
                 record.value = transition.value;
                 record.updated_at = at;
-                Some(record.clone())
+                let record = record.clone();
+                if started {
+                    self.arm(&transition.fingerprint);
+                }
+                Some(record)
             }
             AlertState::Resolved => {
+                // The condition cleared before the cooldown ended: the held firing is
+                // dropped (it stays counted as suppressed); nothing visible changes.
+                if self.drop_deferred(&transition.fingerprint) {
+                    return None;
+                }
                 let record = self.alerts.get_mut(&transition.fingerprint)?;
                 if transition.value.is_some() {
                     record.value = transition.value;
@@ -122,7 +391,9 @@ impl AlertBook {
                     });
                 }
                 record.updated_at = at;
-                Some(record.clone())
+                let record = record.clone();
+                self.disarm(&transition.fingerprint);
+                Some(record)
             }
         }
     }
@@ -173,8 +444,15 @@ impl AlertBook {
                     acknowledged: None,
                     resolved: None,
                     updated_at: ts,
+                    escalation_step: 0,
+                    reminders: 0,
+                    escalated: None,
+                    escalated_to: Vec::new(),
+                    suppressed: 0,
+                    suppression: None,
                 };
-                self.alerts.insert(id, record.clone());
+                self.alerts.insert(id.clone(), record.clone());
+                self.arm(&id);
                 Ok(record)
             }
             AlertAction::Acknowledge => {
@@ -187,7 +465,9 @@ impl AlertBook {
                         record.status = AlertStatus::Acknowledged;
                         record.acknowledged = Some(act());
                         record.updated_at = ts;
-                        Ok(record.clone())
+                        let record = record.clone();
+                        self.disarm(&id);
+                        Ok(record)
                     }
                 }
             }
@@ -201,15 +481,19 @@ impl AlertBook {
                 record.status = AlertStatus::Resolved;
                 record.resolved = Some(act());
                 record.updated_at = ts;
-                Ok(record.clone())
+                let record = record.clone();
+                self.disarm(&id);
+                Ok(record)
             }
         }
     }
 
     /// Forgets alerts resolved before `before` (event time).
     pub fn forget_resolved_before(&mut self, before: u64) {
-        self.alerts
-            .retain(|_, record| record.status.is_active() || record.updated_at >= before);
+        let deferred = &self.deferred;
+        self.alerts.retain(|id, record| {
+            record.status.is_active() || record.updated_at >= before || deferred.contains_key(id)
+        });
     }
 
     /// Number of alerts held.
@@ -221,6 +505,21 @@ impl AlertBook {
     pub fn is_empty(&self) -> bool {
         self.alerts.is_empty()
     }
+}
+
+/// Opens a new firing streak of a resolved rule-based alert at `at`.
+fn start_streak(record: &mut AlertRecord, at: u64, transition: &AlertTransition) {
+    record.status = AlertStatus::Firing;
+    record.since = at;
+    record.fired += 1;
+    record.acknowledged = None;
+    record.resolved = None;
+    record.severity = transition.severity;
+    record.escalation_step = 0;
+    record.reminders = 0;
+    record.escalated = None;
+    record.escalated_to.clear();
+    record.value = transition.value;
 }
 
 /// The alert lifecycle.
@@ -255,6 +554,8 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
         config: &AlertConfig,
     ) -> StreamVec<'scope, Time, Update> {
         let retention = duration_ms(config.resolved_retention);
+        let policies = config.escalations.clone();
+        let cooldowns = config.cooldowns.clone();
         let by_fingerprint =
             Exchange::new(|transition: &AlertTransition| route(&transition.fingerprint));
         let by_id = Exchange::new(|(ts, command): &(Time, AlertCommand)| {
@@ -266,11 +567,13 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
             by_id,
             &format!("ManageAlerts({name})"),
             move |_initial, _info| {
-                let mut book = AlertBook::default();
+                let mut book = AlertBook::new(policies).with_cooldowns(&cooldowns);
                 // Inputs wait, by time, until the frontier passes them; then they are
                 // applied in a fixed order (transitions, then commands, each sorted), so the
                 // lifecycle does not depend on arrival order or worker count.
                 let mut stash: BTreeMap<Time, Pending> = BTreeMap::new();
+                // Held at or before the earliest escalation timer while any is set.
+                let mut timer_cap: Option<Capability<Time>> = None;
                 let mut last_sweep = 0u64;
                 move |(transitions, transitions_frontier), (commands, commands_frontier), output| {
                     transitions.for_each(|cap, data| {
@@ -291,11 +594,41 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                         !transitions_frontier.less_equal(time)
                             && !commands_frontier.less_equal(time)
                     };
-                    while let Some(entry) = stash.first_entry() {
-                        if !ready(entry.key()) {
-                            break;
+                    // Once both inputs are done (shutdown), timers are dropped, not fired:
+                    // no wall-clock time passes after the last event.
+                    let finished = transitions_frontier.is_empty() && commands_frontier.is_empty();
+                    loop {
+                        let input_time = stash.first_key_value().map(|(time, _)| *time);
+                        let timer_time = book.next_timer().filter(|_| !finished);
+                        // Inputs of time t go before timers due at t: an acknowledgement at
+                        // the due time cancels the step.
+                        let take_timer = match (input_time, timer_time) {
+                            (Some(input), Some(timer)) => timer < input,
+                            (None, Some(_)) => true,
+                            _ => false,
+                        };
+                        if take_timer {
+                            let Some(due) = timer_time.filter(|due| ready(due)) else {
+                                break;
+                            };
+                            let Some(cap) = timer_cap.as_ref() else {
+                                break;
+                            };
+                            let at = due.max(*cap.time());
+                            let changed = book.on_timers(due);
+                            let cap = cap.delayed(&at);
+                            let mut session = output.session(&cap);
+                            for record in changed {
+                                session.give(Update::AlertRecord(Box::new(record)));
+                            }
+                            continue;
                         }
-                        let mut pending = entry.remove();
+                        let Some(input) = input_time.filter(|time| ready(time)) else {
+                            break;
+                        };
+                        let Some(mut pending) = stash.remove(&input) else {
+                            break;
+                        };
                         pending.transitions.sort_by(|a, b| {
                             (a.at, &a.fingerprint, a.state).cmp(&(b.at, &b.fingerprint, b.state))
                         });
@@ -306,18 +639,37 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                                 b.1.command,
                             ))
                         });
-                        let mut session = output.session(&pending.capability);
-                        for transition in &pending.transitions {
-                            if let Some(record) = book.on_transition(transition) {
-                                session.give(Update::AlertRecord(record));
+                        {
+                            let mut session = output.session(&pending.capability);
+                            for transition in &pending.transitions {
+                                if let Some(record) = book.on_transition(transition) {
+                                    session.give(Update::AlertRecord(Box::new(record)));
+                                }
+                            }
+                            for (ts, command) in &pending.commands {
+                                session.give(match book.on_command(*ts, command) {
+                                    Ok(record) => Update::AlertRecord(Box::new(record)),
+                                    Err(rejection) => Update::CommandRejected(rejection),
+                                });
                             }
                         }
-                        for (ts, command) in &pending.commands {
-                            session.give(match book.on_command(*ts, command) {
-                                Ok(record) => Update::AlertRecord(record),
-                                Err(rejection) => Update::CommandRejected(rejection),
-                            });
+                        // New timers may be earlier than the held capability.
+                        if let Some(due) = book.next_timer() {
+                            let wanted = due.max(input);
+                            if timer_cap.as_ref().is_none_or(|cap| *cap.time() > wanted) {
+                                timer_cap = Some(pending.capability.delayed(&wanted));
+                            }
                         }
+                    }
+                    match book.next_timer().filter(|_| !finished) {
+                        Some(due) => {
+                            if let Some(cap) = timer_cap.as_mut() {
+                                if *cap.time() < due {
+                                    cap.downgrade(&due);
+                                }
+                            }
+                        }
+                        None => timer_cap = None,
                     }
                     if let Some(&now) = transitions_frontier.frontier().as_option() {
                         if now >= last_sweep.saturating_add(retention / 16 + 1) {
@@ -352,6 +704,7 @@ impl Pending {
 mod tests {
     use super::*;
     use crate::model::SeriesKey;
+    use timely::dataflow::StreamVec;
 
     fn transition(state: AlertState, at: u64, value: Option<f64>) -> AlertTransition {
         AlertTransition {
@@ -451,5 +804,295 @@ mod tests {
         assert_eq!(unknown.reason, "no alert with this id");
         book.forget_resolved_before(10);
         assert!(book.is_empty());
+    }
+
+    fn policies() -> Vec<EscalationPolicy> {
+        vec![
+            EscalationPolicy {
+                severity: vec![Severity::High],
+                labels: BTreeMap::new(),
+                steps: vec![
+                    crate::model::EscalationStep {
+                        after: Duration::from_secs(300),
+                        channels: vec!["pager".into()],
+                        raise_to: None,
+                    },
+                    crate::model::EscalationStep {
+                        after: Duration::from_secs(900),
+                        channels: vec!["manager".into()],
+                        raise_to: Some(Severity::Critical),
+                    },
+                ],
+                repeat: Some(Duration::from_secs(600)),
+            },
+            EscalationPolicy {
+                severity: vec![Severity::Critical],
+                labels: BTreeMap::new(),
+                steps: Vec::new(),
+                repeat: Some(Duration::from_secs(60)),
+            },
+        ]
+    }
+
+    const MIN: u64 = 60_000;
+
+    #[test]
+    fn unacknowledged_alert_escalates_step_by_step_then_reminds() {
+        let mut book = AlertBook::new(policies());
+        book.on_transition(&transition(AlertState::Firing, 10, Some(80.0)));
+        assert_eq!(book.next_timer(), Some(10 + 5 * MIN));
+        assert!(book.on_timers(10 + 5 * MIN - 1).is_empty(), "not due yet");
+        let first = book.on_timers(10 + 5 * MIN);
+        assert_eq!(first.len(), 1);
+        let first = &first[0];
+        assert_eq!(first.escalation_step, 1);
+        assert_eq!(first.escalated_to, vec!["pager".to_owned()]);
+        assert_eq!(first.severity, Severity::High);
+        let act = first.escalated.as_ref().unwrap();
+        assert_eq!((act.by.as_str(), act.at), ("escalation", 10 + 5 * MIN));
+        assert_eq!(
+            act.note.as_deref(),
+            Some("step 1: unacknowledged for 5m; notify pager")
+        );
+        // The second step is measured from the start of firing, not from the first step.
+        assert_eq!(book.next_timer(), Some(10 + 15 * MIN));
+        let second = book.on_timers(10 + 15 * MIN).remove(0);
+        assert_eq!(second.escalation_step, 2);
+        assert_eq!(second.severity, Severity::Critical, "raised");
+        assert_eq!(
+            second.escalated_to,
+            vec!["pager".to_owned(), "manager".to_owned()]
+        );
+        assert_eq!(
+            second.escalated.unwrap().note.as_deref(),
+            Some("step 2: unacknowledged for 15m; severity high -> critical; notify manager")
+        );
+        // Then reminders every 10 minutes (the policy chosen at firing time stays).
+        let reminders = book.on_timers(10 + 36 * MIN);
+        assert_eq!(reminders.len(), 2, "two reminders due by 35m");
+        assert_eq!(reminders[1].reminders, 2);
+        assert_eq!(reminders[1].updated_at, 10 + 35 * MIN);
+        assert_eq!(
+            reminders[1].escalated.as_ref().unwrap().note.as_deref(),
+            Some("reminder 2: unacknowledged for 35m")
+        );
+        assert_eq!(book.timers(), 1);
+    }
+
+    #[test]
+    fn acknowledgement_and_resolution_cancel_escalation() {
+        let mut book = AlertBook::new(policies());
+        book.on_transition(&transition(AlertState::Firing, 10, Some(80.0)));
+        book.on_command(60_000, &command(AlertAction::Acknowledge, Some("rule-1")))
+            .unwrap();
+        assert_eq!(book.timers(), 0, "acknowledged: no timer left");
+        assert!(book.on_timers(u64::MAX).is_empty());
+        // Resolve, fire again: a new streak starts a new chain from its own start.
+        book.on_transition(&transition(AlertState::Resolved, 100_000, Some(60.0)));
+        let again = book
+            .on_transition(&transition(AlertState::Firing, 200_000, Some(90.0)))
+            .unwrap();
+        assert_eq!((again.escalation_step, again.reminders), (0, 0));
+        assert_eq!(book.next_timer(), Some(200_000 + 5 * MIN));
+        book.on_transition(&transition(AlertState::Resolved, 250_000, Some(60.0)));
+        assert_eq!(book.timers(), 0, "resolved: no timer left");
+        // A timer that comes due after the alert was acknowledged does nothing.
+        book.on_transition(&transition(AlertState::Firing, 300_000, Some(90.0)));
+        book.on_command(300_001, &command(AlertAction::Resolve, Some("rule-1")))
+            .unwrap();
+        assert!(book.on_timers(u64::MAX).is_empty());
+    }
+
+    #[test]
+    fn critical_custom_alert_gets_reminders_and_unmatched_alerts_none() {
+        let mut book = AlertBook::new(policies());
+        let created = book
+            .on_command(1_000, &command(AlertAction::Create, Some("disk")))
+            .unwrap();
+        assert_eq!(created.severity, Severity::Critical);
+        let reminders = book.on_timers(1_000 + 3 * MIN);
+        assert_eq!(
+            reminders.iter().map(|r| r.reminders).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        let mut medium = command(AlertAction::Create, Some("low"));
+        medium.severity = Some(Severity::Medium);
+        book.on_command(1_000, &medium).unwrap();
+        assert_eq!(book.timers(), 1, "no policy for medium");
+    }
+
+    #[test]
+    fn policy_problems_name_the_field() {
+        let mut policy = policies().remove(0);
+        policy.steps.swap(0, 1);
+        policy.repeat = Some(Duration::ZERO);
+        assert_eq!(
+            policy.problems("alerts.escalations[0]"),
+            vec![
+                "alerts.escalations[0].steps[1].after: must not be shorter than the step before"
+                    .to_owned(),
+                "alerts.escalations[0].repeat: must be positive".to_owned(),
+            ]
+        );
+        let empty = EscalationPolicy {
+            severity: Vec::new(),
+            labels: BTreeMap::new(),
+            steps: Vec::new(),
+            repeat: None,
+        };
+        assert_eq!(
+            empty.problems("p"),
+            vec!["p: needs at least one of steps or repeat".to_owned()]
+        );
+    }
+
+    /// The operator: timers fire as the input frontier passes their due time, an
+    /// acknowledgement that arrives first cancels them, and 1 and 4 workers agree.
+    #[test]
+    fn operator_fires_timers_with_the_frontier() {
+        use crate::testing::{canonical, run_settled, Epoch};
+        use timely::dataflow::operators::vec::Map;
+        type In = Result<AlertTransition, (Time, AlertCommand)>;
+        fn build(stream: StreamVec<'_, Time, In>) -> StreamVec<'_, Time, Update> {
+            let commands = stream.clone().flat_map(|input: In| input.err());
+            stream.flat_map(|input: In| input.ok()).manage_alerts(
+                "test",
+                commands,
+                &AlertConfig {
+                    resolved_retention: Duration::from_secs(3600),
+                    escalations: policies(),
+                    cooldowns: BTreeMap::new(),
+                },
+            )
+        }
+        let mut other = transition(AlertState::Firing, 1_000, Some(99.0));
+        other.fingerprint = "rule-2".into();
+        let epochs = vec![
+            Epoch::new(
+                1_000,
+                vec![
+                    Ok(transition(AlertState::Firing, 1_000, Some(80.0))),
+                    Ok(other),
+                ],
+            ),
+            Epoch::new(2 * MIN, vec![]),
+            // rule-2 is acknowledged before its first step is due; rule-1 is not.
+            Epoch::new(
+                4 * MIN,
+                vec![Err((
+                    4 * MIN,
+                    command(AlertAction::Acknowledge, Some("rule-2")),
+                ))],
+            ),
+            Epoch::new(7 * MIN, vec![]),
+            Epoch::new(20 * MIN, vec![]),
+        ];
+        let one = run_settled(1, build, epochs.clone());
+        assert_eq!(
+            canonical(&one),
+            canonical(&run_settled(4, build, epochs.clone())),
+            "1 and 4 workers agree"
+        );
+        let records: Vec<(Time, AlertRecord)> = one
+            .iter()
+            .filter_map(|(time, update)| match update {
+                Update::AlertRecord(record) if record.escalated.is_some() => {
+                    Some((*time, (**record).clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut seen: Vec<(Time, String, u32)> = records
+            .iter()
+            .map(|(time, record)| (*time, record.id.clone(), record.escalation_step))
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                (1_000 + 5 * MIN, "rule-1".to_owned(), 1),
+                (1_000 + 15 * MIN, "rule-1".to_owned(), 2),
+            ],
+            "rule-2 was acknowledged before its step; the 25m reminder is not due by 20m"
+        );
+        // Replaying the same log gives the same history.
+        assert_eq!(canonical(&run_settled(1, build, epochs)), canonical(&one));
+    }
+
+    fn cooling_book() -> AlertBook {
+        let cooldowns = BTreeMap::from([("rule".to_owned(), Duration::from_millis(100))]);
+        AlertBook::default().with_cooldowns(&cooldowns)
+    }
+
+    #[test]
+    fn cooldown_holds_a_refire_until_it_ends() {
+        let mut book = cooling_book();
+        book.on_transition(&transition(AlertState::Firing, 10, Some(80.0)));
+        book.on_transition(&transition(AlertState::Resolved, 20, Some(60.0)));
+        // Fires again 30 ms after the resolution: held back, counted, with the reason.
+        let held = book
+            .on_transition(&transition(AlertState::Firing, 50, Some(85.0)))
+            .unwrap();
+        assert_eq!(
+            (held.status, held.fired, held.suppressed),
+            (AlertStatus::Resolved, 1, 1)
+        );
+        assert!(held.just_suppressed());
+        let why = held.suppression.as_ref().unwrap();
+        assert_eq!((why.by.as_str(), why.at), (COOLDOWN, 50));
+        assert!(
+            why.note.as_deref().unwrap().contains("held until 120"),
+            "{why:?}"
+        );
+        assert_eq!(book.next_timer(), Some(120));
+        assert!(book.on_timers(119).is_empty());
+        // The condition still holds when the cooldown ends: the alert fires then.
+        let fired = book.on_timers(120);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(
+            (
+                fired[0].status,
+                fired[0].since,
+                fired[0].fired,
+                fired[0].value
+            ),
+            (AlertStatus::Firing, 120, 2, Some(85.0))
+        );
+        assert!(!fired[0].just_suppressed(), "the firing is notified");
+        assert_eq!(fired[0].suppressed, 1, "the count stays on the record");
+        assert_eq!(book.next_timer(), None);
+    }
+
+    #[test]
+    fn cooldown_drops_a_refire_that_clears_in_time() {
+        let mut book = cooling_book();
+        book.on_transition(&transition(AlertState::Firing, 10, Some(80.0)));
+        book.on_transition(&transition(AlertState::Resolved, 20, Some(60.0)));
+        assert!(book
+            .on_transition(&transition(AlertState::Firing, 50, Some(85.0)))
+            .unwrap()
+            .just_suppressed());
+        // Clears before the cooldown ends: nothing fires, nothing visible changes.
+        assert!(book
+            .on_transition(&transition(AlertState::Resolved, 60, Some(50.0)))
+            .is_none());
+        assert_eq!(book.next_timer(), None);
+        assert!(book.on_timers(1_000).is_empty());
+        // A firing after the cooldown is an ordinary one.
+        let late = book
+            .on_transition(&transition(AlertState::Firing, 130, Some(90.0)))
+            .unwrap();
+        assert_eq!(
+            (late.status, late.since, late.fired, late.suppressed),
+            (AlertStatus::Firing, 130, 2, 1)
+        );
+        // Rules without a cooldown are not held.
+        let mut plain = AlertBook::default();
+        plain.on_transition(&transition(AlertState::Firing, 10, Some(80.0)));
+        plain.on_transition(&transition(AlertState::Resolved, 20, Some(60.0)));
+        let again = plain
+            .on_transition(&transition(AlertState::Firing, 30, Some(80.0)))
+            .unwrap();
+        assert_eq!((again.status, again.suppressed), (AlertStatus::Firing, 0));
     }
 }
