@@ -262,11 +262,14 @@ fn ml_metrics_match_scikit_learn_scipy_and_river() {
         ("MEGAMIND__ML__REFERENCE_SIZE", "200"),
         ("MEGAMIND__ML__WINDOW_SIZE", "200"),
         ("MEGAMIND__ML__EVALUATE_EVERY", "1"),
+        // The stream runs ahead of the wall clock (below).
+        ("MEGAMIND__INGEST__MAX_FUTURE_SKEW", "1h"),
     ]);
     let url = server.mcp_url();
-    // Event time starts 10 s ahead of the wall clock, so the idle watermark (wall clock)
-    // never overtakes the stream while it is being sent.
-    let base = now_ms() + 10_000;
+    // Event time starts 10 minutes ahead of the wall clock, so the idle watermark (wall
+    // clock) never overtakes the stream while it is being sent, even on a loaded machine
+    // (10 s was not enough at load 11 on 2 cores); the flush events below close it.
+    let base = now_ms() + 600_000;
     let stream = generate(base);
 
     // A few records through the MCP tools (single and batch), the rest over HTTP.
