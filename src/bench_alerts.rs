@@ -85,6 +85,7 @@ fn rules(count: usize, keys: usize) -> RuleSet {
                 min_count: 1,
                 for_duration: Duration::ZERO,
                 keep_firing_for: Duration::ZERO,
+                forecast: None,
             })
             .collect(),
     )

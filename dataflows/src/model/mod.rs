@@ -9,6 +9,7 @@ mod alerts;
 pub mod decode;
 mod error;
 mod event;
+mod insights;
 mod labels;
 mod ml;
 mod rules;
@@ -21,6 +22,10 @@ pub use error::{DataError, ErrorReason};
 pub use event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
     PredictionEvent, SessionEvent, SessionKind, Severity,
+};
+pub use insights::{
+    CompletionEstimate, Insight, InsightChange, PredictionStatus, Priority, SeriesForecast,
+    SessionPrediction, SubjectKind, SuccessModelReport, ThresholdForecast, TrainReason,
 };
 pub use labels::labels_as_map;
 pub use ml::{

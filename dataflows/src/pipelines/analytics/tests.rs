@@ -63,6 +63,7 @@ fn rule(
         min_count: 1,
         for_duration: std::time::Duration::ZERO,
         keep_firing_for: std::time::Duration::ZERO,
+        forecast: None,
     }
 }
 
