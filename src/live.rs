@@ -8,6 +8,9 @@
 //! | `models/{id}` | the model's latency/confidence windows, tracked metrics (`model_metrics`: accuracy, PRF, calibration, drift) and retraining triggers |
 //! | `alerts` | alert lifecycle records and refused alert commands |
 //! | `breaches` | breaching windows |
+//! | `sessions/{id}` | also the session's success prediction and completion estimate (`session_prediction`) |
+//! | `metrics/{name}` | also the series' trend and forecast (`forecast`) |
+//! | `insights` | risks and recommendations (raised/updated/cleared), success-model versions |
 //! | `health` | engine status, once a second |
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,6 +53,11 @@ pub fn topic_of(update: &Update) -> Option<String> {
         Update::AlertRecord(_) | Update::CommandRejected(_) => Some("alerts".to_owned()),
         Update::ModelMetrics(snapshot) => Some(format!("models/{}", snapshot.model_id)),
         Update::RetrainingTrigger(trigger) => Some(format!("models/{}", trigger.model_id)),
+        Update::SessionPrediction(prediction) => {
+            Some(format!("sessions/{}", prediction.session_id))
+        }
+        Update::Forecast(forecast) => Some(series_topic(&forecast.key)),
+        Update::Insight(_) | Update::SuccessModel(_) => Some("insights".to_owned()),
         Update::Alert(_) | Update::Rejected { .. } | Update::UnattributedOrphans { .. } => None,
     }
 }
