@@ -271,6 +271,13 @@ impl Server {
         tasks.push(tokio::spawn(
             Arc::clone(&services).run_rate_sampler(shutdown_rx.clone()),
         ));
+        if config.insights.enabled {
+            tasks.push(tokio::spawn(crate::health::run_health_sampler(
+                Arc::clone(&ingest),
+                config.insights.health_interval,
+                shutdown_rx.clone(),
+            )));
+        }
 
         let state = AppState {
             ingest: Arc::clone(&ingest),
