@@ -197,6 +197,7 @@ impl Backend for LiveBackend {
             ("sessions", "") => Some(json!(views.sessions(None, 500))),
             ("sessions", id) => Some(json!({
                 "session": views.session(id),
+                "prediction": views.insights.session_prediction(id),
                 "series": views.series(&SeriesFilter {
                     session_id: Some(id.to_owned()),
                     ..SeriesFilter::default()
@@ -213,6 +214,7 @@ impl Backend for LiveBackend {
             }
             ("alerts", "") => Some(json!(views.alerts(false))),
             ("breaches", "") => Some(json!(views.breaches(1000))),
+            ("insights", "") => Some(json!(views.insights.snapshot(100))),
             ("health", "") => Some(health(&self.context, &self.hub)),
             _ => None,
         }
