@@ -6,7 +6,7 @@
 //!   events ─► RouteEvents                                ▼
 //!                 ├─ commands ──────────────────────► ManageAlerts ───► alert records
 //!                 ├─ sessions ──► TrackSessions ─────────────────────► sessions
-//!                 │                    └─► PredictSessions ─► session predictions ─┐
+//!                 │          └────────► PredictSessions ─► session predictions ─┐
 //!                 │                               │ prediction/outcome events      │
 //!                 └─ ml ─────────────────(+)──────┘                                │
 //!                                         └─► TrackModels ─► model metrics ────────┤
@@ -80,12 +80,14 @@ pub fn analytics<'scope>(
         .samples
         .compute_windows("series", &config.windows)
         .evaluate_breaches("rules", &config.rules);
-    let sessions = routed.sessions.track_sessions("sessions", &config.sessions);
     let insights = &config.insights;
+    let session_events = routed.sessions;
+    let sessions = session_events
+        .clone()
+        .track_sessions("sessions", &config.sessions);
     let (predictions, ml) = if insights.enabled {
-        let (predictions, success_ml) = sessions
-            .clone()
-            .predict_sessions("sessions", &insights.predict);
+        let (predictions, success_ml) =
+            session_events.predict_sessions("sessions", &insights.predict);
         (Some(predictions), scope.concatenate([routed.ml, success_ml]))
     } else {
         (None, routed.ml)

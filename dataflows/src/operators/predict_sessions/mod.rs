@@ -3,21 +3,23 @@
 //! tracker as model [`MODEL_ID`].
 //!
 //! ```text
-//!   Update::Session ──exchange(all → worker 0)──► PredictSessions ─► SessionPrediction,
+//!   (ts, SessionEvent) ─exchange(all → worker 0)─► PredictSessions ─► SessionPrediction,
 //!                                                        │            SuccessModel updates
 //!                                                        └──► (ts, MlEvent) prediction/outcome
 //!                                                             (into TrackModels' input)
 //! ```
 //!
 //! **Why one worker.** Training needs every completed session, and determinism needs the
-//! same sessions in the same order however many workers run. All session snapshots go to
+//! same sessions in the same order however many workers run. All session events go to
 //! worker 0, which buffers them per timestamp and handles a timestamp only once the
-//! frontier has passed it, in a fixed order: running sessions (sorted by id) are scored
-//! with the current model, then ended sessions (sorted by id) are recorded, then the
-//! model is retrained if due. Same events → same model → same predictions, on 1 or N
-//! workers. Session snapshots are low-volume (one per session change), and scoring is a
-//! dot product over seven numbers, so one worker keeps up; the cost of a (re)training
-//! (a few ms on 2,000 sessions) lands on worker 0.
+//! frontier has passed it: it applies them to its own session trackers (the pure core of
+//! `track_sessions`, so the features equal the tracked state), then, in a fixed order,
+//! scores the running sessions that changed (sorted by id) with the current model,
+//! records the ended ones (sorted by id), and retrains if due. Same events → same model →
+//! same predictions, on 1 or N workers. (The tracker's own snapshots are not used: which
+//! snapshot leaves at which time depends on arrival order across workers.) Session events
+//! are a small share of the traffic and scoring is a dot product over seven numbers, so
+//! one worker keeps up; a (re)training (a few ms on 2,000 sessions) lands on worker 0.
 //!
 //! **Cold start.** Until `min_training` sessions have ended with both outcomes present,
 //! predictions carry `status: cold_start` and no probability, and nothing is recorded in
@@ -46,9 +48,10 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    Id, MlEvent, OutcomeEvent, PredictionEvent, PredictionStatus, SessionPrediction,
-    SessionState, SessionStatus, SuccessModelReport, Update,
+    Id, MlEvent, OutcomeEvent, PredictionEvent, PredictionStatus, SessionEvent,
+    SessionPrediction, SessionState, SessionStatus, SuccessModelReport, Update,
 };
+use crate::operators::track_sessions::SessionTracker;
 use crate::Time;
 
 pub use self::model::{Completed, SuccessModel, Trainer, TrainerConfig, FEATURES};
@@ -67,6 +70,8 @@ pub struct PredictConfig {
     /// Tracked predictions awaiting an outcome; beyond it the oldest is forgotten (the ML
     /// tracker then expires it as unanswered).
     pub max_tracked: usize,
+    /// Running sessions followed; beyond it the least recently active tenth is forgotten.
+    pub max_sessions: usize,
 }
 
 impl Default for PredictConfig {
@@ -75,6 +80,7 @@ impl Default for PredictConfig {
             trainer: TrainerConfig::default(),
             min_operations: 3,
             max_tracked: 10_000,
+            max_sessions: 50_000,
         }
     }
 }
@@ -277,6 +283,22 @@ impl Predictor {
     }
 }
 
+/// Forgets the least recently active tenth of the trackers when there are too many.
+fn bound_trackers(trackers: &mut HashMap<Id, SessionTracker, FxBuildHasher>, max: usize) {
+    if trackers.len() <= max.max(1) {
+        return;
+    }
+    let mut by_activity: Vec<(u64, Id)> = trackers
+        .iter_mut()
+        .map(|(id, tracker)| (tracker.snapshot().last_activity, id.clone()))
+        .collect();
+    by_activity.sort();
+    let drop = (trackers.len() - max.max(1)).max(max / 10);
+    for (_, id) in by_activity.into_iter().take(drop) {
+        trackers.remove(&id);
+    }
+}
+
 /// The prediction id of a session's tracked prediction.
 pub fn prediction_id(session_id: &str) -> Id {
     format!("{MODEL_ID}:{session_id}").into()
@@ -289,16 +311,18 @@ pub trait PredictSessions<'scope> {
     /// outcomes for the ML tracker (see the module docs for the design).
     ///
     /// # Inputs and outputs
-    /// `self`: the session tracker's updates (only `Update::Session` is read). Returns
+    /// `self`: session events with their event time. Returns
     /// `(SessionPrediction and SuccessModel updates, (ts, MlEvent) for TrackModels)`.
     ///
     /// # Frontier behaviour
-    /// Snapshots are held until the frontier passes their timestamp, then handled in a
+    /// Events are held until the frontier passes their timestamp, then handled in a
     /// fixed order; outputs carry that timestamp.
     ///
     /// # State
-    /// At most `training_window` ended sessions, `max_tracked` pending tracked
-    /// predictions (oldest forgotten first) and `2 × training_window` ended ids.
+    /// At most `max_sessions` running-session trackers (least recently active forgotten
+    /// first; an ended session's tracker is dropped at once), `training_window` ended
+    /// sessions, `max_tracked` pending tracked predictions (oldest forgotten first) and
+    /// `2 × training_window` ended ids.
     fn predict_sessions(
         self,
         name: &str,
@@ -315,7 +339,7 @@ enum Output {
     Ml(Time, MlEvent),
 }
 
-impl<'scope> PredictSessions<'scope> for StreamVec<'scope, Time, Update> {
+impl<'scope> PredictSessions<'scope> for StreamVec<'scope, Time, (Time, SessionEvent)> {
     fn predict_sessions(
         self,
         name: &str,
@@ -325,32 +349,22 @@ impl<'scope> PredictSessions<'scope> for StreamVec<'scope, Time, Update> {
         StreamVec<'scope, Time, (Time, MlEvent)>,
     ) {
         let config = config.clone();
-        let states = self.unary(Pipeline, &format!("PredictInput({name})"), |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut session = output.session(&cap);
-                    for update in data.drain(..) {
-                        if let Update::Session(state) = update {
-                            session.give(state);
-                        }
-                    }
-                });
-            }
-        });
-        let exchange = Exchange::new(|_: &SessionState| 0u64);
-        let results: StreamVec<'scope, Time, Output> = states.unary_frontier(
+        let exchange = Exchange::new(|_: &(Time, SessionEvent)| 0u64);
+        let results: StreamVec<'scope, Time, Output> = self.unary_frontier(
             exchange,
             &format!("PredictSessions({name})"),
             move |_, _| {
                 let mut predictor = Predictor::default();
-                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<SessionState>)> =
+                let mut trackers: HashMap<Id, SessionTracker, FxBuildHasher> =
+                    HashMap::default();
+                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<(Time, SessionEvent)>)> =
                     BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&time) = cap.least() else { return };
-                        let entry = pending
-                            .entry(time)
-                            .or_insert_with(|| (cap.delayed(&time, output.output_index()), Vec::new()));
+                        let entry = pending.entry(time).or_insert_with(|| {
+                            (cap.delayed(&time, output.output_index()), Vec::new())
+                        });
                         entry.1.append(data);
                     });
                     while let Some(entry) = pending.first_entry() {
@@ -358,7 +372,39 @@ impl<'scope> PredictSessions<'scope> for StreamVec<'scope, Time, Update> {
                         if frontier.less_equal(&time) {
                             break;
                         }
-                        let (cap, states) = entry.remove();
+                        let (cap, mut events) = entry.remove();
+                        // A session's state is a function of its events as a set, so the
+                        // order within a session only needs to be fixed, not meaningful.
+                        events.sort_by(|left, right| {
+                            (&left.1.session_id, left.0).cmp(&(&right.1.session_id, right.0))
+                        });
+                        let mut states = Vec::new();
+                        let mut changed: Option<Id> = None;
+                        for (ts, event) in &events {
+                            if changed.as_ref() != Some(&event.session_id) {
+                                if let Some(id) = changed.take() {
+                                    if let Some(tracker) = trackers.get_mut(&id) {
+                                        states.push(tracker.snapshot());
+                                    }
+                                }
+                                changed = Some(event.session_id.clone());
+                            }
+                            trackers
+                                .entry(event.session_id.clone())
+                                .or_insert_with(|| SessionTracker::new(event.session_id.clone(), *ts))
+                                .apply(*ts, event, 0, 1024);
+                        }
+                        if let Some(id) = changed.take() {
+                            if let Some(tracker) = trackers.get_mut(&id) {
+                                states.push(tracker.snapshot());
+                            }
+                        }
+                        for state in &states {
+                            if state.status != SessionStatus::Active {
+                                trackers.remove(&state.session_id);
+                            }
+                        }
+                        bound_trackers(&mut trackers, config.max_sessions);
                         let result = predictor.step(states, time, &config);
                         let mut session = output.session(&cap);
                         for update in result.updates {
