@@ -189,11 +189,12 @@ pub enum InsightChange {
 /// A risk or recommendation, emitted when it is raised, changes priority or clears.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Insight {
-    /// Stable id: `kind:subject`.
+    /// Stable id: `category:subject`.
     pub id: String,
-    /// What kind (`session_at_risk`, `time_to_threshold`, `rising_error_rate`,
-    /// `memory_forecast_over_limit`, `cpu_forecast_high`, `model_accuracy_low`).
-    pub kind: Id,
+    /// What kind of insight (`session_at_risk`, `time_to_threshold`, `rising_error_rate`,
+    /// `memory_forecast_over_limit`, `cpu_forecast_high`, `model_accuracy_low`); not
+    /// named `kind`, which tags the update.
+    pub category: Id,
     /// What the insight is about.
     pub subject_kind: SubjectKind,
     /// The subject's id (session id, series key, model id).

@@ -328,7 +328,7 @@ impl Dedup {
 fn insight(id: &str, candidate: &Candidate, change: InsightChange, at: u64) -> Insight {
     Insight {
         id: id.to_string(),
-        kind: candidate.kind.as_str().into(),
+        category: candidate.kind.as_str().into(),
         subject_kind: candidate.subject_kind,
         subject: candidate.subject.clone(),
         change,
