@@ -96,8 +96,11 @@ pub async fn run_health_sampler(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut probe = HealthProbe::new();
-    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(100)));
+    let interval = interval.max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick completes at once: the first sample comes one interval after start.
+    ticker.tick().await;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
