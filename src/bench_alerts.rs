@@ -274,6 +274,7 @@ pub fn run(
         window_close_to_sink: None,
         mcp_calls: None,
         websocket: None,
+        insights: None,
         alerts: Some(AlertsReport {
             rules: options.rules,
             keys,
