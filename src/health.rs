@@ -123,7 +123,9 @@ mod tests {
     #[test]
     fn probe_reads_this_process() {
         let mut probe = HealthProbe::new();
-        let sample = probe.sample(3).expect("sysinfo reads the current process on Linux");
+        let sample = probe
+            .sample(3)
+            .expect("sysinfo reads the current process on Linux");
         assert!(sample.memory_bytes > 1_000_000.0, "{sample:?}");
         assert!(sample.cpu_percent >= 0.0);
         let events = sample.events(42);

@@ -329,15 +329,21 @@ struct InsightsQuery {
     limit: Option<usize>,
 }
 
-async fn get_insights(State(state): State<AppState>, Query(query): Query<InsightsQuery>) -> Response {
+async fn get_insights(
+    State(state): State<AppState>,
+    Query(query): Query<InsightsQuery>,
+) -> Response {
     Json(state.views.insights.snapshot(query.limit.unwrap_or(100))).into_response()
 }
 
-async fn get_forecasts(State(state): State<AppState>, Query(query): Query<InsightsQuery>) -> Response {
-    let forecasts = state
-        .views
-        .insights
-        .forecasts(query.prefix.as_deref().unwrap_or(""), query.limit.unwrap_or(1000));
+async fn get_forecasts(
+    State(state): State<AppState>,
+    Query(query): Query<InsightsQuery>,
+) -> Response {
+    let forecasts = state.views.insights.forecasts(
+        query.prefix.as_deref().unwrap_or(""),
+        query.limit.unwrap_or(1000),
+    );
     Json(json!({"count": forecasts.len(), "forecasts": forecasts})).into_response()
 }
 

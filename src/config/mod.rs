@@ -858,10 +858,16 @@ impl InsightsConfig {
             self.alpha > 0.0 && self.alpha <= 1.0,
             "alpha must be in (0, 1]",
         );
-        check(self.beta > 0.0 && self.beta <= 1.0, "beta must be in (0, 1]");
+        check(
+            self.beta > 0.0 && self.beta <= 1.0,
+            "beta must be in (0, 1]",
+        );
         check(!self.horizon.is_zero(), "horizon must be positive");
         check(self.reach >= self.horizon, "reach must be at least horizon");
-        check(unit_open(self.significance), "significance must be in (0, 1)");
+        check(
+            unit_open(self.significance),
+            "significance must be in (0, 1)",
+        );
         check(self.max_series >= 1, "max_series must be at least 1");
         check(
             unit_open(self.low_success_probability),

@@ -69,7 +69,9 @@ fn forecast_statistics_match_statsmodels_and_scipy() {
     let mut rng = Lcg(11);
     let mut series: Vec<Vec<f64>> = vec![
         vec![1.0, 2.0, 3.5, 3.9, 5.2, 6.8, 6.1, 7.9, 9.4, 9.0],
-        vec![100.0, 98.0, 101.0, 97.0, 99.0, 100.0, 102.0, 98.0, 99.0, 101.0],
+        vec![
+            100.0, 98.0, 101.0, 97.0, 99.0, 100.0, 102.0, 98.0, 99.0, 101.0,
+        ],
     ];
     // Noisy trends and level shifts, as window means look.
     for slope in [0.5, -2.0, 0.0, 10.0] {
@@ -113,8 +115,16 @@ fn forecast_statistics_match_statsmodels_and_scipy() {
     assert_eq!(reference.len(), series.len());
     for (index, (values, want)) in series.iter().zip(&reference).enumerate() {
         let holt = Holt::fit(values, alpha, beta).expect("enough points");
-        close(&format!("series {index} level"), holt.level, want["level"].as_f64().unwrap());
-        close(&format!("series {index} trend"), holt.trend, want["trend"].as_f64().unwrap());
+        close(
+            &format!("series {index} level"),
+            holt.level,
+            want["level"].as_f64().unwrap(),
+        );
+        close(
+            &format!("series {index} trend"),
+            holt.trend,
+            want["trend"].as_f64().unwrap(),
+        );
         for (step, expected) in want["forecast"].as_array().unwrap().iter().enumerate() {
             close(
                 &format!("series {index} forecast h={}", step + 1),
@@ -129,7 +139,11 @@ fn forecast_statistics_match_statsmodels_and_scipy() {
         );
         let x: Vec<f64> = (0..values.len()).map(|i| i as f64).collect();
         let trend = ols_trend(&x, values).expect("enough points");
-        close(&format!("series {index} slope"), trend.slope, want["slope"].as_f64().unwrap());
+        close(
+            &format!("series {index} slope"),
+            trend.slope,
+            want["slope"].as_f64().unwrap(),
+        );
         close(
             &format!("series {index} intercept"),
             trend.intercept,
@@ -268,7 +282,12 @@ fn success_model_predictions_and_outcomes_reach_the_ml_tracker() {
     let (status, insights) = server.get("/v1/insights");
     assert_eq!(status, 200);
     let model = &insights["success_model"];
-    assert!(model["version"].as_str().is_some_and(|v| v.starts_with('v')), "{insights}");
+    assert!(
+        model["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with('v')),
+        "{insights}"
+    );
     assert!(model["trained_on"].as_u64().unwrap() >= 30, "{model}");
     let (status, forecasts) = server.get("/v1/forecasts");
     assert_eq!(status, 200);
@@ -278,7 +297,10 @@ fn success_model_predictions_and_outcomes_reach_the_ml_tracker() {
     assert!(engine["health_forecast"].is_array(), "{engine}");
     let analytics = mcp_call(&url, MODERN, "realtime_get_analytics", &json!({}));
     let result = &analytics["structuredContent"];
-    assert_eq!(result["success_model"]["version"], model["version"], "{result}");
+    assert_eq!(
+        result["success_model"]["version"], model["version"],
+        "{result}"
+    );
     for field in ["forecasts", "recommendations", "session_predictions"] {
         assert!(result[field].is_array(), "{field}: {result}");
     }

@@ -88,7 +88,10 @@ pub fn analytics<'scope>(
     let (predictions, ml) = if insights.enabled {
         let (predictions, success_ml) =
             session_events.predict_sessions("sessions", &insights.predict);
-        (Some(predictions), scope.concatenate([routed.ml, success_ml]))
+        (
+            Some(predictions),
+            scope.concatenate([routed.ml, success_ml]),
+        )
     } else {
         (None, routed.ml)
     };

@@ -234,7 +234,12 @@ impl SeriesHistory {
     }
 
     /// Resolves every firing predictive alert (the series went quiet or was evicted).
-    pub fn resolve_all(&mut self, key: &SeriesKey, at: u64, rules: &RuleSet) -> Vec<AlertTransition> {
+    pub fn resolve_all(
+        &mut self,
+        key: &SeriesKey,
+        at: u64,
+        rules: &RuleSet,
+    ) -> Vec<AlertTransition> {
         let positions = std::mem::take(&mut self.predicted);
         positions
             .into_iter()
@@ -342,66 +347,68 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                 });
             }
         });
-        let exchange = Exchange::new(|(key, _, _): &(SeriesKey, Option<WindowStats>, u64)| {
-            key.route()
-        });
-        let results: StreamVec<'scope, Time, Output> = windows.unary(exchange, &format!("ForecastSeries({name})"), move |_, _| {
-            let mut series: HashMap<SeriesKey, SeriesHistory, FxBuildHasher> =
-                HashMap::default();
-            let mut batch = Vec::new();
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    batch.clear();
-                    batch.append(data);
-                    batch.sort_by(|left, right| {
-                        let end = |item: &(SeriesKey, Option<WindowStats>, u64)| {
-                            item.1.as_ref().map_or(item.2, |stats| stats.end)
-                        };
-                        (&left.0, end(left)).cmp(&(&right.0, end(right)))
-                    });
-                    let mut session = output.session(&cap);
-                    for (key, stats, idle_end) in batch.drain(..) {
-                        match stats {
-                            Some(stats) => {
-                                if !series.contains_key(&key) && series.len() >= config.max_series
-                                {
-                                    let oldest = series
-                                        .iter()
-                                        .min_by_key(|(key, history)| (history.last_end(), *key))
-                                        .map(|(key, _)| key.clone());
-                                    if let Some(oldest) = oldest {
-                                        if let Some(mut history) = series.remove(&oldest) {
-                                            for transition in
-                                                history.resolve_all(&oldest, stats.end, &rules)
-                                            {
-                                                session.give(Output::Transition(transition));
+        let exchange =
+            Exchange::new(|(key, _, _): &(SeriesKey, Option<WindowStats>, u64)| key.route());
+        let results: StreamVec<'scope, Time, Output> =
+            windows.unary(exchange, &format!("ForecastSeries({name})"), move |_, _| {
+                let mut series: HashMap<SeriesKey, SeriesHistory, FxBuildHasher> =
+                    HashMap::default();
+                let mut batch = Vec::new();
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        batch.clear();
+                        batch.append(data);
+                        batch.sort_by(|left, right| {
+                            let end = |item: &(SeriesKey, Option<WindowStats>, u64)| {
+                                item.1.as_ref().map_or(item.2, |stats| stats.end)
+                            };
+                            (&left.0, end(left)).cmp(&(&right.0, end(right)))
+                        });
+                        let mut session = output.session(&cap);
+                        for (key, stats, idle_end) in batch.drain(..) {
+                            match stats {
+                                Some(stats) => {
+                                    if !series.contains_key(&key)
+                                        && series.len() >= config.max_series
+                                    {
+                                        let oldest = series
+                                            .iter()
+                                            .min_by_key(|(key, history)| (history.last_end(), *key))
+                                            .map(|(key, _)| key.clone());
+                                        if let Some(oldest) = oldest {
+                                            if let Some(mut history) = series.remove(&oldest) {
+                                                for transition in
+                                                    history.resolve_all(&oldest, stats.end, &rules)
+                                                {
+                                                    session.give(Output::Transition(transition));
+                                                }
                                             }
                                         }
                                     }
-                                }
-                                let history = series.entry(key).or_default();
-                                let (forecast, transitions) =
-                                    history.observe(&stats, &config, &rules);
-                                if let Some(forecast) = forecast {
-                                    session.give(Output::Forecast(Box::new(forecast)));
-                                }
-                                for transition in transitions {
-                                    session.give(Output::Transition(transition));
-                                }
-                            }
-                            None => {
-                                if let Some(mut history) = series.remove(&key) {
-                                    for transition in history.resolve_all(&key, idle_end, &rules)
-                                    {
+                                    let history = series.entry(key).or_default();
+                                    let (forecast, transitions) =
+                                        history.observe(&stats, &config, &rules);
+                                    if let Some(forecast) = forecast {
+                                        session.give(Output::Forecast(Box::new(forecast)));
+                                    }
+                                    for transition in transitions {
                                         session.give(Output::Transition(transition));
+                                    }
+                                }
+                                None => {
+                                    if let Some(mut history) = series.remove(&key) {
+                                        for transition in
+                                            history.resolve_all(&key, idle_end, &rules)
+                                        {
+                                            session.give(Output::Transition(transition));
+                                        }
                                     }
                                 }
                             }
                         }
-                    }
-                });
-            }
-        });
+                    });
+                }
+            });
         let forecasts = results.clone().unary(Pipeline, "ForecastUpdates", |_, _| {
             move |input, output| {
                 input.for_each(|cap, data| {

@@ -73,7 +73,11 @@ fn holt_interval_widens_with_the_horizon_and_steps_to_threshold() {
     close(fit.interval(1.0), 1.96 * fit.sigma);
     let steps = fit.steps_to(20.0, true).unwrap();
     close(fit.forecast(steps), 20.0);
-    assert_eq!(fit.steps_to(0.0, false), None, "rising series never falls to 0");
+    assert_eq!(
+        fit.steps_to(0.0, false),
+        None,
+        "rising series never falls to 0"
+    );
     assert_eq!(fit.steps_to(5.0, true), Some(0.0), "already above");
 }
 
@@ -128,7 +132,11 @@ fn rising_series_reports_time_to_threshold_and_a_predictive_alert_once() {
     // 100 ms → +10 ms per minute; crosses 500 after 40 min at first, sooner later.
     for minute in 0..40u64 {
         let (forecast, transitions) = history.observe(
-            &window("latency_ms", (minute + 1) * 60_000, 100.0 + 10.0 * minute as f64),
+            &window(
+                "latency_ms",
+                (minute + 1) * 60_000,
+                100.0 + 10.0 * minute as f64,
+            ),
             &config(),
             &rules,
         );
@@ -148,7 +156,11 @@ fn rising_series_reports_time_to_threshold_and_a_predictive_alert_once() {
     // Latest value 490: one more minute to 500 (up to float rounding of the smoothing).
     let crosses = threshold.crosses_in_ms.unwrap();
     assert!((60_000..=60_100).contains(&crosses), "{crosses}");
-    assert_eq!(fired.len(), 1, "one firing transition while the forecast holds: {fired:?}");
+    assert_eq!(
+        fired.len(),
+        1,
+        "one firing transition while the forecast holds: {fired:?}"
+    );
     assert_eq!(fired[0].state, AlertState::Firing);
     assert_eq!(fired[0].rule_id, "latency_high.forecast");
     // The real breach takes over: the predictive alert resolves.
@@ -190,10 +202,7 @@ fn operator_is_identical_on_one_and_four_workers_and_evicts_idle_series() {
         }
         epochs.push(Epoch::new(end, data));
     }
-    epochs.push(Epoch::new(
-        21 * 60_000,
-        vec![None],
-    ));
+    epochs.push(Epoch::new(21 * 60_000, vec![None]));
     let out = run_epochs(
         move |windows| {
             // `None` stands for "latency_ms went idle" (updates are not exchangeable).
@@ -213,8 +222,7 @@ fn operator_is_identical_on_one_and_four_workers_and_evicts_idle_series() {
                     });
                 }
             });
-            let (forecasts, transitions) =
-                updates.forecast_series("test", &config(), &rules);
+            let (forecasts, transitions) = updates.forecast_series("test", &config(), &rules);
             let alerts = transitions.unary(Pipeline, "AsUpdates", |_, _| {
                 move |input, output| {
                     input.for_each(|cap, data| {

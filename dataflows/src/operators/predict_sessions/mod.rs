@@ -48,14 +48,14 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    Id, MlEvent, OutcomeEvent, PredictionEvent, PredictionStatus, SessionEvent,
-    SessionPrediction, SessionState, SessionStatus, SuccessModelReport, Update,
+    Id, MlEvent, OutcomeEvent, PredictionEvent, PredictionStatus, SessionEvent, SessionPrediction,
+    SessionState, SessionStatus, SuccessModelReport, Update,
 };
 use crate::operators::track_sessions::SessionTracker;
 use crate::Time;
 
-pub use self::model::{Completed, SuccessModel, Trainer, TrainerConfig, FEATURES};
 use self::model::{features, label};
+pub use self::model::{Completed, SuccessModel, Trainer, TrainerConfig, FEATURES};
 
 /// The model id under which megamind tracks its own session success model.
 pub const MODEL_ID: &str = "session-success";
@@ -112,10 +112,18 @@ impl Predictor {
     }
 
     /// Handles the session snapshots of one timestamp (any order; sorted here).
-    pub fn step(&mut self, mut states: Vec<SessionState>, at: Time, config: &PredictConfig) -> Predicted {
+    pub fn step(
+        &mut self,
+        mut states: Vec<SessionState>,
+        at: Time,
+        config: &PredictConfig,
+    ) -> Predicted {
         states.sort_by(|left, right| {
-            (&left.session_id, left.events, left.last_activity)
-                .cmp(&(&right.session_id, right.events, right.last_activity))
+            (&left.session_id, left.events, left.last_activity).cmp(&(
+                &right.session_id,
+                right.events,
+                right.last_activity,
+            ))
         });
         // Keep the latest snapshot per session.
         let mut latest: Vec<SessionState> = Vec::with_capacity(states.len());
@@ -137,20 +145,21 @@ impl Predictor {
         }
         if let Some(reason) = self.trainer.due(&config.trainer) {
             if let Some(model) = self.trainer.train(&config.trainer) {
-                out.updates.push(Update::SuccessModel(Box::new(SuccessModelReport {
-                    version: format!("v{}", model.version).into(),
-                    at,
-                    reason,
-                    trained_on: model.trained_on,
-                    base_rate: model.base_rate,
-                    training_accuracy: model.training_accuracy,
-                    intercept: model.intercept,
-                    coefficients: FEATURES
-                        .iter()
-                        .zip(model.weights)
-                        .map(|(name, weight)| (Id::from(*name), weight))
-                        .collect(),
-                })));
+                out.updates
+                    .push(Update::SuccessModel(Box::new(SuccessModelReport {
+                        version: format!("v{}", model.version).into(),
+                        at,
+                        reason,
+                        trained_on: model.trained_on,
+                        base_rate: model.base_rate,
+                        training_accuracy: model.training_accuracy,
+                        intercept: model.intercept,
+                        coefficients: FEATURES
+                            .iter()
+                            .zip(model.weights)
+                            .map(|(name, weight)| (Id::from(*name), weight))
+                            .collect(),
+                    })));
             }
         }
         out
@@ -333,6 +342,9 @@ pub trait PredictSessions<'scope> {
     );
 }
 
+/// Events held for one timestamp, with its capability.
+type Held = (Capability<Time>, Vec<(Time, SessionEvent)>);
+
 #[derive(Clone)]
 enum Output {
     Update(Update),
@@ -355,10 +367,8 @@ impl<'scope> PredictSessions<'scope> for StreamVec<'scope, Time, (Time, SessionE
             &format!("PredictSessions({name})"),
             move |_, _| {
                 let mut predictor = Predictor::default();
-                let mut trackers: HashMap<Id, SessionTracker, FxBuildHasher> =
-                    HashMap::default();
-                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<(Time, SessionEvent)>)> =
-                    BTreeMap::new();
+                let mut trackers: HashMap<Id, SessionTracker, FxBuildHasher> = HashMap::default();
+                let mut pending: BTreeMap<Time, Held> = BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&time) = cap.least() else { return };
@@ -391,7 +401,9 @@ impl<'scope> PredictSessions<'scope> for StreamVec<'scope, Time, (Time, SessionE
                             }
                             trackers
                                 .entry(event.session_id.clone())
-                                .or_insert_with(|| SessionTracker::new(event.session_id.clone(), *ts))
+                                .or_insert_with(|| {
+                                    SessionTracker::new(event.session_id.clone(), *ts)
+                                })
                                 .apply(*ts, event, 0, 1024);
                         }
                         if let Some(id) = changed.take() {

@@ -62,8 +62,8 @@ impl SuccessModel {
     /// Probability that a session with these features succeeds.
     pub fn probability(&self, features: &[f64; 7]) -> f64 {
         let mut log_odds = self.intercept;
-        for index in 0..7 {
-            log_odds += self.weights[index] * (features[index] - self.means[index]) / self.scales[index];
+        for (index, value) in features.iter().enumerate() {
+            log_odds += self.weights[index] * (value - self.means[index]) / self.scales[index];
         }
         1.0 / (1.0 + (-log_odds).exp())
     }
@@ -263,7 +263,11 @@ impl Trainer {
     /// that ran at least as many operations and lasted at least as long as this one so
     /// far, the 10th/50th/90th percentiles (nearest rank) of their total duration minus
     /// this session's elapsed time.
-    pub fn completion(&self, state: &SessionState, config: &TrainerConfig) -> Option<CompletionEstimate> {
+    pub fn completion(
+        &self,
+        state: &SessionState,
+        config: &TrainerConfig,
+    ) -> Option<CompletionEstimate> {
         let elapsed = state.last_activity.saturating_sub(state.started_at);
         let mut remaining: Vec<u64> = self
             .completed

@@ -37,7 +37,10 @@ fn session(index: u64, start: u64, rng: &mut Lcg) -> (Vec<(u64, SessionEvent)>, 
     let mut events = vec![(start, event(SessionKind::Started, None))];
     for op in 0..operations {
         let ok = rng.next() >= error_rate;
-        events.push((start + 1_000 * (op + 1), event(SessionKind::Operation, Some(ok))));
+        events.push((
+            start + 1_000 * (op + 1),
+            event(SessionKind::Operation, Some(ok)),
+        ));
     }
     let failed = if troubled {
         rng.next() < 0.9
@@ -137,7 +140,11 @@ fn learns_a_known_rule_well_above_the_base_rate_identically_on_1_and_4_workers()
         matched += pairs;
         correct += pairs * performance["accuracy"].as_f64().unwrap_or(0.0);
         predictions += snapshot["predictions"].as_u64().unwrap();
-        assert_eq!(snapshot["pending"].as_u64().unwrap(), 0, "every tracked session ended");
+        assert_eq!(
+            snapshot["pending"].as_u64().unwrap(),
+            0,
+            "every tracked session ended"
+        );
     }
     assert!(predictions > 250, "{predictions} tracked predictions");
     assert_eq!(matched as u64, predictions);
@@ -155,7 +162,10 @@ fn cold_start_is_explicit_and_tracks_nothing() {
     let (epochs, _) = population(10, 3);
     let out = run_epochs(build, epochs);
     assert!(out.of_kind("success_model").is_empty());
-    assert!(out.of_kind("model_metrics").is_empty(), "no ML events before a model");
+    assert!(
+        out.of_kind("model_metrics").is_empty(),
+        "no ML events before a model"
+    );
     let predictions = out.of_kind("session_prediction");
     assert!(!predictions.is_empty());
     for prediction in predictions {
@@ -170,7 +180,15 @@ fn cold_start_is_explicit_and_tracks_nothing() {
 fn completion_estimate_uses_comparable_sessions() {
     let mut trainer = Trainer::default();
     let config = TrainerConfig::default();
-    for (operations, duration) in [(2, 5_000), (5, 10_000), (6, 20_000), (8, 30_000), (9, 40_000), (10, 50_000), (12, 60_000)] {
+    for (operations, duration) in [
+        (2, 5_000),
+        (5, 10_000),
+        (6, 20_000),
+        (8, 30_000),
+        (9, 40_000),
+        (10, 50_000),
+        (12, 60_000),
+    ] {
         trainer.add(
             Completed {
                 features: [0.0; 7],
@@ -208,6 +226,8 @@ fn completion_estimate_uses_comparable_sessions() {
         operations: 11,
         ..state
     };
-    assert!(trainer.completion(&far, &config).is_none(), "too few comparable");
+    assert!(
+        trainer.completion(&far, &config).is_none(),
+        "too few comparable"
+    );
 }
-

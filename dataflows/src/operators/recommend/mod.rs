@@ -144,39 +144,39 @@ fn forecast_verdicts(forecast: &SeriesForecast, config: &RecommendConfig) -> Vec
     let mut out = Vec::new();
     let reach = crate::time::duration_ms(config.time_to_threshold);
     for threshold in &forecast.thresholds {
-        let id = insight_id("time_to_threshold", &format!("{}|{subject}", threshold.rule_id));
-        let holds = threshold
-            .crosses_in_ms
-            .filter(|ms| *ms <= reach)
-            .map(|ms| {
-                let priority = if ms <= 5 * 60_000 {
-                    Priority::Critical
-                } else if ms <= 15 * 60_000 {
-                    Priority::High
-                } else {
-                    Priority::Medium
-                };
-                Candidate {
-                    kind: "time_to_threshold".into(),
-                    subject_kind: SubjectKind::Series,
-                    subject: subject.clone(),
-                    priority,
-                    impact: (1.0 - ms as f64 / reach.max(1) as f64).clamp(0.0, 1.0),
-                    message: format!(
-                        "{:?} of {subject} crosses {} {} in ~{} (rule {})",
-                        threshold.aggregate,
-                        threshold.op.symbol(),
-                        threshold.threshold,
-                        minutes(ms),
-                        threshold.rule_id
-                    )
-                    .to_lowercase(),
-                    action: format!(
-                        "act before rule {} fires: shed load or scale what feeds {}",
-                        threshold.rule_id, forecast.key.name
-                    ),
-                }
-            });
+        let id = insight_id(
+            "time_to_threshold",
+            &format!("{}|{subject}", threshold.rule_id),
+        );
+        let holds = threshold.crosses_in_ms.filter(|ms| *ms <= reach).map(|ms| {
+            let priority = if ms <= 5 * 60_000 {
+                Priority::Critical
+            } else if ms <= 15 * 60_000 {
+                Priority::High
+            } else {
+                Priority::Medium
+            };
+            Candidate {
+                kind: "time_to_threshold".into(),
+                subject_kind: SubjectKind::Series,
+                subject: subject.clone(),
+                priority,
+                impact: (1.0 - ms as f64 / reach.max(1) as f64).clamp(0.0, 1.0),
+                message: format!(
+                    "{:?} of {subject} crosses {} {} in ~{} (rule {})",
+                    threshold.aggregate,
+                    threshold.op.symbol(),
+                    threshold.threshold,
+                    minutes(ms),
+                    threshold.rule_id
+                )
+                .to_lowercase(),
+                action: format!(
+                    "act before rule {} fires: shed load or scale what feeds {}",
+                    threshold.rule_id, forecast.key.name
+                ),
+            }
+        });
         out.push((id, holds, forecast.at));
     }
     let name = forecast.key.name.as_str();
@@ -218,7 +218,8 @@ fn forecast_verdicts(forecast: &SeriesForecast, config: &RecommendConfig) -> Vec
                 minutes(forecast.horizon_ms),
                 config.memory_limit_bytes / 1_048_576.0
             ),
-            action: "lower window/session retention or max series, or give the process more memory".into(),
+            action: "lower window/session retention or max series, or give the process more memory"
+                .into(),
         });
         out.push((id, holds, forecast.at));
     }
@@ -248,7 +249,9 @@ fn model_verdicts(snapshot: &ModelSnapshot, config: &RecommendConfig) -> Vec<Ver
     let window = &snapshot.window;
     let holds = window
         .accuracy
-        .filter(|accuracy| window.matched >= config.min_model_outcomes && *accuracy < config.min_model_accuracy)
+        .filter(|accuracy| {
+            window.matched >= config.min_model_outcomes && *accuracy < config.min_model_accuracy
+        })
         .map(|accuracy| Candidate {
             kind: "model_accuracy_low".into(),
             subject_kind: SubjectKind::Model,
@@ -258,7 +261,8 @@ fn model_verdicts(snapshot: &ModelSnapshot, config: &RecommendConfig) -> Vec<Ver
             } else {
                 Priority::Medium
             },
-            impact: (config.min_model_accuracy - accuracy).clamp(0.0, 1.0) / config.min_model_accuracy.max(f64::EPSILON),
+            impact: (config.min_model_accuracy - accuracy).clamp(0.0, 1.0)
+                / config.min_model_accuracy.max(f64::EPSILON),
             message: format!(
                 "model {subject} is {:.0}% accurate over its window (floor {:.0}%)",
                 accuracy * 100.0,
@@ -382,20 +386,19 @@ impl<'scope> Recommend<'scope> for StreamVec<'scope, Time, Update> {
         });
         let max_active = config.max_active;
         let exchange = Exchange::new(|(id, _, _): &Verdict| route(id));
-        verdicts
-            .unary(exchange, &format!("Recommend({name})"), move |_, _| {
-                let mut dedup = Dedup::default();
-                move |input, output| {
-                    input.for_each(|cap, data| {
-                        let mut session = output.session(&cap);
-                        for verdict in data.drain(..) {
-                            for insight in dedup.apply(verdict, max_active) {
-                                session.give(Update::Insight(Box::new(insight)));
-                            }
+        verdicts.unary(exchange, &format!("Recommend({name})"), move |_, _| {
+            let mut dedup = Dedup::default();
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for verdict in data.drain(..) {
+                        for insight in dedup.apply(verdict, max_active) {
+                            session.give(Update::Insight(Box::new(insight)));
                         }
-                    });
-                }
-            })
+                    }
+                });
+            }
+        })
     }
 }
 

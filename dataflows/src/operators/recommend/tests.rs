@@ -1,15 +1,24 @@
 use super::*;
-use crate::model::{Id, SeriesKey, ThresholdForecast};
 use crate::model::{Aggregate, Comparison};
+use crate::model::{Id, SeriesKey, ThresholdForecast};
 use crate::testing::{run_epochs, Epoch};
 
-fn prediction(session: &str, at: u64, probability: f64, status: PredictionStatus) -> SessionPrediction {
+fn prediction(
+    session: &str,
+    at: u64,
+    probability: f64,
+    status: PredictionStatus,
+) -> SessionPrediction {
     SessionPrediction {
         session_id: session.into(),
         at,
         status,
         success_probability: Some(probability),
-        predicted: Some(Id::from(if probability >= 0.5 { "success" } else { "failure" })),
+        predicted: Some(Id::from(if probability >= 0.5 {
+            "success"
+        } else {
+            "failure"
+        })),
         confidence: Some(probability.max(1.0 - probability)),
         model_version: Some("v1".into()),
         completion: None,
@@ -23,7 +32,15 @@ fn raised_once_while_the_condition_holds_updated_on_priority_change_cleared_once
     let config = RecommendConfig::default();
     let mut dedup = Dedup::default();
     let mut changes = Vec::new();
-    for (at, probability) in [(1, 0.9), (2, 0.25), (3, 0.27), (4, 0.26), (5, 0.05), (6, 0.6), (7, 0.7)] {
+    for (at, probability) in [
+        (1, 0.9),
+        (2, 0.25),
+        (3, 0.27),
+        (4, 0.26),
+        (5, 0.05),
+        (6, 0.6),
+        (7, 0.7),
+    ] {
         let update = Update::SessionPrediction(Box::new(prediction(
             "s1",
             at,
@@ -56,7 +73,12 @@ fn raised_once_while_the_condition_holds_updated_on_priority_change_cleared_once
 fn an_ended_session_clears_its_risk() {
     let config = RecommendConfig::default();
     let mut dedup = Dedup::default();
-    let raise = Update::SessionPrediction(Box::new(prediction("s", 1, 0.1, PredictionStatus::Predicted)));
+    let raise = Update::SessionPrediction(Box::new(prediction(
+        "s",
+        1,
+        0.1,
+        PredictionStatus::Predicted,
+    )));
     let end = Update::SessionPrediction(Box::new(prediction("s", 2, 0.1, PredictionStatus::Ended)));
     let mut changes = Vec::new();
     for update in [raise, end] {
@@ -90,11 +112,20 @@ fn bound_clears_the_oldest() {
         }
     }
     assert_eq!(dedup.len(), 3);
-    let ids: Vec<&str> = cleared.iter().map(|insight| insight.subject.as_str()).collect();
+    let ids: Vec<&str> = cleared
+        .iter()
+        .map(|insight| insight.subject.as_str())
+        .collect();
     assert_eq!(ids, vec!["s0", "s1"]);
 }
 
-fn forecast(name: &str, at: u64, crosses_in_ms: Option<u64>, trend: &str, upper: f64) -> SeriesForecast {
+fn forecast(
+    name: &str,
+    at: u64,
+    crosses_in_ms: Option<u64>,
+    trend: &str,
+    upper: f64,
+) -> SeriesForecast {
     SeriesForecast {
         key: SeriesKey::named(name),
         at,
@@ -127,7 +158,13 @@ fn forecast(name: &str, at: u64, crosses_in_ms: Option<u64>, trend: &str, upper:
 fn forecast_rules_cover_time_to_threshold_error_trends_and_memory() {
     let config = RecommendConfig::default();
     let verdicts = candidates(
-        &Update::Forecast(Box::new(forecast("api.error_rate", 10, Some(4 * 60_000), "rising", 1.0))),
+        &Update::Forecast(Box::new(forecast(
+            "api.error_rate",
+            10,
+            Some(4 * 60_000),
+            "rising",
+            1.0,
+        ))),
         &config,
     );
     let held: Vec<(&str, Priority)> = verdicts
@@ -137,7 +174,10 @@ fn forecast_rules_cover_time_to_threshold_error_trends_and_memory() {
         .collect();
     assert_eq!(
         held,
-        vec![("time_to_threshold", Priority::Critical), ("rising_error_rate", Priority::High)]
+        vec![
+            ("time_to_threshold", Priority::Critical),
+            ("rising_error_rate", Priority::High)
+        ]
     );
     assert!(verdicts[0].1.as_ref().unwrap().message.contains("~4min"));
     let memory = candidates(
@@ -150,9 +190,16 @@ fn forecast_rules_cover_time_to_threshold_error_trends_and_memory() {
         ))),
         &config,
     );
-    assert_eq!(memory.len(), 2, "threshold verdict (clear) and memory verdict");
+    assert_eq!(
+        memory.len(),
+        2,
+        "threshold verdict (clear) and memory verdict"
+    );
     assert!(memory[0].1.is_none());
-    assert_eq!(memory[1].1.as_ref().unwrap().kind, "memory_forecast_over_limit");
+    assert_eq!(
+        memory[1].1.as_ref().unwrap().kind,
+        "memory_forecast_over_limit"
+    );
 }
 
 #[test]
@@ -163,7 +210,11 @@ fn operator_dedups_identically_on_one_and_four_workers() {
     for at in 1..=10u64 {
         let data: Vec<(String, u64, f64)> = (0..3)
             .map(|session| {
-                let probability = if (3..=6).contains(&at) && session != 2 { 0.15 } else { 0.8 };
+                let probability = if (3..=6).contains(&at) && session != 2 {
+                    0.15
+                } else {
+                    0.8
+                };
                 (format!("s{session}"), at, probability)
             })
             .collect();
