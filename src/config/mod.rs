@@ -348,7 +348,10 @@ pub struct MlConfig {
 pub struct InsightsConfig {
     /// Whether the insight operators run.
     pub enabled: bool,
-    /// How often megamind samples its own CPU, memory and ingest queue depth.
+    /// Whether megamind samples its own CPU, memory and ingest queue depth and feeds them
+    /// in as metrics (never while consuming Kafka: see the README).
+    pub self_monitoring: bool,
+    /// How often megamind samples its own health.
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
     /// A running session's tracked prediction is made once it has this many operations.

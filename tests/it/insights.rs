@@ -305,3 +305,45 @@ fn success_model_predictions_and_outcomes_reach_the_ml_tracker() {
         assert!(result[field].is_array(), "{field}: {result}");
     }
 }
+
+#[test]
+fn self_monitoring_feeds_health_series_whose_forecast_reaches_the_status() {
+    let server = Server::start(&[
+        ("MEGAMIND__MCP__AUTH_TOKEN", TOKEN),
+        ("MEGAMIND__INSIGHTS__SELF_MONITORING", "true"),
+        ("MEGAMIND__INSIGHTS__HEALTH_INTERVAL", "200ms"),
+        ("MEGAMIND__INSIGHTS__FORECAST_MIN_WINDOWS", "3"),
+    ]);
+    let forecast = eventually(
+        "a health forecast in /v1/status",
+        Duration::from_secs(60),
+        || {
+            let (status, engine) = server.get("/v1/status");
+            if status != 200 {
+                return Err(format!("status {status}"));
+            }
+            engine["health_forecast"]
+                .as_array()
+                .and_then(|forecasts| {
+                    forecasts
+                        .iter()
+                        .find(|f| f["key"]["name"] == "megamind.process.memory_bytes")
+                        .cloned()
+                })
+                .ok_or_else(|| format!("no memory forecast yet: {}", engine["health_forecast"]))
+        },
+    );
+    let value = forecast["value"].as_f64().unwrap();
+    assert!(value > 1_000_000.0, "RSS of a running server: {forecast}");
+    assert!(forecast["lower"].as_f64().unwrap() <= forecast["upper"].as_f64().unwrap());
+    // The same through MCP.
+    let url = server.mcp_url();
+    let status = mcp_call(&url, MODERN, "realtime_get_status", &json!({}));
+    let health = &status["structuredContent"]["status"]["health_forecast"];
+    assert!(
+        health
+            .as_array()
+            .is_some_and(|forecasts| !forecasts.is_empty()),
+        "{status}"
+    );
+}
