@@ -203,10 +203,12 @@ impl Holt {
 
     /// Half-width of the 95% prediction interval `h` steps ahead, from the variance of
     /// Holt's method as an ETS(A,A,N) model:
-    /// `σ² [1 + (h − 1)(α² + αβh + β²h(2h − 1)/6)]`.
+    /// `σ² [1 + (h − 1)(α² + αβh + β²h(2h − 1)/6)]`, where the state-space `β` is
+    /// `α · β*` (`β*` being Holt's trend smoothing, [`Holt::beta`]): in innovations form
+    /// the trend moves by `α β* ε` per step, not `β* ε`.
     pub fn interval(&self, steps: f64) -> f64 {
         let h = steps.max(1.0);
-        let (alpha, beta) = (self.alpha, self.beta);
+        let (alpha, beta) = (self.alpha, self.alpha * self.beta);
         let factor = 1.0
             + (h - 1.0)
                 * (alpha * alpha + alpha * beta * h + beta * beta * h * (2.0 * h - 1.0) / 6.0);

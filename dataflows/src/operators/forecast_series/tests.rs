@@ -81,6 +81,29 @@ fn holt_interval_widens_with_the_horizon_and_steps_to_threshold() {
     assert_eq!(fit.steps_to(5.0, true), Some(0.0), "already above");
 }
 
+/// The interval's closed form equals the variance summed from the innovations form: an
+/// `h`-step forecast error is `ε_h + Σ_{j=1}^{h−1} (α + α β* j) ε_{h−j}` (Hyndman &
+/// Athanasopoulos, ETS(A,A,N) with β = αβ*). A Monte Carlo run of Holt's recurrences
+/// (200,000 paths, α = 0.5, β* = 0.3, h = 5) gave variance 4.169 σ² against 4.175 σ² from
+/// this sum; using β* itself would give 7.7 σ².
+#[test]
+fn holt_interval_equals_the_innovations_variance_sum() {
+    let fit = Holt::fit(&SERIES_A, 0.5, 0.3).unwrap();
+    for steps in [1_u32, 2, 5, 30, 900] {
+        let summed: f64 = 1.0
+            + (1..steps)
+                .map(|j| {
+                    let coefficient = fit.alpha + fit.alpha * fit.beta * f64::from(j);
+                    coefficient * coefficient
+                })
+                .sum::<f64>();
+        close(
+            fit.interval(f64::from(steps)),
+            1.96 * fit.sigma * summed.sqrt(),
+        );
+    }
+}
+
 fn rule(forecast: Option<Duration>) -> BreachRule {
     BreachRule {
         id: "latency_high".into(),

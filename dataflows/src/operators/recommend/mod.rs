@@ -202,7 +202,9 @@ fn forecast_verdicts(forecast: &SeriesForecast, config: &RecommendConfig) -> Vec
     }
     if name == "megamind.process.memory_bytes" {
         let id = insight_id("memory_forecast_over_limit", &subject);
-        let holds = (forecast.upper > config.memory_limit_bytes).then(|| Candidate {
+        // The point forecast, not the interval's upper end: Holt intervals many steps
+        // ahead are wide (they grow with h³ through the trend term).
+        let holds = (forecast.forecast > 0.9 * config.memory_limit_bytes).then(|| Candidate {
             kind: "memory_forecast_over_limit".into(),
             subject_kind: SubjectKind::Series,
             subject: subject.clone(),
@@ -211,10 +213,10 @@ fn forecast_verdicts(forecast: &SeriesForecast, config: &RecommendConfig) -> Vec
             } else {
                 Priority::High
             },
-            impact: (forecast.upper / config.memory_limit_bytes / 2.0).clamp(0.0, 1.0),
+            impact: (forecast.forecast / config.memory_limit_bytes).clamp(0.0, 1.0),
             message: format!(
-                "megamind's memory may reach {:.0} MiB within {} (limit {:.0} MiB)",
-                forecast.upper / 1_048_576.0,
+                "megamind's memory is forecast at {:.0} MiB within {} (limit {:.0} MiB)",
+                forecast.forecast / 1_048_576.0,
                 minutes(forecast.horizon_ms),
                 config.memory_limit_bytes / 1_048_576.0
             ),

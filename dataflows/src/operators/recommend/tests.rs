@@ -138,7 +138,7 @@ fn forecast(
         level: 1.0,
         holt_trend: 0.1,
         horizon_ms: 900_000,
-        forecast: upper * 0.9,
+        forecast: upper * 0.95,
         lower: 0.0,
         upper,
         thresholds: vec![ThresholdForecast {
