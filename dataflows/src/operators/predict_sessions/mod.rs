@@ -28,8 +28,9 @@
 //! **Tracked predictions.** Each running session gets at most one tracked prediction
 //! (id `session-success:<session id>`), made at its first snapshot with at least
 //! `min_operations` operations while a model exists; its outcome follows when the session
-//! completes (`success`) or fails (`failure`). The live probability still updates on every
-//! snapshot (topic `sessions/{id}`).
+//! completes (`success`) or fails (`failure`). The live prediction (topic `sessions/{id}`)
+//! is emitted when what it shows changes: status, probability (to 1%) or remaining time
+//! (to 1 s) — not for every session event.
 //!
 //! **Retraining.** Initially, then every `retrain_every` completions, and on drift (live
 //! accuracy of the last `drift_window` tracked outcomes below the training accuracy by
@@ -94,6 +95,10 @@ pub struct Predictor {
     /// Recently ended sessions (so a late snapshot of an ended session is not learnt twice).
     ended: HashSet<Id, FxBuildHasher>,
     ended_order: VecDeque<Id>,
+    /// What was last emitted per running session (status, probability in hundredths,
+    /// remaining seconds, event time): a snapshot that would show the same is not emitted
+    /// again, so a busy session does not double its topic's traffic.
+    emitted: HashMap<Id, (PredictionStatus, Option<i64>, Option<i64>, u64), FxBuildHasher>,
 }
 
 /// What the core produces for one timestamp.
@@ -207,20 +212,51 @@ impl Predictor {
                 self.bound_tracked(config.max_tracked);
             }
         }
+        let status = if probability.is_some() {
+            PredictionStatus::Predicted
+        } else {
+            PredictionStatus::ColdStart
+        };
+        let completion = self.trainer.completion(state, &config.trainer);
+        let shown = (
+            status,
+            probability.map(|probability| (probability * 100.0).round() as i64),
+            completion
+                .as_ref()
+                .map(|estimate| (estimate.remaining_ms / 1000.0).round() as i64),
+            state.last_activity,
+        );
+        let unchanged = self
+            .emitted
+            .get(&state.session_id)
+            .is_some_and(|last| (last.0, last.1, last.2) == (shown.0, shown.1, shown.2));
+        if unchanged {
+            return;
+        }
+        self.emitted.insert(state.session_id.clone(), shown);
+        if self.emitted.len() > config.max_sessions.max(1) {
+            let mut by_age: Vec<(u64, Id)> = self
+                .emitted
+                .iter()
+                .map(|(id, last)| (last.3, id.clone()))
+                .collect();
+            by_age.sort();
+            let drop =
+                (self.emitted.len() - config.max_sessions.max(1)).max(config.max_sessions / 10);
+            for (_, id) in by_age.into_iter().take(drop) {
+                self.emitted.remove(&id);
+            }
+        }
         out.updates
             .push(Update::SessionPrediction(Box::new(SessionPrediction {
                 session_id: state.session_id.clone(),
                 at: state.last_activity,
-                status: if probability.is_some() {
-                    PredictionStatus::Predicted
-                } else {
-                    PredictionStatus::ColdStart
-                },
+                status,
                 success_probability: probability,
                 predicted: predicted_success.map(label),
                 confidence,
                 model_version: version,
-                completion: self.trainer.completion(state, &config.trainer),
+                completion,
                 outcome: None,
                 features: named,
             })));
@@ -233,6 +269,7 @@ impl Predictor {
         if !self.ended.insert(state.session_id.clone()) {
             return;
         }
+        self.emitted.remove(&state.session_id);
         self.ended_order.push_back(state.session_id.clone());
         while self.ended_order.len() > config.trainer.training_window.max(1) * 2 {
             if let Some(old) = self.ended_order.pop_front() {
@@ -331,7 +368,8 @@ pub trait PredictSessions<'scope> {
     /// At most `max_sessions` running-session trackers (least recently active forgotten
     /// first; an ended session's tracker is dropped at once), `training_window` ended
     /// sessions, `max_tracked` pending tracked predictions (oldest forgotten first) and
-    /// `2 × training_window` ended ids.
+    /// `2 × training_window` ended ids, and one last-emitted record per running session
+    /// (at most `max_sessions`, oldest tenth dropped first).
     fn predict_sessions(
         self,
         name: &str,
