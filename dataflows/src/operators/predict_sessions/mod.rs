@@ -98,8 +98,12 @@ pub struct Predictor {
     /// What was last emitted per running session (status, probability in hundredths,
     /// remaining seconds, event time): a snapshot that would show the same is not emitted
     /// again, so a busy session does not double its topic's traffic.
-    emitted: HashMap<Id, (PredictionStatus, Option<i64>, Option<i64>, u64), FxBuildHasher>,
+    emitted: HashMap<Id, Shown, FxBuildHasher>,
 }
+
+/// What a live prediction showed: status, probability in hundredths, remaining seconds,
+/// and the event time it was shown at.
+type Shown = (PredictionStatus, Option<i64>, Option<i64>, u64);
 
 /// What the core produces for one timestamp.
 #[derive(Debug, Default, PartialEq)]
