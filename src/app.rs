@@ -271,6 +271,18 @@ impl Server {
         tasks.push(tokio::spawn(
             Arc::clone(&services).run_rate_sampler(shutdown_rx.clone()),
         ));
+        if config.insights.enabled && config.insights.self_monitoring && config.kafka.enabled {
+            tracing::info!(
+                "self-monitoring off: events come from Kafka with their own event times"
+            );
+        }
+        if config.insights.enabled && config.insights.self_monitoring && !config.kafka.enabled {
+            tasks.push(tokio::spawn(crate::health::run_health_sampler(
+                Arc::clone(&ingest),
+                config.insights.health_interval,
+                shutdown_rx.clone(),
+            )));
+        }
 
         let state = AppState {
             ingest: Arc::clone(&ingest),

@@ -12,6 +12,8 @@
 //!   throughput and peak memory.
 //! - `ml`: predictions with delayed outcomes (see [`crate::bench_ml`]).
 //! - `kafka`: a file through a topic and the Kafka source (see [`crate::bench_kafka`]).
+//! - `insights`: per-session success prediction latency and update throughput with the
+//!   insight operators on (see [`crate::bench_insights`]).
 //! - `alerts`: like `pipeline`, with N rules over the M keys and breaches injected; measures
 //!   window close → alert notification handed to its channel (see `bench_alerts`).
 
@@ -75,6 +77,8 @@ pub enum BenchMode {
     /// N rules over M keys with injected breaches: window close → notification handed to
     /// its channel.
     Alerts,
+    /// Session success prediction: per-session prediction latency, update throughput.
+    Insights,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -157,6 +161,9 @@ pub struct BenchReport {
     /// What the alert path did (`alerts` mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alerts: Option<crate::bench_alerts::AlertsReport>,
+    /// Session success prediction (`insights` mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insights: Option<crate::bench_insights::InsightsReport>,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Logical CPUs of the machine.
@@ -215,6 +222,7 @@ pub fn run(
                 kafka: None,
                 ml: None,
                 alerts: None,
+                insights: None,
                 peak_rss_bytes: summary.peak_rss_bytes,
                 cpus: cpus(),
             })
@@ -225,6 +233,7 @@ pub fn run(
         BenchMode::Kafka => crate::bench_kafka::run(config, engine_config, options),
         BenchMode::Ml => crate::bench_ml::run(engine_config, options),
         BenchMode::Alerts => crate::bench_alerts::run(engine_config, options),
+        BenchMode::Insights => crate::bench_insights::run(engine_config, options),
     }
 }
 
@@ -406,6 +415,7 @@ fn pipeline(
         kafka: None,
         ml: None,
         alerts: None,
+        insights: None,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })

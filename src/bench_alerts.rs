@@ -86,6 +86,7 @@ fn rules(count: usize, keys: usize) -> RuleSet {
                 for_duration: Duration::ZERO,
                 keep_firing_for: Duration::ZERO,
                 cooldown: std::time::Duration::ZERO,
+                forecast: None,
             })
             .collect(),
     )
@@ -274,6 +275,7 @@ pub fn run(
         window_close_to_sink: None,
         mcp_calls: None,
         websocket: None,
+        insights: None,
         alerts: Some(AlertsReport {
             rules: options.rules,
             keys,

@@ -248,6 +248,7 @@ pub fn run(
     };
     Ok(BenchReport {
         alerts: None,
+        insights: None,
         ml: None,
         mode: "kafka",
         workers,

@@ -167,7 +167,13 @@ impl DemoTraffic {
                 success = None;
                 message = None;
             } else if session.remaining == 0 {
-                let failed = session.error_rate > 0.5;
+                // Learnable but not certain: troubled sessions (high error rate) mostly
+                // fail, healthy ones rarely do (the success model's training signal).
+                let failed = if session.error_rate > 0.5 {
+                    error_roll < 0.9
+                } else {
+                    error_roll < 0.05
+                };
                 kind = if failed {
                     SessionKind::Failed
                 } else {

@@ -87,6 +87,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/alerts/notifications", get(get_notifications))
         .route("/v1/alerts/{id}", get(get_alert))
         .route("/v1/status", get(get_status))
+        .route("/v1/insights", get(get_insights))
+        .route("/v1/forecasts", get(get_forecasts))
         .route("/v1/live", get(get_live))
         .route("/metrics", get(prometheus))
         .route("/healthz", get(healthz))
@@ -289,6 +291,9 @@ pub struct Status {
     /// Kafka partitions, lag and counters, when consuming from Kafka.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<crate::kafka::KafkaStatus>,
+    /// Trend and Holt forecast of megamind's own CPU, memory and queue depth (empty until
+    /// the health series have enough windows).
+    pub health_forecast: Vec<megamind_dataflows::model::SeriesForecast>,
 }
 
 /// Assembles the status.
@@ -327,7 +332,35 @@ pub fn status(state: &AppState) -> Status {
         },
         rss_bytes: crate::metrics::rss_bytes(),
         kafka: state.kafka_status(),
+        health_forecast: state.views.insights.health_forecast(),
     }
+}
+
+/// Query of `/v1/insights` and `/v1/forecasts`.
+#[derive(Debug, Deserialize)]
+struct InsightsQuery {
+    /// Series name prefix (`/v1/forecasts`).
+    prefix: Option<String>,
+    /// Most entries (default 100).
+    limit: Option<usize>,
+}
+
+async fn get_insights(
+    State(state): State<AppState>,
+    Query(query): Query<InsightsQuery>,
+) -> Response {
+    Json(state.views.insights.snapshot(query.limit.unwrap_or(100))).into_response()
+}
+
+async fn get_forecasts(
+    State(state): State<AppState>,
+    Query(query): Query<InsightsQuery>,
+) -> Response {
+    let forecasts = state.views.insights.forecasts(
+        query.prefix.as_deref().unwrap_or(""),
+        query.limit.unwrap_or(1000),
+    );
+    Json(json!({"count": forecasts.len(), "forecasts": forecasts})).into_response()
 }
 
 async fn get_live(State(state): State<AppState>) -> Response {

@@ -300,7 +300,12 @@ pub fn result_row(time: Time, update: &Update) -> Option<ResultRow> {
         ),
         // Snapshots are state, not events: the latest one is in the views and on
         // `models/{id}`; they are not stored per output time.
-        Update::ModelMetrics(_)
+        Update::Insight(insight) => ("insight", insight.id.clone()),
+        Update::SuccessModel(report) => ("success_model", report.version.to_string()),
+        // Predictions and forecasts are state, like snapshots.
+        Update::SessionPrediction(_)
+        | Update::Forecast(_)
+        | Update::ModelMetrics(_)
         | Update::UnattributedOrphans { .. }
         | Update::Session(_)
         | Update::SessionSample(_)

@@ -9,14 +9,17 @@
 pub mod app;
 pub mod bench;
 pub mod bench_alerts;
+pub mod bench_insights;
 pub mod bench_kafka;
 pub mod bench_mcp;
 pub mod bench_ml;
 pub mod bench_ws;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod http;
 pub mod ingest;
+pub mod insights;
 pub mod kafka;
 pub mod live;
 pub mod mcp;

@@ -9,6 +9,9 @@
 //! | `alerts` | alert lifecycle records and refused alert commands |
 //! | `alerts/stats` | alert statistics and notification counters (as in `/v1/status`), once a second |
 //! | `breaches` | breaching windows |
+//! | `sessions/{id}` | also the session's success prediction and completion estimate (`session_prediction`) |
+//! | `metrics/{name}` | also the series' trend and forecast (`forecast`) |
+//! | `insights` | risks and recommendations (raised/updated/cleared), success-model versions |
 //! | `health` | engine status, once a second |
 
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +54,11 @@ pub fn topic_of(update: &Update) -> Option<String> {
         Update::AlertRecord(_) | Update::CommandRejected(_) => Some("alerts".to_owned()),
         Update::ModelMetrics(snapshot) => Some(format!("models/{}", snapshot.model_id)),
         Update::RetrainingTrigger(trigger) => Some(format!("models/{}", trigger.model_id)),
+        Update::SessionPrediction(prediction) => {
+            Some(format!("sessions/{}", prediction.session_id))
+        }
+        Update::Forecast(forecast) => Some(series_topic(&forecast.key)),
+        Update::Insight(_) | Update::SuccessModel(_) => Some("insights".to_owned()),
         Update::Alert(_) | Update::Rejected { .. } | Update::UnattributedOrphans { .. } => None,
     }
 }
@@ -189,6 +197,7 @@ impl Backend for LiveBackend {
             ("sessions", "") => Some(json!(views.sessions(None, 500))),
             ("sessions", id) => Some(json!({
                 "session": views.session(id),
+                "prediction": views.insights.session_prediction(id),
                 "series": views.series(&SeriesFilter {
                     session_id: Some(id.to_owned()),
                     ..SeriesFilter::default()
@@ -206,6 +215,7 @@ impl Backend for LiveBackend {
             ("alerts", "") => Some(json!(views.alerts(false))),
             ("alerts", "stats") => Some(crate::http::status(&self.context.app).alerts),
             ("breaches", "") => Some(json!(views.breaches(1000))),
+            ("insights", "") => Some(json!(views.insights.snapshot(100))),
             ("health", "") => Some(health(&self.context, &self.hub)),
             _ => None,
         }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use megamind_dataflows::model::ErrorReason;
 
 /// Update kinds counted, in the order of [`UPDATE_KINDS`].
-pub const UPDATE_KINDS: [&str; 12] = [
+pub const UPDATE_KINDS: [&str; 16] = [
     "window",
     "series_idle",
     "session",
@@ -22,6 +22,10 @@ pub const UPDATE_KINDS: [&str; 12] = [
     "model_metrics",
     "retraining_trigger",
     "unattributed_orphans",
+    "session_prediction",
+    "success_model",
+    "forecast",
+    "insight",
 ];
 
 /// Counters of the running engine.

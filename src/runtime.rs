@@ -705,6 +705,10 @@ impl<S> CountingSink<S> {
                 Update::ModelMetrics(_) => 9,
                 Update::RetrainingTrigger(_) => 10,
                 Update::UnattributedOrphans { .. } => 11,
+                Update::SessionPrediction(_) => 12,
+                Update::SuccessModel(_) => 13,
+                Update::Forecast(_) => 14,
+                Update::Insight(_) => 15,
             };
             counts[position] += 1;
         }

@@ -82,6 +82,8 @@ pub struct Views {
     models: RwLock<BTreeMap<ModelKey, ModelSnapshot>>,
     triggers: RwLock<VecDeque<RetrainingTrigger>>,
     unattributed_orphans: std::sync::atomic::AtomicU64,
+    /// Predictive insights, forecasts and session predictions.
+    pub insights: crate::insights::InsightViews,
     live: broadcast::Sender<Arc<Vec<Update>>>,
 }
 
@@ -100,6 +102,7 @@ impl Views {
     /// Empty views.
     pub fn new(config: ViewsConfig, history_length: usize, metrics: Arc<EngineMetrics>) -> Self {
         let (live, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let insights = crate::insights::InsightViews::new(config.max_sessions, config.max_series);
         Self {
             config,
             history_length,
@@ -112,6 +115,7 @@ impl Views {
             models: RwLock::new(BTreeMap::new()),
             triggers: RwLock::new(VecDeque::new()),
             unattributed_orphans: std::sync::atomic::AtomicU64::new(0),
+            insights,
             live,
         }
     }
@@ -273,6 +277,7 @@ impl Views {
                 }
             }
         }
+        dropped += self.insights.apply(&updates);
         if dropped > 0 {
             self.metrics
                 .views_dropped

@@ -46,6 +46,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// ML performance tracking and drift detection.
     pub ml: MlConfig,
+    /// Predictive insights and self-monitoring.
+    pub insights: InsightsConfig,
     /// Threshold rules.
     pub rules: Vec<BreachRule>,
 }
@@ -345,6 +347,61 @@ pub struct MlConfig {
     pub models: Vec<ModelRegistration>,
 }
 
+/// Predictive insights and self-monitoring (`[insights]`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InsightsConfig {
+    /// Whether the insight operators run.
+    pub enabled: bool,
+    /// Whether megamind samples its own CPU, memory and ingest queue depth and feeds them
+    /// in as metrics (never while consuming Kafka: see the README).
+    pub self_monitoring: bool,
+    /// How often megamind samples its own health.
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
+    /// A running session's tracked prediction is made once it has this many operations.
+    pub min_operations: u64,
+    /// Ended sessions (both outcomes present) before the first success model.
+    pub min_training: usize,
+    /// Most recent ended sessions kept for training and completion estimates.
+    pub training_window: usize,
+    /// Retrain after this many ended sessions.
+    pub retrain_every: u64,
+    /// Tracked outcomes in the drift check.
+    pub drift_window: usize,
+    /// Retrain when live accuracy is this much (relative) below training accuracy.
+    pub drift_drop: f64,
+    /// Windows kept per series for trend and forecast.
+    pub forecast_history: usize,
+    /// Windows a series needs before it is forecast.
+    pub forecast_min_windows: usize,
+    /// Holt level smoothing, in (0, 1].
+    pub alpha: f64,
+    /// Holt trend smoothing, in (0, 1].
+    pub beta: f64,
+    /// How far ahead forecasts look.
+    #[serde(with = "humantime_serde")]
+    pub horizon: Duration,
+    /// How far ahead a threshold crossing is still reported.
+    #[serde(with = "humantime_serde")]
+    pub reach: Duration,
+    /// Slopes with a p-value below this count as a trend.
+    pub significance: f64,
+    /// Series forecast per worker.
+    pub max_series: usize,
+    /// A running session below this success probability is at risk.
+    pub low_success_probability: f64,
+    /// Threshold crossings forecast within this time become insights.
+    #[serde(with = "humantime_serde")]
+    pub time_to_threshold: Duration,
+    /// Memory (RSS) limit the memory forecast is compared with, bytes.
+    pub memory_limit_bytes: u64,
+    /// CPU percent the CPU forecast is compared with.
+    pub cpu_limit_percent: f64,
+    /// A model's windowed accuracy below this is an insight.
+    pub min_model_accuracy: f64,
+}
+
 /// Synthetic traffic.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -382,7 +439,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
+    "insights",
     "server",
     "mcp",
     "websocket",
@@ -493,6 +551,7 @@ impl Config {
         let demo = section::<DemoConfig>("demo", take("demo"), problems);
         let kafka = section::<KafkaConfig>("kafka", take("kafka"), problems);
         let ml = section::<MlConfig>("ml", take("ml"), problems);
+        let insights = section::<InsightsConfig>("insights", take("insights"), problems);
         let rules = match take("rules") {
             toml::Value::Array(items) => {
                 let mut rules = Vec::new();
@@ -524,12 +583,14 @@ impl Config {
             demo: demo?,
             kafka: kafka?,
             ml: ml?,
+            insights: insights?,
             rules: rules?,
         })
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
         problems.extend(self.kafka.problems());
+        problems.extend(self.insights.problems());
         let mut check = |ok: bool, problem: &str| {
             if !ok {
                 problems.push(problem.to_owned());
@@ -785,6 +846,116 @@ impl Config {
                 adwin_delta: self.ml.adwin_delta,
                 evaluate_every: self.ml.evaluate_every,
                 models: self.ml.models.clone(),
+            },
+            insights: self.insights.dataflow(),
+        }
+    }
+}
+
+impl InsightsConfig {
+    /// Every problem with these settings, as `insights.<field> ...` lines.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(format!("insights.{problem}"));
+            }
+        };
+        let unit_open = |value: f64| value > 0.0 && value < 1.0;
+        check(
+            self.health_interval >= Duration::from_millis(100),
+            "health_interval must be at least 100ms",
+        );
+        check(self.min_training >= 2, "min_training must be at least 2");
+        check(
+            self.training_window >= self.min_training,
+            "training_window must be at least min_training",
+        );
+        check(self.retrain_every >= 1, "retrain_every must be at least 1");
+        check(self.drift_window >= 1, "drift_window must be at least 1");
+        check(unit_open(self.drift_drop), "drift_drop must be in (0, 1)");
+        check(
+            self.forecast_history >= 3,
+            "forecast_history must be at least 3",
+        );
+        check(
+            self.forecast_min_windows >= 3 && self.forecast_min_windows <= self.forecast_history,
+            "forecast_min_windows must be between 3 and forecast_history",
+        );
+        check(
+            self.alpha > 0.0 && self.alpha <= 1.0,
+            "alpha must be in (0, 1]",
+        );
+        check(
+            self.beta > 0.0 && self.beta <= 1.0,
+            "beta must be in (0, 1]",
+        );
+        check(!self.horizon.is_zero(), "horizon must be positive");
+        check(self.reach >= self.horizon, "reach must be at least horizon");
+        check(
+            unit_open(self.significance),
+            "significance must be in (0, 1)",
+        );
+        check(self.max_series >= 1, "max_series must be at least 1");
+        check(
+            unit_open(self.low_success_probability),
+            "low_success_probability must be in (0, 1)",
+        );
+        check(
+            !self.time_to_threshold.is_zero(),
+            "time_to_threshold must be positive",
+        );
+        check(
+            self.memory_limit_bytes > 0,
+            "memory_limit_bytes must be positive",
+        );
+        check(
+            self.cpu_limit_percent > 0.0 && self.cpu_limit_percent.is_finite(),
+            "cpu_limit_percent must be a positive number",
+        );
+        check(
+            unit_open(self.min_model_accuracy),
+            "min_model_accuracy must be in (0, 1)",
+        );
+        problems
+    }
+
+    /// The dataflow's insight settings.
+    pub fn dataflow(&self) -> megamind_dataflows::pipelines::InsightsConfig {
+        use megamind_dataflows::operators::predict_sessions::TrainerConfig;
+        use megamind_dataflows::operators::{ForecastConfig, PredictConfig, RecommendConfig};
+        megamind_dataflows::pipelines::InsightsConfig {
+            enabled: self.enabled,
+            predict: PredictConfig {
+                trainer: TrainerConfig {
+                    min_training: self.min_training,
+                    training_window: self.training_window,
+                    retrain_every: self.retrain_every,
+                    drift_window: self.drift_window,
+                    drift_drop: self.drift_drop,
+                    ..TrainerConfig::default()
+                },
+                min_operations: self.min_operations,
+                ..PredictConfig::default()
+            },
+            forecast: ForecastConfig {
+                history: self.forecast_history,
+                min_windows: self.forecast_min_windows,
+                alpha: self.alpha,
+                beta: self.beta,
+                horizon: self.horizon,
+                reach: self.reach,
+                significance: self.significance,
+                max_series: self.max_series,
+                include_session_series: false,
+            },
+            recommend: RecommendConfig {
+                low_success_probability: self.low_success_probability,
+                time_to_threshold: self.time_to_threshold,
+                memory_limit_bytes: self.memory_limit_bytes as f64,
+                cpu_limit_percent: self.cpu_limit_percent,
+                min_model_accuracy: self.min_model_accuracy,
+                ..RecommendConfig::default()
             },
         }
     }

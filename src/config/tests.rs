@@ -268,3 +268,38 @@ fn alert_routing_problems_are_all_reported() {
         "{text}"
     );
 }
+
+#[test]
+fn insights_settings_are_validated_and_reported_together() {
+    let config = Config::load(None, Vec::new()).unwrap();
+    assert!(config.insights.enabled);
+    assert_eq!(config.insights.health_interval, Duration::from_secs(5));
+    let dataflow = config.analytics().insights;
+    assert_eq!(dataflow.forecast.horizon, Duration::from_secs(15 * 60));
+    assert_eq!(dataflow.predict.trainer.min_training, 30);
+
+    let error = Config::load(
+        None,
+        env(&[
+            ("MEGAMIND__INSIGHTS__ALPHA", "1.5"),
+            ("MEGAMIND__INSIGHTS__FORECAST_MIN_WINDOWS", "40"),
+            ("MEGAMIND__INSIGHTS__HEALTH_INTERVAL", "10ms"),
+        ]),
+    )
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("insights.alpha must be in (0, 1]"), "{text}");
+    assert!(
+        text.contains("insights.forecast_min_windows must be between 3 and forecast_history"),
+        "{text}"
+    );
+    assert!(text.contains("insights.health_interval"), "{text}");
+    assert_eq!(error.problems.len(), 3, "{text}");
+
+    let rule = Config::from_toml_str(
+        "[[rules]]\nid = \"p95\"\nmetric = \"latency_ms\"\naggregate = \"p95\"\nop = \">\"\n\
+         threshold = 500.0\nseverity = \"high\"\nforecast = \"15m\"\n",
+    )
+    .unwrap();
+    assert_eq!(rule.rules[0].forecast, Some(Duration::from_secs(15 * 60)));
+}

@@ -257,6 +257,19 @@ pub struct AnalyticsResult {
     pub active_alerts: BTreeMap<String, usize>,
     /// Series (not per session) whose mean changed most since the previous window.
     pub trends: Vec<Trend>,
+    /// Holt forecasts with OLS trend significance and time-to-threshold per rule: series
+    /// with a forecast threshold crossing first, then the most significant trends.
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub forecasts: Vec<megamind_dataflows::model::SeriesForecast>,
+    /// Active risks and recommendations (priority, impact, message, action), highest first.
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub recommendations: Vec<megamind_dataflows::model::Insight>,
+    /// Running sessions with the lowest predicted success probability.
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub session_predictions: Vec<megamind_dataflows::model::SessionPrediction>,
+    /// The current session success model (version, training size, accuracy), if trained.
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub success_model: Option<megamind_dataflows::model::SuccessModelReport>,
 }
 
 /// `realtime_get_analytics`.
@@ -343,6 +356,24 @@ pub fn analytics(
     trends.sort_by(|a, b| b.change.abs().total_cmp(&a.change.abs()));
     trends.truncate(limit);
 
+    let insights = views.insights.snapshot(limit);
+    let mut forecasts = views.insights.forecasts("", usize::MAX);
+    let soonest = |forecast: &megamind_dataflows::model::SeriesForecast| {
+        forecast
+            .thresholds
+            .iter()
+            .filter_map(|threshold| threshold.crosses_in_ms)
+            .min()
+            .unwrap_or(u64::MAX)
+    };
+    forecasts.sort_by(|a, b| {
+        soonest(a)
+            .cmp(&soonest(b))
+            .then(a.slope_p_value.total_cmp(&b.slope_p_value))
+            .then(a.key.cmp(&b.key))
+    });
+    forecasts.truncate(limit);
+
     Ok(AnalyticsResult {
         sessions: views
             .session_counts()
@@ -354,5 +385,9 @@ pub fn analytics(
         breach_counts,
         active_alerts,
         trends,
+        forecasts,
+        recommendations: insights.active,
+        session_predictions: insights.at_risk_sessions,
+        success_model: insights.success_model,
     })
 }

@@ -3,13 +3,14 @@
 //! peers: an HTTP client, the Python reference implementation of workload P1, a
 //! two-process timely cluster on loopback, the official MCP clients (the Python SDK
 //! and the MCP Inspector), the independent Python WebSocket client `websockets`, the ML
-//! references (scikit-learn, scipy, River), and
+//! references (scikit-learn, scipy, River, statsmodels), and
 //! headless Chromium showing the live dashboard.
 
 mod alerts;
 mod cluster;
 mod dashboard;
 mod http_api;
+mod insights;
 mod kafka;
 mod mcp;
 mod ml;

@@ -34,7 +34,10 @@ pub(crate) fn megamind() -> Command {
     // Tests run in parallel: every server takes ephemeral WebSocket ports.
     command
         .env("MEGAMIND__WEBSOCKET__ANALYTICS_LISTEN", "127.0.0.1:0")
-        .env("MEGAMIND__WEBSOCKET__SESSIONS_LISTEN", "127.0.0.1:0");
+        .env("MEGAMIND__WEBSOCKET__SESSIONS_LISTEN", "127.0.0.1:0")
+        // Self-monitoring samples (wall-clock metrics) would add series to outputs that
+        // tests compare exactly; tests that want them turn them back on.
+        .env("MEGAMIND__INSIGHTS__SELF_MONITORING", "false");
     command.stdin(Stdio::null());
     command
 }

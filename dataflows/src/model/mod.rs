@@ -10,6 +10,7 @@ pub mod decode;
 mod error;
 mod escalation;
 mod event;
+mod insights;
 mod labels;
 mod ml;
 mod rules;
@@ -23,6 +24,10 @@ pub use escalation::{policy_for, EscalationPolicy, EscalationStep};
 pub use event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
     PredictionEvent, SessionEvent, SessionKind, Severity,
+};
+pub use insights::{
+    CompletionEstimate, Insight, InsightChange, PredictionStatus, Priority, SeriesForecast,
+    SessionPrediction, SubjectKind, SuccessModelReport, ThresholdForecast, TrainReason,
 };
 pub use labels::labels_as_map;
 pub use ml::{

@@ -158,6 +158,15 @@ pub struct BreachRule {
     /// cooldown.
     #[serde(default, with = "humantime_serde")]
     pub cooldown: Duration,
+    /// Predictive horizon: when set, the rule also fires a *predictive* alert (rule id
+    /// `<id>.forecast`) while the series' Holt forecast crosses the threshold within this
+    /// time and the latest window does not breach yet.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub forecast: Option<Duration>,
 }
 
 impl BreachRule {

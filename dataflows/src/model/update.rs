@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use super::alerts::{AlertRecord, CommandRejection};
 use super::error::DataError;
+use super::insights::{Insight, SeriesForecast, SessionPrediction, SuccessModelReport};
 use super::ml::{ModelSnapshot, RetrainingTrigger};
 use super::rules::{AlertTransition, Breach};
 use super::series::{SeriesKey, WindowStats};
@@ -47,6 +48,14 @@ pub enum Update {
         /// How many so far.
         expired: u64,
     },
+    /// The success model scored a session (or the session ended).
+    SessionPrediction(Box<SessionPrediction>),
+    /// A new version of the session success model was trained.
+    SuccessModel(Box<SuccessModelReport>),
+    /// Trend and forecast of a window series.
+    Forecast(Box<SeriesForecast>),
+    /// A risk or recommendation was raised, updated or cleared.
+    Insight(Box<Insight>),
     /// A record was rejected inside the dataflow (for example: late).
     Rejected {
         /// Why.
@@ -71,6 +80,10 @@ impl Update {
             Self::ModelMetrics(_) => "model_metrics",
             Self::RetrainingTrigger(_) => "retraining_trigger",
             Self::UnattributedOrphans { .. } => "unattributed_orphans",
+            Self::SessionPrediction(_) => "session_prediction",
+            Self::SuccessModel(_) => "success_model",
+            Self::Forecast(_) => "forecast",
+            Self::Insight(_) => "insight",
             Self::Rejected { .. } => "rejected",
         }
     }

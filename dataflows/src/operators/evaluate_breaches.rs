@@ -310,6 +310,7 @@ mod tests {
             for_duration: std::time::Duration::ZERO,
             keep_firing_for: std::time::Duration::ZERO,
             cooldown: std::time::Duration::ZERO,
+            forecast: None,
         }
     }
 
@@ -416,6 +417,7 @@ mod tests {
     fn keep_firing_for_bridges_short_gaps() {
         let rule = BreachRule {
             keep_firing_for: std::time::Duration::from_millis(20),
+            forecast: None,
             ..rule()
         };
         // Flapping: clear at 20 and 30, breaching again at 40 (within 20 ms): one streak.
@@ -435,6 +437,7 @@ mod tests {
         let (transitions, _) = run(
             BreachRule {
                 keep_firing_for: std::time::Duration::ZERO,
+                forecast: None,
                 ..rule
             },
             &[(10, 80.0), (20, 50.0), (30, 50.0), (40, 80.0)],

@@ -6,15 +6,21 @@
 
 pub mod compute_windows;
 pub mod evaluate_breaches;
+pub mod forecast_series;
 pub mod manage_alerts;
+pub mod predict_sessions;
 pub mod quantiles;
+pub mod recommend;
 pub mod route_events;
 pub mod track_models;
 pub mod track_sessions;
 
 pub use compute_windows::{ComputeWindows, WindowConfig, WindowConfigError};
 pub use evaluate_breaches::{EvaluateBreaches, RuleSet};
+pub use forecast_series::{ForecastConfig, ForecastSeries};
 pub use manage_alerts::{AlertConfig, ManageAlerts};
+pub use predict_sessions::{PredictConfig, PredictSessions};
+pub use recommend::{Recommend, RecommendConfig};
 pub use route_events::{RouteEvents, RoutedEvents};
 pub use track_models::{TrackModels, TrackModelsConfig};
 pub use track_sessions::{SessionConfig, TrackSessions};

@@ -6,8 +6,14 @@
 //!   events ─► RouteEvents                                ▼
 //!                 ├─ commands ──────────────────────► ManageAlerts ───► alert records
 //!                 ├─ sessions ──► TrackSessions ─────────────────────► sessions
-//!                 └─ ml ────────► TrackModels ─► model metrics, retraining triggers
+//!                 │          └────────► PredictSessions ─► session predictions ─┐
+//!                 │                               │ prediction/outcome events      │
+//!                 └─ ml ─────────────────(+)──────┘                                │
+//!                                         └─► TrackModels ─► model metrics ────────┤
 //!                                      └─ drift/threshold transitions ─► ManageAlerts
+//!   windows ─► ForecastSeries ─► forecasts ───────────────────────────────────────┤
+//!                   └─ predictive transitions (rules with `forecast`) ─► ManageAlerts
+//!   predictions + forecasts + model metrics ─► Recommend ─► insights
 //! ```
 
 use timely::dataflow::channels::pact::Pipeline;
@@ -16,7 +22,8 @@ use timely::dataflow::StreamVec;
 
 use crate::model::{AlertTransition, Event, Update};
 use crate::operators::{
-    AlertConfig, ComputeWindows, EvaluateBreaches, ManageAlerts, RouteEvents, RuleSet,
+    AlertConfig, ComputeWindows, EvaluateBreaches, ForecastConfig, ForecastSeries, ManageAlerts,
+    PredictConfig, PredictSessions, Recommend, RecommendConfig, RouteEvents, RuleSet,
     SessionConfig, TrackModels, TrackModelsConfig, TrackSessions, WindowConfig,
 };
 use crate::Time;
@@ -34,6 +41,32 @@ pub struct AnalyticsConfig {
     pub alerts: AlertConfig,
     /// ML tracking.
     pub models: TrackModelsConfig,
+    /// Predictive insights.
+    pub insights: InsightsConfig,
+}
+
+/// Predictive insights: session success, forecasts, recommendations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InsightsConfig {
+    /// Whether the insight operators run at all.
+    pub enabled: bool,
+    /// Session success model and completion estimates.
+    pub predict: PredictConfig,
+    /// Trends and forecasts of window series.
+    pub forecast: ForecastConfig,
+    /// Recommendation rules.
+    pub recommend: RecommendConfig,
+}
+
+impl Default for InsightsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            predict: PredictConfig::default(),
+            forecast: ForecastConfig::default(),
+            recommend: RecommendConfig::default(),
+        }
+    }
 }
 
 /// Builds the analytics graph over `events` and returns the merged update stream.
@@ -47,7 +80,22 @@ pub fn analytics<'scope>(
         .samples
         .compute_windows("series", &config.windows)
         .evaluate_breaches("rules", &config.rules);
-    let models = routed.ml.track_models("models", &config.models);
+    let insights = &config.insights;
+    let session_events = routed.sessions;
+    let sessions = session_events
+        .clone()
+        .track_sessions("sessions", &config.sessions);
+    let (predictions, ml) = if insights.enabled {
+        let (predictions, success_ml) =
+            session_events.predict_sessions("sessions", &insights.predict);
+        (
+            Some(predictions),
+            scope.concatenate([routed.ml, success_ml]),
+        )
+    } else {
+        (None, routed.ml)
+    };
+    let models = ml.track_models("models", &config.models);
     let model_transitions = models.clone().unary(Pipeline, "ModelTransitions", |_, _| {
         move |input, output| {
             input.for_each(|cap, data| {
@@ -60,11 +108,21 @@ pub fn analytics<'scope>(
             });
         }
     });
-    let transitions: StreamVec<'_, Time, AlertTransition> =
-        scope.concatenate([transitions, model_transitions]);
+    let mut transition_streams = vec![transitions, model_transitions];
+    let mut outputs = vec![windows_and_breaches.clone(), sessions, models.clone()];
+    if let Some(predictions) = predictions {
+        let (forecasts, predictive) =
+            windows_and_breaches.forecast_series("series", &insights.forecast, &config.rules);
+        transition_streams.push(predictive);
+        let recommendations = scope
+            .concatenate([predictions.clone(), forecasts.clone(), models])
+            .recommend("insights", &insights.recommend);
+        outputs.extend([predictions, forecasts, recommendations]);
+    }
+    let transitions: StreamVec<'_, Time, AlertTransition> = scope.concatenate(transition_streams);
     let alerts = transitions.manage_alerts("alerts", routed.commands, &config.alerts);
-    let sessions = routed.sessions.track_sessions("sessions", &config.sessions);
-    scope.concatenate([windows_and_breaches, alerts, sessions, models])
+    outputs.push(alerts);
+    scope.concatenate(outputs)
 }
 
 #[cfg(test)]

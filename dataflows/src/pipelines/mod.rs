@@ -2,4 +2,4 @@
 
 pub mod analytics;
 
-pub use analytics::{analytics, AnalyticsConfig};
+pub use analytics::{analytics, AnalyticsConfig, InsightsConfig};

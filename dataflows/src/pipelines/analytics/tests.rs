@@ -41,6 +41,12 @@ impl Setup {
             rules: RuleSet::new(self.rules.clone()),
             alerts: AlertConfig::default(),
             models: crate::operators::TrackModelsConfig::default(),
+            // These tests compare with the reference recomputation of windows, sessions
+            // and alerts; the insight operators have their own tests.
+            insights: crate::pipelines::InsightsConfig {
+                enabled: false,
+                ..Default::default()
+            },
         }
     }
 }
@@ -64,6 +70,7 @@ fn rule(
         for_duration: std::time::Duration::ZERO,
         keep_firing_for: std::time::Duration::ZERO,
         cooldown: std::time::Duration::ZERO,
+        forecast: None,
     }
 }
 

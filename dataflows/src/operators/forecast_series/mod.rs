@@ -1,0 +1,441 @@
+//! `forecast_series`: trend, Holt forecast and time-to-threshold per window series, and
+//! predictive alerts for rules that carry a `forecast` horizon.
+//!
+//! ```text
+//!   Update::Window / SeriesIdle ──exchange(series key)──► ForecastSeries ─► Update::Forecast
+//!                                                               └──────────► AlertTransition
+//!                                                                            (rule `<id>.forecast`)
+//! ```
+//!
+//! The pure core is [`SeriesHistory`] (one series' recent windows) over the statistics in
+//! [`math`]. The shell only routes windows to the worker owning the series key and hands
+//! results on. Nothing here fails on data: a series with too few windows or a degenerate
+//! history simply gets no forecast yet.
+
+pub mod math;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use rustc_hash::FxBuildHasher;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Operator;
+use timely::dataflow::StreamVec;
+
+use crate::model::{
+    Aggregate, AlertState, AlertTransition, Comparison, SeriesForecast, SeriesKey,
+    ThresholdForecast, Update, WindowStats,
+};
+use crate::operators::RuleSet;
+use crate::time::duration_ms;
+use crate::Time;
+
+use self::math::{ols_trend, Holt};
+
+/// How series are forecast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastConfig {
+    /// Windows kept per series (the history the trend and Holt see).
+    pub history: usize,
+    /// Fewer windows than this: no forecast yet (cold start).
+    pub min_windows: usize,
+    /// Holt level smoothing, in `(0, 1]`.
+    pub alpha: f64,
+    /// Holt trend smoothing, in `(0, 1]`.
+    pub beta: f64,
+    /// How far ahead the reported forecast looks.
+    pub horizon: Duration,
+    /// How far ahead a threshold crossing is still reported.
+    pub reach: Duration,
+    /// A slope with a p-value below this is a trend (rising/falling), else flat.
+    pub significance: f64,
+    /// Series tracked per worker; beyond it the series with the oldest window is evicted.
+    pub max_series: usize,
+    /// Whether per-session series (`session.*{session_id=..}`) are forecast too.
+    pub include_session_series: bool,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> Self {
+        Self {
+            history: 30,
+            min_windows: 5,
+            alpha: 0.5,
+            beta: 0.3,
+            horizon: Duration::from_secs(15 * 60),
+            reach: Duration::from_secs(60 * 60),
+            significance: 0.05,
+            max_series: 10_000,
+            include_session_series: false,
+        }
+    }
+}
+
+const AGGREGATES: [Aggregate; 9] = [
+    Aggregate::Count,
+    Aggregate::Sum,
+    Aggregate::Mean,
+    Aggregate::Min,
+    Aggregate::Max,
+    Aggregate::Rate,
+    Aggregate::P50,
+    Aggregate::P95,
+    Aggregate::P99,
+];
+
+fn aggregate_index(aggregate: Aggregate) -> usize {
+    AGGREGATES
+        .iter()
+        .position(|candidate| *candidate == aggregate)
+        .unwrap_or(2)
+}
+
+/// The recent windows of one series and its predictive-alert state (the pure core).
+#[derive(Debug, Clone, Default)]
+pub struct SeriesHistory {
+    ends: VecDeque<u64>,
+    values: VecDeque<[f64; 9]>,
+    /// Rule positions whose predictive alert is firing.
+    predicted: BTreeSet<usize>,
+}
+
+impl SeriesHistory {
+    /// End of the latest window, ms.
+    pub fn last_end(&self) -> Option<u64> {
+        self.ends.back().copied()
+    }
+
+    fn column(&self, aggregate: Aggregate) -> Vec<f64> {
+        let index = aggregate_index(aggregate);
+        self.values.iter().map(|row| row[index]).collect()
+    }
+
+    /// Adds a closed window and returns the series' forecast (none during cold start or
+    /// for a window not later than the last) plus predictive-alert transitions.
+    pub fn observe(
+        &mut self,
+        stats: &WindowStats,
+        config: &ForecastConfig,
+        rules: &RuleSet,
+    ) -> (Option<SeriesForecast>, Vec<AlertTransition>) {
+        if self.last_end().is_some_and(|end| stats.end <= end) {
+            return (None, Vec::new());
+        }
+        let row = AGGREGATES.map(|aggregate| aggregate.apply(stats));
+        if row.iter().any(|value| !value.is_finite()) {
+            return (None, Vec::new());
+        }
+        self.ends.push_back(stats.end);
+        self.values.push_back(row);
+        while self.ends.len() > config.history.max(3) {
+            self.ends.pop_front();
+            self.values.pop_front();
+        }
+        if self.ends.len() < config.min_windows.max(3) {
+            return (None, Vec::new());
+        }
+        let first = self.ends[0] as f64;
+        let minutes: Vec<f64> = self
+            .ends
+            .iter()
+            .map(|end| (*end as f64 - first) / 60_000.0)
+            .collect();
+        let step_ms = {
+            let n = self.ends.len();
+            ((self.ends[n - 1] - self.ends[0]) as f64 / (n - 1) as f64).max(1.0)
+        };
+        let horizon_ms = duration_ms(config.horizon);
+        let horizon_steps = (horizon_ms as f64 / step_ms).max(1.0);
+        let means = self.column(Aggregate::Mean);
+        let Some(trend) = ols_trend(&minutes, &means) else {
+            return (None, Vec::new());
+        };
+        let Some(holt) = Holt::fit(&means, config.alpha, config.beta) else {
+            return (None, Vec::new());
+        };
+        let forecast = holt.forecast(horizon_steps);
+        let half_width = holt.interval(horizon_steps);
+        let direction = if trend.p_value < config.significance && trend.slope > 0.0 {
+            "rising"
+        } else if trend.p_value < config.significance && trend.slope < 0.0 {
+            "falling"
+        } else {
+            "flat"
+        };
+        let mut thresholds = Vec::new();
+        let mut transitions = Vec::new();
+        for position in rules.watching(&stats.key) {
+            let rule = &rules.rules()[position];
+            let value = rule.aggregate.apply(stats);
+            let breaching = rule.check(stats).is_some();
+            let rising = matches!(rule.op, Comparison::Above | Comparison::AtLeast);
+            let crosses_in_ms = if breaching {
+                None
+            } else {
+                let column = self.column(rule.aggregate);
+                Holt::fit(&column, config.alpha, config.beta)
+                    .and_then(|fit| fit.steps_to(rule.threshold, rising))
+                    .map(|steps| (steps.max(0.0) * step_ms).ceil())
+                    .filter(|ms| *ms <= duration_ms(config.reach) as f64)
+                    .map(|ms| ms as u64)
+            };
+            let horizon = rule.forecast.map(duration_ms);
+            if let Some(horizon) = horizon {
+                let predicted = crosses_in_ms.is_some_and(|ms| ms <= horizon);
+                let was = self.predicted.contains(&position);
+                if predicted != was {
+                    if predicted {
+                        self.predicted.insert(position);
+                    } else {
+                        self.predicted.remove(&position);
+                    }
+                    transitions.push(predictive_transition(
+                        rule,
+                        &stats.key,
+                        if predicted {
+                            AlertState::Firing
+                        } else {
+                            AlertState::Resolved
+                        },
+                        stats.end,
+                        Some(value),
+                    ));
+                }
+            }
+            thresholds.push(ThresholdForecast {
+                rule_id: rule.id.clone(),
+                aggregate: rule.aggregate,
+                op: rule.op,
+                threshold: rule.threshold,
+                value,
+                breaching,
+                crosses_in_ms,
+                horizon_ms: horizon,
+            });
+        }
+        let forecast = SeriesForecast {
+            key: stats.key.clone(),
+            at: stats.end,
+            statistic: Aggregate::Mean,
+            windows: self.ends.len() as u64,
+            value: stats.mean,
+            slope_per_min: trend.slope,
+            slope_p_value: trend.p_value,
+            trend: direction.into(),
+            level: holt.level,
+            holt_trend: holt.trend,
+            horizon_ms,
+            forecast,
+            lower: forecast - half_width,
+            upper: forecast + half_width,
+            thresholds,
+        };
+        (Some(forecast), transitions)
+    }
+
+    /// Resolves every firing predictive alert (the series went quiet or was evicted).
+    pub fn resolve_all(
+        &mut self,
+        key: &SeriesKey,
+        at: u64,
+        rules: &RuleSet,
+    ) -> Vec<AlertTransition> {
+        let positions = std::mem::take(&mut self.predicted);
+        positions
+            .into_iter()
+            .filter_map(|position| rules.rules().get(position))
+            .map(|rule| predictive_transition(rule, key, AlertState::Resolved, at, None))
+            .collect()
+    }
+}
+
+/// The rule id under which a rule's predictive alerts fire.
+pub fn predictive_rule_id(rule_id: &str) -> String {
+    format!("{rule_id}.forecast")
+}
+
+fn predictive_transition(
+    rule: &crate::model::BreachRule,
+    key: &SeriesKey,
+    state: AlertState,
+    at: u64,
+    value: Option<f64>,
+) -> AlertTransition {
+    AlertTransition {
+        fingerprint: format!("{}.forecast", rule.fingerprint(key)),
+        rule_id: predictive_rule_id(&rule.id).into(),
+        key: key.clone(),
+        state,
+        at,
+        value,
+        threshold: rule.threshold,
+        severity: rule.severity,
+    }
+}
+
+/// Forecasts for window series.
+pub trait ForecastSeries<'scope> {
+    /// Keeps the last `history` windows per series and, after each window, emits its trend
+    /// (OLS slope per minute with a t-test p-value), a Holt forecast of the window mean at
+    /// `horizon` with a 95% interval, and the time until each watching rule's statistic
+    /// crosses its threshold. Rules with a `forecast` horizon also yield predictive alert
+    /// transitions (`firing` when the crossing is forecast within the horizon and the
+    /// latest window does not breach, `resolved` when that stops).
+    ///
+    /// # Inputs and outputs
+    /// `self`: the analytics updates (only `Window` and `SeriesIdle` are read). Returns
+    /// `(Update::Forecast stream, predictive AlertTransition stream)`.
+    ///
+    /// # Frontier behaviour
+    /// Stateless with respect to time: results leave at the time of the window that
+    /// caused them; windows of one series arrive in order from the worker that closed
+    /// them (a window not later than the last seen is ignored).
+    ///
+    /// # State
+    /// Per series at most `history` rows of nine numbers. A `SeriesIdle` evicts the
+    /// series (resolving its predictive alerts); beyond `max_series` per worker the
+    /// series with the oldest latest window is evicted the same way.
+    fn forecast_series(
+        self,
+        name: &str,
+        config: &ForecastConfig,
+        rules: &RuleSet,
+    ) -> (
+        StreamVec<'scope, Time, Update>,
+        StreamVec<'scope, Time, AlertTransition>,
+    );
+}
+
+#[derive(Clone)]
+enum Output {
+    Forecast(Box<SeriesForecast>),
+    Transition(AlertTransition),
+}
+
+impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
+    fn forecast_series(
+        self,
+        name: &str,
+        config: &ForecastConfig,
+        rules: &RuleSet,
+    ) -> (
+        StreamVec<'scope, Time, Update>,
+        StreamVec<'scope, Time, AlertTransition>,
+    ) {
+        let config = config.clone();
+        let rules = rules.clone();
+        let include_sessions = config.include_session_series;
+        let windows = self.unary(Pipeline, &format!("ForecastInput({name})"), move |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for update in data.drain(..) {
+                        match update {
+                            Update::Window(stats)
+                                if include_sessions || stats.key.session_id.is_none() =>
+                            {
+                                session.give((stats.key.clone(), Some(stats), 0));
+                            }
+                            Update::SeriesIdle { key, end }
+                                if include_sessions || key.session_id.is_none() =>
+                            {
+                                session.give((key, None, end));
+                            }
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        });
+        let exchange =
+            Exchange::new(|(key, _, _): &(SeriesKey, Option<WindowStats>, u64)| key.route());
+        let results: StreamVec<'scope, Time, Output> =
+            windows.unary(exchange, &format!("ForecastSeries({name})"), move |_, _| {
+                let mut series: HashMap<SeriesKey, SeriesHistory, FxBuildHasher> =
+                    HashMap::default();
+                let mut batch = Vec::new();
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        batch.clear();
+                        batch.append(data);
+                        batch.sort_by(|left, right| {
+                            let end = |item: &(SeriesKey, Option<WindowStats>, u64)| {
+                                item.1.as_ref().map_or(item.2, |stats| stats.end)
+                            };
+                            (&left.0, end(left)).cmp(&(&right.0, end(right)))
+                        });
+                        let mut session = output.session(&cap);
+                        for (key, stats, idle_end) in batch.drain(..) {
+                            match stats {
+                                Some(stats) => {
+                                    if !series.contains_key(&key)
+                                        && series.len() >= config.max_series
+                                    {
+                                        let oldest = series
+                                            .iter()
+                                            .min_by_key(|(key, history)| (history.last_end(), *key))
+                                            .map(|(key, _)| key.clone());
+                                        if let Some(oldest) = oldest {
+                                            if let Some(mut history) = series.remove(&oldest) {
+                                                for transition in
+                                                    history.resolve_all(&oldest, stats.end, &rules)
+                                                {
+                                                    session.give(Output::Transition(transition));
+                                                }
+                                            }
+                                        }
+                                    }
+                                    let history = series.entry(key).or_default();
+                                    let (forecast, transitions) =
+                                        history.observe(&stats, &config, &rules);
+                                    if let Some(forecast) = forecast {
+                                        session.give(Output::Forecast(Box::new(forecast)));
+                                    }
+                                    for transition in transitions {
+                                        session.give(Output::Transition(transition));
+                                    }
+                                }
+                                None => {
+                                    if let Some(mut history) = series.remove(&key) {
+                                        for transition in
+                                            history.resolve_all(&key, idle_end, &rules)
+                                        {
+                                            session.give(Output::Transition(transition));
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+        let forecasts = results.clone().unary(Pipeline, "ForecastUpdates", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for item in data.drain(..) {
+                        if let Output::Forecast(forecast) = item {
+                            session.give(Update::Forecast(forecast));
+                        }
+                    }
+                });
+            }
+        });
+        let transitions = results.unary(Pipeline, "ForecastTransitions", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for item in data.drain(..) {
+                        if let Output::Transition(transition) = item {
+                            session.give(transition);
+                        }
+                    }
+                });
+            }
+        });
+        (forecasts, transitions)
+    }
+}
+
+#[cfg(test)]
+mod tests;
