@@ -47,6 +47,14 @@ pub enum Update {
         /// How many so far.
         expired: u64,
     },
+    /// A numeric point judged anomalous.
+    Anomaly(Box<crate::operators::score_anomalies::AnomalyReport>),
+    /// Counter deltas of the numeric anomaly scorer (one per worker and batch: sum them).
+    AnomalyCounters(crate::operators::score_anomalies::AnomalyCounters),
+    /// A message that belongs to no error family.
+    NovelError(Box<crate::operators::detect_novel_errors::NovelError>),
+    /// The error families after a batch of messages.
+    ErrorFamilies(Box<crate::operators::detect_novel_errors::ErrorFamilies>),
     /// A record was rejected inside the dataflow (for example: late).
     Rejected {
         /// Why.
@@ -71,6 +79,10 @@ impl Update {
             Self::ModelMetrics(_) => "model_metrics",
             Self::RetrainingTrigger(_) => "retraining_trigger",
             Self::UnattributedOrphans { .. } => "unattributed_orphans",
+            Self::Anomaly(_) => "anomaly",
+            Self::AnomalyCounters(_) => "anomaly_counters",
+            Self::NovelError(_) => "novel_error",
+            Self::ErrorFamilies(_) => "error_families",
             Self::Rejected { .. } => "rejected",
         }
     }

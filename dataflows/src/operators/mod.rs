@@ -5,16 +5,20 @@
 //! state bounds.
 
 pub mod compute_windows;
+pub mod detect_novel_errors;
 pub mod evaluate_breaches;
 pub mod manage_alerts;
 pub mod quantiles;
 pub mod route_events;
+pub mod score_anomalies;
 pub mod track_models;
 pub mod track_sessions;
 
 pub use compute_windows::{ComputeWindows, WindowConfig, WindowConfigError};
+pub use detect_novel_errors::{DetectNovelErrors, NoveltyConfig};
 pub use evaluate_breaches::{EvaluateBreaches, RuleSet};
 pub use manage_alerts::{AlertConfig, ManageAlerts};
 pub use route_events::{RouteEvents, RoutedEvents};
+pub use score_anomalies::{AnomalyConfig, ScoreAnomalies};
 pub use track_models::{TrackModels, TrackModelsConfig};
 pub use track_sessions::{SessionConfig, TrackSessions};

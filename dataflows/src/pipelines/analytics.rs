@@ -1,11 +1,15 @@
 //! The analytics pipeline: events in, typed updates out.
 //!
 //! ```text
-//!                 ┌─ samples ──► ComputeWindows ─► EvaluateBreaches ─► windows + breaches
-//!                 │                                      │ transitions
+//!                 ┌─ samples ─┬──────────────────────────┐
+//!                 │           └► ScoreAnomalies ─┬─ anomaly_score samples
+//!                 │                              └─► anomalies
+//!                 │   samples + anomaly_score ─► ComputeWindows ─► EvaluateBreaches ─► windows
+//!                 │                                      │ transitions     + breaches
 //!   events ─► RouteEvents                                ▼
 //!                 ├─ commands ──────────────────────► ManageAlerts ───► alert records
 //!                 ├─ sessions ──► TrackSessions ─────────────────────► sessions
+//!                 │          └──► DetectNovelErrors ─────────────────► novel errors, families
 //!                 └─ ml ────────► TrackModels ─► model metrics, retraining triggers
 //!                                      └─ drift/threshold transitions ─► ManageAlerts
 //! ```
@@ -15,9 +19,11 @@ use timely::dataflow::operators::{Concatenate, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{AlertTransition, Event, Update};
+use crate::operators::score_anomalies::Scored;
 use crate::operators::{
-    AlertConfig, ComputeWindows, EvaluateBreaches, ManageAlerts, RouteEvents, RuleSet,
-    SessionConfig, TrackModels, TrackModelsConfig, TrackSessions, WindowConfig,
+    AlertConfig, AnomalyConfig, ComputeWindows, DetectNovelErrors, EvaluateBreaches, ManageAlerts,
+    NoveltyConfig, RouteEvents, RuleSet, ScoreAnomalies, SessionConfig, TrackModels,
+    TrackModelsConfig, TrackSessions, WindowConfig,
 };
 use crate::Time;
 
@@ -34,6 +40,10 @@ pub struct AnalyticsConfig {
     pub alerts: AlertConfig,
     /// ML tracking.
     pub models: TrackModelsConfig,
+    /// Numeric anomaly scoring.
+    pub anomaly: AnomalyConfig,
+    /// Error families and novel errors.
+    pub novelty: NoveltyConfig,
 }
 
 /// Builds the analytics graph over `events` and returns the merged update stream.
@@ -43,8 +53,25 @@ pub fn analytics<'scope>(
 ) -> StreamVec<'scope, Time, Update> {
     let scope = events.scope();
     let routed = events.route_events("events");
-    let (windows_and_breaches, transitions) = routed
-        .samples
+    let mut extra = Vec::new();
+    let samples = if config.anomaly.enabled {
+        let scored = routed
+            .samples
+            .clone()
+            .score_anomalies("series", &config.anomaly);
+        let (anomalies, scores) = split_scored(scored);
+        extra.push(anomalies);
+        extra.push(
+            routed
+                .sessions
+                .clone()
+                .detect_novel_errors("messages", &config.novelty),
+        );
+        scope.concatenate([routed.samples, scores])
+    } else {
+        routed.samples
+    };
+    let (windows_and_breaches, transitions) = samples
         .compute_windows("series", &config.windows)
         .evaluate_breaches("rules", &config.rules);
     let models = routed.ml.track_models("models", &config.models);
@@ -64,7 +91,43 @@ pub fn analytics<'scope>(
         scope.concatenate([transitions, model_transitions]);
     let alerts = transitions.manage_alerts("alerts", routed.commands, &config.alerts);
     let sessions = routed.sessions.track_sessions("sessions", &config.sessions);
-    scope.concatenate([windows_and_breaches, alerts, sessions, models])
+    let mut outputs = vec![windows_and_breaches, alerts, sessions, models];
+    outputs.extend(extra);
+    scope.concatenate(outputs)
+}
+
+/// Splits the scorer's output into updates and derived `anomaly_score` samples.
+fn split_scored<'scope>(
+    scored: StreamVec<'scope, Time, Scored>,
+) -> (
+    StreamVec<'scope, Time, Update>,
+    StreamVec<'scope, Time, crate::model::Sample>,
+) {
+    let updates = scored.clone().unary(Pipeline, "AnomalyUpdates", |_, _| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let mut session = output.session(&cap);
+                for item in data.drain(..) {
+                    if let Scored::Update(update) = item {
+                        session.give(update);
+                    }
+                }
+            });
+        }
+    });
+    let samples = scored.unary(Pipeline, "AnomalyScoreSamples", |_, _| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let mut session = output.session(&cap);
+                for item in data.drain(..) {
+                    if let Scored::Sample(sample) = item {
+                        session.give(sample);
+                    }
+                }
+            });
+        }
+    });
+    (updates, samples)
 }
 
 #[cfg(test)]

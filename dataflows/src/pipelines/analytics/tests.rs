@@ -41,6 +41,13 @@ impl Setup {
             rules: RuleSet::new(self.rules.clone()),
             alerts: AlertConfig::default(),
             models: crate::operators::TrackModelsConfig::default(),
+            // The oracle below covers windows, sessions and alerts; anomaly scoring has its
+            // own operator tests.
+            anomaly: crate::operators::AnomalyConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            novelty: crate::operators::NoveltyConfig::default(),
         }
     }
 }
