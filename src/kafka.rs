@@ -298,9 +298,13 @@ pub fn result_row(time: Time, update: &Update) -> Option<ResultRow> {
             "retraining_trigger",
             format!("{} {}", trigger.model_id, trigger.model_version),
         ),
+        Update::Anomaly(report) => ("anomaly", format!("{} {}", report.series, report.ts)),
+        Update::NovelError(novel) => ("novel_error", format!("{} {}", novel.session_id, novel.ts)),
         // Snapshots are state, not events: the latest one is in the views and on
         // `models/{id}`; they are not stored per output time.
         Update::ModelMetrics(_)
+        | Update::AnomalyCounters(_)
+        | Update::ErrorFamilies(_)
         | Update::UnattributedOrphans { .. }
         | Update::Session(_)
         | Update::SessionSample(_)

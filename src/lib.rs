@@ -21,6 +21,7 @@ pub mod kafka;
 pub mod live;
 pub mod mcp;
 pub mod metrics;
+pub mod nab;
 pub mod produce;
 pub mod replay;
 pub mod runtime;

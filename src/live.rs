@@ -50,7 +50,13 @@ pub fn topic_of(update: &Update) -> Option<String> {
         Update::AlertRecord(_) | Update::CommandRejected(_) => Some("alerts".to_owned()),
         Update::ModelMetrics(snapshot) => Some(format!("models/{}", snapshot.model_id)),
         Update::RetrainingTrigger(trigger) => Some(format!("models/{}", trigger.model_id)),
-        Update::Alert(_) | Update::Rejected { .. } | Update::UnattributedOrphans { .. } => None,
+        Update::Anomaly(_) | Update::NovelError(_) | Update::ErrorFamilies(_) => {
+            Some("anomalies".to_owned())
+        }
+        Update::Alert(_)
+        | Update::Rejected { .. }
+        | Update::UnattributedOrphans { .. }
+        | Update::AnomalyCounters(_) => None,
     }
 }
 

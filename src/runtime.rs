@@ -705,6 +705,19 @@ impl<S> CountingSink<S> {
                 Update::ModelMetrics(_) => 9,
                 Update::RetrainingTrigger(_) => 10,
                 Update::UnattributedOrphans { .. } => 11,
+                Update::Anomaly(_) => 12,
+                Update::AnomalyCounters(counters) => {
+                    self.metrics.count_anomaly(0, counters.scored);
+                    self.metrics.count_anomaly(1, counters.anomalous);
+                    self.metrics.count_anomaly(3, counters.refits);
+                    13
+                }
+                Update::NovelError(_) => 14,
+                Update::ErrorFamilies(families) => {
+                    self.metrics.count_anomaly(2, families.novel);
+                    self.metrics.count_anomaly(4, families.refits);
+                    15
+                }
             };
             counts[position] += 1;
         }

@@ -16,6 +16,9 @@ use megamind_dataflows::pipelines::AnalyticsConfig;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+mod anomaly;
+pub use anomaly::AnomalySection;
+
 /// The embedded defaults.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
@@ -46,6 +49,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// ML performance tracking and drift detection.
     pub ml: MlConfig,
+    /// Anomaly scoring and error families.
+    pub anomaly: AnomalySection,
     /// Threshold rules.
     pub rules: Vec<BreachRule>,
 }
@@ -377,7 +382,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "server",
     "mcp",
     "websocket",
@@ -390,6 +395,7 @@ const SECTIONS: [&str; 13] = [
     "demo",
     "kafka",
     "ml",
+    "anomaly",
     "rules",
 ];
 
@@ -488,6 +494,7 @@ impl Config {
         let demo = section::<DemoConfig>("demo", take("demo"), problems);
         let kafka = section::<KafkaConfig>("kafka", take("kafka"), problems);
         let ml = section::<MlConfig>("ml", take("ml"), problems);
+        let anomaly = section::<AnomalySection>("anomaly", take("anomaly"), problems);
         let rules = match take("rules") {
             toml::Value::Array(items) => {
                 let mut rules = Vec::new();
@@ -519,12 +526,14 @@ impl Config {
             demo: demo?,
             kafka: kafka?,
             ml: ml?,
+            anomaly: anomaly?,
             rules: rules?,
         })
     }
 
     fn validate(&self, problems: &mut Vec<String>) {
         problems.extend(self.kafka.problems());
+        problems.extend(self.anomaly.problems());
         let mut check = |ok: bool, problem: &str| {
             if !ok {
                 problems.push(problem.to_owned());
@@ -761,6 +770,8 @@ impl Config {
                 evaluate_every: self.ml.evaluate_every,
                 models: self.ml.models.clone(),
             },
+            anomaly: self.anomaly.scorer(),
+            novelty: self.anomaly.novelty(),
         }
     }
 }

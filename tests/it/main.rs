@@ -13,6 +13,7 @@ mod http_api;
 mod kafka;
 mod mcp;
 mod ml;
+mod nab;
 mod replay;
 mod support;
 mod websocket;
