@@ -211,6 +211,11 @@ impl Backend for LiveBackend {
             }
             ("alerts", "") => Some(json!(views.alerts(false))),
             ("breaches", "") => Some(json!(views.breaches(1000))),
+            ("anomalies", "") => Some(json!({
+                "anomalies": views.anomalies(100),
+                "novel_errors": views.novel_errors(100),
+                "families": views.error_families(),
+            })),
             ("health", "") => Some(health(&self.context, &self.hub)),
             _ => None,
         }
