@@ -114,9 +114,9 @@ def main():
         # Perfect: the first non-probationary point of every window.
         perfect_hits = [False] * len(points)
         seen = set()
-        for i, (_, name) in enumerate(points):
-            if name not in (None, "probationary") and name not in seen:
-                seen.add(name)
+        for i, (_, window) in enumerate(points):
+            if window not in (None, "probationary") and window not in seen:
+                seen.add(window)
                 perfect_hits[i] = True
         perfect = score(points, perfect_hits, fn_w)
         out["files"][name] = raw
