@@ -75,6 +75,9 @@ pub enum BenchMode {
     /// N rules over M keys with injected breaches: window close → notification handed to
     /// its channel.
     Alerts,
+    /// The anomaly detectors' cores: scored events/s (robust z + isolation forest) on one
+    /// thread per worker, per-event scoring latency, message novelty check latency.
+    Anomaly,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -157,6 +160,9 @@ pub struct BenchReport {
     /// What the alert path did (`alerts` mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alerts: Option<crate::bench_alerts::AlertsReport>,
+    /// Anomaly scoring cores (`anomaly` mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<crate::bench_anomaly::AnomalyBenchReport>,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Logical CPUs of the machine.
@@ -215,6 +221,7 @@ pub fn run(
                 kafka: None,
                 ml: None,
                 alerts: None,
+                anomaly: None,
                 peak_rss_bytes: summary.peak_rss_bytes,
                 cpus: cpus(),
             })
@@ -225,6 +232,11 @@ pub fn run(
         BenchMode::Kafka => crate::bench_kafka::run(config, engine_config, options),
         BenchMode::Ml => crate::bench_ml::run(engine_config, options),
         BenchMode::Alerts => crate::bench_alerts::run(engine_config, options),
+        BenchMode::Anomaly => Ok(crate::bench_anomaly::run(
+            config,
+            engine_config.workers,
+            options,
+        )),
     }
 }
 
@@ -406,6 +418,7 @@ fn pipeline(
         kafka: None,
         ml: None,
         alerts: None,
+        anomaly: None,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })

@@ -236,6 +236,7 @@ pub fn run(
     };
     Ok(BenchReport {
         alerts: None,
+        anomaly: None,
         ml: None,
         mode: "kafka",
         workers,

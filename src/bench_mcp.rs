@@ -113,6 +113,7 @@ pub fn run(
             kafka: None,
             ml: None,
             alerts: None,
+            anomaly: None,
             peak_rss_bytes: peak_rss_bytes(),
             cpus: cpus(),
         })

@@ -298,6 +298,7 @@ pub fn run(workers: usize, options: &BenchOptions) -> Result<BenchReport, BenchE
         kafka: None,
         ml: None,
         alerts: None,
+        anomaly: None,
         websocket: Some(WebSocketReport {
             clients,
             connected,

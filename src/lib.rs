@@ -9,6 +9,7 @@
 pub mod app;
 pub mod bench;
 pub mod bench_alerts;
+pub mod bench_anomaly;
 pub mod bench_kafka;
 pub mod bench_mcp;
 pub mod bench_ml;

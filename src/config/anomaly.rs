@@ -37,6 +37,9 @@ pub struct AnomalySection {
     pub refit_every: usize,
     /// … or when the median moves this many fit-time MADs.
     pub shift_mads: f64,
+    /// This many consecutive anomalous points on one side are a level shift: the history
+    /// restarts from them (0: never).
+    pub shift_run: usize,
     /// Seed of the forests (mixed with each series' key).
     pub seed: u64,
     /// A series idle this long in event time is forgotten.
@@ -102,6 +105,10 @@ impl AnomalySection {
             self.shift_mads.is_finite() && self.shift_mads > 0.0,
             "shift_mads must be a positive number",
         );
+        check(
+            self.shift_run <= self.min_history,
+            "shift_run must be at most min_history",
+        );
         check(self.max_series >= 1, "max_series must be at least 1");
         check(
             (16..=10_000).contains(&self.message_sample),
@@ -136,6 +143,7 @@ impl AnomalySection {
             forest_threshold: self.forest_threshold,
             refit_every: self.refit_every,
             shift_mads: self.shift_mads,
+            shift_run: self.shift_run,
             seed: self.seed,
         }
     }

@@ -7,6 +7,7 @@
 //! headless Chromium showing the live dashboard.
 
 mod alerts;
+mod anomaly;
 mod cluster;
 mod dashboard;
 mod http_api;

@@ -29,6 +29,9 @@ pub struct DetectorConfig {
     pub refit_every: usize,
     /// The forest is also refitted when the window median moves this many fit-time MADs.
     pub shift_mads: f64,
+    /// This many consecutive anomalous points on the same side mean a level shift: the
+    /// history restarts from them (0 disables).
+    pub shift_run: usize,
     /// Seed mixed with each series' key hash.
     pub seed: u64,
 }
@@ -46,6 +49,7 @@ impl Default for DetectorConfig {
             forest_threshold: 0.62,
             refit_every: 1024,
             shift_mads: 6.0,
+            shift_run: 8,
             seed: 0x6d65_6761_6d69_6e64,
         }
     }
@@ -343,6 +347,9 @@ pub struct SeriesDetector {
     fit_median: f64,
     fit_mad: f64,
     previous: Option<f64>,
+    /// Consecutive anomalous points on the same side of the median (sign in `run_sign`).
+    run: usize,
+    run_sign: bool,
     seen: u64,
     since_recompute: usize,
     since_fit: usize,
@@ -365,6 +372,8 @@ impl SeriesDetector {
             fit_median: 0.0,
             fit_mad: 0.0,
             previous: None,
+            run: 0,
+            run_sign: false,
             seen: 0,
             since_recompute: 0,
             since_fit: 0,
@@ -416,6 +425,39 @@ impl SeriesDetector {
         self.since_fit = 0;
     }
 
+    /// Keeps only the last `keep` points of both rings: the series moved to a new level, so
+    /// the old points would make every new point look anomalous for half a window.
+    fn restart_at_new_level(&mut self, keep: usize, config: &DetectorConfig) {
+        let last = |ring: &[f64], next: usize| -> Vec<f64> {
+            let len = ring.len();
+            let mut out: Vec<f64> = (1..=keep.min(len))
+                .map(|back| ring[(next + len - back) % len])
+                .collect();
+            out.reverse();
+            out
+        };
+        let values = last(&self.window, self.window_next);
+        let len = self.reference.len();
+        let mut points: Vec<[f64; FEATURES]> = (1..=keep.min(len))
+            .map(|back| self.reference[(self.reference_next + len - back) % len])
+            .collect();
+        points.reverse();
+        self.window = values;
+        self.window
+            .reserve(config.z_window.saturating_sub(self.window.len()));
+        self.window_next = self.window.len() % config.z_window.max(1);
+        self.reference = points;
+        self.reference
+            .reserve(config.reference_size.saturating_sub(self.reference.len()));
+        self.reference_next = self.reference.len() % config.reference_size.max(1);
+        self.since_recompute = 0;
+        self.recompute_median();
+        // A forest of the few new-level points until the reference refills to
+        // `min_history`, when it is refitted again.
+        self.refit(config);
+        self.run = 0;
+    }
+
     /// Scores `value` against the history so far, then adds it to the history.
     pub fn observe(&mut self, value: f64, config: &DetectorConfig) -> Scores {
         let delta = self.previous.map_or(0.0, |previous| value - previous);
@@ -447,6 +489,17 @@ impl SeriesDetector {
                 detector: Detector::None,
             }
         };
+        if scores.verdict == Verdict::Anomalous {
+            let sign = scores.z > 0.0;
+            if self.run > 0 && sign == self.run_sign {
+                self.run += 1;
+            } else {
+                self.run = 1;
+                self.run_sign = sign;
+            }
+        } else {
+            self.run = 0;
+        }
         // Update history.
         if self.window.len() < config.z_window {
             self.window.push(value);
@@ -475,7 +528,9 @@ impl SeriesDetector {
                 self.refit(config);
             }
         }
-        if self.seen as usize == config.min_history
+        if config.shift_run > 0 && self.run >= config.shift_run {
+            self.restart_at_new_level(config.shift_run, config);
+        } else if (self.reference.len() == config.min_history && self.since_fit > 0)
             || (self.forest.is_fitted() && self.since_fit >= config.refit_every)
         {
             self.refit(config);

@@ -133,6 +133,13 @@ fn level_shift_is_flagged_quickly() {
     );
     let before = alarms.iter().filter(|&&a| a < 2_000).count();
     assert!(before <= 4, "{before} false alarms before the shift");
+    // After the shift the history restarts at the new level: the alarms stop after
+    // `shift_run` points instead of running for half a window.
+    let after = alarms.iter().filter(|&&a| a >= 2_000).count();
+    assert!(
+        after <= config.shift_run + 4,
+        "{after} alarms after the shift: {alarms:?}"
+    );
 }
 
 #[test]
