@@ -4,7 +4,8 @@
 //! # Input
 //!
 //! * `--data DIR`: every `*.csv` file under `DIR` (recursively) is one series, with the
-//!   header `timestamp,value` and rows `YYYY-MM-DD HH:MM:SS[.ffffff],<number>` in time order.
+//!   header `timestamp,value` and rows `YYYY-MM-DD HH:MM:SS[.ffffff],<number>`, taken in
+//!   file order (NAB's own `machine_temperature_system_failure.csv` steps back an hour once).
 //! * `--labels FILE.json`: an object mapping a file (its path relative to `DIR` with `/`
 //!   separators, as in NAB's `combined_windows.json`, or just its file name) to a list of
 //!   `[start, end]` anomaly windows, both timestamps in the same format, inclusive.
@@ -365,13 +366,6 @@ pub fn parse_series(name: &str, text: &str) -> Result<Series, NabError> {
             .ok_or_else(|| {
                 row_error(number, "value", format!("{value:?} is not a finite number"))
             })?;
-        if series.timestamps.last().is_some_and(|last| ts < *last) {
-            return Err(row_error(
-                number,
-                "timestamp",
-                "earlier than the previous row".into(),
-            ));
-        }
         series.timestamps.push(ts);
         series.values.push(value);
     }
@@ -424,19 +418,35 @@ pub fn parse_labels(
     Ok(labels)
 }
 
-/// Maps time windows to row windows; windows covering no row are dropped.
+/// Maps time windows to row windows, scanning rows in file order as NAB does: a window
+/// starts at the first row (after the previous window) at or after its start and runs while
+/// rows stay at or before its end. Windows covering no row are dropped.
 pub fn row_windows(timestamps: &[i64], windows: &[(i64, i64)]) -> Vec<RowWindow> {
-    windows
-        .iter()
-        .filter_map(|&(start, end)| {
-            let first = timestamps.partition_point(|t| *t < start);
-            let after = timestamps.partition_point(|t| *t <= end);
-            (after > first).then(|| RowWindow {
+    let mut rows = Vec::with_capacity(windows.len());
+    let mut next = 0usize;
+    for &(start, end) in windows {
+        let Some(offset) = timestamps[next.min(timestamps.len())..]
+            .iter()
+            .position(|t| *t >= start)
+        else {
+            break;
+        };
+        let first = next + offset;
+        let run = timestamps[first..]
+            .iter()
+            .take_while(|t| **t <= end)
+            .count();
+        if run > 0 {
+            rows.push(RowWindow {
                 first,
-                last: after - 1,
-            })
-        })
-        .collect()
+                last: first + run - 1,
+            });
+            next = first + run;
+        } else {
+            next = first + 1;
+        }
+    }
+    rows
 }
 
 /// Runs one detector over a series; `true` where the verdict is anomalous.
@@ -733,6 +743,12 @@ mod tests {
         assert_eq!(
             row_windows(&ts, &[(5, 30), (41, 50)]),
             vec![RowWindow { first: 1, last: 3 }]
+        );
+        // File order, as NAB: a step back inside a window stays in it.
+        let ts = [0, 10, 20, 15, 30, 40];
+        assert_eq!(
+            row_windows(&ts, &[(10, 30)]),
+            vec![RowWindow { first: 1, last: 4 }]
         );
     }
 }

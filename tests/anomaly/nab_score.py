@@ -53,9 +53,12 @@ def sweep(timestamps, windows, tp_w, fp_w):
     for i, t in enumerate(timestamps):
         if cur is None and limits and t >= limits[0][0]:
             start, end = limits.pop(0)
-            inside = [j for j, u in enumerate(timestamps) if start <= u <= end]
-            if inside:
-                cur = (start, end, inside[-1], float(len(inside)))
+            # Rows in file order from here while they stay within the window.
+            right = i
+            while right < len(timestamps) and timestamps[right] <= end:
+                right += 1
+            if right > i:
+                cur = (start, end, right - 1, float(right - i))
         if cur is not None:
             _, end, right, width = cur
             weighted = scaled_sigmoid(-(right - i + 1) / width) * tp_w / max_tp
