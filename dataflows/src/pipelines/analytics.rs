@@ -109,7 +109,7 @@ fn split_scored<'scope>(
                 let mut session = output.session(&cap);
                 for item in data.drain(..) {
                     if let Scored::Update(update) = item {
-                        session.give(update);
+                        session.give(*update);
                     }
                 }
             });

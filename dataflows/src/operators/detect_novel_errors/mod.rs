@@ -25,6 +25,9 @@ use crate::model::{Id, SessionEvent, SessionKind, Update};
 use crate::Time;
 pub use families::{ErrorFamily, NoveltyConfig, NoveltyDetector, NoveltyVerdict};
 
+/// Messages of one timely time waiting for the frontier, with their capability.
+type Pending = BTreeMap<Time, (Capability<Time>, Vec<(Time, SessionEvent)>)>;
+
 /// A message that belongs to no error family.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NovelError {
@@ -100,8 +103,7 @@ impl<'scope> DetectNovelErrors<'scope> for StreamVec<'scope, Time, (Time, Sessio
             &format!("DetectNovelErrors({name})"),
             move |_, _| {
                 let mut detector = NoveltyDetector::new();
-                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<(Time, SessionEvent)>)> =
-                    BTreeMap::new();
+                let mut pending: Pending = BTreeMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&time) = cap.least() else { return };

@@ -210,7 +210,7 @@ pub fn score_sample(sample: &Sample, combined: f64) -> Sample {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scored {
     /// An update (anomaly report or counters).
-    Update(Update),
+    Update(Box<Update>),
     /// A derived `anomaly_score` sample.
     Sample(Sample),
 }
@@ -279,20 +279,20 @@ impl<'scope> ScoreAnomalies<'scope> for StreamVec<'scope, Time, Sample> {
                         }
                         session.give(Scored::Sample(score_sample(sample, scores.combined)));
                         if scores.verdict == Verdict::Anomalous {
-                            session.give(Scored::Update(Update::Anomaly(Box::new(
-                                AnomalyReport {
-                                    series: sample.key.clone(),
-                                    ts: sample.ts,
-                                    value: sample.value,
-                                    reason: reason(&scores, &detectors),
-                                    scores,
-                                },
-                            ))));
+                            let report = AnomalyReport {
+                                series: sample.key.clone(),
+                                ts: sample.ts,
+                                value: sample.value,
+                                reason: reason(&scores, &detectors),
+                                scores,
+                            };
+                            let update = Update::Anomaly(Box::new(report));
+                            session.give(Scored::Update(Box::new(update)));
                         }
                     }
                     let counters = scorer.take_counters();
                     if counters != AnomalyCounters::default() {
-                        session.give(Scored::Update(Update::AnomalyCounters(counters)));
+                        session.give(Scored::Update(Box::new(Update::AnomalyCounters(counters))));
                     }
                 }
                 if let Some(now) = newest {

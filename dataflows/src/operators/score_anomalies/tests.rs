@@ -214,7 +214,7 @@ fn operator_output(workers: usize) -> Vec<String> {
     )
     .into_iter()
     .filter_map(|(time, scored)| match scored {
-        Scored::Update(Update::AnomalyCounters(_)) => None,
+        Scored::Update(update) if matches!(*update, Update::AnomalyCounters(_)) => None,
         Scored::Update(update) => Some(format!(
             "{time} {}",
             serde_json::to_string(&update).unwrap()
