@@ -2,8 +2,11 @@
 //! on topic `anomalies` plus HTTP (`tests/anomaly/check_anomaly_ws.py`), and the
 //! `anomaly_score` contract (derived samples become windows that threshold rules can use).
 //!
-//! Peer: a Python interpreter that imports `websockets` (`MEGAMIND_TEST_PYTHON`, else
-//! `python3`); a missing peer fails the test and says how to install it.
+//! Then `realtime_get_analytics` through the official Python MCP client
+//! (`tests/mcp/check_mcp.py --call`) must list the same anomaly and families.
+//!
+//! Peers: a Python interpreter that imports `websockets` and `mcp` (`MEGAMIND_TEST_PYTHON`,
+//! else `python3`); a missing peer fails the test and says how to install it.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,11 +14,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::mcp::{mcp_call, MODERN, TOKEN};
 use crate::support::{clean_env, eventually, run, websockets_python, Server};
 
 #[test]
 fn spike_and_novel_error_reach_websocket_and_http() {
-    let server = Server::start(&[]);
+    let server = Server::start(&[("MEGAMIND__MCP__AUTH_TOKEN", TOKEN)]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("anomaly")
@@ -72,6 +76,33 @@ fn spike_and_novel_error_reach_websocket_and_http() {
         "the spike's score is in the window: {window}"
     );
     assert!(window["count"].as_u64().unwrap_or(0) >= 100, "{window}");
+
+    // MCP: the official Python client sees the same anomaly and families.
+    let answer = mcp_call(
+        &server.mcp_url(),
+        MODERN,
+        "realtime_get_analytics",
+        &json!({"limit": 50}),
+    );
+    let analytics = &answer["structuredContent"];
+    let spike_ts = summary["spike"]["ts"].as_u64().expect("spike ts");
+    let anomalies = analytics["anomalies"].as_array().expect("anomalies");
+    assert!(
+        anomalies.iter().any(|a| a["ts"] == json!(spike_ts)
+            && a["series"] == json!("it_anomaly_latency{host=h1}")
+            && a["detector"].is_string()),
+        "realtime_get_analytics anomalies: {analytics}"
+    );
+    let families = analytics["error_families"].as_array().expect("families");
+    assert_eq!(families.len(), 3, "{analytics}");
+    assert!(
+        analytics["novel_errors"]
+            .as_array()
+            .expect("novel errors")
+            .iter()
+            .any(|n| n["session_id"] == json!("it-s9")),
+        "{analytics}"
+    );
 
     // Prometheus counters.
     let (status, text) = server.get_text("/metrics");
