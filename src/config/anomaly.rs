@@ -40,6 +40,9 @@ pub struct AnomalySection {
     /// This many consecutive anomalous points on one side are a level shift: the history
     /// restarts from them (0: never).
     pub shift_run: usize,
+    /// An anomalous point within this many points of the previous one continues its
+    /// episode (no new alarm; its score still counts).
+    pub refractory: usize,
     /// Seed of the forests (mixed with each series' key).
     pub seed: u64,
     /// A series idle this long in event time is forgotten.
@@ -144,6 +147,7 @@ impl AnomalySection {
             refit_every: self.refit_every,
             shift_mads: self.shift_mads,
             shift_run: self.shift_run,
+            refractory: self.refractory,
             seed: self.seed,
         }
     }

@@ -32,6 +32,9 @@ pub struct DetectorConfig {
     /// This many consecutive anomalous points on the same side mean a level shift: the
     /// history restarts from them (0 disables).
     pub shift_run: usize,
+    /// An anomalous point within this many points of the previous anomalous point
+    /// continues that episode ([`Verdict::Ongoing`]) instead of raising a new alarm.
+    pub refractory: usize,
     /// Seed mixed with each series' key hash.
     pub seed: u64,
 }
@@ -50,6 +53,7 @@ impl Default for DetectorConfig {
             refit_every: 1024,
             shift_mads: 6.0,
             shift_run: 8,
+            refractory: 32,
             seed: 0x6d65_6761_6d69_6e64,
         }
     }
@@ -264,8 +268,11 @@ pub enum Verdict {
     ColdStart,
     /// Within the normal range.
     Normal,
-    /// Both detectors agree the point is anomalous.
+    /// The point is anomalous and starts a new episode: this is the alarm.
     Anomalous,
+    /// The point is anomalous but belongs to an episode already reported (an anomalous
+    /// point less than `refractory` points ago): its score still counts, no new alarm.
+    Ongoing,
 }
 
 /// Which detector carried an anomalous verdict.
@@ -350,6 +357,8 @@ pub struct SeriesDetector {
     /// Consecutive anomalous points on the same side of the median (sign in `run_sign`).
     run: usize,
     run_sign: bool,
+    /// Points since the last anomalous (or ongoing) point; `None` before the first.
+    since_anomalous: Option<usize>,
     seen: u64,
     since_recompute: usize,
     since_fit: usize,
@@ -374,6 +383,7 @@ impl SeriesDetector {
             previous: None,
             run: 0,
             run_sign: false,
+            since_anomalous: None,
             seen: 0,
             since_recompute: 0,
             since_fit: 0,
@@ -472,7 +482,18 @@ impl SeriesDetector {
                 Z_CAP.copysign(value - self.median)
             };
             let forest = self.forest.score(&point);
-            let (combined, verdict, detector) = combine(z, forest, config);
+            let (combined, mut verdict, detector) = combine(z, forest, config);
+            if verdict == Verdict::Anomalous {
+                if self
+                    .since_anomalous
+                    .is_some_and(|since| since < config.refractory)
+                {
+                    verdict = Verdict::Ongoing;
+                }
+                self.since_anomalous = Some(0);
+            } else if let Some(since) = self.since_anomalous.as_mut() {
+                *since = since.saturating_add(1);
+            }
             Scores {
                 z,
                 forest,
@@ -489,7 +510,7 @@ impl SeriesDetector {
                 detector: Detector::None,
             }
         };
-        if scores.verdict == Verdict::Anomalous {
+        if matches!(scores.verdict, Verdict::Anomalous | Verdict::Ongoing) {
             let sign = scores.z > 0.0;
             if self.run > 0 && sign == self.run_sign {
                 self.run += 1;

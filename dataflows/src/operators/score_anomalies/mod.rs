@@ -171,7 +171,7 @@ impl AnomalyScorer {
         self.counters.refits += tracked.detector.refits() - refits;
         match scores.verdict {
             Verdict::ColdStart => self.counters.cold_start += 1,
-            Verdict::Normal => self.counters.scored += 1,
+            Verdict::Normal | Verdict::Ongoing => self.counters.scored += 1,
             Verdict::Anomalous => {
                 self.counters.scored += 1;
                 self.counters.anomalous += 1;

@@ -246,3 +246,30 @@ fn operator_flags_the_spike_and_agrees_across_worker_counts() {
     let scores = one.iter().filter(|l| l.contains("anomaly_score")).count();
     assert_eq!(scores, 3 * (1_000 - 64));
 }
+
+#[test]
+fn a_sustained_deviation_is_one_alarm_then_ongoing() {
+    let config = DetectorConfig::default();
+    let mut series = base(1_000, 8);
+    for value in series.iter_mut().skip(600).take(5) {
+        *value += 30.0;
+    }
+    let mut detector = SeriesDetector::new(&config, 3);
+    let verdicts: Vec<Verdict> = series
+        .iter()
+        .map(|&v| detector.observe(v, &config).verdict)
+        .collect();
+    let alarms: Vec<usize> = (0..verdicts.len())
+        .filter(|&i| verdicts[i] == Verdict::Anomalous)
+        .collect();
+    assert!(alarms.contains(&600), "{alarms:?}");
+    assert!(
+        !alarms.iter().any(|&i| (601..605).contains(&i)),
+        "one alarm per episode: {alarms:?}"
+    );
+    assert!(
+        (601..605).all(|i| verdicts[i] == Verdict::Ongoing),
+        "{:?}",
+        &verdicts[598..610]
+    );
+}
