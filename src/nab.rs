@@ -7,7 +7,8 @@
 //!   header `timestamp,value` and rows `YYYY-MM-DD HH:MM:SS[.ffffff],<number>`, taken in
 //!   file order (NAB's own `machine_temperature_system_failure.csv` steps back an hour once).
 //! * `--labels FILE.json`: an object mapping a file (its path relative to `DIR` with `/`
-//!   separators, as in NAB's `combined_windows.json`, or just its file name) to a list of
+//!   separators, as in NAB's `combined_windows.json`; a key that ends with `/<that path>`
+//!   when only one does, so `--data` may be a NAB category folder; or just its file name) to a list of
 //!   `[start, end]` anomaly windows, both timestamps in the same format, inclusive.
 //!
 //! # Scoring (our reading of NAB's `sweeper.py` and `scorer.py`)
@@ -256,7 +257,9 @@ pub enum NabError {
         reason: String,
     },
     /// A data file has no entry in the labels.
-    #[error("{file}: no entry in the labels file (keys are paths relative to --data)")]
+    #[error(
+        "{file}: no entry in the labels file (keys are paths relative to --data, or end with them)"
+    )]
     Unlabelled {
         /// The data file.
         file: String,
@@ -559,8 +562,15 @@ pub fn run(
             .file_name()
             .map(|base| base.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let suffix = format!("/{name}");
+        let mut by_suffix = labels_map.iter().filter(|(key, _)| key.ends_with(&suffix));
+        let unique_suffix = match (by_suffix.next(), by_suffix.next()) {
+            (Some((_, windows)), None) => Some(windows),
+            _ => None,
+        };
         let windows = labels_map
             .get(&name)
+            .or(unique_suffix)
             .or_else(|| labels_map.get(&base))
             .ok_or_else(|| NabError::Unlabelled { file: name.clone() })?;
         let series = parse_series(&name, &read(&path)?)?;
