@@ -79,6 +79,9 @@ pub enum BenchMode {
     Alerts,
     /// Session success prediction: per-session prediction latency, update throughput.
     Insights,
+    /// The anomaly detectors' cores: scored events/s (robust z + isolation forest) on one
+    /// thread per worker, per-event scoring latency, message novelty check latency.
+    Anomaly,
 }
 
 /// Percentiles of a latency histogram, in microseconds.
@@ -164,6 +167,9 @@ pub struct BenchReport {
     /// Session success prediction (`insights` mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub insights: Option<crate::bench_insights::InsightsReport>,
+    /// Anomaly scoring cores (`anomaly` mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<crate::bench_anomaly::AnomalyBenchReport>,
     /// Peak resident memory.
     pub peak_rss_bytes: Option<u64>,
     /// Logical CPUs of the machine.
@@ -223,6 +229,7 @@ pub fn run(
                 ml: None,
                 alerts: None,
                 insights: None,
+                anomaly: None,
                 peak_rss_bytes: summary.peak_rss_bytes,
                 cpus: cpus(),
             })
@@ -234,6 +241,11 @@ pub fn run(
         BenchMode::Ml => crate::bench_ml::run(engine_config, options),
         BenchMode::Alerts => crate::bench_alerts::run(engine_config, options),
         BenchMode::Insights => crate::bench_insights::run(engine_config, options),
+        BenchMode::Anomaly => Ok(crate::bench_anomaly::run(
+            config,
+            engine_config.workers,
+            options,
+        )),
     }
 }
 
@@ -416,6 +428,7 @@ fn pipeline(
         ml: None,
         alerts: None,
         insights: None,
+        anomaly: None,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })

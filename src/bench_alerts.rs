@@ -285,6 +285,7 @@ pub fn run(
             rule_evaluations_per_second: windows as f64 * rules_per_key / elapsed.max(f64::EPSILON),
             window_close_to_notification: LatencyReport::from(&histogram),
         }),
+        anomaly: None,
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })

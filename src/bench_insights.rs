@@ -270,6 +270,7 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
     };
     Ok(BenchReport {
         alerts: None,
+        anomaly: None,
         kafka: None,
         mode: "insights",
         workers,

@@ -249,6 +249,7 @@ pub fn run(
     Ok(BenchReport {
         alerts: None,
         insights: None,
+        anomaly: None,
         ml: None,
         mode: "kafka",
         workers,

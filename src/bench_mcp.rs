@@ -114,6 +114,7 @@ pub fn run(
             ml: None,
             alerts: None,
             insights: None,
+            anomaly: None,
             peak_rss_bytes: peak_rss_bytes(),
             cpus: cpus(),
         })

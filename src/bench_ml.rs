@@ -306,6 +306,7 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
     Ok(BenchReport {
         alerts: None,
         insights: None,
+        anomaly: None,
         kafka: None,
         mode: "ml",
         workers,

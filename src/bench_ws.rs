@@ -299,6 +299,7 @@ pub fn run(workers: usize, options: &BenchOptions) -> Result<BenchReport, BenchE
         ml: None,
         alerts: None,
         insights: None,
+        anomaly: None,
         websocket: Some(WebSocketReport {
             clients,
             connected,

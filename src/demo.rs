@@ -114,7 +114,7 @@ impl DemoTraffic {
             let body = if roll < 0.5 {
                 self.metric(incident)
             } else if roll < 0.85 {
-                self.session_event()
+                self.session_event(incident)
             } else {
                 self.prediction(now_ms, incident)
             };
@@ -134,9 +134,18 @@ impl DemoTraffic {
             if incident && service == "api" {
                 latency *= 3.0;
             }
+            // Rare isolated spikes, for the anomaly detectors to find.
+            if self.rng.random_bool(0.002) {
+                latency *= 8.0;
+            }
             ("latency_ms", (latency * 1000.0).round() / 1000.0)
         } else {
-            ("cpu_percent", self.rng.random_range(5.0..70.0f64).round())
+            let mut cpu = self.rng.random_range(5.0..70.0f64).round();
+            // A level shift of db CPU during incidents.
+            if incident && service == "db" {
+                cpu += 60.0;
+            }
+            ("cpu_percent", cpu)
         };
         EventBody::Metric(MetricEvent {
             name: name.into(),
@@ -146,12 +155,26 @@ impl DemoTraffic {
         })
     }
 
-    fn session_event(&mut self) -> EventBody {
+    /// An error message from one of a few families; during incidents, sometimes one of a
+    /// kind never seen before (a novel error for the error-family detector).
+    fn failure_message(&mut self, incident: bool) -> String {
+        let number = self.rng.random_range(1..10_000u32);
+        match self.rng.random_range(0..if incident { 5 } else { 4 }) {
+            0 => format!("{{operation}} failed: exit status {}", 1 + number % 3),
+            1 => format!("timeout after {number} ms waiting for tool output"),
+            2 => format!("rate limit exceeded: retry in {} s", number % 60),
+            3 => format!("context window exceeded by {number} tokens"),
+            _ => format!("disk quota exceeded on volume vol-{number}: write rejected"),
+        }
+    }
+
+    fn session_event(&mut self, incident: bool) -> EventBody {
         if self.sessions.is_empty() {
             self.spawn_session();
         }
         let position = self.rng.random_range(0..self.sessions.len());
         let (kind, operation, duration_ms, tokens, success, message);
+        let failure = self.failure_message(incident);
         {
             let error_roll: f64 = self.rng.random();
             let duration = self.lognormal(400.0, 0.6);
@@ -192,7 +215,7 @@ impl DemoTraffic {
                 duration_ms = Some((duration * 10.0).round() / 10.0);
                 tokens = Some(tokens_used);
                 success = Some(ok);
-                message = (!ok).then(|| format!("{operation_name} failed: exit status 1"));
+                message = (!ok).then(|| failure.replace("{operation}", operation_name));
             }
         }
         let session = &self.sessions[position];

@@ -83,6 +83,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/sessions", get(get_sessions))
         .route("/v1/sessions/{id}", get(get_session))
         .route("/v1/breaches", get(get_breaches))
+        .route("/v1/anomalies", get(get_anomalies))
+        .route("/v1/error-families", get(get_error_families))
         .route("/v1/alerts", get(get_alerts))
         .route("/v1/alerts/notifications", get(get_notifications))
         .route("/v1/alerts/{id}", get(get_alert))
@@ -248,6 +250,37 @@ async fn get_breaches(
         .filter(|alert| alert.status.is_active())
         .count();
     Json(json!({"firing": firing, "alerts": alerts, "breaches": breaches})).into_response()
+}
+
+/// Query of `GET /v1/anomalies` and `GET /v1/error-families`.
+#[derive(Debug, Default, Deserialize)]
+pub struct AnomaliesQuery {
+    limit: Option<usize>,
+}
+
+async fn get_anomalies(
+    State(state): State<AppState>,
+    Query(query): Query<AnomaliesQuery>,
+) -> Response {
+    let limit = query.limit.unwrap_or(100);
+    Json(json!({
+        "anomalies": state.views.anomalies(limit),
+        "novel_errors": state.views.novel_errors(limit),
+    }))
+    .into_response()
+}
+
+async fn get_error_families(
+    State(state): State<AppState>,
+    Query(query): Query<AnomaliesQuery>,
+) -> Response {
+    let mut families = state.views.error_families();
+    families.truncate(query.limit.unwrap_or(100));
+    Json(json!({
+        "families": families,
+        "novel_errors": state.views.novel_errors(query.limit.unwrap_or(100)),
+    }))
+    .into_response()
 }
 
 /// The engine's status, as served by `/v1/status` (and later MCP).

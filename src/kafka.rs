@@ -298,14 +298,17 @@ pub fn result_row(time: Time, update: &Update) -> Option<ResultRow> {
             "retraining_trigger",
             format!("{} {}", trigger.model_id, trigger.model_version),
         ),
-        // Snapshots are state, not events: the latest one is in the views and on
-        // `models/{id}`; they are not stored per output time.
+        Update::Anomaly(report) => ("anomaly", format!("{} {}", report.series, report.ts)),
+        Update::NovelError(novel) => ("novel_error", format!("{} {}", novel.session_id, novel.ts)),
         Update::Insight(insight) => ("insight", insight.id.clone()),
         Update::SuccessModel(report) => ("success_model", report.version.to_string()),
-        // Predictions and forecasts are state, like snapshots.
+        // Snapshots, predictions and forecasts are state, not events: the latest one is in
+        // the views and on its topic; they are not stored per output time.
         Update::SessionPrediction(_)
         | Update::Forecast(_)
         | Update::ModelMetrics(_)
+        | Update::AnomalyCounters(_)
+        | Update::ErrorFamilies(_)
         | Update::UnattributedOrphans { .. }
         | Update::Session(_)
         | Update::SessionSample(_)

@@ -59,7 +59,13 @@ pub fn topic_of(update: &Update) -> Option<String> {
         }
         Update::Forecast(forecast) => Some(series_topic(&forecast.key)),
         Update::Insight(_) | Update::SuccessModel(_) => Some("insights".to_owned()),
-        Update::Alert(_) | Update::Rejected { .. } | Update::UnattributedOrphans { .. } => None,
+        Update::Anomaly(_) | Update::NovelError(_) | Update::ErrorFamilies(_) => {
+            Some("anomalies".to_owned())
+        }
+        Update::Alert(_)
+        | Update::Rejected { .. }
+        | Update::UnattributedOrphans { .. }
+        | Update::AnomalyCounters(_) => None,
     }
 }
 
@@ -216,6 +222,11 @@ impl Backend for LiveBackend {
             ("alerts", "stats") => Some(crate::http::status(&self.context.app).alerts),
             ("breaches", "") => Some(json!(views.breaches(1000))),
             ("insights", "") => Some(json!(views.insights.snapshot(100))),
+            ("anomalies", "") => Some(json!({
+                "anomalies": views.anomalies(100),
+                "novel_errors": views.novel_errors(100),
+                "families": views.error_families(),
+            })),
             ("health", "") => Some(health(&self.context, &self.hub)),
             _ => None,
         }

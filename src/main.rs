@@ -49,6 +49,24 @@ enum Command {
     Mcp(McpArgs),
     /// Write events to a Kafka topic (a JSON-lines file or demo traffic); prints a JSON report.
     Produce(ProduceArgs),
+    /// Score the anomaly detectors on series in the Numenta Anomaly Benchmark format.
+    Nab(NabArgs),
+}
+
+#[derive(Debug, Args)]
+struct NabArgs {
+    /// Directory of NAB `timestamp,value` CSV files (searched recursively).
+    #[arg(long)]
+    data: PathBuf,
+    /// JSON file mapping each data file to its `[start, end]` anomaly windows.
+    #[arg(long)]
+    labels: PathBuf,
+    /// NAB cost profile.
+    #[arg(long, value_enum, default_value_t = megamind::nab::Profile::Standard)]
+    profile: megamind::nab::Profile,
+    /// Print the full report (with every detection's row) as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +310,21 @@ fn main() -> anyhow::Result<()> {
             )
             .context("replay failed")?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+        Command::Nab(args) => {
+            let report = megamind::nab::run(
+                &args.data,
+                &args.labels,
+                args.profile,
+                &config.anomaly.detectors(),
+            )
+            .context("nab failed")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", megamind::nab::render(&report));
+            }
             Ok(())
         }
         Command::Bench(args) => {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use megamind_dataflows::model::ErrorReason;
 
 /// Update kinds counted, in the order of [`UPDATE_KINDS`].
-pub const UPDATE_KINDS: [&str; 16] = [
+pub const UPDATE_KINDS: [&str; 20] = [
     "window",
     "series_idle",
     "session",
@@ -26,6 +26,36 @@ pub const UPDATE_KINDS: [&str; 16] = [
     "success_model",
     "forecast",
     "insight",
+    "anomaly",
+    "anomaly_counters",
+    "novel_error",
+    "error_families",
+];
+
+/// Names of the anomaly counters, in the order of [`EngineMetrics::anomaly`]:
+/// points scored (past cold start), points anomalous, novel error messages, isolation forest
+/// refits, error-family reclusterings.
+pub const ANOMALY_COUNTERS: [(&str, &str); 5] = [
+    (
+        "megamind_anomaly_points_scored_total",
+        "Numeric points scored past cold start.",
+    ),
+    (
+        "megamind_anomaly_points_anomalous_total",
+        "Numeric points judged anomalous.",
+    ),
+    (
+        "megamind_anomaly_novel_errors_total",
+        "Messages in no error family.",
+    ),
+    (
+        "megamind_anomaly_forest_refits_total",
+        "Isolation forest (re)fits.",
+    ),
+    (
+        "megamind_anomaly_family_refits_total",
+        "Error-family reclusterings (DBSCAN).",
+    ),
 ];
 
 /// Counters of the running engine.
@@ -39,6 +69,8 @@ pub struct EngineMetrics {
     pub overloaded: AtomicU64,
     /// Updates delivered to sinks, by kind.
     pub updates: [AtomicU64; UPDATE_KINDS.len()],
+    /// Anomaly counters, see [`ANOMALY_COUNTERS`].
+    pub anomaly: [AtomicU64; ANOMALY_COUNTERS.len()],
     /// Updates the views dropped because a bound was reached.
     pub views_dropped: AtomicU64,
     /// The latest watermark sent to the workers (ms).
@@ -64,6 +96,13 @@ impl EngineMetrics {
             .iter()
             .map(|counter| counter.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// Adds `count` to the anomaly counter at `position` in [`ANOMALY_COUNTERS`].
+    pub fn count_anomaly(&self, position: usize, count: u64) {
+        if let Some(counter) = self.anomaly.get(position) {
+            counter.fetch_add(count, Ordering::Relaxed);
+        }
     }
 
     /// Counts delivered updates of the kind at `position` in [`UPDATE_KINDS`].
@@ -129,6 +168,11 @@ impl EngineMetrics {
         );
         let _ = writeln!(out, "# TYPE megamind_ingest_queue_depth_batches gauge");
         let _ = writeln!(out, "megamind_ingest_queue_depth_batches {queue_depth}");
+        for ((name, help), counter) in ANOMALY_COUNTERS.iter().zip(&self.anomaly) {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", load(counter));
+        }
         let _ = writeln!(
             out,
             "# HELP megamind_pipeline_updates_total Updates delivered by the dataflow, by kind."

@@ -108,9 +108,10 @@ impl UpdateSink for FileSink {
     fn deliver(&mut self, updates: &[Update]) {
         let mut count_sum = 0;
         for update in updates {
-            // Intermediate session snapshots depend on batching; the history samples and
-            // everything else are deterministic.
-            if matches!(update, Update::Session(_)) {
+            // Intermediate session snapshots depend on batching, and the anomaly counters
+            // are per-worker telemetry deltas (they go to /metrics); the history samples
+            // and everything else are deterministic.
+            if matches!(update, Update::Session(_) | Update::AnomalyCounters(_)) {
                 continue;
             }
             if let Update::Window(stats) = update {

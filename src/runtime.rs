@@ -709,6 +709,19 @@ impl<S> CountingSink<S> {
                 Update::SuccessModel(_) => 13,
                 Update::Forecast(_) => 14,
                 Update::Insight(_) => 15,
+                Update::Anomaly(_) => 16,
+                Update::AnomalyCounters(counters) => {
+                    self.metrics.count_anomaly(0, counters.scored);
+                    self.metrics.count_anomaly(1, counters.anomalous);
+                    self.metrics.count_anomaly(3, counters.refits);
+                    17
+                }
+                Update::NovelError(_) => 18,
+                Update::ErrorFamilies(families) => {
+                    self.metrics.count_anomaly(2, families.novel);
+                    self.metrics.count_anomaly(4, families.refits);
+                    19
+                }
             };
             counts[position] += 1;
         }

@@ -13,6 +13,8 @@ use megamind_dataflows::model::{
     AlertRecord, Breach, CommandRejection, HistorySample, Id, ModelKey, ModelSnapshot,
     RetrainingTrigger, SeriesKey, SessionState, SessionStatus, Update, WindowStats,
 };
+use megamind_dataflows::operators::detect_novel_errors::{ErrorFamily, NovelError};
+use megamind_dataflows::operators::score_anomalies::AnomalyReport;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -25,6 +27,10 @@ const RECENT_REJECTIONS: usize = 256;
 const RECENT_TRIGGERS: usize = 256;
 /// Model versions held (each is one snapshot; more are refused and counted).
 const MAX_MODELS: usize = 10_000;
+/// Anomalous points remembered (newest kept).
+const RECENT_ANOMALIES: usize = 512;
+/// Novel error messages remembered (newest kept).
+const RECENT_NOVEL_ERRORS: usize = 256;
 /// How many update batches a slow live subscriber may fall behind before it lags.
 const BROADCAST_CAPACITY: usize = 4096;
 
@@ -84,6 +90,9 @@ pub struct Views {
     unattributed_orphans: std::sync::atomic::AtomicU64,
     /// Predictive insights, forecasts and session predictions.
     pub insights: crate::insights::InsightViews,
+    anomalies: RwLock<VecDeque<AnomalyReport>>,
+    novel_errors: RwLock<VecDeque<NovelError>>,
+    error_families: RwLock<Vec<ErrorFamily>>,
     live: broadcast::Sender<Arc<Vec<Update>>>,
 }
 
@@ -116,6 +125,9 @@ impl Views {
             triggers: RwLock::new(VecDeque::new()),
             unattributed_orphans: std::sync::atomic::AtomicU64::new(0),
             insights,
+            anomalies: RwLock::new(VecDeque::new()),
+            novel_errors: RwLock::new(VecDeque::new()),
+            error_families: RwLock::new(Vec::new()),
             live,
         }
     }
@@ -278,6 +290,35 @@ impl Views {
             }
         }
         dropped += self.insights.apply(&updates);
+        if has(|u| {
+            matches!(
+                u,
+                Update::Anomaly(_) | Update::NovelError(_) | Update::ErrorFamilies(_)
+            )
+        }) {
+            let mut anomalies = write(&self.anomalies);
+            let mut novel_errors = write(&self.novel_errors);
+            for update in &updates {
+                match update {
+                    Update::Anomaly(report) => {
+                        anomalies.push_back((**report).clone());
+                        while anomalies.len() > RECENT_ANOMALIES {
+                            anomalies.pop_front();
+                        }
+                    }
+                    Update::NovelError(novel) => {
+                        novel_errors.push_back((**novel).clone());
+                        while novel_errors.len() > RECENT_NOVEL_ERRORS {
+                            novel_errors.pop_front();
+                        }
+                    }
+                    Update::ErrorFamilies(families) => {
+                        *write(&self.error_families) = families.families.clone();
+                    }
+                    _ => {}
+                }
+            }
+        }
         if dropped > 0 {
             self.metrics
                 .views_dropped
@@ -285,6 +326,31 @@ impl Views {
         }
         // Nobody listening is fine: the batch is simply not retained.
         let _ = self.live.send(Arc::new(updates));
+    }
+
+    /// The most recent anomalous points, newest first.
+    pub fn anomalies(&self, limit: usize) -> Vec<AnomalyReport> {
+        read(&self.anomalies)
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The most recent novel error messages, newest first.
+    pub fn novel_errors(&self, limit: usize) -> Vec<NovelError> {
+        read(&self.novel_errors)
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// The current error families, largest first.
+    pub fn error_families(&self) -> Vec<ErrorFamily> {
+        read(&self.error_families).clone()
     }
 
     /// Latest window of each series matching `filter`, sorted by key.

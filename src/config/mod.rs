@@ -16,6 +16,9 @@ use megamind_dataflows::pipelines::AnalyticsConfig;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+mod anomaly;
+pub use anomaly::AnomalySection;
+
 /// The embedded defaults.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
@@ -48,6 +51,8 @@ pub struct Config {
     pub ml: MlConfig,
     /// Predictive insights and self-monitoring.
     pub insights: InsightsConfig,
+    /// Anomaly scoring and error families.
+    pub anomaly: AnomalySection,
     /// Threshold rules.
     pub rules: Vec<BreachRule>,
 }
@@ -439,7 +444,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "insights",
     "server",
     "mcp",
@@ -453,6 +458,7 @@ const SECTIONS: [&str; 14] = [
     "demo",
     "kafka",
     "ml",
+    "anomaly",
     "rules",
 ];
 
@@ -552,6 +558,7 @@ impl Config {
         let kafka = section::<KafkaConfig>("kafka", take("kafka"), problems);
         let ml = section::<MlConfig>("ml", take("ml"), problems);
         let insights = section::<InsightsConfig>("insights", take("insights"), problems);
+        let anomaly = section::<AnomalySection>("anomaly", take("anomaly"), problems);
         let rules = match take("rules") {
             toml::Value::Array(items) => {
                 let mut rules = Vec::new();
@@ -584,6 +591,7 @@ impl Config {
             kafka: kafka?,
             ml: ml?,
             insights: insights?,
+            anomaly: anomaly?,
             rules: rules?,
         })
     }
@@ -591,6 +599,7 @@ impl Config {
     fn validate(&self, problems: &mut Vec<String>) {
         problems.extend(self.kafka.problems());
         problems.extend(self.insights.problems());
+        problems.extend(self.anomaly.problems());
         let mut check = |ok: bool, problem: &str| {
             if !ok {
                 problems.push(problem.to_owned());
@@ -847,6 +856,8 @@ impl Config {
                 evaluate_every: self.ml.evaluate_every,
                 models: self.ml.models.clone(),
             },
+            anomaly: self.anomaly.scorer(),
+            novelty: self.anomaly.novelty(),
             insights: self.insights.dataflow(),
         }
     }

@@ -270,6 +270,63 @@ pub struct AnalyticsResult {
     /// The current session success model (version, training size, accuracy), if trained.
     #[schemars(with = "Option<serde_json::Value>")]
     pub success_model: Option<megamind_dataflows::model::SuccessModelReport>,
+    /// The most recent anomalous points, newest first.
+    pub anomalies: Vec<AnomalyEntry>,
+    /// Error families (clusters of session messages), largest first.
+    pub error_families: Vec<FamilyEntry>,
+    /// The most recent messages that fell in no family, newest first.
+    pub novel_errors: Vec<NovelErrorEntry>,
+}
+
+/// A point judged anomalous.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AnomalyEntry {
+    /// The series, as `name{labels}`.
+    pub series: String,
+    /// Event time, ms.
+    pub ts: u64,
+    /// The value.
+    pub value: f64,
+    /// Robust z-score against the series' recent median/MAD.
+    pub z: f64,
+    /// Isolation forest score, 0–1.
+    pub forest: f64,
+    /// Combined score, 0–1 (0.5 is the decision boundary).
+    pub combined: f64,
+    /// `robust_z` or `both`: which detector decided.
+    pub detector: String,
+    /// Which detector, how far.
+    pub reason: String,
+}
+
+/// An error family.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FamilyEntry {
+    /// Stable id.
+    pub id: String,
+    /// Representative message template (numbers replaced by `<num>`).
+    pub template: String,
+    /// Messages in the family.
+    pub count: u64,
+    /// Recent example messages.
+    pub examples: Vec<String>,
+    /// First seen, ms.
+    pub first_seen: u64,
+    /// Last seen, ms.
+    pub last_seen: u64,
+}
+
+/// A message in no error family.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct NovelErrorEntry {
+    /// The session.
+    pub session_id: String,
+    /// Event time, ms.
+    pub ts: u64,
+    /// The message.
+    pub message: String,
+    /// Cosine distance to the nearest family core.
+    pub distance: f64,
 }
 
 /// `realtime_get_analytics`.
@@ -389,5 +446,45 @@ pub fn analytics(
         recommendations: insights.active,
         session_predictions: insights.at_risk_sessions,
         success_model: insights.success_model,
+        anomalies: views
+            .anomalies(limit)
+            .into_iter()
+            .map(|report| AnomalyEntry {
+                series: report.series.to_string(),
+                ts: report.ts,
+                value: report.value,
+                z: report.scores.z,
+                forest: report.scores.forest,
+                combined: report.scores.combined,
+                detector: serde_json::to_value(report.scores.detector)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                reason: report.reason,
+            })
+            .collect(),
+        error_families: views
+            .error_families()
+            .into_iter()
+            .take(limit)
+            .map(|family| FamilyEntry {
+                id: family.id,
+                template: family.template,
+                count: family.count,
+                examples: family.examples,
+                first_seen: family.first_seen,
+                last_seen: family.last_seen,
+            })
+            .collect(),
+        novel_errors: views
+            .novel_errors(limit)
+            .into_iter()
+            .map(|novel| NovelErrorEntry {
+                session_id: novel.session_id.to_string(),
+                ts: novel.ts,
+                message: novel.message,
+                distance: novel.distance,
+            })
+            .collect(),
     })
 }

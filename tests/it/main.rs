@@ -7,6 +7,7 @@
 //! headless Chromium showing the live dashboard.
 
 mod alerts;
+mod anomaly;
 mod cluster;
 mod dashboard;
 mod http_api;
@@ -14,6 +15,7 @@ mod insights;
 mod kafka;
 mod mcp;
 mod ml;
+mod nab;
 mod replay;
 mod support;
 mod websocket;

@@ -814,6 +814,10 @@ aggregate = "mean"
 op = ">"
 threshold = 70.0
 severity = "high"
+
+# P1's job has no anomaly scoring (its anomaly_score windows are not in the reference).
+[anomaly]
+enabled = false
 "#,
     )
     .expect("write the P1 configuration");

@@ -56,6 +56,14 @@ pub enum Update {
     Forecast(Box<SeriesForecast>),
     /// A risk or recommendation was raised, updated or cleared.
     Insight(Box<Insight>),
+    /// A numeric point judged anomalous.
+    Anomaly(Box<crate::operators::score_anomalies::AnomalyReport>),
+    /// Counter deltas of the numeric anomaly scorer (one per worker and batch: sum them).
+    AnomalyCounters(crate::operators::score_anomalies::AnomalyCounters),
+    /// A message that belongs to no error family.
+    NovelError(Box<crate::operators::detect_novel_errors::NovelError>),
+    /// The error families after a batch of messages.
+    ErrorFamilies(Box<crate::operators::detect_novel_errors::ErrorFamilies>),
     /// A record was rejected inside the dataflow (for example: late).
     Rejected {
         /// Why.
@@ -84,6 +92,10 @@ impl Update {
             Self::SuccessModel(_) => "success_model",
             Self::Forecast(_) => "forecast",
             Self::Insight(_) => "insight",
+            Self::Anomaly(_) => "anomaly",
+            Self::AnomalyCounters(_) => "anomaly_counters",
+            Self::NovelError(_) => "novel_error",
+            Self::ErrorFamilies(_) => "error_families",
             Self::Rejected { .. } => "rejected",
         }
     }

@@ -5,6 +5,7 @@
 //! state bounds.
 
 pub mod compute_windows;
+pub mod detect_novel_errors;
 pub mod evaluate_breaches;
 pub mod forecast_series;
 pub mod manage_alerts;
@@ -12,15 +13,18 @@ pub mod predict_sessions;
 pub mod quantiles;
 pub mod recommend;
 pub mod route_events;
+pub mod score_anomalies;
 pub mod track_models;
 pub mod track_sessions;
 
 pub use compute_windows::{ComputeWindows, WindowConfig, WindowConfigError};
+pub use detect_novel_errors::{DetectNovelErrors, NoveltyConfig};
 pub use evaluate_breaches::{EvaluateBreaches, RuleSet};
 pub use forecast_series::{ForecastConfig, ForecastSeries};
 pub use manage_alerts::{AlertConfig, ManageAlerts};
 pub use predict_sessions::{PredictConfig, PredictSessions};
 pub use recommend::{Recommend, RecommendConfig};
 pub use route_events::{RouteEvents, RoutedEvents};
+pub use score_anomalies::{AnomalyConfig, ScoreAnomalies};
 pub use track_models::{TrackModels, TrackModelsConfig};
 pub use track_sessions::{SessionConfig, TrackSessions};

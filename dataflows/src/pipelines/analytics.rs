@@ -1,11 +1,15 @@
 //! The analytics pipeline: events in, typed updates out.
 //!
 //! ```text
-//!                 ┌─ samples ──► ComputeWindows ─► EvaluateBreaches ─► windows + breaches
-//!                 │                                      │ transitions
+//!                 ┌─ samples ─┬──────────────────────────┐
+//!                 │           └► ScoreAnomalies ─┬─ anomaly_score samples
+//!                 │                              └─► anomalies
+//!                 │   samples + anomaly_score ─► ComputeWindows ─► EvaluateBreaches ─► windows
+//!                 │                                      │ transitions     + breaches
 //!   events ─► RouteEvents                                ▼
 //!                 ├─ commands ──────────────────────► ManageAlerts ───► alert records
 //!                 ├─ sessions ──► TrackSessions ─────────────────────► sessions
+//!                 │          └──► DetectNovelErrors ─────────────────► novel errors, families
 //!                 │          └────────► PredictSessions ─► session predictions ─┐
 //!                 │                               │ prediction/outcome events      │
 //!                 └─ ml ─────────────────(+)──────┘                                │
@@ -21,10 +25,12 @@ use timely::dataflow::operators::{Concatenate, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{AlertTransition, Event, Update};
+use crate::operators::score_anomalies::Scored;
 use crate::operators::{
-    AlertConfig, ComputeWindows, EvaluateBreaches, ForecastConfig, ForecastSeries, ManageAlerts,
-    PredictConfig, PredictSessions, Recommend, RecommendConfig, RouteEvents, RuleSet,
-    SessionConfig, TrackModels, TrackModelsConfig, TrackSessions, WindowConfig,
+    AlertConfig, AnomalyConfig, ComputeWindows, DetectNovelErrors, EvaluateBreaches,
+    ForecastConfig, ForecastSeries, ManageAlerts, NoveltyConfig, PredictConfig, PredictSessions,
+    Recommend, RecommendConfig, RouteEvents, RuleSet, ScoreAnomalies, SessionConfig, TrackModels,
+    TrackModelsConfig, TrackSessions, WindowConfig,
 };
 use crate::Time;
 
@@ -41,6 +47,10 @@ pub struct AnalyticsConfig {
     pub alerts: AlertConfig,
     /// ML tracking.
     pub models: TrackModelsConfig,
+    /// Numeric anomaly scoring.
+    pub anomaly: AnomalyConfig,
+    /// Error families and novel errors.
+    pub novelty: NoveltyConfig,
     /// Predictive insights.
     pub insights: InsightsConfig,
 }
@@ -76,8 +86,25 @@ pub fn analytics<'scope>(
 ) -> StreamVec<'scope, Time, Update> {
     let scope = events.scope();
     let routed = events.route_events("events");
-    let (windows_and_breaches, transitions) = routed
-        .samples
+    let mut extra = Vec::new();
+    let samples = if config.anomaly.enabled {
+        let scored = routed
+            .samples
+            .clone()
+            .score_anomalies("series", &config.anomaly);
+        let (anomalies, scores) = split_scored(scored);
+        extra.push(anomalies);
+        extra.push(
+            routed
+                .sessions
+                .clone()
+                .detect_novel_errors("messages", &config.novelty),
+        );
+        scope.concatenate([routed.samples, scores])
+    } else {
+        routed.samples
+    };
+    let (windows_and_breaches, transitions) = samples
         .compute_windows("series", &config.windows)
         .evaluate_breaches("rules", &config.rules);
     let insights = &config.insights;
@@ -122,7 +149,42 @@ pub fn analytics<'scope>(
     let transitions: StreamVec<'_, Time, AlertTransition> = scope.concatenate(transition_streams);
     let alerts = transitions.manage_alerts("alerts", routed.commands, &config.alerts);
     outputs.push(alerts);
+    outputs.extend(extra);
     scope.concatenate(outputs)
+}
+
+/// Splits the scorer's output into updates and derived `anomaly_score` samples.
+fn split_scored<'scope>(
+    scored: StreamVec<'scope, Time, Scored>,
+) -> (
+    StreamVec<'scope, Time, Update>,
+    StreamVec<'scope, Time, crate::model::Sample>,
+) {
+    let updates = scored.clone().unary(Pipeline, "AnomalyUpdates", |_, _| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let mut session = output.session(&cap);
+                for item in data.drain(..) {
+                    if let Scored::Update(update) = item {
+                        session.give(*update);
+                    }
+                }
+            });
+        }
+    });
+    let samples = scored.unary(Pipeline, "AnomalyScoreSamples", |_, _| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let mut session = output.session(&cap);
+                for item in data.drain(..) {
+                    if let Scored::Sample(sample) = item {
+                        session.give(sample);
+                    }
+                }
+            });
+        }
+    });
+    (updates, samples)
 }
 
 #[cfg(test)]

@@ -47,6 +47,13 @@ impl Setup {
                 enabled: false,
                 ..Default::default()
             },
+            // The oracle below covers windows, sessions and alerts; anomaly scoring has its
+            // own operator tests.
+            anomaly: crate::operators::AnomalyConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            novelty: crate::operators::NoveltyConfig::default(),
         }
     }
 }
