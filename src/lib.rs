@@ -9,8 +9,8 @@
 pub mod app;
 pub mod bench;
 pub mod bench_alerts;
-pub mod bench_insights;
 pub mod bench_anomaly;
+pub mod bench_insights;
 pub mod bench_kafka;
 pub mod bench_mcp;
 pub mod bench_ml;
