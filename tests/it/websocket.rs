@@ -168,7 +168,13 @@ fn resume_past_the_replay_ring_answers_gap() {
 
 #[test]
 fn a_client_that_stops_reading_is_closed_as_lagged() {
-    let server = Server::start(&[("MEGAMIND__WEBSOCKET__CLIENT_QUEUE", "16")]);
+    // Without the error-family detector: the traffic is 8 KB error messages, each one a
+    // new family candidate, which slows ingest until HTTP answers 503 (TODO(#8): bound
+    // the novelty check's cost per message).
+    let server = Server::start(&[
+        ("MEGAMIND__WEBSOCKET__CLIENT_QUEUE", "16"),
+        ("MEGAMIND__ANOMALY__ENABLED", "false"),
+    ]);
     check(&server, &["lagged"], &["--client-queue", "16"]);
     stop(server);
 }
