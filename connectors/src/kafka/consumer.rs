@@ -752,11 +752,6 @@ impl ConsumerLoop {
             }
         }
         self.commit();
-        // Release the partitions before the client is dropped, so its close has nothing
-        // left to tear down but the connection.
-        if let Err(error) = self.consumer.unassign() {
-            tracing::debug!(%error, "kafka: unassign at close failed");
-        }
     }
 
     /// Hands a batch to the worker; when its queue is full, pauses the partitions (so the
