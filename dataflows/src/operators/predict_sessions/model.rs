@@ -197,6 +197,10 @@ impl Default for TrainerConfig {
 #[derive(Debug, Clone, Default)]
 pub struct Trainer {
     completed: VecDeque<Completed>,
+    /// `(duration_ms, operations)` of the remembered sessions, sorted: the completion
+    /// estimate reads the sessions that lasted at least as long from its tail instead of
+    /// filtering and sorting all of them per score.
+    by_duration: Vec<(u64, u64)>,
     model: Option<SuccessModel>,
     since_training: u64,
     live: VecDeque<bool>,
@@ -211,9 +215,18 @@ impl Trainer {
 
     /// Remembers an ended session (evicting the oldest beyond the training window).
     pub fn add(&mut self, completed: Completed, config: &TrainerConfig) {
+        let key = (completed.duration_ms, completed.operations);
+        let at = self.by_duration.partition_point(|probe| *probe < key);
+        self.by_duration.insert(at, key);
         self.completed.push_back(completed);
         while self.completed.len() > config.training_window.max(1) {
-            self.completed.pop_front();
+            if let Some(old) = self.completed.pop_front() {
+                let key = (old.duration_ms, old.operations);
+                let at = self.by_duration.partition_point(|probe| *probe < key);
+                if self.by_duration.get(at) == Some(&key) {
+                    self.by_duration.remove(at);
+                }
+            }
         }
         self.since_training += 1;
     }
@@ -269,27 +282,35 @@ impl Trainer {
         config: &TrainerConfig,
     ) -> Option<CompletionEstimate> {
         let elapsed = state.last_activity.saturating_sub(state.started_at);
-        let mut remaining: Vec<u64> = self
-            .completed
-            .iter()
-            .filter(|completed| {
-                completed.operations >= state.operations && completed.duration_ms >= elapsed
-            })
-            .map(|completed| completed.duration_ms - elapsed)
-            .collect();
-        if remaining.len() < config.min_comparable.max(1) {
+        let start = self
+            .by_duration
+            .partition_point(|(duration, _)| *duration < elapsed);
+        let longer = &self.by_duration[start..];
+        let comparable = |(_, operations): &&(u64, u64)| *operations >= state.operations;
+        let count = longer.iter().filter(comparable).count();
+        if count < config.min_comparable.max(1) {
             return None;
         }
-        remaining.sort_unstable();
-        let rank = |quantile: f64| {
-            let position = ((quantile * remaining.len() as f64).ceil() as usize).max(1) - 1;
-            remaining[position.min(remaining.len() - 1)] as f64
-        };
+        // Nearest-rank positions among the comparable sessions, which `longer` holds in
+        // ascending duration order, so one more pass picks all three.
+        let position = |quantile: f64| ((quantile * count as f64).ceil() as usize).max(1) - 1;
+        let wanted = [position(0.1), position(0.5), position(0.9)];
+        let mut picked = [0u64; 3];
+        for (rank, (duration, _)) in longer.iter().filter(comparable).enumerate() {
+            for (slot, want) in wanted.iter().enumerate() {
+                if rank == (*want).min(count - 1) {
+                    picked[slot] = duration - elapsed;
+                }
+            }
+            if rank >= wanted[2] {
+                break;
+            }
+        }
         Some(CompletionEstimate {
-            remaining_ms: rank(0.5),
-            remaining_low_ms: rank(0.1),
-            remaining_high_ms: rank(0.9),
-            comparable: remaining.len() as u64,
+            remaining_ms: picked[1] as f64,
+            remaining_low_ms: picked[0] as f64,
+            remaining_high_ms: picked[2] as f64,
+            comparable: count as u64,
         })
     }
 }

@@ -231,3 +231,81 @@ fn completion_estimate_uses_comparable_sessions() {
         "too few comparable"
     );
 }
+
+/// The completion estimate read from the sorted index equals the definition (filter the
+/// remembered sessions, sort, nearest rank) on random histories with evictions and ties.
+#[test]
+fn completion_estimate_equals_its_definition_after_evictions() {
+    let config = TrainerConfig {
+        training_window: 50,
+        min_comparable: 3,
+        ..TrainerConfig::default()
+    };
+    let mut trainer = Trainer::default();
+    let mut remembered: VecDeque<(u64, u64)> = VecDeque::new();
+    let mut rng = Lcg(7);
+    let mut checked = 0;
+    for _ in 0..400 {
+        let operations = (rng.next() * 12.0) as u64;
+        let duration_ms = (rng.next() * 20.0) as u64 * 1_000;
+        trainer.add(
+            Completed {
+                features: [0.0; 7],
+                success: true,
+                operations,
+                duration_ms,
+            },
+            &config,
+        );
+        remembered.push_back((operations, duration_ms));
+        if remembered.len() > config.training_window {
+            remembered.pop_front();
+        }
+        let operations = (rng.next() * 12.0) as u64;
+        let elapsed = (rng.next() * 20.0) as u64 * 1_000;
+        let state = SessionState {
+            session_id: "s".into(),
+            user_id: None,
+            status: SessionStatus::Active,
+            started_at: 1_000,
+            last_activity: 1_000 + elapsed,
+            ended_at: None,
+            operations,
+            errors: 0,
+            error_rate: 0.0,
+            tokens: 0,
+            duration_mean_ms: None,
+            duration_p95_ms: None,
+            last_operation: None,
+            last_error: None,
+            events: operations + 1,
+        };
+        let mut remaining: Vec<u64> = remembered
+            .iter()
+            .filter(|(ops, duration)| *ops >= operations && *duration >= elapsed)
+            .map(|(_, duration)| duration - elapsed)
+            .collect();
+        remaining.sort_unstable();
+        let estimate = trainer.completion(&state, &config);
+        if remaining.len() < config.min_comparable {
+            assert!(estimate.is_none(), "{remaining:?} {estimate:?}");
+            continue;
+        }
+        let rank = |quantile: f64| {
+            let position = ((quantile * remaining.len() as f64).ceil() as usize).max(1) - 1;
+            remaining[position.min(remaining.len() - 1)] as f64
+        };
+        let estimate = estimate.expect("enough comparable sessions");
+        assert_eq!(estimate.comparable, remaining.len() as u64);
+        assert_eq!(
+            (
+                estimate.remaining_low_ms,
+                estimate.remaining_ms,
+                estimate.remaining_high_ms
+            ),
+            (rank(0.1), rank(0.5), rank(0.9))
+        );
+        checked += 1;
+    }
+    assert!(checked > 100, "only {checked} estimates compared");
+}
