@@ -92,6 +92,11 @@ pub struct Predictor {
     trainer: Trainer,
     /// Session → (event time of its tracked prediction, predicted success).
     tracked: HashMap<Id, (u64, bool), FxBuildHasher>,
+    /// Features of each running session at its first snapshot with `min_operations`
+    /// operations: the point where its tracked prediction is made, so the model is
+    /// trained on what it is asked to score rather than on final states.
+    /// With the event time it was taken, for eviction.
+    at_decision: HashMap<Id, (u64, [f64; 7]), FxBuildHasher>,
     /// Recently ended sessions (so a late snapshot of an ended session is not learnt twice).
     ended: HashSet<Id, FxBuildHasher>,
     ended_order: VecDeque<Id>,
@@ -179,6 +184,13 @@ impl Predictor {
             return;
         }
         let row = features(state);
+        if state.operations >= config.min_operations
+            && !self.at_decision.contains_key(&state.session_id)
+        {
+            self.at_decision
+                .insert(state.session_id.clone(), (state.last_activity, row));
+            forget_oldest(&mut self.at_decision, config.max_sessions, |entry| entry.0);
+        }
         let model = self.trainer.model();
         let probability = model.map(|model| model.probability(&row));
         let predicted_success = probability.map(|probability| probability >= 0.5);
@@ -213,7 +225,7 @@ impl Predictor {
                         session_id: Some(state.session_id.clone()),
                     }),
                 ));
-                self.bound_tracked(config.max_tracked);
+                forget_oldest(&mut self.tracked, config.max_tracked, |entry| entry.0);
             }
         }
         let status = if probability.is_some() {
@@ -238,19 +250,7 @@ impl Predictor {
             return;
         }
         self.emitted.insert(state.session_id.clone(), shown);
-        if self.emitted.len() > config.max_sessions.max(1) {
-            let mut by_age: Vec<(u64, Id)> = self
-                .emitted
-                .iter()
-                .map(|(id, last)| (last.3, id.clone()))
-                .collect();
-            by_age.sort();
-            let drop =
-                (self.emitted.len() - config.max_sessions.max(1)).max(config.max_sessions / 10);
-            for (_, id) in by_age.into_iter().take(drop) {
-                self.emitted.remove(&id);
-            }
-        }
+        forget_oldest(&mut self.emitted, config.max_sessions, |last| last.3);
         out.updates
             .push(Update::SessionPrediction(Box::new(SessionPrediction {
                 session_id: state.session_id.clone(),
@@ -267,11 +267,15 @@ impl Predictor {
     }
 
     fn finish(&mut self, state: &SessionState, config: &PredictConfig, out: &mut Predicted) {
-        let Some(completed) = Completed::of(state) else {
+        let Some(mut completed) = Completed::of(state) else {
             return;
         };
         if !self.ended.insert(state.session_id.clone()) {
             return;
+        }
+        let final_features = completed.features;
+        if let Some((_, row)) = self.at_decision.remove(&state.session_id) {
+            completed.features = row;
         }
         self.emitted.remove(&state.session_id);
         self.ended_order.push_back(state.session_id.clone());
@@ -294,7 +298,7 @@ impl Predictor {
             ));
         }
         let model = self.trainer.model();
-        let probability = model.map(|model| model.probability(&completed.features));
+        let probability = model.map(|model| model.probability(&final_features));
         out.updates
             .push(Update::SessionPrediction(Box::new(SessionPrediction {
                 session_id: state.session_id.clone(),
@@ -308,44 +312,33 @@ impl Predictor {
                 outcome: Some(label(completed.success)),
                 features: FEATURES
                     .iter()
-                    .zip(completed.features)
+                    .zip(final_features)
                     .map(|(name, value)| (Id::from(*name), value))
                     .collect(),
             })));
         self.trainer.add(completed, &config.trainer);
     }
-
-    fn bound_tracked(&mut self, max: usize) {
-        if self.tracked.len() <= max.max(1) {
-            return;
-        }
-        // Forget the oldest tenth in one pass, so the scan is amortised.
-        let mut by_age: Vec<(u64, Id)> = self
-            .tracked
-            .iter()
-            .map(|(id, (at, _))| (*at, id.clone()))
-            .collect();
-        by_age.sort();
-        let drop = (self.tracked.len() - max.max(1)).max(max / 10);
-        for (_, id) in by_age.into_iter().take(drop) {
-            self.tracked.remove(&id);
-        }
-    }
 }
 
-/// Forgets the least recently active tenth of the trackers when there are too many.
-fn bound_trackers(trackers: &mut HashMap<Id, SessionTracker, FxBuildHasher>, max: usize) {
-    if trackers.len() <= max.max(1) {
+/// Keeps `map` at most `max` entries: beyond it, forgets the oldest by `age` (at least a
+/// tenth of `max` at once, so the sort is amortised over many inserts).
+fn forget_oldest<V>(
+    map: &mut HashMap<Id, V, FxBuildHasher>,
+    max: usize,
+    mut age: impl FnMut(&mut V) -> u64,
+) {
+    let max = max.max(1);
+    if map.len() <= max {
         return;
     }
-    let mut by_activity: Vec<(u64, Id)> = trackers
+    let mut by_age: Vec<(u64, Id)> = map
         .iter_mut()
-        .map(|(id, tracker)| (tracker.snapshot().last_activity, id.clone()))
+        .map(|(id, value)| (age(value), id.clone()))
         .collect();
-    by_activity.sort();
-    let drop = (trackers.len() - max.max(1)).max(max / 10);
-    for (_, id) in by_activity.into_iter().take(drop) {
-        trackers.remove(&id);
+    by_age.sort();
+    let drop = (map.len() - max).max(max / 10);
+    for (_, id) in by_age.into_iter().take(drop) {
+        map.remove(&id);
     }
 }
 
@@ -458,7 +451,9 @@ impl<'scope> PredictSessions<'scope> for StreamVec<'scope, Time, (Time, SessionE
                                 trackers.remove(&state.session_id);
                             }
                         }
-                        bound_trackers(&mut trackers, config.max_sessions);
+                        forget_oldest(&mut trackers, config.max_sessions, |tracker| {
+                            tracker.snapshot().last_activity
+                        });
                         let result = predictor.step(states, time, &config);
                         let mut session = output.session(&cap);
                         for update in result.updates {

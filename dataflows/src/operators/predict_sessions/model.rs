@@ -213,6 +213,11 @@ impl Trainer {
         self.model.as_ref()
     }
 
+    /// The remembered ended sessions, oldest first.
+    pub fn remembered(&self) -> impl Iterator<Item = &Completed> {
+        self.completed.iter()
+    }
+
     /// Remembers an ended session (evicting the oldest beyond the training window).
     pub fn add(&mut self, completed: Completed, config: &TrainerConfig) {
         let key = (completed.duration_ms, completed.operations);

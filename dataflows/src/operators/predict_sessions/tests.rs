@@ -309,3 +309,51 @@ fn completion_estimate_equals_its_definition_after_evictions() {
     }
     assert!(checked > 100, "only {checked} estimates compared");
 }
+
+/// An ended session is learnt from its features at the decision point (the first snapshot
+/// with `min_operations` operations, where its tracked prediction is made), not from its
+/// final state: the model is trained on what it is asked to score.
+#[test]
+fn ended_sessions_are_learnt_from_their_decision_point_features() {
+    let config = PredictConfig::default();
+    let snapshot = |operations: u64, errors: u64, at: u64, status| SessionState {
+        session_id: "s1".into(),
+        user_id: None,
+        status,
+        started_at: 0,
+        last_activity: at,
+        ended_at: (status != SessionStatus::Active).then_some(at),
+        operations,
+        errors,
+        error_rate: errors as f64 / operations.max(1) as f64,
+        tokens: 10 * operations,
+        duration_mean_ms: Some(100.0),
+        duration_p95_ms: Some(200.0),
+        last_operation: None,
+        last_error: None,
+        events: operations + errors + 1,
+    };
+    let mut predictor = Predictor::default();
+    let early = snapshot(2, 0, 1_000, SessionStatus::Active);
+    let decision = snapshot(config.min_operations, 0, 2_000, SessionStatus::Active);
+    let later = snapshot(8, 1, 5_000, SessionStatus::Active);
+    let ended = snapshot(9, 6, 9_000, SessionStatus::Failed);
+    for (at, state) in [
+        (1_000, &early),
+        (2_000, &decision),
+        (5_000, &later),
+        (9_000, &ended),
+    ] {
+        predictor.step(vec![state.clone()], at, &config);
+    }
+    let remembered: Vec<&Completed> = predictor.trainer().remembered().collect();
+    assert_eq!(remembered.len(), 1);
+    assert_eq!(remembered[0].features, features(&decision));
+    assert_ne!(remembered[0].features, features(&ended));
+    assert!(!remembered[0].success);
+    // The completion estimate still learns the session's real length and operations.
+    assert_eq!(
+        (remembered[0].operations, remembered[0].duration_ms),
+        (9, 9_000)
+    );
+}
