@@ -48,6 +48,7 @@ impl RunOptions {
             queue_capacity: config.ingest.queue_capacity,
             limits: config.ingest.decode_limits(),
             kafka: None,
+            max_in_flight: config.ingest.max_in_flight_events,
         }
     }
 }

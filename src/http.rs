@@ -306,6 +306,10 @@ pub struct Status {
     pub queue_capacity: usize,
     /// Ingest refusals due to full queues.
     pub overloaded: u64,
+    /// Events in the dataflow that its output has not caught up with.
+    pub in_flight_events: u64,
+    /// Times a worker stopped reading because `ingest.max_in_flight_events` were in flight.
+    pub backpressure_pauses: u64,
     /// Latest watermark pushed, ms.
     pub watermark_ms: u64,
     /// Latest output frontier, ms.
@@ -345,6 +349,8 @@ pub fn status(state: &AppState) -> Status {
         queue_depth: state.ingest.feeder().queue_depth(),
         queue_capacity: state.ingest.feeder().queue_capacity(),
         overloaded: metrics.overloaded.load(Relaxed),
+        in_flight_events: metrics.in_flight.load(Relaxed),
+        backpressure_pauses: metrics.backpressure_pauses.load(Relaxed),
         watermark_ms: metrics.watermark_ms.load(Relaxed),
         output_frontier_ms: metrics.output_frontier_ms.load(Relaxed),
         series: state.views.series_count(),

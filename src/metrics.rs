@@ -67,6 +67,11 @@ pub struct EngineMetrics {
     pub rejected: [AtomicU64; ErrorReason::ALL.len()],
     /// Ingest calls refused because worker queues were full.
     pub overloaded: AtomicU64,
+    /// Times a worker's source stopped reading because too much work was in flight.
+    pub backpressure_pauses: AtomicU64,
+    /// Events released into the dataflow whose timestamps the output frontier has not
+    /// passed yet (all local workers).
+    pub in_flight: AtomicU64,
     /// Updates delivered to sinks, by kind.
     pub updates: [AtomicU64; UPDATE_KINDS.len()],
     /// Anomaly counters, see [`ANOMALY_COUNTERS`].
@@ -161,6 +166,20 @@ impl EngineMetrics {
             out,
             "megamind_ingest_overloaded_total {}",
             load(&self.overloaded)
+        );
+        let _ = writeln!(out, "# HELP megamind_engine_backpressure_pauses_total Times a worker stopped reading its queue because too many events were in flight in the dataflow.");
+        let _ = writeln!(out, "# TYPE megamind_engine_backpressure_pauses_total counter");
+        let _ = writeln!(
+            out,
+            "megamind_engine_backpressure_pauses_total {}",
+            load(&self.backpressure_pauses)
+        );
+        let _ = writeln!(out, "# HELP megamind_engine_in_flight_events Events released into the dataflow that the output frontier has not passed.");
+        let _ = writeln!(out, "# TYPE megamind_engine_in_flight_events gauge");
+        let _ = writeln!(
+            out,
+            "megamind_engine_in_flight_events {}",
+            load(&self.in_flight)
         );
         let _ = writeln!(
             out,

@@ -95,6 +95,8 @@ pub struct ReplaySummary {
     pub peak_rss_bytes: Option<u64>,
     /// Worker threads in this process.
     pub workers: usize,
+    /// Times a worker stopped reading because `ingest.max_in_flight_events` were in flight.
+    pub backpressure_pauses: u64,
 }
 
 /// Writes the results of one worker as JSON lines, in large buffers.
@@ -272,6 +274,9 @@ pub fn run(
         },
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         workers,
+        backpressure_pauses: metrics
+            .backpressure_pauses
+            .load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 

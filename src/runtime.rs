@@ -10,8 +10,22 @@
 //! watermark pushed from outside when input is idle) and parks when there is nothing to
 //! do, so an idle engine uses no CPU. Dropping the senders closes the sources; the
 //! dataflow then flushes every open window and the workers exit.
+//!
+//! **Bounded work in flight.** timely's channels between operators and workers are
+//! unbounded, so a source that reads faster than the dataflow (or one worker of it, such
+//! as the session predictor's worker 0) can finish would let memory grow without limit.
+//! Each source therefore counts the events it has released whose timestamps the dataflow's
+//! output frontier has not yet passed, and stops reading its queue while that count is at
+//! least `max_in_flight` and the frontier trails every local source's watermark — that
+//! is, while operators, not inputs, hold it back. (When a source holds the frontier back,
+//! it or its peer must read on, or nothing could move: a producer blocked on one full queue
+//! could otherwise wait for a worker that waits for the producer's next batch.) Its bounded
+//! queue then fills and ingest reports overload (HTTP 503, MCP error, a waiting Kafka
+//! consumer) instead of the process growing; the pauses are counted
+//! (`megamind_engine_backpressure_pauses_total`) and the events in flight are a gauge.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -103,6 +117,45 @@ pub struct EngineConfig {
     pub limits: DecodeLimits,
     /// Kafka partitions of each local worker: when set, partitions drive the watermark.
     pub kafka: Option<KafkaInputs>,
+    /// Events a worker's source may have released that the output frontier has not passed
+    /// before it stops reading (see the module docs).
+    pub max_in_flight: u64,
+}
+
+/// What one source has released that the output frontier has not passed yet.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// `(timestamp, events released at it)`, oldest first.
+    by_time: VecDeque<(Time, u64)>,
+    /// Sum of the counts.
+    events: u64,
+}
+
+impl InFlight {
+    fn released(&mut self, time: Time, events: u64) {
+        if events == 0 {
+            return;
+        }
+        match self.by_time.back_mut() {
+            Some((last, count)) if *last == time => *count += events,
+            _ => self.by_time.push_back((time, events)),
+        }
+        self.events += events;
+    }
+
+    /// Forgets what the frontier has passed; returns how many events that was.
+    fn passed(&mut self, frontier: Time) -> u64 {
+        let mut done = 0;
+        while let Some(&(time, count)) = self.by_time.front() {
+            if time >= frontier {
+                break;
+            }
+            self.by_time.pop_front();
+            done += count;
+        }
+        self.events -= done;
+        done
+    }
 }
 
 /// What the workers of a Kafka-fed engine need.
@@ -271,6 +324,13 @@ impl Engine {
         let (activator_tx, activator_rx) = std::sync::mpsc::channel::<(usize, SyncActivator)>();
         let activator_tx = Mutex::new(activator_tx);
         let worker_metrics = Arc::clone(&metrics);
+        // Each local source's capability time (`Time::MAX` once closed), for the in-flight
+        // gate's "who holds the frontier" test.
+        let source_times: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new(
+            (0..workers)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        );
         let timely_config = timely::Config {
             communication,
             worker: WorkerConfig::default(),
@@ -287,6 +347,10 @@ impl Engine {
                 panic!("invariant: worker {index} owns local channel {local}");
             };
             let sink: Rc<RefCell<Box<dyn UpdateSink>>> = Rc::new(RefCell::new(sinks(index)));
+            // The output frontier as this worker last saw it (`Time::MAX` once complete).
+            let output_frontier: Rc<Cell<Time>> = Rc::new(Cell::new(0));
+            let max_in_flight = config.max_in_flight.max(1);
+            let source_times = Arc::clone(&source_times);
             let lateness = megamind_dataflows::time::duration_ms(config.allowed_lateness);
             let metrics = Arc::clone(&worker_metrics);
             let limits = config.limits.clone();
@@ -300,6 +364,7 @@ impl Engine {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
             worker.dataflow::<Time, _, _>(|scope| {
+                let frontier_seen = Rc::clone(&output_frontier);
                 let events = source::<_, CapacityContainerBuilder<Vec<Event>>, _, _>(
                     scope,
                     "IngestSource",
@@ -312,17 +377,35 @@ impl Engine {
                         let mut capability = Some(capability);
                         let mut max_event_time: Option<u64> = None;
                         let mut pushed: u64 = 0;
+                        let mut in_flight = InFlight::default();
+                        let mut paused = false;
                         move |output| {
                             let Some(cap) = capability.as_mut() else {
                                 return;
                             };
+                            let frontier = frontier_seen.get();
+                            let done = in_flight.passed(frontier);
+                            if done > 0 {
+                                metrics.in_flight.fetch_sub(done, Ordering::Relaxed);
+                            }
+                            let sources_min = source_times
+                                .iter()
+                                .map(|time| time.load(Ordering::Relaxed))
+                                .min()
+                                .unwrap_or(Time::MAX);
+                            let gated = in_flight.events >= max_in_flight && frontier < sources_min;
+                            if gated && !paused {
+                                metrics.backpressure_pauses.fetch_add(1, Ordering::Relaxed);
+                            }
+                            paused = gated;
                             let mut closed = false;
                             let mut accepted = 0u64;
                             let mut drained = false;
+                            let released_at = *cap.time();
                             // Bounded work per activation keeps the worker responsive and the
                             // data in flight between operators small: downstream operators run
                             // only after this activation returns.
-                            for _ in 0..MAX_MESSAGES_PER_ACTIVATION {
+                            for _ in 0..(if gated { 0 } else { MAX_MESSAGES_PER_ACTIVATION }) {
                                 if accepted >= MAX_EVENTS_PER_ACTIVATION {
                                     break;
                                 }
@@ -382,6 +465,8 @@ impl Engine {
                                 metrics
                                     .events_accepted
                                     .fetch_add(accepted, Ordering::Relaxed);
+                                metrics.in_flight.fetch_add(accepted, Ordering::Relaxed);
+                                in_flight.released(released_at, accepted);
                             }
                             let watermark = match &partitions {
                                 // Kafka: only the partitions move time (see `partitions_watermark`).
@@ -397,8 +482,17 @@ impl Engine {
                                 cap.downgrade(&watermark);
                                 metrics.watermark_ms.fetch_max(watermark, Ordering::Relaxed);
                             }
+                            if let Some(time) = source_times.get(local) {
+                                time.store(
+                                    if closed { Time::MAX } else { *cap.time() },
+                                    Ordering::Relaxed,
+                                );
+                            }
                             if closed {
                                 capability = None;
+                            } else if gated {
+                                // Look again once the dataflow has had time to catch up.
+                                reschedule_after.activate_after(Duration::from_millis(1));
                             } else if !drained {
                                 // Stopped at a work bound: come back for the rest (and to notice
                                 // a disconnect, which no sender will announce).
@@ -417,7 +511,10 @@ impl Engine {
                         let time = stamp.least().copied().unwrap_or(0);
                         sink.borrow_mut().deliver_at(time, updates)
                     }
-                    Err(frontier) => sink.borrow_mut().frontier(frontier.first().copied()),
+                    Err(frontier) => {
+                        output_frontier.set(frontier.first().copied().unwrap_or(Time::MAX));
+                        sink.borrow_mut().frontier(frontier.first().copied())
+                    }
                 });
             });
             while worker.step_or_park(None) {}

@@ -178,6 +178,8 @@ pub struct IngestConfig {
     pub max_record_bytes: usize,
     /// Batches buffered per worker.
     pub queue_capacity: usize,
+    /// Events a worker may have in flight in the dataflow before it stops reading.
+    pub max_in_flight_events: u64,
     /// Longest id, bytes.
     pub max_id_bytes: usize,
     /// Longest free text, bytes.
@@ -688,6 +690,10 @@ impl Config {
         check(
             self.ingest.queue_capacity >= 1,
             "ingest.queue_capacity must be at least 1",
+        );
+        check(
+            self.ingest.max_in_flight_events >= 1,
+            "ingest.max_in_flight_events must be at least 1",
         );
         check(
             self.ingest.max_body_bytes >= 1024,

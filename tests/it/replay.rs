@@ -197,3 +197,36 @@ fn stdin_replay_equals_file_replay() {
         &file_lines,
     );
 }
+
+/// With at most one event in flight per worker, the sources stop reading whenever the
+/// dataflow is behind (the gate engages) and the replay still finishes with exactly the
+/// output of an unbounded run: the gate neither loses nor deadlocks.
+#[test]
+fn a_tiny_in_flight_bound_pauses_the_sources_and_changes_no_result() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let events = generate_p1(dir.path(), N);
+    let config = p1_config(dir.path());
+    let mut bounded = std::fs::read_to_string(&config).expect("read the P1 configuration");
+    bounded.push_str("\n[ingest]\nmax_in_flight_events = 1\n");
+    let bounded_config = dir.path().join("p1-bounded.toml");
+    std::fs::write(&bounded_config, bounded).expect("write the bounded configuration");
+
+    let free_out = dir.path().join("free.jsonl");
+    let free = replay(&events.to_string_lossy(), None, &config, &free_out);
+    let bounded_out = dir.path().join("bounded.jsonl");
+    let gated = replay(&events.to_string_lossy(), None, &bounded_config, &bounded_out);
+
+    assert!(
+        gated["backpressure_pauses"].as_u64().unwrap_or(0) > 0,
+        "the gate never engaged: {gated:#}"
+    );
+    for field in ["events", "windows", "window_count_sum", "breaches"] {
+        assert_eq!(gated[field], free[field], "`{field}`: {gated:#} vs {free:#}");
+    }
+    assert_eq!(gated["windows"], json!(131_254), "{gated:#}");
+    assert_same_lines(
+        "replay output with one event in flight vs unbounded",
+        &sorted_lines(&bounded_out),
+        &sorted_lines(&free_out),
+    );
+}
