@@ -168,7 +168,10 @@ impl EngineMetrics {
             load(&self.overloaded)
         );
         let _ = writeln!(out, "# HELP megamind_engine_backpressure_pauses_total Times a worker stopped reading its queue because too many events were in flight in the dataflow.");
-        let _ = writeln!(out, "# TYPE megamind_engine_backpressure_pauses_total counter");
+        let _ = writeln!(
+            out,
+            "# TYPE megamind_engine_backpressure_pauses_total counter"
+        );
         let _ = writeln!(
             out,
             "megamind_engine_backpressure_pauses_total {}",

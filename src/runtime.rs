@@ -405,7 +405,12 @@ impl Engine {
                             // Bounded work per activation keeps the worker responsive and the
                             // data in flight between operators small: downstream operators run
                             // only after this activation returns.
-                            for _ in 0..(if gated { 0 } else { MAX_MESSAGES_PER_ACTIVATION }) {
+                            let budget = if gated {
+                                0
+                            } else {
+                                MAX_MESSAGES_PER_ACTIVATION
+                            };
+                            for _ in 0..budget {
                                 if accepted >= MAX_EVENTS_PER_ACTIVATION {
                                     break;
                                 }

@@ -214,14 +214,22 @@ fn a_tiny_in_flight_bound_pauses_the_sources_and_changes_no_result() {
     let free_out = dir.path().join("free.jsonl");
     let free = replay(&events.to_string_lossy(), None, &config, &free_out);
     let bounded_out = dir.path().join("bounded.jsonl");
-    let gated = replay(&events.to_string_lossy(), None, &bounded_config, &bounded_out);
+    let gated = replay(
+        &events.to_string_lossy(),
+        None,
+        &bounded_config,
+        &bounded_out,
+    );
 
     assert!(
         gated["backpressure_pauses"].as_u64().unwrap_or(0) > 0,
         "the gate never engaged: {gated:#}"
     );
     for field in ["events", "windows", "window_count_sum", "breaches"] {
-        assert_eq!(gated[field], free[field], "`{field}`: {gated:#} vs {free:#}");
+        assert_eq!(
+            gated[field], free[field],
+            "`{field}`: {gated:#} vs {free:#}"
+        );
     }
     assert_eq!(gated["windows"], json!(131_254), "{gated:#}");
     assert_same_lines(
