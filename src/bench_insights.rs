@@ -139,7 +139,7 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
         .collect();
     let trained = Stopwatch::start();
     // Ended sessions are recorded, then the first training runs (initial), in one step.
-    let first = predictor.step(training, 1, &config);
+    let first = predictor.step(training, 1, false, &config);
     let training_us = u64::try_from(trained.elapsed().as_micros()).unwrap_or(u64::MAX);
     let training_accuracy = first
         .updates
@@ -154,7 +154,7 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
     for index in 0..scored {
         let (state, _) = snapshot(TRAINING_SESSIONS + index, &mut rng, false);
         let call = Stopwatch::start();
-        let out = predictor.step(vec![state], 2 + index, &config);
+        let out = predictor.step(vec![state], 2 + index, false, &config);
         let micros = u64::try_from(call.elapsed().as_micros()).unwrap_or(u64::MAX);
         let _ = histogram.record(micros.max(1));
         std::hint::black_box(out);

@@ -68,6 +68,8 @@ pub enum TrainReason {
     Schedule,
     /// The model's recent live accuracy fell well below its training accuracy.
     Drift,
+    /// Somebody asked for it (a `model` event with `retrain: true` for `session-success`).
+    Requested,
 }
 
 /// A new version of the session success model.

@@ -32,9 +32,11 @@
 //! is emitted when what it shows changes: status, probability (to 1%) or remaining time
 //! (to 1 s) — not for every session event.
 //!
-//! **Retraining.** Initially, then every `retrain_every` completions, and on drift (live
+//! **Retraining.** Initially, then every `retrain_every` completions, on drift (live
 //! accuracy of the last `drift_window` tracked outcomes below the training accuracy by
-//! `drift_drop`, relative). All in event time, so replays retrain at the same points.
+//! `drift_drop`, relative), and on request (a retrain request in the event log, handled at
+//! its timestamp after that timestamp's sessions). All in event time, so replays retrain at
+//! the same points.
 //!
 //! Errors: none leave this operator; a fit that fails (one outcome only) keeps the old
 //! model.
@@ -50,7 +52,7 @@ use timely::dataflow::StreamVec;
 
 use crate::model::{
     Id, MlEvent, OutcomeEvent, PredictionEvent, PredictionStatus, SessionEvent, SessionPrediction,
-    SessionState, SessionStatus, SuccessModelReport, Update,
+    SessionState, SessionStatus, SuccessModelReport, TrainReason, Update,
 };
 use crate::operators::track_sessions::SessionTracker;
 use crate::Time;
@@ -125,11 +127,13 @@ impl Predictor {
         &self.trainer
     }
 
-    /// Handles the session snapshots of one timestamp (any order; sorted here).
+    /// Handles the session snapshots of one timestamp (any order; sorted here); with
+    /// `requested`, retrains afterwards even when no schedule or drift asks for it.
     pub fn step(
         &mut self,
         mut states: Vec<SessionState>,
         at: Time,
+        requested: bool,
         config: &PredictConfig,
     ) -> Predicted {
         states.sort_by(|left, right| {
@@ -157,7 +161,12 @@ impl Predictor {
         for state in ended {
             self.finish(&state, config, &mut out);
         }
-        if let Some(reason) = self.trainer.due(&config.trainer) {
+        let reason = if requested {
+            Some(TrainReason::Requested)
+        } else {
+            self.trainer.due(&config.trainer)
+        };
+        if let Some(reason) = reason {
             if let Some(model) = self.trainer.train(&config.trainer) {
                 out.updates
                     .push(Update::SuccessModel(Box::new(SuccessModelReport {
@@ -354,7 +363,8 @@ pub trait PredictSessions<'scope> {
     /// outcomes for the ML tracker (see the module docs for the design).
     ///
     /// # Inputs and outputs
-    /// `self`: session events with their event time. Returns
+    /// `self`: session events with their event time; `requests`: retrain requests (who
+    /// asked) with theirs. Returns
     /// `(SessionPrediction and SuccessModel updates, (ts, MlEvent) for TrackModels)`.
     ///
     /// # Frontier behaviour
@@ -371,14 +381,16 @@ pub trait PredictSessions<'scope> {
         self,
         name: &str,
         config: &PredictConfig,
+        requests: StreamVec<'scope, Time, (Time, Id)>,
     ) -> (
         StreamVec<'scope, Time, Update>,
         StreamVec<'scope, Time, (Time, MlEvent)>,
     );
 }
 
-/// Events held for one timestamp, with its capability.
-type Held = (Capability<Time>, Vec<(Time, SessionEvent)>);
+/// Events held for one timestamp, with its capability, and whether a retrain was requested
+/// at it.
+type Held = (Capability<Time>, Vec<(Time, SessionEvent)>, bool);
 
 #[derive(Clone)]
 enum Output {
@@ -391,33 +403,45 @@ impl<'scope> PredictSessions<'scope> for StreamVec<'scope, Time, (Time, SessionE
         self,
         name: &str,
         config: &PredictConfig,
+        requests: StreamVec<'scope, Time, (Time, Id)>,
     ) -> (
         StreamVec<'scope, Time, Update>,
         StreamVec<'scope, Time, (Time, MlEvent)>,
     ) {
         let config = config.clone();
         let exchange = Exchange::new(|_: &(Time, SessionEvent)| 0u64);
-        let results: StreamVec<'scope, Time, Output> = self.unary_frontier(
+        let to_first = Exchange::new(|_: &(Time, Id)| 0u64);
+        let results: StreamVec<'scope, Time, Output> = self.binary_frontier(
+            requests,
             exchange,
+            to_first,
             &format!("PredictSessions({name})"),
             move |_, _| {
                 let mut predictor = Predictor::default();
                 let mut trackers: HashMap<Id, SessionTracker, FxBuildHasher> = HashMap::default();
                 let mut pending: BTreeMap<Time, Held> = BTreeMap::new();
-                move |(input, frontier), output| {
+                move |(input, input_frontier), (asks, asks_frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&time) = cap.least() else { return };
                         let entry = pending.entry(time).or_insert_with(|| {
-                            (cap.delayed(&time, output.output_index()), Vec::new())
+                            (cap.delayed(&time, output.output_index()), Vec::new(), false)
                         });
                         entry.1.append(data);
                     });
+                    asks.for_each(|cap, data| {
+                        let Some(&time) = cap.least() else { return };
+                        let entry = pending.entry(time).or_insert_with(|| {
+                            (cap.delayed(&time, output.output_index()), Vec::new(), false)
+                        });
+                        entry.2 |= !data.is_empty();
+                        data.clear();
+                    });
                     while let Some(entry) = pending.first_entry() {
                         let time = *entry.key();
-                        if frontier.less_equal(&time) {
+                        if input_frontier.less_equal(&time) || asks_frontier.less_equal(&time) {
                             break;
                         }
-                        let (cap, mut events) = entry.remove();
+                        let (cap, mut events, requested) = entry.remove();
                         // A session's state is a function of its events as a set, so the
                         // order within a session only needs to be fixed, not meaningful.
                         events.sort_by(|left, right| {
@@ -454,7 +478,7 @@ impl<'scope> PredictSessions<'scope> for StreamVec<'scope, Time, (Time, SessionE
                         forget_oldest(&mut trackers, config.max_sessions, |tracker| {
                             tracker.snapshot().last_activity
                         });
-                        let result = predictor.step(states, time, &config);
+                        let result = predictor.step(states, time, requested, &config);
                         let mut session = output.session(&cap);
                         for update in result.updates {
                             session.give(Output::Update(update));

@@ -87,10 +87,20 @@ fn config() -> PredictConfig {
     }
 }
 
+/// Session id of the marker events that stand for retrain requests in these tests.
+const RETRAIN_MARKER: &str = "retrain-request";
+
 fn build(
     events: timely::dataflow::StreamVec<'_, Time, (u64, SessionEvent)>,
 ) -> timely::dataflow::StreamVec<'_, Time, Update> {
-    let (predictions, ml) = events.predict_sessions("test", &config());
+    use timely::dataflow::operators::vec::{Filter, Map};
+    // Marker events become retrain requests; the rest are the sessions.
+    let requests = events
+        .clone()
+        .filter(|(_, event)| event.session_id == RETRAIN_MARKER)
+        .map(|(ts, _)| (ts, Id::from("tester")));
+    let sessions = events.filter(|(_, event)| event.session_id != RETRAIN_MARKER);
+    let (predictions, ml) = sessions.predict_sessions("test", &config(), requests);
     // The tracked predictions and outcomes go to the real ML tracker.
     let models = ml.track_models("test", &crate::operators::TrackModelsConfig::default());
     use timely::dataflow::operators::Concatenate;
@@ -344,7 +354,7 @@ fn ended_sessions_are_learnt_from_their_decision_point_features() {
         (5_000, &later),
         (9_000, &ended),
     ] {
-        predictor.step(vec![state.clone()], at, &config);
+        predictor.step(vec![state.clone()], at, false, &config);
     }
     let remembered: Vec<&Completed> = predictor.trainer().remembered().collect();
     assert_eq!(remembered.len(), 1);
@@ -356,4 +366,59 @@ fn ended_sessions_are_learnt_from_their_decision_point_features() {
         (remembered[0].operations, remembered[0].duration_ms),
         (9, 9_000)
     );
+}
+
+/// A retrain request in the event log retrains the model at its timestamp, reported with
+/// reason `requested`, the same on 1 and 4 workers; a request before any ended session
+/// trains nothing (a fit needs both outcomes).
+#[test]
+fn a_retrain_request_trains_a_new_version_at_its_timestamp() {
+    let (mut epochs, _) = population(120, 11);
+    let marker = |ts: u64| {
+        (
+            ts,
+            SessionEvent {
+                session_id: RETRAIN_MARKER.into(),
+                user_id: None,
+                kind: SessionKind::Status,
+                operation: None,
+                duration_ms: None,
+                tokens: None,
+                success: None,
+                message: None,
+            },
+        )
+    };
+    // One request at the very start (nothing to learn from yet), one late in the run.
+    let last = epochs.last().map_or(0, |epoch| epoch.time);
+    let late = last - 20_000;
+    epochs.insert(0, Epoch::new(500, vec![marker(500)]));
+    match epochs.iter_mut().find(|epoch| epoch.time == late) {
+        Some(epoch) => epoch.data.push(marker(late)),
+        None => {
+            let at = epochs.partition_point(|epoch| epoch.time < late);
+            epochs.insert(at, Epoch::new(late, vec![marker(late)]));
+        }
+    }
+    let out = run_epochs(build, epochs);
+    let models = out.of_kind("success_model");
+    let requested: Vec<_> = models
+        .iter()
+        .filter(|model| model["reason"] == "requested")
+        .collect();
+    assert_eq!(requested.len(), 1, "{models:#?}");
+    assert_eq!(requested[0]["at"], late);
+    assert_eq!(
+        models[0]["reason"], "initial",
+        "the early request trained nothing"
+    );
+    let versions: Vec<_> = models
+        .iter()
+        .map(|model| model["version"].clone())
+        .collect();
+    let position = models
+        .iter()
+        .position(|model| model["reason"] == "requested")
+        .unwrap_or(0);
+    assert_eq!(versions[position], format!("v{}", position + 1));
 }
