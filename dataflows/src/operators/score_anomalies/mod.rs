@@ -166,7 +166,7 @@ impl AnomalyScorer {
         }
         let tracked = self.series.get_mut(&sample.key)?;
         let refits = tracked.detector.refits();
-        let scores = tracked.detector.observe(sample.value, config);
+        let scores = tracked.detector.observe(sample.value, sample.ts, config);
         tracked.last_ts = tracked.last_ts.max(sample.ts);
         self.counters.refits += tracked.detector.refits() - refits;
         match scores.verdict {
@@ -178,6 +178,15 @@ impl AnomalyScorer {
             }
         }
         Some(scores)
+    }
+
+    /// Heap bytes of all series' detector state (rings and forests, not the keys or the
+    /// map), for the memory bound.
+    pub fn detector_heap_bytes(&self) -> usize {
+        self.series
+            .values()
+            .map(|tracked| tracked.detector.heap_bytes())
+            .sum()
     }
 
     /// Forgets series idle for longer than the idle timeout at event time `now`.
