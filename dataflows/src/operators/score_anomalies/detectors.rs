@@ -59,7 +59,7 @@ pub struct DetectorConfig {
 impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
-            z_window: 128,
+            z_window: 256,
             z_recompute_every: 16,
             z_threshold: 5.0,
             min_history: 64,
@@ -68,7 +68,7 @@ impl Default for DetectorConfig {
             tree_sample: 64,
             forest_threshold: 0.62,
             refit_every: 1024,
-            refit_interval: Duration::from_secs(3600),
+            refit_interval: Duration::from_secs(7 * 24 * 3600),
             shift_mads: 6.0,
             shift_run: 8,
             refractory: 32,
@@ -642,7 +642,13 @@ impl SeriesDetector {
                 self.refit(ts, config);
             }
         }
+        // Not in the middle of an anomalous episode: a forest refitted on the episode's
+        // points would learn the anomaly as normal.
+        let in_episode = self
+            .since_anomalous
+            .is_some_and(|since| since < config.refractory);
         let due_by_time = self.forest.is_fitted()
+            && !in_episode
             && self.since_fit >= config.z_recompute_every
             && ts.saturating_sub(self.fit_ts) >= duration_ms(config.refit_interval).max(1);
         if config.shift_run > 0 && self.run >= config.shift_run {

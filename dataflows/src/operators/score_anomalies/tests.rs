@@ -291,7 +291,8 @@ fn a_series_holds_a_few_kilobytes_and_nothing_before_its_points() {
     }
     assert!(detector.refits() >= 4);
     // Ring of 256 values (2 KB) plus 32 trees of at most 2^7 nodes of 8 bytes (32 KB).
-    let bound = 256 * 8 + config.trees * 128 * 8 + config.trees * 4;
+    let ring = config.z_window.max(config.reference_size);
+    let bound = ring * 8 + config.trees * 128 * 8 + config.trees * 4;
     assert!(
         detector.heap_bytes() <= bound,
         "{} > {bound}",
@@ -301,7 +302,10 @@ fn a_series_holds_a_few_kilobytes_and_nothing_before_its_points() {
 
 #[test]
 fn a_slow_series_is_refitted_on_the_event_time_schedule() {
-    let config = DetectorConfig::default();
+    let config = DetectorConfig {
+        refit_interval: std::time::Duration::from_secs(3600),
+        ..DetectorConfig::default()
+    };
     let mut rng = SplitMix64::new(6);
     // One point every 5 minutes: 12 an hour, far fewer than refit_every (1024).
     let step = 5 * 60_000;
