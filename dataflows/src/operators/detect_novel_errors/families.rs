@@ -546,3 +546,18 @@ pub fn dbscan(rows: ArrayView2<'_, f32>, eps: f64, min_points: usize) -> Vec<Opt
         Err(_) => vec![None; rows.nrows()],
     }
 }
+
+/// [`dbscan`] on rows given as one flat row-major slice of `columns` columns (a trailing
+/// partial row is ignored).
+pub fn dbscan_flat(
+    values: &[f32],
+    columns: usize,
+    eps: f64,
+    min_points: usize,
+) -> Vec<Option<usize>> {
+    let rows = values.len().checked_div(columns).unwrap_or(0);
+    match ArrayView2::from_shape((rows, columns), &values[..rows * columns]) {
+        Ok(view) => dbscan(view, eps, min_points),
+        Err(_) => Vec::new(),
+    }
+}
