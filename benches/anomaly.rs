@@ -34,19 +34,22 @@ fn score_series(c: &mut Criterion) {
         b.iter(|| {
             let mut detector = SeriesDetector::new(&config, 1);
             let mut anomalous = 0u32;
-            for &value in &values {
-                let scores = detector.observe(value, &config);
+            for (i, &value) in values.iter().enumerate() {
+                let scores = detector.observe(value, i as u64 * 1_000, &config);
                 anomalous += u32::from(scores.combined >= 0.5);
             }
             anomalous
         });
     });
-    let points: Vec<[f64; FEATURES]> = values[..512].iter().map(|&v| [v, 0.0]).collect();
+    let points: Vec<[f64; FEATURES]> = values[..config.reference_size]
+        .iter()
+        .map(|&v| [v, 0.0])
+        .collect();
     group.throughput(Throughput::Elements(1));
-    group.bench_function("forest_fit_64x128", |b| {
-        b.iter(|| IsolationForest::fit(&points, config.trees, config.tree_sample, 5));
+    group.bench_function("forest_fit", |b| {
+        b.iter(|| IsolationForest::fit_rows(&points, config.trees, config.tree_sample, 5));
     });
-    let forest = IsolationForest::fit(&points, config.trees, config.tree_sample, 5);
+    let forest = IsolationForest::fit_rows(&points, config.trees, config.tree_sample, 5);
     group.bench_function("forest_score_one_point", |b| {
         b.iter(|| forest.score(&[std::hint::black_box(71.0), 0.0]));
     });
@@ -69,12 +72,24 @@ fn novelty(c: &mut Criterion) {
     detector.refit(&config);
     let mut group = c.benchmark_group("novelty");
     group.bench_function("check_known_message", |b| {
-        b.iter(|| detector.check("connection timeout after 912 ms to db-3"));
+        b.iter(|| detector.check("connection timeout after 912 ms to db-3", &config));
     });
     group.bench_function("check_novel_message", |b| {
-        b.iter(|| detector.check("unexpected kernel panic in driver gpu7 while mapping buffer"));
+        b.iter(|| {
+            detector.check(
+                "unexpected kernel panic in driver gpu7 while mapping buffer",
+                &config,
+            )
+        });
     });
-    group.bench_function("refit_512_messages", |b| {
+    let long: String = (0..1024)
+        .map(|w| format!("word{}x ", w * 7919))
+        .collect::<String>()
+        .repeat(8);
+    group.bench_function("check_64k_message", |b| {
+        b.iter(|| detector.check(&long, &config));
+    });
+    group.bench_function("refit_sample", |b| {
         b.iter(|| detector.refit(&config));
     });
     group.finish();

@@ -8,7 +8,11 @@
 //! - **Scoring latency**: every 64th event is timed alone (hdrhistogram, nanoseconds; the
 //!   clock read itself costs some tens of ns and is included).
 //! - **Novelty check**: a [`NoveltyDetector`] fitted on messages from eight families, then
-//!   `check` timed per message on a mix of known and unseen messages.
+//!   `check` timed per message on a mix of known and unseen messages; then the same with
+//!   8 KB messages, `check` and `observe` (refits included).
+//! - **Memory**: 10,000 fresh series fed until rings are full and forests fitted; counted
+//!   heap per series and resident-set growth per series.
+//! - **CPU-seconds** of the scoring phase, since the machine may be shared.
 //!
 //! The numbers are the cores' cost, not the whole server's: decoding, routing and the
 //! window operator are measured by `--mode pipeline`.
@@ -78,6 +82,31 @@ pub struct AnomalyBenchReport {
     pub families: usize,
     /// Per-message novelty check latency.
     pub novelty_check: NanosReport,
+    /// Novelty check of 8 KB messages (only their first `max_message_bytes` are read).
+    pub novelty_check_8kb: NanosReport,
+    /// `observe` of 8 KB messages, one in ten of a new kind, refits included (the cost a
+    /// message adds to ingest).
+    pub novelty_observe_8kb: NanosReport,
+    /// CPU-seconds the process used during the scoring phase (all threads), if known.
+    pub cpu_seconds: Option<f64>,
+    /// Scored events per CPU-second.
+    pub scored_per_cpu_second: Option<f64>,
+    /// State per series once every series' ring is full and its forest fitted.
+    pub memory: MemoryReport,
+}
+
+/// Memory per series, measured on `series` series of a fresh scorer after
+/// `points_per_series` points each.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryReport {
+    /// Series measured.
+    pub series: usize,
+    /// Points fed to each.
+    pub points_per_series: usize,
+    /// Heap of rings and forests per series (counted, exact).
+    pub detector_heap_bytes_per_series: f64,
+    /// Resident-set growth per series (includes keys, map and allocator overhead).
+    pub rss_bytes_per_series: Option<f64>,
 }
 
 fn nanos_histogram() -> Histogram<u64> {
@@ -187,6 +216,100 @@ fn message(family: usize, number: u64) -> String {
     FAMILIES[family % FAMILIES.len()].replace("{}", &number.to_string())
 }
 
+/// Feeds `series` fresh series until every ring is full and every forest fitted, and
+/// measures what they hold.
+fn memory(config: &megamind_dataflows::operators::AnomalyConfig, series: usize) -> MemoryReport {
+    let points_per_series = config
+        .detectors
+        .z_window
+        .max(config.detectors.reference_size)
+        .max(config.detectors.min_history)
+        + 16;
+    let keys: Vec<SeriesKey> = (0..series)
+        .map(|i| SeriesKey {
+            name: Id::from("memory_probe"),
+            session_id: None,
+            labels: vec![(Id::from("series"), Id::from(format!("m{i}")))],
+        })
+        .collect();
+    let mut config = config.clone();
+    config.max_series = config.max_series.max(series);
+    let mut rng = SplitMix64::new(11);
+    let before = crate::metrics::rss_bytes();
+    let mut scorer = AnomalyScorer::new(config);
+    for round in 0..points_per_series {
+        for key in &keys {
+            let sample = Sample {
+                key: key.clone(),
+                ts: round as u64 * 1000,
+                value: 50.0 + 5.0 * rng.next_f64(),
+            };
+            std::hint::black_box(scorer.score(&sample));
+        }
+    }
+    let after = crate::metrics::rss_bytes();
+    let heap = scorer.detector_heap_bytes() as f64 / series.max(1) as f64;
+    let rss = match (before, after) {
+        (Some(before), Some(after)) => {
+            Some(after.saturating_sub(before) as f64 / series.max(1) as f64)
+        }
+        _ => None,
+    };
+    drop(scorer);
+    MemoryReport {
+        series,
+        points_per_series,
+        detector_heap_bytes_per_series: heap,
+        rss_bytes_per_series: rss,
+    }
+}
+
+/// An 8 KB message: a known family's text followed by a long stack-trace-like tail, or
+/// (every tenth) a new kind of message of the same length.
+fn long_message(rng: &mut SplitMix64, i: u64) -> String {
+    let mut out = if i % 10 == 0 {
+        format!("unexpected kernel panic in driver gpu{i} while mapping buffer")
+    } else {
+        message(rng.below(FAMILIES.len()), i)
+    };
+    let mut frame = 0;
+    while out.len() < 8 * 1024 {
+        out.push_str(&format!(
+            " at frame_{frame} module::function_{} ",
+            rng.below(1000)
+        ));
+        frame += 1;
+    }
+    out
+}
+
+/// Check and observe latency of 8 KB messages.
+fn novelty_long(duration: Duration) -> (Histogram<u64>, Histogram<u64>) {
+    let config = NoveltyConfig::default();
+    let mut detector = NoveltyDetector::new();
+    let mut rng = SplitMix64::new(5);
+    let probes: Vec<String> = (0..1024u64).map(|i| long_message(&mut rng, i)).collect();
+    for (i, probe) in probes.iter().enumerate().take(config.sample_size) {
+        detector.observe(probe, i as u64, &config);
+    }
+    let mut check = nanos_histogram();
+    let mut observe = nanos_histogram();
+    let watch = Stopwatch::start();
+    let mut ts = config.sample_size as u64;
+    while watch.elapsed() < duration {
+        for probe in &probes {
+            let timer = Stopwatch::start();
+            std::hint::black_box(detector.check(probe, &config));
+            let _ = check.record(nanos(timer.elapsed()));
+            let timer = Stopwatch::start();
+            std::hint::black_box(detector.observe(probe, ts, &config));
+            let _ = observe.record(nanos(timer.elapsed()));
+            ts += 1;
+        }
+    }
+    (check, observe)
+}
+
 fn novelty(duration: Duration) -> (usize, Histogram<u64>) {
     let config = NoveltyConfig::default();
     let mut detector = NoveltyDetector::new();
@@ -210,7 +333,7 @@ fn novelty(duration: Duration) -> (usize, Histogram<u64>) {
     'outer: loop {
         for probe in &probes {
             let timer = Stopwatch::start();
-            let verdict = detector.check(probe);
+            let verdict = detector.check(probe, &config);
             let elapsed = timer.elapsed();
             std::hint::black_box(verdict);
             let _ = histogram.record(nanos(elapsed));
@@ -233,6 +356,7 @@ pub fn run(config: &Config, threads: usize, options: &BenchOptions) -> BenchRepo
     let data: Vec<Vec<Sample>> = (0..threads)
         .map(|thread| samples(thread, per_thread, rounds))
         .collect();
+    let cpu_before = crate::metrics::process_cpu_seconds();
     let watch = Stopwatch::start();
     let results: Vec<ThreadResult> = std::thread::scope(|scope| {
         let handles: Vec<_> = data
@@ -251,6 +375,10 @@ pub fn run(config: &Config, threads: usize, options: &BenchOptions) -> BenchRepo
             .collect()
     });
     let elapsed = watch.elapsed().as_secs_f64();
+    let cpu_seconds = match (cpu_before, crate::metrics::process_cpu_seconds()) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
     let mut histogram = nanos_histogram();
     let (mut scored, mut anomalous, mut refits) = (0, 0, 0);
     for result in &results {
@@ -260,6 +388,9 @@ pub fn run(config: &Config, threads: usize, options: &BenchOptions) -> BenchRepo
         refits += result.refits;
     }
     let (families, novelty_histogram) = novelty(duration.min(Duration::from_secs(5)));
+    let (long_check, long_observe) = novelty_long(duration.min(Duration::from_secs(5)));
+    drop(data);
+    let memory = memory(&scorer_config, 10_000);
     let scored_per_second = scored as f64 / elapsed.max(f64::EPSILON);
     BenchReport {
         insights: None,
@@ -289,6 +420,13 @@ pub fn run(config: &Config, threads: usize, options: &BenchOptions) -> BenchRepo
             scoring_latency: NanosReport::from(&histogram),
             families,
             novelty_check: NanosReport::from(&novelty_histogram),
+            novelty_check_8kb: NanosReport::from(&long_check),
+            novelty_observe_8kb: NanosReport::from(&long_observe),
+            cpu_seconds,
+            scored_per_cpu_second: cpu_seconds
+                .filter(|&seconds| seconds > 0.0)
+                .map(|seconds| scored as f64 / seconds),
+            memory,
         }),
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),

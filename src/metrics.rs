@@ -35,7 +35,7 @@ pub const UPDATE_KINDS: [&str; 20] = [
 /// Names of the anomaly counters, in the order of [`EngineMetrics::anomaly`]:
 /// points scored (past cold start), points anomalous, novel error messages, isolation forest
 /// refits, error-family reclusterings.
-pub const ANOMALY_COUNTERS: [(&str, &str); 5] = [
+pub const ANOMALY_COUNTERS: [(&str, &str); 6] = [
     (
         "megamind_anomaly_points_scored_total",
         "Numeric points scored past cold start.",
@@ -55,6 +55,10 @@ pub const ANOMALY_COUNTERS: [(&str, &str); 5] = [
     (
         "megamind_anomaly_family_refits_total",
         "Error-family reclusterings (DBSCAN).",
+    ),
+    (
+        "megamind_anomaly_messages_truncated_total",
+        "Messages longer than anomaly.max_message_bytes (only their start was read).",
     ),
 ];
 

@@ -452,12 +452,22 @@ pub fn row_windows(timestamps: &[i64], windows: &[(i64, i64)]) -> Vec<RowWindow>
     rows
 }
 
-/// Runs one detector over a series; `true` where the verdict is anomalous.
-pub fn detect(values: &[f64], config: &DetectorConfig, key_hash: u64) -> Vec<bool> {
+/// Runs one detector over a series (`timestamps` in µs, as parsed); `true` where the verdict
+/// is anomalous.
+pub fn detect(
+    timestamps: &[i64],
+    values: &[f64],
+    config: &DetectorConfig,
+    key_hash: u64,
+) -> Vec<bool> {
     let mut detector = SeriesDetector::new(config, key_hash);
     values
         .iter()
-        .map(|value| detector.observe(*value, config).verdict == Verdict::Anomalous)
+        .zip(timestamps)
+        .map(|(value, ts)| {
+            let ts_ms = u64::try_from(ts / 1_000).unwrap_or(0);
+            detector.observe(*value, ts_ms, config).verdict == Verdict::Anomalous
+        })
         .collect()
 }
 
@@ -576,7 +586,7 @@ pub fn run(
         let series = parse_series(&name, &read(&path)?)?;
         let rows = series.values.len();
         let row_windows = row_windows(&series.timestamps, windows);
-        let detected = detect(&series.values, config, file_hash(&name));
+        let detected = detect(&series.timestamps, &series.values, config, file_hash(&name));
         let score = score_detections(&detected, &row_windows, weights);
         let (null, perfect) = bounds(rows, &row_windows, weights);
         files.push(FileReport {

@@ -822,6 +822,7 @@ impl<S> CountingSink<S> {
                 Update::ErrorFamilies(families) => {
                     self.metrics.count_anomaly(2, families.novel);
                     self.metrics.count_anomaly(4, families.refits);
+                    self.metrics.count_anomaly(5, families.truncated);
                     19
                 }
             };

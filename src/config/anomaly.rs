@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use megamind_dataflows::operators::score_anomalies::detectors::MAX_TREE_SAMPLE;
 use megamind_dataflows::operators::score_anomalies::DetectorConfig;
 use megamind_dataflows::operators::{AnomalyConfig, NoveltyConfig};
 
@@ -35,6 +36,10 @@ pub struct AnomalySection {
     pub forest_threshold: f64,
     /// The forest is refitted every this many points of the series.
     pub refit_every: usize,
+    /// … or this much event time after the last fit (once `z_recompute_every` new points
+    /// have arrived).
+    #[serde(with = "humantime_serde")]
+    pub refit_interval: Duration,
     /// … or when the median moves this many fit-time MADs.
     pub shift_mads: f64,
     /// This many consecutive anomalous points on one side are a level shift: the history
@@ -60,6 +65,12 @@ pub struct AnomalySection {
     pub message_refit_every: usize,
     /// Error families kept.
     pub max_families: usize,
+    /// Bytes of a message that are read (the rest is ignored and the message counted).
+    pub max_message_bytes: usize,
+    /// Tokens of a message that are used.
+    pub max_message_tokens: usize,
+    /// Hash buckets of the TF-IDF vectors.
+    pub message_dimensions: usize,
 }
 
 impl AnomalySection {
@@ -92,12 +103,18 @@ impl AnomalySection {
             "reference_size must be between 16 and 100000",
         );
         check(
+            !self.refit_interval.is_zero(),
+            "refit_interval must be positive",
+        );
+        check(
             (1..=1_000).contains(&self.trees),
             "trees must be between 1 and 1000",
         );
         check(
-            self.tree_sample >= 2 && self.tree_sample <= self.reference_size,
-            "tree_sample must be between 2 and reference_size",
+            self.tree_sample >= 2
+                && self.tree_sample <= self.reference_size
+                && self.tree_sample <= MAX_TREE_SAMPLE,
+            "tree_sample must be between 2 and reference_size (and at most 16384)",
         );
         check(
             self.forest_threshold > 0.0 && self.forest_threshold < 1.0,
@@ -130,6 +147,18 @@ impl AnomalySection {
             "message_refit_every must be at least 1",
         );
         check(self.max_families >= 1, "max_families must be at least 1");
+        check(
+            (16..=65_536).contains(&self.max_message_bytes),
+            "max_message_bytes must be between 16 and 65536",
+        );
+        check(
+            (1..=1_024).contains(&self.max_message_tokens),
+            "max_message_tokens must be between 1 and 1024",
+        );
+        check(
+            (16..=4_096).contains(&self.message_dimensions),
+            "message_dimensions must be between 16 and 4096",
+        );
         problems
     }
 
@@ -145,6 +174,7 @@ impl AnomalySection {
             tree_sample: self.tree_sample,
             forest_threshold: self.forest_threshold,
             refit_every: self.refit_every,
+            refit_interval: self.refit_interval,
             shift_mads: self.shift_mads,
             shift_run: self.shift_run,
             refractory: self.refractory,
@@ -171,6 +201,9 @@ impl AnomalySection {
             refit_every: self.message_refit_every,
             min_sample: self.dbscan_min_points.max(16).min(self.message_sample),
             max_families: self.max_families,
+            max_message_bytes: self.max_message_bytes,
+            max_tokens: self.max_message_tokens,
+            dimensions: self.message_dimensions,
             ..NoveltyConfig::default()
         }
     }

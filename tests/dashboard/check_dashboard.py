@@ -17,6 +17,11 @@ deadlines (the page's data arrives over a live WebSocket, so virtual time cannot
     (tr[data-alert-id]) appears with data-status "firing" and an `ack` button; a mouse
     click on the button makes data-status "acknowledged", and /v1/breaches shows the
     alert acknowledged by "dashboard";
+  - anomalies and error families: a metric series of its own (100 steady points, then a
+    spike) posted over HTTP shows up as a row of #anomalies-table (data-anomaly-series
+    names the series); 20 error messages of a new kind posted over HTTP become a row of
+    #families-table whose count grows when more arrive; then one message of a kind never
+    seen appears in #novel-table; the demo's own families fill the table too;
   - a dropped connection: after the page's socket is closed it reconnects, resumes and
     goes on counting updates;
   - no JavaScript error or exception on the page;
@@ -195,6 +200,73 @@ class Checker:
                 raise CheckFailed(f"timed out after {timeout:.0f}s waiting for {what}; /v1/breaches: {brief(body)}")
             await asyncio.sleep(POLL)
 
+    async def post_events(self, events: list[dict]) -> None:
+        body = "".join(json.dumps(event) + "\n" for event in events)
+        status, answer = await asyncio.to_thread(self.http, "POST", "/v1/events", body)
+        check(status == 200 and answer == {"accepted": len(events), "rejected": []}, f"POST /v1/events: {status} {brief(answer)}")
+
+    async def check_anomalies(self, page: Page) -> None:
+        """The anomaly and error-family panels show live data from the pipeline."""
+        # The demo's own error families reach the table.
+        families = await page.until("rows in #families-table", "document.querySelectorAll('#families-table tbody tr').length", lambda v: v >= 1)
+        self.observed["families_rows_demo"] = families
+        check(families >= 1, "families-table")
+
+        # A numeric anomaly: 100 steady points, then a spike, on a series of our own.
+        probe = f"p{self.run}"
+        series = f"dash_probe_ms{{probe={probe}}}"
+        base = int(time.time() * 1000) + 1000
+        values = [50.0 + (i % 7) * 0.5 for i in range(100)] + [500.0] + [50.0 + (i % 7) * 0.5 for i in range(5)]
+        await self.post_events([
+            {"type": "metric", "ts": base + 5 * i, "name": "dash_probe_ms", "labels": {"probe": probe}, "value": v}
+            for i, v in enumerate(values)
+        ])
+        row = f"#anomalies-table tr[data-anomaly-series={json.dumps(series)}]"
+        cells = await page.until(
+            f"the anomaly row {row}",
+            f"(() => {{ const r = document.querySelector({json.dumps(row)}); return r ? [...r.cells].map((c) => c.textContent) : null; }})()",
+            lambda v: v is not None,
+        )
+        check(cells[0] == series and float(cells[1]) == 500.0, f"the anomaly row: {cells}")
+        check(float(cells[2]) > 5.0 and float(cells[4]) >= 0.5, f"the anomaly row's z and score: {cells}")
+        self.observed["anomaly_row"] = cells
+        count = await page.number("#anomaly-count")
+        check(count is not None and count >= 1, f"#anomaly-count: {count}")
+
+        # An error family of our own: 20 messages of a new kind, from one session.
+        session = f"dash-err-{self.run}"
+        base = int(time.time() * 1000) + 1000
+
+        def errors(start: int, n: int, text: str) -> list[dict]:
+            return [
+                {"type": "session", "ts": base + i, "session_id": session, "kind": "error", "message": text.format(i=i)}
+                for i in range(start, start + n)
+            ]
+
+        await self.post_events(errors(0, 20, "dashprobe zeppelin mooring failed at berth {i}"))
+        family = "#families-table tr[data-family-id]"
+        find = f"""(() => {{
+          const r = [...document.querySelectorAll({json.dumps(family)})].find((r) => r.cells[0].textContent.startsWith('dashprobe zeppelin'));
+          return r ? [r.dataset.familyId, r.cells[0].textContent, Number(r.cells[1].textContent)] : null;
+        }})()"""
+        found = await page.until("our error family in #families-table", find, lambda v: v is not None)
+        check(found[1] == "dashprobe zeppelin mooring failed at berth <num>", f"the family's template: {found}")
+        self.observed["family_row"] = found
+        await self.post_events(errors(100, 10, "dashprobe zeppelin mooring failed at berth {i}"))
+        grown = await page.until(f"the count of family {found[0]} to grow", find, lambda v: v is not None and v[2] >= found[2] + 10)
+        check(grown[0] == found[0], f"the family kept its id: {found} then {grown}")
+
+        # A message of a kind never seen: a novel error row.
+        novel = f"{probe} quasar lattice desynchronised beyond recovery"
+        await self.post_events([{"type": "session", "ts": int(time.time() * 1000) + 1000, "session_id": session, "kind": "error", "message": novel}])
+        cells = await page.until(
+            "the novel error in #novel-table",
+            f"(() => {{ const r = [...document.querySelectorAll('#novel-table tbody tr')].find((r) => r.cells[0].textContent === {json.dumps(novel)}); return r ? [...r.cells].map((c) => c.textContent) : null; }})()",
+            lambda v: v is not None,
+        )
+        check(cells == [novel, session], f"the novel error row: {cells}")
+        self.observed["novel_row"] = cells
+
     async def run_checks(self, cdp: Cdp) -> None:
         target = await cdp.send("Target.createTarget", {"url": "about:blank"})
         attached = await cdp.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})
@@ -227,6 +299,8 @@ class Checker:
             check(rows >= 1, table)
         self.observed["update_count_first"] = updates
         self.observed["events_total_first"] = events
+
+        await self.check_anomalies(page)
 
         # An alert: latency well above latency_mean_high's 70 ms for a session of our own.
         hot = f"dash-hot-{self.run}"

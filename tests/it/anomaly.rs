@@ -121,3 +121,155 @@ fn spike_and_novel_error_reach_websocket_and_http() {
     let status = server.stop();
     assert!(status.success(), "the server exited with {status}");
 }
+
+/// The interpreter with scikit-learn; panics with how to install it.
+fn sklearn_python() -> String {
+    let python = std::env::var("MEGAMIND_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let probe = Command::new(&python)
+        .args(["-c", "import sklearn, numpy"])
+        .output();
+    match probe {
+        Ok(output) if output.status.success() => python,
+        other => panic!(
+            "{python:?} cannot import scikit-learn ({other:?}): the anomaly reference test \
+             needs it. `bash .ci/run` installs it in .ci/.venv; then set \
+             MEGAMIND_TEST_PYTHON=$PWD/.ci/.venv/bin/python"
+        ),
+    }
+}
+
+/// Our isolation forest and our (linfa) DBSCAN against scikit-learn's on the same data.
+///
+/// The forest: both implement Liu et al. (random feature, uniform split between the node's
+/// minimum and maximum, depth limit ⌈log₂ ψ⌉, leaf adjustment c(size), s = 2^(−E[h]/c(ψ))),
+/// so with many trees both estimate the same expected score; each probe's score must agree
+/// within 0.02 (the spread of a 400-tree average is about 0.004). DBSCAN with cosine
+/// distance must give the same partition (clusters up to renumbering, the same noise).
+#[test]
+fn isolation_forest_and_dbscan_agree_with_scikit_learn() {
+    use megamind_dataflows::operators::detect_novel_errors::families::dbscan_flat;
+    use megamind_dataflows::operators::score_anomalies::detectors::{IsolationForest, SplitMix64};
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let python = sklearn_python();
+    let mut rng = SplitMix64::new(31);
+    let mut normal = || (0..6).map(|_| rng.next_f64()).sum::<f64>() - 3.0;
+    // Two blobs and a sparse ring of points around them.
+    let mut train: Vec<[f64; 2]> = Vec::new();
+    for i in 0..600 {
+        let (cx, cy) = if i % 3 == 0 { (8.0, 2.0) } else { (0.0, 0.0) };
+        train.push([cx + normal(), cy + 0.5 * normal()]);
+    }
+    let probes: Vec<[f64; 2]> = (0..60)
+        .map(|i| {
+            let x = -6.0 + 0.3 * f64::from(i);
+            [x, if i % 2 == 0 { 0.0 } else { 3.0 }]
+        })
+        .chain([[30.0, 0.0], [0.0, -12.0], [8.0, 2.0], [4.0, 1.0]])
+        .collect();
+    let (trees, sample) = (400, 256);
+    let ours: Vec<f64> = {
+        // Average over 4 seeds, as the reference does, so both sides estimate E[s].
+        let forests: Vec<IsolationForest> = (0..4)
+            .map(|seed| IsolationForest::fit_rows(&train, trees, sample, 1000 + seed))
+            .collect();
+        probes
+            .iter()
+            .map(|p| forests.iter().map(|f| f.score(p)).sum::<f64>() / 4.0)
+            .collect()
+    };
+
+    // DBSCAN input: unit vectors in three tight directions plus scattered noise.
+    let mut points: Vec<[f32; 3]> = Vec::new();
+    let directions = [[1.0f32, 0.1, 0.0], [0.0, 1.0, 0.2], [0.3, 0.0, 1.0]];
+    for (d, direction) in directions.iter().enumerate() {
+        for k in 0..(5 + 2 * d) {
+            let wobble = 0.02 * k as f32;
+            points.push([
+                direction[0] + wobble,
+                direction[1],
+                direction[2] + wobble / 2.0,
+            ]);
+        }
+    }
+    points.extend([[1.0, 1.0, 0.0], [1.0, -1.0, 1.0], [-1.0, 0.5, 0.5]]);
+    for point in points.iter_mut() {
+        let norm = point.iter().map(|v| v * v).sum::<f32>().sqrt();
+        point.iter_mut().for_each(|v| *v /= norm);
+    }
+    let (eps, min_samples) = (0.01, 3);
+    let flat: Vec<f32> = points.iter().flatten().copied().collect();
+    let our_labels = dbscan_flat(&flat, 3, eps, min_samples);
+
+    let request = json!({
+        "train": train, "probes": probes, "trees": trees, "sample": sample, "seeds": 4,
+        "points": points, "eps": eps, "min_samples": min_samples,
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/anomaly/reference_sklearn.py");
+    let mut child = clean_env(&mut Command::new(&python))
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the scikit-learn reference");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.to_string().as_bytes())
+        .expect("write the request");
+    let output = child.wait_with_output().expect("the reference finishes");
+    assert!(
+        output.status.success(),
+        "reference_sklearn.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON from the reference");
+
+    let reference: Vec<f64> = answer["forest"]
+        .as_array()
+        .expect("forest scores")
+        .iter()
+        .map(|v| v.as_f64().expect("a number"))
+        .collect();
+    assert_eq!(reference.len(), ours.len());
+    let mut worst = (0.0f64, 0);
+    for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+        if (a - b).abs() > worst.0 {
+            worst = ((a - b).abs(), i);
+        }
+    }
+    assert!(
+        worst.0 <= 0.02,
+        "probe {:?}: megamind {} vs scikit-learn {} (all: {ours:?} vs {reference:?})",
+        probes[worst.1],
+        ours[worst.1],
+        reference[worst.1]
+    );
+    eprintln!(
+        "forest vs scikit-learn: largest difference {:.4} at {:?}",
+        worst.0, probes[worst.1]
+    );
+    // The obvious outliers score far above the blob centres, on both sides.
+    assert!(
+        ours[60] > 0.6 && ours[61] > 0.55 && ours[62] < 0.5,
+        "{:?}",
+        &ours[60..]
+    );
+
+    let their_labels: Vec<i64> = answer["dbscan"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .map(|v| v.as_i64().expect("a label"))
+        .collect();
+    let ours_as_sklearn: Vec<i64> = our_labels
+        .iter()
+        .map(|label| label.map_or(-1, |c| c as i64))
+        .collect();
+    assert_eq!(ours_as_sklearn, their_labels, "DBSCAN partitions differ");
+    assert_eq!(their_labels.iter().filter(|&&l| l == -1).count(), 3);
+    assert_eq!(their_labels.iter().max(), Some(&2));
+}

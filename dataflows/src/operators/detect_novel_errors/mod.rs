@@ -37,7 +37,7 @@ pub struct NovelError {
     pub operation: Option<Id>,
     /// Event time, ms.
     pub ts: u64,
-    /// The message.
+    /// The message (its first `max_message_bytes` bytes).
     pub message: String,
     /// Cosine distance to the closest family core (1 when there are no families).
     pub distance: f64,
@@ -54,6 +54,8 @@ pub struct ErrorFamilies {
     pub novel: u64,
     /// Reclusterings in this batch.
     pub refits: u64,
+    /// Messages in this batch longer than `max_message_bytes` (only their start was read).
+    pub truncated: u64,
 }
 
 /// Whether an event's message is checked: errors, failures and operations with a message.
@@ -130,6 +132,7 @@ impl<'scope> DetectNovelErrors<'scope> for StreamVec<'scope, Time, (Time, Sessio
                         });
                         let mut session = output.session(&cap);
                         let refits = detector.refits();
+                        let truncated = detector.truncated();
                         let mut novel = 0;
                         for (ts, event) in &events {
                             let Some(message) = checked_message(event) else {
@@ -142,7 +145,8 @@ impl<'scope> DetectNovelErrors<'scope> for StreamVec<'scope, Time, (Time, Sessio
                                     session_id: event.session_id.clone(),
                                     operation: event.operation.clone(),
                                     ts: *ts,
-                                    message: message.to_owned(),
+                                    message: families::bounded(message, config.max_message_bytes)
+                                        .to_owned(),
                                     distance: verdict.distance,
                                 })));
                             }
@@ -152,6 +156,7 @@ impl<'scope> DetectNovelErrors<'scope> for StreamVec<'scope, Time, (Time, Sessio
                             checked: events.len() as u64,
                             novel,
                             refits: detector.refits() - refits,
+                            truncated: detector.truncated() - truncated,
                         })));
                     }
                 }

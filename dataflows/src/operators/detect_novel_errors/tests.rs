@@ -90,9 +90,9 @@ fn cold_start_gives_no_verdict() {
 fn dbscan_separates_groups_and_marks_noise() {
     let v = |a: f32, b: f32| {
         let n = (a * a + b * b).sqrt();
-        vec![(0u32, a / n), (1u32, b / n)]
+        [a / n, b / n]
     };
-    let vectors = vec![
+    let points = [
         v(1.0, 0.0),
         v(1.0, 0.05),
         v(1.0, 0.1),
@@ -101,11 +101,98 @@ fn dbscan_separates_groups_and_marks_noise() {
         v(0.1, 1.0),
         v(1.0, 1.0),
     ];
-    let labels = dbscan(&vectors, 0.02, 3);
+    let rows = ndarray::Array2::from_shape_fn((points.len(), 2), |(i, j)| points[i][j]);
+    let labels = dbscan(rows.view(), 0.02, 3);
     assert_eq!(
         labels,
         vec![Some(0), Some(0), Some(0), Some(1), Some(1), Some(1), None]
     );
+}
+
+#[test]
+fn bounded_cuts_at_a_character_boundary() {
+    assert_eq!(bounded("short", 512), "short");
+    // "é" is two bytes: a cut in its middle backs off to before it.
+    assert_eq!(bounded("abé", 3), "ab");
+    assert_eq!(bounded("abé", 4), "abé");
+}
+
+/// A message of `words` distinct words (no two messages share one), about 8 bytes a word.
+fn long_message(seed: usize, words: usize) -> String {
+    (0..words)
+        .map(|w| {
+            let mut x = (seed * 1_000_003 + w) as u64;
+            let mut word = String::new();
+            for _ in 0..7 {
+                word.push(char::from(b'a' + (x % 26) as u8));
+                x /= 26;
+            }
+            word
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn very_long_messages_are_read_only_up_to_the_bound() {
+    let config = NoveltyConfig::default();
+    let mut detector = NoveltyDetector::new();
+    for i in 0..120 {
+        detector.observe(&known(i), i as u64, &config);
+    }
+    assert_eq!(detector.families().len(), 3);
+    let refits = detector.refits();
+    // 200 messages of 1 MB, each made of words never seen before: all novel, none of
+    // them alike, so none triggers an early refit; all are cut to the byte bound.
+    let novel = (0..200)
+        .filter(|&i| {
+            let message = long_message(i, 128 * 1024);
+            assert!(message.len() > 1_000_000);
+            detector.observe(&message, 1_000 + i as u64, &config).novel
+        })
+        .count();
+    assert_eq!(novel, 200);
+    assert_eq!(detector.truncated(), 200);
+    let (messages, longest) = detector.sample_stats();
+    assert!(messages <= config.sample_size);
+    assert!(longest <= config.max_message_bytes, "{longest}");
+    // Only the scheduled refits (every refit_every messages) ran.
+    assert_eq!(detector.refits() - refits, 200 / config.refit_every as u64);
+    // A known message is still recognised: the long ones did not form a family.
+    let verdict = detector.check(&known(7), &config);
+    assert!(!verdict.novel, "{verdict:?}");
+    for family in detector.families() {
+        for example in &family.examples {
+            assert!(example.len() <= config.max_message_bytes);
+        }
+    }
+}
+
+#[test]
+fn a_long_repeated_message_becomes_a_family_from_its_start() {
+    let config = NoveltyConfig::default();
+    let mut detector = NoveltyDetector::new();
+    for i in 0..120 {
+        detector.observe(&known(i), i as u64, &config);
+    }
+    // The same 64 KiB stack trace with a different tail each time: only the start is read,
+    // so they are one family.
+    let head = long_message(7, 8 * 1024);
+    let first = detector.observe(
+        &format!("{head} tail {}", long_message(1, 50)),
+        200,
+        &config,
+    );
+    assert!(first.novel);
+    for i in 0..config.min_points {
+        detector.observe(
+            &format!("{head} tail {}", long_message(i + 2, 50)),
+            201,
+            &config,
+        );
+    }
+    let verdict = detector.check(&format!("{head} other"), &config);
+    assert!(!verdict.novel, "{verdict:?}");
 }
 
 fn event(session: &str, message: String) -> SessionEvent {

@@ -3,8 +3,21 @@
 //!
 //! Errors do not leave this module: non-finite values are rejected by the caller (samples are
 //! finite by construction) and every other input is valid.
+//!
+//! Memory is the design constraint (one detector per series, up to `max_series` per worker):
+//! a series keeps one ring of its last `max(z_window, reference_size)` values (the z window
+//! and the forest's reference sample are both views of it; the reference points' second
+//! feature, the change from the previous value, is derived at fit time) and a forest of
+//! 8-byte nodes (f32 thresholds relative to the sample's centre). The ring grows with the
+//! series, so a short-lived series costs little; the forest exists from the first fit on.
 
+use std::cell::RefCell;
+use std::time::Duration;
+
+use ndarray::{Array2, ArrayView2, Axis};
 use serde::Serialize;
+
+use crate::time::duration_ms;
 
 /// Settings shared by every series' detectors.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +40,10 @@ pub struct DetectorConfig {
     pub forest_threshold: f64,
     /// The forest is refitted every this many points.
     pub refit_every: usize,
+    /// … and when this much event time has passed since its last fit and at least
+    /// `z_recompute_every` points have arrived since (checked when a point arrives), so
+    /// slow series are refitted on a clock, not only by count.
+    pub refit_interval: Duration,
     /// The forest is also refitted when the window median moves this many fit-time MADs.
     pub shift_mads: f64,
     /// This many consecutive anomalous points on the same side mean a level shift: the
@@ -46,11 +63,12 @@ impl Default for DetectorConfig {
             z_recompute_every: 16,
             z_threshold: 5.0,
             min_history: 64,
-            reference_size: 512,
-            trees: 64,
-            tree_sample: 128,
+            reference_size: 256,
+            trees: 32,
+            tree_sample: 64,
             forest_threshold: 0.62,
             refit_every: 1024,
+            refit_interval: Duration::from_secs(7 * 24 * 3600),
             shift_mads: 6.0,
             shift_run: 8,
             refractory: 32,
@@ -106,87 +124,123 @@ pub fn average_path_length(n: usize) -> f64 {
 /// Number of features per point: the value and its change from the previous value.
 pub const FEATURES: usize = 2;
 
-/// An isolation forest over [`FEATURES`]-dimensional points, stored as flat arrays.
-///
-/// Every tree lives in the same node arrays; a node is either internal (`feature < FEATURES`,
-/// split at `threshold`, children at `left` and `left + 1`) or a leaf holding the number of
-/// training points that reached it in `size`. Scoring walks one path per tree and allocates
-/// nothing.
-#[derive(Debug, Clone, Default)]
-pub struct IsolationForest {
-    feature: Vec<u8>,
-    threshold: Vec<f64>,
-    left: Vec<u32>,
-    size: Vec<u32>,
-    roots: Vec<u32>,
-    normaliser: f64,
-}
+/// Largest `tree_sample`: node indices within a tree are `u16`.
+pub const MAX_TREE_SAMPLE: usize = 16_384;
 
 const LEAF: u8 = u8::MAX;
 
+/// Trees walked side by side when scoring.
+const LANES: usize = 4;
+
+/// One tree node in 8 bytes. Internal: split `feature` at `value` (relative to the forest's
+/// centre), children at `left` and `left + 1` (indices within the tree). Leaf: `value` is the
+/// path length it contributes, `depth + c(size)`, computed once at fit time.
+#[derive(Debug, Clone, Copy, Default)]
+struct Node {
+    value: f32,
+    left: u16,
+    feature: u8,
+}
+
+/// An isolation forest over [`FEATURES`]-dimensional points.
+///
+/// All trees live in one node array (`starts` gives each tree's first node). Thresholds are
+/// `f32` relative to `centre`, the midpoint of the fitted sample's range, so large
+/// magnitudes (timestamps, byte counts) keep their resolution. Scoring walks one path per
+/// tree and allocates nothing.
+#[derive(Debug, Clone, Default)]
+pub struct IsolationForest {
+    nodes: Vec<Node>,
+    starts: Vec<u32>,
+    centre: [f64; FEATURES],
+    normaliser: f64,
+}
+
 impl IsolationForest {
-    /// Fits `trees` trees, each on `tree_sample` points drawn without replacement from
-    /// `points` (all of them if fewer). Depth is limited to `ceil(log2(tree_sample))`.
-    pub fn fit(points: &[[f64; FEATURES]], trees: usize, tree_sample: usize, seed: u64) -> Self {
+    /// Fits `trees` trees, each on `tree_sample` rows drawn without replacement from
+    /// `points` (`n × FEATURES`; all rows if fewer). Depth is limited to
+    /// `ceil(log2(tree_sample))`.
+    pub fn fit(points: ArrayView2<'_, f64>, trees: usize, tree_sample: usize, seed: u64) -> Self {
         let mut forest = Self::default();
-        if points.is_empty() || trees == 0 {
+        let n = points.nrows();
+        if n == 0 || trees == 0 || points.ncols() != FEATURES {
             return forest;
         }
-        let psi = tree_sample.clamp(2, points.len().max(2)).min(points.len());
+        for (feature, column) in points.axis_iter(Axis(1)).enumerate() {
+            let (low, high) = column
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |acc, &v| {
+                    (acc.0.min(v), acc.1.max(v))
+                });
+            forest.centre[feature] = low + 0.5 * (high - low);
+        }
+        let psi = tree_sample.clamp(2, MAX_TREE_SAMPLE).min(n);
         let depth_limit = (psi.max(2) as f64).log2().ceil() as usize;
         let mut rng = SplitMix64::new(seed);
-        let mut indices: Vec<u32> = (0..points.len() as u32).collect();
-        let mut work: Vec<[f64; FEATURES]> = Vec::with_capacity(psi);
-        let nodes_per_tree = 2 * psi;
-        forest.feature.reserve(trees * nodes_per_tree);
-        forest.threshold.reserve(trees * nodes_per_tree);
-        forest.left.reserve(trees * nodes_per_tree);
-        forest.size.reserve(trees * nodes_per_tree);
+        let mut indices: Vec<u32> = (0..n as u32).collect();
+        let mut work: Vec<[f32; FEATURES]> = Vec::with_capacity(psi);
+        forest
+            .nodes
+            .reserve(trees * (2 * psi).min(1 << (depth_limit + 1)));
+        forest.starts.reserve_exact(trees);
+        let centre = forest.centre;
         for _ in 0..trees {
             // Partial Fisher–Yates: the first `psi` indices become the tree's sample.
             for i in 0..psi {
-                let j = i + rng.below(indices.len() - i);
+                let j = i + rng.below(n - i);
                 indices.swap(i, j);
             }
             work.clear();
-            work.extend(indices[..psi].iter().map(|&i| points[i as usize]));
-            let root = forest.push_leaf(0);
-            forest.roots.push(root);
-            forest.grow(root, &mut work[..], depth_limit, &mut rng);
+            work.extend(indices[..psi].iter().map(|&i| {
+                let row = points.row(i as usize);
+                [(row[0] - centre[0]) as f32, (row[1] - centre[1]) as f32]
+            }));
+            let start = forest.nodes.len();
+            forest.starts.push(start as u32);
+            forest.nodes.push(Node::default());
+            forest.grow(start, 0, &mut work[..], 0, depth_limit, &mut rng);
         }
+        forest.nodes.shrink_to_fit();
         forest.normaliser = average_path_length(psi);
         forest
     }
 
-    fn push_leaf(&mut self, size: usize) -> u32 {
-        let index = self.feature.len() as u32;
-        self.feature.push(LEAF);
-        self.threshold.push(0.0);
-        self.left.push(0);
-        self.size.push(size as u32);
-        index
+    /// [`Self::fit`] on rows given as arrays.
+    pub fn fit_rows(
+        points: &[[f64; FEATURES]],
+        trees: usize,
+        tree_sample: usize,
+        seed: u64,
+    ) -> Self {
+        Self::fit(ndarray::aview2(points), trees, tree_sample, seed)
     }
 
     fn grow(
         &mut self,
-        node: u32,
-        points: &mut [[f64; FEATURES]],
-        depth_left: usize,
+        start: usize,
+        node: usize,
+        points: &mut [[f32; FEATURES]],
+        depth: usize,
+        depth_limit: usize,
         rng: &mut SplitMix64,
     ) {
-        let node = node as usize;
-        self.size[node] = points.len() as u32;
-        if depth_left == 0 || points.len() <= 1 {
+        let leaf = |points: usize| Node {
+            value: (depth as f64 + average_path_length(points)) as f32,
+            left: 0,
+            feature: LEAF,
+        };
+        if depth >= depth_limit || points.len() <= 1 {
+            self.nodes[start + node] = leaf(points.len());
             return;
         }
         // Pick a feature with spread; a point set that is constant everywhere stays a leaf.
-        let start = rng.below(FEATURES);
+        let first = rng.below(FEATURES);
         let mut chosen = None;
         for offset in 0..FEATURES {
-            let feature = (start + offset) % FEATURES;
+            let feature = (first + offset) % FEATURES;
             let (low, high) = points
                 .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |acc, p| {
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |acc, p| {
                     (acc.0.min(p[feature]), acc.1.max(p[feature]))
                 });
             if high > low {
@@ -195,11 +249,15 @@ impl IsolationForest {
             }
         }
         let Some((feature, low, high)) = chosen else {
+            self.nodes[start + node] = leaf(points.len());
             return;
         };
-        let mut threshold = low + rng.next_f64() * (high - low);
+        let mut threshold = low + (rng.next_f64() as f32) * (high - low);
         if threshold <= low {
             threshold = low + (high - low) * 0.5;
+        }
+        if threshold <= low {
+            threshold = high; // `high` is the next representable value above `low`
         }
         // Partition in place: `< threshold` goes left.
         let mut split = 0;
@@ -209,25 +267,33 @@ impl IsolationForest {
                 split += 1;
             }
         }
-        let left = self.push_leaf(0);
-        let right = self.push_leaf(0);
-        debug_assert_eq!(right, left + 1);
-        self.feature[node] = feature as u8;
-        self.threshold[node] = threshold;
-        self.left[node] = left;
+        let left = self.nodes.len() - start;
+        self.nodes.push(Node::default());
+        self.nodes.push(Node::default());
+        self.nodes[start + node] = Node {
+            value: threshold,
+            left: left as u16,
+            feature: feature as u8,
+        };
         let (low_points, high_points) = points.split_at_mut(split);
-        self.grow(left, low_points, depth_left - 1, rng);
-        self.grow(right, high_points, depth_left - 1, rng);
+        self.grow(start, left, low_points, depth + 1, depth_limit, rng);
+        self.grow(start, left + 1, high_points, depth + 1, depth_limit, rng);
     }
 
     /// Whether the forest has been fitted.
     pub fn is_fitted(&self) -> bool {
-        !self.roots.is_empty() && self.normaliser > 0.0
+        !self.starts.is_empty() && self.normaliser > 0.0
     }
 
-    /// Bytes held by the node arrays (for the memory bound).
+    /// Nodes over all trees.
     pub fn node_count(&self) -> usize {
-        self.feature.len()
+        self.nodes.len()
+    }
+
+    /// Heap bytes held by the forest.
+    pub fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.starts.capacity() * std::mem::size_of::<u32>()
     }
 
     /// The calibrated score `s = 2^(-E[h(x)] / c(n))`: near 1 for points isolated quickly,
@@ -236,26 +302,45 @@ impl IsolationForest {
         if !self.is_fitted() {
             return 0.0;
         }
-        let mut total = 0.0;
-        for &root in &self.roots {
-            let mut node = root as usize;
-            let mut depth = 0.0;
+        let x = [
+            (point[0] - self.centre[0]) as f32,
+            (point[1] - self.centre[1]) as f32,
+        ];
+        let mut total = 0.0f32;
+        // Four trees at a time: their walks are independent chains of loads, so the CPU
+        // overlaps them instead of waiting for one node after another.
+        let mut groups = self.starts.chunks_exact(LANES);
+        for group in &mut groups {
+            let base: [usize; LANES] = std::array::from_fn(|lane| group[lane] as usize);
+            let mut at = base;
             loop {
-                let feature = self.feature[node];
-                if feature == LEAF {
-                    total += depth + average_path_length(self.size[node] as usize);
+                let mut walking = false;
+                for lane in 0..LANES {
+                    let node = self.nodes[at[lane]];
+                    if node.feature != LEAF {
+                        walking = true;
+                        let right = x[usize::from(node.feature & 1)] >= node.value;
+                        at[lane] = base[lane] + usize::from(node.left) + usize::from(right);
+                    }
+                }
+                if !walking {
                     break;
                 }
-                let left = self.left[node] as usize;
-                node = if point[feature as usize] < self.threshold[node] {
-                    left
-                } else {
-                    left + 1
-                };
-                depth += 1.0;
+            }
+            for position in at {
+                total += self.nodes[position].value;
             }
         }
-        let mean = total / self.roots.len() as f64;
+        for &start in groups.remainder() {
+            let tree = &self.nodes[start as usize..];
+            let mut node = tree[0];
+            while node.feature != LEAF {
+                let right = x[usize::from(node.feature & 1)] >= node.value;
+                node = tree[usize::from(node.left) + usize::from(right)];
+            }
+            total += node.value;
+        }
+        let mean = f64::from(total) / self.starts.len() as f64;
         (-mean / self.normaliser).exp2()
     }
 }
@@ -337,22 +422,28 @@ pub fn combine(z: f64, forest: f64, config: &DetectorConfig) -> (f64, Verdict, D
 /// Upper bound of |z| reported, so a zero MAD cannot produce infinities.
 pub const Z_CAP: f64 = 1.0e6;
 
-/// The state of one series: rings of recent values and reference points, the current
-/// median/MAD and the fitted forest.
+thread_local! {
+    /// Scratch space for median/MAD selection, shared by all series of a thread so a series
+    /// does not carry its own copy.
+    static SCRATCH: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The state of one series: a ring of recent values, the current median/MAD and the fitted
+/// forest.
 ///
-/// Memory is bounded by `z_window + reference_size` points plus the forest's
-/// `trees × 2 × tree_sample` nodes.
+/// Memory: `max(z_window, reference_size)` values (8 bytes each, allocated as the series
+/// grows) plus the forest's nodes (8 bytes each, at most `trees × 2^(depth+1)` with depth
+/// `⌈log₂ tree_sample⌉`) plus about 150 bytes of fixed fields. See [`Self::heap_bytes`].
 #[derive(Debug, Clone)]
 pub struct SeriesDetector {
-    window: Vec<f64>,
-    window_next: usize,
-    reference: Vec<[f64; FEATURES]>,
-    reference_next: usize,
-    scratch: Vec<f64>,
+    /// Ring of the last values; `next` is the slot the next value goes to once full.
+    values: Vec<f64>,
+    next: usize,
     median: f64,
     mad: f64,
     fit_median: f64,
     fit_mad: f64,
+    fit_ts: u64,
     previous: Option<f64>,
     /// Consecutive anomalous points on the same side of the median (sign in `run_sign`).
     run: usize,
@@ -367,19 +458,22 @@ pub struct SeriesDetector {
     forest: IsolationForest,
 }
 
+fn capacity(config: &DetectorConfig) -> usize {
+    config.z_window.max(config.reference_size).max(2)
+}
+
 impl SeriesDetector {
     /// A fresh detector; `key_hash` makes the forest's seed depend on the series only.
+    /// Allocates nothing until points arrive.
     pub fn new(config: &DetectorConfig, key_hash: u64) -> Self {
         Self {
-            window: Vec::with_capacity(config.z_window),
-            window_next: 0,
-            reference: Vec::with_capacity(config.reference_size),
-            reference_next: 0,
-            scratch: Vec::with_capacity(config.z_window),
+            values: Vec::new(),
+            next: 0,
             median: 0.0,
             mad: 0.0,
             fit_median: 0.0,
             fit_mad: 0.0,
+            fit_ts: 0,
             previous: None,
             run: 0,
             run_sign: false,
@@ -403,73 +497,111 @@ impl SeriesDetector {
         self.seen
     }
 
-    fn recompute_median(&mut self) {
-        self.scratch.clear();
-        self.scratch.extend_from_slice(&self.window);
-        let n = self.scratch.len();
-        let mid = n / 2;
-        let (_, median, _) = self.scratch.select_nth_unstable_by(mid, f64::total_cmp);
-        let median = *median;
-        for value in self.scratch.iter_mut() {
-            *value = (*value - median).abs();
+    /// Heap bytes held by this series (ring plus forest), not counting the struct itself.
+    pub fn heap_bytes(&self) -> usize {
+        self.values.capacity() * std::mem::size_of::<f64>() + self.forest.heap_bytes()
+    }
+
+    /// The `back`-th newest value (0 = newest); `back` must be below `values.len()`.
+    fn newest(&self, back: usize) -> f64 {
+        let len = self.values.len();
+        self.values[(self.next + len - 1 - back) % len]
+    }
+
+    /// Reference points (value, change from the previous value) of the newest
+    /// `reference_size` values that have a predecessor in the ring, oldest first.
+    fn reference(&self, config: &DetectorConfig) -> Array2<f64> {
+        let points = self
+            .values
+            .len()
+            .saturating_sub(1)
+            .min(config.reference_size);
+        let mut out = Array2::zeros((points, FEATURES));
+        for (row, back) in (0..points).rev().enumerate() {
+            let value = self.newest(back);
+            out[[row, 0]] = value;
+            out[[row, 1]] = value - self.newest(back + 1);
         }
-        let (_, mad, _) = self.scratch.select_nth_unstable_by(mid, f64::total_cmp);
+        out
+    }
+
+    fn recompute_median(&mut self, config: &DetectorConfig) {
+        let n = self.values.len().min(config.z_window);
+        if n == 0 {
+            return;
+        }
+        let (median, mad) = SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            scratch.clear();
+            scratch.extend((0..n).map(|back| self.newest(back)));
+            let mid = n / 2;
+            let (_, median, _) = scratch.select_nth_unstable_by(mid, f64::total_cmp);
+            let median = *median;
+            for value in scratch.iter_mut() {
+                *value = (*value - median).abs();
+            }
+            let (_, mad, _) = scratch.select_nth_unstable_by(mid, f64::total_cmp);
+            let mut mad = *mad;
+            if mad <= 0.0 {
+                // More than half the window is one value: fall back to the mean absolute
+                // deviation (scaled to match the MAD of a normal distribution).
+                mad = scratch.iter().sum::<f64>() / n as f64 * 0.797_884_560_8;
+            }
+            (median, mad)
+        });
         self.median = median;
-        let mut mad = *mad;
-        if mad <= 0.0 {
-            // More than half the window is one value: fall back to the mean absolute
-            // deviation (scaled to match the MAD of a normal distribution).
-            mad = self.scratch.iter().sum::<f64>() / n as f64 * 0.797_884_560_8;
-        }
         self.mad = mad;
     }
 
-    fn refit(&mut self, config: &DetectorConfig) {
+    fn refit(&mut self, ts: u64, config: &DetectorConfig) {
         self.refits += 1;
         let seed = self
             .seed
             .wrapping_add(self.refits.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        self.forest = IsolationForest::fit(&self.reference, config.trees, config.tree_sample, seed);
+        let reference = self.reference(config);
+        self.forest =
+            IsolationForest::fit(reference.view(), config.trees, config.tree_sample, seed);
         self.fit_median = self.median;
         self.fit_mad = self.mad;
+        self.fit_ts = ts;
         self.since_fit = 0;
     }
 
-    /// Keeps only the last `keep` points of both rings: the series moved to a new level, so
-    /// the old points would make every new point look anomalous for half a window.
-    fn restart_at_new_level(&mut self, keep: usize, config: &DetectorConfig) {
-        let last = |ring: &[f64], next: usize| -> Vec<f64> {
-            let len = ring.len();
-            let mut out: Vec<f64> = (1..=keep.min(len))
-                .map(|back| ring[(next + len - back) % len])
-                .collect();
-            out.reverse();
-            out
-        };
-        let values = last(&self.window, self.window_next);
-        let len = self.reference.len();
-        let mut points: Vec<[f64; FEATURES]> = (1..=keep.min(len))
-            .map(|back| self.reference[(self.reference_next + len - back) % len])
-            .collect();
-        points.reverse();
-        self.window = values;
-        self.window
-            .reserve(config.z_window.saturating_sub(self.window.len()));
-        self.window_next = self.window.len() % config.z_window.max(1);
-        self.reference = points;
-        self.reference
-            .reserve(config.reference_size.saturating_sub(self.reference.len()));
-        self.reference_next = self.reference.len() % config.reference_size.max(1);
+    /// Keeps only the last `keep` values: the series moved to a new level, so the old
+    /// points would make every new point look anomalous for half a window.
+    fn restart_at_new_level(&mut self, keep: usize, ts: u64, config: &DetectorConfig) {
+        let keep = keep.min(self.values.len());
+        let kept: Vec<f64> = (0..keep).rev().map(|back| self.newest(back)).collect();
+        self.values.clear();
+        self.values.extend_from_slice(&kept);
+        self.next = 0;
         self.since_recompute = 0;
-        self.recompute_median();
-        // A forest of the few new-level points until the reference refills to
-        // `min_history`, when it is refitted again.
-        self.refit(config);
+        self.recompute_median(config);
+        // A forest of the few new-level points until the ring refills to `min_history`,
+        // when it is refitted again.
+        self.refit(ts, config);
         self.run = 0;
     }
 
-    /// Scores `value` against the history so far, then adds it to the history.
-    pub fn observe(&mut self, value: f64, config: &DetectorConfig) -> Scores {
+    fn push(&mut self, value: f64, config: &DetectorConfig) {
+        let cap = capacity(config);
+        let len = self.values.len();
+        if len < cap {
+            if len == self.values.capacity() {
+                // Grow by doubling, but never past the ring's size.
+                self.values.reserve_exact(len.max(8).min(cap - len));
+            }
+            self.values.push(value);
+            self.next = self.values.len() % cap;
+        } else {
+            self.values[self.next] = value;
+            self.next = (self.next + 1) % cap;
+        }
+    }
+
+    /// Scores `value` (event time `ts`, ms) against the history so far, then adds it to the
+    /// history and refits the forest when its schedule or a shift says so.
+    pub fn observe(&mut self, value: f64, ts: u64, config: &DetectorConfig) -> Scores {
         let delta = self.previous.map_or(0.0, |previous| value - previous);
         let point = [value, delta];
         let warm = self.seen as usize >= config.min_history;
@@ -521,19 +653,7 @@ impl SeriesDetector {
         } else {
             self.run = 0;
         }
-        // Update history.
-        if self.window.len() < config.z_window {
-            self.window.push(value);
-        } else {
-            self.window[self.window_next] = value;
-        }
-        self.window_next = (self.window_next + 1) % config.z_window.max(1);
-        if self.reference.len() < config.reference_size {
-            self.reference.push(point);
-        } else {
-            self.reference[self.reference_next] = point;
-        }
-        self.reference_next = (self.reference_next + 1) % config.reference_size.max(1);
+        self.push(value, config);
         self.previous = Some(value);
         self.seen += 1;
         self.since_recompute += 1;
@@ -541,20 +661,30 @@ impl SeriesDetector {
         let filling = (self.seen as usize) <= config.min_history;
         if self.since_recompute >= config.z_recompute_every || filling {
             self.since_recompute = 0;
-            self.recompute_median();
+            self.recompute_median(config);
             let shifted = self.forest.is_fitted()
                 && self.fit_mad > 0.0
                 && (self.median - self.fit_median).abs() > config.shift_mads * self.fit_mad;
             if shifted {
-                self.refit(config);
+                self.refit(ts, config);
             }
         }
+        // Not in the middle of an anomalous episode: a forest refitted on the episode's
+        // points would learn the anomaly as normal.
+        let in_episode = self
+            .since_anomalous
+            .is_some_and(|since| since < config.refractory);
+        let due_by_time = self.forest.is_fitted()
+            && !in_episode
+            && self.since_fit >= config.z_recompute_every
+            && ts.saturating_sub(self.fit_ts) >= duration_ms(config.refit_interval).max(1);
         if config.shift_run > 0 && self.run >= config.shift_run {
-            self.restart_at_new_level(config.shift_run, config);
-        } else if (self.reference.len() == config.min_history && self.since_fit > 0)
+            self.restart_at_new_level(config.shift_run, ts, config);
+        } else if (self.values.len() == config.min_history && self.since_fit > 0)
             || (self.forest.is_fitted() && self.since_fit >= config.refit_every)
+            || due_by_time
         {
-            self.refit(config);
+            self.refit(ts, config);
         }
         scores
     }

@@ -151,33 +151,52 @@ impl AnomalyScorer {
     /// Scores one sample; `None` when the series could not be tracked (cap reached).
     pub fn score(&mut self, sample: &Sample) -> Option<Scores> {
         let config = &self.config.detectors;
-        if !self.series.contains_key(&sample.key) {
-            if self.series.len() >= self.config.max_series {
-                self.counters.series_dropped += 1;
-                return None;
-            }
-            self.series.insert(
-                sample.key.clone(),
-                Tracked {
-                    detector: SeriesDetector::new(config, sample.key.route()),
-                    last_ts: sample.ts,
-                },
-            );
+        // One hash lookup for a known series (the common case).
+        if let Some(tracked) = self.series.get_mut(&sample.key) {
+            return Some(Self::observe(tracked, sample, config, &mut self.counters));
         }
-        let tracked = self.series.get_mut(&sample.key)?;
+        if self.series.len() >= self.config.max_series {
+            self.counters.series_dropped += 1;
+            return None;
+        }
+        let tracked = self
+            .series
+            .entry(sample.key.clone())
+            .or_insert_with(|| Tracked {
+                detector: SeriesDetector::new(config, sample.key.route()),
+                last_ts: sample.ts,
+            });
+        Some(Self::observe(tracked, sample, config, &mut self.counters))
+    }
+
+    fn observe(
+        tracked: &mut Tracked,
+        sample: &Sample,
+        config: &DetectorConfig,
+        counters: &mut AnomalyCounters,
+    ) -> Scores {
         let refits = tracked.detector.refits();
-        let scores = tracked.detector.observe(sample.value, config);
+        let scores = tracked.detector.observe(sample.value, sample.ts, config);
         tracked.last_ts = tracked.last_ts.max(sample.ts);
-        self.counters.refits += tracked.detector.refits() - refits;
+        counters.refits += tracked.detector.refits() - refits;
         match scores.verdict {
-            Verdict::ColdStart => self.counters.cold_start += 1,
-            Verdict::Normal | Verdict::Ongoing => self.counters.scored += 1,
+            Verdict::ColdStart => counters.cold_start += 1,
+            Verdict::Normal | Verdict::Ongoing => counters.scored += 1,
             Verdict::Anomalous => {
-                self.counters.scored += 1;
-                self.counters.anomalous += 1;
+                counters.scored += 1;
+                counters.anomalous += 1;
             }
         }
-        Some(scores)
+        scores
+    }
+
+    /// Heap bytes of all series' detector state (rings and forests, not the keys or the
+    /// map), for the memory bound.
+    pub fn detector_heap_bytes(&self) -> usize {
+        self.series
+            .values()
+            .map(|tracked| tracked.detector.heap_bytes())
+            .sum()
     }
 
     /// Forgets series idle for longer than the idle timeout at event time `now`.

@@ -12,7 +12,7 @@ fn noise(rng: &mut SplitMix64, level: f64) -> f64 {
 fn forest_scores_an_obvious_outlier_above_inliers() {
     let mut rng = SplitMix64::new(7);
     let points: Vec<[f64; FEATURES]> = (0..512).map(|_| [noise(&mut rng, 10.0), 0.0]).collect();
-    let forest = IsolationForest::fit(&points, 100, 256, 42);
+    let forest = IsolationForest::fit(ndarray::aview2(&points), 100, 256, 42);
     let inlier = forest.score(&[10.0, 0.0]);
     let outlier = forest.score(&[60.0, 0.0]);
     assert!(outlier > 0.7, "outlier scored {outlier}");
@@ -32,9 +32,9 @@ fn forest_is_deterministic_for_a_seed() {
     let points: Vec<[f64; FEATURES]> = (0..300)
         .map(|_| [noise(&mut rng, 0.0), rng.next_f64()])
         .collect();
-    let a = IsolationForest::fit(&points, 50, 128, 9);
-    let b = IsolationForest::fit(&points, 50, 128, 9);
-    let c = IsolationForest::fit(&points, 50, 128, 10);
+    let a = IsolationForest::fit(ndarray::aview2(&points), 50, 128, 9);
+    let b = IsolationForest::fit(ndarray::aview2(&points), 50, 128, 9);
+    let c = IsolationForest::fit(ndarray::aview2(&points), 50, 128, 10);
     let probe = [3.0, 0.5];
     assert_eq!(a.score(&probe).to_bits(), b.score(&probe).to_bits());
     assert_ne!(a.score(&probe).to_bits(), c.score(&probe).to_bits());
@@ -54,10 +54,11 @@ fn cold_start_is_explicit_and_never_alarms() {
     let mut detector = SeriesDetector::new(&config, 1);
     for i in 0..config.min_history {
         // Wild values during cold start: still no verdict.
-        let scores = detector.observe(if i % 7 == 0 { 1e6 } else { 1.0 }, &config);
+        let value = if i % 7 == 0 { 1e6 } else { 1.0 };
+        let scores = detector.observe(value, i as u64 * 1_000, &config);
         assert_eq!(scores.verdict, Verdict::ColdStart);
     }
-    let scores = detector.observe(1.0, &config);
+    let scores = detector.observe(1.0, config.min_history as u64 * 1_000, &config);
     assert_ne!(scores.verdict, Verdict::ColdStart);
 }
 
@@ -70,7 +71,9 @@ fn run(series: &[f64], config: &DetectorConfig) -> Run {
     let alarms = series
         .iter()
         .enumerate()
-        .filter(|(_, &v)| detector.observe(v, config).verdict == Verdict::Anomalous)
+        .filter(|&(i, &v)| {
+            detector.observe(v, i as u64 * 1_000, config).verdict == Verdict::Anomalous
+        })
         .map(|(i, _)| i)
         .collect();
     Run { alarms }
@@ -257,7 +260,8 @@ fn a_sustained_deviation_is_one_alarm_then_ongoing() {
     let mut detector = SeriesDetector::new(&config, 3);
     let verdicts: Vec<Verdict> = series
         .iter()
-        .map(|&v| detector.observe(v, &config).verdict)
+        .enumerate()
+        .map(|(i, &v)| detector.observe(v, i as u64 * 1_000, &config).verdict)
         .collect();
     let alarms: Vec<usize> = (0..verdicts.len())
         .filter(|&i| verdicts[i] == Verdict::Anomalous)
@@ -272,4 +276,51 @@ fn a_sustained_deviation_is_one_alarm_then_ongoing() {
         "{:?}",
         &verdicts[598..610]
     );
+}
+
+#[test]
+fn a_series_holds_a_few_kilobytes_and_nothing_before_its_points() {
+    let config = DetectorConfig::default();
+    let mut detector = SeriesDetector::new(&config, 5);
+    assert_eq!(detector.heap_bytes(), 0);
+    detector.observe(1.0, 0, &config);
+    assert!(detector.heap_bytes() <= 64, "{}", detector.heap_bytes());
+    let mut rng = SplitMix64::new(4);
+    for i in 1..5_000u64 {
+        detector.observe(noise(&mut rng, 20.0), i * 1_000, &config);
+    }
+    assert!(detector.refits() >= 4);
+    // Ring of 256 values (2 KB) plus 32 trees of at most 2^7 nodes of 8 bytes (32 KB).
+    let ring = config.z_window.max(config.reference_size);
+    let bound = ring * 8 + config.trees * 128 * 8 + config.trees * 4;
+    assert!(
+        detector.heap_bytes() <= bound,
+        "{} > {bound}",
+        detector.heap_bytes()
+    );
+}
+
+#[test]
+fn a_slow_series_is_refitted_on_the_event_time_schedule() {
+    let config = DetectorConfig {
+        refit_interval: std::time::Duration::from_secs(3600),
+        ..DetectorConfig::default()
+    };
+    let mut rng = SplitMix64::new(6);
+    // One point every 5 minutes: 12 an hour, far fewer than refit_every (1024).
+    let step = 5 * 60_000;
+    let mut slow = SeriesDetector::new(&config, 7);
+    for i in 0..400u64 {
+        slow.observe(noise(&mut rng, 20.0), i * step, &config);
+    }
+    // First fit at min_history; afterwards every max(1 h, z_recompute_every points) =
+    // every 16 points: (400 - 64) / 16 = 21 refits.
+    assert_eq!(slow.refits(), 1 + (400 - 64) / 16, "{}", slow.refits());
+    // The same points one second apart: only the count schedule applies (none yet).
+    let mut fast = SeriesDetector::new(&config, 7);
+    let mut rng = SplitMix64::new(6);
+    for i in 0..400u64 {
+        fast.observe(noise(&mut rng, 20.0), i * 1_000, &config);
+    }
+    assert_eq!(fast.refits(), 1);
 }
