@@ -22,6 +22,9 @@ deadlines (the page's data arrives over a live WebSocket, so virtual time cannot
     names the series); 20 error messages of a new kind posted over HTTP become a row of
     #families-table whose count grows when more arrive; then one message of a kind never
     seen appears in #novel-table; the demo's own families fill the table too;
+  - insights: #success-model names a trained version of the session success model (no
+    later than the server's own, read from /v1/insights), and the demo's insights and
+    metric forecasts fill #insights-table and #forecasts-table;
   - a dropped connection: after the page's socket is closed it reconnects, resumes and
     goes on counting updates;
   - no JavaScript error or exception on the page;
@@ -38,6 +41,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -267,6 +271,28 @@ class Checker:
         check(cells == [novel, session], f"the novel error row: {cells}")
         self.observed["novel_row"] = cells
 
+    async def check_insights(self, page: Page) -> None:
+        """The insights panels show the success model, live insights and forecasts."""
+        shown = await page.until(
+            "#success-model to name a trained version",
+            "document.getElementById('success-model').textContent",
+            lambda v: isinstance(v, str) and v.startswith("session-success v"),
+        )
+        match = re.match(r"^session-success v(\d+): trained on (\d+), \d+% train acc\.$", shown)
+        check(match is not None, f"#success-model: {shown!r}")
+        status, answer = await asyncio.to_thread(self.http, "GET", "/v1/insights")
+        check(status == 200, f"GET /v1/insights: {status} {brief(answer)}")
+        server = (answer.get("success_model") or {}).get("version", "")
+        check(
+            server.startswith("v") and int(match.group(1)) <= int(server[1:]),
+            f"the page shows v{match.group(1)}, the server's model is {server!r}",
+        )
+        self.observed["success_model"] = shown
+        for table in ("insights-table", "forecasts-table"):
+            rows = await page.until(f"rows in #{table}", f"document.querySelectorAll('#{table} tbody tr').length", lambda v: v >= 1)
+            self.observed[table] = rows
+            check(rows >= 1, table)
+
     async def run_checks(self, cdp: Cdp) -> None:
         target = await cdp.send("Target.createTarget", {"url": "about:blank"})
         attached = await cdp.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})
@@ -301,6 +327,7 @@ class Checker:
         self.observed["events_total_first"] = events
 
         await self.check_anomalies(page)
+        await self.check_insights(page)
 
         # An alert: latency well above latency_mean_high's 70 ms for a session of our own.
         hot = f"dash-hot-{self.run}"
