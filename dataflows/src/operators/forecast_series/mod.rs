@@ -249,6 +249,14 @@ impl SeriesHistory {
     }
 }
 
+/// Whether a series is forecast: session series only when configured, and never the
+/// derived `anomaly_score` series (a forecast of a detector's score says nothing the
+/// detector does not).
+fn forecastable(key: &SeriesKey, include_sessions: bool) -> bool {
+    (include_sessions || key.session_id.is_none())
+        && key.name != crate::operators::score_anomalies::ANOMALY_SCORE
+}
+
 /// The rule id under which a rule's predictive alerts fire.
 pub fn predictive_rule_id(rule_id: &str) -> String {
     format!("{rule_id}.forecast")
@@ -331,13 +339,11 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                     let mut session = output.session(&cap);
                     for update in data.drain(..) {
                         match update {
-                            Update::Window(stats)
-                                if include_sessions || stats.key.session_id.is_none() =>
-                            {
+                            Update::Window(stats) if forecastable(&stats.key, include_sessions) => {
                                 session.give((stats.key.clone(), Some(stats), 0));
                             }
                             Update::SeriesIdle { key, end }
-                                if include_sessions || key.session_id.is_none() =>
+                                if forecastable(&key, include_sessions) =>
                             {
                                 session.give((key, None, end));
                             }

@@ -216,12 +216,18 @@ fn flat_noisy_series_has_no_trend_and_no_crossing() {
 
 #[test]
 fn operator_is_identical_on_one_and_four_workers_and_evicts_idle_series() {
+    // `anomaly_score` windows (the detectors' derived series) are never forecast.
     let rules = RuleSet::new(vec![rule(Some(Duration::from_secs(15 * 60)))]);
     let mut epochs = Vec::new();
     for minute in 0..20u64 {
         let end = (minute + 1) * 60_000;
         let mut data = Vec::new();
-        for (series, slope) in [("latency_ms", 20.0), ("other", 0.0), ("third", -3.0)] {
+        for (series, slope) in [
+            ("latency_ms", 20.0),
+            ("other", 0.0),
+            ("third", -3.0),
+            ("anomaly_score", 0.1),
+        ] {
             data.push(Some(window(series, end, 100.0 + slope * minute as f64)));
         }
         epochs.push(Epoch::new(end, data));
@@ -262,7 +268,11 @@ fn operator_is_identical_on_one_and_four_workers_and_evicts_idle_series() {
         },
         epochs,
     );
-    assert_eq!(out.of_kind("forecast").len(), 3 * 16);
+    let forecasts = out.of_kind("forecast");
+    assert_eq!(forecasts.len(), 3 * 16);
+    assert!(forecasts
+        .iter()
+        .all(|forecast| forecast["key"]["name"] != "anomaly_score"));
     let alerts = out.of_kind("alert");
     let states: Vec<&str> = alerts
         .iter()
