@@ -218,7 +218,7 @@ impl McpServer {
 
     #[tool(
         description = "Add one event (`event`) or a batch (`events`) to real-time analytics. Each event is a JSON \
-                          object with `type` session|metric|prediction|outcome|alert_command and that type's fields; \
+                          object with `type` session|metric|prediction|outcome|alert_command|model and that type's fields; \
                           `ts` (ms) defaults to now. Accepted events are written ahead (durable) before the answer; \
                           each rejected event is reported with its field and reason."
     )]

@@ -177,6 +177,9 @@ impl JoinState {
                 );
             }
             MlEvent::Outcome(outcome) => self.apply_outcome(ts, outcome, out),
+            MlEvent::Register(registration) => {
+                out.push(ModelInput::Registered { ts, registration });
+            }
         }
     }
 

@@ -86,7 +86,8 @@ impl Kept {
 #[derive(Debug)]
 pub struct ModelState {
     key: ModelKey,
-    registration: Option<ModelRegistration>,
+    /// The pinned baseline version whose reference window this version's drift uses.
+    baseline: Option<Id>,
     events: u64,
     ordered: u64,
     first_seen: Option<u64>,
@@ -134,14 +135,9 @@ fn summary(histogram: &Histogram<u64>, sum: u128) -> LatencySummary {
 impl ModelState {
     /// Empty state of `key`.
     pub fn new(key: ModelKey, config: &TrackModelsConfig) -> Self {
-        let registration = config
-            .models
-            .iter()
-            .find(|registration| registration.model_id == key.model_id)
-            .cloned();
         Self {
             key,
-            registration,
+            baseline: None,
             events: 0,
             ordered: 0,
             first_seen: None,
@@ -218,6 +214,17 @@ impl ModelState {
         self.duplicates += 1;
     }
 
+    /// Pins (or unpins) the baseline version whose reference window the drift tests use.
+    /// Pairs ordered while a baseline is pinned go straight to the current window.
+    pub fn set_baseline(&mut self, baseline: Option<Id>) {
+        self.baseline = baseline.filter(|version| *version != self.key.model_version);
+    }
+
+    /// The pinned baseline version, if any.
+    pub fn baseline(&self) -> Option<&Id> {
+        self.baseline.as_ref()
+    }
+
     /// Feeds one pair, in event-time order, to the windows and ADWIN. Returns a retraining
     /// trigger when ADWIN detects a change.
     pub fn ordered(
@@ -233,7 +240,7 @@ impl ModelState {
             features: pair.features.clone(),
         };
         let error = if kept.correct() { 0.0 } else { 1.0 };
-        if self.reference.len() < config.reference_size {
+        if self.baseline.is_none() && self.reference.len() < config.reference_size {
             self.reference.push(kept);
         } else {
             self.window.add(&kept.actual, &kept.predicted, 1);
@@ -269,21 +276,29 @@ impl ModelState {
     }
 
     /// Re-evaluates the drift tests after a run of ordered pairs; returns a retraining
-    /// trigger when the model starts drifting.
+    /// trigger when the model starts drifting. `baseline` is the state of the pinned
+    /// baseline version (see [`Self::baseline`]); its reference window replaces this
+    /// version's own. A pinned baseline whose reference is not full yet gives no tests.
     pub fn evaluate_drift(
         &mut self,
         at: u64,
         config: &TrackModelsConfig,
+        baseline: Option<&ModelState>,
     ) -> Option<RetrainingTrigger> {
         let mut tests = Vec::new();
-        let full = self.reference.len() >= config.reference_size
+        let (reference, reference_version): (&[Kept], &Id) = match (&self.baseline, baseline) {
+            (Some(version), Some(state)) => (&state.reference, version),
+            (Some(version), None) => (&[], version),
+            (None, _) => (&self.reference, &self.key.model_version),
+        };
+        let full = reference.len() >= config.reference_size
             && self.current.len() >= config.window_size
             && config.reference_size > 0;
         if full {
             let confidences = |pairs: &mut dyn Iterator<Item = &Kept>| {
                 pairs.map(|kept| kept.confidence).collect::<Vec<f64>>()
             };
-            let reference_confidence = confidences(&mut self.reference.iter());
+            let reference_confidence = confidences(&mut reference.iter());
             let current_confidence = confidences(&mut self.current.iter());
             if let Some(value) = stats::psi(&reference_confidence, &current_confidence, config.bins)
             {
@@ -311,7 +326,7 @@ impl ModelState {
                         })
                         .collect::<Vec<f64>>()
                 };
-                let reference = values(&mut self.reference.iter());
+                let reference = values(&mut reference.iter());
                 let current = values(&mut self.current.iter());
                 if let Some(value) = stats::psi(&reference, &current, config.bins) {
                     tests.push(DriftTest {
@@ -349,7 +364,7 @@ impl ModelState {
                 }
                 counts
             };
-            let reference_counts = count(&mut self.reference.iter());
+            let reference_counts = count(&mut reference.iter());
             let current_counts = count(&mut self.current.iter());
             if let Some(result) = stats::chi2_contingency(&reference_counts, &current_counts) {
                 tests.push(DriftTest {
@@ -368,7 +383,7 @@ impl ModelState {
                 }
                 correct as f64 / total.max(1) as f64
             };
-            let reference_accuracy = accuracy(&mut self.reference.iter());
+            let reference_accuracy = accuracy(&mut reference.iter());
             let current_accuracy = accuracy(&mut self.current.iter());
             if reference_accuracy > 0.0 {
                 let drop = (reference_accuracy - current_accuracy) / reference_accuracy;
@@ -384,13 +399,14 @@ impl ModelState {
         let drifted = tests.iter().any(|test| test.drifted);
         let evidence: Vec<DriftTest> = tests.iter().filter(|test| test.drifted).cloned().collect();
         self.drift = Some(DriftReport {
-            reference_size: self.reference.len() as u64,
+            reference_size: reference.len() as u64,
             current_size: self.current.len() as u64,
             tests,
             drifted,
             adwin_changes: self.adwin_change_count,
             adwin_change_points: self.adwin_changes.clone(),
             adwin_last_change_at: self.adwin_last_change_at,
+            reference_version: reference_version.clone(),
         });
         let started = drifted && !self.drifted;
         self.drifted = drifted;
@@ -417,9 +433,12 @@ impl ModelState {
     }
 
     /// Registered thresholds breached now: `(what, value, threshold)`.
-    pub fn threshold_breaches(&self) -> Vec<(&'static str, f64, f64)> {
+    pub fn threshold_breaches(
+        &self,
+        registration: Option<&ModelRegistration>,
+    ) -> Vec<(&'static str, f64, f64)> {
         let mut breaches = Vec::new();
-        let Some(registration) = &self.registration else {
+        let Some(registration) = registration else {
             return breaches;
         };
         if let Some(minimum) = registration.min_accuracy {
@@ -450,8 +469,8 @@ impl ModelState {
         changed
     }
 
-    /// The current snapshot.
-    pub fn snapshot(&self) -> ModelSnapshot {
+    /// The current snapshot, with the registration in effect for this version.
+    pub fn snapshot(&self, registration: Option<&ModelRegistration>) -> ModelSnapshot {
         let cumulative = self.cumulative.performance();
         let matched = cumulative.matched;
         let health = if self.drifted {
@@ -466,7 +485,7 @@ impl ModelState {
         ModelSnapshot {
             model_id: self.key.model_id.clone(),
             model_version: self.key.model_version.clone(),
-            registration: self.registration.clone(),
+            registration: registration.cloned(),
             events: self.events,
             ordered: self.ordered,
             first_seen: self.first_seen,
