@@ -46,14 +46,15 @@ impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
     }
 }
 
-/// A prediction waiting for its outcome, in compact form (its id is the map key).
+/// A prediction waiting for its outcome, in compact form (its id is the map key; its
+/// features, when it has any, sit in a side map so the common entry stays 32 bytes).
 #[derive(Debug)]
 struct Pending {
     ts: u64,
+    confidence: f64,
     model: u32,
     predicted: u32,
-    confidence: f64,
-    features: Option<Box<[(u32, f64)]>>,
+    has_features: bool,
 }
 
 /// An outcome waiting for its prediction.
@@ -69,6 +70,8 @@ struct Orphan {
 pub struct JoinState {
     horizon: u64,
     pending: HashMap<Id, Pending, FxBuildHasher>,
+    /// Interned features of the pending predictions that have some.
+    features: HashMap<Id, Box<[(u32, f64)]>, FxBuildHasher>,
     orphans: HashMap<Id, Orphan, FxBuildHasher>,
     /// Expiry bucket end → ids of predictions that were pending in it.
     pending_expiry: BTreeMap<u64, Vec<Id>>,
@@ -88,6 +91,7 @@ impl JoinState {
         Self {
             horizon: horizon.max(1),
             pending: HashMap::default(),
+            features: HashMap::default(),
             orphans: HashMap::default(),
             pending_expiry: BTreeMap::new(),
             orphan_expiry: BTreeMap::new(),
@@ -154,13 +158,16 @@ impl JoinState {
                 }
                 let model = self.models.intern(&key);
                 let predicted = self.labels.intern(&prediction.predicted);
-                let features = (!prediction.features.is_empty()).then(|| {
-                    prediction
+                let has_features = !prediction.features.is_empty();
+                if has_features {
+                    let features: Box<[(u32, f64)]> = prediction
                         .features
                         .iter()
                         .map(|(name, value)| (self.labels.intern(name), *value))
-                        .collect()
-                });
+                        .collect();
+                    self.features
+                        .insert(prediction.prediction_id.clone(), features);
+                }
                 self.pending_expiry
                     .entry(bucket_end(ts))
                     .or_default()
@@ -172,7 +179,7 @@ impl JoinState {
                         model,
                         predicted,
                         confidence: prediction.confidence,
-                        features,
+                        has_features,
                     },
                 );
             }
@@ -193,8 +200,11 @@ impl JoinState {
                 let key = self.models.get(pending.model).cloned();
                 let predicted = self.labels.get(pending.predicted).cloned();
                 if let (Some(key), Some(predicted)) = (key, predicted) {
-                    let features = pending
-                        .features
+                    let stored = pending
+                        .has_features
+                        .then(|| self.features.remove(&outcome.prediction_id))
+                        .flatten();
+                    let features = stored
                         .iter()
                         .flat_map(|features| features.iter())
                         .filter_map(|(name, value)| {
@@ -248,6 +258,9 @@ impl JoinState {
                     .is_some_and(|pending| bucket_end(pending.ts) == end);
                 if expires {
                     if let Some(pending) = self.pending.remove(&id) {
+                        if pending.has_features {
+                            self.features.remove(&id);
+                        }
                         if let Some(key) = self.models.get(pending.model) {
                             out.push(ModelInput::Expired { key: key.clone() });
                         }

@@ -24,7 +24,7 @@ pub mod join;
 pub mod state;
 pub mod stats;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -102,6 +102,9 @@ fn route(input: &ModelInput) -> u64 {
     }
 }
 
+/// Model states of one worker (Fx-hashed: looked up once per input).
+type Models = std::collections::HashMap<ModelKey, ModelState, rustc_hash::FxBuildHasher>;
+
 /// Registrations in effect on one worker: by model id, then version (`None`: every
 /// version of the model).
 type Registry = BTreeMap<(Id, Option<Id>), ModelRegistration>;
@@ -163,13 +166,19 @@ fn transition(
 }
 
 fn state_of<'a>(
-    models: &'a mut HashMap<ModelKey, ModelState>,
+    models: &'a mut Models,
     dirty: &mut BTreeSet<ModelKey>,
     key: &ModelKey,
     config: &TrackModelsConfig,
     registry: &Registry,
 ) -> &'a mut ModelState {
-    dirty.insert(key.clone());
+    if !dirty.contains(key) {
+        dirty.insert(key.clone());
+    }
+    // Looked up before `entry`, which would clone the key for every input.
+    if models.contains_key(key) {
+        return models.get_mut(key).expect("checked above");
+    }
     models.entry(key.clone()).or_insert_with(|| {
         let mut state = ModelState::new(key.clone(), config);
         state
@@ -181,7 +190,7 @@ fn state_of<'a>(
 /// Applies a registration: records it, re-pins the baselines of the versions it covers,
 /// and creates the state of a version registered before its first prediction.
 fn register(
-    models: &mut HashMap<ModelKey, ModelState>,
+    models: &mut Models,
     registry: &mut Registry,
     registration: &ModelRegistration,
     config: &TrackModelsConfig,
@@ -220,7 +229,7 @@ fn register(
 /// Runs the drift tests and threshold checks of one model at `at`, pushing triggers and
 /// alert transitions.
 fn evaluate(
-    models: &mut HashMap<ModelKey, ModelState>,
+    models: &mut Models,
     registry: &Registry,
     key: &ModelKey,
     at: u64,
@@ -373,7 +382,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
             Exchange::new(route),
             &format!("TrackModels({name})"),
             move |_initial, _info| {
-                let mut models: HashMap<ModelKey, ModelState> = HashMap::new();
+                let mut models: Models = Models::default();
                 let mut registry: Registry = config
                     .models
                     .iter()

@@ -183,7 +183,12 @@ impl ModelState {
         let bins = self.confidence_histogram.len();
         let bin = ((confidence * bins as f64) as usize).min(bins - 1);
         self.confidence_histogram[bin] += 1;
-        *self.predicted_labels.entry(predicted.clone()).or_insert(0) += 1;
+        match self.predicted_labels.get_mut(predicted) {
+            Some(count) => *count += 1,
+            None => {
+                self.predicted_labels.insert(predicted.clone(), 1);
+            }
+        }
     }
 
     /// Records a matched pair's order-independent part.
@@ -193,7 +198,12 @@ impl ModelState {
         self.cumulative.add(&pair.actual, &pair.predicted, 1);
         self.calibration
             .record(pair.confidence, pair.actual == pair.predicted);
-        *self.actual_labels.entry(pair.actual.clone()).or_insert(0) += 1;
+        match self.actual_labels.get_mut(&pair.actual) {
+            Some(count) => *count += 1,
+            None => {
+                self.actual_labels.insert(pair.actual.clone(), 1);
+            }
+        }
     }
 
     /// Records an expiry.
