@@ -472,76 +472,76 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                         }
                         unattributed_changed |= orphans_changed;
                     });
+                    let emit = emit_at.take();
+                    let done = frontier.is_empty();
+                    let now = frontier.frontier().as_option().copied().unwrap_or(u64::MAX);
+                    if held.is_some() {
+                        while let Some(entry) = waiting.first_entry() {
+                            if !done && entry.key().0 >= now {
+                                break;
+                            }
+                            let pair = match entry.remove() {
+                                Ordered::Pair(pair) => pair,
+                                Ordered::Registration(registration) => {
+                                    register(
+                                        &mut models,
+                                        &mut registry,
+                                        &registration,
+                                        &config,
+                                        &mut dirty,
+                                    );
+                                    updates.push(Update::ModelRegistered(registration));
+                                    continue;
+                                }
+                            };
+                            if let Some(model) = models.get_mut(&pair.key) {
+                                if let Some(trigger) = model.ordered(&pair, &config) {
+                                    updates.push(Update::RetrainingTrigger(Box::new(trigger)));
+                                }
+                                if model.evaluation_due(&config) {
+                                    evaluate(
+                                        &mut models,
+                                        &registry,
+                                        &pair.key,
+                                        pair.ts,
+                                        &config,
+                                        &mut updates,
+                                    );
+                                }
+                                if !dirty.contains(&pair.key) {
+                                    dirty.insert(pair.key.clone());
+                                }
+                            }
+                        }
+                    }
                     // One snapshot per changed version per activation (not per input
-                    // batch): snapshots cost percentiles and matrices, batches are many.
-                    if let Some(cap) = emit_at.take() {
-                        let mut session = output.session(&cap);
+                    // batch, nor once for the inputs and again for the ordered pairs):
+                    // snapshots cost percentiles and matrices, batches are many. They go
+                    // out at the earliest capability held.
+                    let cap = match (emit.as_ref(), held.as_ref()) {
+                        (Some(a), Some(b)) => Some(if a.time() <= b.time() { a } else { b }),
+                        (a, b) => a.or(b),
+                    };
+                    if let Some(cap) = cap {
                         for key in std::mem::take(&mut dirty) {
                             if let Some(model) = models.get(&key) {
                                 let mut snapshot =
                                     model.snapshot(registration_for(&registry, &key));
                                 snapshot.orphans_expired =
                                     orphans.get(&key.model_id).copied().unwrap_or(0);
-                                session.give(Update::ModelMetrics(Box::new(snapshot)));
+                                updates.push(Update::ModelMetrics(Box::new(snapshot)));
                             }
                         }
                         if std::mem::take(&mut unattributed_changed) {
-                            session.give(Update::UnattributedOrphans {
+                            updates.push(Update::UnattributedOrphans {
                                 expired: unattributed,
                             });
                         }
-                    }
-
-                    let done = frontier.is_empty();
-                    let now = frontier.frontier().as_option().copied().unwrap_or(u64::MAX);
-                    let Some(cap) = held.as_ref() else { return };
-                    let mut touched: BTreeSet<ModelKey> = BTreeSet::new();
-                    while let Some(entry) = waiting.first_entry() {
-                        if !done && entry.key().0 >= now {
-                            break;
-                        }
-                        let pair = match entry.remove() {
-                            Ordered::Pair(pair) => pair,
-                            Ordered::Registration(registration) => {
-                                register(
-                                    &mut models,
-                                    &mut registry,
-                                    &registration,
-                                    &config,
-                                    &mut touched,
-                                );
-                                updates.push(Update::ModelRegistered(registration));
-                                continue;
-                            }
-                        };
-                        if let Some(model) = models.get_mut(&pair.key) {
-                            if let Some(trigger) = model.ordered(&pair, &config) {
-                                updates.push(Update::RetrainingTrigger(Box::new(trigger)));
-                            }
-                            if model.evaluation_due(&config) {
-                                evaluate(
-                                    &mut models,
-                                    &registry,
-                                    &pair.key,
-                                    pair.ts,
-                                    &config,
-                                    &mut updates,
-                                );
-                            }
-                            touched.insert(pair.key.clone());
+                        if !updates.is_empty() {
+                            output.session(cap).give_iterator(updates.drain(..));
                         }
                     }
-                    for key in &touched {
-                        if let Some(model) = models.get(key) {
-                            let mut snapshot = model.snapshot(registration_for(&registry, key));
-                            snapshot.orphans_expired =
-                                orphans.get(&key.model_id).copied().unwrap_or(0);
-                            updates.push(Update::ModelMetrics(Box::new(snapshot)));
-                        }
-                    }
-                    if !updates.is_empty() {
-                        output.session(cap).give_iterator(updates.drain(..));
-                    }
+                    drop(emit);
                     if waiting.is_empty() {
                         held = None;
                     } else if let Some(cap) = held.as_mut() {
