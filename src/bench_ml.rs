@@ -49,8 +49,12 @@ pub struct MlReport {
     pub matched: u64,
     /// Outcome batch handed to the engine → snapshot including it at the sink.
     pub outcome_to_accuracy: LatencyReport,
-    /// RSS growth per pending prediction in a join state holding 1,000,000.
+    /// RSS growth per pending prediction in a join state holding 1,000,000 (includes
+    /// what the allocator kept of the hash table's earlier, smaller copies).
     pub bytes_per_pending_prediction: Option<f64>,
+    /// Heap bytes per pending prediction that the join state holds at 1,000,000 (hash
+    /// table buckets, expiry queue; see `JoinState::pending_heap_bytes`).
+    pub heap_bytes_per_pending_prediction: f64,
     /// CPU time of the whole process from engine start to shutdown (workers, ingest,
     /// sinks and this generator), seconds.
     pub cpu_seconds: Option<f64>,
@@ -135,9 +139,10 @@ impl UpdateSink for MlSink {
     }
 }
 
-/// RSS growth per pending prediction of a [`JoinState`] holding [`MEMORY_PENDING`].
-fn bytes_per_pending() -> Option<f64> {
-    let before = crate::metrics::rss_bytes()?;
+/// RSS growth and live heap bytes per pending prediction of a [`JoinState`] holding
+/// [`MEMORY_PENDING`].
+fn bytes_per_pending() -> (Option<f64>, f64) {
+    let before = crate::metrics::rss_bytes();
     let mut join = JoinState::new(24 * 3_600_000);
     let mut out = Vec::new();
     let labels: [Id; 3] = ["approve".into(), "review".into(), "reject".into()];
@@ -158,10 +163,14 @@ fn bytes_per_pending() -> Option<f64> {
         );
         out.clear();
     }
-    let after = crate::metrics::rss_bytes()?;
-    let pending = join.pending() as f64;
+    let after = crate::metrics::rss_bytes();
+    let pending = (join.pending() as f64).max(1.0);
+    let heap = join.pending_heap_bytes() as f64 / pending;
     drop(join);
-    Some(after.saturating_sub(before) as f64 / pending.max(1.0))
+    let rss = before
+        .zip(after)
+        .map(|(before, after)| after.saturating_sub(before) as f64 / pending);
+    (rss, heap)
 }
 
 /// Runs the ML mode.
@@ -169,7 +178,7 @@ fn bytes_per_pending() -> Option<f64> {
 /// # Errors
 /// The engine failed.
 pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchReport, BenchError> {
-    let bytes_per_pending_prediction = bytes_per_pending();
+    let (bytes_per_pending_prediction, heap_bytes_per_pending_prediction) = bytes_per_pending();
     let metrics = Arc::new(EngineMetrics::default());
     let checkpoints: Checkpoints = Arc::new(Mutex::new(vec![VecDeque::new(); MODELS]));
     let matched = Arc::new(Mutex::new(vec![0u64; MODELS]));
@@ -359,6 +368,7 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
             matched: matched_total,
             outcome_to_accuracy: LatencyReport::from(&histogram),
             bytes_per_pending_prediction,
+            heap_bytes_per_pending_prediction,
             cpu_seconds,
             generator_cpu_seconds,
             predictions_per_cpu_second,

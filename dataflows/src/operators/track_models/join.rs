@@ -110,6 +110,36 @@ impl JoinState {
         self.orphans.len()
     }
 
+    /// Heap bytes the pending predictions hold: their hash table (buckets of key, entry
+    /// and control byte, as hashbrown lays them out), their expiry queue and their
+    /// features. Allocator overhead and freed-but-kept memory are not included.
+    pub fn pending_heap_bytes(&self) -> usize {
+        fn table<K, V>(capacity: usize) -> usize {
+            if capacity == 0 {
+                return 0;
+            }
+            // hashbrown keeps at most 7/8 of its power-of-two bucket count in use.
+            let buckets = (capacity * 8 / 7).next_power_of_two();
+            buckets * (std::mem::size_of::<(K, V)>() + 1)
+        }
+        let queue: usize = self
+            .pending_expiry
+            .values()
+            .map(|ids| {
+                ids.capacity() * std::mem::size_of::<Id>() + std::mem::size_of::<(u64, Vec<Id>)>()
+            })
+            .sum();
+        let features: usize = self
+            .features
+            .values()
+            .map(|features| std::mem::size_of_val(&**features))
+            .sum();
+        table::<Id, Pending>(self.pending.capacity())
+            + table::<Id, Box<[(u32, f64)]>>(self.features.capacity())
+            + queue
+            + features
+    }
+
     /// The earliest frontier time at which something may expire.
     pub fn next_expiry(&self) -> Option<u64> {
         let first = |map: &BTreeMap<u64, Vec<Id>>| map.keys().next().map(|end| end + self.horizon);
