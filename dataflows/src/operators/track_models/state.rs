@@ -98,6 +98,10 @@ pub struct ModelState {
     duplicates: u64,
     cumulative: Confusion,
     latency: Option<Histogram<u64>>,
+    /// Latencies recorded per histogram equivalence class (keyed by its lowest value):
+    /// the quantiles walk these few classes instead of the histogram's thousands of
+    /// counts, with the same result as `value_at_quantile`.
+    latency_classes: BTreeMap<u64, u64>,
     /// Exact sums (fixed point, see [`stats::fixed`]): order-independent.
     latency_sum: u128,
     confidence_sum: u128,
@@ -120,12 +124,41 @@ pub struct ModelState {
     breached: bool,
 }
 
-fn summary(histogram: &Histogram<u64>, sum: u128) -> LatencySummary {
-    let at = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / LATENCY_SCALE;
+/// Values at `quantiles` (ascending) exactly as `histogram.value_at_quantile` gives them,
+/// in one walk over the recorded equivalence classes.
+fn quantiles<const N: usize>(
+    histogram: &Histogram<u64>,
+    classes: &BTreeMap<u64, u64>,
+    quantiles: [f64; N],
+) -> [u64; N] {
+    let total = histogram.len();
+    let mut out = [0u64; N];
+    let mut next = 0usize;
+    let mut seen = 0u64;
+    for (lowest, count) in classes {
+        seen += count;
+        while next < N {
+            let target = ((quantiles[next].clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+            if seen < target {
+                break;
+            }
+            out[next] = histogram.highest_equivalent(*lowest);
+            next += 1;
+        }
+        if next == N {
+            break;
+        }
+    }
+    out
+}
+
+fn summary(histogram: &Histogram<u64>, classes: &BTreeMap<u64, u64>, sum: u128) -> LatencySummary {
+    let [p50, p95, p99] = quantiles(histogram, classes, [0.5, 0.95, 0.99]);
+    let at = |micros: u64| micros as f64 / LATENCY_SCALE;
     LatencySummary {
-        p50: at(0.5),
-        p95: at(0.95),
-        p99: at(0.99),
+        p50: at(p50),
+        p95: at(p95),
+        p99: at(p99),
         // Latency sums are kept in 2^-53 ms units like confidences.
         mean: stats::unfixed(sum) / histogram.len().max(1) as f64,
         max: histogram.max() as f64 / LATENCY_SCALE,
@@ -148,6 +181,7 @@ impl ModelState {
             duplicates: 0,
             cumulative: Confusion::default(),
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).ok(),
+            latency_classes: BTreeMap::new(),
             latency_sum: 0,
             confidence_sum: 0,
             confidence_histogram: vec![0; config.bins.max(1)],
@@ -175,8 +209,14 @@ impl ModelState {
         self.first_seen = Some(self.first_seen.map_or(ts, |first| first.min(ts)));
         self.last_seen = self.last_seen.max(ts);
         if let Some(histogram) = self.latency.as_mut() {
-            let micros = (latency_ms * LATENCY_SCALE).round().max(1.0) as u64;
+            // Clamped here (not inside the histogram) so the class map mirrors it.
+            let micros =
+                ((latency_ms * LATENCY_SCALE).round().max(1.0) as u64).min(histogram.high());
             histogram.saturating_record(micros);
+            *self
+                .latency_classes
+                .entry(histogram.lowest_equivalent(micros))
+                .or_insert(0) += 1;
         }
         self.latency_sum = self.latency_sum.saturating_add(stats::fixed(latency_ms));
         self.confidence_sum = self.confidence_sum.saturating_add(stats::fixed(confidence));
@@ -463,7 +503,7 @@ impl ModelState {
             (registration.max_latency_p99_ms, self.latency.as_ref())
         {
             if !histogram.is_empty() {
-                let p99 = summary(histogram, self.latency_sum).p99;
+                let p99 = summary(histogram, &self.latency_classes, self.latency_sum).p99;
                 if p99 > maximum {
                     breaches.push(("latency_p99_ms", p99, maximum));
                 }
@@ -515,7 +555,7 @@ impl ModelState {
                 .latency
                 .as_ref()
                 .filter(|histogram| !histogram.is_empty())
-                .map(|histogram| summary(histogram, self.latency_sum)),
+                .map(|histogram| summary(histogram, &self.latency_classes, self.latency_sum)),
             confidence: ConfidenceSummary {
                 mean: (self.predictions > 0)
                     .then(|| stats::unfixed(self.confidence_sum) / self.predictions as f64),
@@ -528,6 +568,45 @@ impl ModelState {
             drift: self.drift.clone(),
             health: health.to_owned(),
             retraining_triggers: self.triggers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod quantile_tests {
+    use super::*;
+
+    #[test]
+    fn class_walk_equals_value_at_quantile() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for scale in [50.0, 3.0, 900.0, 5_000_000.0] {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+            let mut classes = BTreeMap::new();
+            for round in 0..3000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let latency_ms = (state >> 11) as f64 / (1u64 << 53) as f64 * scale;
+                let micros =
+                    ((latency_ms * LATENCY_SCALE).round().max(1.0) as u64).min(histogram.high());
+                histogram.saturating_record(micros);
+                *classes
+                    .entry(histogram.lowest_equivalent(micros))
+                    .or_insert(0) += 1;
+                if round % 97 == 0 {
+                    let qs = [0.0, 0.5, 0.95, 0.99, 1.0];
+                    let walked = quantiles(&histogram, &classes, qs);
+                    for (q, value) in qs.iter().zip(walked) {
+                        let expected = histogram.value_at_quantile(*q);
+                        if *q == 0.0 {
+                            // value_at_quantile(0) reports the class's lowest value.
+                            assert_eq!(histogram.lowest_equivalent(value), expected);
+                        } else {
+                            assert_eq!(value, expected, "q {q} scale {scale} round {round}");
+                        }
+                    }
+                }
+            }
         }
     }
 }
