@@ -132,6 +132,7 @@ impl Server {
             config.sessions.history_length,
             Arc::clone(&metrics),
         ));
+        views.seed_registry(&config.ml.models);
         let sink_views = Arc::clone(&views);
         let sink_metrics = Arc::clone(&metrics);
         // Notifications: channels with their delivery tasks, and the routing/grouping

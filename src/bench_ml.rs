@@ -49,8 +49,31 @@ pub struct MlReport {
     pub matched: u64,
     /// Outcome batch handed to the engine → snapshot including it at the sink.
     pub outcome_to_accuracy: LatencyReport,
-    /// RSS growth per pending prediction in a join state holding 1,000,000.
+    /// RSS growth per pending prediction in a join state holding 1,000,000 (includes
+    /// what the allocator kept of the hash table's earlier, smaller copies).
     pub bytes_per_pending_prediction: Option<f64>,
+    /// Heap bytes per pending prediction that the join state holds at 1,000,000 (hash
+    /// table buckets, expiry queue; see `JoinState::pending_heap_bytes`).
+    pub heap_bytes_per_pending_prediction: f64,
+    /// CPU time of the whole process from engine start to shutdown (workers, ingest,
+    /// sinks and this generator), seconds.
+    pub cpu_seconds: Option<f64>,
+    /// CPU time of the generator thread (formatting NDJSON), seconds: not megamind's work.
+    pub generator_cpu_seconds: Option<f64>,
+    /// Predictions (each with its outcome) per CPU-second of everything but the
+    /// generator: the rate two dedicated cores would give, halved.
+    pub predictions_per_cpu_second: Option<f64>,
+}
+
+/// CPU time (user + system) of the calling thread so far, seconds (Linux
+/// `/proc/thread-self/stat`, USER_HZ = 100), if known.
+fn thread_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
 }
 
 /// Per model: (outcomes sent through this batch, when the batch was handed over).
@@ -116,9 +139,10 @@ impl UpdateSink for MlSink {
     }
 }
 
-/// RSS growth per pending prediction of a [`JoinState`] holding [`MEMORY_PENDING`].
-fn bytes_per_pending() -> Option<f64> {
-    let before = crate::metrics::rss_bytes()?;
+/// RSS growth and live heap bytes per pending prediction of a [`JoinState`] holding
+/// [`MEMORY_PENDING`].
+fn bytes_per_pending() -> (Option<f64>, f64) {
+    let before = crate::metrics::rss_bytes();
     let mut join = JoinState::new(24 * 3_600_000);
     let mut out = Vec::new();
     let labels: [Id; 3] = ["approve".into(), "review".into(), "reject".into()];
@@ -139,10 +163,14 @@ fn bytes_per_pending() -> Option<f64> {
         );
         out.clear();
     }
-    let after = crate::metrics::rss_bytes()?;
-    let pending = join.pending() as f64;
+    let after = crate::metrics::rss_bytes();
+    let pending = (join.pending() as f64).max(1.0);
+    let heap = join.pending_heap_bytes() as f64 / pending;
     drop(join);
-    Some(after.saturating_sub(before) as f64 / pending.max(1.0))
+    let rss = before
+        .zip(after)
+        .map(|(before, after)| after.saturating_sub(before) as f64 / pending);
+    (rss, heap)
 }
 
 /// Runs the ML mode.
@@ -150,7 +178,7 @@ fn bytes_per_pending() -> Option<f64> {
 /// # Errors
 /// The engine failed.
 pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchReport, BenchError> {
-    let bytes_per_pending_prediction = bytes_per_pending();
+    let (bytes_per_pending_prediction, heap_bytes_per_pending_prediction) = bytes_per_pending();
     let metrics = Arc::new(EngineMetrics::default());
     let checkpoints: Checkpoints = Arc::new(Mutex::new(vec![VecDeque::new(); MODELS]));
     let matched = Arc::new(Mutex::new(vec![0u64; MODELS]));
@@ -173,6 +201,8 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
             Arc::clone(&sink_metrics),
         ))
     });
+    let cpu_before = crate::metrics::process_cpu_seconds();
+    let generator_before = thread_cpu_seconds();
     let engine = Engine::start(engine_config, factory, Arc::clone(&metrics))
         .map_err(|e| BenchError::Engine(e.to_string()))?;
     let feeder = engine.feeder();
@@ -284,6 +314,17 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
     drop(feeder);
     engine.shutdown().map_err(BenchError::Engine)?;
     let elapsed = stopwatch.elapsed().as_secs_f64();
+    let cpu_seconds = crate::metrics::process_cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
+    let generator_cpu_seconds = thread_cpu_seconds()
+        .zip(generator_before)
+        .map(|(after, before)| after - before);
+    let predictions_per_cpu_second = cpu_seconds
+        .zip(generator_cpu_seconds)
+        .map(|(all, generator)| all - generator)
+        .filter(|engine| *engine > 0.0)
+        .map(|engine| sent as f64 / engine);
     let processed = metrics
         .events_accepted
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -327,6 +368,10 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
             matched: matched_total,
             outcome_to_accuracy: LatencyReport::from(&histogram),
             bytes_per_pending_prediction,
+            heap_bytes_per_pending_prediction,
+            cpu_seconds,
+            generator_cpu_seconds,
+            predictions_per_cpu_second,
         }),
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),

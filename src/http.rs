@@ -7,6 +7,8 @@
 //! | `GET /v1/sessions` | sessions (`status`, `limit`) |
 //! | `GET /v1/sessions/{id}` | one session with its history |
 //! | `GET /v1/breaches` | recent breaches and alert states (`limit`) |
+//! | `POST /v1/models` | register a model (version): a `type: "model"` event |
+//! | `GET /v1/models` | the model registry and every tracked version's health |
 //! | `GET /v1/status` | engine status |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | liveness |
@@ -79,6 +81,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/v1/events", post(post_events))
+        .route("/v1/models", post(post_models).get(get_models))
         .route("/v1/metrics", get(get_metrics))
         .route("/v1/sessions", get(get_sessions))
         .route("/v1/sessions/{id}", get(get_session))
@@ -112,6 +115,73 @@ async fn index() -> Html<&'static str> {
 }
 
 async fn post_events(State(state): State<AppState>, body: bytes::Bytes) -> Response {
+    ingest_response(&state, body).await
+}
+
+/// `POST /v1/models`: the body is one registration object (`model_id`, `model_version`,
+/// `task`, `classes`, `owner`, `description`, `min_accuracy`, `max_latency_p99_ms`,
+/// `baseline_version`, optional `ts`); it enters the event log as a `type: "model"` event,
+/// so it is validated, written ahead and replayed like any other event.
+async fn post_models(State(state): State<AppState>, body: bytes::Bytes) -> Response {
+    let mut object = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(object)) => object,
+        Ok(_) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "the body must be one JSON object (a model registration)",
+            )
+        }
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("invalid JSON: {err}"),
+            )
+        }
+    };
+    match object.get("type") {
+        None => {
+            object.insert("type".into(), json!("model"));
+        }
+        Some(serde_json::Value::String(kind)) if kind == "model" => {}
+        Some(_) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "field `type`: must be \"model\" (or absent) on /v1/models",
+            )
+        }
+    }
+    let body = serde_json::Value::Object(object).to_string();
+    ingest_response(&state, bytes::Bytes::from(body)).await
+}
+
+/// `GET /v1/models`: the registry (config and registration events) and the health of
+/// every tracked version.
+async fn get_models(State(state): State<AppState>) -> Response {
+    let versions: Vec<serde_json::Value> = state
+        .views
+        .models()
+        .iter()
+        .map(|snapshot| {
+            json!({
+                "model_id": snapshot.model_id,
+                "model_version": snapshot.model_version,
+                "health": snapshot.health,
+                "predictions": snapshot.predictions,
+                "matched": snapshot.matched,
+                "pending": snapshot.pending,
+                "accuracy": snapshot.cumulative.accuracy,
+                "registration": snapshot.registration,
+                "reference_version": snapshot.drift.as_ref().map(|d| d.reference_version.clone()),
+            })
+        })
+        .collect();
+    Json(json!({"registry": state.views.registry(), "versions": versions})).into_response()
+}
+
+async fn ingest_response(state: &AppState, body: bytes::Bytes) -> Response {
     match state.ingest.ingest_body(body).await {
         Ok(report) => {
             let status = if report.accepted == 0 && !report.rejected.is_empty() {

@@ -298,6 +298,14 @@ pub fn result_row(time: Time, update: &Update) -> Option<ResultRow> {
             "retraining_trigger",
             format!("{} {}", trigger.model_id, trigger.model_version),
         ),
+        Update::ModelRegistered(registration) => (
+            "model_registered",
+            format!(
+                "{} {}",
+                registration.model_id,
+                registration.model_version.as_deref().unwrap_or("*")
+            ),
+        ),
         Update::Anomaly(report) => ("anomaly", format!("{} {}", report.series, report.ts)),
         Update::NovelError(novel) => ("novel_error", format!("{} {}", novel.session_id, novel.ts)),
         Update::Insight(insight) => ("insight", insight.id.clone()),

@@ -825,6 +825,7 @@ impl<S> CountingSink<S> {
                     self.metrics.count_anomaly(5, families.truncated);
                     19
                 }
+                Update::ModelRegistered(_) => 20,
             };
             counts[position] += 1;
         }

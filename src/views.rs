@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use megamind_dataflows::model::{
-    AlertRecord, Breach, CommandRejection, HistorySample, Id, ModelKey, ModelSnapshot,
-    RetrainingTrigger, SeriesKey, SessionState, SessionStatus, Update, WindowStats,
+    AlertRecord, Breach, CommandRejection, HistorySample, Id, ModelKey, ModelRegistration,
+    ModelSnapshot, RetrainingTrigger, SeriesKey, SessionState, SessionStatus, Update, WindowStats,
 };
 use megamind_dataflows::operators::detect_novel_errors::{ErrorFamily, NovelError};
 use megamind_dataflows::operators::score_anomalies::AnomalyReport;
@@ -87,6 +87,7 @@ pub struct Views {
     rejections: RwLock<VecDeque<CommandRejection>>,
     models: RwLock<BTreeMap<ModelKey, ModelSnapshot>>,
     triggers: RwLock<VecDeque<RetrainingTrigger>>,
+    registry: RwLock<BTreeMap<(Id, Option<Id>), ModelRegistration>>,
     unattributed_orphans: std::sync::atomic::AtomicU64,
     /// Predictive insights, forecasts and session predictions.
     pub insights: crate::insights::InsightViews,
@@ -123,6 +124,7 @@ impl Views {
             rejections: RwLock::new(VecDeque::new()),
             models: RwLock::new(BTreeMap::new()),
             triggers: RwLock::new(VecDeque::new()),
+            registry: RwLock::new(BTreeMap::new()),
             unattributed_orphans: std::sync::atomic::AtomicU64::new(0),
             insights,
             anomalies: RwLock::new(VecDeque::new()),
@@ -249,9 +251,11 @@ impl Views {
                 Update::ModelMetrics(_)
                     | Update::RetrainingTrigger(_)
                     | Update::UnattributedOrphans { .. }
+                    | Update::ModelRegistered(_)
             )
         }) {
             let mut models = write(&self.models);
+            let mut registry = write(&self.registry);
             let mut triggers = write(&self.triggers);
             for update in &updates {
                 match update {
@@ -279,6 +283,17 @@ impl Views {
                         triggers.push_back((**trigger).clone());
                         while triggers.len() > RECENT_TRIGGERS {
                             triggers.pop_front();
+                        }
+                    }
+                    Update::ModelRegistered(registration) => {
+                        let key = (
+                            registration.model_id.clone(),
+                            registration.model_version.clone(),
+                        );
+                        if registry.len() < MAX_MODELS || registry.contains_key(&key) {
+                            registry.insert(key, (**registration).clone());
+                        } else {
+                            dropped += 1;
                         }
                     }
                     Update::UnattributedOrphans { expired } => {
@@ -397,6 +412,26 @@ impl Views {
     /// The latest snapshot of every tracked model version, sorted by model and version.
     pub fn models(&self) -> Vec<ModelSnapshot> {
         read(&self.models).values().cloned().collect()
+    }
+
+    /// Registers models known before any event (`[[ml.models]]` in the config).
+    pub fn seed_registry(&self, registrations: &[ModelRegistration]) {
+        let mut registry = write(&self.registry);
+        for registration in registrations {
+            registry.insert(
+                (
+                    registration.model_id.clone(),
+                    registration.model_version.clone(),
+                ),
+                registration.clone(),
+            );
+        }
+    }
+
+    /// The model registry (config and registration events), sorted by model and version
+    /// (model-wide entries first).
+    pub fn registry(&self) -> Vec<ModelRegistration> {
+        read(&self.registry).values().cloned().collect()
     }
 
     /// Recent retraining triggers, oldest first.

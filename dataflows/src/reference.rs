@@ -191,7 +191,7 @@ pub fn event_samples(event: &Event) -> Vec<Sample> {
             );
             push("prediction.confidence", None, labels, prediction.confidence);
         }
-        EventBody::Outcome(_) | EventBody::AlertCommand(_) => {}
+        EventBody::Outcome(_) | EventBody::AlertCommand(_) | EventBody::Model(_) => {}
     }
     out
 }

@@ -774,13 +774,21 @@ impl Config {
         );
         let mut registered = BTreeMap::new();
         for model in &self.ml.models {
-            if model.model_id.is_empty() {
-                problems.push("ml.models: model_id must not be empty".to_owned());
-            }
-            if registered.insert(model.model_id.clone(), ()).is_some() {
+            for (field, reason) in model.problems() {
                 problems.push(format!(
-                    "ml.models: model {:?} is registered more than once",
+                    "ml.models ({:?}): {field} {reason}",
                     model.model_id.as_str()
+                ));
+            }
+            let key = (model.model_id.clone(), model.model_version.clone());
+            if registered.insert(key, ()).is_some() {
+                problems.push(format!(
+                    "ml.models: model {:?}{} is registered more than once",
+                    model.model_id.as_str(),
+                    model
+                        .model_version
+                        .as_ref()
+                        .map_or_else(String::new, |v| format!(" version {:?}", v.as_str()))
                 ));
             }
         }

@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use megamind_dataflows::model::{ModelSnapshot, RetrainingTrigger, WindowStats, UNVERSIONED};
+use megamind_dataflows::model::{
+    ModelRegistration, ModelSnapshot, RetrainingTrigger, WindowStats, UNVERSIONED,
+};
 use megamind_dataflows::operators::route_events::series_names;
 use megamind_dataflows::operators::track_models::stats;
 use schemars::JsonSchema;
@@ -240,6 +242,11 @@ pub struct ModelVersionStatus {
 pub struct PerformanceStatus {
     /// One entry per model version seen.
     pub models: Vec<ModelVersionStatus>,
+    /// The model registry: `[[ml.models]]` in the config and `type: "model"` events
+    /// (register with `realtime_add_event` or `POST /v1/models`), model-wide entries
+    /// (no `model_version`) first.
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub registry: Vec<ModelRegistration>,
     /// Outcomes that named no model and found no prediction within the horizon.
     pub unattributed_orphan_outcomes: u64,
     /// Recent retraining triggers, oldest first.
@@ -383,6 +390,7 @@ const NOTE: &str = "accuracy, precision/recall/F1, calibration and drift come fr
 pub fn status(context: &McpContext) -> PerformanceStatus {
     PerformanceStatus {
         models: versions(context, None).iter().map(version_status).collect(),
+        registry: context.app.views.registry(),
         unattributed_orphan_outcomes: context.app.views.unattributed_orphans(),
         retraining_triggers: context.app.views.retraining_triggers(),
         note: NOTE.to_owned(),
@@ -456,6 +464,9 @@ pub struct ModelMetrics {
     pub confidence_windows: Vec<WindowStats>,
     /// The comparison asked for with `compare_with`.
     pub comparison: Option<Comparison>,
+    /// This model's registry entries (model-wide first, then per version).
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub registry: Vec<ModelRegistration>,
     /// Where the numbers come from.
     pub note: String,
 }
@@ -537,7 +548,16 @@ pub fn metrics(context: &McpContext, params: &ModelParams) -> Result<ModelMetric
             })
         })
         .collect();
-    if chosen.is_empty() {
+    let registry: Vec<ModelRegistration> = context
+        .app
+        .views
+        .registry()
+        .into_iter()
+        .filter(|registration| registration.model_id == params.model_id.as_str())
+        .collect();
+    // A model registered without a version has no tracked version before its first
+    // prediction; it is still known.
+    if chosen.is_empty() && (registry.is_empty() || params.model_version.is_some()) {
         return Err(missing(params.model_version.as_deref()));
     }
     Ok(ModelMetrics {
@@ -559,6 +579,7 @@ pub fn metrics(context: &McpContext, params: &ModelParams) -> Result<ModelMetric
             .filter_map(|view| view.confidence.clone())
             .collect(),
         comparison,
+        registry,
         note: NOTE.to_owned(),
     })
 }

@@ -218,7 +218,7 @@ impl McpServer {
 
     #[tool(
         description = "Add one event (`event`) or a batch (`events`) to real-time analytics. Each event is a JSON \
-                          object with `type` session|metric|prediction|outcome|alert_command and that type's fields; \
+                          object with `type` session|metric|prediction|outcome|alert_command|model and that type's fields; \
                           `ts` (ms) defaults to now. Accepted events are written ahead (durable) before the answer; \
                           each rejected event is reported with its field and reason."
     )]
@@ -256,8 +256,9 @@ impl McpServer {
     }
 
     #[tool(
-        description = "ML performance status of every model version in the current window: predictions, rate, \
-                       latency p50/p95/p99, mean confidence.",
+        description = "ML performance status of every model version: health, accuracy with its 95% interval, \
+                       drift flags, pending labels, retraining triggers, current-window rate, latency and \
+                       confidence; and the model registry (register with a `type: \"model\"` event).",
         annotations(read_only_hint = true)
     )]
     async fn ml_performance_status(&self) -> Result<Json<ml::PerformanceStatus>, String> {
@@ -287,8 +288,10 @@ impl McpServer {
     }
 
     #[tool(
-        description = "Performance metrics of one model (optionally one version): per-version summary and the full \
-                       latency and confidence window statistics.",
+        description = "Performance metrics of one model (optionally one version): everything tracked from the \
+                       prediction-outcome join (confusion, per-class/macro/weighted precision, recall, F1, \
+                       calibration, drift tests and their reference), window statistics, its registry entries, \
+                       and with `compare_with` a side-by-side comparison of two versions.",
         annotations(read_only_hint = true)
     )]
     async fn ml_get_performance_metrics(

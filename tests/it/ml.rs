@@ -533,3 +533,509 @@ fn ml_metrics_match_scikit_learn_scipy_and_river() {
         "{comparison}"
     );
 }
+
+/// A real HTTP server on its own thread recording every POSTed JSON body (the alert
+/// notifications of a webhook channel).
+struct Hook {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl Hook {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("webhook receiver");
+        listener.set_nonblocking(true).expect("webhook receiver");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = std::sync::Arc::clone(&bodies);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("webhook runtime");
+            runtime.block_on(async move {
+                let app = axum::Router::new().route(
+                    "/hook",
+                    axum::routing::post(move |body: axum::body::Bytes| {
+                        let seen = std::sync::Arc::clone(&seen);
+                        async move {
+                            if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                                seen.lock().expect("webhook bodies").push(value);
+                            }
+                            axum::http::StatusCode::NO_CONTENT
+                        }
+                    }),
+                );
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                axum::serve(listener, app).await.expect("webhook receiver");
+            });
+        });
+        Self { url, bodies }
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies.lock().expect("webhook bodies").clone()
+    }
+}
+
+/// A WebSocket client on its own thread, subscribed to `topics`, recording every update.
+fn websocket_updates(url: &str, topics: &[&str]) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
+    use futures_util::{SinkExt, StreamExt};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let updates = std::sync::Arc::clone(&seen);
+    let (subscribed, ready) = std::sync::mpsc::channel::<Result<(), String>>();
+    let url = url.to_owned();
+    let request = json!({"jsonrpc": "2.0", "id": 1, "method": "subscribe",
+                         "params": {"topics": topics}})
+    .to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("websocket runtime");
+        runtime.block_on(async move {
+            let (mut socket, _) = match tokio_tungstenite::connect_async(url.as_str()).await {
+                Ok(connected) => connected,
+                Err(error) => {
+                    let _ = subscribed.send(Err(format!("connect {url}: {error}")));
+                    return;
+                }
+            };
+            if let Err(error) = socket.send(request.into()).await {
+                let _ = subscribed.send(Err(format!("subscribe: {error}")));
+                return;
+            }
+            while let Some(Ok(message)) = socket.next().await {
+                let Ok(text) = message.into_text() else {
+                    continue;
+                };
+                let Ok(value) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
+                if value["id"] == 1 {
+                    let answer = if value.get("result").is_some() {
+                        Ok(())
+                    } else {
+                        Err(format!("subscribe refused: {value}"))
+                    };
+                    let _ = subscribed.send(answer);
+                } else if value["method"] == "update" {
+                    seen.lock().expect("updates").push(value["params"].clone());
+                }
+            }
+        });
+    });
+    ready
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the WebSocket subscription answer")
+        .expect("subscribed");
+    updates
+}
+
+const SCORER_HORIZON_MS: u64 = 30_000;
+
+/// `scorer` v1: 100 pairs, all right; `scorer` v2: 100 pairs, every other one wrong.
+fn scorer_events(base: u64) -> Vec<Value> {
+    let mut events = Vec::new();
+    for index in 0..200u64 {
+        let (version, ts) = if index < 100 {
+            ("v1", base + 1_000 + index * 100)
+        } else {
+            ("v2", base + 20_000 + index * 100)
+        };
+        let id = format!("s-{index}");
+        let actual = if version == "v2" && index % 2 == 1 {
+            "no"
+        } else {
+            "yes"
+        };
+        events.push(json!({"type": "prediction", "ts": ts, "model_id": "scorer",
+            "model_version": version, "prediction_id": id, "predicted": "yes",
+            "confidence": 0.8 + 0.01 * (index % 10) as f64, "latency_ms": 5.0}));
+        events
+            .push(json!({"type": "outcome", "ts": ts + 10, "prediction_id": id, "actual": actual}));
+    }
+    events
+}
+
+fn registry_entry<'a>(registry: &'a Value, model: &str, version: Option<&str>) -> &'a Value {
+    registry
+        .as_array()
+        .and_then(|entries| {
+            entries.iter().find(|entry| {
+                entry["model_id"] == model
+                    && entry["model_version"] == version.map_or(Value::Null, |v| json!(v))
+            })
+        })
+        .unwrap_or(&Value::Null)
+}
+
+/// Run-time registration (HTTP `POST /v1/models` and MCP `realtime_add_event`) is part of
+/// the event log: a pinned baseline makes a worse new version drift, the retraining
+/// trigger reaches MCP, the `models/{id}` WebSocket topic and the webhook channel (through
+/// the `ml.drift` alert), and a restart replays the registry from the log.
+#[test]
+fn registered_baseline_drift_reaches_mcp_websocket_and_notifications_and_replays() {
+    let hook = Hook::start();
+    let overrides = [
+        ("MEGAMIND__MCP__AUTH_TOKEN", TOKEN),
+        ("MEGAMIND__ML__HORIZON", "30s"),
+        ("MEGAMIND__ML__REFERENCE_SIZE", "50"),
+        ("MEGAMIND__ML__WINDOW_SIZE", "50"),
+        ("MEGAMIND__ML__EVALUATE_EVERY", "10"),
+        ("MEGAMIND__INGEST__MAX_FUTURE_SKEW", "1h"),
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
+        (
+            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
+            hook.url.as_str(),
+        ),
+        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "200ms"),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "500ms"),
+    ];
+    let server = Server::start(&overrides);
+    let url = server.mcp_url();
+    let updates = websocket_updates(&server.websocket().analytics, &["models/scorer"]);
+    let base = now_ms() + 600_000;
+
+    // Registration over HTTP; bad registrations name their field.
+    let (status, answer) = server.post(
+        "/v1/models",
+        json!({"model_id": "scorer", "model_version": "v2", "baseline_version": "v1",
+               "task": "classification", "classes": ["no", "yes"], "owner": "ml-team",
+               "description": "second try", "min_accuracy": 0.6, "max_latency_p99_ms": 100,
+               "ts": base})
+        .to_string(),
+    );
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let (status, answer) = server.post(
+        "/v1/models",
+        json!({"model_id": "scorer", "min_accuracy": 2}).to_string(),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["rejected"][0]["field"], "min_accuracy", "{answer}");
+    let (status, answer) = server.post("/v1/models", json!({"type": "metric"}).to_string());
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.to_string().contains("type"), "{answer}");
+    // And through MCP `realtime_add_event` (a mixed batch: one good, one bad).
+    let added = mcp_call(
+        &url,
+        MODERN,
+        "realtime_add_event",
+        &json!({"events": [
+            {"type": "model", "model_id": "other", "description": "via MCP", "ts": base},
+            {"type": "model", "model_id": "other", "classes": "yes", "ts": base},
+        ]}),
+    );
+    let result = &added["structuredContent"];
+    assert_eq!(result["accepted"], 1, "{result}");
+    assert_eq!(result["rejected"][0]["field"], "classes", "{result}");
+
+    let events = scorer_events(base);
+    let last = events
+        .iter()
+        .filter_map(|event| event["ts"].as_u64())
+        .max()
+        .unwrap_or(base);
+    let body: String = events
+        .iter()
+        .map(|event| event.to_string() + "\n")
+        .collect();
+    server.post_events_ok(body, events.len());
+    let flush = last + SCORER_HORIZON_MS + 3_000;
+    for offset in 0..4 {
+        server.post_events_ok(
+            json!({"type": "metric", "ts": flush + offset, "name": "ml_test.flush", "value": 1.0})
+                .to_string(),
+            1,
+        );
+    }
+
+    // MCP: the registry, v2 drifting against v1's reference, the trigger.
+    let status = eventually("scorer v2 drifted", Duration::from_secs(60), || {
+        let status = mcp_call(&url, MODERN, "ml_performance_status", &json!({}))
+            ["structuredContent"]
+            .clone();
+        let drifted = status["models"].as_array().is_some_and(|models| {
+            models.iter().any(|m| {
+                m["model_id"] == "scorer"
+                    && m["model_version"] == "v2"
+                    && m["matched"] == 100
+                    && m["drifted"] == true
+            })
+        });
+        if drifted {
+            Ok(status)
+        } else {
+            Err(status.to_string())
+        }
+    });
+    let registration = registry_entry(&status["registry"], "scorer", Some("v2"));
+    assert_eq!(registration["baseline_version"], "v1", "{status}");
+    assert_eq!(registration["owner"], "ml-team", "{status}");
+    assert_eq!(registration["classes"], json!(["no", "yes"]), "{status}");
+    assert_eq!(
+        registry_entry(&status["registry"], "other", None)["description"],
+        "via MCP",
+        "{status}"
+    );
+    let v2 = status["models"]
+        .as_array()
+        .and_then(|models| models.iter().find(|m| m["model_version"] == "v2"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        v2["drift_flags"]
+            .as_array()
+            .is_some_and(|flags| flags.contains(&json!("accuracy_drop"))),
+        "{v2}"
+    );
+    assert!(
+        status["retraining_triggers"]
+            .as_array()
+            .is_some_and(|triggers| triggers
+                .iter()
+                .any(|t| t["model_id"] == "scorer" && t["model_version"] == "v2")),
+        "{status}"
+    );
+    let metrics = mcp_call(
+        &url,
+        MODERN,
+        "ml_get_performance_metrics",
+        &json!({"model_id": "scorer", "model_version": "v2"}),
+    )["structuredContent"]
+        .clone();
+    let tracked = &metrics["details"][0]["tracked"];
+    assert_eq!(tracked["drift"]["reference_version"], "v1", "{tracked}");
+    assert_eq!(tracked["drift"]["reference_size"], 50, "{tracked}");
+    let drop = drift_test(tracked, "accuracy_drop");
+    close("v2 accuracy drop", &drop["statistic"], &json!(0.5), 1e-9);
+    assert_eq!(tracked["registration"]["baseline_version"], "v1");
+    assert_eq!(
+        registry_entry(&metrics["registry"], "scorer", Some("v2"))["min_accuracy"],
+        0.6
+    );
+    // v1 is its own reference and does not drift.
+    let v1 = mcp_call(
+        &url,
+        MODERN,
+        "ml_get_performance_metrics",
+        &json!({"model_id": "scorer", "model_version": "v1"}),
+    )["structuredContent"]["details"][0]["tracked"]
+        .clone();
+    assert_eq!(v1["drift"]["reference_version"], "v1", "{v1}");
+    assert_eq!(v1["drift"]["drifted"], false, "{v1}");
+    // A model registered without versions is known to ml_get_performance_metrics.
+    let other = mcp_call(
+        &url,
+        MODERN,
+        "ml_get_performance_metrics",
+        &json!({"model_id": "other"}),
+    )["structuredContent"]
+        .clone();
+    assert_eq!(other["registry"][0]["description"], "via MCP", "{other}");
+
+    // WebSocket: the trigger and the registration on `models/scorer`.
+    eventually(
+        "the trigger on models/scorer",
+        Duration::from_secs(20),
+        || {
+            let seen = updates.lock().expect("updates").clone();
+            let trigger = seen.iter().any(|update| {
+                update["topic"] == "models/scorer"
+                    && update["data"]["kind"] == "retraining_trigger"
+                    && update["data"]["model_version"] == "v2"
+            });
+            let registered = seen.iter().any(|update| {
+                update["data"]["kind"] == "model_registered"
+                    && update["data"]["baseline_version"] == "v1"
+            });
+            if trigger && registered {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} updates, none with both: {:?}",
+                    seen.len(),
+                    seen.last()
+                ))
+            }
+        },
+    );
+    // Notifiable: the drift alert reached the webhook channel.
+    eventually("an ml.drift notification", Duration::from_secs(30), || {
+        let bodies = hook.bodies();
+        let text = Value::Array(bodies.clone()).to_string();
+        if text.contains("ml.drift") && text.contains("scorer") {
+            Ok(())
+        } else {
+            Err(format!("{} notifications: {text}", bodies.len()))
+        }
+    });
+    // GET /v1/models lists the registry and the versions.
+    let (code, models) = server.get("/v1/models");
+    assert_eq!(code, 200);
+    assert_eq!(
+        registry_entry(&models["registry"], "scorer", Some("v2"))["baseline_version"],
+        "v1"
+    );
+    assert!(
+        models["versions"]
+            .as_array()
+            .is_some_and(|versions| versions
+                .iter()
+                .any(|v| v["model_version"] == "v2" && v["reference_version"] == "v1")),
+        "{models}"
+    );
+
+    // Replay: after SIGKILL, the event log rebuilds the registry and the drift.
+    let dir = server.kill();
+    let server = Server::start_in(dir, &overrides);
+    eventually("the registry replayed", Duration::from_secs(60), || {
+        let (_, models) = server.get("/v1/models");
+        let replayed = registry_entry(&models["registry"], "scorer", Some("v2"))
+            ["baseline_version"]
+            == "v1"
+            && models["versions"].as_array().is_some_and(|versions| {
+                versions.iter().any(|v| {
+                    v["model_version"] == "v2" && v["health"] == "drifted" && v["matched"] == 100
+                })
+            });
+        if replayed {
+            Ok(())
+        } else {
+            Err(models.to_string())
+        }
+    });
+}
+
+/// Everything the ML tools report that is a function of the event log alone (not of
+/// wall-clock windows): the tracked snapshot of every version, the registry, the orphan
+/// count and the retraining triggers.
+fn ml_state(url: &str) -> Value {
+    let status =
+        mcp_call(url, MODERN, "ml_performance_status", &json!({}))["structuredContent"].clone();
+    let mut tracked = BTreeMap::new();
+    for (model, version) in VERSIONS {
+        let metrics = mcp_call(
+            url,
+            MODERN,
+            "ml_get_performance_metrics",
+            &json!({"model_id": model, "model_version": version}),
+        );
+        tracked.insert(
+            format!("{model}/{version}"),
+            metrics["structuredContent"]["details"][0]["tracked"].clone(),
+        );
+    }
+    let mut triggers = status["retraining_triggers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    triggers.sort_by_key(|trigger| trigger.to_string());
+    let summaries: Vec<Value> = status["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            json!([
+                m["model_id"],
+                m["model_version"],
+                m["health"],
+                m["accuracy"],
+                m["accuracy_interval"],
+                m["window_accuracy"],
+                m["matched"],
+                m["pending"],
+                m["expired"],
+                m["drifted"],
+                m["drift_flags"],
+                m["adwin_changes"],
+                m["retraining_triggers"]
+            ])
+        })
+        .collect();
+    json!({
+        "tracked": tracked,
+        "summaries": summaries,
+        "registry": status["registry"],
+        "unattributed_orphan_outcomes": status["unattributed_orphan_outcomes"],
+        "retraining_triggers": triggers,
+    })
+}
+
+/// The oracle stream (late, early, too-late and missing outcomes, orphans with and
+/// without a model, expiries) plus a pinned baseline, through servers with 1 and with 4
+/// workers: every metric read back over MCP is identical.
+#[test]
+fn ml_metrics_are_identical_with_1_and_4_workers() {
+    let base = now_ms() + 600_000;
+    let stream = generate(base);
+    let registration = json!({"type": "model", "ts": base, "model_id": "fraud",
+        "model_version": "v2", "baseline_version": "v1", "owner": "risk"});
+    let too_late = stream
+        .predictions
+        .iter()
+        .filter(|p| p.outcome.is_some() && p.matched().is_none())
+        .count() as u64;
+    let mut states = Vec::new();
+    for workers in [1usize, 4] {
+        let server = Server::start_with_workers(
+            workers,
+            &[
+                ("MEGAMIND__MCP__AUTH_TOKEN", TOKEN),
+                ("MEGAMIND__ML__HORIZON", "30s"),
+                ("MEGAMIND__ML__REFERENCE_SIZE", "200"),
+                ("MEGAMIND__ML__WINDOW_SIZE", "200"),
+                ("MEGAMIND__ML__EVALUATE_EVERY", "7"),
+                ("MEGAMIND__INGEST__MAX_FUTURE_SKEW", "1h"),
+            ],
+        );
+        server.post_events_ok(registration.to_string(), 1);
+        for chunk in stream.events.chunks(500) {
+            let body: String = chunk
+                .iter()
+                .map(|(_, event)| event.to_string() + "\n")
+                .collect();
+            server.post_events_ok(body, chunk.len());
+        }
+        // One flush event per worker at least (batches go to workers round-robin).
+        let flush = stream.last_ts + HORIZON_MS + 3_000;
+        for offset in 0..8 {
+            server.post_events_ok(
+                json!({"type": "metric", "ts": flush + offset, "name": "ml_test.flush", "value": 1.0})
+                    .to_string(),
+                1,
+            );
+        }
+        let url = server.mcp_url();
+        let state = eventually(
+            &format!("every version settled with {workers} workers"),
+            Duration::from_secs(120),
+            || {
+                let state = ml_state(&url);
+                let settled = state["tracked"].as_object().is_some_and(|tracked| {
+                    tracked.values().all(|t| {
+                        t["pending"] == 0
+                            && t["predictions"].as_u64() == Some(PREDICTIONS / 3)
+                            && t["ordered"] == t["matched"]
+                    })
+                }) && state["unattributed_orphan_outcomes"]
+                    == stream.unhinted_orphans + too_late;
+                if settled {
+                    Ok(state)
+                } else {
+                    Err(state.to_string())
+                }
+            },
+        );
+        states.push(state);
+    }
+    // The pinned baseline was in effect and something drifted, so the comparison covers
+    // the drift path, not only counts.
+    assert_eq!(
+        states[0]["tracked"]["fraud/v2"]["drift"]["reference_version"],
+        "v1"
+    );
+    assert_eq!(states[0]["tracked"]["fraud/v1"]["drift"]["drifted"], true);
+    assert_eq!(states[0], states[1], "1 and 4 workers disagree");
+}

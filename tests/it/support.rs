@@ -390,6 +390,13 @@ impl Server {
         Self::launch("serve", dir, overrides)
     }
 
+    /// Like [`Server::start`], with `--workers workers` instead of 2.
+    pub(crate) fn start_with_workers(workers: usize, overrides: &[(&str, &str)]) -> Server {
+        let workers = workers.to_string();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        Self::spawn("serve", dir, &["--workers", &workers], overrides).ready()
+    }
+
     /// `megamind demo` (the server plus its synthetic traffic) like [`Server::start`].
     pub(crate) fn demo(overrides: &[(&str, &str)]) -> Server {
         Self::launch(

@@ -9,6 +9,8 @@ use std::fmt;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
+use super::ml::ModelRegistration;
+
 /// Identifiers and short names: inline up to 24 bytes, no allocation for typical ids.
 pub type Id = CompactString;
 
@@ -39,6 +41,8 @@ pub enum EventBody {
     Outcome(OutcomeEvent),
     /// `type: "alert_command"`.
     AlertCommand(AlertCommand),
+    /// `type: "model"`: a model (version) registration.
+    Model(Box<ModelRegistration>),
 }
 
 impl EventBody {
@@ -50,6 +54,7 @@ impl EventBody {
             Self::Prediction(_) => "prediction",
             Self::Outcome(_) => "outcome",
             Self::AlertCommand(_) => "alert_command",
+            Self::Model(_) => "model",
         }
     }
 }
@@ -270,7 +275,7 @@ impl Event {
             EventBody::Session(event) => Some(&event.session_id),
             EventBody::Metric(event) => event.session_id.as_ref(),
             EventBody::Prediction(event) => event.session_id.as_ref(),
-            EventBody::Outcome(_) | EventBody::AlertCommand(_) => None,
+            EventBody::Outcome(_) | EventBody::AlertCommand(_) | EventBody::Model(_) => None,
         }
     }
 
@@ -349,6 +354,33 @@ impl Event {
                     map.insert("labels".into(), labels_json(&command.labels));
                 }
                 put(&mut map, "message", command.message.as_deref());
+            }
+            EventBody::Model(registration) => {
+                map.insert("model_id".into(), json!(registration.model_id.as_str()));
+                put(
+                    &mut map,
+                    "model_version",
+                    registration.model_version.as_deref(),
+                );
+                put(&mut map, "task", registration.task.as_deref());
+                if !registration.classes.is_empty() {
+                    let classes: Vec<&str> =
+                        registration.classes.iter().map(|c| c.as_str()).collect();
+                    map.insert("classes".into(), json!(classes));
+                }
+                put(&mut map, "owner", registration.owner.as_deref());
+                put(&mut map, "description", registration.description.as_deref());
+                put(&mut map, "min_accuracy", registration.min_accuracy);
+                put(
+                    &mut map,
+                    "max_latency_p99_ms",
+                    registration.max_latency_p99_ms,
+                );
+                put(
+                    &mut map,
+                    "baseline_version",
+                    registration.baseline_version.as_deref(),
+                );
             }
         }
         for (key, raw) in &self.attrs {

@@ -18,14 +18,18 @@ pub enum MlEvent {
     Prediction(PredictionEvent),
     /// A true label for an earlier (or later) prediction.
     Outcome(OutcomeEvent),
+    /// A model (version) was registered; passes the join untouched.
+    Register(Box<ModelRegistration>),
 }
 
 impl MlEvent {
-    /// The prediction id the event joins on.
-    pub fn prediction_id(&self) -> &Id {
+    /// The id the join is partitioned by: the prediction id (the model id for a
+    /// registration, which only passes through).
+    pub fn route_id(&self) -> &Id {
         match self {
             Self::Prediction(prediction) => &prediction.prediction_id,
             Self::Outcome(outcome) => &outcome.prediction_id,
+            Self::Register(registration) => &registration.model_id,
         }
     }
 }
@@ -85,6 +89,13 @@ pub enum ModelInput {
     OrphanExpired {
         /// The hinted model.
         model_id: Id,
+    },
+    /// A registration event, applied in event-time order with the matched pairs.
+    Registered {
+        /// Its event time, ms.
+        ts: u64,
+        /// The registration.
+        registration: Box<ModelRegistration>,
     },
 }
 
@@ -190,14 +201,26 @@ pub struct DriftReport {
     pub adwin_change_points: Vec<u64>,
     /// Event time of the last ADWIN change, ms.
     pub adwin_last_change_at: Option<u64>,
+    /// Whose reference window the tests used: this version's own first matched pairs, or
+    /// the pinned baseline version's (`baseline_version` of a registration).
+    pub reference_version: Id,
 }
 
-/// A registered model's metadata and thresholds.
+/// A registered model's metadata and thresholds: from `[[ml.models]]` in the config, or
+/// from a `type: "model"` event (HTTP `POST /v1/models`, Kafka, MCP `realtime_add_event`),
+/// so registrations are part of the event log and replay the same way.
+///
+/// Without `model_version` it applies to every version of the model (a version-specific
+/// registration takes precedence); a later registration of the same key replaces the
+/// earlier one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelRegistration {
     /// The model.
     pub model_id: Id,
+    /// The version registered (every version when absent).
+    #[serde(default)]
+    pub model_version: Option<Id>,
     /// Task, such as `classification`.
     #[serde(default)]
     pub task: Option<String>,
@@ -216,6 +239,98 @@ pub struct ModelRegistration {
     /// Latency p99 (ms) above this raises an alert.
     #[serde(default)]
     pub max_latency_p99_ms: Option<f64>,
+    /// The pinned baseline: drift of the registered version(s) is measured against the
+    /// reference window of this version instead of their own first matched pairs.
+    #[serde(default)]
+    pub baseline_version: Option<Id>,
+}
+
+/// Longest `task`, `owner` or `description` of a registration, bytes.
+pub const MAX_REGISTRATION_TEXT: usize = 8192;
+
+/// Most `classes` of a registration.
+pub const MAX_REGISTRATION_CLASSES: usize = 1024;
+
+impl ModelRegistration {
+    /// A registration of `model_id` with nothing else set.
+    pub fn new(model_id: impl Into<Id>) -> Self {
+        Self {
+            model_id: model_id.into(),
+            model_version: None,
+            task: None,
+            classes: Vec::new(),
+            owner: None,
+            description: None,
+            min_accuracy: None,
+            max_latency_p99_ms: None,
+            baseline_version: None,
+        }
+    }
+
+    /// Every problem of this registration as `(field, reason)`; empty when it is valid.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut problems = Vec::new();
+        if self.model_id.is_empty() {
+            problems.push(("model_id", "must not be empty".to_owned()));
+        }
+        if self.model_version.as_ref().is_some_and(|v| v.is_empty()) {
+            problems.push(("model_version", "must not be empty".to_owned()));
+        }
+        if let Some(minimum) = self.min_accuracy {
+            if !(minimum.is_finite() && (0.0..=1.0).contains(&minimum)) {
+                problems.push(("min_accuracy", "must be between 0 and 1".to_owned()));
+            }
+        }
+        if let Some(maximum) = self.max_latency_p99_ms {
+            if !(maximum.is_finite() && maximum > 0.0) {
+                problems.push((
+                    "max_latency_p99_ms",
+                    "must be a positive finite number of milliseconds".to_owned(),
+                ));
+            }
+        }
+        for (field, text) in [
+            ("task", &self.task),
+            ("owner", &self.owner),
+            ("description", &self.description),
+        ] {
+            if text
+                .as_ref()
+                .is_some_and(|t| t.len() > MAX_REGISTRATION_TEXT)
+            {
+                problems.push((
+                    field,
+                    format!("is longer than {MAX_REGISTRATION_TEXT} bytes"),
+                ));
+            }
+        }
+        if self.classes.len() > MAX_REGISTRATION_CLASSES {
+            problems.push((
+                "classes",
+                format!("has more than {MAX_REGISTRATION_CLASSES} entries"),
+            ));
+        }
+        if self.classes.iter().any(|class| class.is_empty()) {
+            problems.push(("classes", "must not contain an empty label".to_owned()));
+        }
+        let mut sorted: Vec<&Id> = self.classes.iter().collect();
+        sorted.sort();
+        if sorted.windows(2).any(|pair| pair[0] == pair[1]) {
+            problems.push(("classes", "must not repeat a label".to_owned()));
+        }
+        match &self.baseline_version {
+            Some(baseline) if baseline.is_empty() => {
+                problems.push(("baseline_version", "must not be empty".to_owned()));
+            }
+            Some(baseline) if self.model_version.as_ref() == Some(baseline) => problems.push((
+                "baseline_version",
+                "must differ from model_version (a version is its own reference by default)"
+                    .to_owned(),
+            )),
+            _ => {}
+        }
+        problems
+    }
 }
 
 /// Everything tracked about one model version, as of the inputs applied so far.

@@ -32,7 +32,8 @@ pub use insights::{
 pub use labels::labels_as_map;
 pub use ml::{
     ConfidenceSummary, DriftReport, DriftTest, LatencySummary, MatchedPair, MlEvent, ModelInput,
-    ModelKey, ModelRegistration, ModelSnapshot, Performance, RetrainingTrigger, UNVERSIONED,
+    ModelKey, ModelRegistration, ModelSnapshot, Performance, RetrainingTrigger,
+    MAX_REGISTRATION_CLASSES, MAX_REGISTRATION_TEXT, UNVERSIONED,
 };
 pub use rules::{
     Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comparison, RuleError,

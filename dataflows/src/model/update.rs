@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::alerts::{AlertRecord, CommandRejection};
 use super::error::DataError;
 use super::insights::{Insight, SeriesForecast, SessionPrediction, SuccessModelReport};
-use super::ml::{ModelSnapshot, RetrainingTrigger};
+use super::ml::{ModelRegistration, ModelSnapshot, RetrainingTrigger};
 use super::rules::{AlertTransition, Breach};
 use super::series::{SeriesKey, WindowStats};
 use super::session::{HistorySample, SessionState};
@@ -43,6 +43,8 @@ pub enum Update {
     ModelMetrics(Box<ModelSnapshot>),
     /// A model should be retrained (drift started or ADWIN detected a change).
     RetrainingTrigger(Box<RetrainingTrigger>),
+    /// A model (version) registration took effect (from a `type: "model"` event).
+    ModelRegistered(Box<ModelRegistration>),
     /// Outcomes that named no model expired without meeting their prediction.
     UnattributedOrphans {
         /// How many so far.
@@ -87,6 +89,7 @@ impl Update {
             Self::CommandRejected(_) => "command_rejected",
             Self::ModelMetrics(_) => "model_metrics",
             Self::RetrainingTrigger(_) => "retraining_trigger",
+            Self::ModelRegistered(_) => "model_registered",
             Self::UnattributedOrphans { .. } => "unattributed_orphans",
             Self::SessionPrediction(_) => "session_prediction",
             Self::SuccessModel(_) => "success_model",

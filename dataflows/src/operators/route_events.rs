@@ -132,7 +132,7 @@ pub fn samples_of(event: &Event) -> impl Iterator<Item = Sample> {
                 value: prediction.confidence,
             });
         }
-        EventBody::Outcome(_) | EventBody::AlertCommand(_) => {}
+        EventBody::Outcome(_) | EventBody::AlertCommand(_) | EventBody::Model(_) => {}
     }
     out.into_iter().flatten()
 }
@@ -213,6 +213,9 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
                             }
                             EventBody::Outcome(outcome) => {
                                 ml.give((event.ts, MlEvent::Outcome(outcome)))
+                            }
+                            EventBody::Model(registration) => {
+                                ml.give((event.ts, MlEvent::Register(registration)))
                             }
                             _ => {}
                         }

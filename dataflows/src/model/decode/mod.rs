@@ -23,6 +23,7 @@ use super::event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
     PredictionEvent, SessionEvent, SessionKind, Severity,
 };
+use super::ml::ModelRegistration;
 
 mod fast;
 #[cfg(test)]
@@ -802,13 +803,22 @@ impl<'de> Fields<'de> {
                     message: self.optional_text(Field::Message, limits)?,
                 })
             }
+            "model" => {
+                let model_id = id(self.required(Field::ModelId, v)?, Field::ModelId, limits)?;
+                let model_version = self.optional_id(Field::ModelVersion, limits)?;
+                EventBody::Model(Box::new(self.registration(
+                    model_id,
+                    model_version,
+                    limits,
+                )?))
+            }
             other => {
                 let shown: String = other.chars().take(64).collect();
                 return Err(DataError::field(
                     ErrorReason::UnknownType,
                     "type",
                     format!(
-                        "unknown event type {shown:?} (expected session, metric, prediction, outcome or alert_command)"
+                        "unknown event type {shown:?} (expected session, metric, prediction, outcome, alert_command or model)"
                     ),
                 ));
             }
@@ -827,6 +837,141 @@ impl<'de> Fields<'de> {
             }
         }
         Ok(Event { ts, body, attrs })
+    }
+
+    /// Removes a registration field from the unknown fields and parses its JSON text
+    /// (registration fields are rare, so they stay out of the scanner's field table).
+    fn take_attr(&mut self, name: &str) -> Result<Option<serde_json::Value>, DataError> {
+        let Some(position) = self.attrs.iter().position(|(key, _)| key == name) else {
+            return Ok(None);
+        };
+        let (_, raw) = self.attrs.remove(position);
+        match serde_json::from_str::<serde_json::Value>(&raw) {
+            Ok(serde_json::Value::Null) => Ok(None),
+            Ok(value) => Ok(Some(value)),
+            Err(error) => Err(DataError::field(
+                ErrorReason::MalformedJson,
+                name,
+                format!("invalid JSON: {error}"),
+            )),
+        }
+    }
+
+    fn registration(
+        &mut self,
+        model_id: Id,
+        model_version: Option<Id>,
+        limits: &DecodeLimits,
+    ) -> Result<ModelRegistration, DataError> {
+        fn kind(value: &serde_json::Value) -> &'static str {
+            match value {
+                serde_json::Value::Null => "null",
+                serde_json::Value::Bool(_) => "a boolean",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Array(_) => "an array",
+                serde_json::Value::Object(_) => "an object",
+            }
+        }
+        let invalid_type = |field: &str, expected: &str, value: &serde_json::Value| {
+            DataError::field(
+                ErrorReason::InvalidType,
+                field,
+                format!("expected {expected}, found {}", kind(value)),
+            )
+        };
+        let text = |this: &mut Self, field: &'static str| -> Result<Option<String>, DataError> {
+            match this.take_attr(field)? {
+                None => Ok(None),
+                Some(serde_json::Value::String(text)) => Ok(Some(text)),
+                Some(other) => Err(invalid_type(field, "a string", &other)),
+            }
+        };
+        let task = text(self, "task")?;
+        let owner = text(self, "owner")?;
+        let description = text(self, "description")?;
+        let baseline_version = match text(self, "baseline_version")? {
+            Some(version) if version.len() > limits.max_id_bytes => {
+                return Err(DataError::field(
+                    ErrorReason::TooLong,
+                    "baseline_version",
+                    format!("is longer than {} bytes", limits.max_id_bytes),
+                ))
+            }
+            other => other.map(CompactString::from),
+        };
+        let number = |this: &mut Self, field: &'static str| -> Result<Option<f64>, DataError> {
+            match this.take_attr(field)? {
+                None => Ok(None),
+                Some(serde_json::Value::Number(number)) => match number.as_f64() {
+                    Some(value) if value.is_finite() => Ok(Some(value)),
+                    _ => Err(DataError::field(
+                        ErrorReason::NonFinite,
+                        field,
+                        "must be a finite number",
+                    )),
+                },
+                Some(other) => Err(invalid_type(field, "a number", &other)),
+            }
+        };
+        let min_accuracy = number(self, "min_accuracy")?;
+        let max_latency_p99_ms = number(self, "max_latency_p99_ms")?;
+        let classes = match self.take_attr("classes")? {
+            None => Vec::new(),
+            Some(serde_json::Value::Array(values)) => {
+                let mut classes = Vec::with_capacity(values.len());
+                for (index, value) in values.into_iter().enumerate() {
+                    let field = format!("classes[{index}]");
+                    let class = match value {
+                        serde_json::Value::String(text) => text,
+                        serde_json::Value::Bool(flag) => flag.to_string(),
+                        serde_json::Value::Number(number) if number.is_u64() || number.is_i64() => {
+                            number.to_string()
+                        }
+                        other => {
+                            return Err(invalid_type(
+                                &field,
+                                "a string, integer or boolean label",
+                                &other,
+                            ))
+                        }
+                    };
+                    if class.len() > limits.max_id_bytes {
+                        return Err(DataError::field(
+                            ErrorReason::TooLong,
+                            field,
+                            format!("is longer than {} bytes", limits.max_id_bytes),
+                        ));
+                    }
+                    classes.push(CompactString::from(class));
+                }
+                classes
+            }
+            Some(other) => return Err(invalid_type("classes", "an array of labels", &other)),
+        };
+        let registration = ModelRegistration {
+            model_id,
+            model_version,
+            task,
+            classes,
+            owner,
+            description,
+            min_accuracy,
+            max_latency_p99_ms,
+            baseline_version,
+        };
+        if let Some((field, reason)) = registration.problems().into_iter().next() {
+            let error_reason = if reason.starts_with("is longer") || reason.starts_with("has more")
+            {
+                ErrorReason::TooLong
+            } else if reason.contains("empty") {
+                ErrorReason::EmptyId
+            } else {
+                ErrorReason::InvalidValue
+            };
+            return Err(DataError::field(error_reason, field, reason));
+        }
+        Ok(registration)
     }
 
     fn take_labels(&mut self) -> Labels {

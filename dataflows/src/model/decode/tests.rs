@@ -386,3 +386,72 @@ fn fast_path_takes_typical_events() {
         assert_eq!(taken, !line.contains("deep"), "{line}");
     }
 }
+
+#[test]
+fn model_registrations_decode_and_name_their_bad_field() {
+    let event = decode(
+        r#"{"type":"model","model_id":"churn","model_version":"v2","task":"classification","classes":["no","yes",3],"owner":"ml-team","description":"who leaves","min_accuracy":0.8,"max_latency_p99_ms":50,"baseline_version":"v1","extra":1}"#,
+    )
+    .unwrap();
+    let EventBody::Model(registration) = &event.body else {
+        panic!("not a registration")
+    };
+    assert_eq!(registration.model_id, "churn");
+    assert_eq!(registration.model_version.as_deref(), Some("v2"));
+    assert_eq!(registration.task.as_deref(), Some("classification"));
+    assert_eq!(registration.classes, vec!["no", "yes", "3"]);
+    assert_eq!(registration.min_accuracy, Some(0.8));
+    assert_eq!(registration.max_latency_p99_ms, Some(50.0));
+    assert_eq!(registration.baseline_version.as_deref(), Some("v1"));
+    assert_eq!(event.attrs, vec![("extra".into(), "1".to_owned())]);
+    // It round-trips through its JSON form.
+    let again = decode(&event.to_json().to_string()).unwrap();
+    assert_eq!(again.body, event.body);
+
+    let cases = [
+        (r#"{"type":"model"}"#, ErrorReason::MissingField, "model_id"),
+        (
+            r#"{"type":"model","model_id":"m","min_accuracy":1.5}"#,
+            ErrorReason::InvalidValue,
+            "min_accuracy",
+        ),
+        (
+            r#"{"type":"model","model_id":"m","min_accuracy":"high"}"#,
+            ErrorReason::InvalidType,
+            "min_accuracy",
+        ),
+        (
+            r#"{"type":"model","model_id":"m","max_latency_p99_ms":0}"#,
+            ErrorReason::InvalidValue,
+            "max_latency_p99_ms",
+        ),
+        (
+            r#"{"type":"model","model_id":"m","classes":"yes"}"#,
+            ErrorReason::InvalidType,
+            "classes",
+        ),
+        (
+            r#"{"type":"model","model_id":"m","classes":["a",{"b":1}]}"#,
+            ErrorReason::InvalidType,
+            "classes[1]",
+        ),
+        (
+            r#"{"type":"model","model_id":"m","classes":["a","a"]}"#,
+            ErrorReason::InvalidValue,
+            "classes",
+        ),
+        (
+            r#"{"type":"model","model_id":"m","model_version":"v1","baseline_version":"v1"}"#,
+            ErrorReason::InvalidValue,
+            "baseline_version",
+        ),
+        (
+            r#"{"type":"model","model_id":"m","owner":7}"#,
+            ErrorReason::InvalidType,
+            "owner",
+        ),
+    ];
+    for (json, reason, field) in cases {
+        assert_eq!(rejected(json), (reason, Some(field.to_owned())), "{json}");
+    }
+}

@@ -46,14 +46,15 @@ impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
     }
 }
 
-/// A prediction waiting for its outcome, in compact form (its id is the map key).
+/// A prediction waiting for its outcome, in compact form (its id is the map key; its
+/// features, when it has any, sit in a side map so the common entry stays 32 bytes).
 #[derive(Debug)]
 struct Pending {
     ts: u64,
+    confidence: f64,
     model: u32,
     predicted: u32,
-    confidence: f64,
-    features: Option<Box<[(u32, f64)]>>,
+    has_features: bool,
 }
 
 /// An outcome waiting for its prediction.
@@ -69,6 +70,8 @@ struct Orphan {
 pub struct JoinState {
     horizon: u64,
     pending: HashMap<Id, Pending, FxBuildHasher>,
+    /// Interned features of the pending predictions that have some.
+    features: HashMap<Id, Box<[(u32, f64)]>, FxBuildHasher>,
     orphans: HashMap<Id, Orphan, FxBuildHasher>,
     /// Expiry bucket end → ids of predictions that were pending in it.
     pending_expiry: BTreeMap<u64, Vec<Id>>,
@@ -88,6 +91,7 @@ impl JoinState {
         Self {
             horizon: horizon.max(1),
             pending: HashMap::default(),
+            features: HashMap::default(),
             orphans: HashMap::default(),
             pending_expiry: BTreeMap::new(),
             orphan_expiry: BTreeMap::new(),
@@ -104,6 +108,36 @@ impl JoinState {
     /// Outcomes waiting for predictions.
     pub fn orphans(&self) -> usize {
         self.orphans.len()
+    }
+
+    /// Heap bytes the pending predictions hold: their hash table (buckets of key, entry
+    /// and control byte, as hashbrown lays them out), their expiry queue and their
+    /// features. Allocator overhead and freed-but-kept memory are not included.
+    pub fn pending_heap_bytes(&self) -> usize {
+        fn table<K, V>(capacity: usize) -> usize {
+            if capacity == 0 {
+                return 0;
+            }
+            // hashbrown keeps at most 7/8 of its power-of-two bucket count in use.
+            let buckets = (capacity * 8 / 7).next_power_of_two();
+            buckets * (std::mem::size_of::<(K, V)>() + 1)
+        }
+        let queue: usize = self
+            .pending_expiry
+            .values()
+            .map(|ids| {
+                ids.capacity() * std::mem::size_of::<Id>() + std::mem::size_of::<(u64, Vec<Id>)>()
+            })
+            .sum();
+        let features: usize = self
+            .features
+            .values()
+            .map(|features| std::mem::size_of_val(&**features))
+            .sum();
+        table::<Id, Pending>(self.pending.capacity())
+            + table::<Id, Box<[(u32, f64)]>>(self.features.capacity())
+            + queue
+            + features
     }
 
     /// The earliest frontier time at which something may expire.
@@ -154,13 +188,16 @@ impl JoinState {
                 }
                 let model = self.models.intern(&key);
                 let predicted = self.labels.intern(&prediction.predicted);
-                let features = (!prediction.features.is_empty()).then(|| {
-                    prediction
+                let has_features = !prediction.features.is_empty();
+                if has_features {
+                    let features: Box<[(u32, f64)]> = prediction
                         .features
                         .iter()
                         .map(|(name, value)| (self.labels.intern(name), *value))
-                        .collect()
-                });
+                        .collect();
+                    self.features
+                        .insert(prediction.prediction_id.clone(), features);
+                }
                 self.pending_expiry
                     .entry(bucket_end(ts))
                     .or_default()
@@ -172,11 +209,14 @@ impl JoinState {
                         model,
                         predicted,
                         confidence: prediction.confidence,
-                        features,
+                        has_features,
                     },
                 );
             }
             MlEvent::Outcome(outcome) => self.apply_outcome(ts, outcome, out),
+            MlEvent::Register(registration) => {
+                out.push(ModelInput::Registered { ts, registration });
+            }
         }
     }
 
@@ -190,8 +230,11 @@ impl JoinState {
                 let key = self.models.get(pending.model).cloned();
                 let predicted = self.labels.get(pending.predicted).cloned();
                 if let (Some(key), Some(predicted)) = (key, predicted) {
-                    let features = pending
-                        .features
+                    let stored = pending
+                        .has_features
+                        .then(|| self.features.remove(&outcome.prediction_id))
+                        .flatten();
+                    let features = stored
                         .iter()
                         .flat_map(|features| features.iter())
                         .filter_map(|(name, value)| {
@@ -245,6 +288,9 @@ impl JoinState {
                     .is_some_and(|pending| bucket_end(pending.ts) == end);
                 if expires {
                     if let Some(pending) = self.pending.remove(&id) {
+                        if pending.has_features {
+                            self.features.remove(&id);
+                        }
                         if let Some(key) = self.models.get(pending.model) {
                             out.push(ModelInput::Expired { key: key.clone() });
                         }

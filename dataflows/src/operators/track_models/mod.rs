@@ -24,7 +24,7 @@ pub mod join;
 pub mod state;
 pub mod stats;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -98,7 +98,36 @@ fn route(input: &ModelInput) -> u64 {
         | ModelInput::Expired { key } => hash_of(key.model_id.as_str()),
         ModelInput::Matched(pair) => hash_of(pair.key.model_id.as_str()),
         ModelInput::OrphanExpired { model_id } => hash_of(model_id.as_str()),
+        ModelInput::Registered { registration, .. } => hash_of(registration.model_id.as_str()),
     }
+}
+
+/// Model states of one worker (Fx-hashed: looked up once per input).
+type Models = std::collections::HashMap<ModelKey, ModelState, rustc_hash::FxBuildHasher>;
+
+/// Registrations in effect on one worker: by model id, then version (`None`: every
+/// version of the model).
+type Registry = BTreeMap<(Id, Option<Id>), ModelRegistration>;
+
+/// The registration that applies to `key`: its version's, else its model's.
+fn registration_for<'a>(registry: &'a Registry, key: &ModelKey) -> Option<&'a ModelRegistration> {
+    registry
+        .get(&(key.model_id.clone(), Some(key.model_version.clone())))
+        .or_else(|| registry.get(&(key.model_id.clone(), None)))
+}
+
+/// What the ordered analyses see, in `(ts, OrderKey)` order: at equal event time,
+/// registrations (in arrival order) come before matched pairs (by prediction id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum OrderKey {
+    Registration(u64),
+    Pair(Id),
+}
+
+#[derive(Debug)]
+enum Ordered {
+    Registration(Box<ModelRegistration>),
+    Pair(Box<MatchedPair>),
 }
 
 /// The rule id of ML alerts raised by drift.
@@ -137,28 +166,88 @@ fn transition(
 }
 
 fn state_of<'a>(
-    models: &'a mut HashMap<ModelKey, ModelState>,
+    models: &'a mut Models,
     dirty: &mut BTreeSet<ModelKey>,
     key: &ModelKey,
     config: &TrackModelsConfig,
+    registry: &Registry,
 ) -> &'a mut ModelState {
-    dirty.insert(key.clone());
-    models
-        .entry(key.clone())
-        .or_insert_with(|| ModelState::new(key.clone(), config))
+    if !dirty.contains(key) {
+        dirty.insert(key.clone());
+    }
+    // Looked up before `entry`, which would clone the key for every input.
+    if models.contains_key(key) {
+        return models.get_mut(key).expect("checked above");
+    }
+    models.entry(key.clone()).or_insert_with(|| {
+        let mut state = ModelState::new(key.clone(), config);
+        state
+            .set_baseline(registration_for(registry, key).and_then(|r| r.baseline_version.clone()));
+        state
+    })
+}
+
+/// Applies a registration: records it, re-pins the baselines of the versions it covers,
+/// and creates the state of a version registered before its first prediction.
+fn register(
+    models: &mut Models,
+    registry: &mut Registry,
+    registration: &ModelRegistration,
+    config: &TrackModelsConfig,
+    touched: &mut BTreeSet<ModelKey>,
+) {
+    registry.insert(
+        (
+            registration.model_id.clone(),
+            registration.model_version.clone(),
+        ),
+        registration.clone(),
+    );
+    if let Some(version) = &registration.model_version {
+        let key = ModelKey {
+            model_id: registration.model_id.clone(),
+            model_version: version.clone(),
+        };
+        models
+            .entry(key.clone())
+            .or_insert_with(|| ModelState::new(key, config));
+    }
+    let covered: Vec<ModelKey> = models
+        .keys()
+        .filter(|key| key.model_id == registration.model_id)
+        .cloned()
+        .collect();
+    for key in covered {
+        let baseline = registration_for(registry, &key).and_then(|r| r.baseline_version.clone());
+        if let Some(model) = models.get_mut(&key) {
+            model.set_baseline(baseline);
+        }
+        touched.insert(key);
+    }
 }
 
 /// Runs the drift tests and threshold checks of one model at `at`, pushing triggers and
 /// alert transitions.
 fn evaluate(
-    model: &mut ModelState,
+    models: &mut Models,
+    registry: &Registry,
     key: &ModelKey,
     at: u64,
     config: &TrackModelsConfig,
     updates: &mut Vec<Update>,
 ) {
+    // Taken out of the map so the pinned baseline's state can be read beside it.
+    let Some(mut model) = models.remove(key) else {
+        return;
+    };
+    let baseline = model.baseline().and_then(|version| {
+        models.get(&ModelKey {
+            model_id: key.model_id.clone(),
+            model_version: version.clone(),
+        })
+    });
     let was_drifted = model.drifted();
-    if let Some(trigger) = model.evaluate_drift(at, config) {
+    if let Some(trigger) = model.evaluate_drift(at, config, baseline) {
         updates.push(Update::RetrainingTrigger(Box::new(trigger)));
     }
     if model.drifted() != was_drifted {
@@ -177,7 +266,7 @@ fn evaluate(
             Severity::High,
         )));
     }
-    let breaches = model.threshold_breaches();
+    let breaches = model.threshold_breaches(registration_for(registry, key));
     if model.set_breached(!breaches.is_empty()) {
         let (value, threshold) = breaches
             .first()
@@ -199,6 +288,7 @@ fn evaluate(
             Severity::Medium,
         )));
     }
+    models.insert(key.clone(), model);
 }
 
 /// Prediction ⋈ outcome join and per-model tracking.
@@ -240,7 +330,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
         config: &TrackModelsConfig,
     ) -> StreamVec<'scope, Time, Update> {
         let horizon = duration_ms(config.horizon);
-        let by_id = Exchange::new(|(_, event): &(Time, MlEvent)| hash_of(event.prediction_id()));
+        let by_id = Exchange::new(|(_, event): &(Time, MlEvent)| hash_of(event.route_id()));
         let joined = self.unary_frontier(
             by_id,
             &format!("JoinOutcomes({name})"),
@@ -292,11 +382,17 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
             Exchange::new(route),
             &format!("TrackModels({name})"),
             move |_initial, _info| {
-                let mut models: HashMap<ModelKey, ModelState> = HashMap::new();
+                let mut models: Models = Models::default();
+                let mut registry: Registry = config
+                    .models
+                    .iter()
+                    .map(|r| ((r.model_id.clone(), r.model_version.clone()), r.clone()))
+                    .collect();
+                let mut arrivals = 0u64;
                 let mut orphans: BTreeMap<Id, u64> = BTreeMap::new();
                 let mut unattributed = 0u64;
                 // Matched pairs waiting for the frontier, by (ts, prediction_id).
-                let mut waiting: BTreeMap<(u64, Id), Box<MatchedPair>> = BTreeMap::new();
+                let mut waiting: BTreeMap<(u64, OrderKey), Ordered> = BTreeMap::new();
                 let mut held: Option<Capability<Time>> = None;
                 let mut dirty: BTreeSet<ModelKey> = BTreeSet::new();
                 let mut updates: Vec<Update> = Vec::new();
@@ -314,18 +410,36 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                     predicted,
                                     confidence,
                                     latency_ms,
-                                } => state_of(&mut models, &mut dirty, &key, &config)
+                                } => state_of(&mut models, &mut dirty, &key, &config, &registry)
                                     .predicted(ts, &predicted, confidence, latency_ms),
                                 ModelInput::Duplicate { key } => {
-                                    state_of(&mut models, &mut dirty, &key, &config).duplicate()
+                                    state_of(&mut models, &mut dirty, &key, &config, &registry)
+                                        .duplicate()
                                 }
                                 ModelInput::Expired { key } => {
-                                    state_of(&mut models, &mut dirty, &key, &config).expired()
+                                    state_of(&mut models, &mut dirty, &key, &config, &registry)
+                                        .expired()
                                 }
                                 ModelInput::Matched(pair) => {
-                                    state_of(&mut models, &mut dirty, &pair.key, &config)
-                                        .matched(&pair);
-                                    waiting.insert((pair.ts, pair.prediction_id.clone()), pair);
+                                    state_of(
+                                        &mut models,
+                                        &mut dirty,
+                                        &pair.key,
+                                        &config,
+                                        &registry,
+                                    )
+                                    .matched(&pair);
+                                    waiting.insert(
+                                        (pair.ts, OrderKey::Pair(pair.prediction_id.clone())),
+                                        Ordered::Pair(pair),
+                                    );
+                                }
+                                ModelInput::Registered { ts, registration } => {
+                                    arrivals += 1;
+                                    waiting.insert(
+                                        (ts, OrderKey::Registration(arrivals)),
+                                        Ordered::Registration(registration),
+                                    );
                                 }
                                 ModelInput::OrphanExpired { model_id } => {
                                     if model_id.is_empty() {
@@ -358,55 +472,76 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                         }
                         unattributed_changed |= orphans_changed;
                     });
+                    let emit = emit_at.take();
+                    let done = frontier.is_empty();
+                    let now = frontier.frontier().as_option().copied().unwrap_or(u64::MAX);
+                    if held.is_some() {
+                        while let Some(entry) = waiting.first_entry() {
+                            if !done && entry.key().0 >= now {
+                                break;
+                            }
+                            let pair = match entry.remove() {
+                                Ordered::Pair(pair) => pair,
+                                Ordered::Registration(registration) => {
+                                    register(
+                                        &mut models,
+                                        &mut registry,
+                                        &registration,
+                                        &config,
+                                        &mut dirty,
+                                    );
+                                    updates.push(Update::ModelRegistered(registration));
+                                    continue;
+                                }
+                            };
+                            if let Some(model) = models.get_mut(&pair.key) {
+                                if let Some(trigger) = model.ordered(&pair, &config) {
+                                    updates.push(Update::RetrainingTrigger(Box::new(trigger)));
+                                }
+                                if model.evaluation_due(&config) {
+                                    evaluate(
+                                        &mut models,
+                                        &registry,
+                                        &pair.key,
+                                        pair.ts,
+                                        &config,
+                                        &mut updates,
+                                    );
+                                }
+                                if !dirty.contains(&pair.key) {
+                                    dirty.insert(pair.key.clone());
+                                }
+                            }
+                        }
+                    }
                     // One snapshot per changed version per activation (not per input
-                    // batch): snapshots cost percentiles and matrices, batches are many.
-                    if let Some(cap) = emit_at.take() {
-                        let mut session = output.session(&cap);
+                    // batch, nor once for the inputs and again for the ordered pairs):
+                    // snapshots cost percentiles and matrices, batches are many. They go
+                    // out at the earliest capability held.
+                    let cap = match (emit.as_ref(), held.as_ref()) {
+                        (Some(a), Some(b)) => Some(if a.time() <= b.time() { a } else { b }),
+                        (a, b) => a.or(b),
+                    };
+                    if let Some(cap) = cap {
                         for key in std::mem::take(&mut dirty) {
                             if let Some(model) = models.get(&key) {
-                                let mut snapshot = model.snapshot();
+                                let mut snapshot =
+                                    model.snapshot(registration_for(&registry, &key));
                                 snapshot.orphans_expired =
                                     orphans.get(&key.model_id).copied().unwrap_or(0);
-                                session.give(Update::ModelMetrics(Box::new(snapshot)));
+                                updates.push(Update::ModelMetrics(Box::new(snapshot)));
                             }
                         }
                         if std::mem::take(&mut unattributed_changed) {
-                            session.give(Update::UnattributedOrphans {
+                            updates.push(Update::UnattributedOrphans {
                                 expired: unattributed,
                             });
                         }
-                    }
-
-                    let done = frontier.is_empty();
-                    let now = frontier.frontier().as_option().copied().unwrap_or(u64::MAX);
-                    let Some(cap) = held.as_ref() else { return };
-                    let mut touched: BTreeMap<ModelKey, u64> = BTreeMap::new();
-                    while let Some(entry) = waiting.first_entry() {
-                        if !done && entry.key().0 >= now {
-                            break;
-                        }
-                        let pair = entry.remove();
-                        if let Some(model) = models.get_mut(&pair.key) {
-                            if let Some(trigger) = model.ordered(&pair, &config) {
-                                updates.push(Update::RetrainingTrigger(Box::new(trigger)));
-                            }
-                            if model.evaluation_due(&config) {
-                                evaluate(model, &pair.key, pair.ts, &config, &mut updates);
-                            }
-                            touched.insert(pair.key.clone(), pair.ts);
+                        if !updates.is_empty() {
+                            output.session(cap).give_iterator(updates.drain(..));
                         }
                     }
-                    for key in touched.keys() {
-                        if let Some(model) = models.get(key) {
-                            let mut snapshot = model.snapshot();
-                            snapshot.orphans_expired =
-                                orphans.get(&key.model_id).copied().unwrap_or(0);
-                            updates.push(Update::ModelMetrics(Box::new(snapshot)));
-                        }
-                    }
-                    if !updates.is_empty() {
-                        output.session(cap).give_iterator(updates.drain(..));
-                    }
+                    drop(emit);
                     if waiting.is_empty() {
                         held = None;
                     } else if let Some(cap) = held.as_mut() {

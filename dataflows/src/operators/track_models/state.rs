@@ -86,7 +86,8 @@ impl Kept {
 #[derive(Debug)]
 pub struct ModelState {
     key: ModelKey,
-    registration: Option<ModelRegistration>,
+    /// The pinned baseline version whose reference window this version's drift uses.
+    baseline: Option<Id>,
     events: u64,
     ordered: u64,
     first_seen: Option<u64>,
@@ -97,6 +98,10 @@ pub struct ModelState {
     duplicates: u64,
     cumulative: Confusion,
     latency: Option<Histogram<u64>>,
+    /// Latencies recorded per histogram equivalence class (keyed by its lowest value):
+    /// the quantiles walk these few classes instead of the histogram's thousands of
+    /// counts, with the same result as `value_at_quantile`.
+    latency_classes: BTreeMap<u64, u64>,
     /// Exact sums (fixed point, see [`stats::fixed`]): order-independent.
     latency_sum: u128,
     confidence_sum: u128,
@@ -119,12 +124,41 @@ pub struct ModelState {
     breached: bool,
 }
 
-fn summary(histogram: &Histogram<u64>, sum: u128) -> LatencySummary {
-    let at = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / LATENCY_SCALE;
+/// Values at `quantiles` (ascending) exactly as `histogram.value_at_quantile` gives them,
+/// in one walk over the recorded equivalence classes.
+fn quantiles<const N: usize>(
+    histogram: &Histogram<u64>,
+    classes: &BTreeMap<u64, u64>,
+    quantiles: [f64; N],
+) -> [u64; N] {
+    let total = histogram.len();
+    let mut out = [0u64; N];
+    let mut next = 0usize;
+    let mut seen = 0u64;
+    for (lowest, count) in classes {
+        seen += count;
+        while next < N {
+            let target = ((quantiles[next].clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+            if seen < target {
+                break;
+            }
+            out[next] = histogram.highest_equivalent(*lowest);
+            next += 1;
+        }
+        if next == N {
+            break;
+        }
+    }
+    out
+}
+
+fn summary(histogram: &Histogram<u64>, classes: &BTreeMap<u64, u64>, sum: u128) -> LatencySummary {
+    let [p50, p95, p99] = quantiles(histogram, classes, [0.5, 0.95, 0.99]);
+    let at = |micros: u64| micros as f64 / LATENCY_SCALE;
     LatencySummary {
-        p50: at(0.5),
-        p95: at(0.95),
-        p99: at(0.99),
+        p50: at(p50),
+        p95: at(p95),
+        p99: at(p99),
         // Latency sums are kept in 2^-53 ms units like confidences.
         mean: stats::unfixed(sum) / histogram.len().max(1) as f64,
         max: histogram.max() as f64 / LATENCY_SCALE,
@@ -134,14 +168,9 @@ fn summary(histogram: &Histogram<u64>, sum: u128) -> LatencySummary {
 impl ModelState {
     /// Empty state of `key`.
     pub fn new(key: ModelKey, config: &TrackModelsConfig) -> Self {
-        let registration = config
-            .models
-            .iter()
-            .find(|registration| registration.model_id == key.model_id)
-            .cloned();
         Self {
             key,
-            registration,
+            baseline: None,
             events: 0,
             ordered: 0,
             first_seen: None,
@@ -152,6 +181,7 @@ impl ModelState {
             duplicates: 0,
             cumulative: Confusion::default(),
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).ok(),
+            latency_classes: BTreeMap::new(),
             latency_sum: 0,
             confidence_sum: 0,
             confidence_histogram: vec![0; config.bins.max(1)],
@@ -179,15 +209,26 @@ impl ModelState {
         self.first_seen = Some(self.first_seen.map_or(ts, |first| first.min(ts)));
         self.last_seen = self.last_seen.max(ts);
         if let Some(histogram) = self.latency.as_mut() {
-            let micros = (latency_ms * LATENCY_SCALE).round().max(1.0) as u64;
+            // Clamped here (not inside the histogram) so the class map mirrors it.
+            let micros =
+                ((latency_ms * LATENCY_SCALE).round().max(1.0) as u64).min(histogram.high());
             histogram.saturating_record(micros);
+            *self
+                .latency_classes
+                .entry(histogram.lowest_equivalent(micros))
+                .or_insert(0) += 1;
         }
         self.latency_sum = self.latency_sum.saturating_add(stats::fixed(latency_ms));
         self.confidence_sum = self.confidence_sum.saturating_add(stats::fixed(confidence));
         let bins = self.confidence_histogram.len();
         let bin = ((confidence * bins as f64) as usize).min(bins - 1);
         self.confidence_histogram[bin] += 1;
-        *self.predicted_labels.entry(predicted.clone()).or_insert(0) += 1;
+        match self.predicted_labels.get_mut(predicted) {
+            Some(count) => *count += 1,
+            None => {
+                self.predicted_labels.insert(predicted.clone(), 1);
+            }
+        }
     }
 
     /// Records a matched pair's order-independent part.
@@ -197,7 +238,12 @@ impl ModelState {
         self.cumulative.add(&pair.actual, &pair.predicted, 1);
         self.calibration
             .record(pair.confidence, pair.actual == pair.predicted);
-        *self.actual_labels.entry(pair.actual.clone()).or_insert(0) += 1;
+        match self.actual_labels.get_mut(&pair.actual) {
+            Some(count) => *count += 1,
+            None => {
+                self.actual_labels.insert(pair.actual.clone(), 1);
+            }
+        }
     }
 
     /// Records an expiry.
@@ -218,6 +264,17 @@ impl ModelState {
         self.duplicates += 1;
     }
 
+    /// Pins (or unpins) the baseline version whose reference window the drift tests use.
+    /// Pairs ordered while a baseline is pinned go straight to the current window.
+    pub fn set_baseline(&mut self, baseline: Option<Id>) {
+        self.baseline = baseline.filter(|version| *version != self.key.model_version);
+    }
+
+    /// The pinned baseline version, if any.
+    pub fn baseline(&self) -> Option<&Id> {
+        self.baseline.as_ref()
+    }
+
     /// Feeds one pair, in event-time order, to the windows and ADWIN. Returns a retraining
     /// trigger when ADWIN detects a change.
     pub fn ordered(
@@ -233,7 +290,7 @@ impl ModelState {
             features: pair.features.clone(),
         };
         let error = if kept.correct() { 0.0 } else { 1.0 };
-        if self.reference.len() < config.reference_size {
+        if self.baseline.is_none() && self.reference.len() < config.reference_size {
             self.reference.push(kept);
         } else {
             self.window.add(&kept.actual, &kept.predicted, 1);
@@ -269,21 +326,29 @@ impl ModelState {
     }
 
     /// Re-evaluates the drift tests after a run of ordered pairs; returns a retraining
-    /// trigger when the model starts drifting.
+    /// trigger when the model starts drifting. `baseline` is the state of the pinned
+    /// baseline version (see [`Self::baseline`]); its reference window replaces this
+    /// version's own. A pinned baseline whose reference is not full yet gives no tests.
     pub fn evaluate_drift(
         &mut self,
         at: u64,
         config: &TrackModelsConfig,
+        baseline: Option<&ModelState>,
     ) -> Option<RetrainingTrigger> {
         let mut tests = Vec::new();
-        let full = self.reference.len() >= config.reference_size
+        let (reference, reference_version): (&[Kept], &Id) = match (&self.baseline, baseline) {
+            (Some(version), Some(state)) => (&state.reference, version),
+            (Some(version), None) => (&[], version),
+            (None, _) => (&self.reference, &self.key.model_version),
+        };
+        let full = reference.len() >= config.reference_size
             && self.current.len() >= config.window_size
             && config.reference_size > 0;
         if full {
             let confidences = |pairs: &mut dyn Iterator<Item = &Kept>| {
                 pairs.map(|kept| kept.confidence).collect::<Vec<f64>>()
             };
-            let reference_confidence = confidences(&mut self.reference.iter());
+            let reference_confidence = confidences(&mut reference.iter());
             let current_confidence = confidences(&mut self.current.iter());
             if let Some(value) = stats::psi(&reference_confidence, &current_confidence, config.bins)
             {
@@ -311,7 +376,7 @@ impl ModelState {
                         })
                         .collect::<Vec<f64>>()
                 };
-                let reference = values(&mut self.reference.iter());
+                let reference = values(&mut reference.iter());
                 let current = values(&mut self.current.iter());
                 if let Some(value) = stats::psi(&reference, &current, config.bins) {
                     tests.push(DriftTest {
@@ -349,7 +414,7 @@ impl ModelState {
                 }
                 counts
             };
-            let reference_counts = count(&mut self.reference.iter());
+            let reference_counts = count(&mut reference.iter());
             let current_counts = count(&mut self.current.iter());
             if let Some(result) = stats::chi2_contingency(&reference_counts, &current_counts) {
                 tests.push(DriftTest {
@@ -368,7 +433,7 @@ impl ModelState {
                 }
                 correct as f64 / total.max(1) as f64
             };
-            let reference_accuracy = accuracy(&mut self.reference.iter());
+            let reference_accuracy = accuracy(&mut reference.iter());
             let current_accuracy = accuracy(&mut self.current.iter());
             if reference_accuracy > 0.0 {
                 let drop = (reference_accuracy - current_accuracy) / reference_accuracy;
@@ -384,13 +449,14 @@ impl ModelState {
         let drifted = tests.iter().any(|test| test.drifted);
         let evidence: Vec<DriftTest> = tests.iter().filter(|test| test.drifted).cloned().collect();
         self.drift = Some(DriftReport {
-            reference_size: self.reference.len() as u64,
+            reference_size: reference.len() as u64,
             current_size: self.current.len() as u64,
             tests,
             drifted,
             adwin_changes: self.adwin_change_count,
             adwin_change_points: self.adwin_changes.clone(),
             adwin_last_change_at: self.adwin_last_change_at,
+            reference_version: reference_version.clone(),
         });
         let started = drifted && !self.drifted;
         self.drifted = drifted;
@@ -417,9 +483,12 @@ impl ModelState {
     }
 
     /// Registered thresholds breached now: `(what, value, threshold)`.
-    pub fn threshold_breaches(&self) -> Vec<(&'static str, f64, f64)> {
+    pub fn threshold_breaches(
+        &self,
+        registration: Option<&ModelRegistration>,
+    ) -> Vec<(&'static str, f64, f64)> {
         let mut breaches = Vec::new();
-        let Some(registration) = &self.registration else {
+        let Some(registration) = registration else {
             return breaches;
         };
         if let Some(minimum) = registration.min_accuracy {
@@ -434,7 +503,7 @@ impl ModelState {
             (registration.max_latency_p99_ms, self.latency.as_ref())
         {
             if !histogram.is_empty() {
-                let p99 = summary(histogram, self.latency_sum).p99;
+                let p99 = summary(histogram, &self.latency_classes, self.latency_sum).p99;
                 if p99 > maximum {
                     breaches.push(("latency_p99_ms", p99, maximum));
                 }
@@ -450,8 +519,8 @@ impl ModelState {
         changed
     }
 
-    /// The current snapshot.
-    pub fn snapshot(&self) -> ModelSnapshot {
+    /// The current snapshot, with the registration in effect for this version.
+    pub fn snapshot(&self, registration: Option<&ModelRegistration>) -> ModelSnapshot {
         let cumulative = self.cumulative.performance();
         let matched = cumulative.matched;
         let health = if self.drifted {
@@ -466,7 +535,7 @@ impl ModelState {
         ModelSnapshot {
             model_id: self.key.model_id.clone(),
             model_version: self.key.model_version.clone(),
-            registration: self.registration.clone(),
+            registration: registration.cloned(),
             events: self.events,
             ordered: self.ordered,
             first_seen: self.first_seen,
@@ -486,7 +555,7 @@ impl ModelState {
                 .latency
                 .as_ref()
                 .filter(|histogram| !histogram.is_empty())
-                .map(|histogram| summary(histogram, self.latency_sum)),
+                .map(|histogram| summary(histogram, &self.latency_classes, self.latency_sum)),
             confidence: ConfidenceSummary {
                 mean: (self.predictions > 0)
                     .then(|| stats::unfixed(self.confidence_sum) / self.predictions as f64),
@@ -499,6 +568,45 @@ impl ModelState {
             drift: self.drift.clone(),
             health: health.to_owned(),
             retraining_triggers: self.triggers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod quantile_tests {
+    use super::*;
+
+    #[test]
+    fn class_walk_equals_value_at_quantile() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for scale in [50.0, 3.0, 900.0, 5_000_000.0] {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+            let mut classes = BTreeMap::new();
+            for round in 0..3000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let latency_ms = (state >> 11) as f64 / (1u64 << 53) as f64 * scale;
+                let micros =
+                    ((latency_ms * LATENCY_SCALE).round().max(1.0) as u64).min(histogram.high());
+                histogram.saturating_record(micros);
+                *classes
+                    .entry(histogram.lowest_equivalent(micros))
+                    .or_insert(0) += 1;
+                if round % 97 == 0 {
+                    let qs = [0.0, 0.5, 0.95, 0.99, 1.0];
+                    let walked = quantiles(&histogram, &classes, qs);
+                    for (q, value) in qs.iter().zip(walked) {
+                        let expected = histogram.value_at_quantile(*q);
+                        if *q == 0.0 {
+                            // value_at_quantile(0) reports the class's lowest value.
+                            assert_eq!(histogram.lowest_equivalent(value), expected);
+                        } else {
+                            assert_eq!(value, expected, "q {q} scale {scale} round {round}");
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -334,3 +334,162 @@ fn every_outcome_beyond_the_horizon_becomes_an_expired_orphan() {
     assert_eq!(expired, too_late);
     assert_eq!(join.pending() + join.orphans(), 0);
 }
+
+fn versioned(id: &str, version: &str, predicted: &str, confidence: f64) -> MlEvent {
+    let MlEvent::Prediction(mut event) = prediction(id, "m", predicted, confidence) else {
+        unreachable!("prediction() builds a prediction")
+    };
+    event.model_version = Some(version.into());
+    MlEvent::Prediction(event)
+}
+
+fn registration(version: Option<&str>) -> ModelRegistration {
+    ModelRegistration {
+        model_version: version.map(Into::into),
+        ..ModelRegistration::new("m")
+    }
+}
+
+/// 40 pairs of `v1`, all right, then 40 of `v2` with every other one wrong; `extra`
+/// events go in at 45 s (between the two).
+fn two_versions(extra: Vec<(Time, MlEvent)>) -> Vec<Epoch<(Time, MlEvent)>> {
+    let mut epochs = Vec::new();
+    for index in 0..40u64 {
+        let ts = index * SECOND;
+        let id = format!("a{index}");
+        epochs.push(Epoch::new(
+            ts,
+            vec![
+                (ts, versioned(&id, "v1", "yes", 0.9)),
+                (ts, outcome(&id, "yes", None)),
+            ],
+        ));
+    }
+    epochs.push(Epoch::new(45 * SECOND, extra));
+    for index in 0..40u64 {
+        let ts = (50 + index) * SECOND;
+        let id = format!("b{index}");
+        let actual = if index % 2 == 0 { "yes" } else { "no" };
+        epochs.push(Epoch::new(
+            ts,
+            vec![
+                (ts, versioned(&id, "v2", "yes", 0.9)),
+                (ts, outcome(&id, actual, None)),
+            ],
+        ));
+    }
+    epochs
+}
+
+fn version(out: &Output, version: &str) -> serde_json::Value {
+    out.of_kind("model_metrics")
+        .into_iter()
+        .find(|snapshot| snapshot["model_version"] == version)
+        .expect("a snapshot of the version")
+}
+
+#[test]
+fn a_pinned_baseline_version_is_the_reference_of_a_newer_version() {
+    // Without a baseline, v2 is compared with its own first 20 pairs (also 50% right):
+    // no accuracy drop.
+    let own = run(config(60), two_versions(Vec::new()));
+    let drift = &version(&own, "v2")["drift"];
+    assert_eq!(drift["reference_version"], "v2");
+    let drop = drift["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|test| test["test"] == "accuracy_drop")
+        .cloned()
+        .expect("an accuracy_drop test");
+    assert_eq!(drop["drifted"], false, "{drop}");
+
+    // Registered with v1 as its baseline: v1's first 20 pairs (all right) are the
+    // reference, so the drop is (1 - 0.5) / 1 = 0.5 and v2 drifts from its first window.
+    let mut pinned = registration(Some("v2"));
+    pinned.baseline_version = Some("v1".into());
+    let out = run(
+        config(60),
+        two_versions(vec![(
+            45 * SECOND,
+            MlEvent::Register(Box::new(pinned.clone())),
+        )]),
+    );
+    let snapshot = version(&out, "v2");
+    let drift = &snapshot["drift"];
+    assert_eq!(drift["reference_version"], "v1");
+    assert_eq!(drift["reference_size"], 20);
+    let drop = drift["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|test| test["test"] == "accuracy_drop")
+        .cloned()
+        .expect("an accuracy_drop test");
+    assert_eq!(drop["drifted"], true, "{drop}");
+    assert!(
+        (drop["statistic"].as_f64().unwrap() - 0.5).abs() < 1e-12,
+        "{drop}"
+    );
+    assert_eq!(snapshot["health"], "drifted");
+    assert_eq!(snapshot["registration"]["baseline_version"], "v1");
+    let triggers = out.of_kind("retraining_trigger");
+    assert!(
+        triggers
+            .iter()
+            .any(|trigger| trigger["model_version"] == "v2"
+                && trigger["evidence"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|test| test["test"] == "accuracy_drop")),
+        "{triggers:?}"
+    );
+    // v1 keeps its own reference.
+    assert_eq!(version(&out, "v1")["drift"]["reference_version"], "v1");
+    let registered = out.of_kind("model_registered");
+    assert_eq!(registered.len(), 1);
+    assert_eq!(registered[0]["model_version"], "v2");
+}
+
+#[test]
+fn a_registration_applies_from_its_event_time_and_creates_its_version() {
+    // A model-wide threshold registered at 45 s: v2's window accuracy (0.5) breaches it;
+    // a version registered before any prediction shows up, waiting.
+    let mut wide = registration(None);
+    wide.min_accuracy = Some(0.9);
+    wide.owner = Some("team-ml".into());
+    let mut early = registration(Some("v3"));
+    early.task = Some("classification".into());
+    early.classes = vec!["no".into(), "yes".into()];
+    let out = run(
+        config(60),
+        two_versions(vec![
+            (45 * SECOND, MlEvent::Register(Box::new(wide))),
+            (45 * SECOND, MlEvent::Register(Box::new(early))),
+        ]),
+    );
+    let v2 = version(&out, "v2");
+    assert_eq!(v2["registration"]["owner"], "team-ml");
+    assert_eq!(v2["health"], "degraded"); // no baseline: v2 does not drift from itself
+    let alerts = out.of_kind("alert");
+    assert!(
+        alerts.iter().any(|alert| alert["rule_id"] == THRESHOLD_RULE
+            && alert["state"] == "firing"
+            && alert["key"].to_string().contains("\"v2\"")),
+        "{alerts:?}"
+    );
+    // v1's window accuracy stays 1.0: no threshold alert for it.
+    assert!(!alerts
+        .iter()
+        .any(|alert| alert["rule_id"] == THRESHOLD_RULE
+            && alert["key"].to_string().contains("\"v1\"")));
+    let v3 = version(&out, "v3");
+    assert_eq!(v3["health"], "waiting");
+    assert_eq!(v3["predictions"], 0);
+    assert_eq!(
+        v3["registration"]["classes"],
+        serde_json::json!(["no", "yes"])
+    );
+    assert_eq!(out.of_kind("model_registered").len(), 2);
+}
