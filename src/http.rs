@@ -349,7 +349,12 @@ pub fn status(state: &AppState) -> Status {
         output_frontier_ms: metrics.output_frontier_ms.load(Relaxed),
         series: state.views.series_count(),
         sessions: state.views.session_counts(),
-        firing_alerts: state.views.alerts(true).len(),
+        firing_alerts: state
+            .views
+            .alerts(true)
+            .iter()
+            .filter(|alert| alert.status.is_active())
+            .count(),
         alerts: {
             let dispatch = state.dispatch.metrics();
             let mut stats = alert_stats(&state.views.alerts(false));

@@ -459,7 +459,7 @@ impl Views {
         let alerts = read(&self.alerts);
         let mut out: Vec<AlertRecord> = alerts
             .values()
-            .filter(|alert| !only_active || alert.status.is_active())
+            .filter(|alert| !only_active || alert.status.is_open())
             .cloned()
             .collect();
         out.sort_by(|a, b| {
@@ -510,12 +510,12 @@ fn apply_record(
     alerts.insert(record.id.clone(), record.clone());
     let resolved = alerts
         .values()
-        .filter(|alert| !alert.status.is_active())
+        .filter(|alert| !alert.status.is_open())
         .count();
     if resolved > keep_resolved {
         let oldest = alerts
             .values()
-            .filter(|alert| !alert.status.is_active())
+            .filter(|alert| !alert.status.is_open())
             .min_by_key(|alert| alert.updated_at)
             .map(|alert| alert.id.clone());
         if let Some(id) = oldest {
@@ -620,6 +620,7 @@ mod tests {
                 escalated_to: Vec::new(),
                 suppressed: 0,
                 suppression: None,
+                annotations: Default::default(),
             }))
         };
         views.apply(vec![record(AlertStatus::Firing, 10)]);

@@ -843,6 +843,14 @@ impl Config {
                     .filter(|rule| !rule.cooldown.is_zero())
                     .map(|rule| (rule.id.to_string(), rule.cooldown))
                     .collect(),
+                // Templates were checked by `validate`; a rule whose templates fail here
+                // keeps its default title.
+                templates: self
+                    .rules
+                    .iter()
+                    .filter(|rule| rule.summary.is_some() || !rule.annotations.is_empty())
+                    .filter_map(|rule| Some((rule.id.to_string(), rule.templates().ok()?)))
+                    .collect(),
             },
             models: megamind_dataflows::operators::TrackModelsConfig {
                 horizon: self.ml.horizon,

@@ -324,3 +324,76 @@ fn unacknowledged_alert_escalates_to_the_step_channel() {
         );
     }
 }
+
+/// Pending and templates end to end: a rule with a long `for` shows its alert as `pending`
+/// in `/v1/alerts` and `/v1/status` but never notifies it; a rule without `for` fires with
+/// its summary and annotations rendered from templates, and only that alert reaches the
+/// webhook.
+#[test]
+fn pending_alerts_are_visible_not_notified_and_templates_render() {
+    let receiver = Receiver::start();
+    let rules = concat!(
+        r#"[{id = "slow", metric = "it_latency", aggregate = "max", op = ">", "#,
+        r#"threshold = 10.0, severity = "high", for = "1h"}, "#,
+        r#"{id = "fast", metric = "it_latency", aggregate = "max", op = ">", "#,
+        r#"threshold = 10.0, severity = "critical", "#,
+        r#"summary = "{{ $labels.team }} latency {{ $value }} > {{ $threshold }}", "#,
+        r#"annotations = {runbook = "https://runbooks/{{ $rule }}/{{ $severity }}"}}]"#
+    );
+    let mut overrides = vec![
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
+        (
+            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
+            receiver.url.as_str(),
+        ),
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
+        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
+        ("MEGAMIND__RULES", rules),
+    ];
+    overrides.extend(crate::support::SHORT_WINDOWS);
+    let server = Server::start(&overrides);
+    let now = crate::support::now_ms();
+    let metric = json!({"type": "metric", "name": "it_latency", "value": 42.5,
+                        "labels": {"team": "api"}, "ts": now});
+    server.post_events_ok(format!("{metric}\n"), 1);
+    let notified = eventually("the notification of the fast rule", WAIT, || {
+        receiver
+            .bodies()
+            .into_iter()
+            .find(|body| body["status"] == "firing")
+            .ok_or_else(|| format!("{:?} {:?}", receiver.bodies(), server.get("/v1/alerts")))
+    });
+    let fast = &notified["alerts"][0];
+    assert_eq!(fast["rule_id"], "fast", "{notified}");
+    assert_eq!(fast["title"], "api latency 42.5 > 10", "{fast}");
+    assert_eq!(
+        fast["annotations"]["runbook"], "https://runbooks/fast/critical",
+        "{fast}"
+    );
+    let (_, alerts) = server.get("/v1/alerts");
+    let slow = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["rule_id"] == "slow")
+        .cloned()
+        .unwrap_or_else(|| panic!("no pending alert of rule slow in {alerts}"));
+    assert_eq!(slow["status"], "pending", "{slow}");
+    assert_eq!(slow["fired"], 0, "{slow}");
+    let (_, status) = server.get("/v1/status");
+    assert_eq!(status["alerts"]["by_status"]["pending"], 1, "{status}");
+    assert_eq!(
+        status["firing_alerts"], 1,
+        "pending is not firing: {status}"
+    );
+    for body in receiver.bodies() {
+        for alert in body["alerts"].as_array().unwrap() {
+            assert_ne!(
+                alert["rule_id"], "slow",
+                "a pending alert was notified: {body}"
+            );
+        }
+    }
+}

@@ -252,8 +252,9 @@ impl Grouper {
 
     /// Takes a changed alert at wall-clock `now` (ms).
     pub fn add(&mut self, now: u64, alert: &AlertRecord) {
-        if alert.just_suppressed() {
-            // A firing held back by noise control: counted on the record, not notified.
+        if alert.is_quiet() {
+            // Pending, a pending streak that cleared, or a firing held back by noise
+            // control: shown and counted on the record, not notified.
             return;
         }
         for route in routes_for(&self.config, alert) {

@@ -44,6 +44,7 @@ fn alert(id: &str, severity: Severity, status: AlertStatus) -> AlertRecord {
         escalated_to: Vec::new(),
         suppressed: 0,
         suppression: None,
+        annotations: Default::default(),
     }
 }
 

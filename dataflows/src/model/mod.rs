@@ -16,9 +16,10 @@ mod ml;
 mod rules;
 mod series;
 mod session;
+mod template;
 mod update;
 
-pub use alerts::{AlertAct, AlertRecord, AlertStatus, CommandRejection};
+pub use alerts::{AlertAct, AlertRecord, AlertStatus, CommandRejection, PENDING_CLEARED};
 pub use error::{DataError, ErrorReason};
 pub use escalation::{policy_for, EscalationPolicy, EscalationStep};
 pub use event::{
@@ -39,4 +40,5 @@ pub use rules::{
 };
 pub use series::{Sample, SeriesKey, WindowStats};
 pub use session::{HistorySample, SessionState, SessionStatus};
+pub use template::{format_value, RuleTemplates, Template, TemplateError};
 pub use update::Update;

@@ -106,19 +106,32 @@ impl BreachState {
                         threshold: rule.threshold,
                         severity: rule.severity,
                     }));
-                    let pair =
-                        self.pairs
-                            .entry((position, stats.key.clone()))
-                            .or_insert(PairState {
+                    let mut started = false;
+                    let pair = self
+                        .pairs
+                        .entry((position, stats.key.clone()))
+                        .or_insert_with(|| {
+                            started = true;
+                            PairState {
                                 breaching_since: end,
                                 firing: false,
                                 clear_since: None,
-                            });
+                            }
+                        });
                     pair.clear_since = None;
-                    if !pair.firing
-                        && end.saturating_sub(pair.breaching_since)
-                            >= duration_ms(rule.for_duration)
-                    {
+                    let due =
+                        end.saturating_sub(pair.breaching_since) >= duration_ms(rule.for_duration);
+                    if started && !due {
+                        // The streak begins but `for` has not elapsed: visible as pending.
+                        out.push(transition(
+                            rule,
+                            &stats.key,
+                            AlertState::Pending,
+                            end,
+                            Some(value),
+                        ));
+                    }
+                    if !pair.firing && due {
                         pair.firing = true;
                         out.push(transition(
                             rule,
@@ -135,8 +148,16 @@ impl BreachState {
                         continue;
                     };
                     if !pair.firing {
-                        // Pending, never fired: the streak is over, nothing to resolve.
+                        // Pending, never fired: the streak is over; the pending alert
+                        // clears (it was never notified).
                         self.pairs.remove(&pair_key);
+                        out.push(transition(
+                            rule,
+                            &stats.key,
+                            AlertState::Resolved,
+                            end,
+                            Some(rule.aggregate.apply(stats)),
+                        ));
                         continue;
                     }
                     let clear_since = *pair.clear_since.get_or_insert(end);
@@ -156,20 +177,18 @@ impl BreachState {
         }
     }
 
-    /// Resolves every firing rule of a series that went quiet (and forgets pending ones),
-    /// without waiting for `keep_firing_for`: no more windows will come.
+    /// Resolves every firing or pending rule of a series that went quiet, without waiting
+    /// for `keep_firing_for`: no more windows will come.
     pub fn on_idle(&mut self, rules: &RuleSet, key: &SeriesKey, end: u64, out: &mut Vec<Update>) {
         for position in rules.watching(key) {
-            if let Some(pair) = self.pairs.remove(&(position, key.clone())) {
-                if pair.firing {
-                    out.push(transition(
-                        &rules.rules[position],
-                        key,
-                        AlertState::Resolved,
-                        end,
-                        None,
-                    ));
-                }
+            if self.pairs.remove(&(position, key.clone())).is_some() {
+                out.push(transition(
+                    &rules.rules[position],
+                    key,
+                    AlertState::Resolved,
+                    end,
+                    None,
+                ));
             }
         }
     }
@@ -311,6 +330,8 @@ mod tests {
             keep_firing_for: std::time::Duration::ZERO,
             cooldown: std::time::Duration::ZERO,
             forecast: None,
+            summary: None,
+            annotations: Default::default(),
         }
     }
 
@@ -383,24 +404,25 @@ mod tests {
             for_duration: std::time::Duration::from_millis(20),
             ..rule()
         };
-        // Breaching at 10 and 20 (10 ms), clear at 30: pending only, never fires.
+        // Breaching at 10 and 20 (10 ms), clear at 30: pending only (visible), never
+        // fires; the clear window ends the pending streak.
         let (transitions, state) = run(rule.clone(), &[(10, 80.0), (20, 80.0), (30, 50.0)]);
-        assert!(transitions.is_empty(), "{transitions:?}");
+        assert_eq!(transitions, ["pending@10", "resolved@30"]);
         assert_eq!(
             (state.pending(), state.firing()),
             (0, 0),
             "a cleared pending pair is forgotten"
         );
-        // Breaching 10..=30: fires at 30 (20 ms after the streak began), once.
+        // Breaching 10..=30: pending at 10, fires at 30 (20 ms after the streak began), once.
         let (transitions, state) = run(
             rule.clone(),
             &[(10, 80.0), (20, 80.0), (30, 80.0), (40, 80.0)],
         );
-        assert_eq!(transitions, ["firing@30"]);
+        assert_eq!(transitions, ["pending@10", "firing@30"]);
         assert_eq!(state.firing(), 1);
         // A clear window restarts the pending streak.
         let (transitions, _) = run(
-            rule,
+            rule.clone(),
             &[
                 (10, 80.0),
                 (20, 80.0),
@@ -410,7 +432,27 @@ mod tests {
                 (50, 80.0),
             ],
         );
-        assert_eq!(transitions, ["firing@50"]);
+        assert_eq!(
+            transitions,
+            ["pending@10", "resolved@25", "pending@30", "firing@50"]
+        );
+        // Without `for`, no pending transition: the first breach fires.
+        let (transitions, _) = run(super::tests::rule(), &[(10, 80.0), (20, 50.0)]);
+        assert_eq!(transitions, ["firing@10", "resolved@20"]);
+        // A pending series that goes quiet clears too.
+        let mut state = BreachState::default();
+        let rules = RuleSet::new(vec![rule]);
+        let mut out = Vec::new();
+        state.on_window(&rules, &window("latency_ms", 10, 80.0), &mut out);
+        state.on_idle(&rules, &SeriesKey::named("latency_ms"), 40, &mut out);
+        let seen: Vec<String> = out
+            .iter()
+            .filter_map(|update| match update {
+                Update::Alert(t) => Some(format!("{}@{}", t.state, t.at)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seen, ["pending@10", "resolved@40"]);
     }
 
     #[test]
@@ -418,6 +460,8 @@ mod tests {
         let rule = BreachRule {
             keep_firing_for: std::time::Duration::from_millis(20),
             forecast: None,
+            summary: None,
+            annotations: Default::default(),
             ..rule()
         };
         // Flapping: clear at 20 and 30, breaching again at 40 (within 20 ms): one streak.
@@ -438,6 +482,8 @@ mod tests {
             BreachRule {
                 keep_firing_for: std::time::Duration::ZERO,
                 forecast: None,
+                summary: None,
+                annotations: Default::default(),
                 ..rule
             },
             &[(10, 80.0), (20, 50.0), (30, 50.0), (40, 80.0)],

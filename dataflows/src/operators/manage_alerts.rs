@@ -23,7 +23,8 @@ use timely::dataflow::StreamVec;
 
 use crate::model::{
     policy_for, AlertAct, AlertAction, AlertCommand, AlertRecord, AlertState, AlertStatus,
-    AlertTransition, CommandRejection, EscalationPolicy, Severity, Update,
+    AlertTransition, CommandRejection, EscalationPolicy, RuleTemplates, Severity, Update,
+    PENDING_CLEARED,
 };
 use crate::time::duration_ms;
 use crate::Time;
@@ -39,6 +40,9 @@ pub struct AlertConfig {
     /// Per rule id, the cooldown after a resolution (see `BreachRule::cooldown`); rules
     /// without one are absent.
     pub cooldowns: BTreeMap<String, Duration>,
+    /// Per rule id, the parsed summary and annotation templates; rules without any are
+    /// absent.
+    pub templates: BTreeMap<String, RuleTemplates>,
 }
 
 impl Default for AlertConfig {
@@ -47,7 +51,20 @@ impl Default for AlertConfig {
             resolved_retention: Duration::from_secs(3600),
             escalations: Vec::new(),
             cooldowns: BTreeMap::new(),
+            templates: BTreeMap::new(),
         }
+    }
+}
+
+/// Renders the templates of `record`'s rule into it, if the rule has any.
+fn render(templates: &HashMap<String, RuleTemplates>, record: &mut AlertRecord) {
+    let Some(rule) = record.rule_id.as_deref() else {
+        return;
+    };
+    // Predictive alerts (`<rule>.forecast`) use their rule's texts.
+    let rule = rule.strip_suffix(".forecast").unwrap_or(rule);
+    if let Some(templates) = templates.get(rule) {
+        templates.apply(record);
     }
 }
 
@@ -72,6 +89,10 @@ fn route(id: &str) -> u64 {
 
 /// Who escalation transitions are by.
 pub const ESCALATION_ACTOR: &str = "escalation";
+
+/// Why people cannot act on a pending alert.
+const PENDING_REJECTION: &str =
+    "the alert is pending (its rule's `for` has not elapsed); it cannot be acted on yet";
 
 /// The mechanism named on firings held back by a rule's cooldown.
 pub const COOLDOWN: &str = "cooldown";
@@ -100,6 +121,8 @@ pub struct AlertBook {
     /// `(due, alert id)` of every entry of `escalations` and `deferred` (an alert is in at
     /// most one of them: escalations are for active alerts, deferrals for resolved ones).
     timers: BTreeSet<(u64, String)>,
+    /// Per rule id, its summary and annotation templates.
+    templates: HashMap<String, RuleTemplates>,
 }
 
 /// `90000` → `1m30s`, for the reasons written into the history.
@@ -133,6 +156,15 @@ impl AlertBook {
             .iter()
             .filter(|(_, cooldown)| !cooldown.is_zero())
             .map(|(rule, cooldown)| (rule.clone(), duration_ms(*cooldown)))
+            .collect();
+        self
+    }
+
+    /// The same book rendering rule alerts' titles and annotations from `templates`.
+    pub fn with_templates(mut self, templates: &BTreeMap<String, RuleTemplates>) -> Self {
+        self.templates = templates
+            .iter()
+            .map(|(rule, templates)| (rule.clone(), templates.clone()))
             .collect();
         self
     }
@@ -212,6 +244,7 @@ impl AlertBook {
                     if let Some(record) = self.alerts.get_mut(&id) {
                         start_streak(record, due, &transition);
                         record.updated_at = due;
+                        render(&self.templates, record);
                         changed.push(record.clone());
                         self.arm(&id);
                     }
@@ -286,6 +319,7 @@ impl AlertBook {
                     .map(|repeat| due.saturating_add(duration_ms(repeat).max(1)))
             };
             record.updated_at = due;
+            render(&self.templates, record);
             changed.push(record.clone());
             if let Some(next) = next {
                 self.escalations.insert(
@@ -305,6 +339,43 @@ impl AlertBook {
     pub fn on_transition(&mut self, transition: &AlertTransition) -> Option<AlertRecord> {
         let at = transition.at;
         match transition.state {
+            AlertState::Pending => {
+                // A streak within a cooldown is held back as a whole: its firing (if the
+                // condition lasts) is counted and deferred below.
+                if self
+                    .cooldown_end(&transition.fingerprint, &transition.rule_id, at)
+                    .is_some()
+                {
+                    return None;
+                }
+                let record = self
+                    .alerts
+                    .entry(transition.fingerprint.clone())
+                    .or_insert_with(|| {
+                        AlertRecord::new_rule_alert(
+                            transition.fingerprint.clone(),
+                            transition.rule_id.clone(),
+                            transition.key.clone(),
+                            transition.severity,
+                            transition.threshold,
+                            at,
+                        )
+                    });
+                if record.status.is_active() {
+                    return None;
+                }
+                if record.status == AlertStatus::Resolved {
+                    record.status = AlertStatus::Pending;
+                    record.since = at;
+                    record.severity = transition.severity;
+                    record.acknowledged = None;
+                    record.resolved = None;
+                }
+                record.value = transition.value;
+                record.updated_at = at;
+                render(&self.templates, record);
+                Some(record.clone())
+            }
             AlertState::Firing => {
                 if let Some(end) =
                     self.cooldown_end(&transition.fingerprint, &transition.rule_id, at)
@@ -333,36 +404,24 @@ impl AlertBook {
                 let record = self
                     .alerts
                     .entry(transition.fingerprint.clone())
-                    .or_insert_with(|| AlertRecord {
-                        id: transition.fingerprint.clone(),
-                        rule_id: Some(transition.rule_id.clone()),
-                        key: Some(transition.key.clone()),
-                        title: format!("{} on {}", transition.rule_id, transition.key),
-                        message: None,
-                        labels: Vec::new(),
-                        severity: transition.severity,
-                        status: AlertStatus::Resolved,
-                        since: at,
-                        value: None,
-                        threshold: Some(transition.threshold),
-                        fired: 0,
-                        acknowledged: None,
-                        resolved: None,
-                        updated_at: at,
-                        escalation_step: 0,
-                        reminders: 0,
-                        escalated: None,
-                        escalated_to: Vec::new(),
-                        suppressed: 0,
-                        suppression: None,
+                    .or_insert_with(|| {
+                        AlertRecord::new_rule_alert(
+                            transition.fingerprint.clone(),
+                            transition.rule_id.clone(),
+                            transition.key.clone(),
+                            transition.severity,
+                            transition.threshold,
+                            at,
+                        )
                     });
                 let mut started = false;
-                if record.status == AlertStatus::Resolved {
+                if !record.status.is_active() {
                     start_streak(record, at, transition);
                     started = true;
                 }
                 record.value = transition.value;
                 record.updated_at = at;
+                render(&self.templates, record);
                 let record = record.clone();
                 if started {
                     self.arm(&transition.fingerprint);
@@ -379,7 +438,15 @@ impl AlertBook {
                 if transition.value.is_some() {
                     record.value = transition.value;
                 }
-                if record.status.is_active() {
+                if record.status == AlertStatus::Pending {
+                    // Cleared before `for` elapsed: shown, not notified (see `is_quiet`).
+                    record.status = AlertStatus::Resolved;
+                    record.resolved = Some(AlertAct {
+                        by: "rule".into(),
+                        at,
+                        note: Some(PENDING_CLEARED.to_owned()),
+                    });
+                } else if record.status.is_active() {
                     record.status = AlertStatus::Resolved;
                     record.resolved = Some(AlertAct {
                         by: "rule".into(),
@@ -391,6 +458,7 @@ impl AlertBook {
                     });
                 }
                 record.updated_at = at;
+                render(&self.templates, record);
                 let record = record.clone();
                 self.disarm(&transition.fingerprint);
                 Some(record)
@@ -435,6 +503,7 @@ impl AlertBook {
                     title: command.title.clone().unwrap_or_default(),
                     message: command.message.clone(),
                     labels: command.labels.clone(),
+                    annotations: BTreeMap::new(),
                     severity: command.severity.unwrap_or(Severity::Medium),
                     status: AlertStatus::Firing,
                     since: ts,
@@ -461,6 +530,7 @@ impl AlertBook {
                 };
                 match record.status {
                     AlertStatus::Resolved => Err(reject("the alert is already resolved")),
+                    AlertStatus::Pending => Err(reject(PENDING_REJECTION)),
                     AlertStatus::Firing | AlertStatus::Acknowledged => {
                         record.status = AlertStatus::Acknowledged;
                         record.acknowledged = Some(act());
@@ -478,6 +548,9 @@ impl AlertBook {
                 if record.status == AlertStatus::Resolved {
                     return Err(reject("the alert is already resolved"));
                 }
+                if record.status == AlertStatus::Pending {
+                    return Err(reject(PENDING_REJECTION));
+                }
                 record.status = AlertStatus::Resolved;
                 record.resolved = Some(act());
                 record.updated_at = ts;
@@ -492,7 +565,7 @@ impl AlertBook {
     pub fn forget_resolved_before(&mut self, before: u64) {
         let deferred = &self.deferred;
         self.alerts.retain(|id, record| {
-            record.status.is_active() || record.updated_at >= before || deferred.contains_key(id)
+            record.status.is_open() || record.updated_at >= before || deferred.contains_key(id)
         });
     }
 
@@ -556,6 +629,7 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
         let retention = duration_ms(config.resolved_retention);
         let policies = config.escalations.clone();
         let cooldowns = config.cooldowns.clone();
+        let templates = config.templates.clone();
         let by_fingerprint =
             Exchange::new(|transition: &AlertTransition| route(&transition.fingerprint));
         let by_id = Exchange::new(|(ts, command): &(Time, AlertCommand)| {
@@ -567,7 +641,9 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
             by_id,
             &format!("ManageAlerts({name})"),
             move |_initial, _info| {
-                let mut book = AlertBook::new(policies).with_cooldowns(&cooldowns);
+                let mut book = AlertBook::new(policies)
+                    .with_cooldowns(&cooldowns)
+                    .with_templates(&templates);
                 // Inputs wait, by time, until the frontier passes them; then they are
                 // applied in a fixed order (transitions, then commands, each sorted), so the
                 // lifecycle does not depend on arrival order or worker count.
@@ -962,6 +1038,7 @@ mod tests {
                     resolved_retention: Duration::from_secs(3600),
                     escalations: policies(),
                     cooldowns: BTreeMap::new(),
+                    templates: BTreeMap::new(),
                 },
             )
         }
@@ -1094,5 +1171,160 @@ mod tests {
             .on_transition(&transition(AlertState::Firing, 30, Some(80.0)))
             .unwrap();
         assert_eq!((again.status, again.suppressed), (AlertStatus::Firing, 0));
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+    use crate::model::{BreachRule, SeriesKey};
+
+    #[test]
+    fn rule_templates_render_into_title_and_annotations() {
+        let rule: BreachRule = serde_json::from_value(serde_json::json!({
+            "id": "latency_high", "metric": "latency_ms", "aggregate": "mean", "op": ">",
+            "threshold": 70.0, "severity": "high",
+            "summary": "{{ $labels.team }} latency {{ $value }}ms > {{ $threshold }}ms",
+            "annotations": {"runbook": "https://runbooks/{{ $rule }}", "zone": "{{ $labels.zone }}"}
+        }))
+        .unwrap();
+        let templates = BTreeMap::from([("latency_high".to_owned(), rule.templates().unwrap())]);
+        let mut book = AlertBook::default().with_templates(&templates);
+        let key = SeriesKey {
+            name: "latency_ms".into(),
+            session_id: None,
+            labels: vec![("team".into(), "api".into())],
+        };
+        let transition = |state, at, value| AlertTransition {
+            fingerprint: rule.fingerprint(&key),
+            rule_id: "latency_high".into(),
+            key: key.clone(),
+            state,
+            at,
+            value: Some(value),
+            threshold: 70.0,
+            severity: Severity::High,
+        };
+        let fired = book
+            .on_transition(&transition(AlertState::Firing, 10, 83.25))
+            .unwrap();
+        assert_eq!(fired.title, "api latency 83.25ms > 70ms");
+        assert_eq!(
+            fired.annotations,
+            BTreeMap::from([
+                (
+                    "runbook".to_owned(),
+                    "https://runbooks/latency_high".to_owned()
+                ),
+                ("zone".to_owned(), "<no value>".to_owned()),
+            ])
+        );
+        // A later value re-renders.
+        let later = book
+            .on_transition(&transition(AlertState::Firing, 20, 91.0))
+            .unwrap();
+        assert_eq!(later.title, "api latency 91ms > 70ms");
+        // A bad template is a rule error naming the field.
+        let mut bad = rule.clone();
+        bad.annotations.insert(
+            "description".into(),
+            "{{ $labels.team }} {{ $vlaue }}".into(),
+        );
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "rule \"latency_high\": annotations.description: unknown placeholder `{{ $vlaue }}` \
+             (known: $value, $threshold, $labels.<name>, $rule, $severity, $metric, $session, $series)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+    use crate::model::SeriesKey;
+
+    fn transition(state: AlertState, at: u64) -> AlertTransition {
+        AlertTransition {
+            fingerprint: "slow-1".into(),
+            rule_id: "slow".into(),
+            key: SeriesKey::named("latency_ms"),
+            state,
+            at,
+            value: Some(at as f64),
+            threshold: 70.0,
+            severity: Severity::High,
+        }
+    }
+
+    #[test]
+    fn pending_is_visible_quiet_and_not_actionable() {
+        let mut book = AlertBook::new(vec![EscalationPolicy {
+            severity: vec![Severity::High],
+            labels: BTreeMap::new(),
+            steps: Vec::new(),
+            repeat: Some(Duration::from_millis(5)),
+        }]);
+        let pending = book
+            .on_transition(&transition(AlertState::Pending, 10))
+            .unwrap();
+        assert_eq!(
+            (pending.status, pending.since, pending.fired, pending.value),
+            (AlertStatus::Pending, 10, 0, Some(10.0))
+        );
+        assert!(pending.is_quiet(), "pending is shown, never notified");
+        assert!(pending.status.is_open() && !pending.status.is_active());
+        assert_eq!(book.timers(), 0, "no escalation while pending");
+        let refused = book
+            .on_command(
+                12,
+                &AlertCommand {
+                    command: AlertAction::Acknowledge,
+                    alert_id: Some("slow-1".into()),
+                    actor: Some("ana".into()),
+                    note: None,
+                    title: None,
+                    severity: None,
+                    labels: Vec::new(),
+                    message: None,
+                },
+            )
+            .unwrap_err();
+        assert!(refused.reason.contains("pending"), "{refused:?}");
+        // Cleared before `for` elapsed: resolved quietly, never fired.
+        let cleared = book
+            .on_transition(&transition(AlertState::Resolved, 20))
+            .unwrap();
+        assert_eq!((cleared.status, cleared.fired), (AlertStatus::Resolved, 0));
+        assert_eq!(
+            cleared
+                .resolved
+                .as_ref()
+                .and_then(|act| act.note.as_deref()),
+            Some(PENDING_CLEARED)
+        );
+        assert!(cleared.is_quiet());
+        // Pending again, then firing: a normal, notified streak with escalation.
+        book.on_transition(&transition(AlertState::Pending, 30));
+        let fired = book
+            .on_transition(&transition(AlertState::Firing, 50))
+            .unwrap();
+        assert_eq!(
+            (fired.status, fired.since, fired.fired),
+            (AlertStatus::Firing, 50, 1)
+        );
+        assert!(!fired.is_quiet());
+        assert_eq!(book.next_timer(), Some(55));
+        // Its resolution is an ordinary, notified one.
+        let resolved = book
+            .on_transition(&transition(AlertState::Resolved, 60))
+            .unwrap();
+        assert_eq!(
+            resolved
+                .resolved
+                .as_ref()
+                .and_then(|act| act.note.as_deref()),
+            Some("condition cleared")
+        );
+        assert!(!resolved.is_quiet());
     }
 }

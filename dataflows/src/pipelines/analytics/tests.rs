@@ -78,6 +78,8 @@ fn rule(
         keep_firing_for: std::time::Duration::ZERO,
         cooldown: std::time::Duration::ZERO,
         forecast: None,
+        summary: None,
+        annotations: Default::default(),
     }
 }
 
