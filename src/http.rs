@@ -88,6 +88,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/alerts", get(get_alerts))
         .route("/v1/alerts/notifications", get(get_notifications))
         .route("/v1/alerts/{id}", get(get_alert))
+        .route("/v1/silences", get(get_silences).post(post_silence))
+        .route("/v1/silences/{id}", axum::routing::delete(delete_silence))
         .route("/v1/status", get(get_status))
         .route("/v1/insights", get(get_insights))
         .route("/v1/forecasts", get(get_forecasts))
@@ -142,6 +144,38 @@ async fn post_events(State(state): State<AppState>, body: bytes::Bytes) -> Respo
             "the event log could not record the batch; nothing from this request was accepted",
         ),
     }
+}
+
+async fn get_silences(State(state): State<AppState>) -> Response {
+    Json(state.views.silences()).into_response()
+}
+
+/// `POST /v1/silences`: `{"id", "matchers", "duration", "actor"?, "note"?}` becomes a
+/// `silence` alert command, ingested (and written ahead) like `POST /v1/events`.
+async fn post_silence(State(state): State<AppState>, body: bytes::Bytes) -> Response {
+    let request: crate::silences::SilenceRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(problem) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("invalid silence: {problem}"),
+            )
+        }
+    };
+    let line = format!("{}\n", request.command("http"));
+    post_events(State(state), bytes::Bytes::from(line)).await
+}
+
+/// `DELETE /v1/silences/{id}`: an `expire_silence` alert command.
+async fn delete_silence(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let request = crate::silences::ExpireRequest {
+        id,
+        actor: None,
+        note: None,
+    };
+    let line = format!("{}\n", request.command("http"));
+    post_events(State(state), bytes::Bytes::from(line)).await
 }
 
 /// Query of `GET /v1/metrics`.

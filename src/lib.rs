@@ -30,4 +30,5 @@ pub mod produce;
 pub mod replay;
 pub mod runtime;
 pub mod services;
+pub mod silences;
 pub mod views;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use megamind_dataflows::model::ErrorReason;
 
 /// Update kinds counted, in the order of [`UPDATE_KINDS`].
-pub const UPDATE_KINDS: [&str; 20] = [
+pub const UPDATE_KINDS: [&str; 21] = [
     "window",
     "series_idle",
     "session",
@@ -30,6 +30,7 @@ pub const UPDATE_KINDS: [&str; 20] = [
     "anomaly_counters",
     "novel_error",
     "error_families",
+    "silence",
 ];
 
 /// Names of the anomaly counters, in the order of [`EngineMetrics::anomaly`]:

@@ -722,6 +722,7 @@ impl<S> CountingSink<S> {
                     self.metrics.count_anomaly(4, families.refits);
                     19
                 }
+                Update::Silence(_) => 20,
             };
             counts[position] += 1;
         }

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use megamind_dataflows::model::{
     AlertRecord, Breach, CommandRejection, HistorySample, Id, ModelKey, ModelSnapshot,
-    RetrainingTrigger, SeriesKey, SessionState, SessionStatus, Update, WindowStats,
+    RetrainingTrigger, SeriesKey, SessionState, SessionStatus, Silence, Update, WindowStats,
 };
 use megamind_dataflows::operators::detect_novel_errors::{ErrorFamily, NovelError};
 use megamind_dataflows::operators::score_anomalies::AnomalyReport;
@@ -20,6 +20,9 @@ use tokio::sync::broadcast;
 
 use crate::config::ViewsConfig;
 use crate::metrics::EngineMetrics;
+
+/// Ended silences remembered.
+const RECENT_SILENCES: usize = 100;
 
 /// Command rejections remembered (for answering the person who sent the command).
 const RECENT_REJECTIONS: usize = 256;
@@ -85,6 +88,9 @@ pub struct Views {
     breaches: RwLock<VecDeque<Breach>>,
     alerts: RwLock<BTreeMap<String, AlertRecord>>,
     rejections: RwLock<VecDeque<CommandRejection>>,
+    /// Silences by id: those in force, and the most recent that ended (at most
+    /// `RECENT_SILENCES` of those).
+    silences: RwLock<BTreeMap<String, Silence>>,
     models: RwLock<BTreeMap<ModelKey, ModelSnapshot>>,
     triggers: RwLock<VecDeque<RetrainingTrigger>>,
     unattributed_orphans: std::sync::atomic::AtomicU64,
@@ -121,6 +127,7 @@ impl Views {
             breaches: RwLock::new(VecDeque::new()),
             alerts: RwLock::new(BTreeMap::new()),
             rejections: RwLock::new(VecDeque::new()),
+            silences: RwLock::new(BTreeMap::new()),
             models: RwLock::new(BTreeMap::new()),
             triggers: RwLock::new(VecDeque::new()),
             unattributed_orphans: std::sync::atomic::AtomicU64::new(0),
@@ -229,6 +236,26 @@ impl Views {
             for update in &updates {
                 if let Update::AlertRecord(record) = update {
                     apply_record(&mut alerts, record, self.config.recent_breaches);
+                }
+            }
+        }
+        if has(|u| matches!(u, Update::Silence(_))) {
+            let mut silences = write(&self.silences);
+            for update in &updates {
+                if let Update::Silence(silence) = update {
+                    silences.insert(silence.id.clone(), (**silence).clone());
+                }
+            }
+            let ended = silences.values().filter(|s| s.expired.is_some()).count();
+            if ended > RECENT_SILENCES {
+                let mut oldest: Vec<(u64, String)> = silences
+                    .values()
+                    .filter(|s| s.expired.is_some())
+                    .map(|s| (s.ends_at, s.id.clone()))
+                    .collect();
+                oldest.sort();
+                for (_, id) in oldest.into_iter().take(ended - RECENT_SILENCES) {
+                    silences.remove(&id);
                 }
             }
         }
@@ -468,6 +495,26 @@ impl Views {
                 .then(b.severity.cmp(&a.severity))
                 .then(b.updated_at.cmp(&a.updated_at))
                 .then(a.id.cmp(&b.id))
+        });
+        out
+    }
+
+    /// Silences: in force first (by end), then the recently ended (latest first).
+    pub fn silences(&self) -> Vec<Silence> {
+        let mut out: Vec<Silence> = read(&self.silences).values().cloned().collect();
+        out.sort_by(|a, b| {
+            (
+                a.expired.is_some(),
+                a.expired.is_some().then(|| u64::MAX - a.ends_at),
+                a.ends_at,
+                &a.id,
+            )
+                .cmp(&(
+                    b.expired.is_some(),
+                    b.expired.is_some().then(|| u64::MAX - b.ends_at),
+                    b.ends_at,
+                    &b.id,
+                ))
         });
         out
     }

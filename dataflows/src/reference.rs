@@ -611,6 +611,8 @@ pub fn alert_lifecycle(
             AlertAction::Acknowledge => 0,
             AlertAction::Resolve => 1,
             AlertAction::Create => 2,
+            // Silences mute notifications; they do not change the lifecycle modelled here.
+            AlertAction::Silence | AlertAction::ExpireSilence => continue,
         };
         steps.push((
             *entered,
@@ -660,6 +662,7 @@ pub fn alert_lifecycle(
                     .as_ref()
                     .map_or_else(|| "unknown".to_owned(), ToString::to_string);
                 match (command.command, records.get_mut(&id)) {
+                    (AlertAction::Silence | AlertAction::ExpireSilence, _) => {}
                     (AlertAction::Create, Some(record)) if active(record) => rejected += 1,
                     (AlertAction::Create, _) => {
                         records.insert(

@@ -352,6 +352,8 @@ pub async fn create(context: &McpContext, params: &CreateParams) -> Result<ActRe
                     .map(|(key, value)| (key.as_str().into(), value.as_str().into()))
                     .collect(),
                 message: params.message.clone(),
+                matchers: Vec::new(),
+                duration_ms: None,
             },
         )
     });

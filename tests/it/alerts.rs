@@ -397,3 +397,94 @@ fn pending_alerts_are_visible_not_notified_and_templates_render() {
         }
     }
 }
+
+/// Silences end to end over HTTP: `POST /v1/silences` mutes matching alerts (counted on
+/// the alert with the reason, not sent), other alerts still go out; `DELETE` ends the
+/// silence and the muted alert that is still firing is notified then; bad matchers are
+/// rejected naming the field; `GET /v1/silences` lists them with who/when.
+#[test]
+fn silences_mute_matching_alerts_and_release_them_when_expired() {
+    let receiver = Receiver::start();
+    let overrides = [
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
+        (
+            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
+            receiver.url.as_str(),
+        ),
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
+        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
+    ];
+    let server = Server::start(&overrides);
+    let (status, answer) = server.post(
+        "/v1/silences",
+        json!({"id": "db-maint", "matchers": "team=\"db\", severity=~\"high|critical\"",
+               "duration": "1h", "actor": "ana", "note": "db upgrade"})
+        .to_string(),
+    );
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let (status, answer) = server.post(
+        "/v1/silences",
+        json!({"id": "bad", "matchers": "team=~\"(\"", "duration": "1h"}).to_string(),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["rejected"][0]["field"], "matchers", "{answer}");
+    let silence = eventually("the silence in /v1/silences", WAIT, || {
+        let (_, silences) = server.get("/v1/silences");
+        silences
+            .as_array()
+            .and_then(|list| list.iter().find(|s| s["id"] == "db-maint").cloned())
+            .ok_or_else(|| format!("{silences}"))
+    });
+    assert_eq!(silence["created"]["by"], "ana", "{silence}");
+    assert_eq!(silence["matchers"][0]["op"], "=", "{silence}");
+    assert_eq!(silence["matchers"][1]["op"], "=~", "{silence}");
+    let web = json!({"type": "alert_command", "command": "create", "alert_id": "web-1",
+                     "title": "web down", "severity": "high", "labels": {"team": "web"}});
+    server.post_events_ok(format!("{}\n{web}\n", create("disk-1")), 2);
+    eventually("the notification of web-1", WAIT, || {
+        receiver
+            .bodies()
+            .iter()
+            .any(|body| ids(body).contains(&"web-1".to_owned()))
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", receiver.bodies()))
+    });
+    let (_, disk) = server.get("/v1/alerts/disk-1");
+    assert_eq!(disk["status"], "firing", "{disk}");
+    assert_eq!(disk["suppressed"], 1, "{disk}");
+    assert_eq!(disk["suppression"]["by"], "silence", "{disk}");
+    assert!(
+        disk["suppression"]["note"]
+            .as_str()
+            .is_some_and(|note| note.starts_with("silenced by db-maint until ")),
+        "{disk}"
+    );
+    let (status, answer) = server.delete("/v1/silences/db-maint");
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let released = eventually("the released notification of disk-1", WAIT, || {
+        receiver
+            .bodies()
+            .into_iter()
+            .find(|body| ids(body).contains(&"disk-1".to_owned()))
+            .ok_or_else(|| {
+                format!(
+                    "{:?} {:?} {:?}",
+                    receiver.bodies(),
+                    server.get("/v1/alerts/disk-1"),
+                    server.get("/v1/silences")
+                )
+            })
+    });
+    assert_eq!(released["alerts"][0]["suppressed"], 1, "{released}");
+    let (_, silences) = server.get("/v1/silences");
+    let ended = silences
+        .as_array()
+        .and_then(|list| list.iter().find(|s| s["id"] == "db-maint").cloned())
+        .unwrap();
+    assert_eq!(ended["expired"]["by"], "http", "{ended}");
+    // Expiring it again is refused (an alert command rejection), nothing else changes.
+    let (status, _) = server.delete("/v1/silences/db-maint");
+    assert_eq!(status, 200, "accepted as an event; the dataflow rejects it");
+}

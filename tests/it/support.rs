@@ -566,6 +566,16 @@ impl Server {
         (status, response.text().expect("text body"))
     }
 
+    /// `DELETE path` → (status, JSON body).
+    pub(crate) fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .delete(self.url(path))
+            .send()
+            .unwrap_or_else(|error| panic!("DELETE {path}: {error}\n{}", excerpt(&self.log())));
+        json_of(&format!("DELETE {path}"), response)
+    }
+
     /// `POST path` with `body` → (status, text body).
     pub(crate) fn post_raw(&self, path: &str, body: impl Into<String>) -> (u16, String) {
         let response = self

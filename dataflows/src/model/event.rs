@@ -9,6 +9,8 @@ use std::fmt;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
+use super::silence::{matchers_text, Matcher};
+
 /// Identifiers and short names: inline up to 24 bytes, no allocation for typical ids.
 pub type Id = CompactString;
 
@@ -221,14 +223,21 @@ pub enum AlertAction {
     Resolve,
     /// Raise a custom alert by hand.
     Create,
+    /// Mute the alerts that match `matchers` for `duration_ms` (`alert_id` names the
+    /// silence; a silence with the same id is replaced).
+    Silence,
+    /// End the silence named by `alert_id` now.
+    ExpireSilence,
 }
 
 impl AlertAction {
     /// Every action, with its wire name.
-    pub const NAMES: [(&'static str, AlertAction); 3] = [
+    pub const NAMES: [(&'static str, AlertAction); 5] = [
         ("acknowledge", Self::Acknowledge),
         ("resolve", Self::Resolve),
         ("create", Self::Create),
+        ("silence", Self::Silence),
+        ("expire_silence", Self::ExpireSilence),
     ];
 
     /// The wire name.
@@ -237,7 +246,14 @@ impl AlertAction {
             Self::Acknowledge => "acknowledge",
             Self::Resolve => "resolve",
             Self::Create => "create",
+            Self::Silence => "silence",
+            Self::ExpireSilence => "expire_silence",
         }
+    }
+
+    /// Whether it acts on silences (seen by every worker) rather than on one alert.
+    pub fn is_silence(self) -> bool {
+        matches!(self, Self::Silence | Self::ExpireSilence)
     }
 }
 
@@ -261,6 +277,12 @@ pub struct AlertCommand {
     pub labels: Labels,
     /// Description of a custom alert (create).
     pub message: Option<String>,
+    /// The matchers of a silence (silence).
+    #[serde(default)]
+    pub matchers: Vec<Matcher>,
+    /// How long a silence lasts from the command's event time, ms (silence).
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
 }
 
 impl Event {
@@ -349,6 +371,10 @@ impl Event {
                     map.insert("labels".into(), labels_json(&command.labels));
                 }
                 put(&mut map, "message", command.message.as_deref());
+                if !command.matchers.is_empty() {
+                    map.insert("matchers".into(), json!(matchers_text(&command.matchers)));
+                }
+                put(&mut map, "duration_ms", command.duration_ms);
             }
         }
         for (key, raw) in &self.attrs {

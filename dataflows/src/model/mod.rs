@@ -16,6 +16,7 @@ mod ml;
 mod rules;
 mod series;
 mod session;
+mod silence;
 mod template;
 mod update;
 
@@ -40,5 +41,9 @@ pub use rules::{
 };
 pub use series::{Sample, SeriesKey, WindowStats};
 pub use session::{HistorySample, SessionState, SessionStatus};
+pub use silence::{
+    matchers_text, parse_matchers, CompiledSilence, MatchOp, Matcher, MatcherError, Silence,
+    MAX_MATCHERS,
+};
 pub use template::{format_value, RuleTemplates, Template, TemplateError};
 pub use update::Update;

@@ -9,6 +9,7 @@ use super::ml::{ModelSnapshot, RetrainingTrigger};
 use super::rules::{AlertTransition, Breach};
 use super::series::{SeriesKey, WindowStats};
 use super::session::{HistorySample, SessionState};
+use super::silence::Silence;
 
 /// One result of the analytics pipeline, as delivered to views, WebSocket clients and the
 /// `--out` file. Serialized as a JSON object tagged by `kind`.
@@ -39,6 +40,8 @@ pub enum Update {
     AlertRecord(Box<AlertRecord>),
     /// An alert command could not be applied.
     CommandRejected(CommandRejection),
+    /// A silence was created, replaced, expired or ran out.
+    Silence(Box<Silence>),
     /// A model version's tracked performance changed.
     ModelMetrics(Box<ModelSnapshot>),
     /// A model should be retrained (drift started or ADWIN detected a change).
@@ -85,6 +88,7 @@ impl Update {
             Self::Alert(_) => "alert",
             Self::AlertRecord(_) => "alert_record",
             Self::CommandRejected(_) => "command_rejected",
+            Self::Silence(_) => "silence",
             Self::ModelMetrics(_) => "model_metrics",
             Self::RetrainingTrigger(_) => "retraining_trigger",
             Self::UnattributedOrphans { .. } => "unattributed_orphans",

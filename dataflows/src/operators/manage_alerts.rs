@@ -17,14 +17,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::vec::{Broadcast, Filter};
+use timely::dataflow::operators::{Capability, Concat, Exchange as _, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    policy_for, AlertAct, AlertAction, AlertCommand, AlertRecord, AlertState, AlertStatus,
-    AlertTransition, CommandRejection, EscalationPolicy, RuleTemplates, Severity, Update,
-    PENDING_CLEARED,
+    matchers_text, policy_for, AlertAct, AlertAction, AlertCommand, AlertRecord, AlertState,
+    AlertStatus, AlertTransition, CommandRejection, CompiledSilence, EscalationPolicy,
+    RuleTemplates, Severity, Silence, Update, PENDING_CLEARED,
 };
 use crate::time::duration_ms;
 use crate::Time;
@@ -123,7 +124,23 @@ pub struct AlertBook {
     timers: BTreeSet<(u64, String)>,
     /// Per rule id, its summary and annotation templates.
     templates: HashMap<String, RuleTemplates>,
+    /// Silences by id (every worker holds all of them); removed when they end, so at most
+    /// [`MAX_SILENCES`].
+    silences: BTreeMap<String, CompiledSilence>,
+    /// `(ends_at, id)` of every silence held.
+    silence_ends: BTreeSet<(u64, String)>,
+    /// Silences that ended, until taken.
+    ended: Vec<Silence>,
 }
+
+/// Most silences held at once.
+pub const MAX_SILENCES: usize = 10_000;
+
+/// The mechanism named on alert changes held back by a silence.
+pub const SILENCE: &str = "silence";
+
+/// Who ends a silence that ran out.
+pub const SILENCE_EXPIRY: &str = "expiry";
 
 /// `90000` → `1m30s`, for the reasons written into the history.
 fn short_duration(ms: u64) -> String {
@@ -220,7 +237,217 @@ impl AlertBook {
 
     /// The earliest escalation timer, event time ms.
     pub fn next_timer(&self) -> Option<u64> {
-        self.timers.first().map(|(due, _)| *due)
+        let alert = self.timers.first().map(|(due, _)| *due);
+        let silence = self.silence_ends.first().map(|(due, _)| *due);
+        match (alert, silence) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires every timer due at or before `now` (event time): escalation steps and
+    /// reminders, the ends of cooldowns (see [`Self::fire_alert_timers`]) and the ends of
+    /// silences (which notify the active alerts whose latest change they held back).
+    /// Returns the changed records; the silences that ended are kept for
+    /// [`Self::take_ended_silences`].
+    pub fn on_timers(&mut self, now: u64) -> Vec<AlertRecord> {
+        let mut changed = Vec::new();
+        while let Some((due, id)) = self
+            .silence_ends
+            .first()
+            .filter(|(due, _)| *due <= now)
+            .cloned()
+        {
+            // Alert timers before the silence's end first, with the silence in force.
+            for record in self.fire_alert_timers(due.saturating_sub(1)) {
+                changed.push(self.mute(record));
+            }
+            self.silence_ends.remove(&(due, id.clone()));
+            changed.extend(self.end_silence(due, &id));
+        }
+        for record in self.fire_alert_timers(now) {
+            changed.push(self.mute(record));
+        }
+        changed
+    }
+
+    /// Applies a breach transition; returns the changed record, muted when a silence in
+    /// force matches it.
+    pub fn on_transition(&mut self, transition: &AlertTransition) -> Option<AlertRecord> {
+        let record = self.apply_transition(transition)?;
+        Some(self.mute(record))
+    }
+
+    /// Applies an alert command at event time `ts` (the id of a `create` must already be
+    /// set); silence commands go to [`Self::on_silence`].
+    ///
+    /// # Errors
+    /// The alert is unknown, already resolved, pending, or (for `create`) already active.
+    pub fn on_command(
+        &mut self,
+        ts: u64,
+        command: &AlertCommand,
+    ) -> Result<AlertRecord, CommandRejection> {
+        let record = self.apply_command(ts, command)?;
+        Ok(self.mute(record))
+    }
+
+    /// Creates, replaces or expires a silence at event time `ts`. Every worker applies
+    /// every silence command (each holds its own alerts); returns the silence as it now
+    /// is.
+    ///
+    /// # Errors
+    /// Expiring a silence that does not exist or already ended; more than
+    /// [`MAX_SILENCES`] silences.
+    pub fn on_silence(
+        &mut self,
+        ts: u64,
+        command: &AlertCommand,
+    ) -> Result<Silence, CommandRejection> {
+        let id = command.alert_id.as_deref().unwrap_or_default().to_owned();
+        let reject = |reason: &str| CommandRejection {
+            alert_id: id.clone(),
+            command: command.command,
+            reason: reason.to_owned(),
+            at: ts,
+        };
+        let act = AlertAct {
+            by: command.actor.clone().unwrap_or_else(|| "unknown".into()),
+            at: ts,
+            note: command.note.clone(),
+        };
+        match command.command {
+            AlertAction::Silence => {
+                if !self.silences.contains_key(&id) && self.silences.len() >= MAX_SILENCES {
+                    return Err(reject(&format!(
+                        "{MAX_SILENCES} silences are in force; expire some first"
+                    )));
+                }
+                let duration = command.duration_ms.unwrap_or(0).max(1);
+                let silence = Silence {
+                    id: id.clone(),
+                    matchers: command.matchers.clone(),
+                    starts_at: ts,
+                    ends_at: ts.saturating_add(duration),
+                    created: act,
+                    expired: None,
+                };
+                if let Some(old) = self.silences.remove(&id) {
+                    self.silence_ends.remove(&(old.silence.ends_at, id.clone()));
+                }
+                self.silence_ends.insert((silence.ends_at, id.clone()));
+                self.silences
+                    .insert(id, CompiledSilence::new(silence.clone()));
+                Ok(silence)
+            }
+            _ => {
+                let Some(silence) = self.silences.get_mut(&id) else {
+                    return Err(reject("no silence with this id"));
+                };
+                if silence.silence.ends_at <= ts {
+                    return Err(reject("the silence has already ended"));
+                }
+                self.silence_ends
+                    .remove(&(silence.silence.ends_at, id.clone()));
+                silence.silence.ends_at = ts;
+                silence.silence.expired = Some(act);
+                self.silence_ends.insert((ts, id));
+                Ok(silence.silence.clone())
+            }
+        }
+    }
+
+    /// The silences that ran out since the last call, in order (those expired by a
+    /// command were returned by [`Self::on_silence`]).
+    pub fn take_ended_silences(&mut self) -> Vec<Silence> {
+        std::mem::take(&mut self.ended)
+    }
+
+    /// Number of silences held (in force or not yet started).
+    pub fn silences(&self) -> usize {
+        self.silences.len()
+    }
+
+    /// Ends silence `id` at `due`: forgets it and notifies the active alerts whose latest
+    /// change it held back, unless another silence still mutes them.
+    fn end_silence(&mut self, due: u64, id: &str) -> Vec<AlertRecord> {
+        let Some(mut ended) = self.silences.remove(id) else {
+            return Vec::new();
+        };
+        // A silence expired by a command was reported then; one that ran out is reported
+        // now.
+        if ended.silence.expired.is_none() {
+            ended.silence.expired = Some(AlertAct {
+                by: SILENCE_EXPIRY.into(),
+                at: due,
+                note: None,
+            });
+            self.ended.push(ended.silence);
+        }
+        let mut held: Vec<String> = self
+            .alerts
+            .values()
+            .filter(|record| {
+                record.status.is_active()
+                    && record.just_suppressed()
+                    && record
+                        .suppression
+                        .as_ref()
+                        .is_some_and(|act| act.by == SILENCE)
+            })
+            .map(|record| record.id.clone())
+            .collect();
+        held.sort();
+        let mut released = Vec::new();
+        for alert_id in held {
+            let still_muted = match self.alerts.get(&alert_id) {
+                Some(record) => self
+                    .silences
+                    .values()
+                    .any(|silence| silence.in_force(due) && silence.matches(record)),
+                None => true,
+            };
+            if still_muted {
+                continue;
+            }
+            if let Some(record) = self.alerts.get_mut(&alert_id) {
+                record.updated_at = due;
+                released.push(record.clone());
+            }
+        }
+        released
+    }
+
+    /// Holds back `record`'s change when a silence in force matches it: counted on the
+    /// record (also in the book), with the silence named.
+    fn mute(&mut self, mut record: AlertRecord) -> AlertRecord {
+        if record.is_quiet() {
+            return record;
+        }
+        let at = record.updated_at;
+        let Some(silence) = self
+            .silences
+            .values()
+            .find(|silence| silence.in_force(at) && silence.matches(&record))
+        else {
+            return record;
+        };
+        record.suppressed += 1;
+        record.suppression = Some(AlertAct {
+            by: SILENCE.into(),
+            at,
+            note: Some(format!(
+                "silenced by {} until {}: {}",
+                silence.silence.id,
+                silence.silence.ends_at,
+                matchers_text(&silence.silence.matchers)
+            )),
+        });
+        if let Some(stored) = self.alerts.get_mut(&record.id) {
+            stored.suppressed = record.suppressed;
+            stored.suppression.clone_from(&record.suppression);
+        }
+        record
     }
 
     /// Number of escalation timers set (one per escalating alert).
@@ -231,7 +458,7 @@ impl AlertBook {
     /// Fires every escalation timer due at or before `now` (event time), in `(due, id)`
     /// order: a step (more channels, maybe a higher severity) or a reminder, each a
     /// transition by [`ESCALATION_ACTOR`] with its reason. Returns the changed records.
-    pub fn on_timers(&mut self, now: u64) -> Vec<AlertRecord> {
+    fn fire_alert_timers(&mut self, now: u64) -> Vec<AlertRecord> {
         let mut changed = Vec::new();
         while let Some((due, id)) = self.timers.first().cloned() {
             if due > now {
@@ -335,8 +562,8 @@ impl AlertBook {
         changed
     }
 
-    /// Applies a breach transition; returns the changed record.
-    pub fn on_transition(&mut self, transition: &AlertTransition) -> Option<AlertRecord> {
+    /// Applies a breach transition; returns the changed record (before silences).
+    fn apply_transition(&mut self, transition: &AlertTransition) -> Option<AlertRecord> {
         let at = transition.at;
         match transition.state {
             AlertState::Pending => {
@@ -470,7 +697,7 @@ impl AlertBook {
     ///
     /// # Errors
     /// The alert is unknown, already resolved, or (for `create`) already active.
-    pub fn on_command(
+    fn apply_command(
         &mut self,
         ts: u64,
         command: &AlertCommand,
@@ -488,6 +715,9 @@ impl AlertBook {
             note: command.note.clone(),
         };
         match command.command {
+            AlertAction::Silence | AlertAction::ExpireSilence => Err(reject(
+                "silence commands are applied by on_silence, not on_command",
+            )),
             AlertAction::Create => {
                 if self
                     .alerts
@@ -632,13 +862,22 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
         let templates = config.templates.clone();
         let by_fingerprint =
             Exchange::new(|transition: &AlertTransition| route(&transition.fingerprint));
-        let by_id = Exchange::new(|(ts, command): &(Time, AlertCommand)| {
-            route(&custom_alert_id(*ts, command))
-        });
+        // Alert commands go to the worker owning the alert; silence commands to every
+        // worker (each mutes its own alerts). Only worker 0 reports silences and their
+        // rejections, so each is reported once.
+        let silence_commands = commands
+            .clone()
+            .filter(|(_, command)| command.command.is_silence())
+            .broadcast();
+        let alert_commands = commands
+            .filter(|(_, command)| !command.command.is_silence())
+            .exchange(|(ts, command)| route(&custom_alert_id(*ts, command)));
+        let commands = alert_commands.concat(silence_commands);
+        let reporter = self.scope().index() == 0;
         self.binary_frontier(
             commands,
             by_fingerprint,
-            by_id,
+            Pipeline,
             &format!("ManageAlerts({name})"),
             move |_initial, _info| {
                 let mut book = AlertBook::new(policies)
@@ -692,10 +931,16 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                             };
                             let at = due.max(*cap.time());
                             let changed = book.on_timers(due);
+                            let ended = book.take_ended_silences();
                             let cap = cap.delayed(&at);
                             let mut session = output.session(&cap);
                             for record in changed {
                                 session.give(Update::AlertRecord(Box::new(record)));
+                            }
+                            if reporter {
+                                for silence in ended {
+                                    session.give(Update::Silence(Box::new(silence)));
+                                }
                             }
                             continue;
                         }
@@ -723,6 +968,16 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                                 }
                             }
                             for (ts, command) in &pending.commands {
+                                if command.command.is_silence() {
+                                    let result = book.on_silence(*ts, command);
+                                    if reporter {
+                                        session.give(match result {
+                                            Ok(silence) => Update::Silence(Box::new(silence)),
+                                            Err(rejection) => Update::CommandRejected(rejection),
+                                        });
+                                    }
+                                    continue;
+                                }
                                 session.give(match book.on_command(*ts, command) {
                                     Ok(record) => Update::AlertRecord(Box::new(record)),
                                     Err(rejection) => Update::CommandRejected(rejection),
@@ -805,6 +1060,8 @@ mod tests {
             severity: Some(Severity::Critical),
             labels: vec![("team".into(), "db".into())],
             message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
         }
     }
 
@@ -1286,6 +1543,8 @@ mod pending_tests {
                     severity: None,
                     labels: Vec::new(),
                     message: None,
+                    matchers: Vec::new(),
+                    duration_ms: None,
                 },
             )
             .unwrap_err();
@@ -1326,5 +1585,231 @@ mod pending_tests {
             Some("condition cleared")
         );
         assert!(!resolved.is_quiet());
+    }
+}
+
+#[cfg(test)]
+mod silence_tests {
+    use super::*;
+    use crate::model::{parse_matchers, SeriesKey};
+
+    fn transition(id: &str, team: &str, state: AlertState, at: u64) -> AlertTransition {
+        AlertTransition {
+            fingerprint: id.into(),
+            rule_id: "slow".into(),
+            key: SeriesKey {
+                name: "latency_ms".into(),
+                session_id: None,
+                labels: vec![("team".into(), team.into())],
+            },
+            state,
+            at,
+            value: Some(90.0),
+            threshold: 70.0,
+            severity: Severity::High,
+        }
+    }
+
+    fn silence(id: &str, matchers: &str, duration_ms: u64) -> AlertCommand {
+        AlertCommand {
+            command: AlertAction::Silence,
+            alert_id: Some(id.into()),
+            actor: Some("ana".into()),
+            note: Some("maintenance".into()),
+            title: None,
+            severity: None,
+            labels: Vec::new(),
+            message: None,
+            matchers: parse_matchers(matchers).unwrap(),
+            duration_ms: Some(duration_ms),
+        }
+    }
+
+    fn expire(id: &str) -> AlertCommand {
+        AlertCommand {
+            command: AlertAction::ExpireSilence,
+            matchers: Vec::new(),
+            duration_ms: None,
+            ..silence(id, "a=b", 1)
+        }
+    }
+
+    #[test]
+    fn silenced_changes_are_counted_and_released_when_the_silence_ends() {
+        let mut book = AlertBook::default();
+        let created = book
+            .on_silence(100, &silence("db-maint", r#"team=~"db|data""#, 50))
+            .unwrap();
+        assert_eq!((created.starts_at, created.ends_at), (100, 150));
+        assert_eq!(book.next_timer(), Some(150));
+        // Before the silence: an ordinary, notified firing.
+        let before = book
+            .on_transition(&transition("a", "db", AlertState::Firing, 90))
+            .unwrap();
+        assert!(!before.is_quiet());
+        // In force: a matching firing is muted and counted, a non-matching one is not.
+        let muted = book
+            .on_transition(&transition("b", "db", AlertState::Firing, 110))
+            .unwrap();
+        assert!(muted.is_quiet(), "{muted:?}");
+        assert_eq!(muted.suppressed, 1);
+        let why = muted.suppression.as_ref().unwrap();
+        assert_eq!((why.by.as_str(), why.at), (SILENCE, 110));
+        assert_eq!(
+            why.note.as_deref(),
+            Some(r#"silenced by db-maint until 150: team=~"db|data""#)
+        );
+        let other = book
+            .on_transition(&transition("c", "web", AlertState::Firing, 110))
+            .unwrap();
+        assert!(!other.is_quiet());
+        // A muted alert that clears within the silence stays quiet and is not released.
+        book.on_transition(&transition("d", "data", AlertState::Firing, 111));
+        let cleared = book
+            .on_transition(&transition("d", "data", AlertState::Resolved, 120))
+            .unwrap();
+        assert!(cleared.is_quiet());
+        // The silence runs out: the still-firing muted alert is notified then.
+        assert!(book.on_timers(149).is_empty());
+        let released = book.on_timers(150);
+        assert_eq!(
+            released
+                .iter()
+                .map(|r| (r.id.as_str(), r.updated_at, r.is_quiet()))
+                .collect::<Vec<_>>(),
+            vec![("b", 150, false)]
+        );
+        assert_eq!(released[0].suppressed, 1, "the count stays on the record");
+        let ended = book.take_ended_silences();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(
+            ended[0]
+                .expired
+                .as_ref()
+                .map(|act| (act.by.as_str(), act.at)),
+            Some((SILENCE_EXPIRY, 150))
+        );
+        assert_eq!(book.silences(), 0);
+        assert_eq!(book.next_timer(), None);
+        // After it: not muted.
+        let after = book
+            .on_transition(&transition("e", "db", AlertState::Firing, 160))
+            .unwrap();
+        assert!(!after.is_quiet());
+    }
+
+    #[test]
+    fn expiring_early_releases_at_once_and_bad_expiries_are_rejected() {
+        let mut book = AlertBook::default();
+        book.on_silence(0, &silence("s1", "team=db", 1_000))
+            .unwrap();
+        book.on_silence(0, &silence("s2", "severity=high", 2_000))
+            .unwrap();
+        assert!(book
+            .on_transition(&transition("a", "db", AlertState::Firing, 10))
+            .unwrap()
+            .is_quiet());
+        let expired = book.on_silence(20, &expire("s1")).unwrap();
+        assert_eq!(expired.ends_at, 20);
+        assert_eq!(
+            expired.expired.as_ref().map(|act| act.by.as_str()),
+            Some("ana")
+        );
+        // s2 still matches the alert: nothing is released when s1 ends (reported by the
+        // expiry above, not again).
+        assert!(book.on_timers(20).is_empty());
+        assert!(book.take_ended_silences().is_empty());
+        let released = book.on_timers(2_000);
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].updated_at, 2_000);
+        assert_eq!(
+            book.on_silence(30, &expire("s1")).unwrap_err().reason,
+            "no silence with this id"
+        );
+        // Replacing a silence keeps one timer.
+        book.on_silence(40, &silence("s3", "team=db", 100)).unwrap();
+        book.on_silence(50, &silence("s3", "team=db", 500)).unwrap();
+        assert_eq!(book.silences(), 1);
+        assert_eq!(book.next_timer(), Some(550));
+        // Acting on a silence through on_command is refused (a caller bug, reported).
+        assert!(book.on_command(60, &expire("s3")).is_err());
+    }
+
+    /// Silences reach every worker: 1 and 4 workers give the same output, replays agree,
+    /// and each silence is reported once.
+    #[test]
+    fn operator_applies_silences_on_every_worker() {
+        use crate::testing::{canonical, run_settled, Epoch};
+        use timely::dataflow::operators::vec::Map;
+        type In = Result<AlertTransition, (Time, AlertCommand)>;
+        fn build(stream: StreamVec<'_, Time, In>) -> StreamVec<'_, Time, Update> {
+            let commands = stream.clone().flat_map(|input: In| input.err());
+            stream.flat_map(|input: In| input.ok()).manage_alerts(
+                "test",
+                commands,
+                &AlertConfig::default(),
+            )
+        }
+        let mut epochs = vec![Epoch::new(
+            100,
+            vec![Err((100, silence("maint", "team=db", 1_000)))],
+        )];
+        for (position, team) in ["db", "web", "db", "api", "db", "db"].iter().enumerate() {
+            let id = format!("alert-{position}");
+            epochs.push(Epoch::new(
+                200 + position as u64,
+                vec![Ok(transition(
+                    &id,
+                    team,
+                    AlertState::Firing,
+                    200 + position as u64,
+                ))],
+            ));
+        }
+        epochs.push(Epoch::new(300, vec![Err((300, expire("maint")))]));
+        epochs.push(Epoch::new(400, vec![Err((400, expire("maint")))]));
+        epochs.push(Epoch::new(500, vec![]));
+        let one = run_settled(1, build, epochs.clone());
+        assert_eq!(
+            canonical(&one),
+            canonical(&run_settled(4, build, epochs.clone())),
+            "1 and 4 workers agree"
+        );
+        assert_eq!(canonical(&run_settled(1, build, epochs)), canonical(&one));
+        let silences = one
+            .iter()
+            .filter(|(_, update)| matches!(update, Update::Silence(_)))
+            .count();
+        assert_eq!(silences, 2, "created and expired, each reported once");
+        let rejections: Vec<&CommandRejection> = one
+            .iter()
+            .filter_map(|(_, update)| match update {
+                Update::CommandRejected(rejection) => Some(rejection),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            rejections.len(),
+            1,
+            "the second expiry, once: {rejections:?}"
+        );
+        let muted: Vec<&str> = one
+            .iter()
+            .filter_map(|(_, update)| match update {
+                Update::AlertRecord(record) if record.is_quiet() => Some(record.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(muted.len(), 4, "{muted:?}");
+        let released: Vec<(Time, &str)> = one
+            .iter()
+            .filter_map(|(time, update)| match update {
+                Update::AlertRecord(record) if record.updated_at == 300 => {
+                    Some((*time, record.id.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(released.len(), 4, "released when expired: {released:?}");
     }
 }

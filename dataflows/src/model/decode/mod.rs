@@ -23,6 +23,10 @@ use super::event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
     PredictionEvent, SessionEvent, SessionKind, Severity,
 };
+use super::silence::parse_matchers;
+
+/// The longest silence, ms: one year.
+pub const MAX_SILENCE_MS: u64 = 365 * 24 * 3600 * 1000;
 
 mod fast;
 #[cfg(test)]
@@ -142,6 +146,7 @@ enum Field {
     Note,
     Title,
     Severity,
+    Matchers,
 }
 
 impl Field {
@@ -174,6 +179,7 @@ impl Field {
             Field::Note => "note",
             Field::Title => "title",
             Field::Severity => "severity",
+            Field::Matchers => "matchers",
         }
     }
 
@@ -206,6 +212,7 @@ impl Field {
             "note" => Field::Note,
             "title" => Field::Title,
             "severity" => Field::Severity,
+            "matchers" => Field::Matchers,
             _ => return None,
         })
     }
@@ -791,6 +798,42 @@ impl<'de> Fields<'de> {
                         "is required for command `create`",
                     ));
                 }
+                let (matchers, duration_ms) = if command == AlertAction::Silence {
+                    let text = match self.required(Field::Matchers, "alert_command")? {
+                        Found::Str(text) if text.len() <= limits.max_text_bytes => text,
+                        Found::Str(_) => {
+                            return Err(DataError::field(
+                                ErrorReason::TooLong,
+                                "matchers",
+                                format!("is longer than {} bytes", limits.max_text_bytes),
+                            ))
+                        }
+                        other => {
+                            return Err(wrong_type(
+                                "matchers",
+                                "a string like team=\"db\", severity=~\"low|medium\"",
+                                &other,
+                            ))
+                        }
+                    };
+                    let matchers = parse_matchers(&text).map_err(|error| {
+                        DataError::field(ErrorReason::InvalidValue, "matchers", error.0)
+                    })?;
+                    let duration = whole_number(
+                        &self.required(Field::DurationMs, "alert_command")?,
+                        Field::DurationMs,
+                    )?;
+                    if duration == 0 || duration > MAX_SILENCE_MS {
+                        return Err(DataError::field(
+                            ErrorReason::InvalidValue,
+                            "duration_ms",
+                            format!("must be between 1 and {MAX_SILENCE_MS} (one year)"),
+                        ));
+                    }
+                    (matchers, Some(duration))
+                } else {
+                    (Vec::new(), None)
+                };
                 EventBody::AlertCommand(AlertCommand {
                     command,
                     alert_id,
@@ -800,6 +843,8 @@ impl<'de> Fields<'de> {
                     severity,
                     labels: self.take_labels(),
                     message: self.optional_text(Field::Message, limits)?,
+                    matchers,
+                    duration_ms,
                 })
             }
             other => {

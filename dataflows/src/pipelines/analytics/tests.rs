@@ -174,6 +174,8 @@ fn alert_command(ts: u64) -> Event {
             severity: None,
             labels: Vec::new(),
             message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
         }),
     )
 }
@@ -654,6 +656,8 @@ fn arbitrary_body() -> impl Strategy<Value = EventBody> {
             severity: None,
             labels: Vec::new(),
             message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
         })
     });
     prop_oneof![
@@ -789,6 +793,8 @@ fn command_event(ts: u64, action: AlertAction, id: &str) -> Event {
             severity: None,
             labels: Vec::new(),
             message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
         }),
     )
 }
