@@ -398,6 +398,8 @@ pub fn status(state: &AppState) -> Status {
                 "dropped": dispatch.dropped.load(Relaxed),
                 "suppressed": dispatch.suppressed.load(Relaxed),
                 "rate_limited": dispatch.rate_limited.load(Relaxed),
+                "inhibited": dispatch.inhibited.load(Relaxed),
+                "muted": muted_alerts(dispatch).len(),
                 "sent": dispatch.notifications.load(Relaxed),
             });
             stats
@@ -447,12 +449,36 @@ async fn get_live(State(state): State<AppState>) -> Response {
 }
 
 async fn get_alerts(State(state): State<AppState>) -> Response {
-    Json(state.views.alerts(true)).into_response()
+    let muted = muted_alerts(state.dispatch.metrics());
+    let alerts: Vec<serde_json::Value> = state
+        .views
+        .alerts(true)
+        .iter()
+        .map(|alert| with_inhibition(alert, &muted))
+        .collect();
+    Json(alerts).into_response()
+}
+
+/// The alert as JSON, with `inhibited_by` (the muting alert's id) while an inhibition
+/// rule mutes it.
+fn with_inhibition(
+    alert: &megamind_dataflows::model::AlertRecord,
+    muted: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(alert).unwrap_or_default();
+    if let (Some(by), Some(object)) = (muted.get(&alert.id), value.as_object_mut()) {
+        object.insert("inhibited_by".to_owned(), json!(by));
+    }
+    value
 }
 
 async fn get_alert(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.views.alert(&id) {
-        Some(alert) => Json(alert).into_response(),
+        Some(alert) => Json(with_inhibition(
+            &alert,
+            &muted_alerts(state.dispatch.metrics()),
+        ))
+        .into_response(),
         None => error(
             StatusCode::NOT_FOUND,
             "unknown_alert",
@@ -472,7 +498,13 @@ pub fn alert_stats(alerts: &[megamind_dataflows::model::AlertRecord]) -> serde_j
     let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
     let (mut ack_sum, mut ack_count, mut resolve_sum, mut resolve_count) = (0u64, 0u64, 0u64, 0u64);
     let (mut escalated, mut reminders) = (0u64, 0u64);
+    let mut suppressed = 0u64;
+    let mut suppressed_by: BTreeMap<String, u64> = BTreeMap::new();
     for alert in alerts {
+        suppressed += alert.suppressed;
+        if let Some(act) = &alert.suppression {
+            *suppressed_by.entry(act.by.to_string()).or_default() += 1;
+        }
         if alert.escalation_step > 0 {
             escalated += 1;
         }
@@ -503,8 +535,21 @@ pub fn alert_stats(alerts: &[megamind_dataflows::model::AlertRecord]) -> serde_j
         "resolved": resolve_count,
         "escalated": escalated,
         "reminders": reminders,
+        "suppressed": suppressed,
+        "latest_suppression_by": suppressed_by,
         "escalation_rate": if alerts.is_empty() { 0.0 } else { escalated as f64 / alerts.len() as f64 },
     })
+}
+
+/// The alerts muted by inhibition now: alert id → the id of the alert muting it.
+fn muted_alerts(
+    dispatch: &megamind_connectors::notify::route::DispatchMetrics,
+) -> BTreeMap<String, String> {
+    dispatch
+        .muted
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 /// Delivery counters per channel, the dispatcher's counters and recent dead letters.
@@ -518,8 +563,10 @@ pub fn notifications(state: &AppState) -> serde_json::Value {
             "dropped": dispatch.dropped.load(Relaxed),
             "suppressed": dispatch.suppressed.load(Relaxed),
             "rate_limited": dispatch.rate_limited.load(Relaxed),
+            "inhibited": dispatch.inhibited.load(Relaxed),
             "notifications": dispatch.notifications.load(Relaxed),
         },
+        "muted": muted_alerts(dispatch),
         "dead_letters": state.notifier.dead_letters(),
         "alerts": alert_stats(&state.views.alerts(false)),
     })
@@ -620,6 +667,12 @@ fn render_notify_metrics(out: &mut String, state: &AppState) {
             1.0,
         ),
         (
+            "megamind_alerts_suppressed",
+            "suppressed",
+            "Alert changes held back by cooldowns and silences, over the alerts held.",
+            1.0,
+        ),
+        (
             "megamind_alerts_reminders",
             "reminders",
             "Reminders sent for the alerts held.",
@@ -653,6 +706,11 @@ fn render_notify_metrics(out: &mut String, state: &AppState) {
                 "megamind_notify_group_suppressed_total",
                 "Alert changes not grouped because alerts.routing.max_groups was reached.",
                 dispatch.suppressed.load(Relaxed),
+            ),
+            (
+                "megamind_notify_inhibited_total",
+                "Alert changes muted by an inhibition rule (not notified).",
+                dispatch.inhibited.load(Relaxed),
             ),
         ] {
             let _ = writeln!(

@@ -203,6 +203,8 @@ fn alerts_example_has_every_channel_type_and_routes() {
         .collect();
     assert_eq!(kinds, vec!["email", "webhook", "slack", "teams"]);
     assert_eq!(config.alerts.routing.routes.len(), 2);
+    assert_eq!(config.alerts.routing.inhibit_rules.len(), 1);
+    assert_eq!(config.alerts.routing.inhibit_rules[0].equal, vec!["team"]);
     assert!(config.alerts.routing.routes[0].continue_matching);
     assert_eq!(
         config

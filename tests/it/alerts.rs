@@ -488,3 +488,83 @@ fn silences_mute_matching_alerts_and_release_them_when_expired() {
     let (status, _) = server.delete("/v1/silences/db-maint");
     assert_eq!(status, 200, "accepted as an event; the dataflow rejects it");
 }
+
+/// Inhibition end to end: a firing critical alert mutes the lower alerts of its team
+/// (shown as `inhibited_by`, counted), not other teams'; when it resolves, the muted alert
+/// that is still firing is notified.
+#[test]
+fn a_critical_alert_inhibits_lower_alerts_of_its_team() {
+    let receiver = Receiver::start();
+    let overrides = [
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
+        (
+            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
+            receiver.url.as_str(),
+        ),
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
+        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
+        (
+            "MEGAMIND__ALERTS__ROUTING__INHIBIT_RULES",
+            r#"[{source = 'severity="critical"', target = 'severity=~"low|medium|high"', equal = ["team"]}]"#,
+        ),
+    ];
+    let server = Server::start(&overrides);
+    let alert = |id: &str, severity: &str, team: &str| {
+        json!({"type": "alert_command", "command": "create", "alert_id": id, "title": id,
+               "severity": severity, "labels": {"team": team}})
+        .to_string()
+    };
+    let sent = |id: &str| {
+        receiver
+            .bodies()
+            .iter()
+            .any(|body| ids(body).contains(&id.to_owned()))
+    };
+    server.post_events_ok(format!("{}\n", alert("db-crit", "critical", "db")), 1);
+    eventually("the critical notification", WAIT, || {
+        sent("db-crit")
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", receiver.bodies()))
+    });
+    server.post_events_ok(
+        format!(
+            "{}\n{}\n",
+            alert("db-high", "high", "db"),
+            alert("web-high", "high", "web")
+        ),
+        2,
+    );
+    eventually("the web notification", WAIT, || {
+        sent("web-high")
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", receiver.bodies()))
+    });
+    let muted = eventually("db-high shown as inhibited", WAIT, || {
+        let (_, alert) = server.get("/v1/alerts/db-high");
+        (alert["inhibited_by"] == "db-crit")
+            .then_some(alert.clone())
+            .ok_or_else(|| format!("{alert} {:?}", server.get("/v1/alerts/notifications")))
+    });
+    assert_eq!(muted["status"], "firing", "{muted}");
+    let (_, counts) = server.get("/v1/alerts/notifications");
+    assert_eq!(counts["dispatch"]["inhibited"], 1, "{counts}");
+    assert_eq!(counts["muted"], json!({"db-high": "db-crit"}), "{counts}");
+    let (_, prometheus) = server.get_text("/metrics");
+    assert!(
+        prometheus.contains("megamind_notify_inhibited_total 1"),
+        "{prometheus}"
+    );
+    assert!(!sent("db-high"), "a muted alert was notified");
+    let resolve = json!({"type": "alert_command", "command": "resolve", "alert_id": "db-crit",
+                         "actor": "ana"});
+    server.post_events_ok(format!("{resolve}\n"), 1);
+    eventually("db-high released", WAIT, || {
+        sent("db-high")
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", receiver.bodies()))
+    });
+    let (_, alert) = server.get("/v1/alerts/db-high");
+    assert!(alert.get("inhibited_by").is_none(), "{alert}");
+}

@@ -42,8 +42,8 @@ pub use rules::{
 pub use series::{Sample, SeriesKey, WindowStats};
 pub use session::{HistorySample, SessionState, SessionStatus};
 pub use silence::{
-    matchers_text, parse_matchers, CompiledSilence, MatchOp, Matcher, MatcherError, Silence,
-    MAX_MATCHERS,
+    matchers_text, parse_matchers, CompiledSilence, MatchOp, Matcher, MatcherError, MatcherSet,
+    Silence, MAX_MATCHERS,
 };
 pub use template::{format_value, RuleTemplates, Template, TemplateError};
 pub use update::Update;

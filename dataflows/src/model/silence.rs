@@ -186,33 +186,43 @@ pub struct Silence {
     pub expired: Option<AlertAct>,
 }
 
-/// A silence with its regular expressions compiled.
+/// Matchers with their regular expressions compiled: all must match.
 #[derive(Debug, Clone)]
-pub struct CompiledSilence {
-    /// The silence.
-    pub silence: Silence,
+pub struct MatcherSet {
+    matchers: Vec<Matcher>,
     regexes: Vec<Option<regex::Regex>>,
 }
 
-impl CompiledSilence {
-    /// Compiles `silence`'s matchers (already checked by [`parse_matchers`]; a pattern
-    /// that fails now matches nothing).
-    pub fn new(silence: Silence) -> Self {
-        let regexes = silence
-            .matchers
+impl MatcherSet {
+    /// Compiles `matchers` (already checked by [`parse_matchers`]; a pattern that fails
+    /// now matches nothing).
+    pub fn new(matchers: Vec<Matcher>) -> Self {
+        let regexes = matchers
             .iter()
             .map(|matcher| match matcher.op {
                 MatchOp::Regex | MatchOp::NotRegex => anchored(&matcher.value).ok(),
                 MatchOp::Equal | MatchOp::NotEqual => None,
             })
             .collect();
-        Self { silence, regexes }
+        Self { matchers, regexes }
+    }
+
+    /// Parses and compiles `text`.
+    ///
+    /// # Errors
+    /// See [`parse_matchers`].
+    pub fn parse(text: &str) -> Result<Self, MatcherError> {
+        parse_matchers(text).map(Self::new)
+    }
+
+    /// The matchers.
+    pub fn matchers(&self) -> &[Matcher] {
+        &self.matchers
     }
 
     /// Whether every matcher accepts `alert`.
     pub fn matches(&self, alert: &AlertRecord) -> bool {
-        self.silence
-            .matchers
+        self.matchers
             .iter()
             .zip(&self.regexes)
             .all(|(matcher, regex)| {
@@ -224,6 +234,27 @@ impl CompiledSilence {
                     MatchOp::NotRegex => regex.as_ref().is_some_and(|r| !r.is_match(value)),
                 }
             })
+    }
+}
+
+/// A silence with its matchers compiled.
+#[derive(Debug, Clone)]
+pub struct CompiledSilence {
+    /// The silence.
+    pub silence: Silence,
+    set: MatcherSet,
+}
+
+impl CompiledSilence {
+    /// Compiles `silence`'s matchers.
+    pub fn new(silence: Silence) -> Self {
+        let set = MatcherSet::new(silence.matchers.clone());
+        Self { silence, set }
+    }
+
+    /// Whether every matcher accepts `alert`.
+    pub fn matches(&self, alert: &AlertRecord) -> bool {
+        self.set.matches(alert)
     }
 
     /// Whether it is in force at event time `at`.
