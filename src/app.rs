@@ -131,6 +131,7 @@ impl Server {
             config.sessions.history_length,
             Arc::clone(&metrics),
         ));
+        views.set_rules(&config.rules);
         let sink_views = Arc::clone(&views);
         let sink_metrics = Arc::clone(&metrics);
         // Notifications: channels with their delivery tasks, and the routing/grouping

@@ -89,6 +89,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/alerts/notifications", get(get_notifications))
         .route("/v1/alerts/{id}", get(get_alert))
         .route("/v1/silences", get(get_silences).post(post_silence))
+        .route("/v1/rules", get(get_rules).post(post_rule))
+        .route("/v1/rules/{id}", axum::routing::delete(delete_rule))
         .route("/v1/silences/{id}", axum::routing::delete(delete_silence))
         .route("/v1/status", get(get_status))
         .route("/v1/insights", get(get_insights))
@@ -144,6 +146,36 @@ async fn post_events(State(state): State<AppState>, body: bytes::Bytes) -> Respo
             "the event log could not record the batch; nothing from this request was accepted",
         ),
     }
+}
+
+async fn get_rules(State(state): State<AppState>) -> Response {
+    Json(state.views.rules()).into_response()
+}
+
+/// `POST /v1/rules`: the body is one rule (the fields of a `[[rules]]` entry, as JSON). It
+/// becomes a `create_rule` alert command, checked by the decoder (errors name `rule`) and
+/// written ahead like every event; a rule with the same id is replaced.
+async fn post_rule(State(state): State<AppState>, body: bytes::Bytes) -> Response {
+    let rule: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(rule) => rule,
+        Err(problem) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("invalid rule: {problem}"),
+            )
+        }
+    };
+    let command = json!({"type": "alert_command", "command": "create_rule", "rule": rule,
+                         "actor": "http"});
+    post_events(State(state), bytes::Bytes::from(format!("{command}\n"))).await
+}
+
+/// `DELETE /v1/rules/{id}`: a `delete_rule` alert command; the rule's alerts resolve.
+async fn delete_rule(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let command = json!({"type": "alert_command", "command": "delete_rule", "alert_id": id,
+                         "actor": "http"});
+    post_events(State(state), bytes::Bytes::from(format!("{command}\n"))).await
 }
 
 async fn get_silences(State(state): State<AppState>) -> Response {

@@ -51,9 +51,10 @@ pub fn topic_of(update: &Update) -> Option<String> {
         Update::Session(state) => Some(format!("sessions/{}", state.session_id)),
         Update::SessionSample(sample) => Some(format!("sessions/{}", sample.session_id)),
         Update::Breach(_) => Some("breaches".to_owned()),
-        Update::AlertRecord(_) | Update::CommandRejected(_) | Update::Silence(_) => {
-            Some("alerts".to_owned())
-        }
+        Update::AlertRecord(_)
+        | Update::CommandRejected(_)
+        | Update::Silence(_)
+        | Update::RuleChange(_) => Some("alerts".to_owned()),
         Update::ModelMetrics(snapshot) => Some(format!("models/{}", snapshot.model_id)),
         Update::RetrainingTrigger(trigger) => Some(format!("models/{}", trigger.model_id)),
         Update::SessionPrediction(prediction) => {

@@ -723,6 +723,7 @@ impl<S> CountingSink<S> {
                     19
                 }
                 Update::Silence(_) => 20,
+                Update::RuleChange(_) => 21,
             };
             counts[position] += 1;
         }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use megamind_dataflows::model::{
-    AlertRecord, Breach, CommandRejection, HistorySample, Id, ModelKey, ModelSnapshot,
+    AlertRecord, Breach, BreachRule, CommandRejection, HistorySample, Id, ModelKey, ModelSnapshot,
     RetrainingTrigger, SeriesKey, SessionState, SessionStatus, Silence, Update, WindowStats,
 };
 use megamind_dataflows::operators::detect_novel_errors::{ErrorFamily, NovelError};
@@ -91,6 +91,8 @@ pub struct Views {
     /// Silences by id: those in force, and the most recent that ended (at most
     /// `RECENT_SILENCES` of those).
     silences: RwLock<BTreeMap<String, Silence>>,
+    /// The threshold rules in force: those of the config, then run-time changes.
+    rules: RwLock<BTreeMap<String, BreachRule>>,
     models: RwLock<BTreeMap<ModelKey, ModelSnapshot>>,
     triggers: RwLock<VecDeque<RetrainingTrigger>>,
     unattributed_orphans: std::sync::atomic::AtomicU64,
@@ -128,6 +130,7 @@ impl Views {
             alerts: RwLock::new(BTreeMap::new()),
             rejections: RwLock::new(VecDeque::new()),
             silences: RwLock::new(BTreeMap::new()),
+            rules: RwLock::new(BTreeMap::new()),
             models: RwLock::new(BTreeMap::new()),
             triggers: RwLock::new(VecDeque::new()),
             unattributed_orphans: std::sync::atomic::AtomicU64::new(0),
@@ -236,6 +239,21 @@ impl Views {
             for update in &updates {
                 if let Update::AlertRecord(record) = update {
                     apply_record(&mut alerts, record, self.config.recent_breaches);
+                }
+            }
+        }
+        if has(|u| matches!(u, Update::RuleChange(_))) {
+            let mut rules = write(&self.rules);
+            for update in &updates {
+                if let Update::RuleChange(change) = update {
+                    match &change.rule {
+                        Some(rule) => {
+                            rules.insert(change.rule_id.to_string(), rule.clone());
+                        }
+                        None => {
+                            rules.remove(change.rule_id.as_str());
+                        }
+                    }
                 }
             }
         }
@@ -497,6 +515,19 @@ impl Views {
                 .then(a.id.cmp(&b.id))
         });
         out
+    }
+
+    /// Sets the rules of the config (before any run-time change arrives).
+    pub fn set_rules(&self, rules: &[BreachRule]) {
+        let mut held = write(&self.rules);
+        for rule in rules {
+            held.insert(rule.id.to_string(), rule.clone());
+        }
+    }
+
+    /// The threshold rules in force, by id.
+    pub fn rules(&self) -> Vec<BreachRule> {
+        read(&self.rules).values().cloned().collect()
     }
 
     /// Silences: in force first (by end), then the recently ended (latest first).

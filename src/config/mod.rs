@@ -851,6 +851,7 @@ impl Config {
                     .filter(|rule| rule.summary.is_some() || !rule.annotations.is_empty())
                     .filter_map(|rule| Some((rule.id.to_string(), rule.templates().ok()?)))
                     .collect(),
+                rule_ids: self.rules.iter().map(|rule| rule.id.to_string()).collect(),
             },
             models: megamind_dataflows::operators::TrackModelsConfig {
                 horizon: self.ml.horizon,

@@ -354,6 +354,7 @@ pub async fn create(context: &McpContext, params: &CreateParams) -> Result<ActRe
                 message: params.message.clone(),
                 matchers: Vec::new(),
                 duration_ms: None,
+                rule: None,
             },
         )
     });

@@ -568,3 +568,69 @@ fn a_critical_alert_inhibits_lower_alerts_of_its_team() {
     let (_, alert) = server.get("/v1/alerts/db-high");
     assert!(alert.get("inhibited_by").is_none(), "{alert}");
 }
+
+/// Rules created and deleted at run time over HTTP: `POST /v1/rules` adds a rule (as a
+/// `create_rule` event), its alert fires from live metrics; a bad rule is rejected naming
+/// the field; `DELETE /v1/rules/{id}` removes it and its alert resolves; `GET /v1/rules`
+/// follows.
+#[test]
+fn rules_are_created_and_deleted_at_run_time() {
+    let mut overrides = vec![
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
+        ("MEGAMIND__RULES", "[]"),
+    ];
+    overrides.extend(crate::support::SHORT_WINDOWS);
+    let server = Server::start(&overrides);
+    let (status, answer) = server.post(
+        "/v1/rules",
+        json!({"id": "rt_slow", "metric": "rt_latency", "aggregate": "max", "op": ">",
+               "threshold": 10.0, "severity": "high",
+               "summary": "latency {{ $value }}"})
+        .to_string(),
+    );
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let (status, answer) = server.post(
+        "/v1/rules",
+        json!({"id": "bad", "metric": "x", "aggregate": "median", "op": ">",
+               "threshold": 1.0, "severity": "high"})
+        .to_string(),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["rejected"][0]["field"], "rule", "{answer}");
+    eventually("the rule in /v1/rules", WAIT, || {
+        let (_, rules) = server.get("/v1/rules");
+        (rules.as_array().map(Vec::len) == Some(1) && rules[0]["id"] == "rt_slow")
+            .then_some(())
+            .ok_or_else(|| format!("{rules}"))
+    });
+    let metric = |value: f64| {
+        json!({"type": "metric", "name": "rt_latency", "value": value,
+               "ts": crate::support::now_ms()})
+        .to_string()
+    };
+    server.post_events_ok(format!("{}\n", metric(42.0)), 1);
+    let fired = eventually("the run-time rule's alert", WAIT, || {
+        let (_, alerts) = server.get("/v1/alerts");
+        alerts
+            .as_array()
+            .and_then(|list| list.iter().find(|a| a["rule_id"] == "rt_slow").cloned())
+            .filter(|alert| alert["status"] == "firing")
+            .ok_or_else(|| format!("{alerts}"))
+    });
+    assert_eq!(
+        fired["title"], "latency 42",
+        "templates of run-time rules: {fired}"
+    );
+    let id = fired["id"].as_str().unwrap().to_owned();
+    let (status, answer) = server.delete("/v1/rules/rt_slow");
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let resolved = eventually("the alert of the deleted rule resolved", WAIT, || {
+        let (_, alert) = server.get(&format!("/v1/alerts/{id}"));
+        (alert["status"] == "resolved")
+            .then_some(alert.clone())
+            .ok_or_else(|| format!("{alert}"))
+    });
+    assert_eq!(resolved["resolved"]["by"], "rule", "{resolved}");
+    let (_, rules) = server.get("/v1/rules");
+    assert_eq!(rules, json!([]), "{rules}");
+}

@@ -228,16 +228,22 @@ pub enum AlertAction {
     Silence,
     /// End the silence named by `alert_id` now.
     ExpireSilence,
+    /// Add (or replace) the threshold rule in `rule` (its id is `alert_id`).
+    CreateRule,
+    /// Remove the threshold rule `alert_id`; its alerts resolve.
+    DeleteRule,
 }
 
 impl AlertAction {
     /// Every action, with its wire name.
-    pub const NAMES: [(&'static str, AlertAction); 5] = [
+    pub const NAMES: [(&'static str, AlertAction); 7] = [
         ("acknowledge", Self::Acknowledge),
         ("resolve", Self::Resolve),
         ("create", Self::Create),
         ("silence", Self::Silence),
         ("expire_silence", Self::ExpireSilence),
+        ("create_rule", Self::CreateRule),
+        ("delete_rule", Self::DeleteRule),
     ];
 
     /// The wire name.
@@ -248,7 +254,20 @@ impl AlertAction {
             Self::Create => "create",
             Self::Silence => "silence",
             Self::ExpireSilence => "expire_silence",
+            Self::CreateRule => "create_rule",
+            Self::DeleteRule => "delete_rule",
         }
+    }
+
+    /// Whether it acts on rules (seen by every worker).
+    pub fn is_rule(self) -> bool {
+        matches!(self, Self::CreateRule | Self::DeleteRule)
+    }
+
+    /// Whether every worker must see it (silences and rules), rather than the worker
+    /// owning one alert.
+    pub fn is_broadcast(self) -> bool {
+        self.is_silence() || self.is_rule()
     }
 
     /// Whether it acts on silences (seen by every worker) rather than on one alert.
@@ -283,6 +302,10 @@ pub struct AlertCommand {
     /// How long a silence lasts from the command's event time, ms (silence).
     #[serde(default)]
     pub duration_ms: Option<u64>,
+    /// The rule, as validated JSON (create_rule). Kept as text so the command's binary
+    /// form between workers does not depend on the rule's optional fields.
+    #[serde(default)]
+    pub rule: Option<String>,
 }
 
 impl Event {
@@ -375,6 +398,12 @@ impl Event {
                     map.insert("matchers".into(), json!(matchers_text(&command.matchers)));
                 }
                 put(&mut map, "duration_ms", command.duration_ms);
+                if let Some(rule) = &command.rule {
+                    map.insert(
+                        "rule".into(),
+                        serde_json::from_str(rule).unwrap_or(Value::Null),
+                    );
+                }
             }
         }
         for (key, raw) in &self.attrs {

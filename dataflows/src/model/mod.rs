@@ -37,7 +37,7 @@ pub use ml::{
     ModelKey, ModelRegistration, ModelSnapshot, Performance, RetrainingTrigger, UNVERSIONED,
 };
 pub use rules::{
-    Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comparison, RuleError,
+    Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comparison, RuleChange, RuleError,
 };
 pub use series::{Sample, SeriesKey, WindowStats};
 pub use session::{HistorySample, SessionState, SessionStatus};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::alerts::AlertAct;
 use super::event::{Id, Labels, Severity};
 use super::labels::labels_as_map;
 use super::series::{SeriesKey, WindowStats};
@@ -325,4 +326,16 @@ pub struct AlertTransition {
     pub threshold: f64,
     /// The rule's severity.
     pub severity: Severity,
+}
+
+/// A rule created, replaced or deleted at run time (`create_rule` / `delete_rule`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleChange {
+    /// The rule's id.
+    pub rule_id: Id,
+    /// The rule as it now is; none when deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<BreachRule>,
+    /// Who, when (event time), why.
+    pub by: AlertAct,
 }

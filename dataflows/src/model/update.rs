@@ -6,7 +6,7 @@ use super::alerts::{AlertRecord, CommandRejection};
 use super::error::DataError;
 use super::insights::{Insight, SeriesForecast, SessionPrediction, SuccessModelReport};
 use super::ml::{ModelSnapshot, RetrainingTrigger};
-use super::rules::{AlertTransition, Breach};
+use super::rules::{AlertTransition, Breach, RuleChange};
 use super::series::{SeriesKey, WindowStats};
 use super::session::{HistorySample, SessionState};
 use super::silence::Silence;
@@ -42,6 +42,8 @@ pub enum Update {
     CommandRejected(CommandRejection),
     /// A silence was created, replaced, expired or ran out.
     Silence(Box<Silence>),
+    /// A rule was created, replaced or deleted at run time.
+    RuleChange(Box<RuleChange>),
     /// A model version's tracked performance changed.
     ModelMetrics(Box<ModelSnapshot>),
     /// A model should be retrained (drift started or ADWIN detected a change).
@@ -89,6 +91,7 @@ impl Update {
             Self::AlertRecord(_) => "alert_record",
             Self::CommandRejected(_) => "command_rejected",
             Self::Silence(_) => "silence",
+            Self::RuleChange(_) => "rule_change",
             Self::ModelMetrics(_) => "model_metrics",
             Self::RetrainingTrigger(_) => "retraining_trigger",
             Self::UnattributedOrphans { .. } => "unattributed_orphans",

@@ -24,8 +24,8 @@ use timely::dataflow::StreamVec;
 
 use crate::model::{
     matchers_text, policy_for, AlertAct, AlertAction, AlertCommand, AlertRecord, AlertState,
-    AlertStatus, AlertTransition, CommandRejection, CompiledSilence, EscalationPolicy,
-    RuleTemplates, Severity, Silence, Update, PENDING_CLEARED,
+    AlertStatus, AlertTransition, BreachRule, CommandRejection, CompiledSilence, EscalationPolicy,
+    RuleChange, RuleTemplates, Severity, Silence, Update, PENDING_CLEARED,
 };
 use crate::time::duration_ms;
 use crate::Time;
@@ -44,6 +44,9 @@ pub struct AlertConfig {
     /// Per rule id, the parsed summary and annotation templates; rules without any are
     /// absent.
     pub templates: BTreeMap<String, RuleTemplates>,
+    /// The ids of the rules in force at start (rules created at run time are added, and
+    /// deleted ones removed, by `create_rule` / `delete_rule` commands).
+    pub rule_ids: BTreeSet<String>,
 }
 
 impl Default for AlertConfig {
@@ -53,6 +56,7 @@ impl Default for AlertConfig {
             escalations: Vec::new(),
             cooldowns: BTreeMap::new(),
             templates: BTreeMap::new(),
+            rule_ids: BTreeSet::new(),
         }
     }
 }
@@ -124,6 +128,8 @@ pub struct AlertBook {
     timers: BTreeSet<(u64, String)>,
     /// Per rule id, its summary and annotation templates.
     templates: HashMap<String, RuleTemplates>,
+    /// The rules in force, by id (every worker sees every rule change).
+    rule_ids: BTreeSet<String>,
     /// Silences by id (every worker holds all of them); removed when they end, so at most
     /// [`MAX_SILENCES`].
     silences: BTreeMap<String, CompiledSilence>,
@@ -184,6 +190,75 @@ impl AlertBook {
             .map(|(rule, templates)| (rule.clone(), templates.clone()))
             .collect();
         self
+    }
+
+    /// The same book knowing the rules in force at start.
+    pub fn with_rules(mut self, rule_ids: &BTreeSet<String>) -> Self {
+        self.rule_ids = rule_ids.clone();
+        self
+    }
+
+    /// Applies a `create_rule` or `delete_rule` command at event time `ts`: the rule's
+    /// templates and cooldown follow it. (The rule's evaluation lives in
+    /// `EvaluateBreaches`, which sees the same command; a deleted rule's alerts resolve
+    /// from there.)
+    ///
+    /// # Errors
+    /// Deleting a rule that does not exist.
+    pub fn on_rule(
+        &mut self,
+        ts: u64,
+        command: &AlertCommand,
+    ) -> Result<RuleChange, CommandRejection> {
+        let id = command.alert_id.as_deref().unwrap_or_default().to_owned();
+        let by = AlertAct {
+            by: command.actor.clone().unwrap_or_else(|| "unknown".into()),
+            at: ts,
+            note: command.note.clone(),
+        };
+        let reject = |reason: &str| CommandRejection {
+            alert_id: id.clone(),
+            command: command.command,
+            reason: reason.to_owned(),
+            at: ts,
+        };
+        if command.command == AlertAction::DeleteRule {
+            if !self.rule_ids.remove(&id) {
+                return Err(reject("no rule with this id"));
+            }
+            self.templates.remove(&id);
+            self.cooldowns.remove(&id);
+            return Ok(RuleChange {
+                rule_id: id.as_str().into(),
+                rule: None,
+                by,
+            });
+        }
+        let rule: BreachRule = command
+            .rule
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .ok_or_else(|| reject("the rule does not parse"))?;
+        match rule.templates() {
+            Ok(templates) if templates != RuleTemplates::default() => {
+                self.templates.insert(id.clone(), templates);
+            }
+            _ => {
+                self.templates.remove(&id);
+            }
+        }
+        if rule.cooldown.is_zero() {
+            self.cooldowns.remove(&id);
+        } else {
+            self.cooldowns
+                .insert(id.clone(), duration_ms(rule.cooldown));
+        }
+        self.rule_ids.insert(id.clone());
+        Ok(RuleChange {
+            rule_id: id.as_str().into(),
+            rule: Some(rule),
+            by,
+        })
     }
 
     /// When the cooldown of the resolved alert `id` ends, if a firing at `at` falls in it.
@@ -715,8 +790,11 @@ impl AlertBook {
             note: command.note.clone(),
         };
         match command.command {
-            AlertAction::Silence | AlertAction::ExpireSilence => Err(reject(
-                "silence commands are applied by on_silence, not on_command",
+            AlertAction::Silence
+            | AlertAction::ExpireSilence
+            | AlertAction::CreateRule
+            | AlertAction::DeleteRule => Err(reject(
+                "silence and rule commands are applied by on_silence and on_rule, not on_command",
             )),
             AlertAction::Create => {
                 if self
@@ -860,6 +938,7 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
         let policies = config.escalations.clone();
         let cooldowns = config.cooldowns.clone();
         let templates = config.templates.clone();
+        let rule_ids = config.rule_ids.clone();
         let by_fingerprint =
             Exchange::new(|transition: &AlertTransition| route(&transition.fingerprint));
         // Alert commands go to the worker owning the alert; silence commands to every
@@ -867,10 +946,10 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
         // rejections, so each is reported once.
         let silence_commands = commands
             .clone()
-            .filter(|(_, command)| command.command.is_silence())
+            .filter(|(_, command)| command.command.is_broadcast())
             .broadcast();
         let alert_commands = commands
-            .filter(|(_, command)| !command.command.is_silence())
+            .filter(|(_, command)| !command.command.is_broadcast())
             .exchange(|(ts, command)| route(&custom_alert_id(*ts, command)));
         let commands = alert_commands.concat(silence_commands);
         let reporter = self.scope().index() == 0;
@@ -882,7 +961,8 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
             move |_initial, _info| {
                 let mut book = AlertBook::new(policies)
                     .with_cooldowns(&cooldowns)
-                    .with_templates(&templates);
+                    .with_templates(&templates)
+                    .with_rules(&rule_ids);
                 // Inputs wait, by time, until the frontier passes them; then they are
                 // applied in a fixed order (transitions, then commands, each sorted), so the
                 // lifecycle does not depend on arrival order or worker count.
@@ -968,6 +1048,16 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                                 }
                             }
                             for (ts, command) in &pending.commands {
+                                if command.command.is_rule() {
+                                    let result = book.on_rule(*ts, command);
+                                    if reporter {
+                                        session.give(match result {
+                                            Ok(change) => Update::RuleChange(Box::new(change)),
+                                            Err(rejection) => Update::CommandRejected(rejection),
+                                        });
+                                    }
+                                    continue;
+                                }
                                 if command.command.is_silence() {
                                     let result = book.on_silence(*ts, command);
                                     if reporter {
@@ -1062,6 +1152,7 @@ mod tests {
             message: None,
             matchers: Vec::new(),
             duration_ms: None,
+            rule: None,
         }
     }
 
@@ -1296,6 +1387,7 @@ mod tests {
                     escalations: policies(),
                     cooldowns: BTreeMap::new(),
                     templates: BTreeMap::new(),
+                    rule_ids: BTreeSet::new(),
                 },
             )
         }
@@ -1545,6 +1637,7 @@ mod pending_tests {
                     message: None,
                     matchers: Vec::new(),
                     duration_ms: None,
+                    rule: None,
                 },
             )
             .unwrap_err();
@@ -1622,6 +1715,7 @@ mod silence_tests {
             message: None,
             matchers: parse_matchers(matchers).unwrap(),
             duration_ms: Some(duration_ms),
+            rule: None,
         }
     }
 
@@ -1630,6 +1724,7 @@ mod silence_tests {
             command: AlertAction::ExpireSilence,
             matchers: Vec::new(),
             duration_ms: None,
+            rule: None,
             ..silence(id, "a=b", 1)
         }
     }
@@ -1811,5 +1906,56 @@ mod silence_tests {
             })
             .collect();
         assert_eq!(released.len(), 4, "released when expired: {released:?}");
+    }
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use super::*;
+
+    fn command(action: AlertAction, id: &str, rule: Option<&str>) -> AlertCommand {
+        AlertCommand {
+            command: action,
+            alert_id: Some(id.into()),
+            actor: Some("ana".into()),
+            note: Some("tuning".into()),
+            title: None,
+            severity: None,
+            labels: Vec::new(),
+            message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
+            rule: rule.map(ToOwned::to_owned),
+        }
+    }
+
+    #[test]
+    fn rule_changes_carry_templates_and_cooldowns_and_unknown_deletes_are_rejected() {
+        let mut book = AlertBook::default().with_rules(&BTreeSet::from(["old".to_owned()]));
+        let rule = r#"{"id":"new","metric":"x","aggregate":"max","op":">","threshold":1,
+            "severity":"high","cooldown":"1m","summary":"x is {{ $value }}"}"#;
+        let created = book
+            .on_rule(10, &command(AlertAction::CreateRule, "new", Some(rule)))
+            .unwrap();
+        assert_eq!(created.rule_id, "new");
+        assert_eq!(
+            (created.by.by.as_str(), created.by.at),
+            ("ana", 10),
+            "who and when"
+        );
+        assert!(book.templates.contains_key("new"));
+        assert_eq!(book.cooldowns.get("new"), Some(&60_000));
+        let deleted = book
+            .on_rule(20, &command(AlertAction::DeleteRule, "new", None))
+            .unwrap();
+        assert!(deleted.rule.is_none());
+        assert!(!book.templates.contains_key("new") && !book.cooldowns.contains_key("new"));
+        assert!(book
+            .on_rule(21, &command(AlertAction::DeleteRule, "old", None))
+            .is_ok());
+        let refused = book
+            .on_rule(22, &command(AlertAction::DeleteRule, "old", None))
+            .unwrap_err();
+        assert_eq!(refused.reason, "no rule with this id");
     }
 }

@@ -23,6 +23,7 @@ use super::event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
     PredictionEvent, SessionEvent, SessionKind, Severity,
 };
+use super::rules::BreachRule;
 use super::silence::parse_matchers;
 
 /// The longest silence, ms: one year.
@@ -147,6 +148,7 @@ enum Field {
     Title,
     Severity,
     Matchers,
+    Rule,
 }
 
 impl Field {
@@ -180,6 +182,7 @@ impl Field {
             Field::Title => "title",
             Field::Severity => "severity",
             Field::Matchers => "matchers",
+            Field::Rule => "rule",
         }
     }
 
@@ -213,6 +216,7 @@ impl Field {
             "title" => Field::Title,
             "severity" => Field::Severity,
             "matchers" => Field::Matchers,
+            "rule" => Field::Rule,
             _ => return None,
         })
     }
@@ -778,7 +782,31 @@ impl<'de> Fields<'de> {
                     Field::Command,
                     &AlertAction::NAMES,
                 )?;
-                let alert_id = self.optional_id(Field::AlertId, limits)?;
+                let mut alert_id = self.optional_id(Field::AlertId, limits)?;
+                let rule = if command == AlertAction::CreateRule {
+                    let found = self.required(Field::Rule, "alert_command")?;
+                    let Found::Composite(value @ serde_json::Value::Object(_)) = found else {
+                        return Err(wrong_type("rule", "an object (a [[rules]] entry)", &found));
+                    };
+                    let parsed: BreachRule =
+                        serde_json::from_value(value.clone()).map_err(|error| {
+                            DataError::field(ErrorReason::InvalidValue, "rule", error.to_string())
+                        })?;
+                    parsed.validate().map_err(|error| {
+                        DataError::field(ErrorReason::InvalidValue, "rule", error.to_string())
+                    })?;
+                    if alert_id.as_ref().is_some_and(|id| *id != parsed.id) {
+                        return Err(DataError::field(
+                            ErrorReason::InvalidValue,
+                            "alert_id",
+                            "must be the rule's id (or absent)",
+                        ));
+                    }
+                    alert_id = Some(parsed.id.clone());
+                    Some(value.to_string())
+                } else {
+                    None
+                };
                 if command != AlertAction::Create && alert_id.is_none() {
                     return Err(DataError::field(
                         ErrorReason::MissingField,
@@ -845,6 +873,7 @@ impl<'de> Fields<'de> {
                     message: self.optional_text(Field::Message, limits)?,
                     matchers,
                     duration_ms,
+                    rule,
                 })
             }
             other => {

@@ -135,6 +135,57 @@ fn silence_commands_are_checked_field_by_field() {
 }
 
 #[test]
+fn rule_commands_carry_a_checked_rule() {
+    let event = decode(
+        r#"{"type":"alert_command","command":"create_rule","rule":{"id":"r1","metric":"cpu","aggregate":"p99","op":">","threshold":0.9,"severity":"high","for":"1m"}}"#,
+    )
+    .unwrap();
+    let again = decode(&event.to_json().to_string()).unwrap();
+    assert_eq!(event, again);
+    let EventBody::AlertCommand(command) = event.body else {
+        panic!()
+    };
+    assert_eq!(command.alert_id.as_deref(), Some("r1"));
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"{"type":"alert_command","command":"create_rule"}"#,
+            "rule",
+            "is required",
+        ),
+        (
+            r#"{"type":"alert_command","command":"create_rule","rule":"r1"}"#,
+            "rule",
+            "expected an object",
+        ),
+        (
+            r#"{"type":"alert_command","command":"create_rule","rule":{"id":"r1","metric":"cpu","aggregate":"median","op":">","threshold":1,"severity":"high"}}"#,
+            "rule",
+            "median",
+        ),
+        (
+            r#"{"type":"alert_command","command":"create_rule","rule":{"id":"r1","metric":"","aggregate":"mean","op":">","threshold":1,"severity":"high"}}"#,
+            "rule",
+            "metric must not be empty",
+        ),
+        (
+            r#"{"type":"alert_command","command":"create_rule","alert_id":"other","rule":{"id":"r1","metric":"x","aggregate":"mean","op":">","threshold":1,"severity":"high"}}"#,
+            "alert_id",
+            "must be the rule's id",
+        ),
+        (
+            r#"{"type":"alert_command","command":"delete_rule"}"#,
+            "alert_id",
+            "is required for command `delete_rule`",
+        ),
+    ];
+    for (line, field, message) in cases {
+        let error = decode(line).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some(*field), "{line}: {error:?}");
+        assert!(error.message.contains(message), "{line}: {error:?}");
+    }
+}
+
+#[test]
 fn labels_for_predictions_accept_integers_and_booleans() {
     let event = decode(r#"{"type":"prediction","model_id":"m","prediction_id":"p","predicted":1,"confidence":1,"latency_ms":0}"#).unwrap();
     let EventBody::Prediction(prediction) = event.body else {

@@ -176,6 +176,7 @@ fn alert_command(ts: u64) -> Event {
             message: None,
             matchers: Vec::new(),
             duration_ms: None,
+            rule: None,
         }),
     )
 }
@@ -658,6 +659,7 @@ fn arbitrary_body() -> impl Strategy<Value = EventBody> {
             message: None,
             matchers: Vec::new(),
             duration_ms: None,
+            rule: None,
         })
     });
     prop_oneof![
@@ -795,6 +797,7 @@ fn command_event(ts: u64, action: AlertAction, id: &str) -> Event {
             message: None,
             matchers: Vec::new(),
             duration_ms: None,
+            rule: None,
         }),
     )
 }
