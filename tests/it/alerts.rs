@@ -634,3 +634,54 @@ fn rules_are_created_and_deleted_at_run_time() {
     let (_, rules) = server.get("/v1/rules");
     assert_eq!(rules, json!([]), "{rules}");
 }
+
+/// SIGHUP reloads `[[rules]]` from the config file: the differences become rule events
+/// (`GET /v1/rules` follows); a file with problems changes nothing.
+#[test]
+fn sighup_reloads_rules_from_the_config_file() {
+    let rule = |id: &str, threshold: f64| {
+        format!(
+            "[[rules]]\nid = \"{id}\"\nmetric = \"x\"\naggregate = \"max\"\nop = \">\"\n\
+             threshold = {threshold:?}\nseverity = \"high\"\n"
+        )
+    };
+    let server = Server::start_with_config(&format!("{}{}", rule("a", 1.0), rule("b", 2.0)), &[]);
+    let ids = || {
+        let (_, rules) = server.get("/v1/rules");
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_owned(),
+                    r["threshold"].as_f64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(), [("a".to_owned(), 1.0), ("b".to_owned(), 2.0)]);
+    std::fs::write(
+        server.config_path(),
+        format!("{}{}", rule("b", 5.0), rule("c", 3.0)),
+    )
+    .unwrap();
+    server.signal_hangup();
+    eventually("the reloaded rules", WAIT, || {
+        let now = ids();
+        (now == [("b".to_owned(), 5.0), ("c".to_owned(), 3.0)])
+            .then_some(())
+            .ok_or_else(|| format!("{now:?}\n{}", server.log()))
+    });
+    // A broken file changes nothing and says why in the log.
+    std::fs::write(server.config_path(), "[[rules]]\nid = \"d\"\n").unwrap();
+    server.signal_hangup();
+    eventually("the reload problem in the log", WAIT, || {
+        server
+            .log()
+            .contains("rules not reloaded")
+            .then_some(())
+            .ok_or_else(|| server.log())
+    });
+    assert_eq!(ids(), [("b".to_owned(), 5.0), ("c".to_owned(), 3.0)]);
+}
