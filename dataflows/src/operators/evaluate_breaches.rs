@@ -348,9 +348,12 @@ impl<'scope> EvaluateBreaches<'scope> for StreamVec<'scope, Time, Update> {
         builder.build(move |_capabilities| {
             let mut state = BreachState::default();
             let mut out = Vec::new();
-            // Held until they may be applied in time order: windows of time t once no rule
-            // change at or before t can still come; a rule change of time c once no window
-            // at or before c can still come (it applies to later windows).
+            // While a rule change is pending, windows and changes are applied in time
+            // order: a change of time c once no window at or before c can still come (it
+            // applies to later windows), windows after it once it is applied. Windows are
+            // not held for the rule input's frontier (that cost the alert path seconds of
+            // latency under load): a change that reaches this worker after windows later
+            // than it were evaluated applies from the next window on.
             let mut held_windows: BTreeMap<Time, Vec<Held<Vec<Update>>>> = BTreeMap::new();
             let mut held_changes: BTreeMap<Time, Vec<Held<(Time, AlertCommand)>>> = BTreeMap::new();
             move |frontiers| {
@@ -393,9 +396,14 @@ impl<'scope> EvaluateBreaches<'scope> for StreamVec<'scope, Time, Update> {
                     else {
                         return;
                     };
-                    // Everything goes through the time-ordered hold (released below in the
-                    // same activation when nothing earlier is pending), so each series'
-                    // windows are evaluated in time order.
+                    // Fast path (no rule change pending): evaluate at once, as before rule
+                    // changes existed. Otherwise hold, so each series' windows stay in time
+                    // order around the change.
+                    if held_changes.is_empty() && held_windows.is_empty() {
+                        evaluate(&mut state, &rules, data, &mut out);
+                        emit(&updates_cap, &transitions_cap, data, &mut out);
+                        return;
+                    }
                     let time = *updates_cap.time();
                     held_windows.entry(time).or_default().push(Held {
                         updates_cap,
@@ -406,14 +414,15 @@ impl<'scope> EvaluateBreaches<'scope> for StreamVec<'scope, Time, Update> {
                 loop {
                     let window_time = held_windows.first_key_value().map(|(t, _)| *t);
                     let change_time = held_changes.first_key_value().map(|(t, _)| *t);
-                    // Windows of time t go before changes of time t.
+                    // Windows of time t go before changes of time t (a change applies to
+                    // the windows after it).
                     let take_window = match (window_time, change_time) {
                         (Some(w), Some(c)) => w <= c,
                         (Some(_), None) => true,
                         _ => false,
                     };
                     if take_window {
-                        let Some(time) = window_time.filter(|t| !frontiers[1].less_equal(t)) else {
+                        let Some(time) = window_time else {
                             break;
                         };
                         for mut held in held_windows.remove(&time).unwrap_or_default() {
