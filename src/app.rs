@@ -133,6 +133,7 @@ impl Server {
             Arc::clone(&metrics),
         ));
         views.seed_registry(&config.ml.models);
+        views.set_rules(&config.rules);
         let sink_views = Arc::clone(&views);
         let sink_metrics = Arc::clone(&metrics);
         // Notifications: channels with their delivery tasks, and the routing/grouping

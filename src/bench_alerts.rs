@@ -87,6 +87,8 @@ fn rules(count: usize, keys: usize) -> RuleSet {
                 keep_firing_for: Duration::ZERO,
                 cooldown: std::time::Duration::ZERO,
                 forecast: None,
+                summary: None,
+                annotations: Default::default(),
             })
             .collect(),
     )

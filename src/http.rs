@@ -91,6 +91,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/alerts", get(get_alerts))
         .route("/v1/alerts/notifications", get(get_notifications))
         .route("/v1/alerts/{id}", get(get_alert))
+        .route("/v1/silences", get(get_silences).post(post_silence))
+        .route("/v1/rules", get(get_rules).post(post_rule))
+        .route("/v1/rules/{id}", axum::routing::delete(delete_rule))
+        .route("/v1/silences/{id}", axum::routing::delete(delete_silence))
         .route("/v1/status", get(get_status))
         .route("/v1/insights", get(get_insights))
         .route("/v1/forecasts", get(get_forecasts))
@@ -212,6 +216,68 @@ async fn ingest_response(state: &AppState, body: bytes::Bytes) -> Response {
             "the event log could not record the batch; nothing from this request was accepted",
         ),
     }
+}
+
+async fn get_rules(State(state): State<AppState>) -> Response {
+    Json(state.views.rules()).into_response()
+}
+
+/// `POST /v1/rules`: the body is one rule (the fields of a `[[rules]]` entry, as JSON). It
+/// becomes a `create_rule` alert command, checked by the decoder (errors name `rule`) and
+/// written ahead like every event; a rule with the same id is replaced.
+async fn post_rule(State(state): State<AppState>, body: bytes::Bytes) -> Response {
+    let rule: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(rule) => rule,
+        Err(problem) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("invalid rule: {problem}"),
+            )
+        }
+    };
+    let command = json!({"type": "alert_command", "command": "create_rule", "rule": rule,
+                         "actor": "http"});
+    post_events(State(state), bytes::Bytes::from(format!("{command}\n"))).await
+}
+
+/// `DELETE /v1/rules/{id}`: a `delete_rule` alert command; the rule's alerts resolve.
+async fn delete_rule(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let command = json!({"type": "alert_command", "command": "delete_rule", "alert_id": id,
+                         "actor": "http"});
+    post_events(State(state), bytes::Bytes::from(format!("{command}\n"))).await
+}
+
+async fn get_silences(State(state): State<AppState>) -> Response {
+    Json(state.views.silences()).into_response()
+}
+
+/// `POST /v1/silences`: `{"id", "matchers", "duration", "actor"?, "note"?}` becomes a
+/// `silence` alert command, ingested (and written ahead) like `POST /v1/events`.
+async fn post_silence(State(state): State<AppState>, body: bytes::Bytes) -> Response {
+    let request: crate::silences::SilenceRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(problem) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("invalid silence: {problem}"),
+            )
+        }
+    };
+    let line = format!("{}\n", request.command("http"));
+    post_events(State(state), bytes::Bytes::from(line)).await
+}
+
+/// `DELETE /v1/silences/{id}`: an `expire_silence` alert command.
+async fn delete_silence(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let request = crate::silences::ExpireRequest {
+        id,
+        actor: None,
+        note: None,
+    };
+    let line = format!("{}\n", request.command("http"));
+    post_events(State(state), bytes::Bytes::from(line)).await
 }
 
 /// Query of `GET /v1/metrics`.
@@ -425,7 +491,12 @@ pub fn status(state: &AppState) -> Status {
         output_frontier_ms: metrics.output_frontier_ms.load(Relaxed),
         series: state.views.series_count(),
         sessions: state.views.session_counts(),
-        firing_alerts: state.views.alerts(true).len(),
+        firing_alerts: state
+            .views
+            .alerts(true)
+            .iter()
+            .filter(|alert| alert.status.is_active())
+            .count(),
         alerts: {
             let dispatch = state.dispatch.metrics();
             let mut stats = alert_stats(&state.views.alerts(false));
@@ -435,6 +506,8 @@ pub fn status(state: &AppState) -> Status {
                 "dropped": dispatch.dropped.load(Relaxed),
                 "suppressed": dispatch.suppressed.load(Relaxed),
                 "rate_limited": dispatch.rate_limited.load(Relaxed),
+                "inhibited": dispatch.inhibited.load(Relaxed),
+                "muted": muted_alerts(dispatch).len(),
                 "sent": dispatch.notifications.load(Relaxed),
             });
             stats
@@ -484,12 +557,36 @@ async fn get_live(State(state): State<AppState>) -> Response {
 }
 
 async fn get_alerts(State(state): State<AppState>) -> Response {
-    Json(state.views.alerts(true)).into_response()
+    let muted = muted_alerts(state.dispatch.metrics());
+    let alerts: Vec<serde_json::Value> = state
+        .views
+        .alerts(true)
+        .iter()
+        .map(|alert| with_inhibition(alert, &muted))
+        .collect();
+    Json(alerts).into_response()
+}
+
+/// The alert as JSON, with `inhibited_by` (the muting alert's id) while an inhibition
+/// rule mutes it.
+fn with_inhibition(
+    alert: &megamind_dataflows::model::AlertRecord,
+    muted: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(alert).unwrap_or_default();
+    if let (Some(by), Some(object)) = (muted.get(&alert.id), value.as_object_mut()) {
+        object.insert("inhibited_by".to_owned(), json!(by));
+    }
+    value
 }
 
 async fn get_alert(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.views.alert(&id) {
-        Some(alert) => Json(alert).into_response(),
+        Some(alert) => Json(with_inhibition(
+            &alert,
+            &muted_alerts(state.dispatch.metrics()),
+        ))
+        .into_response(),
         None => error(
             StatusCode::NOT_FOUND,
             "unknown_alert",
@@ -509,7 +606,13 @@ pub fn alert_stats(alerts: &[megamind_dataflows::model::AlertRecord]) -> serde_j
     let mut by_status: BTreeMap<&str, u64> = BTreeMap::new();
     let (mut ack_sum, mut ack_count, mut resolve_sum, mut resolve_count) = (0u64, 0u64, 0u64, 0u64);
     let (mut escalated, mut reminders) = (0u64, 0u64);
+    let mut suppressed = 0u64;
+    let mut suppressed_by: BTreeMap<String, u64> = BTreeMap::new();
     for alert in alerts {
+        suppressed += alert.suppressed;
+        if let Some(act) = &alert.suppression {
+            *suppressed_by.entry(act.by.to_string()).or_default() += 1;
+        }
         if alert.escalation_step > 0 {
             escalated += 1;
         }
@@ -540,8 +643,21 @@ pub fn alert_stats(alerts: &[megamind_dataflows::model::AlertRecord]) -> serde_j
         "resolved": resolve_count,
         "escalated": escalated,
         "reminders": reminders,
+        "suppressed": suppressed,
+        "latest_suppression_by": suppressed_by,
         "escalation_rate": if alerts.is_empty() { 0.0 } else { escalated as f64 / alerts.len() as f64 },
     })
+}
+
+/// The alerts muted by inhibition now: alert id → the id of the alert muting it.
+fn muted_alerts(
+    dispatch: &megamind_connectors::notify::route::DispatchMetrics,
+) -> BTreeMap<String, String> {
+    dispatch
+        .muted
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 /// Delivery counters per channel, the dispatcher's counters and recent dead letters.
@@ -555,8 +671,10 @@ pub fn notifications(state: &AppState) -> serde_json::Value {
             "dropped": dispatch.dropped.load(Relaxed),
             "suppressed": dispatch.suppressed.load(Relaxed),
             "rate_limited": dispatch.rate_limited.load(Relaxed),
+            "inhibited": dispatch.inhibited.load(Relaxed),
             "notifications": dispatch.notifications.load(Relaxed),
         },
+        "muted": muted_alerts(dispatch),
         "dead_letters": state.notifier.dead_letters(),
         "alerts": alert_stats(&state.views.alerts(false)),
     })
@@ -657,6 +775,12 @@ fn render_notify_metrics(out: &mut String, state: &AppState) {
             1.0,
         ),
         (
+            "megamind_alerts_suppressed",
+            "suppressed",
+            "Alert changes held back by cooldowns and silences, over the alerts held.",
+            1.0,
+        ),
+        (
             "megamind_alerts_reminders",
             "reminders",
             "Reminders sent for the alerts held.",
@@ -690,6 +814,11 @@ fn render_notify_metrics(out: &mut String, state: &AppState) {
                 "megamind_notify_group_suppressed_total",
                 "Alert changes not grouped because alerts.routing.max_groups was reached.",
                 dispatch.suppressed.load(Relaxed),
+            ),
+            (
+                "megamind_notify_inhibited_total",
+                "Alert changes muted by an inhibition rule (not notified).",
+                dispatch.inhibited.load(Relaxed),
             ),
         ] {
             let _ = writeln!(

@@ -321,6 +321,8 @@ pub fn result_row(time: Time, update: &Update) -> Option<ResultRow> {
         | Update::Session(_)
         | Update::SessionSample(_)
         | Update::CommandRejected(_)
+        | Update::Silence(_)
+        | Update::RuleChange(_)
         | Update::Rejected { .. } => return None,
     };
     let body = serde_json::to_string(update).ok()?;

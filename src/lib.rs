@@ -28,6 +28,8 @@ pub mod metrics;
 pub mod nab;
 pub mod produce;
 pub mod replay;
+pub mod rule_reload;
 pub mod runtime;
 pub mod services;
+pub mod silences;
 pub mod views;

@@ -51,7 +51,10 @@ pub fn topic_of(update: &Update) -> Option<String> {
         Update::Session(state) => Some(format!("sessions/{}", state.session_id)),
         Update::SessionSample(sample) => Some(format!("sessions/{}", sample.session_id)),
         Update::Breach(_) => Some("breaches".to_owned()),
-        Update::AlertRecord(_) | Update::CommandRejected(_) => Some("alerts".to_owned()),
+        Update::AlertRecord(_)
+        | Update::CommandRejected(_)
+        | Update::Silence(_)
+        | Update::RuleChange(_) => Some("alerts".to_owned()),
         Update::ModelMetrics(snapshot) => Some(format!("models/{}", snapshot.model_id)),
         Update::RetrainingTrigger(trigger) => Some(format!("models/{}", trigger.model_id)),
         Update::ModelRegistered(registration) => Some(format!("models/{}", registration.model_id)),
@@ -261,6 +264,21 @@ impl Backend for LiveBackend {
                         crate::mcp::alerts::resolve(&self.context, &params).await
                     };
                     let result = result.map_err(tool_error)?;
+                    serde_json::to_value(result)
+                        .map_err(|error| RpcError::failed(error.to_string()))
+                }
+                "alerts.silence" | "alerts.expire_silence" => {
+                    let command = if method == "alerts.silence" {
+                        serde_json::from_value::<crate::silences::SilenceRequest>(params)
+                            .map(|request| request.command("websocket"))
+                    } else {
+                        serde_json::from_value::<crate::silences::ExpireRequest>(params)
+                            .map(|request| request.command("websocket"))
+                    }
+                    .map_err(|error| RpcError::invalid("params", error))?;
+                    let result = crate::mcp::events::ingest_objects(&self.context, vec![command])
+                        .await
+                        .map_err(tool_error)?;
                     serde_json::to_value(result)
                         .map_err(|error| RpcError::failed(error.to_string()))
                 }

@@ -258,8 +258,8 @@ fn main() -> anyhow::Result<()> {
     init_logging(&cli.log);
     let mut config = load_config(cli.config.as_ref());
     match cli.command {
-        Command::Serve(args) => serve(config, args, false),
-        Command::Demo(args) => serve(config, args, true),
+        Command::Serve(args) => serve(config, args, false, cli.config.clone()),
+        Command::Demo(args) => serve(config, args, true, cli.config.clone()),
         Command::Mcp(args) => mcp_stdio(config, args),
         Command::Produce(args) => {
             let mut kafka = config.kafka.clone();
@@ -359,7 +359,12 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn serve(mut config: Config, args: ServeArgs, demo: bool) -> anyhow::Result<()> {
+fn serve(
+    mut config: Config,
+    args: ServeArgs,
+    demo: bool,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
     if let Some(http) = args.http {
         config.server.http_listen = http;
     }
@@ -401,7 +406,7 @@ fn serve(mut config: Config, args: ServeArgs, demo: bool) -> anyhow::Result<()> 
             );
         }
         eprintln!("press Ctrl-C to stop");
-        wait_for_signal().await;
+        wait_for_signal(|| reload_rules(&server, config_path.as_ref())).await;
         eprintln!("stopping: flushing open windows");
         server.stop().await.map_err(anyhow::Error::msg)
     })
@@ -438,25 +443,72 @@ fn mcp_stdio(config: Config, args: McpArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() {
+/// SIGHUP: reloads `[[rules]]` from the config file as `create_rule` / `delete_rule`
+/// events; a file with problems changes nothing (the problems are logged).
+async fn reload_rules(server: &Server, path: Option<&PathBuf>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP ignored: no --config file to reload rules from");
+        return;
+    };
+    let config = match Config::load(Some(path.as_path()), std::env::vars()) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(path = %path.display(), problems = %error, "rules not reloaded: the config file has problems");
+            return;
+        }
+    };
+    let current = server.mcp.app.views.rules();
+    let commands = megamind::rule_reload::reload_commands(&current, &config.rules);
+    let count = commands.len();
+    if count == 0 {
+        tracing::info!(path = %path.display(), "rules reloaded: no change");
+        return;
+    }
+    match megamind::mcp::events::ingest_objects(&server.mcp, commands).await {
+        Ok(result) => {
+            tracing::info!(path = %path.display(), changes = count, accepted = result.accepted, "rules reloaded")
+        }
+        Err(error) => {
+            tracing::error!(path = %path.display(), error = %error.0, "rules not reloaded")
+        }
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM; runs `on_hangup` on every SIGHUP meanwhile.
+async fn wait_for_signal<F, Fut>(mut on_hangup: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = terminate.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = match signal(SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        tokio::pin!(ctrl_c);
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => break,
+                _ = terminate.recv() => break,
+                Some(()) = async {
+                    match hangup.as_mut() {
+                        Some(hangup) => hangup.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => on_hangup().await,
+            }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = &mut on_hangup;
         let _ = ctrl_c.await;
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use megamind_dataflows::model::ErrorReason;
 
 /// Update kinds counted, in the order of [`UPDATE_KINDS`].
-pub const UPDATE_KINDS: [&str; 21] = [
+pub const UPDATE_KINDS: [&str; 23] = [
     "window",
     "series_idle",
     "session",
@@ -31,6 +31,8 @@ pub const UPDATE_KINDS: [&str; 21] = [
     "novel_error",
     "error_families",
     "model_registered",
+    "silence",
+    "rule_change",
 ];
 
 /// Names of the anomaly counters, in the order of [`EngineMetrics::anomaly`]:

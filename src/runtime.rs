@@ -826,6 +826,8 @@ impl<S> CountingSink<S> {
                     19
                 }
                 Update::ModelRegistered(_) => 20,
+                Update::Silence(_) => 21,
+                Update::RuleChange(_) => 22,
             };
             counts[position] += 1;
         }

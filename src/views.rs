@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use megamind_dataflows::model::{
-    AlertRecord, Breach, CommandRejection, HistorySample, Id, ModelKey, ModelRegistration,
-    ModelSnapshot, RetrainingTrigger, SeriesKey, SessionState, SessionStatus, Update, WindowStats,
+    AlertRecord, Breach, BreachRule, CommandRejection, HistorySample, Id, ModelKey,
+    ModelRegistration, ModelSnapshot, RetrainingTrigger, SeriesKey, SessionState, SessionStatus,
+    Silence, Update, WindowStats,
 };
 use megamind_dataflows::operators::detect_novel_errors::{ErrorFamily, NovelError};
 use megamind_dataflows::operators::score_anomalies::AnomalyReport;
@@ -20,6 +21,9 @@ use tokio::sync::broadcast;
 
 use crate::config::ViewsConfig;
 use crate::metrics::EngineMetrics;
+
+/// Ended silences remembered.
+const RECENT_SILENCES: usize = 100;
 
 /// Command rejections remembered (for answering the person who sent the command).
 const RECENT_REJECTIONS: usize = 256;
@@ -85,6 +89,11 @@ pub struct Views {
     breaches: RwLock<VecDeque<Breach>>,
     alerts: RwLock<BTreeMap<String, AlertRecord>>,
     rejections: RwLock<VecDeque<CommandRejection>>,
+    /// Silences by id: those in force, and the most recent that ended (at most
+    /// `RECENT_SILENCES` of those).
+    silences: RwLock<BTreeMap<String, Silence>>,
+    /// The threshold rules in force: those of the config, then run-time changes.
+    rules: RwLock<BTreeMap<String, BreachRule>>,
     models: RwLock<BTreeMap<ModelKey, ModelSnapshot>>,
     triggers: RwLock<VecDeque<RetrainingTrigger>>,
     registry: RwLock<BTreeMap<(Id, Option<Id>), ModelRegistration>>,
@@ -122,6 +131,8 @@ impl Views {
             breaches: RwLock::new(VecDeque::new()),
             alerts: RwLock::new(BTreeMap::new()),
             rejections: RwLock::new(VecDeque::new()),
+            silences: RwLock::new(BTreeMap::new()),
+            rules: RwLock::new(BTreeMap::new()),
             models: RwLock::new(BTreeMap::new()),
             triggers: RwLock::new(VecDeque::new()),
             registry: RwLock::new(BTreeMap::new()),
@@ -231,6 +242,41 @@ impl Views {
             for update in &updates {
                 if let Update::AlertRecord(record) = update {
                     apply_record(&mut alerts, record, self.config.recent_breaches);
+                }
+            }
+        }
+        if has(|u| matches!(u, Update::RuleChange(_))) {
+            let mut rules = write(&self.rules);
+            for update in &updates {
+                if let Update::RuleChange(change) = update {
+                    match &change.rule {
+                        Some(rule) => {
+                            rules.insert(change.rule_id.to_string(), rule.clone());
+                        }
+                        None => {
+                            rules.remove(change.rule_id.as_str());
+                        }
+                    }
+                }
+            }
+        }
+        if has(|u| matches!(u, Update::Silence(_))) {
+            let mut silences = write(&self.silences);
+            for update in &updates {
+                if let Update::Silence(silence) = update {
+                    silences.insert(silence.id.clone(), (**silence).clone());
+                }
+            }
+            let ended = silences.values().filter(|s| s.expired.is_some()).count();
+            if ended > RECENT_SILENCES {
+                let mut oldest: Vec<(u64, String)> = silences
+                    .values()
+                    .filter(|s| s.expired.is_some())
+                    .map(|s| (s.ends_at, s.id.clone()))
+                    .collect();
+                oldest.sort();
+                for (_, id) in oldest.into_iter().take(ended - RECENT_SILENCES) {
+                    silences.remove(&id);
                 }
             }
         }
@@ -494,7 +540,7 @@ impl Views {
         let alerts = read(&self.alerts);
         let mut out: Vec<AlertRecord> = alerts
             .values()
-            .filter(|alert| !only_active || alert.status.is_active())
+            .filter(|alert| !only_active || alert.status.is_open())
             .cloned()
             .collect();
         out.sort_by(|a, b| {
@@ -503,6 +549,39 @@ impl Views {
                 .then(b.severity.cmp(&a.severity))
                 .then(b.updated_at.cmp(&a.updated_at))
                 .then(a.id.cmp(&b.id))
+        });
+        out
+    }
+
+    /// Sets the rules of the config (before any run-time change arrives).
+    pub fn set_rules(&self, rules: &[BreachRule]) {
+        let mut held = write(&self.rules);
+        for rule in rules {
+            held.insert(rule.id.to_string(), rule.clone());
+        }
+    }
+
+    /// The threshold rules in force, by id.
+    pub fn rules(&self) -> Vec<BreachRule> {
+        read(&self.rules).values().cloned().collect()
+    }
+
+    /// Silences: in force first (by end), then the recently ended (latest first).
+    pub fn silences(&self) -> Vec<Silence> {
+        let mut out: Vec<Silence> = read(&self.silences).values().cloned().collect();
+        out.sort_by(|a, b| {
+            (
+                a.expired.is_some(),
+                a.expired.is_some().then(|| u64::MAX - a.ends_at),
+                a.ends_at,
+                &a.id,
+            )
+                .cmp(&(
+                    b.expired.is_some(),
+                    b.expired.is_some().then(|| u64::MAX - b.ends_at),
+                    b.ends_at,
+                    &b.id,
+                ))
         });
         out
     }
@@ -545,12 +624,12 @@ fn apply_record(
     alerts.insert(record.id.clone(), record.clone());
     let resolved = alerts
         .values()
-        .filter(|alert| !alert.status.is_active())
+        .filter(|alert| !alert.status.is_open())
         .count();
     if resolved > keep_resolved {
         let oldest = alerts
             .values()
-            .filter(|alert| !alert.status.is_active())
+            .filter(|alert| !alert.status.is_open())
             .min_by_key(|alert| alert.updated_at)
             .map(|alert| alert.id.clone());
         if let Some(id) = oldest {
@@ -655,6 +734,7 @@ mod tests {
                 escalated_to: Vec::new(),
                 suppressed: 0,
                 suppression: None,
+                annotations: Default::default(),
             }))
         };
         views.apply(vec![record(AlertStatus::Firing, 10)]);

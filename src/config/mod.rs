@@ -857,6 +857,15 @@ impl Config {
                     .filter(|rule| !rule.cooldown.is_zero())
                     .map(|rule| (rule.id.to_string(), rule.cooldown))
                     .collect(),
+                // Templates were checked by `validate`; a rule whose templates fail here
+                // keeps its default title.
+                templates: self
+                    .rules
+                    .iter()
+                    .filter(|rule| rule.summary.is_some() || !rule.annotations.is_empty())
+                    .filter_map(|rule| Some((rule.id.to_string(), rule.templates().ok()?)))
+                    .collect(),
+                rule_ids: self.rules.iter().map(|rule| rule.id.to_string()).collect(),
             },
             models: megamind_dataflows::operators::TrackModelsConfig {
                 horizon: self.ml.horizon,

@@ -203,6 +203,8 @@ fn alerts_example_has_every_channel_type_and_routes() {
         .collect();
     assert_eq!(kinds, vec!["email", "webhook", "slack", "teams"]);
     assert_eq!(config.alerts.routing.routes.len(), 2);
+    assert_eq!(config.alerts.routing.inhibit_rules.len(), 1);
+    assert_eq!(config.alerts.routing.inhibit_rules[0].equal, vec!["team"]);
     assert!(config.alerts.routing.routes[0].continue_matching);
     assert_eq!(
         config
@@ -228,7 +230,40 @@ fn alerts_example_has_every_channel_type_and_routes() {
         .into(),
         "cooldowns reach the dataflow"
     );
+    assert_eq!(
+        config
+            .analytics()
+            .alerts
+            .templates
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["latency_mean_high"],
+        "templates reach the dataflow"
+    );
     assert_eq!(config.rules.len(), 3);
+}
+
+#[test]
+fn bad_rule_templates_fail_the_config_check() {
+    let error = Config::from_toml_str(
+        r#"
+        [[rules]]
+        id = "t"
+        metric = "x"
+        aggregate = "mean"
+        op = ">"
+        threshold = 1.0
+        severity = "low"
+        summary = "{{ $value }} on {{ $lables.team }}"
+        annotations = { runbook = "{{ $rule" }
+        "#,
+    )
+    .unwrap_err();
+    let text = error.problems.join("\n");
+    assert!(
+        text.contains("rule \"t\": summary: unknown placeholder `{{ $lables.team }}`"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -83,6 +83,8 @@ pub enum StateParam {
     Firing,
     /// Somebody is on it.
     Acknowledged,
+    /// The condition holds, but not yet for its rule's `for` duration (never notified).
+    Pending,
 }
 
 impl ActiveParams {
@@ -106,6 +108,7 @@ impl ActiveParams {
             && self.state.is_none_or(|state| match state {
                 StateParam::Firing => alert.status == AlertStatus::Firing,
                 StateParam::Acknowledged => alert.status == AlertStatus::Acknowledged,
+                StateParam::Pending => alert.status == AlertStatus::Pending,
             })
             && self
                 .labels
@@ -125,7 +128,7 @@ pub struct ActiveResult {
     pub count: usize,
     /// Active alerts per status (`firing`, `acknowledged`).
     pub by_status: BTreeMap<String, usize>,
-    /// Firing first, then acknowledged; most severe and most recent first.
+    /// Firing first, then acknowledged, then pending; most severe and most recent first.
     #[schemars(with = "Vec<serde_json::Value>")]
     pub alerts: Vec<AlertRecord>,
 }
@@ -349,6 +352,9 @@ pub async fn create(context: &McpContext, params: &CreateParams) -> Result<ActRe
                     .map(|(key, value)| (key.as_str().into(), value.as_str().into()))
                     .collect(),
                 message: params.message.clone(),
+                matchers: Vec::new(),
+                duration_ms: None,
+                rule: None,
             },
         )
     });
@@ -421,6 +427,7 @@ mod tests {
             escalated_to: Vec::new(),
             suppressed: 0,
             suppression: None,
+            annotations: Default::default(),
         }
     }
 
@@ -440,6 +447,10 @@ mod tests {
         assert!(!accepts(json!({"min_severity": "medium"}), &low_acked));
         assert!(accepts(json!({"state": "acknowledged"}), &low_acked));
         assert!(!accepts(json!({"state": "firing"}), &low_acked));
+        let pending = alert(Severity::High, AlertStatus::Pending, None);
+        assert!(accepts(json!({"state": "pending"}), &pending));
+        assert!(!accepts(json!({"state": "pending"}), &high));
+        assert!(!accepts(json!({"state": "firing"}), &pending));
         assert!(accepts(
             json!({"labels": {"team": "db", "region": "eu"}}),
             &high

@@ -324,3 +324,364 @@ fn unacknowledged_alert_escalates_to_the_step_channel() {
         );
     }
 }
+
+/// Pending and templates end to end: a rule with a long `for` shows its alert as `pending`
+/// in `/v1/alerts` and `/v1/status` but never notifies it; a rule without `for` fires with
+/// its summary and annotations rendered from templates, and only that alert reaches the
+/// webhook.
+#[test]
+fn pending_alerts_are_visible_not_notified_and_templates_render() {
+    let receiver = Receiver::start();
+    let rules = concat!(
+        r#"[{id = "slow", metric = "it_latency", aggregate = "max", op = ">", "#,
+        r#"threshold = 10.0, severity = "high", for = "1h"}, "#,
+        r#"{id = "fast", metric = "it_latency", aggregate = "max", op = ">", "#,
+        r#"threshold = 10.0, severity = "critical", "#,
+        r#"summary = "{{ $labels.team }} latency {{ $value }} > {{ $threshold }}", "#,
+        r#"annotations = {runbook = "https://runbooks/{{ $rule }}/{{ $severity }}"}}]"#
+    );
+    let mut overrides = vec![
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
+        (
+            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
+            receiver.url.as_str(),
+        ),
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
+        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
+        ("MEGAMIND__RULES", rules),
+    ];
+    overrides.extend(crate::support::SHORT_WINDOWS);
+    let server = Server::start(&overrides);
+    let now = crate::support::now_ms();
+    let metric = json!({"type": "metric", "name": "it_latency", "value": 42.5,
+                        "labels": {"team": "api"}, "ts": now});
+    server.post_events_ok(format!("{metric}\n"), 1);
+    let notified = eventually("the notification of the fast rule", WAIT, || {
+        receiver
+            .bodies()
+            .into_iter()
+            .find(|body| body["status"] == "firing")
+            .ok_or_else(|| format!("{:?} {:?}", receiver.bodies(), server.get("/v1/alerts")))
+    });
+    let fast = &notified["alerts"][0];
+    assert_eq!(fast["rule_id"], "fast", "{notified}");
+    assert_eq!(fast["title"], "api latency 42.5 > 10", "{fast}");
+    assert_eq!(
+        fast["annotations"]["runbook"], "https://runbooks/fast/critical",
+        "{fast}"
+    );
+    let (_, alerts) = server.get("/v1/alerts");
+    let slow = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["rule_id"] == "slow")
+        .cloned()
+        .unwrap_or_else(|| panic!("no pending alert of rule slow in {alerts}"));
+    assert_eq!(slow["status"], "pending", "{slow}");
+    assert_eq!(slow["fired"], 0, "{slow}");
+    let (_, status) = server.get("/v1/status");
+    assert_eq!(status["alerts"]["by_status"]["pending"], 1, "{status}");
+    assert_eq!(
+        status["firing_alerts"], 1,
+        "pending is not firing: {status}"
+    );
+    for body in receiver.bodies() {
+        for alert in body["alerts"].as_array().unwrap() {
+            assert_ne!(
+                alert["rule_id"], "slow",
+                "a pending alert was notified: {body}"
+            );
+        }
+    }
+}
+
+/// Silences end to end over HTTP: `POST /v1/silences` mutes matching alerts (counted on
+/// the alert with the reason, not sent), other alerts still go out; `DELETE` ends the
+/// silence and the muted alert that is still firing is notified then; bad matchers are
+/// rejected naming the field; `GET /v1/silences` lists them with who/when.
+#[test]
+fn silences_mute_matching_alerts_and_release_them_when_expired() {
+    let receiver = Receiver::start();
+    let overrides = [
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
+        (
+            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
+            receiver.url.as_str(),
+        ),
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
+        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
+    ];
+    let server = Server::start(&overrides);
+    let (status, answer) = server.post(
+        "/v1/silences",
+        json!({"id": "db-maint", "matchers": "team=\"db\", severity=~\"high|critical\"",
+               "duration": "1h", "actor": "ana", "note": "db upgrade"})
+        .to_string(),
+    );
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let (status, answer) = server.post(
+        "/v1/silences",
+        json!({"id": "bad", "matchers": "team=~\"(\"", "duration": "1h"}).to_string(),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["rejected"][0]["field"], "matchers", "{answer}");
+    let silence = eventually("the silence in /v1/silences", WAIT, || {
+        let (_, silences) = server.get("/v1/silences");
+        silences
+            .as_array()
+            .and_then(|list| list.iter().find(|s| s["id"] == "db-maint").cloned())
+            .ok_or_else(|| format!("{silences}"))
+    });
+    assert_eq!(silence["created"]["by"], "ana", "{silence}");
+    assert_eq!(silence["matchers"][0]["op"], "=", "{silence}");
+    assert_eq!(silence["matchers"][1]["op"], "=~", "{silence}");
+    let web = json!({"type": "alert_command", "command": "create", "alert_id": "web-1",
+                     "title": "web down", "severity": "high", "labels": {"team": "web"}});
+    server.post_events_ok(format!("{}\n{web}\n", create("disk-1")), 2);
+    eventually("the notification of web-1", WAIT, || {
+        receiver
+            .bodies()
+            .iter()
+            .any(|body| ids(body).contains(&"web-1".to_owned()))
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", receiver.bodies()))
+    });
+    let (_, disk) = server.get("/v1/alerts/disk-1");
+    assert_eq!(disk["status"], "firing", "{disk}");
+    assert_eq!(disk["suppressed"], 1, "{disk}");
+    assert_eq!(disk["suppression"]["by"], "silence", "{disk}");
+    assert!(
+        disk["suppression"]["note"]
+            .as_str()
+            .is_some_and(|note| note.starts_with("silenced by db-maint until ")),
+        "{disk}"
+    );
+    let (status, answer) = server.delete("/v1/silences/db-maint");
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let released = eventually("the released notification of disk-1", WAIT, || {
+        receiver
+            .bodies()
+            .into_iter()
+            .find(|body| ids(body).contains(&"disk-1".to_owned()))
+            .ok_or_else(|| {
+                format!(
+                    "{:?} {:?} {:?}",
+                    receiver.bodies(),
+                    server.get("/v1/alerts/disk-1"),
+                    server.get("/v1/silences")
+                )
+            })
+    });
+    assert_eq!(released["alerts"][0]["suppressed"], 1, "{released}");
+    let (_, silences) = server.get("/v1/silences");
+    let ended = silences
+        .as_array()
+        .and_then(|list| list.iter().find(|s| s["id"] == "db-maint").cloned())
+        .unwrap();
+    assert_eq!(ended["expired"]["by"], "http", "{ended}");
+    // Expiring it again is refused (an alert command rejection), nothing else changes.
+    let (status, _) = server.delete("/v1/silences/db-maint");
+    assert_eq!(status, 200, "accepted as an event; the dataflow rejects it");
+}
+
+/// Inhibition end to end: a firing critical alert mutes the lower alerts of its team
+/// (shown as `inhibited_by`, counted), not other teams'; when it resolves, the muted alert
+/// that is still firing is notified.
+#[test]
+fn a_critical_alert_inhibits_lower_alerts_of_its_team() {
+    let receiver = Receiver::start();
+    let overrides = [
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
+        (
+            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
+            receiver.url.as_str(),
+        ),
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
+        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
+        (
+            "MEGAMIND__ALERTS__ROUTING__INHIBIT_RULES",
+            r#"[{source = 'severity="critical"', target = 'severity=~"low|medium|high"', equal = ["team"]}]"#,
+        ),
+    ];
+    let server = Server::start(&overrides);
+    let alert = |id: &str, severity: &str, team: &str| {
+        json!({"type": "alert_command", "command": "create", "alert_id": id, "title": id,
+               "severity": severity, "labels": {"team": team}})
+        .to_string()
+    };
+    let sent = |id: &str| {
+        receiver
+            .bodies()
+            .iter()
+            .any(|body| ids(body).contains(&id.to_owned()))
+    };
+    server.post_events_ok(format!("{}\n", alert("db-crit", "critical", "db")), 1);
+    eventually("the critical notification", WAIT, || {
+        sent("db-crit")
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", receiver.bodies()))
+    });
+    server.post_events_ok(
+        format!(
+            "{}\n{}\n",
+            alert("db-high", "high", "db"),
+            alert("web-high", "high", "web")
+        ),
+        2,
+    );
+    eventually("the web notification", WAIT, || {
+        sent("web-high")
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", receiver.bodies()))
+    });
+    let muted = eventually("db-high shown as inhibited", WAIT, || {
+        let (_, alert) = server.get("/v1/alerts/db-high");
+        (alert["inhibited_by"] == "db-crit")
+            .then_some(alert.clone())
+            .ok_or_else(|| format!("{alert} {:?}", server.get("/v1/alerts/notifications")))
+    });
+    assert_eq!(muted["status"], "firing", "{muted}");
+    let (_, counts) = server.get("/v1/alerts/notifications");
+    assert_eq!(counts["dispatch"]["inhibited"], 1, "{counts}");
+    assert_eq!(counts["muted"], json!({"db-high": "db-crit"}), "{counts}");
+    let (_, prometheus) = server.get_text("/metrics");
+    assert!(
+        prometheus.contains("megamind_notify_inhibited_total 1"),
+        "{prometheus}"
+    );
+    assert!(!sent("db-high"), "a muted alert was notified");
+    let resolve = json!({"type": "alert_command", "command": "resolve", "alert_id": "db-crit",
+                         "actor": "ana"});
+    server.post_events_ok(format!("{resolve}\n"), 1);
+    eventually("db-high released", WAIT, || {
+        sent("db-high")
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", receiver.bodies()))
+    });
+    let (_, alert) = server.get("/v1/alerts/db-high");
+    assert!(alert.get("inhibited_by").is_none(), "{alert}");
+}
+
+/// Rules created and deleted at run time over HTTP: `POST /v1/rules` adds a rule (as a
+/// `create_rule` event), its alert fires from live metrics; a bad rule is rejected naming
+/// the field; `DELETE /v1/rules/{id}` removes it and its alert resolves; `GET /v1/rules`
+/// follows.
+#[test]
+fn rules_are_created_and_deleted_at_run_time() {
+    let mut overrides = vec![
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
+        ("MEGAMIND__RULES", "[]"),
+    ];
+    overrides.extend(crate::support::SHORT_WINDOWS);
+    let server = Server::start(&overrides);
+    let (status, answer) = server.post(
+        "/v1/rules",
+        json!({"id": "rt_slow", "metric": "rt_latency", "aggregate": "max", "op": ">",
+               "threshold": 10.0, "severity": "high",
+               "summary": "latency {{ $value }}"})
+        .to_string(),
+    );
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let (status, answer) = server.post(
+        "/v1/rules",
+        json!({"id": "bad", "metric": "x", "aggregate": "median", "op": ">",
+               "threshold": 1.0, "severity": "high"})
+        .to_string(),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["rejected"][0]["field"], "rule", "{answer}");
+    eventually("the rule in /v1/rules", WAIT, || {
+        let (_, rules) = server.get("/v1/rules");
+        (rules.as_array().map(Vec::len) == Some(1) && rules[0]["id"] == "rt_slow")
+            .then_some(())
+            .ok_or_else(|| format!("{rules}"))
+    });
+    let metric = |value: f64| {
+        json!({"type": "metric", "name": "rt_latency", "value": value,
+               "ts": crate::support::now_ms()})
+        .to_string()
+    };
+    server.post_events_ok(format!("{}\n", metric(42.0)), 1);
+    let fired = eventually("the run-time rule's alert", WAIT, || {
+        let (_, alerts) = server.get("/v1/alerts");
+        alerts
+            .as_array()
+            .and_then(|list| list.iter().find(|a| a["rule_id"] == "rt_slow").cloned())
+            .filter(|alert| alert["status"] == "firing")
+            .ok_or_else(|| format!("{alerts}"))
+    });
+    assert_eq!(
+        fired["title"], "latency 42",
+        "templates of run-time rules: {fired}"
+    );
+    let id = fired["id"].as_str().unwrap().to_owned();
+    let (status, answer) = server.delete("/v1/rules/rt_slow");
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let resolved = eventually("the alert of the deleted rule resolved", WAIT, || {
+        let (_, alert) = server.get(&format!("/v1/alerts/{id}"));
+        (alert["status"] == "resolved")
+            .then_some(alert.clone())
+            .ok_or_else(|| format!("{alert}"))
+    });
+    assert_eq!(resolved["resolved"]["by"], "rule", "{resolved}");
+    let (_, rules) = server.get("/v1/rules");
+    assert_eq!(rules, json!([]), "{rules}");
+}
+
+/// SIGHUP reloads `[[rules]]` from the config file: the differences become rule events
+/// (`GET /v1/rules` follows); a file with problems changes nothing.
+#[test]
+fn sighup_reloads_rules_from_the_config_file() {
+    let rule = |id: &str, threshold: f64| {
+        format!(
+            "[[rules]]\nid = \"{id}\"\nmetric = \"x\"\naggregate = \"max\"\nop = \">\"\n\
+             threshold = {threshold:?}\nseverity = \"high\"\n"
+        )
+    };
+    let server = Server::start_with_config(&format!("{}{}", rule("a", 1.0), rule("b", 2.0)), &[]);
+    let ids = || {
+        let (_, rules) = server.get("/v1/rules");
+        rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_owned(),
+                    r["threshold"].as_f64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(), [("a".to_owned(), 1.0), ("b".to_owned(), 2.0)]);
+    std::fs::write(
+        server.config_path(),
+        format!("{}{}", rule("b", 5.0), rule("c", 3.0)),
+    )
+    .unwrap();
+    server.signal_hangup();
+    eventually("the reloaded rules", WAIT, || {
+        let now = ids();
+        (now == [("b".to_owned(), 5.0), ("c".to_owned(), 3.0)])
+            .then_some(())
+            .ok_or_else(|| format!("{now:?}\n{}", server.log()))
+    });
+    // A broken file changes nothing and says why in the log.
+    std::fs::write(server.config_path(), "[[rules]]\nid = \"d\"\n").unwrap();
+    server.signal_hangup();
+    eventually("the reload problem in the log", WAIT, || {
+        server
+            .log()
+            .contains("rules not reloaded")
+            .then_some(())
+            .ok_or_else(|| server.log())
+    });
+    assert_eq!(ids(), [("b".to_owned(), 5.0), ("c".to_owned(), 3.0)]);
+}

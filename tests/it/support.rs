@@ -397,6 +397,42 @@ impl Server {
         Self::spawn("serve", dir, &["--workers", &workers], overrides).ready()
     }
 
+    /// Like [`Server::start`], with `config` written to `megamind.toml` in the server's
+    /// directory and passed as `--config` (the file can be rewritten, see
+    /// [`Server::config_path`]).
+    pub(crate) fn start_with_config(config: &str, overrides: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("megamind.toml");
+        std::fs::write(&path, config).expect("write the config file");
+        let path = path.to_str().expect("config path").to_owned();
+        Self::spawn(
+            "serve",
+            dir,
+            &["--workers", "2", "--config", &path],
+            overrides,
+        )
+        .ready()
+    }
+
+    /// The config file of a server started with [`Server::start_with_config`].
+    pub(crate) fn config_path(&self) -> PathBuf {
+        self.dir().join("megamind.toml")
+    }
+
+    /// Sends SIGHUP (megamind reloads its rules from the config file).
+    pub(crate) fn signal_hangup(&self) {
+        if let Some(child) = &self.child {
+            let sent = Command::new("kill")
+                .args(["-HUP", &child.id().to_string()])
+                .status();
+            assert!(
+                matches!(sent, Ok(status) if status.success()),
+                "cannot send SIGHUP to process {}: {sent:?}",
+                child.id()
+            );
+        }
+    }
+
     /// `megamind demo` (the server plus its synthetic traffic) like [`Server::start`].
     pub(crate) fn demo(overrides: &[(&str, &str)]) -> Server {
         Self::launch(
@@ -571,6 +607,16 @@ impl Server {
             .unwrap_or_else(|error| panic!("GET {path}: {error}\n{}", excerpt(&self.log())));
         let status = response.status().as_u16();
         (status, response.text().expect("text body"))
+    }
+
+    /// `DELETE path` → (status, JSON body).
+    pub(crate) fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .delete(self.url(path))
+            .send()
+            .unwrap_or_else(|error| panic!("DELETE {path}: {error}\n{}", excerpt(&self.log())));
+        json_of(&format!("DELETE {path}"), response)
     }
 
     /// `POST path` with `body` → (status, text body).

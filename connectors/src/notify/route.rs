@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use megamind_dataflows::model::{AlertRecord, Severity};
+use megamind_dataflows::model::{AlertRecord, MatcherSet, Severity};
 use megamind_dataflows::time::{duration_ms, Clock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -62,6 +62,44 @@ pub struct RoutingConfig {
     /// Global limit on notifications against alert storms; none: unlimited.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Inhibition: while an alert matching a rule's `source` is firing or acknowledged,
+    /// alerts matching its `target` with the same `equal` labels are muted.
+    #[serde(default)]
+    pub inhibit_rules: Vec<InhibitRule>,
+}
+
+/// One inhibition rule, like Alertmanager's: a firing (or acknowledged) alert matching
+/// `source` mutes the alerts matching `target` that carry the same values of the `equal`
+/// labels (a label both lack counts as equal). An alert never mutes itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitRule {
+    /// Matchers of the muting alerts, e.g. `severity="critical"`.
+    pub source: String,
+    /// Matchers of the muted alerts, e.g. `severity=~"low|medium|high"`.
+    pub target: String,
+    /// Labels that must be equal on both.
+    #[serde(default)]
+    pub equal: Vec<String>,
+}
+
+/// An inhibition rule with its matchers compiled.
+#[derive(Debug, Clone)]
+struct Inhibition {
+    source: MatcherSet,
+    target: MatcherSet,
+    equal: Vec<String>,
+}
+
+/// An alert muted by inhibition: its latest change, and the alert muting it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Muted {
+    /// The muted alert's latest change (sent when the inhibition ends, if still active).
+    pub alert: AlertRecord,
+    /// The id of the alert that mutes it.
+    pub by: String,
+    /// The position of the inhibition rule in `inhibit_rules`.
+    pub rule: usize,
 }
 
 /// A token bucket over all notifications: `burst` at once, refilled at `per_minute`.
@@ -87,6 +125,7 @@ impl Default for RoutingConfig {
             max_groups: default_max_groups(),
             routes: Vec::new(),
             rate_limit: None,
+            inhibit_rules: Vec::new(),
         }
     }
 }
@@ -136,6 +175,15 @@ impl RoutingConfig {
         }
         if self.max_groups == 0 {
             problems.push(format!("{prefix}.max_groups must be positive"));
+        }
+        for (position, rule) in self.inhibit_rules.iter().enumerate() {
+            for (field, text) in [("source", &rule.source), ("target", &rule.target)] {
+                if let Err(error) = MatcherSet::parse(text) {
+                    problems.push(format!(
+                        "{prefix}.inhibit_rules[{position}].{field}: {error}"
+                    ));
+                }
+            }
         }
         if let Some(limit) = self.rate_limit {
             if limit.per_minute == 0 {
@@ -234,6 +282,16 @@ pub struct Grouper {
     /// Tokens in the bucket, in thousandths, and when it was last refilled (ms).
     tokens_milli: u64,
     refilled_at: Option<u64>,
+    inhibitions: Vec<Inhibition>,
+    /// Active alerts that match some inhibition rule's source, by id (bounded by the
+    /// active alerts).
+    sources: BTreeMap<String, AlertRecord>,
+    /// Alerts muted by inhibition, by id: removed when they resolve or are released.
+    muted: BTreeMap<String, Muted>,
+    /// Alert changes muted by inhibition (not notified).
+    pub inhibited: u64,
+    /// Bumped whenever the muted set may have changed (for publishing it).
+    muted_generation: u64,
 }
 
 impl Grouper {
@@ -247,15 +305,137 @@ impl Grouper {
             rate_limited: 0,
             tokens_milli: 0,
             refilled_at: None,
+            inhibitions: Vec::new(),
+            sources: BTreeMap::new(),
+            muted: BTreeMap::new(),
+            inhibited: 0,
+            muted_generation: 0,
         }
+        .with_inhibitions()
+    }
+
+    /// Compiles the config's inhibition rules (checked by [`RoutingConfig::problems`]; a
+    /// rule that does not parse is left out).
+    fn with_inhibitions(mut self) -> Self {
+        self.inhibitions = self
+            .config
+            .inhibit_rules
+            .iter()
+            .filter_map(|rule| {
+                Some(Inhibition {
+                    source: MatcherSet::parse(&rule.source).ok()?,
+                    target: MatcherSet::parse(&rule.target).ok()?,
+                    equal: rule.equal.clone(),
+                })
+            })
+            .collect();
+        self
+    }
+
+    /// The alerts muted by inhibition now.
+    pub fn muted(&self) -> impl Iterator<Item = &Muted> {
+        self.muted.values()
+    }
+
+    /// Changes whenever [`Self::muted`] may have changed.
+    pub fn muted_generation(&self) -> u64 {
+        self.muted_generation
+    }
+
+    /// The rule and the alert muting `alert`, if an active source inhibits it.
+    fn inhibitor(&self, alert: &AlertRecord) -> Option<(usize, String)> {
+        for (position, rule) in self.inhibitions.iter().enumerate() {
+            if !rule.target.matches(alert) {
+                continue;
+            }
+            let source = self.sources.values().find(|source| {
+                source.id != alert.id
+                    && rule.source.matches(source)
+                    && rule.equal.iter().all(|name| {
+                        source.label(name).unwrap_or("") == alert.label(name).unwrap_or("")
+                    })
+            });
+            if let Some(source) = source {
+                return Some((position, source.id.clone()));
+            }
+        }
+        None
     }
 
     /// Takes a changed alert at wall-clock `now` (ms).
     pub fn add(&mut self, now: u64, alert: &AlertRecord) {
-        if alert.just_suppressed() {
-            // A firing held back by noise control: counted on the record, not notified.
+        if alert.is_quiet() {
+            // Pending, a pending streak that cleared, or a firing held back by noise
+            // control: shown and counted on the record, not notified.
             return;
         }
+        if self.inhibitions.is_empty() {
+            self.route(now, alert);
+            return;
+        }
+        self.muted_generation += 1;
+        let was_source = self.sources.contains_key(&alert.id);
+        let is_source = alert.status.is_active()
+            && self
+                .inhibitions
+                .iter()
+                .any(|rule| rule.source.matches(alert));
+        if is_source {
+            self.sources.insert(alert.id.clone(), alert.clone());
+        } else {
+            self.sources.remove(&alert.id);
+        }
+        if let Some((rule, by)) = self.inhibitor(alert) {
+            self.inhibited += 1;
+            if alert.status.is_active() {
+                self.muted.insert(
+                    alert.id.clone(),
+                    Muted {
+                        alert: alert.clone(),
+                        by,
+                        rule,
+                    },
+                );
+            } else {
+                // Resolved while muted: nothing to send later.
+                self.muted.remove(&alert.id);
+            }
+        } else {
+            self.muted.remove(&alert.id);
+            self.route(now, alert);
+        }
+        if was_source && !is_source {
+            self.release(now);
+        }
+    }
+
+    /// After a source stopped: sends the muted alerts that nothing inhibits any more, and
+    /// names the new muting alert of the others.
+    fn release(&mut self, now: u64) {
+        let verdicts: Vec<(String, Option<(usize, String)>)> = self
+            .muted
+            .values()
+            .map(|muted| (muted.alert.id.clone(), self.inhibitor(&muted.alert)))
+            .collect();
+        for (id, verdict) in verdicts {
+            match verdict {
+                Some((rule, by)) => {
+                    if let Some(muted) = self.muted.get_mut(&id) {
+                        muted.rule = rule;
+                        muted.by = by;
+                    }
+                }
+                None => {
+                    if let Some(muted) = self.muted.remove(&id) {
+                        self.route(now, &muted.alert);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts `alert` into the groups of the routes that take it.
+    fn route(&mut self, now: u64, alert: &AlertRecord) {
         for route in routes_for(&self.config, alert) {
             let group_by = route
                 .and_then(|position| self.config.routes[position].group_by.as_ref())
@@ -432,6 +612,10 @@ pub struct DispatchMetrics {
     pub notifications: AtomicU64,
     /// Due notifications held back by the global rate limit (sent later, not dropped).
     pub rate_limited: AtomicU64,
+    /// Alert changes muted by inhibition.
+    pub inhibited: AtomicU64,
+    /// The alerts muted by inhibition now: alert id → the id of the alert muting it.
+    pub muted: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 /// The sending side of the dispatcher: called from dataflow sinks, never blocks.
@@ -477,6 +661,7 @@ pub fn run_dispatcher(
     let task_metrics = Arc::clone(&metrics);
     let task = tokio::spawn(async move {
         let mut grouper = Grouper::new(config, base_url);
+        let mut published_muted = 0u64;
         loop {
             let wait = grouper
                 .next_due()
@@ -504,6 +689,20 @@ pub fn run_dispatcher(
             task_metrics
                 .rate_limited
                 .store(grouper.rate_limited, Ordering::Relaxed);
+            task_metrics
+                .inhibited
+                .store(grouper.inhibited, Ordering::Relaxed);
+            if grouper.muted_generation() != published_muted {
+                published_muted = grouper.muted_generation();
+                let muted = grouper
+                    .muted()
+                    .map(|muted| (muted.alert.id.clone(), muted.by.clone()))
+                    .collect();
+                *task_metrics
+                    .muted
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = muted;
+            }
         }
     });
     (DispatchHandle { sender, metrics }, task)

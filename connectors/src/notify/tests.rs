@@ -44,6 +44,7 @@ fn alert(id: &str, severity: Severity, status: AlertStatus) -> AlertRecord {
         escalated_to: Vec::new(),
         suppressed: 0,
         suppression: None,
+        annotations: Default::default(),
     }
 }
 
@@ -781,6 +782,7 @@ mod grouping {
     fn routing() -> RoutingConfig {
         RoutingConfig {
             rate_limit: None,
+            inhibit_rules: Vec::new(),
             channels: vec!["log".to_owned()],
             group_by: vec!["team".to_owned()],
             group_wait: Duration::from_secs(10),
@@ -1004,6 +1006,112 @@ mod grouping {
                 "alerts.routing.rate_limit.per_minute must be positive".to_owned(),
                 "alerts.routing.rate_limit.burst must be positive".to_owned(),
             ]
+        );
+    }
+
+    fn inhibiting() -> RoutingConfig {
+        RoutingConfig {
+            routes: Vec::new(),
+            group_by: Vec::new(),
+            group_wait: Duration::ZERO,
+            inhibit_rules: vec![super::super::route::InhibitRule {
+                source: r#"severity="critical""#.to_owned(),
+                target: r#"severity=~"low|medium|high""#.to_owned(),
+                equal: vec!["team".to_owned()],
+            }],
+            ..routing()
+        }
+    }
+
+    fn sent_ids(out: &[super::super::route::Outgoing]) -> Vec<String> {
+        out.iter()
+            .flat_map(|outgoing| outgoing.notification.alerts.iter().map(|a| a.id.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_firing_critical_mutes_lower_alerts_of_its_team_until_it_resolves() {
+        let mut grouper = Grouper::new(inhibiting(), None);
+        let critical = labelled("crit", "db", Severity::Critical, AlertStatus::Firing);
+        grouper.add(0, &critical);
+        // Same team, lower severity: muted, counted, visible with the muting alert.
+        grouper.add(
+            0,
+            &labelled("db-high", "db", Severity::High, AlertStatus::Firing),
+        );
+        // Other team: not muted. Another critical: not a target.
+        grouper.add(
+            0,
+            &labelled("api-high", "api", Severity::High, AlertStatus::Firing),
+        );
+        grouper.add(
+            0,
+            &labelled("crit-2", "db", Severity::Critical, AlertStatus::Firing),
+        );
+        assert_eq!(sent_ids(&grouper.due(0)), ["api-high", "crit", "crit-2"]);
+        assert_eq!(grouper.inhibited, 1);
+        let muted: Vec<(&str, &str, usize)> = grouper
+            .muted()
+            .map(|m| (m.alert.id.as_str(), m.by.as_str(), m.rule))
+            .collect();
+        assert_eq!(muted, [("db-high", "crit", 0)]);
+        // A further change of the muted alert is muted too (and counted).
+        let mut acked = labelled("db-high", "db", Severity::High, AlertStatus::Acknowledged);
+        acked.updated_at = 5;
+        grouper.add(1, &acked);
+        assert_eq!(grouper.inhibited, 2);
+        assert!(grouper.due(100_000).is_empty());
+        // crit resolves, but crit-2 still mutes db-high.
+        grouper.add(
+            2,
+            &labelled("crit", "db", Severity::Critical, AlertStatus::Resolved),
+        );
+        assert_eq!(sent_ids(&grouper.due(100_000)), ["crit"]);
+        assert_eq!(grouper.muted().count(), 1);
+        assert_eq!(grouper.muted().next().unwrap().by, "crit-2");
+        // crit-2 resolves: db-high is released with its latest change (acknowledged).
+        grouper.add(
+            200_000,
+            &labelled("crit-2", "db", Severity::Critical, AlertStatus::Resolved),
+        );
+        let out = grouper.due(200_000);
+        assert_eq!(sent_ids(&out), ["crit-2", "db-high"]);
+        let released = out
+            .iter()
+            .flat_map(|o| o.notification.alerts.iter())
+            .find(|a| a.id == "db-high")
+            .unwrap();
+        assert_eq!(released.status, AlertStatus::Acknowledged);
+        assert_eq!(grouper.muted().count(), 0);
+        // A muted alert that resolves while muted is dropped from the muted set, unsent.
+        grouper.add(
+            300_000,
+            &labelled("c3", "web", Severity::Critical, AlertStatus::Firing),
+        );
+        grouper.add(
+            300_000,
+            &labelled("w", "web", Severity::Low, AlertStatus::Firing),
+        );
+        grouper.add(
+            300_001,
+            &labelled("w", "web", Severity::Low, AlertStatus::Resolved),
+        );
+        assert_eq!(grouper.muted().count(), 0);
+        assert_eq!(sent_ids(&grouper.due(400_000)), ["c3"]);
+        assert_eq!(grouper.inhibited, 4);
+    }
+
+    #[test]
+    fn inhibition_rules_are_validated() {
+        let mut config = inhibiting();
+        config.inhibit_rules[0].target = r#"severity=~"(""#.to_owned();
+        let problems = config.problems("alerts.routing", ["log"].into_iter());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "alerts.routing.inhibit_rules[0].target: matcher 1: invalid regular expression"
+            ),
+            "{problems:?}"
         );
     }
 }

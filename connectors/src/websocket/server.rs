@@ -12,6 +12,8 @@
 //! | `ping` | any | — | `"pong"` |
 //! | `events.add` | developer | `{events: [..]}` | as the HTTP ingest |
 //! | `alerts.acknowledge`, `alerts.resolve` | admin | `{alert_id, note?}` | the alert |
+//! | `alerts.silence` | admin | `{id, matchers, duration, note?}` | as the HTTP ingest |
+//! | `alerts.expire_silence` | admin | `{id, note?}` | as the HTTP ingest |
 //!
 //! Server → client: `{"jsonrpc":"2.0","method":"update","params":{"topic","seq","data"}}`.
 
@@ -106,7 +108,8 @@ pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, RpcError>> +
 pub trait Backend: Send + Sync + 'static {
     /// The current state of `topic`, or `None` for a topic that does not exist.
     fn snapshot(&self, topic: &str) -> Option<Value>;
-    /// Carries out `events.add`, `alerts.acknowledge` or `alerts.resolve`.
+    /// Carries out `events.add`, `alerts.acknowledge`, `alerts.resolve`, `alerts.silence`
+    /// or `alerts.expire_silence`.
     fn call<'a>(&'a self, method: &'a str, params: Value) -> CallFuture<'a>;
 }
 
@@ -527,7 +530,9 @@ fn required_role(method: &str) -> Option<Role> {
     match method {
         "subscribe" | "unsubscribe" | "snapshot" | "history" | "resume" => Some(Role::Dashboard),
         "events.add" => Some(Role::Developer),
-        "alerts.acknowledge" | "alerts.resolve" => Some(Role::Admin),
+        "alerts.acknowledge" | "alerts.resolve" | "alerts.silence" | "alerts.expire_silence" => {
+            Some(Role::Admin)
+        }
         // `auth`, `ping`, and unknown methods (answered "unknown method" to anyone).
         _ => None,
     }
@@ -764,9 +769,11 @@ async fn handle(
                 ),
             };
         }
-        "events.add" | "alerts.acknowledge" | "alerts.resolve" => {
-            backend.call(method, params).await
-        }
+        "events.add"
+        | "alerts.acknowledge"
+        | "alerts.resolve"
+        | "alerts.silence"
+        | "alerts.expire_silence" => backend.call(method, params).await,
         other => Err(RpcError {
             code: -32601,
             message: format!("unknown method {other:?}"),

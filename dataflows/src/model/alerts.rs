@@ -4,6 +4,7 @@
 //! fingerprint); custom alerts from `create` commands. People acknowledge and resolve them
 //! with `alert_command` events, so the lifecycle is a function of the event stream.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,9 @@ pub enum AlertStatus {
     Firing,
     /// Somebody is on it.
     Acknowledged,
+    /// The rule's condition holds but not yet for its `for` duration: visible, never
+    /// notified, not escalated.
+    Pending,
     /// Over: the condition cleared or somebody resolved it.
     Resolved,
 }
@@ -30,12 +34,18 @@ impl AlertStatus {
         match self {
             Self::Firing => "firing",
             Self::Acknowledged => "acknowledged",
+            Self::Pending => "pending",
             Self::Resolved => "resolved",
         }
     }
 
     /// Firing or acknowledged.
     pub fn is_active(self) -> bool {
+        matches!(self, Self::Firing | Self::Acknowledged)
+    }
+
+    /// Not resolved: firing, acknowledged or pending.
+    pub fn is_open(self) -> bool {
         self != Self::Resolved
     }
 }
@@ -45,6 +55,9 @@ impl fmt::Display for AlertStatus {
         f.write_str(self.as_str())
     }
 }
+
+/// The resolution note of a pending alert whose condition cleared before it fired.
+pub const PENDING_CLEARED: &str = "cleared while pending; never fired";
 
 /// Who did what, when, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +90,9 @@ pub struct AlertRecord {
     /// Labels (custom alerts).
     #[serde(default, with = "labels_as_map", skip_serializing_if = "Vec::is_empty")]
     pub labels: Labels,
+    /// Annotations rendered from the rule's templates (see `model::template`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     /// Severity.
     pub severity: Severity,
     /// Current status.
@@ -130,6 +146,53 @@ fn is_zero_u64(value: &u64) -> bool {
 }
 
 impl AlertRecord {
+    /// A new, resolved record for the alert of rule `rule_id` on series `key`: the state
+    /// before its first streak.
+    pub fn new_rule_alert(
+        id: String,
+        rule_id: Id,
+        key: SeriesKey,
+        severity: Severity,
+        threshold: f64,
+        at: u64,
+    ) -> Self {
+        Self {
+            id,
+            title: format!("{rule_id} on {key}"),
+            rule_id: Some(rule_id),
+            key: Some(key),
+            message: None,
+            labels: Vec::new(),
+            annotations: BTreeMap::new(),
+            severity,
+            status: AlertStatus::Resolved,
+            since: at,
+            value: None,
+            threshold: Some(threshold),
+            fired: 0,
+            acknowledged: None,
+            resolved: None,
+            updated_at: at,
+            escalation_step: 0,
+            reminders: 0,
+            escalated: None,
+            escalated_to: Vec::new(),
+            suppressed: 0,
+            suppression: None,
+        }
+    }
+
+    /// Whether the latest change to this record is one that is shown but not notified:
+    /// pending, a pending streak that cleared before it fired, or a suppression.
+    pub fn is_quiet(&self) -> bool {
+        self.status == AlertStatus::Pending
+            || self.just_suppressed()
+            || (self.status == AlertStatus::Resolved
+                && self.resolved.as_ref().is_some_and(|act| {
+                    act.at == self.updated_at && act.note.as_deref() == Some(PENDING_CLEARED)
+                }))
+    }
+
     /// Whether the latest change to this record was a suppression (nothing to notify).
     pub fn just_suppressed(&self) -> bool {
         self.suppression

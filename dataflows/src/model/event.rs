@@ -10,6 +10,7 @@ use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::ml::ModelRegistration;
+use super::silence::{matchers_text, Matcher};
 
 /// Identifiers and short names: inline up to 24 bytes, no allocation for typical ids.
 pub type Id = CompactString;
@@ -226,14 +227,27 @@ pub enum AlertAction {
     Resolve,
     /// Raise a custom alert by hand.
     Create,
+    /// Mute the alerts that match `matchers` for `duration_ms` (`alert_id` names the
+    /// silence; a silence with the same id is replaced).
+    Silence,
+    /// End the silence named by `alert_id` now.
+    ExpireSilence,
+    /// Add (or replace) the threshold rule in `rule` (its id is `alert_id`).
+    CreateRule,
+    /// Remove the threshold rule `alert_id`; its alerts resolve.
+    DeleteRule,
 }
 
 impl AlertAction {
     /// Every action, with its wire name.
-    pub const NAMES: [(&'static str, AlertAction); 3] = [
+    pub const NAMES: [(&'static str, AlertAction); 7] = [
         ("acknowledge", Self::Acknowledge),
         ("resolve", Self::Resolve),
         ("create", Self::Create),
+        ("silence", Self::Silence),
+        ("expire_silence", Self::ExpireSilence),
+        ("create_rule", Self::CreateRule),
+        ("delete_rule", Self::DeleteRule),
     ];
 
     /// The wire name.
@@ -242,7 +256,27 @@ impl AlertAction {
             Self::Acknowledge => "acknowledge",
             Self::Resolve => "resolve",
             Self::Create => "create",
+            Self::Silence => "silence",
+            Self::ExpireSilence => "expire_silence",
+            Self::CreateRule => "create_rule",
+            Self::DeleteRule => "delete_rule",
         }
+    }
+
+    /// Whether it acts on rules (seen by every worker).
+    pub fn is_rule(self) -> bool {
+        matches!(self, Self::CreateRule | Self::DeleteRule)
+    }
+
+    /// Whether every worker must see it (silences and rules), rather than the worker
+    /// owning one alert.
+    pub fn is_broadcast(self) -> bool {
+        self.is_silence() || self.is_rule()
+    }
+
+    /// Whether it acts on silences (seen by every worker) rather than on one alert.
+    pub fn is_silence(self) -> bool {
+        matches!(self, Self::Silence | Self::ExpireSilence)
     }
 }
 
@@ -266,6 +300,16 @@ pub struct AlertCommand {
     pub labels: Labels,
     /// Description of a custom alert (create).
     pub message: Option<String>,
+    /// The matchers of a silence (silence).
+    #[serde(default)]
+    pub matchers: Vec<Matcher>,
+    /// How long a silence lasts from the command's event time, ms (silence).
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// The rule, as validated JSON (create_rule). Kept as text so the command's binary
+    /// form between workers does not depend on the rule's optional fields.
+    #[serde(default)]
+    pub rule: Option<String>,
 }
 
 impl Event {
@@ -354,6 +398,16 @@ impl Event {
                     map.insert("labels".into(), labels_json(&command.labels));
                 }
                 put(&mut map, "message", command.message.as_deref());
+                if !command.matchers.is_empty() {
+                    map.insert("matchers".into(), json!(matchers_text(&command.matchers)));
+                }
+                put(&mut map, "duration_ms", command.duration_ms);
+                if let Some(rule) = &command.rule {
+                    map.insert(
+                        "rule".into(),
+                        serde_json::from_str(rule).unwrap_or(Value::Null),
+                    );
+                }
             }
             EventBody::Model(registration) => {
                 map.insert("model_id".into(), json!(registration.model_id.as_str()));

@@ -16,9 +16,11 @@ mod ml;
 mod rules;
 mod series;
 mod session;
+mod silence;
+mod template;
 mod update;
 
-pub use alerts::{AlertAct, AlertRecord, AlertStatus, CommandRejection};
+pub use alerts::{AlertAct, AlertRecord, AlertStatus, CommandRejection, PENDING_CLEARED};
 pub use error::{DataError, ErrorReason};
 pub use escalation::{policy_for, EscalationPolicy, EscalationStep};
 pub use event::{
@@ -36,8 +38,13 @@ pub use ml::{
     MAX_REGISTRATION_CLASSES, MAX_REGISTRATION_TEXT, UNVERSIONED,
 };
 pub use rules::{
-    Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comparison, RuleError,
+    Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comparison, RuleChange, RuleError,
 };
 pub use series::{Sample, SeriesKey, WindowStats};
 pub use session::{HistorySample, SessionState, SessionStatus};
+pub use silence::{
+    matchers_text, parse_matchers, CompiledSilence, MatchOp, Matcher, MatcherError, MatcherSet,
+    Silence, MAX_MATCHERS,
+};
+pub use template::{format_value, RuleTemplates, Template, TemplateError};
 pub use update::Update;

@@ -1,15 +1,18 @@
 //! Threshold rules over window statistics, the breaches they find, and the alert
 //! transitions that follow.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::alerts::AlertAct;
 use super::event::{Id, Labels, Severity};
 use super::labels::labels_as_map;
 use super::series::{SeriesKey, WindowStats};
+use super::template::{RuleTemplates, Template, TemplateError};
 
 /// Which window statistic a rule looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -109,6 +112,16 @@ pub enum RuleError {
         /// The rule.
         rule: String,
     },
+    /// A summary or annotation template does not parse.
+    #[error("rule {rule:?}: {field}: {error}")]
+    Template {
+        /// The rule.
+        rule: String,
+        /// `summary` or `annotations.<name>`.
+        field: String,
+        /// What is wrong.
+        error: TemplateError,
+    },
     /// Two rules share an id.
     #[error("rule id {rule:?} is used more than once")]
     DuplicateId {
@@ -167,6 +180,13 @@ pub struct BreachRule {
         skip_serializing_if = "Option::is_none"
     )]
     pub forecast: Option<Duration>,
+    /// The alert's title, a template (`{{ $value }}`, `{{ $labels.team }}`, ...; see
+    /// `model::template`); default `<rule> on <series>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Further texts on the alert (for example `description`, `runbook`), templates too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl BreachRule {
@@ -188,7 +208,33 @@ impl BreachRule {
                 rule: self.id.to_string(),
             });
         }
-        Ok(())
+        self.templates().map(|_| ())
+    }
+
+    /// The parsed `summary` and `annotations`.
+    ///
+    /// # Errors
+    /// The first template that does not parse, with its field.
+    pub fn templates(&self) -> Result<RuleTemplates, RuleError> {
+        let parse = |field: String, source: &str| {
+            Template::parse(source).map_err(|error| RuleError::Template {
+                rule: self.id.to_string(),
+                field,
+                error,
+            })
+        };
+        let summary = match &self.summary {
+            Some(source) => Some(parse("summary".to_owned(), source)?),
+            None => None,
+        };
+        let mut annotations = Vec::new();
+        for (name, source) in &self.annotations {
+            annotations.push((name.clone(), parse(format!("annotations.{name}"), source)?));
+        }
+        Ok(RuleTemplates {
+            summary,
+            annotations,
+        })
     }
 
     /// Whether the rule watches this series.
@@ -241,6 +287,8 @@ pub struct Breach {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
+    /// The condition holds, but not yet for the rule's `for` duration.
+    Pending,
     /// The condition holds.
     Firing,
     /// The condition stopped holding (or the series went quiet).
@@ -250,14 +298,16 @@ pub enum AlertState {
 impl fmt::Display for AlertState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::Pending => "pending",
             Self::Firing => "firing",
             Self::Resolved => "resolved",
         })
     }
 }
 
-/// An alert changing state: emitted on the first breaching window of a streak
-/// (`firing`) and on the first window after it that does not breach (`resolved`).
+/// An alert changing state: emitted on the first breaching window of a streak (`pending`
+/// when the rule has a `for` duration, then `firing` once it elapsed) and on the first
+/// window after it that does not breach (`resolved`, also for a pending streak).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertTransition {
     /// Rule id plus a hash of the series key.
@@ -276,4 +326,16 @@ pub struct AlertTransition {
     pub threshold: f64,
     /// The rule's severity.
     pub severity: Severity,
+}
+
+/// A rule created, replaced or deleted at run time (`create_rule` / `delete_rule`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleChange {
+    /// The rule's id.
+    pub rule_id: Id,
+    /// The rule as it now is; none when deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<BreachRule>,
+    /// Who, when (event time), why.
+    pub by: AlertAct,
 }

@@ -6,9 +6,10 @@ use super::alerts::{AlertRecord, CommandRejection};
 use super::error::DataError;
 use super::insights::{Insight, SeriesForecast, SessionPrediction, SuccessModelReport};
 use super::ml::{ModelRegistration, ModelSnapshot, RetrainingTrigger};
-use super::rules::{AlertTransition, Breach};
+use super::rules::{AlertTransition, Breach, RuleChange};
 use super::series::{SeriesKey, WindowStats};
 use super::session::{HistorySample, SessionState};
+use super::silence::Silence;
 
 /// One result of the analytics pipeline, as delivered to views, WebSocket clients and the
 /// `--out` file. Serialized as a JSON object tagged by `kind`.
@@ -39,6 +40,10 @@ pub enum Update {
     AlertRecord(Box<AlertRecord>),
     /// An alert command could not be applied.
     CommandRejected(CommandRejection),
+    /// A silence was created, replaced, expired or ran out.
+    Silence(Box<Silence>),
+    /// A rule was created, replaced or deleted at run time.
+    RuleChange(Box<RuleChange>),
     /// A model version's tracked performance changed.
     ModelMetrics(Box<ModelSnapshot>),
     /// A model should be retrained (drift started or ADWIN detected a change).
@@ -87,6 +92,8 @@ impl Update {
             Self::Alert(_) => "alert",
             Self::AlertRecord(_) => "alert_record",
             Self::CommandRejected(_) => "command_rejected",
+            Self::Silence(_) => "silence",
+            Self::RuleChange(_) => "rule_change",
             Self::ModelMetrics(_) => "model_metrics",
             Self::RetrainingTrigger(_) => "retraining_trigger",
             Self::ModelRegistered(_) => "model_registered",

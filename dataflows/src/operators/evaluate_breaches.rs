@@ -8,17 +8,20 @@
 //! `(rule, series)` pair remembers whether it is firing so that a streak of breaching
 //! windows yields one `firing` transition and one `resolved` transition.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rustc_hash::FxBuildHasher;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    AlertState, AlertTransition, Breach, BreachRule, Id, SeriesKey, Update, WindowStats,
+    AlertAction, AlertCommand, AlertState, AlertTransition, Breach, BreachRule, Id, SeriesKey,
+    Update, WindowStats,
 };
 use crate::time::duration_ms;
 use crate::Time;
@@ -32,6 +35,33 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// The rule set after a `create_rule` (add or replace by id) or `delete_rule` command;
+    /// `None` when the command does not change it (a delete of an unknown id, or a rule
+    /// that does not parse, which the decoder already refused).
+    pub fn after(&self, command: &AlertCommand) -> Option<RuleSet> {
+        let id = command.alert_id.as_deref()?;
+        let mut rules = self.rules.clone();
+        match command.command {
+            AlertAction::CreateRule => {
+                let rule: BreachRule = serde_json::from_str(command.rule.as_deref()?).ok()?;
+                rule.validate().ok()?;
+                match rules.iter_mut().find(|existing| existing.id == id) {
+                    Some(existing) => *existing = rule,
+                    None => rules.push(rule),
+                }
+            }
+            AlertAction::DeleteRule => {
+                let before = rules.len();
+                rules.retain(|existing| existing.id != id);
+                if rules.len() == before {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+        Some(RuleSet::new(rules))
+    }
+
     /// Indexes `rules` (assumed valid, see [`BreachRule::validate`]).
     pub fn new(rules: Vec<BreachRule>) -> Self {
         let mut set = Self {
@@ -106,19 +136,32 @@ impl BreachState {
                         threshold: rule.threshold,
                         severity: rule.severity,
                     }));
-                    let pair =
-                        self.pairs
-                            .entry((position, stats.key.clone()))
-                            .or_insert(PairState {
+                    let mut started = false;
+                    let pair = self
+                        .pairs
+                        .entry((position, stats.key.clone()))
+                        .or_insert_with(|| {
+                            started = true;
+                            PairState {
                                 breaching_since: end,
                                 firing: false,
                                 clear_since: None,
-                            });
+                            }
+                        });
                     pair.clear_since = None;
-                    if !pair.firing
-                        && end.saturating_sub(pair.breaching_since)
-                            >= duration_ms(rule.for_duration)
-                    {
+                    let due =
+                        end.saturating_sub(pair.breaching_since) >= duration_ms(rule.for_duration);
+                    if started && !due {
+                        // The streak begins but `for` has not elapsed: visible as pending.
+                        out.push(transition(
+                            rule,
+                            &stats.key,
+                            AlertState::Pending,
+                            end,
+                            Some(value),
+                        ));
+                    }
+                    if !pair.firing && due {
                         pair.firing = true;
                         out.push(transition(
                             rule,
@@ -135,8 +178,16 @@ impl BreachState {
                         continue;
                     };
                     if !pair.firing {
-                        // Pending, never fired: the streak is over, nothing to resolve.
+                        // Pending, never fired: the streak is over; the pending alert
+                        // clears (it was never notified).
                         self.pairs.remove(&pair_key);
+                        out.push(transition(
+                            rule,
+                            &stats.key,
+                            AlertState::Resolved,
+                            end,
+                            Some(rule.aggregate.apply(stats)),
+                        ));
                         continue;
                     }
                     let clear_since = *pair.clear_since.get_or_insert(end);
@@ -156,22 +207,59 @@ impl BreachState {
         }
     }
 
-    /// Resolves every firing rule of a series that went quiet (and forgets pending ones),
-    /// without waiting for `keep_firing_for`: no more windows will come.
+    /// Resolves every firing or pending rule of a series that went quiet, without waiting
+    /// for `keep_firing_for`: no more windows will come.
     pub fn on_idle(&mut self, rules: &RuleSet, key: &SeriesKey, end: u64, out: &mut Vec<Update>) {
         for position in rules.watching(key) {
-            if let Some(pair) = self.pairs.remove(&(position, key.clone())) {
-                if pair.firing {
-                    out.push(transition(
-                        &rules.rules[position],
-                        key,
-                        AlertState::Resolved,
-                        end,
-                        None,
-                    ));
-                }
+            if self.pairs.remove(&(position, key.clone())).is_some() {
+                out.push(transition(
+                    &rules.rules[position],
+                    key,
+                    AlertState::Resolved,
+                    end,
+                    None,
+                ));
             }
         }
+    }
+
+    /// Replaces `rules` by `next` (a rule created, replaced or deleted at event time `at`):
+    /// the pairs of rules that are gone or changed resolve at `at` (firing or pending ones
+    /// emit a `resolved` transition with no value) and are forgotten; the others keep their
+    /// state under the rule's new position.
+    pub fn change_rules(
+        &mut self,
+        rules: &mut RuleSet,
+        next: RuleSet,
+        at: u64,
+        out: &mut Vec<Update>,
+    ) {
+        let moved: Vec<Option<usize>> = rules
+            .rules
+            .iter()
+            .map(|old| next.rules.iter().position(|new| new == old))
+            .collect();
+        let pairs = std::mem::take(&mut self.pairs);
+        let mut gone: Vec<(usize, SeriesKey)> = Vec::new();
+        for ((position, key), pair) in pairs {
+            match moved.get(position).copied().flatten() {
+                Some(new_position) => {
+                    self.pairs.insert((new_position, key), pair);
+                }
+                None => gone.push((position, key)),
+            }
+        }
+        gone.sort();
+        for (position, key) in gone {
+            out.push(transition(
+                &rules.rules[position],
+                &key,
+                AlertState::Resolved,
+                at,
+                None,
+            ));
+        }
+        *rules = next;
     }
 
     /// Number of firing `(rule, series)` pairs.
@@ -227,6 +315,7 @@ pub trait EvaluateBreaches<'scope> {
         self,
         name: &str,
         rules: &RuleSet,
+        changes: StreamVec<'scope, Time, (Time, AlertCommand)>,
     ) -> (
         StreamVec<'scope, Time, Update>,
         StreamVec<'scope, Time, AlertTransition>,
@@ -238,13 +327,16 @@ impl<'scope> EvaluateBreaches<'scope> for StreamVec<'scope, Time, Update> {
         self,
         name: &str,
         rules: &RuleSet,
+        changes: StreamVec<'scope, Time, (Time, AlertCommand)>,
     ) -> (
         StreamVec<'scope, Time, Update>,
         StreamVec<'scope, Time, AlertTransition>,
     ) {
-        let rules = rules.clone();
+        let mut rules = rules.clone();
         let mut builder = OperatorBuilder::new(format!("EvaluateBreaches({name})"), self.scope());
         let mut input = builder.new_input(self, Pipeline);
+        // Rule changes reach every worker: each holds every rule.
+        let mut change_input = builder.new_input(changes.broadcast(), Pipeline);
         let (updates_output, updates) = builder.new_output();
         let (transitions_output, transitions) = builder.new_output();
         let mut updates_output =
@@ -256,39 +348,139 @@ impl<'scope> EvaluateBreaches<'scope> for StreamVec<'scope, Time, Update> {
         builder.build(move |_capabilities| {
             let mut state = BreachState::default();
             let mut out = Vec::new();
-            move |_frontiers| {
+            // While a rule change is pending, windows and changes are applied in time
+            // order: a change of time c once no window at or before c can still come (it
+            // applies to later windows), windows after it once it is applied. Windows are
+            // not held for the rule input's frontier (that cost the alert path seconds of
+            // latency under load): a change that reaches this worker after windows later
+            // than it were evaluated applies from the next window on.
+            let mut held_windows: BTreeMap<Time, Vec<Held<Vec<Update>>>> = BTreeMap::new();
+            let mut held_changes: BTreeMap<Time, Vec<Held<(Time, AlertCommand)>>> = BTreeMap::new();
+            move |frontiers| {
                 let mut updates_handle = updates_output.activate();
                 let mut transitions_handle = transitions_output.activate();
-                input.for_each(|cap, data| {
-                    for update in data.iter() {
-                        match update {
-                            Update::Window(stats) => state.on_window(&rules, stats, &mut out),
-                            Update::SeriesIdle { key, end } => {
-                                state.on_idle(&rules, key, *end, &mut out)
-                            }
-                            _ => {}
-                        }
-                    }
+                change_input.for_each(|cap, data| {
                     let (Some(updates_cap), Some(transitions_cap)) =
                         (cap.retain_least(0), cap.retain_least(1))
                     else {
                         return;
                     };
-                    let mut session = updates_handle.session(&updates_cap);
+                    let time = *updates_cap.time();
+                    for change in data.drain(..) {
+                        held_changes.entry(time).or_default().push(Held {
+                            updates_cap: updates_cap.clone(),
+                            transitions_cap: transitions_cap.clone(),
+                            data: change,
+                        });
+                    }
+                });
+                let mut emit = |updates_cap: &Capability<Time>,
+                                transitions_cap: &Capability<Time>,
+                                data: &mut Vec<Update>,
+                                out: &mut Vec<Update>| {
+                    let mut session = updates_handle.session(updates_cap);
                     session.give_container(data);
                     if !out.is_empty() {
-                        let mut transitions = transitions_handle.session(&transitions_cap);
-                        for update in &out {
+                        let mut transitions = transitions_handle.session(transitions_cap);
+                        for update in out.iter() {
                             if let Update::Alert(transition) = update {
                                 transitions.give(transition.clone());
                             }
                         }
                         session.give_iterator(out.drain(..));
                     }
+                };
+                input.for_each(|cap, data| {
+                    let (Some(updates_cap), Some(transitions_cap)) =
+                        (cap.retain_least(0), cap.retain_least(1))
+                    else {
+                        return;
+                    };
+                    // Fast path (no rule change pending): evaluate at once, as before rule
+                    // changes existed. Otherwise hold, so each series' windows stay in time
+                    // order around the change.
+                    if held_changes.is_empty() && held_windows.is_empty() {
+                        evaluate(&mut state, &rules, data, &mut out);
+                        emit(&updates_cap, &transitions_cap, data, &mut out);
+                        return;
+                    }
+                    let time = *updates_cap.time();
+                    held_windows.entry(time).or_default().push(Held {
+                        updates_cap,
+                        transitions_cap,
+                        data: std::mem::take(data),
+                    });
                 });
+                loop {
+                    let window_time = held_windows.first_key_value().map(|(t, _)| *t);
+                    let change_time = held_changes.first_key_value().map(|(t, _)| *t);
+                    // Windows of time t go before changes of time t (a change applies to
+                    // the windows after it).
+                    let take_window = match (window_time, change_time) {
+                        (Some(w), Some(c)) => w <= c,
+                        (Some(_), None) => true,
+                        _ => false,
+                    };
+                    if take_window {
+                        let Some(time) = window_time else {
+                            break;
+                        };
+                        for mut held in held_windows.remove(&time).unwrap_or_default() {
+                            evaluate(&mut state, &rules, &held.data, &mut out);
+                            emit(
+                                &held.updates_cap,
+                                &held.transitions_cap,
+                                &mut held.data,
+                                &mut out,
+                            );
+                        }
+                        continue;
+                    }
+                    let Some(time) = change_time.filter(|t| !frontiers[0].less_equal(t)) else {
+                        break;
+                    };
+                    let mut changes = held_changes.remove(&time).unwrap_or_default();
+                    changes.sort_by(|a, b| {
+                        (a.data.0, &a.data.1.alert_id, a.data.1.command).cmp(&(
+                            b.data.0,
+                            &b.data.1.alert_id,
+                            b.data.1.command,
+                        ))
+                    });
+                    for held in changes {
+                        if let Some(next) = rules.after(&held.data.1) {
+                            state.change_rules(&mut rules, next, held.data.0, &mut out);
+                        }
+                        if !out.is_empty() {
+                            emit(
+                                &held.updates_cap,
+                                &held.transitions_cap,
+                                &mut Vec::new(),
+                                &mut out,
+                            );
+                        }
+                    }
+                }
             }
         });
         (updates, transitions)
+    }
+}
+
+/// Data held with its capabilities on both outputs.
+struct Held<D> {
+    updates_cap: Capability<Time>,
+    transitions_cap: Capability<Time>,
+    data: D,
+}
+
+fn evaluate(state: &mut BreachState, rules: &RuleSet, data: &[Update], out: &mut Vec<Update>) {
+    for update in data {
+        match update {
+            Update::Window(stats) => state.on_window(rules, stats, out),
+            Update::SeriesIdle { key, end } => state.on_idle(rules, key, *end, out),
+            _ => {}
+        }
     }
 }
 
@@ -311,6 +503,8 @@ mod tests {
             keep_firing_for: std::time::Duration::ZERO,
             cooldown: std::time::Duration::ZERO,
             forecast: None,
+            summary: None,
+            annotations: Default::default(),
         }
     }
 
@@ -383,24 +577,25 @@ mod tests {
             for_duration: std::time::Duration::from_millis(20),
             ..rule()
         };
-        // Breaching at 10 and 20 (10 ms), clear at 30: pending only, never fires.
+        // Breaching at 10 and 20 (10 ms), clear at 30: pending only (visible), never
+        // fires; the clear window ends the pending streak.
         let (transitions, state) = run(rule.clone(), &[(10, 80.0), (20, 80.0), (30, 50.0)]);
-        assert!(transitions.is_empty(), "{transitions:?}");
+        assert_eq!(transitions, ["pending@10", "resolved@30"]);
         assert_eq!(
             (state.pending(), state.firing()),
             (0, 0),
             "a cleared pending pair is forgotten"
         );
-        // Breaching 10..=30: fires at 30 (20 ms after the streak began), once.
+        // Breaching 10..=30: pending at 10, fires at 30 (20 ms after the streak began), once.
         let (transitions, state) = run(
             rule.clone(),
             &[(10, 80.0), (20, 80.0), (30, 80.0), (40, 80.0)],
         );
-        assert_eq!(transitions, ["firing@30"]);
+        assert_eq!(transitions, ["pending@10", "firing@30"]);
         assert_eq!(state.firing(), 1);
         // A clear window restarts the pending streak.
         let (transitions, _) = run(
-            rule,
+            rule.clone(),
             &[
                 (10, 80.0),
                 (20, 80.0),
@@ -410,7 +605,27 @@ mod tests {
                 (50, 80.0),
             ],
         );
-        assert_eq!(transitions, ["firing@50"]);
+        assert_eq!(
+            transitions,
+            ["pending@10", "resolved@25", "pending@30", "firing@50"]
+        );
+        // Without `for`, no pending transition: the first breach fires.
+        let (transitions, _) = run(super::tests::rule(), &[(10, 80.0), (20, 50.0)]);
+        assert_eq!(transitions, ["firing@10", "resolved@20"]);
+        // A pending series that goes quiet clears too.
+        let mut state = BreachState::default();
+        let rules = RuleSet::new(vec![rule]);
+        let mut out = Vec::new();
+        state.on_window(&rules, &window("latency_ms", 10, 80.0), &mut out);
+        state.on_idle(&rules, &SeriesKey::named("latency_ms"), 40, &mut out);
+        let seen: Vec<String> = out
+            .iter()
+            .filter_map(|update| match update {
+                Update::Alert(t) => Some(format!("{}@{}", t.state, t.at)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seen, ["pending@10", "resolved@40"]);
     }
 
     #[test]
@@ -418,6 +633,8 @@ mod tests {
         let rule = BreachRule {
             keep_firing_for: std::time::Duration::from_millis(20),
             forecast: None,
+            summary: None,
+            annotations: Default::default(),
             ..rule()
         };
         // Flapping: clear at 20 and 30, breaching again at 40 (within 20 ms): one streak.
@@ -438,6 +655,8 @@ mod tests {
             BreachRule {
                 keep_firing_for: std::time::Duration::ZERO,
                 forecast: None,
+                summary: None,
+                annotations: Default::default(),
                 ..rule
             },
             &[(10, 80.0), (20, 50.0), (30, 50.0), (40, 80.0)],
@@ -473,5 +692,172 @@ mod tests {
         assert_eq!(rules.watching(&key).count(), 0);
         key.labels = vec![("host".into(), "a".into()), ("region".into(), "eu".into())];
         assert_eq!(rules.watching(&key).count(), 1);
+    }
+
+    fn rule_command(action: AlertAction, id: &str, rule: Option<&BreachRule>) -> AlertCommand {
+        AlertCommand {
+            command: action,
+            alert_id: Some(id.into()),
+            actor: Some("ana".into()),
+            note: None,
+            title: None,
+            severity: None,
+            labels: Vec::new(),
+            message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
+            rule: rule.map(|rule| serde_json::to_string(rule).unwrap()),
+        }
+    }
+
+    #[test]
+    fn rules_change_at_run_time_and_deleted_rules_resolve() {
+        let mut rules = RuleSet::new(vec![rule()]);
+        let mut state = BreachState::default();
+        let mut out = Vec::new();
+        state.on_window(&rules, &window("latency_ms", 10, 80.0), &mut out);
+        assert_eq!(kinds(&out), ["breach", "alert:firing"]);
+        out.clear();
+        // A new rule: the firing pair of `slow` keeps its state (no second firing).
+        let fast = BreachRule {
+            id: "fast".into(),
+            threshold: 50.0,
+            ..rule()
+        };
+        let next = rules
+            .after(&rule_command(AlertAction::CreateRule, "fast", Some(&fast)))
+            .unwrap();
+        state.change_rules(&mut rules, next, 15, &mut out);
+        assert!(out.is_empty());
+        state.on_window(&rules, &window("latency_ms", 20, 80.0), &mut out);
+        assert_eq!(kinds(&out), ["breach", "breach", "alert:firing"]);
+        out.clear();
+        // Deleting `slow` resolves its alert at the change's time, with no value.
+        let next = rules
+            .after(&rule_command(AlertAction::DeleteRule, "slow", None))
+            .unwrap();
+        state.change_rules(&mut rules, next, 25, &mut out);
+        let Update::Alert(resolved) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (
+                resolved.rule_id.as_str(),
+                resolved.state,
+                resolved.at,
+                resolved.value
+            ),
+            ("slow", AlertState::Resolved, 25, None)
+        );
+        assert_eq!(state.firing(), 1, "fast still fires");
+        assert_eq!(rules.rules().len(), 1);
+        // Replacing `fast` with a different threshold starts it afresh.
+        out.clear();
+        let stricter = BreachRule {
+            threshold: 95.0,
+            ..fast
+        };
+        let next = rules
+            .after(&rule_command(
+                AlertAction::CreateRule,
+                "fast",
+                Some(&stricter),
+            ))
+            .unwrap();
+        state.change_rules(&mut rules, next, 30, &mut out);
+        assert_eq!(kinds(&out), ["alert:resolved"]);
+        assert_eq!(rules.rules()[0].threshold, 95.0);
+        // Deleting an unknown rule changes nothing.
+        assert!(rules
+            .after(&rule_command(AlertAction::DeleteRule, "nope", None))
+            .is_none());
+    }
+
+    /// The operator applies rule changes in event-time order, the same with 1 and 4
+    /// workers: windows before the change's time use the old rules, later ones the new.
+    #[test]
+    fn operator_applies_rule_changes_in_time_order() {
+        use crate::testing::{canonical, run_settled, Epoch};
+        use timely::dataflow::operators::vec::Map;
+        type In = Result<WindowStats, (Time, AlertCommand)>;
+        fn build(stream: StreamVec<'_, Time, In>) -> StreamVec<'_, Time, Update> {
+            let changes = stream.clone().flat_map(|input: In| input.err());
+            let fast = BreachRule {
+                id: "fast".into(),
+                threshold: 50.0,
+                ..rule()
+            };
+            let windows = stream.flat_map(|input: In| input.ok().map(Update::Window));
+            let (updates, _) =
+                windows.evaluate_breaches("test", &RuleSet::new(vec![fast]), changes);
+            updates
+        }
+        let slow = rule();
+        let mut epochs = Vec::new();
+        for (position, key) in ["a", "b", "c", "d"].iter().enumerate() {
+            let end = 10 + position as u64;
+            epochs.push(Epoch::new(
+                end,
+                vec![Ok(WindowStats {
+                    key: SeriesKey {
+                        name: "latency_ms".into(),
+                        session_id: None,
+                        labels: vec![("host".into(), (*key).into())],
+                    },
+                    ..window("latency_ms", end, 80.0)
+                })],
+            ));
+        }
+        epochs.push(Epoch::new(
+            20,
+            vec![Err((
+                20,
+                rule_command(AlertAction::CreateRule, "slow", Some(&slow)),
+            ))],
+        ));
+        for (position, key) in ["a", "b", "c", "d"].iter().enumerate() {
+            let end = 30 + position as u64;
+            epochs.push(Epoch::new(
+                end,
+                vec![Ok(WindowStats {
+                    key: SeriesKey {
+                        name: "latency_ms".into(),
+                        session_id: None,
+                        labels: vec![("host".into(), (*key).into())],
+                    },
+                    ..window("latency_ms", end, 80.0)
+                })],
+            ));
+        }
+        epochs.push(Epoch::new(
+            40,
+            vec![Err((
+                40,
+                rule_command(AlertAction::DeleteRule, "fast", None),
+            ))],
+        ));
+        epochs.push(Epoch::new(50, vec![]));
+        let one = run_settled(1, build, epochs.clone());
+        assert_eq!(
+            canonical(&one),
+            canonical(&run_settled(4, build, epochs)),
+            "1 and 4 workers agree"
+        );
+        let mut transitions: Vec<(String, String, u64)> = one
+            .iter()
+            .filter_map(|(_, update)| match update {
+                Update::Alert(t) => Some((t.rule_id.to_string(), t.state.to_string(), t.at)),
+                _ => None,
+            })
+            .collect();
+        transitions.sort();
+        let mut expected = Vec::new();
+        for position in 0..4u64 {
+            expected.push(("fast".to_owned(), "firing".to_owned(), 10 + position));
+            expected.push(("fast".to_owned(), "resolved".to_owned(), 40));
+            expected.push(("slow".to_owned(), "firing".to_owned(), 30 + position));
+        }
+        expected.sort();
+        assert_eq!(transitions, expected);
     }
 }

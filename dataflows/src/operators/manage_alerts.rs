@@ -17,13 +17,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::vec::{Broadcast, Filter};
+use timely::dataflow::operators::{Capability, Concat, Exchange as _, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    policy_for, AlertAct, AlertAction, AlertCommand, AlertRecord, AlertState, AlertStatus,
-    AlertTransition, CommandRejection, EscalationPolicy, Severity, Update,
+    matchers_text, policy_for, AlertAct, AlertAction, AlertCommand, AlertRecord, AlertState,
+    AlertStatus, AlertTransition, BreachRule, CommandRejection, CompiledSilence, EscalationPolicy,
+    RuleChange, RuleTemplates, Severity, Silence, Update, PENDING_CLEARED,
 };
 use crate::time::duration_ms;
 use crate::Time;
@@ -39,6 +41,12 @@ pub struct AlertConfig {
     /// Per rule id, the cooldown after a resolution (see `BreachRule::cooldown`); rules
     /// without one are absent.
     pub cooldowns: BTreeMap<String, Duration>,
+    /// Per rule id, the parsed summary and annotation templates; rules without any are
+    /// absent.
+    pub templates: BTreeMap<String, RuleTemplates>,
+    /// The ids of the rules in force at start (rules created at run time are added, and
+    /// deleted ones removed, by `create_rule` / `delete_rule` commands).
+    pub rule_ids: BTreeSet<String>,
 }
 
 impl Default for AlertConfig {
@@ -47,7 +55,21 @@ impl Default for AlertConfig {
             resolved_retention: Duration::from_secs(3600),
             escalations: Vec::new(),
             cooldowns: BTreeMap::new(),
+            templates: BTreeMap::new(),
+            rule_ids: BTreeSet::new(),
         }
+    }
+}
+
+/// Renders the templates of `record`'s rule into it, if the rule has any.
+fn render(templates: &HashMap<String, RuleTemplates>, record: &mut AlertRecord) {
+    let Some(rule) = record.rule_id.as_deref() else {
+        return;
+    };
+    // Predictive alerts (`<rule>.forecast`) use their rule's texts.
+    let rule = rule.strip_suffix(".forecast").unwrap_or(rule);
+    if let Some(templates) = templates.get(rule) {
+        templates.apply(record);
     }
 }
 
@@ -72,6 +94,10 @@ fn route(id: &str) -> u64 {
 
 /// Who escalation transitions are by.
 pub const ESCALATION_ACTOR: &str = "escalation";
+
+/// Why people cannot act on a pending alert.
+const PENDING_REJECTION: &str =
+    "the alert is pending (its rule's `for` has not elapsed); it cannot be acted on yet";
 
 /// The mechanism named on firings held back by a rule's cooldown.
 pub const COOLDOWN: &str = "cooldown";
@@ -100,7 +126,27 @@ pub struct AlertBook {
     /// `(due, alert id)` of every entry of `escalations` and `deferred` (an alert is in at
     /// most one of them: escalations are for active alerts, deferrals for resolved ones).
     timers: BTreeSet<(u64, String)>,
+    /// Per rule id, its summary and annotation templates.
+    templates: HashMap<String, RuleTemplates>,
+    /// The rules in force, by id (every worker sees every rule change).
+    rule_ids: BTreeSet<String>,
+    /// Silences by id (every worker holds all of them); removed when they end, so at most
+    /// [`MAX_SILENCES`].
+    silences: BTreeMap<String, CompiledSilence>,
+    /// `(ends_at, id)` of every silence held.
+    silence_ends: BTreeSet<(u64, String)>,
+    /// Silences that ended, until taken.
+    ended: Vec<Silence>,
 }
+
+/// Most silences held at once.
+pub const MAX_SILENCES: usize = 10_000;
+
+/// The mechanism named on alert changes held back by a silence.
+pub const SILENCE: &str = "silence";
+
+/// Who ends a silence that ran out.
+pub const SILENCE_EXPIRY: &str = "expiry";
 
 /// `90000` → `1m30s`, for the reasons written into the history.
 fn short_duration(ms: u64) -> String {
@@ -135,6 +181,84 @@ impl AlertBook {
             .map(|(rule, cooldown)| (rule.clone(), duration_ms(*cooldown)))
             .collect();
         self
+    }
+
+    /// The same book rendering rule alerts' titles and annotations from `templates`.
+    pub fn with_templates(mut self, templates: &BTreeMap<String, RuleTemplates>) -> Self {
+        self.templates = templates
+            .iter()
+            .map(|(rule, templates)| (rule.clone(), templates.clone()))
+            .collect();
+        self
+    }
+
+    /// The same book knowing the rules in force at start.
+    pub fn with_rules(mut self, rule_ids: &BTreeSet<String>) -> Self {
+        self.rule_ids = rule_ids.clone();
+        self
+    }
+
+    /// Applies a `create_rule` or `delete_rule` command at event time `ts`: the rule's
+    /// templates and cooldown follow it. (The rule's evaluation lives in
+    /// `EvaluateBreaches`, which sees the same command; a deleted rule's alerts resolve
+    /// from there.)
+    ///
+    /// # Errors
+    /// Deleting a rule that does not exist.
+    pub fn on_rule(
+        &mut self,
+        ts: u64,
+        command: &AlertCommand,
+    ) -> Result<RuleChange, CommandRejection> {
+        let id = command.alert_id.as_deref().unwrap_or_default().to_owned();
+        let by = AlertAct {
+            by: command.actor.clone().unwrap_or_else(|| "unknown".into()),
+            at: ts,
+            note: command.note.clone(),
+        };
+        let reject = |reason: &str| CommandRejection {
+            alert_id: id.clone(),
+            command: command.command,
+            reason: reason.to_owned(),
+            at: ts,
+        };
+        if command.command == AlertAction::DeleteRule {
+            if !self.rule_ids.remove(&id) {
+                return Err(reject("no rule with this id"));
+            }
+            self.templates.remove(&id);
+            self.cooldowns.remove(&id);
+            return Ok(RuleChange {
+                rule_id: id.as_str().into(),
+                rule: None,
+                by,
+            });
+        }
+        let rule: BreachRule = command
+            .rule
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .ok_or_else(|| reject("the rule does not parse"))?;
+        match rule.templates() {
+            Ok(templates) if templates != RuleTemplates::default() => {
+                self.templates.insert(id.clone(), templates);
+            }
+            _ => {
+                self.templates.remove(&id);
+            }
+        }
+        if rule.cooldown.is_zero() {
+            self.cooldowns.remove(&id);
+        } else {
+            self.cooldowns
+                .insert(id.clone(), duration_ms(rule.cooldown));
+        }
+        self.rule_ids.insert(id.clone());
+        Ok(RuleChange {
+            rule_id: id.as_str().into(),
+            rule: Some(rule),
+            by,
+        })
     }
 
     /// When the cooldown of the resolved alert `id` ends, if a firing at `at` falls in it.
@@ -188,7 +312,217 @@ impl AlertBook {
 
     /// The earliest escalation timer, event time ms.
     pub fn next_timer(&self) -> Option<u64> {
-        self.timers.first().map(|(due, _)| *due)
+        let alert = self.timers.first().map(|(due, _)| *due);
+        let silence = self.silence_ends.first().map(|(due, _)| *due);
+        match (alert, silence) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Fires every timer due at or before `now` (event time): escalation steps and
+    /// reminders, the ends of cooldowns (see [`Self::fire_alert_timers`]) and the ends of
+    /// silences (which notify the active alerts whose latest change they held back).
+    /// Returns the changed records; the silences that ended are kept for
+    /// [`Self::take_ended_silences`].
+    pub fn on_timers(&mut self, now: u64) -> Vec<AlertRecord> {
+        let mut changed = Vec::new();
+        while let Some((due, id)) = self
+            .silence_ends
+            .first()
+            .filter(|(due, _)| *due <= now)
+            .cloned()
+        {
+            // Alert timers before the silence's end first, with the silence in force.
+            for record in self.fire_alert_timers(due.saturating_sub(1)) {
+                changed.push(self.mute(record));
+            }
+            self.silence_ends.remove(&(due, id.clone()));
+            changed.extend(self.end_silence(due, &id));
+        }
+        for record in self.fire_alert_timers(now) {
+            changed.push(self.mute(record));
+        }
+        changed
+    }
+
+    /// Applies a breach transition; returns the changed record, muted when a silence in
+    /// force matches it.
+    pub fn on_transition(&mut self, transition: &AlertTransition) -> Option<AlertRecord> {
+        let record = self.apply_transition(transition)?;
+        Some(self.mute(record))
+    }
+
+    /// Applies an alert command at event time `ts` (the id of a `create` must already be
+    /// set); silence commands go to [`Self::on_silence`].
+    ///
+    /// # Errors
+    /// The alert is unknown, already resolved, pending, or (for `create`) already active.
+    pub fn on_command(
+        &mut self,
+        ts: u64,
+        command: &AlertCommand,
+    ) -> Result<AlertRecord, CommandRejection> {
+        let record = self.apply_command(ts, command)?;
+        Ok(self.mute(record))
+    }
+
+    /// Creates, replaces or expires a silence at event time `ts`. Every worker applies
+    /// every silence command (each holds its own alerts); returns the silence as it now
+    /// is.
+    ///
+    /// # Errors
+    /// Expiring a silence that does not exist or already ended; more than
+    /// [`MAX_SILENCES`] silences.
+    pub fn on_silence(
+        &mut self,
+        ts: u64,
+        command: &AlertCommand,
+    ) -> Result<Silence, CommandRejection> {
+        let id = command.alert_id.as_deref().unwrap_or_default().to_owned();
+        let reject = |reason: &str| CommandRejection {
+            alert_id: id.clone(),
+            command: command.command,
+            reason: reason.to_owned(),
+            at: ts,
+        };
+        let act = AlertAct {
+            by: command.actor.clone().unwrap_or_else(|| "unknown".into()),
+            at: ts,
+            note: command.note.clone(),
+        };
+        match command.command {
+            AlertAction::Silence => {
+                if !self.silences.contains_key(&id) && self.silences.len() >= MAX_SILENCES {
+                    return Err(reject(&format!(
+                        "{MAX_SILENCES} silences are in force; expire some first"
+                    )));
+                }
+                let duration = command.duration_ms.unwrap_or(0).max(1);
+                let silence = Silence {
+                    id: id.clone(),
+                    matchers: command.matchers.clone(),
+                    starts_at: ts,
+                    ends_at: ts.saturating_add(duration),
+                    created: act,
+                    expired: None,
+                };
+                if let Some(old) = self.silences.remove(&id) {
+                    self.silence_ends.remove(&(old.silence.ends_at, id.clone()));
+                }
+                self.silence_ends.insert((silence.ends_at, id.clone()));
+                self.silences
+                    .insert(id, CompiledSilence::new(silence.clone()));
+                Ok(silence)
+            }
+            _ => {
+                let Some(silence) = self.silences.get_mut(&id) else {
+                    return Err(reject("no silence with this id"));
+                };
+                if silence.silence.ends_at <= ts {
+                    return Err(reject("the silence has already ended"));
+                }
+                self.silence_ends
+                    .remove(&(silence.silence.ends_at, id.clone()));
+                silence.silence.ends_at = ts;
+                silence.silence.expired = Some(act);
+                self.silence_ends.insert((ts, id));
+                Ok(silence.silence.clone())
+            }
+        }
+    }
+
+    /// The silences that ran out since the last call, in order (those expired by a
+    /// command were returned by [`Self::on_silence`]).
+    pub fn take_ended_silences(&mut self) -> Vec<Silence> {
+        std::mem::take(&mut self.ended)
+    }
+
+    /// Number of silences held (in force or not yet started).
+    pub fn silences(&self) -> usize {
+        self.silences.len()
+    }
+
+    /// Ends silence `id` at `due`: forgets it and notifies the active alerts whose latest
+    /// change it held back, unless another silence still mutes them.
+    fn end_silence(&mut self, due: u64, id: &str) -> Vec<AlertRecord> {
+        let Some(mut ended) = self.silences.remove(id) else {
+            return Vec::new();
+        };
+        // A silence expired by a command was reported then; one that ran out is reported
+        // now.
+        if ended.silence.expired.is_none() {
+            ended.silence.expired = Some(AlertAct {
+                by: SILENCE_EXPIRY.into(),
+                at: due,
+                note: None,
+            });
+            self.ended.push(ended.silence);
+        }
+        let mut held: Vec<String> = self
+            .alerts
+            .values()
+            .filter(|record| {
+                record.status.is_active()
+                    && record.just_suppressed()
+                    && record
+                        .suppression
+                        .as_ref()
+                        .is_some_and(|act| act.by == SILENCE)
+            })
+            .map(|record| record.id.clone())
+            .collect();
+        held.sort();
+        let mut released = Vec::new();
+        for alert_id in held {
+            let still_muted = match self.alerts.get(&alert_id) {
+                Some(record) => self
+                    .silences
+                    .values()
+                    .any(|silence| silence.in_force(due) && silence.matches(record)),
+                None => true,
+            };
+            if still_muted {
+                continue;
+            }
+            if let Some(record) = self.alerts.get_mut(&alert_id) {
+                record.updated_at = due;
+                released.push(record.clone());
+            }
+        }
+        released
+    }
+
+    /// Holds back `record`'s change when a silence in force matches it: counted on the
+    /// record (also in the book), with the silence named.
+    fn mute(&mut self, mut record: AlertRecord) -> AlertRecord {
+        if record.is_quiet() {
+            return record;
+        }
+        let at = record.updated_at;
+        let Some(silence) = self
+            .silences
+            .values()
+            .find(|silence| silence.in_force(at) && silence.matches(&record))
+        else {
+            return record;
+        };
+        record.suppressed += 1;
+        record.suppression = Some(AlertAct {
+            by: SILENCE.into(),
+            at,
+            note: Some(format!(
+                "silenced by {} until {}: {}",
+                silence.silence.id,
+                silence.silence.ends_at,
+                matchers_text(&silence.silence.matchers)
+            )),
+        });
+        if let Some(stored) = self.alerts.get_mut(&record.id) {
+            stored.suppressed = record.suppressed;
+            stored.suppression.clone_from(&record.suppression);
+        }
+        record
     }
 
     /// Number of escalation timers set (one per escalating alert).
@@ -199,7 +533,7 @@ impl AlertBook {
     /// Fires every escalation timer due at or before `now` (event time), in `(due, id)`
     /// order: a step (more channels, maybe a higher severity) or a reminder, each a
     /// transition by [`ESCALATION_ACTOR`] with its reason. Returns the changed records.
-    pub fn on_timers(&mut self, now: u64) -> Vec<AlertRecord> {
+    fn fire_alert_timers(&mut self, now: u64) -> Vec<AlertRecord> {
         let mut changed = Vec::new();
         while let Some((due, id)) = self.timers.first().cloned() {
             if due > now {
@@ -212,6 +546,7 @@ impl AlertBook {
                     if let Some(record) = self.alerts.get_mut(&id) {
                         start_streak(record, due, &transition);
                         record.updated_at = due;
+                        render(&self.templates, record);
                         changed.push(record.clone());
                         self.arm(&id);
                     }
@@ -286,6 +621,7 @@ impl AlertBook {
                     .map(|repeat| due.saturating_add(duration_ms(repeat).max(1)))
             };
             record.updated_at = due;
+            render(&self.templates, record);
             changed.push(record.clone());
             if let Some(next) = next {
                 self.escalations.insert(
@@ -301,10 +637,47 @@ impl AlertBook {
         changed
     }
 
-    /// Applies a breach transition; returns the changed record.
-    pub fn on_transition(&mut self, transition: &AlertTransition) -> Option<AlertRecord> {
+    /// Applies a breach transition; returns the changed record (before silences).
+    fn apply_transition(&mut self, transition: &AlertTransition) -> Option<AlertRecord> {
         let at = transition.at;
         match transition.state {
+            AlertState::Pending => {
+                // A streak within a cooldown is held back as a whole: its firing (if the
+                // condition lasts) is counted and deferred below.
+                if self
+                    .cooldown_end(&transition.fingerprint, &transition.rule_id, at)
+                    .is_some()
+                {
+                    return None;
+                }
+                let record = self
+                    .alerts
+                    .entry(transition.fingerprint.clone())
+                    .or_insert_with(|| {
+                        AlertRecord::new_rule_alert(
+                            transition.fingerprint.clone(),
+                            transition.rule_id.clone(),
+                            transition.key.clone(),
+                            transition.severity,
+                            transition.threshold,
+                            at,
+                        )
+                    });
+                if record.status.is_active() {
+                    return None;
+                }
+                if record.status == AlertStatus::Resolved {
+                    record.status = AlertStatus::Pending;
+                    record.since = at;
+                    record.severity = transition.severity;
+                    record.acknowledged = None;
+                    record.resolved = None;
+                }
+                record.value = transition.value;
+                record.updated_at = at;
+                render(&self.templates, record);
+                Some(record.clone())
+            }
             AlertState::Firing => {
                 if let Some(end) =
                     self.cooldown_end(&transition.fingerprint, &transition.rule_id, at)
@@ -333,36 +706,24 @@ impl AlertBook {
                 let record = self
                     .alerts
                     .entry(transition.fingerprint.clone())
-                    .or_insert_with(|| AlertRecord {
-                        id: transition.fingerprint.clone(),
-                        rule_id: Some(transition.rule_id.clone()),
-                        key: Some(transition.key.clone()),
-                        title: format!("{} on {}", transition.rule_id, transition.key),
-                        message: None,
-                        labels: Vec::new(),
-                        severity: transition.severity,
-                        status: AlertStatus::Resolved,
-                        since: at,
-                        value: None,
-                        threshold: Some(transition.threshold),
-                        fired: 0,
-                        acknowledged: None,
-                        resolved: None,
-                        updated_at: at,
-                        escalation_step: 0,
-                        reminders: 0,
-                        escalated: None,
-                        escalated_to: Vec::new(),
-                        suppressed: 0,
-                        suppression: None,
+                    .or_insert_with(|| {
+                        AlertRecord::new_rule_alert(
+                            transition.fingerprint.clone(),
+                            transition.rule_id.clone(),
+                            transition.key.clone(),
+                            transition.severity,
+                            transition.threshold,
+                            at,
+                        )
                     });
                 let mut started = false;
-                if record.status == AlertStatus::Resolved {
+                if !record.status.is_active() {
                     start_streak(record, at, transition);
                     started = true;
                 }
                 record.value = transition.value;
                 record.updated_at = at;
+                render(&self.templates, record);
                 let record = record.clone();
                 if started {
                     self.arm(&transition.fingerprint);
@@ -379,7 +740,15 @@ impl AlertBook {
                 if transition.value.is_some() {
                     record.value = transition.value;
                 }
-                if record.status.is_active() {
+                if record.status == AlertStatus::Pending {
+                    // Cleared before `for` elapsed: shown, not notified (see `is_quiet`).
+                    record.status = AlertStatus::Resolved;
+                    record.resolved = Some(AlertAct {
+                        by: "rule".into(),
+                        at,
+                        note: Some(PENDING_CLEARED.to_owned()),
+                    });
+                } else if record.status.is_active() {
                     record.status = AlertStatus::Resolved;
                     record.resolved = Some(AlertAct {
                         by: "rule".into(),
@@ -391,6 +760,7 @@ impl AlertBook {
                     });
                 }
                 record.updated_at = at;
+                render(&self.templates, record);
                 let record = record.clone();
                 self.disarm(&transition.fingerprint);
                 Some(record)
@@ -402,7 +772,7 @@ impl AlertBook {
     ///
     /// # Errors
     /// The alert is unknown, already resolved, or (for `create`) already active.
-    pub fn on_command(
+    fn apply_command(
         &mut self,
         ts: u64,
         command: &AlertCommand,
@@ -420,6 +790,12 @@ impl AlertBook {
             note: command.note.clone(),
         };
         match command.command {
+            AlertAction::Silence
+            | AlertAction::ExpireSilence
+            | AlertAction::CreateRule
+            | AlertAction::DeleteRule => Err(reject(
+                "silence and rule commands are applied by on_silence and on_rule, not on_command",
+            )),
             AlertAction::Create => {
                 if self
                     .alerts
@@ -435,6 +811,7 @@ impl AlertBook {
                     title: command.title.clone().unwrap_or_default(),
                     message: command.message.clone(),
                     labels: command.labels.clone(),
+                    annotations: BTreeMap::new(),
                     severity: command.severity.unwrap_or(Severity::Medium),
                     status: AlertStatus::Firing,
                     since: ts,
@@ -461,6 +838,7 @@ impl AlertBook {
                 };
                 match record.status {
                     AlertStatus::Resolved => Err(reject("the alert is already resolved")),
+                    AlertStatus::Pending => Err(reject(PENDING_REJECTION)),
                     AlertStatus::Firing | AlertStatus::Acknowledged => {
                         record.status = AlertStatus::Acknowledged;
                         record.acknowledged = Some(act());
@@ -478,6 +856,9 @@ impl AlertBook {
                 if record.status == AlertStatus::Resolved {
                     return Err(reject("the alert is already resolved"));
                 }
+                if record.status == AlertStatus::Pending {
+                    return Err(reject(PENDING_REJECTION));
+                }
                 record.status = AlertStatus::Resolved;
                 record.resolved = Some(act());
                 record.updated_at = ts;
@@ -492,7 +873,7 @@ impl AlertBook {
     pub fn forget_resolved_before(&mut self, before: u64) {
         let deferred = &self.deferred;
         self.alerts.retain(|id, record| {
-            record.status.is_active() || record.updated_at >= before || deferred.contains_key(id)
+            record.status.is_open() || record.updated_at >= before || deferred.contains_key(id)
         });
     }
 
@@ -556,18 +937,32 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
         let retention = duration_ms(config.resolved_retention);
         let policies = config.escalations.clone();
         let cooldowns = config.cooldowns.clone();
+        let templates = config.templates.clone();
+        let rule_ids = config.rule_ids.clone();
         let by_fingerprint =
             Exchange::new(|transition: &AlertTransition| route(&transition.fingerprint));
-        let by_id = Exchange::new(|(ts, command): &(Time, AlertCommand)| {
-            route(&custom_alert_id(*ts, command))
-        });
+        // Alert commands go to the worker owning the alert; silence commands to every
+        // worker (each mutes its own alerts). Only worker 0 reports silences and their
+        // rejections, so each is reported once.
+        let silence_commands = commands
+            .clone()
+            .filter(|(_, command)| command.command.is_broadcast())
+            .broadcast();
+        let alert_commands = commands
+            .filter(|(_, command)| !command.command.is_broadcast())
+            .exchange(|(ts, command)| route(&custom_alert_id(*ts, command)));
+        let commands = alert_commands.concat(silence_commands);
+        let reporter = self.scope().index() == 0;
         self.binary_frontier(
             commands,
             by_fingerprint,
-            by_id,
+            Pipeline,
             &format!("ManageAlerts({name})"),
             move |_initial, _info| {
-                let mut book = AlertBook::new(policies).with_cooldowns(&cooldowns);
+                let mut book = AlertBook::new(policies)
+                    .with_cooldowns(&cooldowns)
+                    .with_templates(&templates)
+                    .with_rules(&rule_ids);
                 // Inputs wait, by time, until the frontier passes them; then they are
                 // applied in a fixed order (transitions, then commands, each sorted), so the
                 // lifecycle does not depend on arrival order or worker count.
@@ -616,10 +1011,16 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                             };
                             let at = due.max(*cap.time());
                             let changed = book.on_timers(due);
+                            let ended = book.take_ended_silences();
                             let cap = cap.delayed(&at);
                             let mut session = output.session(&cap);
                             for record in changed {
                                 session.give(Update::AlertRecord(Box::new(record)));
+                            }
+                            if reporter {
+                                for silence in ended {
+                                    session.give(Update::Silence(Box::new(silence)));
+                                }
                             }
                             continue;
                         }
@@ -647,6 +1048,26 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                                 }
                             }
                             for (ts, command) in &pending.commands {
+                                if command.command.is_rule() {
+                                    let result = book.on_rule(*ts, command);
+                                    if reporter {
+                                        session.give(match result {
+                                            Ok(change) => Update::RuleChange(Box::new(change)),
+                                            Err(rejection) => Update::CommandRejected(rejection),
+                                        });
+                                    }
+                                    continue;
+                                }
+                                if command.command.is_silence() {
+                                    let result = book.on_silence(*ts, command);
+                                    if reporter {
+                                        session.give(match result {
+                                            Ok(silence) => Update::Silence(Box::new(silence)),
+                                            Err(rejection) => Update::CommandRejected(rejection),
+                                        });
+                                    }
+                                    continue;
+                                }
                                 session.give(match book.on_command(*ts, command) {
                                     Ok(record) => Update::AlertRecord(Box::new(record)),
                                     Err(rejection) => Update::CommandRejected(rejection),
@@ -729,6 +1150,9 @@ mod tests {
             severity: Some(Severity::Critical),
             labels: vec![("team".into(), "db".into())],
             message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
+            rule: None,
         }
     }
 
@@ -962,6 +1386,8 @@ mod tests {
                     resolved_retention: Duration::from_secs(3600),
                     escalations: policies(),
                     cooldowns: BTreeMap::new(),
+                    templates: BTreeMap::new(),
+                    rule_ids: BTreeSet::new(),
                 },
             )
         }
@@ -1094,5 +1520,442 @@ mod tests {
             .on_transition(&transition(AlertState::Firing, 30, Some(80.0)))
             .unwrap();
         assert_eq!((again.status, again.suppressed), (AlertStatus::Firing, 0));
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+    use crate::model::{BreachRule, SeriesKey};
+
+    #[test]
+    fn rule_templates_render_into_title_and_annotations() {
+        let rule: BreachRule = serde_json::from_value(serde_json::json!({
+            "id": "latency_high", "metric": "latency_ms", "aggregate": "mean", "op": ">",
+            "threshold": 70.0, "severity": "high",
+            "summary": "{{ $labels.team }} latency {{ $value }}ms > {{ $threshold }}ms",
+            "annotations": {"runbook": "https://runbooks/{{ $rule }}", "zone": "{{ $labels.zone }}"}
+        }))
+        .unwrap();
+        let templates = BTreeMap::from([("latency_high".to_owned(), rule.templates().unwrap())]);
+        let mut book = AlertBook::default().with_templates(&templates);
+        let key = SeriesKey {
+            name: "latency_ms".into(),
+            session_id: None,
+            labels: vec![("team".into(), "api".into())],
+        };
+        let transition = |state, at, value| AlertTransition {
+            fingerprint: rule.fingerprint(&key),
+            rule_id: "latency_high".into(),
+            key: key.clone(),
+            state,
+            at,
+            value: Some(value),
+            threshold: 70.0,
+            severity: Severity::High,
+        };
+        let fired = book
+            .on_transition(&transition(AlertState::Firing, 10, 83.25))
+            .unwrap();
+        assert_eq!(fired.title, "api latency 83.25ms > 70ms");
+        assert_eq!(
+            fired.annotations,
+            BTreeMap::from([
+                (
+                    "runbook".to_owned(),
+                    "https://runbooks/latency_high".to_owned()
+                ),
+                ("zone".to_owned(), "<no value>".to_owned()),
+            ])
+        );
+        // A later value re-renders.
+        let later = book
+            .on_transition(&transition(AlertState::Firing, 20, 91.0))
+            .unwrap();
+        assert_eq!(later.title, "api latency 91ms > 70ms");
+        // A bad template is a rule error naming the field.
+        let mut bad = rule.clone();
+        bad.annotations.insert(
+            "description".into(),
+            "{{ $labels.team }} {{ $vlaue }}".into(),
+        );
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "rule \"latency_high\": annotations.description: unknown placeholder `{{ $vlaue }}` \
+             (known: $value, $threshold, $labels.<name>, $rule, $severity, $metric, $session, $series)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod pending_tests {
+    use super::*;
+    use crate::model::SeriesKey;
+
+    fn transition(state: AlertState, at: u64) -> AlertTransition {
+        AlertTransition {
+            fingerprint: "slow-1".into(),
+            rule_id: "slow".into(),
+            key: SeriesKey::named("latency_ms"),
+            state,
+            at,
+            value: Some(at as f64),
+            threshold: 70.0,
+            severity: Severity::High,
+        }
+    }
+
+    #[test]
+    fn pending_is_visible_quiet_and_not_actionable() {
+        let mut book = AlertBook::new(vec![EscalationPolicy {
+            severity: vec![Severity::High],
+            labels: BTreeMap::new(),
+            steps: Vec::new(),
+            repeat: Some(Duration::from_millis(5)),
+        }]);
+        let pending = book
+            .on_transition(&transition(AlertState::Pending, 10))
+            .unwrap();
+        assert_eq!(
+            (pending.status, pending.since, pending.fired, pending.value),
+            (AlertStatus::Pending, 10, 0, Some(10.0))
+        );
+        assert!(pending.is_quiet(), "pending is shown, never notified");
+        assert!(pending.status.is_open() && !pending.status.is_active());
+        assert_eq!(book.timers(), 0, "no escalation while pending");
+        let refused = book
+            .on_command(
+                12,
+                &AlertCommand {
+                    command: AlertAction::Acknowledge,
+                    alert_id: Some("slow-1".into()),
+                    actor: Some("ana".into()),
+                    note: None,
+                    title: None,
+                    severity: None,
+                    labels: Vec::new(),
+                    message: None,
+                    matchers: Vec::new(),
+                    duration_ms: None,
+                    rule: None,
+                },
+            )
+            .unwrap_err();
+        assert!(refused.reason.contains("pending"), "{refused:?}");
+        // Cleared before `for` elapsed: resolved quietly, never fired.
+        let cleared = book
+            .on_transition(&transition(AlertState::Resolved, 20))
+            .unwrap();
+        assert_eq!((cleared.status, cleared.fired), (AlertStatus::Resolved, 0));
+        assert_eq!(
+            cleared
+                .resolved
+                .as_ref()
+                .and_then(|act| act.note.as_deref()),
+            Some(PENDING_CLEARED)
+        );
+        assert!(cleared.is_quiet());
+        // Pending again, then firing: a normal, notified streak with escalation.
+        book.on_transition(&transition(AlertState::Pending, 30));
+        let fired = book
+            .on_transition(&transition(AlertState::Firing, 50))
+            .unwrap();
+        assert_eq!(
+            (fired.status, fired.since, fired.fired),
+            (AlertStatus::Firing, 50, 1)
+        );
+        assert!(!fired.is_quiet());
+        assert_eq!(book.next_timer(), Some(55));
+        // Its resolution is an ordinary, notified one.
+        let resolved = book
+            .on_transition(&transition(AlertState::Resolved, 60))
+            .unwrap();
+        assert_eq!(
+            resolved
+                .resolved
+                .as_ref()
+                .and_then(|act| act.note.as_deref()),
+            Some("condition cleared")
+        );
+        assert!(!resolved.is_quiet());
+    }
+}
+
+#[cfg(test)]
+mod silence_tests {
+    use super::*;
+    use crate::model::{parse_matchers, SeriesKey};
+
+    fn transition(id: &str, team: &str, state: AlertState, at: u64) -> AlertTransition {
+        AlertTransition {
+            fingerprint: id.into(),
+            rule_id: "slow".into(),
+            key: SeriesKey {
+                name: "latency_ms".into(),
+                session_id: None,
+                labels: vec![("team".into(), team.into())],
+            },
+            state,
+            at,
+            value: Some(90.0),
+            threshold: 70.0,
+            severity: Severity::High,
+        }
+    }
+
+    fn silence(id: &str, matchers: &str, duration_ms: u64) -> AlertCommand {
+        AlertCommand {
+            command: AlertAction::Silence,
+            alert_id: Some(id.into()),
+            actor: Some("ana".into()),
+            note: Some("maintenance".into()),
+            title: None,
+            severity: None,
+            labels: Vec::new(),
+            message: None,
+            matchers: parse_matchers(matchers).unwrap(),
+            duration_ms: Some(duration_ms),
+            rule: None,
+        }
+    }
+
+    fn expire(id: &str) -> AlertCommand {
+        AlertCommand {
+            command: AlertAction::ExpireSilence,
+            matchers: Vec::new(),
+            duration_ms: None,
+            rule: None,
+            ..silence(id, "a=b", 1)
+        }
+    }
+
+    #[test]
+    fn silenced_changes_are_counted_and_released_when_the_silence_ends() {
+        let mut book = AlertBook::default();
+        let created = book
+            .on_silence(100, &silence("db-maint", r#"team=~"db|data""#, 50))
+            .unwrap();
+        assert_eq!((created.starts_at, created.ends_at), (100, 150));
+        assert_eq!(book.next_timer(), Some(150));
+        // Before the silence: an ordinary, notified firing.
+        let before = book
+            .on_transition(&transition("a", "db", AlertState::Firing, 90))
+            .unwrap();
+        assert!(!before.is_quiet());
+        // In force: a matching firing is muted and counted, a non-matching one is not.
+        let muted = book
+            .on_transition(&transition("b", "db", AlertState::Firing, 110))
+            .unwrap();
+        assert!(muted.is_quiet(), "{muted:?}");
+        assert_eq!(muted.suppressed, 1);
+        let why = muted.suppression.as_ref().unwrap();
+        assert_eq!((why.by.as_str(), why.at), (SILENCE, 110));
+        assert_eq!(
+            why.note.as_deref(),
+            Some(r#"silenced by db-maint until 150: team=~"db|data""#)
+        );
+        let other = book
+            .on_transition(&transition("c", "web", AlertState::Firing, 110))
+            .unwrap();
+        assert!(!other.is_quiet());
+        // A muted alert that clears within the silence stays quiet and is not released.
+        book.on_transition(&transition("d", "data", AlertState::Firing, 111));
+        let cleared = book
+            .on_transition(&transition("d", "data", AlertState::Resolved, 120))
+            .unwrap();
+        assert!(cleared.is_quiet());
+        // The silence runs out: the still-firing muted alert is notified then.
+        assert!(book.on_timers(149).is_empty());
+        let released = book.on_timers(150);
+        assert_eq!(
+            released
+                .iter()
+                .map(|r| (r.id.as_str(), r.updated_at, r.is_quiet()))
+                .collect::<Vec<_>>(),
+            vec![("b", 150, false)]
+        );
+        assert_eq!(released[0].suppressed, 1, "the count stays on the record");
+        let ended = book.take_ended_silences();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(
+            ended[0]
+                .expired
+                .as_ref()
+                .map(|act| (act.by.as_str(), act.at)),
+            Some((SILENCE_EXPIRY, 150))
+        );
+        assert_eq!(book.silences(), 0);
+        assert_eq!(book.next_timer(), None);
+        // After it: not muted.
+        let after = book
+            .on_transition(&transition("e", "db", AlertState::Firing, 160))
+            .unwrap();
+        assert!(!after.is_quiet());
+    }
+
+    #[test]
+    fn expiring_early_releases_at_once_and_bad_expiries_are_rejected() {
+        let mut book = AlertBook::default();
+        book.on_silence(0, &silence("s1", "team=db", 1_000))
+            .unwrap();
+        book.on_silence(0, &silence("s2", "severity=high", 2_000))
+            .unwrap();
+        assert!(book
+            .on_transition(&transition("a", "db", AlertState::Firing, 10))
+            .unwrap()
+            .is_quiet());
+        let expired = book.on_silence(20, &expire("s1")).unwrap();
+        assert_eq!(expired.ends_at, 20);
+        assert_eq!(
+            expired.expired.as_ref().map(|act| act.by.as_str()),
+            Some("ana")
+        );
+        // s2 still matches the alert: nothing is released when s1 ends (reported by the
+        // expiry above, not again).
+        assert!(book.on_timers(20).is_empty());
+        assert!(book.take_ended_silences().is_empty());
+        let released = book.on_timers(2_000);
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].updated_at, 2_000);
+        assert_eq!(
+            book.on_silence(30, &expire("s1")).unwrap_err().reason,
+            "no silence with this id"
+        );
+        // Replacing a silence keeps one timer.
+        book.on_silence(40, &silence("s3", "team=db", 100)).unwrap();
+        book.on_silence(50, &silence("s3", "team=db", 500)).unwrap();
+        assert_eq!(book.silences(), 1);
+        assert_eq!(book.next_timer(), Some(550));
+        // Acting on a silence through on_command is refused (a caller bug, reported).
+        assert!(book.on_command(60, &expire("s3")).is_err());
+    }
+
+    /// Silences reach every worker: 1 and 4 workers give the same output, replays agree,
+    /// and each silence is reported once.
+    #[test]
+    fn operator_applies_silences_on_every_worker() {
+        use crate::testing::{canonical, run_settled, Epoch};
+        use timely::dataflow::operators::vec::Map;
+        type In = Result<AlertTransition, (Time, AlertCommand)>;
+        fn build(stream: StreamVec<'_, Time, In>) -> StreamVec<'_, Time, Update> {
+            let commands = stream.clone().flat_map(|input: In| input.err());
+            stream.flat_map(|input: In| input.ok()).manage_alerts(
+                "test",
+                commands,
+                &AlertConfig::default(),
+            )
+        }
+        let mut epochs = vec![Epoch::new(
+            100,
+            vec![Err((100, silence("maint", "team=db", 1_000)))],
+        )];
+        for (position, team) in ["db", "web", "db", "api", "db", "db"].iter().enumerate() {
+            let id = format!("alert-{position}");
+            epochs.push(Epoch::new(
+                200 + position as u64,
+                vec![Ok(transition(
+                    &id,
+                    team,
+                    AlertState::Firing,
+                    200 + position as u64,
+                ))],
+            ));
+        }
+        epochs.push(Epoch::new(300, vec![Err((300, expire("maint")))]));
+        epochs.push(Epoch::new(400, vec![Err((400, expire("maint")))]));
+        epochs.push(Epoch::new(500, vec![]));
+        let one = run_settled(1, build, epochs.clone());
+        assert_eq!(
+            canonical(&one),
+            canonical(&run_settled(4, build, epochs.clone())),
+            "1 and 4 workers agree"
+        );
+        assert_eq!(canonical(&run_settled(1, build, epochs)), canonical(&one));
+        let silences = one
+            .iter()
+            .filter(|(_, update)| matches!(update, Update::Silence(_)))
+            .count();
+        assert_eq!(silences, 2, "created and expired, each reported once");
+        let rejections: Vec<&CommandRejection> = one
+            .iter()
+            .filter_map(|(_, update)| match update {
+                Update::CommandRejected(rejection) => Some(rejection),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            rejections.len(),
+            1,
+            "the second expiry, once: {rejections:?}"
+        );
+        let muted: Vec<&str> = one
+            .iter()
+            .filter_map(|(_, update)| match update {
+                Update::AlertRecord(record) if record.is_quiet() => Some(record.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(muted.len(), 4, "{muted:?}");
+        let released: Vec<(Time, &str)> = one
+            .iter()
+            .filter_map(|(time, update)| match update {
+                Update::AlertRecord(record) if record.updated_at == 300 => {
+                    Some((*time, record.id.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(released.len(), 4, "released when expired: {released:?}");
+    }
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use super::*;
+
+    fn command(action: AlertAction, id: &str, rule: Option<&str>) -> AlertCommand {
+        AlertCommand {
+            command: action,
+            alert_id: Some(id.into()),
+            actor: Some("ana".into()),
+            note: Some("tuning".into()),
+            title: None,
+            severity: None,
+            labels: Vec::new(),
+            message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
+            rule: rule.map(ToOwned::to_owned),
+        }
+    }
+
+    #[test]
+    fn rule_changes_carry_templates_and_cooldowns_and_unknown_deletes_are_rejected() {
+        let mut book = AlertBook::default().with_rules(&BTreeSet::from(["old".to_owned()]));
+        let rule = r#"{"id":"new","metric":"x","aggregate":"max","op":">","threshold":1,
+            "severity":"high","cooldown":"1m","summary":"x is {{ $value }}"}"#;
+        let created = book
+            .on_rule(10, &command(AlertAction::CreateRule, "new", Some(rule)))
+            .unwrap();
+        assert_eq!(created.rule_id, "new");
+        assert_eq!(
+            (created.by.by.as_str(), created.by.at),
+            ("ana", 10),
+            "who and when"
+        );
+        assert!(book.templates.contains_key("new"));
+        assert_eq!(book.cooldowns.get("new"), Some(&60_000));
+        let deleted = book
+            .on_rule(20, &command(AlertAction::DeleteRule, "new", None))
+            .unwrap();
+        assert!(deleted.rule.is_none());
+        assert!(!book.templates.contains_key("new") && !book.cooldowns.contains_key("new"));
+        assert!(book
+            .on_rule(21, &command(AlertAction::DeleteRule, "old", None))
+            .is_ok());
+        let refused = book
+            .on_rule(22, &command(AlertAction::DeleteRule, "old", None))
+            .unwrap_err();
+        assert_eq!(refused.reason, "no rule with this id");
     }
 }

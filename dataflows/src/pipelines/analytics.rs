@@ -21,6 +21,7 @@
 //! ```
 
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::vec::Filter;
 use timely::dataflow::operators::{Concatenate, Operator};
 use timely::dataflow::StreamVec;
 
@@ -104,9 +105,13 @@ pub fn analytics<'scope>(
     } else {
         routed.samples
     };
+    let rule_changes = routed
+        .commands
+        .clone()
+        .filter(|(_, command)| command.command.is_rule());
     let (windows_and_breaches, transitions) = samples
         .compute_windows("series", &config.windows)
-        .evaluate_breaches("rules", &config.rules);
+        .evaluate_breaches("rules", &config.rules, rule_changes);
     let insights = &config.insights;
     let session_events = routed.sessions;
     let sessions = session_events

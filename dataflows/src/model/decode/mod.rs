@@ -24,6 +24,11 @@ use super::event::{
     PredictionEvent, SessionEvent, SessionKind, Severity,
 };
 use super::ml::ModelRegistration;
+use super::rules::BreachRule;
+use super::silence::parse_matchers;
+
+/// The longest silence, ms: one year.
+pub const MAX_SILENCE_MS: u64 = 365 * 24 * 3600 * 1000;
 
 mod fast;
 #[cfg(test)]
@@ -143,6 +148,8 @@ enum Field {
     Note,
     Title,
     Severity,
+    Matchers,
+    Rule,
 }
 
 impl Field {
@@ -175,6 +182,8 @@ impl Field {
             Field::Note => "note",
             Field::Title => "title",
             Field::Severity => "severity",
+            Field::Matchers => "matchers",
+            Field::Rule => "rule",
         }
     }
 
@@ -207,6 +216,8 @@ impl Field {
             "note" => Field::Note,
             "title" => Field::Title,
             "severity" => Field::Severity,
+            "matchers" => Field::Matchers,
+            "rule" => Field::Rule,
             _ => return None,
         })
     }
@@ -772,7 +783,31 @@ impl<'de> Fields<'de> {
                     Field::Command,
                     &AlertAction::NAMES,
                 )?;
-                let alert_id = self.optional_id(Field::AlertId, limits)?;
+                let mut alert_id = self.optional_id(Field::AlertId, limits)?;
+                let rule = if command == AlertAction::CreateRule {
+                    let found = self.required(Field::Rule, "alert_command")?;
+                    let Found::Composite(value @ serde_json::Value::Object(_)) = found else {
+                        return Err(wrong_type("rule", "an object (a [[rules]] entry)", &found));
+                    };
+                    let parsed: BreachRule =
+                        serde_json::from_value(value.clone()).map_err(|error| {
+                            DataError::field(ErrorReason::InvalidValue, "rule", error.to_string())
+                        })?;
+                    parsed.validate().map_err(|error| {
+                        DataError::field(ErrorReason::InvalidValue, "rule", error.to_string())
+                    })?;
+                    if alert_id.as_ref().is_some_and(|id| *id != parsed.id) {
+                        return Err(DataError::field(
+                            ErrorReason::InvalidValue,
+                            "alert_id",
+                            "must be the rule's id (or absent)",
+                        ));
+                    }
+                    alert_id = Some(parsed.id.clone());
+                    Some(value.to_string())
+                } else {
+                    None
+                };
                 if command != AlertAction::Create && alert_id.is_none() {
                     return Err(DataError::field(
                         ErrorReason::MissingField,
@@ -792,6 +827,42 @@ impl<'de> Fields<'de> {
                         "is required for command `create`",
                     ));
                 }
+                let (matchers, duration_ms) = if command == AlertAction::Silence {
+                    let text = match self.required(Field::Matchers, "alert_command")? {
+                        Found::Str(text) if text.len() <= limits.max_text_bytes => text,
+                        Found::Str(_) => {
+                            return Err(DataError::field(
+                                ErrorReason::TooLong,
+                                "matchers",
+                                format!("is longer than {} bytes", limits.max_text_bytes),
+                            ))
+                        }
+                        other => {
+                            return Err(wrong_type(
+                                "matchers",
+                                "a string like team=\"db\", severity=~\"low|medium\"",
+                                &other,
+                            ))
+                        }
+                    };
+                    let matchers = parse_matchers(&text).map_err(|error| {
+                        DataError::field(ErrorReason::InvalidValue, "matchers", error.0)
+                    })?;
+                    let duration = whole_number(
+                        &self.required(Field::DurationMs, "alert_command")?,
+                        Field::DurationMs,
+                    )?;
+                    if duration == 0 || duration > MAX_SILENCE_MS {
+                        return Err(DataError::field(
+                            ErrorReason::InvalidValue,
+                            "duration_ms",
+                            format!("must be between 1 and {MAX_SILENCE_MS} (one year)"),
+                        ));
+                    }
+                    (matchers, Some(duration))
+                } else {
+                    (Vec::new(), None)
+                };
                 EventBody::AlertCommand(AlertCommand {
                     command,
                     alert_id,
@@ -801,6 +872,9 @@ impl<'de> Fields<'de> {
                     severity,
                     labels: self.take_labels(),
                     message: self.optional_text(Field::Message, limits)?,
+                    matchers,
+                    duration_ms,
+                    rule,
                 })
             }
             "model" => {

@@ -64,11 +64,124 @@ fn every_variant_round_trips_through_json() {
         r#"{"type":"outcome","ts":9,"prediction_id":"p1","actual":"no","model_id":"m"}"#,
         r#"{"type":"alert_command","ts":9,"command":"create","title":"disk","severity":"critical","labels":{"team":"db"},"message":"full"}"#,
         r#"{"type":"alert_command","ts":9,"command":"acknowledge","alert_id":"a-1","actor":"bob","note":"looking"}"#,
+        r#"{"type":"alert_command","ts":9,"command":"silence","alert_id":"s-1","matchers":"team=\"db\", severity=~\"low|medium\"","duration_ms":3600000,"actor":"ana","note":"maintenance"}"#,
+        r#"{"type":"alert_command","ts":9,"command":"expire_silence","alert_id":"s-1","actor":"ana"}"#,
     ];
     for line in lines {
         let event = decode(line).unwrap();
         let again = decode(&event.to_json().to_string()).unwrap();
         assert_eq!(event, again, "{line}");
+    }
+}
+
+#[test]
+fn silence_commands_are_checked_field_by_field() {
+    use ErrorReason::*;
+    let cases: &[(&str, ErrorReason, &str, &str)] = &[
+        (
+            r#"{"type":"alert_command","command":"silence","alert_id":"s","duration_ms":1000}"#,
+            MissingField,
+            "matchers",
+            "is required for type `alert_command`",
+        ),
+        (
+            r#"{"type":"alert_command","command":"silence","alert_id":"s","matchers":"team=db"}"#,
+            MissingField,
+            "duration_ms",
+            "is required for type `alert_command`",
+        ),
+        (
+            r#"{"type":"alert_command","command":"silence","alert_id":"s","matchers":"team=~\"(\"","duration_ms":1000}"#,
+            InvalidValue,
+            "matchers",
+            "matcher 1: invalid regular expression",
+        ),
+        (
+            r#"{"type":"alert_command","command":"silence","alert_id":"s","matchers":"","duration_ms":1000}"#,
+            InvalidValue,
+            "matchers",
+            "at least one matcher is required",
+        ),
+        (
+            r#"{"type":"alert_command","command":"silence","alert_id":"s","matchers":"a=b","duration_ms":0}"#,
+            InvalidValue,
+            "duration_ms",
+            "must be between 1 and",
+        ),
+        (
+            r#"{"type":"alert_command","command":"silence","matchers":"a=b","duration_ms":5}"#,
+            MissingField,
+            "alert_id",
+            "is required for command `silence`",
+        ),
+    ];
+    for (line, reason, field, message) in cases {
+        let error = decode(line).unwrap_err();
+        assert_eq!(
+            (error.reason, error.field.as_deref()),
+            (*reason, Some(*field)),
+            "{line}: {error:?}"
+        );
+        assert!(error.message.contains(message), "{line}: {error:?}");
+    }
+    let event = decode(
+        r#"{"type":"alert_command","command":"silence","alert_id":"s","matchers":"{team!=\"web\"}","duration_ms":5}"#,
+    )
+    .unwrap();
+    let EventBody::AlertCommand(command) = event.body else {
+        panic!()
+    };
+    assert_eq!((command.matchers.len(), command.duration_ms), (1, Some(5)));
+}
+
+#[test]
+fn rule_commands_carry_a_checked_rule() {
+    let event = decode(
+        r#"{"type":"alert_command","command":"create_rule","rule":{"id":"r1","metric":"cpu","aggregate":"p99","op":">","threshold":0.9,"severity":"high","for":"1m"}}"#,
+    )
+    .unwrap();
+    let again = decode(&event.to_json().to_string()).unwrap();
+    assert_eq!(event, again);
+    let EventBody::AlertCommand(command) = event.body else {
+        panic!()
+    };
+    assert_eq!(command.alert_id.as_deref(), Some("r1"));
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"{"type":"alert_command","command":"create_rule"}"#,
+            "rule",
+            "is required",
+        ),
+        (
+            r#"{"type":"alert_command","command":"create_rule","rule":"r1"}"#,
+            "rule",
+            "expected an object",
+        ),
+        (
+            r#"{"type":"alert_command","command":"create_rule","rule":{"id":"r1","metric":"cpu","aggregate":"median","op":">","threshold":1,"severity":"high"}}"#,
+            "rule",
+            "median",
+        ),
+        (
+            r#"{"type":"alert_command","command":"create_rule","rule":{"id":"r1","metric":"","aggregate":"mean","op":">","threshold":1,"severity":"high"}}"#,
+            "rule",
+            "metric must not be empty",
+        ),
+        (
+            r#"{"type":"alert_command","command":"create_rule","alert_id":"other","rule":{"id":"r1","metric":"x","aggregate":"mean","op":">","threshold":1,"severity":"high"}}"#,
+            "alert_id",
+            "must be the rule's id",
+        ),
+        (
+            r#"{"type":"alert_command","command":"delete_rule"}"#,
+            "alert_id",
+            "is required for command `delete_rule`",
+        ),
+    ];
+    for (line, field, message) in cases {
+        let error = decode(line).unwrap_err();
+        assert_eq!(error.field.as_deref(), Some(*field), "{line}: {error:?}");
+        assert!(error.message.contains(message), "{line}: {error:?}");
     }
 }
 

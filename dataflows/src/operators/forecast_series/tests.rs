@@ -118,6 +118,8 @@ fn rule(forecast: Option<Duration>) -> BreachRule {
         keep_firing_for: Duration::ZERO,
         cooldown: Duration::ZERO,
         forecast,
+        summary: None,
+        annotations: Default::default(),
     }
 }
 

@@ -78,6 +78,8 @@ fn rule(
         keep_firing_for: std::time::Duration::ZERO,
         cooldown: std::time::Duration::ZERO,
         forecast: None,
+        summary: None,
+        annotations: Default::default(),
     }
 }
 
@@ -172,6 +174,9 @@ fn alert_command(ts: u64) -> Event {
             severity: None,
             labels: Vec::new(),
             message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
+            rule: None,
         }),
     )
 }
@@ -652,6 +657,9 @@ fn arbitrary_body() -> impl Strategy<Value = EventBody> {
             severity: None,
             labels: Vec::new(),
             message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
+            rule: None,
         })
     });
     prop_oneof![
@@ -787,6 +795,9 @@ fn command_event(ts: u64, action: AlertAction, id: &str) -> Event {
             severity: None,
             labels: Vec::new(),
             message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
+            rule: None,
         }),
     )
 }
