@@ -191,7 +191,10 @@ pub fn event_samples(event: &Event) -> Vec<Sample> {
             );
             push("prediction.confidence", None, labels, prediction.confidence);
         }
-        EventBody::Outcome(_) | EventBody::AlertCommand(_) | EventBody::Model(_) => {}
+        EventBody::Outcome(_)
+        | EventBody::AlertCommand(_)
+        | EventBody::Model(_)
+        | EventBody::Retrain(_) => {}
     }
     out
 }

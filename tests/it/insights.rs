@@ -304,6 +304,47 @@ fn success_model_predictions_and_outcomes_reach_the_ml_tracker() {
     for field in ["forecasts", "recommendations", "session_predictions"] {
         assert!(result[field].is_array(), "{field}: {result}");
     }
+
+    // On demand: a retrain request is an event (here through MCP); the model it names must
+    // be megamind's own, and a request for another model is rejected naming the field.
+    let (status, answer) = server.post(
+        "/v1/events",
+        json!({"type": "retrain", "model_id": "churn"}).to_string(),
+    );
+    assert_eq!(status, 422, "every record rejected: {answer}");
+    assert_eq!(answer["accepted"], 0, "{answer}");
+    assert_eq!(answer["rejected"][0]["field"], "model_id", "{answer}");
+    assert_eq!(answer["rejected"][0]["reason"], "invalid_value", "{answer}");
+    let before: u64 = model["version"].as_str().unwrap()[1..].parse().unwrap();
+    let asked = mcp_call(
+        &url,
+        MODERN,
+        "realtime_add_event",
+        &json!({"event": {"type": "retrain", "model_id": "session-success", "actor": "tester", "note": "on demand"}}),
+    );
+    assert_ne!(asked["isError"], json!(true), "{asked}");
+    let retrained = eventually(
+        "a model retrained on request",
+        Duration::from_secs(30),
+        || {
+            let (_, insights) = server.get("/v1/insights");
+            let model = insights["success_model"].clone();
+            let version: u64 = model["version"]
+                .as_str()
+                .and_then(|v| v.strip_prefix('v'))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if model["reason"] == "requested" && version > before {
+                Ok(model)
+            } else {
+                Err(format!("latest model: {model}"))
+            }
+        },
+    );
+    assert!(
+        retrained["trained_on"].as_u64().unwrap() >= 30,
+        "{retrained}"
+    );
 }
 
 #[test]

@@ -44,6 +44,22 @@ pub enum EventBody {
     AlertCommand(AlertCommand),
     /// `type: "model"`: a model (version) registration.
     Model(Box<ModelRegistration>),
+    /// `type: "retrain"`: a request to retrain megamind's own session success model.
+    Retrain(RetrainRequest),
+}
+
+/// A request to retrain the session success model, in the event log so a replay retrains
+/// at the same point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrainRequest {
+    /// The model: only megamind's own `session-success` is retrained by megamind.
+    pub model_id: Id,
+    /// Who asked.
+    #[serde(default)]
+    pub actor: Option<Id>,
+    /// Why.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 impl EventBody {
@@ -56,6 +72,7 @@ impl EventBody {
             Self::Outcome(_) => "outcome",
             Self::AlertCommand(_) => "alert_command",
             Self::Model(_) => "model",
+            Self::Retrain(_) => "retrain",
         }
     }
 }
@@ -319,7 +336,10 @@ impl Event {
             EventBody::Session(event) => Some(&event.session_id),
             EventBody::Metric(event) => event.session_id.as_ref(),
             EventBody::Prediction(event) => event.session_id.as_ref(),
-            EventBody::Outcome(_) | EventBody::AlertCommand(_) | EventBody::Model(_) => None,
+            EventBody::Outcome(_)
+            | EventBody::AlertCommand(_)
+            | EventBody::Model(_)
+            | EventBody::Retrain(_) => None,
         }
     }
 
@@ -408,6 +428,11 @@ impl Event {
                         serde_json::from_str(rule).unwrap_or(Value::Null),
                     );
                 }
+            }
+            EventBody::Retrain(request) => {
+                map.insert("model_id".into(), json!(request.model_id.as_str()));
+                put(&mut map, "actor", request.actor.as_deref());
+                put(&mut map, "note", request.note.as_deref());
             }
             EventBody::Model(registration) => {
                 map.insert("model_id".into(), json!(registration.model_id.as_str()));

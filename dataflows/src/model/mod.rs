@@ -25,7 +25,7 @@ pub use error::{DataError, ErrorReason};
 pub use escalation::{policy_for, EscalationPolicy, EscalationStep};
 pub use event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
-    PredictionEvent, SessionEvent, SessionKind, Severity,
+    PredictionEvent, RetrainRequest, SessionEvent, SessionKind, Severity,
 };
 pub use insights::{
     CompletionEstimate, Insight, InsightChange, PredictionStatus, Priority, SeriesForecast,

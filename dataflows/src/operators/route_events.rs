@@ -4,7 +4,8 @@
 //!             ┌──► samples (metric values, session series, prediction latency/confidence)
 //!   events ───┼──► (ts, SessionEvent)
 //!             ├──► (ts, AlertCommand)
-//!             └──► (ts, MlEvent) (predictions and outcomes)
+//!             ├──► (ts, MlEvent) (predictions, outcomes, registrations)
+//!             └──► (ts, who asked) retrain requests for the session success model
 //! ```
 
 use timely::dataflow::channels::pact::Pipeline;
@@ -13,8 +14,8 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    AlertAction, AlertCommand, Event, EventBody, Labels, MlEvent, Sample, SeriesKey, SessionEvent,
-    SessionKind,
+    AlertAction, AlertCommand, Event, EventBody, Id, Labels, MlEvent, Sample, SeriesKey,
+    SessionEvent, SessionKind,
 };
 use crate::operators::manage_alerts::custom_alert_id;
 use crate::Time;
@@ -45,6 +46,8 @@ pub struct RoutedEvents<'scope> {
     pub commands: StreamVec<'scope, Time, (Time, AlertCommand)>,
     /// Predictions and outcomes with their event time, for the ML tracker.
     pub ml: StreamVec<'scope, Time, (Time, MlEvent)>,
+    /// Retrain requests (who asked, `anonymous` when nobody said) with their event time.
+    pub retrains: StreamVec<'scope, Time, (Time, Id)>,
 }
 
 /// Derives the samples of one event (at most four).
@@ -132,7 +135,10 @@ pub fn samples_of(event: &Event) -> impl Iterator<Item = Sample> {
                 value: prediction.confidence,
             });
         }
-        EventBody::Outcome(_) | EventBody::AlertCommand(_) | EventBody::Model(_) => {}
+        EventBody::Outcome(_)
+        | EventBody::AlertCommand(_)
+        | EventBody::Model(_)
+        | EventBody::Retrain(_) => {}
     }
     out.into_iter().flatten()
 }
@@ -160,6 +166,7 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
         let (sessions_output, sessions) = builder.new_output();
         let (commands_output, commands) = builder.new_output();
         let (ml_output, ml) = builder.new_output();
+        let (retrains_output, retrains) = builder.new_output();
         let mut samples_output = OutputBuilder::<
             _,
             timely::container::CapacityContainerBuilder<Vec<Sample>>,
@@ -176,25 +183,39 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
             _,
             timely::container::CapacityContainerBuilder<Vec<(Time, MlEvent)>>,
         >::from(ml_output);
+        let mut retrains_output = OutputBuilder::<
+            _,
+            timely::container::CapacityContainerBuilder<Vec<(Time, Id)>>,
+        >::from(retrains_output);
         builder.build(move |_capabilities| {
             move |_frontiers| {
                 let mut samples_handle = samples_output.activate();
                 let mut sessions_handle = sessions_output.activate();
                 let mut commands_handle = commands_output.activate();
                 let mut ml_handle = ml_output.activate();
+                let mut retrains_handle = retrains_output.activate();
                 input.for_each(|cap, data| {
-                    let (Some(samples_cap), Some(sessions_cap), Some(commands_cap), Some(ml_cap)) = (
+                    let (
+                        Some(samples_cap),
+                        Some(sessions_cap),
+                        Some(commands_cap),
+                        Some(ml_cap),
+                        Some(retrains_cap),
+                    ) = (
                         cap.retain_least(0),
                         cap.retain_least(1),
                         cap.retain_least(2),
                         cap.retain_least(3),
-                    ) else {
+                        cap.retain_least(4),
+                    )
+                    else {
                         return;
                     };
                     let mut samples = samples_handle.session(&samples_cap);
                     let mut sessions = sessions_handle.session(&sessions_cap);
                     let mut commands = commands_handle.session(&commands_cap);
                     let mut ml = ml_handle.session(&ml_cap);
+                    let mut retrains = retrains_handle.session(&retrains_cap);
                     for event in data.drain(..) {
                         samples.give_iterator(samples_of(&event));
                         match event.body {
@@ -217,6 +238,10 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
                             EventBody::Model(registration) => {
                                 ml.give((event.ts, MlEvent::Register(registration)))
                             }
+                            EventBody::Retrain(request) => retrains.give((
+                                event.ts,
+                                request.actor.unwrap_or_else(|| Id::from("anonymous")),
+                            )),
                             _ => {}
                         }
                     }
@@ -228,6 +253,7 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
             sessions,
             commands,
             ml,
+            retrains,
         }
     }
 }

@@ -118,12 +118,7 @@ pub fn analytics<'scope>(
         .clone()
         .track_sessions("sessions", &config.sessions);
     let (predictions, ml) = if insights.enabled {
-        // Retrain requests for the success model arrive as `model` events (wired with the
-        // run-time model registry).
-        let retrain_requests = {
-            use timely::dataflow::operators::ToStream;
-            Vec::<(Time, crate::model::Id)>::new().to_stream(scope)
-        };
+        let retrain_requests = routed.retrains;
         let (predictions, success_ml) =
             session_events.predict_sessions("sessions", &insights.predict, retrain_requests);
         (

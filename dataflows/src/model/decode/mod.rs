@@ -21,7 +21,7 @@ use smallvec::SmallVec;
 use super::error::{DataError, ErrorReason};
 use super::event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
-    PredictionEvent, SessionEvent, SessionKind, Severity,
+    PredictionEvent, RetrainRequest, SessionEvent, SessionKind, Severity,
 };
 use super::ml::ModelRegistration;
 use super::rules::BreachRule;
@@ -886,13 +886,31 @@ impl<'de> Fields<'de> {
                     limits,
                 )?))
             }
+            "retrain" => {
+                let model_id = id(self.required(Field::ModelId, v)?, Field::ModelId, limits)?;
+                if model_id != crate::operators::predict_sessions::MODEL_ID {
+                    return Err(DataError::field(
+                        ErrorReason::InvalidValue,
+                        "model_id",
+                        format!(
+                            "megamind retrains only its own model `{}`; other models are retrained by their owners (drift emits retraining triggers)",
+                            crate::operators::predict_sessions::MODEL_ID
+                        ),
+                    ));
+                }
+                EventBody::Retrain(RetrainRequest {
+                    model_id,
+                    actor: self.optional_id(Field::Actor, limits)?,
+                    note: self.optional_text(Field::Note, limits)?,
+                })
+            }
             other => {
                 let shown: String = other.chars().take(64).collect();
                 return Err(DataError::field(
                     ErrorReason::UnknownType,
                     "type",
                     format!(
-                        "unknown event type {shown:?} (expected session, metric, prediction, outcome, alert_command or model)"
+                        "unknown event type {shown:?} (expected session, metric, prediction, outcome, alert_command, model or retrain)"
                     ),
                 ));
             }
