@@ -794,20 +794,24 @@ mod tests {
         }
         let slow = rule();
         let mut epochs = Vec::new();
-        for (position, key) in ["a", "b", "c", "d"].iter().enumerate() {
-            let end = 10 + position as u64;
-            epochs.push(Epoch::new(
-                end,
-                vec![Ok(WindowStats {
-                    key: SeriesKey {
-                        name: "latency_ms".into(),
-                        session_id: None,
-                        labels: vec![("host".into(), (*key).into())],
-                    },
-                    ..window("latency_ms", end, 80.0)
-                })],
-            ));
-        }
+        // Four hosts' windows at `base`, `base + 1`, ...
+        let hosts = |epochs: &mut Vec<Epoch<In>>, base: u64| {
+            for (position, key) in ["a", "b", "c", "d"].iter().enumerate() {
+                let end = base + position as u64;
+                epochs.push(Epoch::new(
+                    end,
+                    vec![Ok(WindowStats {
+                        key: SeriesKey {
+                            name: "latency_ms".into(),
+                            session_id: None,
+                            labels: vec![("host".into(), (*key).into())],
+                        },
+                        ..window("latency_ms", end, 80.0)
+                    })],
+                ));
+            }
+        };
+        hosts(&mut epochs, 10);
         epochs.push(Epoch::new(
             20,
             vec![Err((
@@ -815,20 +819,7 @@ mod tests {
                 rule_command(AlertAction::CreateRule, "slow", Some(&slow)),
             ))],
         ));
-        for (position, key) in ["a", "b", "c", "d"].iter().enumerate() {
-            let end = 30 + position as u64;
-            epochs.push(Epoch::new(
-                end,
-                vec![Ok(WindowStats {
-                    key: SeriesKey {
-                        name: "latency_ms".into(),
-                        session_id: None,
-                        labels: vec![("host".into(), (*key).into())],
-                    },
-                    ..window("latency_ms", end, 80.0)
-                })],
-            ));
-        }
+        hosts(&mut epochs, 30);
         epochs.push(Epoch::new(
             40,
             vec![Err((
