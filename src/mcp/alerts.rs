@@ -340,10 +340,6 @@ pub async fn create(context: &McpContext, params: &CreateParams) -> Result<ActRe
         custom_alert_id(
             now,
             &AlertCommand {
-                command: AlertAction::Create,
-                alert_id: None,
-                actor: None,
-                note: None,
                 title: Some(params.title.clone()),
                 severity: Some(severity),
                 labels: params
@@ -352,9 +348,7 @@ pub async fn create(context: &McpContext, params: &CreateParams) -> Result<ActRe
                     .map(|(key, value)| (key.as_str().into(), value.as_str().into()))
                     .collect(),
                 message: params.message.clone(),
-                matchers: Vec::new(),
-                duration_ms: None,
-                rule: None,
+                ..AlertCommand::new(AlertAction::Create)
             },
         )
     });

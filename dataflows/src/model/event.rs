@@ -329,6 +329,26 @@ pub struct AlertCommand {
     pub rule: Option<String>,
 }
 
+impl AlertCommand {
+    /// A `command` with no alert id, actor, text, labels, matchers or rule; set what
+    /// the command needs with struct update syntax.
+    pub fn new(command: AlertAction) -> Self {
+        Self {
+            command,
+            alert_id: None,
+            actor: None,
+            note: None,
+            title: None,
+            severity: None,
+            labels: Vec::new(),
+            message: None,
+            matchers: Vec::new(),
+            duration_ms: None,
+            rule: None,
+        }
+    }
+}
+
 impl Event {
     /// The session this event concerns, if any.
     pub fn session_id(&self) -> Option<&Id> {

@@ -773,17 +773,10 @@ mod tests {
 
     fn rule_command(action: AlertAction, id: &str, rule: Option<&BreachRule>) -> AlertCommand {
         AlertCommand {
-            command: action,
             alert_id: Some(id.into()),
             actor: Some("ana".into()),
-            note: None,
-            title: None,
-            severity: None,
-            labels: Vec::new(),
-            message: None,
-            matchers: Vec::new(),
-            duration_ms: None,
             rule: rule.map(|rule| serde_json::to_string(rule).unwrap()),
+            ..AlertCommand::new(action)
         }
     }
 

@@ -1142,17 +1142,13 @@ mod tests {
 
     fn command(action: AlertAction, id: Option<&str>) -> AlertCommand {
         AlertCommand {
-            command: action,
             alert_id: id.map(Into::into),
             actor: Some("ana".into()),
             note: Some("on it".into()),
             title: Some("disk full".into()),
             severity: Some(Severity::Critical),
             labels: vec![("team".into(), "db".into())],
-            message: None,
-            matchers: Vec::new(),
-            duration_ms: None,
-            rule: None,
+            ..AlertCommand::new(action)
         }
     }
 
@@ -1627,17 +1623,9 @@ mod pending_tests {
             .on_command(
                 12,
                 &AlertCommand {
-                    command: AlertAction::Acknowledge,
                     alert_id: Some("slow-1".into()),
                     actor: Some("ana".into()),
-                    note: None,
-                    title: None,
-                    severity: None,
-                    labels: Vec::new(),
-                    message: None,
-                    matchers: Vec::new(),
-                    duration_ms: None,
-                    rule: None,
+                    ..AlertCommand::new(AlertAction::Acknowledge)
                 },
             )
             .unwrap_err();
@@ -1724,7 +1712,6 @@ mod silence_tests {
             command: AlertAction::ExpireSilence,
             matchers: Vec::new(),
             duration_ms: None,
-            rule: None,
             ..silence(id, "a=b", 1)
         }
     }
@@ -1915,17 +1902,11 @@ mod rule_tests {
 
     fn command(action: AlertAction, id: &str, rule: Option<&str>) -> AlertCommand {
         AlertCommand {
-            command: action,
             alert_id: Some(id.into()),
             actor: Some("ana".into()),
             note: Some("tuning".into()),
-            title: None,
-            severity: None,
-            labels: Vec::new(),
-            message: None,
-            matchers: Vec::new(),
-            duration_ms: None,
             rule: rule.map(ToOwned::to_owned),
+            ..AlertCommand::new(action)
         }
     }
 

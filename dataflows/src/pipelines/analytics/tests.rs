@@ -166,17 +166,9 @@ fn alert_command(ts: u64) -> Event {
     at(
         ts,
         EventBody::AlertCommand(AlertCommand {
-            command: AlertAction::Acknowledge,
             alert_id: Some("slow-0".into()),
             actor: Some("ann".into()),
-            note: None,
-            title: None,
-            severity: None,
-            labels: Vec::new(),
-            message: None,
-            matchers: Vec::new(),
-            duration_ms: None,
-            rule: None,
+            ..AlertCommand::new(AlertAction::Acknowledge)
         }),
     )
 }
@@ -645,21 +637,16 @@ fn arbitrary_body() -> impl Strategy<Value = EventBody> {
     // duplicates and unknown ids; `slow-0` never exists.
     let command = (0usize..3, 0usize..3, 0usize..2).prop_map(|(action, id, actor)| {
         EventBody::AlertCommand(AlertCommand {
-            command: [
-                AlertAction::Create,
-                AlertAction::Acknowledge,
-                AlertAction::Resolve,
-            ][action],
             alert_id: Some(["c1", "c2", "slow-0"][id].into()),
             actor: Some(["ann", "bob"][actor].into()),
-            note: None,
             title: Some("custom".into()),
-            severity: None,
-            labels: Vec::new(),
-            message: None,
-            matchers: Vec::new(),
-            duration_ms: None,
-            rule: None,
+            ..AlertCommand::new(
+                [
+                    AlertAction::Create,
+                    AlertAction::Acknowledge,
+                    AlertAction::Resolve,
+                ][action],
+            )
         })
     });
     prop_oneof![
@@ -787,17 +774,10 @@ fn command_event(ts: u64, action: AlertAction, id: &str) -> Event {
     at(
         ts,
         EventBody::AlertCommand(AlertCommand {
-            command: action,
             alert_id: Some(id.into()),
             actor: Some("ann".into()),
             note: Some("looking".into()),
-            title: None,
-            severity: None,
-            labels: Vec::new(),
-            message: None,
-            matchers: Vec::new(),
-            duration_ms: None,
-            rule: None,
+            ..AlertCommand::new(action)
         }),
     )
 }
