@@ -168,10 +168,14 @@ fn resume_past_the_replay_ring_answers_gap() {
 
 #[test]
 fn a_client_that_stops_reading_is_closed_as_lagged() {
-    // With the error-family detector on: the traffic is 8 KB error messages, each one a
-    // new family candidate; only their first `max_message_bytes` are read and unrelated
-    // novel messages trigger no refits, so ingest keeps up.
-    let server = Server::start(&[("MEGAMIND__WEBSOCKET__CLIENT_QUEUE", "16")]);
+    // Without anomaly scoring: its `anomaly_score` series add their own updates to the
+    // session's topic, and with a 16-message queue the *reading* client, too, was closed
+    // as lagged once on a loaded machine (the check needs it to keep up). The bounded cost
+    // of 8 KB messages is covered by the detector's own tests and `bench --mode anomaly`.
+    let server = Server::start(&[
+        ("MEGAMIND__WEBSOCKET__CLIENT_QUEUE", "16"),
+        ("MEGAMIND__ANOMALY__ENABLED", "false"),
+    ]);
     check(&server, &["lagged"], &["--client-queue", "16"]);
     stop(server);
 }
