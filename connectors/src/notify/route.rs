@@ -13,7 +13,7 @@
 //!
 //! [`Grouper`] is the pure core (time passed in); [`run_dispatcher`] is its tokio shell.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -275,6 +275,9 @@ pub struct Grouper {
     config: RoutingConfig,
     base_url: Option<String>,
     groups: BTreeMap<GroupKey, Group>,
+    /// Keys of the groups with changes not yet sent, so finding what is due costs the
+    /// changed groups and not every group held (a storm of 1,000 alerts is 1,000 groups).
+    changed: BTreeSet<GroupKey>,
     /// Alerts not grouped because `max_groups` was reached.
     pub suppressed: u64,
     /// Times a due notification was held back by the rate limit (it goes out later).
@@ -301,6 +304,7 @@ impl Grouper {
             config,
             base_url,
             groups: BTreeMap::new(),
+            changed: BTreeSet::new(),
             suppressed: 0,
             rate_limited: 0,
             tokens_milli: 0,
@@ -484,7 +488,10 @@ impl Grouper {
                     || other.values.first().map(|(_, value)| value) != Some(id)
                     || *other == key
             });
+            let groups = &self.groups;
+            self.changed.retain(|other| groups.contains_key(other));
         }
+        self.changed.insert(key.clone());
         let group = self.groups.entry(key).or_insert_with(|| Group {
             alerts: BTreeMap::new(),
             changed: false,
@@ -497,9 +504,9 @@ impl Grouper {
 
     /// The earliest time a group is due, ms.
     pub fn next_due(&self) -> Option<u64> {
-        self.groups
-            .values()
-            .filter(|group| group.changed)
+        self.changed
+            .iter()
+            .filter_map(|key| self.groups.get(key))
             .map(|group| group.due)
             .min()
     }
@@ -508,7 +515,11 @@ impl Grouper {
     pub fn due(&mut self, now: u64) -> Vec<Outgoing> {
         let interval = duration_ms(self.config.group_interval);
         let mut out = Vec::new();
-        for (key, group) in &mut self.groups {
+        let mut sent = Vec::new();
+        for key in &self.changed {
+            let Some(group) = self.groups.get_mut(key) else {
+                continue;
+            };
             if !group.changed || group.due > now {
                 continue;
             }
@@ -550,9 +561,14 @@ impl Grouper {
             group.sent_once = true;
             group.due = now.saturating_add(interval);
             group.alerts.retain(|_, alert| alert.status.is_active());
+            sent.push((key.clone(), group.alerts.is_empty()));
         }
-        self.groups
-            .retain(|_, group| !group.alerts.is_empty() || group.changed);
+        for (key, emptied) in sent {
+            self.changed.remove(&key);
+            if emptied {
+                self.groups.remove(&key);
+            }
+        }
         out
     }
 
@@ -640,6 +656,9 @@ impl DispatchHandle {
     }
 }
 
+/// Most queued alert changes the dispatcher takes before it looks for due groups.
+const MAX_ALERTS_PER_PASS: usize = 4096;
+
 /// Called with every notification right after it was handed to its channels (benchmarks).
 pub type HandoffHook = Arc<dyn Fn(&Notification) + Send + Sync>;
 
@@ -668,7 +687,18 @@ pub fn run_dispatcher(
                 .map(|due| Duration::from_millis(due.saturating_sub(clock.now_ms())));
             tokio::select! {
                 received = receiver.recv() => match received {
-                    Some(alert) => grouper.add(clock.now_ms(), &alert),
+                    Some(alert) => {
+                        // Take what else is already queued before looking for due groups:
+                        // a burst is grouped in one pass, not one pass per alert.
+                        let now = clock.now_ms();
+                        grouper.add(now, &alert);
+                        for _ in 0..MAX_ALERTS_PER_PASS {
+                            match receiver.try_recv() {
+                                Ok(alert) => grouper.add(now, &alert),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => break,
                 },
                 () = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {}

@@ -54,7 +54,6 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
     fn compute_windows(self, name: &str, config: &WindowConfig) -> StreamVec<'scope, Time, Update> {
         let config = config.clone();
         let slide = config.slide_ms();
-        let panes_per_window = config.panes();
         let exchange = Exchange::new(|sample: &Sample| sample.key.route());
         self.unary_frontier(exchange, &format!("ComputeWindows({name})"), move |_initial, _info| {
             let mut series: HashMap<SeriesKey, SeriesPanes, FxBuildHasher> = HashMap::default();
@@ -134,7 +133,7 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                             }
                             None => {}
                         }
-                        panes.evict_before((end_index + 1).saturating_sub(panes_per_window));
+                        panes.prepare(end_index + 1, &config);
                     }
                     drop(session);
                     series.retain(|_, panes| panes.active || !panes.is_empty());
