@@ -121,7 +121,8 @@ pub async fn run_publisher(
                                 let mut records = [(**record).clone()];
                                 context.app.dispatch.metrics().annotate(&mut records);
                                 let [record] = records;
-                                serde_json::to_string(&Update::AlertRecord(Box::new(record))).ok()?
+                                serde_json::to_string(&Update::AlertRecord(Box::new(record)))
+                                    .ok()?
                             }
                             _ => serde_json::to_string(update).ok()?,
                         };
@@ -176,7 +177,9 @@ struct DispatchSeen {
 impl DispatchSeen {
     fn republish(&mut self, context: &McpContext, hub: &Hub, now: u64) {
         let metrics = context.app.dispatch.metrics();
-        let generation = metrics.generation.load(std::sync::atomic::Ordering::Acquire);
+        let generation = metrics
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
         if generation == self.generation {
             return;
         }

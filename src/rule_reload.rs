@@ -104,10 +104,11 @@ pub enum ReloadError {
 pub async fn reload(state: &AppState, path: Option<&Path>) -> Result<ReloadReport, ReloadError> {
     let path = path.ok_or(ReloadError::NoConfigFile)?;
     let shown = path.display().to_string();
-    let config = Config::load(Some(path), std::env::vars()).map_err(|error| ReloadError::Invalid {
-        path: shown.clone(),
-        problems: error.to_string(),
-    })?;
+    let config =
+        Config::load(Some(path), std::env::vars()).map_err(|error| ReloadError::Invalid {
+            path: shown.clone(),
+            problems: error.to_string(),
+        })?;
     let (mut commands, rules) = rule_changes(&state.views.rules(), &config.rules);
     let now = state.ingest.clock().now_ms();
     let (silence_commands, silences) =
@@ -155,7 +156,11 @@ const REPLAY_WAIT: Duration = Duration::from_secs(60);
 /// are (after the replayed log, up to event time `replayed_to`, reached the views, so a
 /// restart does not issue them again). A wait that runs out issues them anyway (a silence
 /// issued again with the same window changes nothing).
-pub async fn issue_config_silences(state: AppState, silences: Vec<ConfigSilence>, replayed_to: u64) {
+pub async fn issue_config_silences(
+    state: AppState,
+    silences: Vec<ConfigSilence>,
+    replayed_to: u64,
+) {
     if silences.is_empty() {
         return;
     }
@@ -177,7 +182,10 @@ pub async fn issue_config_silences(state: AppState, silences: Vec<ConfigSilence>
     let now = state.ingest.clock().now_ms();
     let (commands, changes) = config_silence_commands(&state.views.silences(), &silences, now);
     match submit(&state, commands).await {
-        Ok(0) => {}
+        Ok(0) => tracing::info!(
+            silences = silences.len(),
+            "config silences: all in force as the file says"
+        ),
         Ok(accepted) => tracing::info!(
             added = ?changes.added,
             changed = ?changes.changed,

@@ -34,13 +34,25 @@ pub struct ConfigSilence {
     /// Matchers: `team="db", severity=~"low|medium"` (`=`, `!=`, `=~`, `!~`).
     pub matchers: String,
     /// When it starts, RFC 3339 (`2026-11-28T22:00:00Z`); default: when first loaded.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub starts_at: Option<SystemTime>,
     /// When it ends, RFC 3339; give this or `duration`.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ends_at: Option<SystemTime>,
     /// How long it lasts from its start (`"2h"`); give this or `ends_at`.
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub duration: Option<Duration>,
     /// Who it is recorded as created by.
     #[serde(default = "default_creator")]
@@ -56,7 +68,9 @@ fn default_creator() -> String {
 
 fn epoch_ms(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 impl ConfigSilence {
@@ -83,9 +97,7 @@ impl ConfigSilence {
             )),
             (None, Some(duration)) => {
                 if duration.is_zero() || duration > max {
-                    problems.push(format!(
-                        "{prefix}.duration must be between 1ms and 365days"
-                    ));
+                    problems.push(format!("{prefix}.duration must be between 1ms and 365days"));
                 }
             }
             (Some(ends), None) => {
@@ -299,7 +311,8 @@ mod tests {
         let bad = problems("id = \"a\"\nmatchers = 'team=~\"(\"'\nduration = \"2h\"");
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert!(
-            bad[0].starts_with("alerts.silences[0].matchers: matcher 1: invalid regular expression"),
+            bad[0]
+                .starts_with("alerts.silences[0].matchers: matcher 1: invalid regular expression"),
             "{bad:?}"
         );
         assert_eq!(
@@ -326,7 +339,10 @@ mod tests {
             ),
             ["alerts.silences[0]: give either ends_at or duration, not both"]
         );
-        assert!(toml::from_str::<ConfigSilence>("id = \"a\"\nmatchers = \"a=b\"\nduration = \"1h\"\nwho = 1").is_err());
+        assert!(toml::from_str::<ConfigSilence>(
+            "id = \"a\"\nmatchers = \"a=b\"\nduration = \"1h\"\nwho = 1"
+        )
+        .is_err());
     }
 
     /// What the reconciliation issues decodes, applies the way the dataflow would, and a
@@ -344,8 +360,12 @@ mod tests {
         assert_eq!(changes.added, ["window", "soon"]);
         let mut held = Vec::new();
         for command in &commands {
-            let event = decode_event(command.to_string().as_bytes(), &DecodeLimits::default(), now)
-                .unwrap();
+            let event = decode_event(
+                command.to_string().as_bytes(),
+                &DecodeLimits::default(),
+                now,
+            )
+            .unwrap();
             let megamind_dataflows::model::EventBody::AlertCommand(command) = event.body else {
                 panic!("not an alert command");
             };

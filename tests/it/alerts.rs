@@ -705,7 +705,9 @@ fn rules_are_created_and_deleted_at_run_time() {
             .ok_or_else(|| format!("{alerts}"))
     });
     assert!(
-        predicted["value"].as_f64().is_some_and(|value| value < 1000.0),
+        predicted["value"]
+            .as_f64()
+            .is_some_and(|value| value < 1000.0),
         "predicted before the breach: {predicted}"
     );
 }
@@ -793,7 +795,12 @@ fn rate_limited_notifications_are_counted_on_the_alert() {
     let active = mcp_call(&server.mcp_url(), MODERN, "alerts_get_active", &json!({}));
     let listed = active["structuredContent"]["alerts"]
         .as_array()
-        .and_then(|alerts| alerts.iter().find(|alert| alert["id"] == id.as_str()).cloned())
+        .and_then(|alerts| {
+            alerts
+                .iter()
+                .find(|alert| alert["id"] == id.as_str())
+                .cloned()
+        })
         .unwrap_or_else(|| panic!("{id} not in alerts_get_active: {active}"));
     assert!(counted(&listed) >= 1, "{listed}");
     eventually("the count on the alerts topic", WAIT, || {
@@ -926,7 +933,10 @@ fn config_silences_load_at_start_reload_over_http_and_are_not_issued_twice() {
             .as_millis() as u64
     };
     assert_eq!(
-        (scheduled["starts_at"].as_u64(), scheduled["ends_at"].as_u64()),
+        (
+            scheduled["starts_at"].as_u64(),
+            scheduled["ends_at"].as_u64()
+        ),
         (Some(ms(&starts)), Some(ms(&ends))),
         "{scheduled}"
     );
@@ -963,7 +973,11 @@ fn config_silences_load_at_start_reload_over_http_and_are_not_issued_twice() {
             .then_some(())
             .ok_or(log)
     });
-    assert!(!server.log().contains("config silences issued"), "{}", server.log());
+    assert!(
+        !server.log().contains("config silences issued"),
+        "{}",
+        server.log()
+    );
     let replayed = silence_by_id(&server, "window").unwrap();
     assert_eq!(replayed["created"]["at"], issued_at, "{replayed}");
 }

@@ -1001,7 +1001,10 @@ mod grouping {
         let per_alert = grouper.rate_limited_alerts().clone();
         assert_eq!(per_alert.values().sum::<u64>(), grouper.rate_limited);
         assert_eq!(per_alert.values().copied().max(), Some(2), "{per_alert:?}");
-        assert!(sent.iter().all(|id| !per_alert.contains_key(id)), "{per_alert:?}");
+        assert!(
+            sent.iter().all(|id| !per_alert.contains_key(id)),
+            "{per_alert:?}"
+        );
         // Readers see the count on the alert, next to the dataflow's own reasons.
         let metrics = super::super::route::DispatchMetrics::default();
         *metrics.rate_limited_alerts.lock().unwrap() = per_alert.clone();
@@ -1009,7 +1012,10 @@ mod grouping {
         let mut alerts = [labelled(late, "api", Severity::High, AlertStatus::Firing)];
         alerts[0].suppressed_by.insert("cooldown".to_owned(), 1);
         metrics.annotate(&mut alerts);
-        assert_eq!(alerts[0].suppressed_by[super::super::route::RATE_LIMIT], per_alert[late]);
+        assert_eq!(
+            alerts[0].suppressed_by[super::super::route::RATE_LIMIT],
+            per_alert[late]
+        );
         assert_eq!(alerts[0].suppressed_by["cooldown"], 1);
         assert_eq!(alerts[0].inhibited_by, None);
         let mut zero = routing();

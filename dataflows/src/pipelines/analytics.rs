@@ -144,13 +144,12 @@ pub fn analytics<'scope>(
     let mut transition_streams = vec![transitions, model_transitions];
     let mut outputs = vec![windows_and_breaches.clone(), sessions, models.clone()];
     if let Some(predictions) = predictions {
-        let (forecasts, predictive) =
-            windows_and_breaches.forecast_series(
-                "series",
-                &insights.forecast,
-                &config.rules,
-                rule_changes,
-            );
+        let (forecasts, predictive) = windows_and_breaches.forecast_series(
+            "series",
+            &insights.forecast,
+            &config.rules,
+            rule_changes,
+        );
         transition_streams.push(predictive);
         let recommendations = scope
             .concatenate([predictions.clone(), forecasts.clone(), models])

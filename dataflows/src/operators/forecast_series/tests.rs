@@ -224,7 +224,11 @@ fn rule_changes_move_or_resolve_predictive_alerts() {
     let mut history = SeriesHistory::default();
     let mut fired = Vec::new();
     for minute in 0..20u64 {
-        let stats = window("latency_ms", (minute + 1) * 60_000, 100.0 + 20.0 * minute as f64);
+        let stats = window(
+            "latency_ms",
+            (minute + 1) * 60_000,
+            100.0 + 20.0 * minute as f64,
+        );
         fired.extend(history.observe(&stats, &config(), &rules).1);
     }
     let ids: Vec<&str> = fired.iter().map(|t| t.rule_id.as_str()).collect();
@@ -241,7 +245,11 @@ fn rule_changes_move_or_resolve_predictive_alerts() {
     let resolved = history.change_rules(&key, &rules, &moved, 21 * 60_000);
     assert_eq!(resolved.len(), 1);
     assert_eq!(
-        (resolved[0].rule_id.as_str(), resolved[0].state, resolved[0].at),
+        (
+            resolved[0].rule_id.as_str(),
+            resolved[0].state,
+            resolved[0].at
+        ),
         ("first.forecast", AlertState::Resolved, 21 * 60_000)
     );
     let left = history.resolve_all(&key, 22 * 60_000, &next);
@@ -252,7 +260,11 @@ fn rule_changes_move_or_resolve_predictive_alerts() {
 #[test]
 fn forecast_horizons_are_validated() {
     let zero = rule(Some(Duration::ZERO));
-    assert!(zero.validate().unwrap_err().to_string().contains("forecast"));
+    assert!(zero
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("forecast"));
     let long = rule(Some(Duration::from_secs(8 * 24 * 3600)));
     assert!(long.validate().is_err());
     assert!(rule(Some(Duration::from_secs(60))).validate().is_ok());
