@@ -890,7 +890,8 @@ fn config_silences_load_at_start_reload_over_http_and_are_not_issued_twice() {
 
     let hour = |hours: u64| {
         humantime::format_rfc3339_seconds(
-            std::time::SystemTime::now() + Duration::from_secs(hours * 3600),
+            std::time::UNIX_EPOCH
+                + Duration::from_millis(crate::support::now_ms() + hours * 3_600_000),
         )
         .to_string()
     };
