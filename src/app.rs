@@ -304,12 +304,15 @@ impl Server {
             dispatch: dispatch_handle.clone(),
             config_path: run.config_path.clone().map(Into::into),
         };
-        // Config silences enter the log once the replayed part of it is in the views.
-        tasks.push(tokio::spawn(crate::rule_reload::issue_config_silences(
-            state.clone(),
-            config.alerts.silences.clone(),
-            replayed_to,
-        )));
+        // Config silences enter the log once the replayed part of it is in the views; in a
+        // cluster only process 0 issues them (silence commands reach every worker anyway).
+        if process.unwrap_or(0) == 0 {
+            tasks.push(tokio::spawn(crate::rule_reload::issue_config_silences(
+                state.clone(),
+                config.alerts.silences.clone(),
+                replayed_to,
+            )));
+        }
         let live_endpoints = Arc::clone(&state.live);
         let mcp_shutdown = CancellationToken::new();
         let mcp = McpContext::new(

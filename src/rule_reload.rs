@@ -127,14 +127,9 @@ async fn submit(state: &AppState, commands: Vec<Value>) -> Result<usize, ReloadE
     if commands.is_empty() {
         return Ok(0);
     }
-    let mut body = String::new();
-    for command in &commands {
-        body.push_str(&command.to_string());
-        body.push('\n');
-    }
     let report = state
         .ingest
-        .ingest_body(bytes::Bytes::from(body))
+        .ingest_body(crate::ingest::ndjson_body(&commands))
         .await
         .map_err(|error| ReloadError::Refused(error.to_string()))?;
     if let Some(rejection) = report.rejected.first() {

@@ -270,21 +270,17 @@ fn alert_changes_reach_a_signed_webhook_grouped_and_are_not_resent_after_restart
 #[test]
 fn unacknowledged_alert_escalates_to_the_step_channel() {
     let receiver = Receiver::start();
-    let overrides = [
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
-        (
-            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
-            receiver.url.as_str(),
-        ),
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
-        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["log"]"#),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
-        (
-            "MEGAMIND__ALERTS__ESCALATIONS",
-            r#"[{severity = ["high"], steps = [{after = "2s", channels = ["hook"], raise_to = "critical"}]}]"#,
-        ),
-    ];
+    // Alerts go to the log (a later override wins); only the escalation step adds the hook.
+    let overrides = webhook_overrides(
+        &receiver,
+        &[
+            ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["log"]"#),
+            (
+                "MEGAMIND__ALERTS__ESCALATIONS",
+                r#"[{severity = ["high"], steps = [{after = "2s", channels = ["hook"], raise_to = "critical"}]}]"#,
+            ),
+        ],
+    );
     let server = Server::start(&overrides);
     let ack = json!({"type": "alert_command", "command": "acknowledge", "alert_id": "quiet",
                      "actor": "bob"});
@@ -363,18 +359,7 @@ fn pending_alerts_are_visible_not_notified_and_templates_render() {
         r#"summary = "{{ $labels.team }} latency {{ $value }} > {{ $threshold }}", "#,
         r#"annotations = {runbook = "https://runbooks/{{ $rule }}/{{ $severity }}"}}]"#
     );
-    let mut overrides = vec![
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
-        (
-            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
-            receiver.url.as_str(),
-        ),
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
-        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
-        ("MEGAMIND__RULES", rules),
-    ];
+    let mut overrides = webhook_overrides(&receiver, &[("MEGAMIND__RULES", rules)]);
     overrides.extend(crate::support::SHORT_WINDOWS);
     let server = Server::start(&overrides);
     let now = crate::support::now_ms();
@@ -738,9 +723,10 @@ fn sighup_reloads_rules_from_the_config_file() {
             .collect::<Vec<_>>()
     };
     assert_eq!(ids(), [("a".to_owned(), 1.0), ("b".to_owned(), 2.0)]);
+    let silence = "[[alerts.silences]]\nid = \"hup\"\nmatchers = \"team=db\"\nduration = \"1h\"\n";
     std::fs::write(
         server.config_path(),
-        format!("{}{}", rule("b", 5.0), rule("c", 3.0)),
+        format!("{}{}{silence}", rule("b", 5.0), rule("c", 3.0)),
     )
     .unwrap();
     server.signal_hangup();
@@ -761,6 +747,11 @@ fn sighup_reloads_rules_from_the_config_file() {
             .ok_or_else(|| server.log())
     });
     assert_eq!(ids(), [("b".to_owned(), 5.0), ("c".to_owned(), 3.0)]);
+    // The same reload brought the file's silence.
+    let hup = eventually("the config silence reloaded by SIGHUP", WAIT, || {
+        silence_by_id(&server, "hup").ok_or_else(|| server.log())
+    });
+    assert_eq!(hup["origin"], "config", "{hup}");
 }
 
 /// The global rate limit defers notifications and never drops them; each alert reports
@@ -831,6 +822,39 @@ fn rate_limited_notifications_are_counted_on_the_alert() {
     );
 }
 
+/// One JSON-RPC call without parameters over a real WebSocket client: the answer.
+fn websocket_call(url: &str, method: &str) -> Value {
+    use futures_util::{SinkExt, StreamExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("websocket runtime");
+    runtime.block_on(async {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
+        let request = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": {}});
+        socket
+            .send(request.to_string().into())
+            .await
+            .expect("websocket send");
+        while let Some(message) = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a websocket answer in time")
+        {
+            let text = message
+                .expect("a websocket frame")
+                .into_text()
+                .expect("text");
+            let value: Value = serde_json::from_str(&text).expect("a JSON-RPC message");
+            if value["id"] == 7 {
+                return value;
+            }
+        }
+        panic!("the websocket closed before answering {method}")
+    })
+}
+
 /// A config file with a rule and `[[alerts.silences]]`.
 fn silences_config(rule_threshold: f64, silences: &str) -> String {
     format!(
@@ -887,6 +911,11 @@ fn config_silences_load_at_start_reload_over_http_and_are_not_issued_twice() {
         ),
         "{unchanged}"
     );
+
+    // The WebSocket admin method does the same.
+    let answer = websocket_call(&server.websocket().analytics, "alerts.reload");
+    assert_eq!(answer["result"]["accepted"], 0, "{answer}");
+    assert_eq!(answer["result"]["silences"]["added"], json!([]), "{answer}");
 
     let hour = |hours: u64| {
         humantime::format_rfc3339_seconds(
