@@ -213,6 +213,9 @@ async fn wait_for(
     let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
     loop {
         if let Some(record) = context.app.views.alert(id).filter(|record| done(record)) {
+            let mut records = [record];
+            context.app.dispatch.metrics().annotate(&mut records);
+            let [record] = records;
             return Ok(record);
         }
         if let Some(rejection) = context.app.views.rejection(id, since) {
