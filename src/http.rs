@@ -597,12 +597,7 @@ async fn get_alerts(State(state): State<AppState>) -> Response {
 
 async fn get_alert(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.views.alert(&id) {
-        Some(alert) => {
-            let mut alerts = [alert];
-            state.dispatch.metrics().annotate(&mut alerts);
-            let [alert] = alerts;
-            Json(alert).into_response()
-        }
+        Some(alert) => Json(state.dispatch.metrics().annotated(alert)).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
             "unknown_alert",

@@ -118,9 +118,8 @@ pub async fn run_publisher(
                         let topic = topic_of(update)?;
                         let data = match update {
                             Update::AlertRecord(record) => {
-                                let mut records = [(**record).clone()];
-                                context.app.dispatch.metrics().annotate(&mut records);
-                                let [record] = records;
+                                let record =
+                                    context.app.dispatch.metrics().annotated((**record).clone());
                                 serde_json::to_string(&Update::AlertRecord(Box::new(record)))
                                     .ok()?
                             }

@@ -213,10 +213,7 @@ async fn wait_for(
     let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
     loop {
         if let Some(record) = context.app.views.alert(id).filter(|record| done(record)) {
-            let mut records = [record];
-            context.app.dispatch.metrics().annotate(&mut records);
-            let [record] = records;
-            return Ok(record);
+            return Ok(context.app.dispatch.metrics().annotated(record));
         }
         if let Some(rejection) = context.app.views.rejection(id, since) {
             return Err(ToolError::refused(format!(

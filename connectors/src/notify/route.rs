@@ -683,6 +683,14 @@ impl DispatchMetrics {
             }
         }
     }
+
+    /// One alert with [`Self::annotate`]'s additions.
+    pub fn annotated(&self, alert: AlertRecord) -> AlertRecord {
+        let mut alerts = [alert];
+        self.annotate(&mut alerts);
+        let [alert] = alerts;
+        alert
+    }
 }
 
 /// The sending side of the dispatcher: called from dataflow sinks, never blocks.
