@@ -239,5 +239,14 @@ mod tests {
             .unwrap();
         }
         assert!(reload_commands(&wanted, &wanted).is_empty());
+        let (_, changes) = rule_changes(&current, &wanted);
+        assert_eq!(
+            changes,
+            RuleChanges {
+                added: vec!["d".to_owned()],
+                removed: vec!["c".to_owned()],
+                changed: vec!["b".to_owned()],
+            }
+        );
     }
 }
