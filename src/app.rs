@@ -35,6 +35,8 @@ pub struct RunOptions {
     pub workers: usize,
     /// Cluster placement.
     pub cluster: Option<ClusterConfig>,
+    /// The config file, for reloads (SIGHUP, `POST /v1/reload`, WebSocket admin `reload`).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl RunOptions {
@@ -204,6 +206,7 @@ impl Server {
         let store_path = config
             .store
             .path_for(run.cluster.as_ref().map(|cluster| cluster.process));
+        let mut replayed_to = 0;
         let log = if config.store.enabled {
             let replayer = Ingest::new(
                 engine.feeder(),
@@ -227,6 +230,7 @@ impl Server {
             // Alert changes re-derived from the replayed events were notified before the
             // restart: notify only what comes after them.
             arm_after.store(replayed.max_ts, Ordering::Release);
+            replayed_to = replayed.max_ts;
             if replayed.events > 0 {
                 // Live input (alert commands enter at the watermark) starts after the
                 // replayed times, so its alert changes are told apart from replayed ones.
@@ -298,7 +302,17 @@ impl Server {
             kafka: kafka.clone(),
             notifier: Arc::clone(&notifier),
             dispatch: dispatch_handle.clone(),
+            config_path: run.config_path.clone().map(Into::into),
         };
+        // Config silences enter the log once the replayed part of it is in the views; in a
+        // cluster only process 0 issues them (silence commands reach every worker anyway).
+        if process.unwrap_or(0) == 0 {
+            tasks.push(tokio::spawn(crate::rule_reload::issue_config_silences(
+                state.clone(),
+                config.alerts.silences.clone(),
+                replayed_to,
+            )));
+        }
         let live_endpoints = Arc::clone(&state.live);
         let mcp_shutdown = CancellationToken::new();
         let mcp = McpContext::new(

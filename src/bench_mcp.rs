@@ -42,6 +42,7 @@ pub fn run(
     let run = RunOptions {
         workers: engine_config.workers,
         cluster: None,
+        config_path: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

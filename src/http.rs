@@ -9,6 +9,7 @@
 //! | `GET /v1/breaches` | recent breaches and alert states (`limit`) |
 //! | `POST /v1/models` | register a model (version): a `type: "model"` event |
 //! | `GET /v1/models` | the model registry and every tracked version's health |
+//! | `POST /v1/reload` | reload `[[rules]]` and `[[alerts.silences]]` from the config file (as SIGHUP) → what changed |
 //! | `GET /v1/status` | engine status |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /healthz` | liveness |
@@ -53,6 +54,8 @@ pub struct AppState {
     pub dispatch: megamind_connectors::notify::route::DispatchHandle,
     /// The Kafka source, when configured.
     pub kafka: Option<Arc<std::sync::Mutex<crate::kafka::KafkaRuntime>>>,
+    /// The config file rules and silences reload from (none: started without one).
+    pub config_path: Option<Arc<std::path::Path>>,
 }
 
 impl AppState {
@@ -95,6 +98,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/rules", get(get_rules).post(post_rule))
         .route("/v1/rules/{id}", axum::routing::delete(delete_rule))
         .route("/v1/silences/{id}", axum::routing::delete(delete_silence))
+        .route("/v1/reload", post(post_reload))
         .route("/v1/status", get(get_status))
         .route("/v1/insights", get(get_insights))
         .route("/v1/forecasts", get(get_forecasts))
@@ -267,6 +271,33 @@ async fn post_silence(State(state): State<AppState>, body: bytes::Bytes) -> Resp
     };
     let line = format!("{}\n", request.command("http"));
     post_events(State(state), bytes::Bytes::from(line)).await
+}
+
+/// `POST /v1/reload`: what SIGHUP does — rules and config silences from the config file
+/// become alert commands (only the differences); answers what changed, or every problem
+/// of a file that does not load (then nothing changes).
+async fn post_reload(State(state): State<AppState>) -> Response {
+    use crate::rule_reload::ReloadError;
+    match crate::rule_reload::reload(&state, state.config_path.as_deref()).await {
+        Ok(report) => {
+            tracing::info!(path = %report.path, accepted = report.accepted, "config reloaded over HTTP");
+            Json(report).into_response()
+        }
+        Err(error @ ReloadError::NoConfigFile) => {
+            error_response(StatusCode::CONFLICT, "no_config_file", &error)
+        }
+        Err(error @ ReloadError::Invalid { .. }) => {
+            tracing::error!(problems = %error, "config not reloaded over HTTP");
+            error_response(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", &error)
+        }
+        Err(error @ ReloadError::Refused(_)) => {
+            error_response(StatusCode::SERVICE_UNAVAILABLE, "refused", &error)
+        }
+    }
+}
+
+fn error_response(status: StatusCode, code: &str, problem: &dyn std::fmt::Display) -> Response {
+    error(status, code, problem.to_string())
 }
 
 /// `DELETE /v1/silences/{id}`: an `expire_silence` alert command.
@@ -556,37 +587,17 @@ async fn get_live(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /v1/alerts`: active alerts, with what the dispatcher adds (`inhibited_by`,
+/// `suppressed_by.rate_limit`).
 async fn get_alerts(State(state): State<AppState>) -> Response {
-    let muted = muted_alerts(state.dispatch.metrics());
-    let alerts: Vec<serde_json::Value> = state
-        .views
-        .alerts(true)
-        .iter()
-        .map(|alert| with_inhibition(alert, &muted))
-        .collect();
+    let mut alerts = state.views.alerts(true);
+    state.dispatch.metrics().annotate(&mut alerts);
     Json(alerts).into_response()
-}
-
-/// The alert as JSON, with `inhibited_by` (the muting alert's id) while an inhibition
-/// rule mutes it.
-fn with_inhibition(
-    alert: &megamind_dataflows::model::AlertRecord,
-    muted: &BTreeMap<String, String>,
-) -> serde_json::Value {
-    let mut value = serde_json::to_value(alert).unwrap_or_default();
-    if let (Some(by), Some(object)) = (muted.get(&alert.id), value.as_object_mut()) {
-        object.insert("inhibited_by".to_owned(), json!(by));
-    }
-    value
 }
 
 async fn get_alert(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     match state.views.alert(&id) {
-        Some(alert) => Json(with_inhibition(
-            &alert,
-            &muted_alerts(state.dispatch.metrics()),
-        ))
-        .into_response(),
+        Some(alert) => Json(state.dispatch.metrics().annotated(alert)).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
             "unknown_alert",

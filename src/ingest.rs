@@ -26,6 +26,17 @@ const INLINE_DECODE_BYTES: usize = 256 * 1024;
 /// How long a request waits for queue room before it is refused as overload.
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// JSON objects as one NDJSON body for [`Ingest::ingest_body`] (serde_json writes no raw
+/// newlines, so every object stays on its line).
+pub fn ndjson_body(objects: &[serde_json::Value]) -> bytes::Bytes {
+    let mut body = String::new();
+    for object in objects {
+        body.push_str(&object.to_string());
+        body.push('\n');
+    }
+    bytes::Bytes::from(body)
+}
+
 /// What happened to a batch.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct IngestReport {

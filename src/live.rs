@@ -6,7 +6,7 @@
 //! | `metrics/{name}` | closed windows (and idle marks) of series without a session |
 //! | `sessions/{id}` | the session's state, history points and per-session windows |
 //! | `models/{id}` | the model's latency/confidence windows, tracked metrics (`model_metrics`: accuracy, PRF, calibration, drift) and retraining triggers |
-//! | `alerts` | alert lifecycle records and refused alert commands |
+//! | `alerts` | alert lifecycle records (with the dispatcher's `inhibited_by` and `suppressed_by.rate_limit`, republished when those change) and refused alert commands |
 //! | `alerts/stats` | alert statistics and notification counters (as in `/v1/status`), once a second |
 //! | `breaches` | breaching windows |
 //! | `sessions/{id}` | also the session's success prediction and completion estimate (`session_prediction`) |
@@ -89,10 +89,12 @@ pub async fn run_publisher(
     let mut models: BTreeMap<(String, String), (u64, u64, String, String)> = BTreeMap::new();
     let mut tick = tokio::time::interval(MODEL_PUBLISH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dispatch_seen = DispatchSeen::default();
     loop {
         let batch = tokio::select! {
             received = updates.recv() => received,
             _ = tick.tick() => {
+                dispatch_seen.republish(&context, &hub, clock.now_ms());
                 if !models.is_empty() {
                     let now = clock.now_ms();
                     let pending = std::mem::take(&mut models);
@@ -114,7 +116,15 @@ pub async fn run_publisher(
                     .iter()
                     .filter_map(|update| {
                         let topic = topic_of(update)?;
-                        let data = serde_json::to_string(update).ok()?;
+                        let data = match update {
+                            Update::AlertRecord(record) => {
+                                let record =
+                                    context.app.dispatch.metrics().annotated((**record).clone());
+                                serde_json::to_string(&Update::AlertRecord(Box::new(record)))
+                                    .ok()?
+                            }
+                            _ => serde_json::to_string(update).ok()?,
+                        };
                         if let Update::ModelMetrics(snapshot) = update {
                             let key = (
                                 snapshot.model_id.to_string(),
@@ -150,6 +160,65 @@ pub async fn run_publisher(
             }
             Err(broadcast::error::RecvError::Closed) => return,
         }
+    }
+}
+
+/// What the dispatcher said about alerts when last published: inhibitions and rate-limit
+/// counts change on delivery, without an alert change from the dataflow, so the alerts
+/// they concern are published again (from the views, annotated) when they change.
+#[derive(Default)]
+struct DispatchSeen {
+    generation: u64,
+    muted: BTreeMap<String, String>,
+    limited: BTreeMap<String, u64>,
+}
+
+impl DispatchSeen {
+    fn republish(&mut self, context: &McpContext, hub: &Hub, now: u64) {
+        let metrics = context.app.dispatch.metrics();
+        let generation = metrics
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if generation == self.generation {
+            return;
+        }
+        self.generation = generation;
+        let muted = metrics
+            .muted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let limited = metrics
+            .rate_limited_alerts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut changed: Vec<&String> = muted
+            .iter()
+            .filter(|(id, by)| self.muted.get(*id) != Some(*by))
+            .map(|(id, _)| id)
+            .chain(self.muted.keys().filter(|id| !muted.contains_key(*id)))
+            .chain(
+                limited
+                    .iter()
+                    .filter(|(id, count)| self.limited.get(*id) != Some(*count))
+                    .map(|(id, _)| id),
+            )
+            .collect();
+        changed.sort();
+        changed.dedup();
+        let mut alerts: Vec<megamind_dataflows::model::AlertRecord> = changed
+            .iter()
+            .filter_map(|id| context.app.views.alert(id))
+            .collect();
+        metrics.annotate(&mut alerts);
+        let items: Vec<String> = alerts
+            .into_iter()
+            .filter_map(|alert| serde_json::to_string(&Update::AlertRecord(Box::new(alert))).ok())
+            .collect();
+        hub.publish_batch(items.iter().map(|data| ("alerts", data.as_str())), now);
+        self.muted = muted;
+        self.limited = limited;
     }
 }
 
@@ -222,7 +291,11 @@ impl Backend for LiveBackend {
                     .filter(|model| model.model_id == id)
                     .collect::<Vec<_>>()))
             }
-            ("alerts", "") => Some(json!(views.alerts(false))),
+            ("alerts", "") => {
+                let mut alerts = views.alerts(false);
+                self.context.app.dispatch.metrics().annotate(&mut alerts);
+                Some(json!(alerts))
+            }
             ("alerts", "stats") => Some(crate::http::status(&self.context.app).alerts),
             ("breaches", "") => Some(json!(views.breaches(1000))),
             ("insights", "") => Some(json!(views.insights.snapshot(100))),
@@ -281,6 +354,16 @@ impl Backend for LiveBackend {
                         .map_err(tool_error)?;
                     serde_json::to_value(result)
                         .map_err(|error| RpcError::failed(error.to_string()))
+                }
+                "alerts.reload" => {
+                    let state = &self.context.app;
+                    let report =
+                        crate::rule_reload::reload(state, state.config_path.as_deref()).await;
+                    match report {
+                        Ok(report) => serde_json::to_value(report)
+                            .map_err(|error| RpcError::failed(error.to_string())),
+                        Err(error) => Err(RpcError::failed(error.to_string())),
+                    }
                 }
                 other => Err(RpcError {
                     code: -32601,

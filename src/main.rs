@@ -159,6 +159,7 @@ impl ClusterArgs {
         Ok(RunOptions {
             workers: self.workers.max(1),
             cluster,
+            config_path: None,
         })
     }
 }
@@ -368,7 +369,8 @@ fn serve(
     if let Some(http) = args.http {
         config.server.http_listen = http;
     }
-    let run = args.cluster.run_options()?;
+    let mut run = args.cluster.run_options()?;
+    run.config_path.clone_from(&config_path);
     let runtime = tokio_runtime()?;
     let mcp_enabled = config.mcp.enabled;
     let mcp_auth = config.mcp.auth_token.is_some();
@@ -406,7 +408,7 @@ fn serve(
             );
         }
         eprintln!("press Ctrl-C to stop");
-        wait_for_signal(|| reload_rules(&server, config_path.as_ref())).await;
+        wait_for_signal(|| reload_config(&server)).await;
         eprintln!("stopping: flushing open windows");
         server.stop().await.map_err(anyhow::Error::msg)
     })
@@ -443,34 +445,29 @@ fn mcp_stdio(config: Config, args: McpArgs) -> anyhow::Result<()> {
     })
 }
 
-/// SIGHUP: reloads `[[rules]]` from the config file as `create_rule` / `delete_rule`
-/// events; a file with problems changes nothing (the problems are logged).
-async fn reload_rules(server: &Server, path: Option<&PathBuf>) {
-    let Some(path) = path else {
-        tracing::warn!("SIGHUP ignored: no --config file to reload rules from");
-        return;
-    };
-    let config = match Config::load(Some(path.as_path()), std::env::vars()) {
-        Ok(config) => config,
-        Err(error) => {
-            tracing::error!(path = %path.display(), problems = %error, "rules not reloaded: the config file has problems");
-            return;
+/// SIGHUP: reloads `[[rules]]` and `[[alerts.silences]]` from the config file as alert
+/// commands (only the differences); a file with problems changes nothing (the problems are
+/// logged).
+async fn reload_config(server: &Server) {
+    let state = &server.mcp.app;
+    match megamind::rule_reload::reload(state, state.config_path.as_deref()).await {
+        Ok(report) if report.accepted == 0 => {
+            tracing::info!(path = %report.path, "config reloaded: no change");
         }
-    };
-    let current = server.mcp.app.views.rules();
-    let commands = megamind::rule_reload::reload_commands(&current, &config.rules);
-    let count = commands.len();
-    if count == 0 {
-        tracing::info!(path = %path.display(), "rules reloaded: no change");
-        return;
-    }
-    match megamind::mcp::events::ingest_objects(&server.mcp, commands).await {
-        Ok(result) => {
-            tracing::info!(path = %path.display(), changes = count, accepted = result.accepted, "rules reloaded")
+        Ok(report) => tracing::info!(
+            path = %report.path,
+            rules = ?report.rules,
+            silences = ?report.silences,
+            accepted = report.accepted,
+            "config reloaded"
+        ),
+        Err(megamind::rule_reload::ReloadError::NoConfigFile) => {
+            tracing::warn!("SIGHUP ignored: no --config file to reload rules from");
         }
-        Err(error) => {
-            tracing::error!(path = %path.display(), error = %error.0, "rules not reloaded")
+        Err(error @ megamind::rule_reload::ReloadError::Invalid { .. }) => {
+            tracing::error!(problems = %error, "rules not reloaded: the config file has problems");
         }
+        Err(error) => tracing::error!(error = %error, "rules not reloaded"),
     }
 }
 

@@ -734,6 +734,8 @@ mod tests {
                 escalated_to: Vec::new(),
                 suppressed: 0,
                 suppression: None,
+                suppressed_by: Default::default(),
+                inhibited_by: None,
                 annotations: Default::default(),
             }))
         };

@@ -307,6 +307,10 @@ pub struct AlertsConfig {
     /// acknowledges it.
     #[serde(default)]
     pub escalations: Vec<megamind_dataflows::model::EscalationPolicy>,
+    /// Silences (`[[alerts.silences]]`): issued as `silence` commands at start and on
+    /// reload (only what differs from the silences in force), like `POST /v1/silences`.
+    #[serde(default)]
+    pub silences: Vec<crate::silences::ConfigSilence>,
 }
 
 fn default_dispatch_queue() -> usize {
@@ -817,6 +821,17 @@ impl Config {
                         ));
                     }
                 }
+            }
+        }
+        let mut silence_ids = BTreeMap::new();
+        for (position, silence) in self.alerts.silences.iter().enumerate() {
+            let prefix = format!("alerts.silences[{position}]");
+            problems.extend(silence.problems(&prefix));
+            if silence_ids.insert(silence.id.as_str(), ()).is_some() {
+                problems.push(format!(
+                    "{prefix}.id: silence id {:?} is used more than once",
+                    silence.id
+                ));
             }
         }
         let mut seen = BTreeMap::new();

@@ -338,3 +338,40 @@ fn insights_settings_are_validated_and_reported_together() {
     .unwrap();
     assert_eq!(rule.rules[0].forecast, Some(Duration::from_secs(15 * 60)));
 }
+
+#[test]
+fn config_silences_and_rule_forecasts_are_validated_together() {
+    let error = Config::from_toml_str(
+        "[[alerts.silences]]\nid = \"maint\"\nmatchers = 'team=\"db\"'\nduration = \"2h\"\n\
+         [[alerts.silences]]\nid = \"maint\"\nmatchers = \"team=~(\"\nduration = \"2h\"\n\
+         [[alerts.silences]]\nid = \"open\"\nmatchers = \"a=b\"\n\
+         [[rules]]\nid = \"p95\"\nmetric = \"latency_ms\"\naggregate = \"p95\"\nop = \">\"\n\
+         threshold = 500.0\nseverity = \"high\"\nforecast = \"0s\"\n",
+    )
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("alerts.silences[1].id: silence id \"maint\" is used more than once"),
+        "{text}"
+    );
+    assert!(
+        text.contains("alerts.silences[1].matchers: matcher 1: invalid regular expression"),
+        "{text}"
+    );
+    assert!(
+        text.contains("alerts.silences[2].ends_at: a silence needs ends_at or duration"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rule \"p95\": forecast must be between 1s and 7days"),
+        "{text}"
+    );
+    assert_eq!(error.problems.len(), 4, "{text}");
+    let fine = Config::from_toml_str(
+        "[[alerts.silences]]\nid = \"window\"\nmatchers = 'team=\"db\"'\n\
+         starts_at = \"2026-11-28T22:00:00Z\"\nends_at = \"2026-11-29T02:00:00Z\"\n\
+         created_by = \"ops\"\ncomment = \"upgrade\"\n",
+    )
+    .unwrap();
+    assert_eq!(fine.alerts.silences[0].created_by, "ops");
+}

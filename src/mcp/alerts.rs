@@ -129,6 +129,9 @@ pub struct ActiveResult {
     /// Active alerts per status (`firing`, `acknowledged`).
     pub by_status: BTreeMap<String, usize>,
     /// Firing first, then acknowledged, then pending; most severe and most recent first.
+    /// Each carries `inhibited_by` (the alert whose inhibition mutes it now) and
+    /// `suppressed_by` (notifications held back by `cooldown`, `silence` and `rate_limit`)
+    /// when those apply.
     #[schemars(with = "Vec<serde_json::Value>")]
     pub alerts: Vec<AlertRecord>,
 }
@@ -156,6 +159,9 @@ pub fn active(context: &McpContext, params: &ActiveParams) -> Result<ActiveResul
             .or_insert(0) += 1;
     }
     alerts.truncate(limit);
+    // Inhibition and the rate limit act in the dispatcher, not the dataflow: add what it
+    // knows (`inhibited_by`, `suppressed_by.rate_limit`).
+    context.app.dispatch.metrics().annotate(&mut alerts);
     Ok(ActiveResult {
         count: alerts.len(),
         by_status,
@@ -207,7 +213,7 @@ async fn wait_for(
     let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
     loop {
         if let Some(record) = context.app.views.alert(id).filter(|record| done(record)) {
-            return Ok(record);
+            return Ok(context.app.dispatch.metrics().annotated(record));
         }
         if let Some(rejection) = context.app.views.rejection(id, since) {
             return Err(ToolError::refused(format!(
@@ -421,6 +427,8 @@ mod tests {
             escalated_to: Vec::new(),
             suppressed: 0,
             suppression: None,
+            suppressed_by: Default::default(),
+            inhibited_by: None,
             annotations: Default::default(),
         }
     }

@@ -59,16 +59,10 @@ pub async fn ingest_objects(
     context: &McpContext,
     objects: Vec<serde_json::Value>,
 ) -> Result<AddEventResult, ToolError> {
-    let mut body = String::new();
-    for object in &objects {
-        // serde_json writes no raw newlines, so every object stays on its line.
-        body.push_str(&object.to_string());
-        body.push('\n');
-    }
     let report = context
         .app
         .ingest
-        .ingest_body(bytes::Bytes::from(body))
+        .ingest_body(crate::ingest::ndjson_body(&objects))
         .await?;
     Ok(AddEventResult {
         accepted: report.accepted,

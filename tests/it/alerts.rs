@@ -11,6 +11,8 @@ use axum::http::HeaderMap;
 use megamind_connectors::notify::webhook;
 use serde_json::{json, Value};
 
+use crate::mcp::{mcp_call, MODERN, TOKEN};
+use crate::ml::websocket_updates;
 use crate::support::{eventually, Server};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -91,6 +93,27 @@ impl Drop for Receiver {
             let _ = stop.send(());
         }
     }
+}
+
+/// The overrides that send every alert to `receiver` (signed), one group per alert with
+/// short waits, then `extra`.
+fn webhook_overrides<'a>(
+    receiver: &'a Receiver,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut overrides = vec![
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
+        (
+            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
+            receiver.url.as_str(),
+        ),
+        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
+        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
+        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
+    ];
+    overrides.extend_from_slice(extra);
+    overrides
 }
 
 fn ids(notification: &Value) -> Vec<String> {
@@ -247,21 +270,17 @@ fn alert_changes_reach_a_signed_webhook_grouped_and_are_not_resent_after_restart
 #[test]
 fn unacknowledged_alert_escalates_to_the_step_channel() {
     let receiver = Receiver::start();
-    let overrides = [
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
-        (
-            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
-            receiver.url.as_str(),
-        ),
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
-        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["log"]"#),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
-        (
-            "MEGAMIND__ALERTS__ESCALATIONS",
-            r#"[{severity = ["high"], steps = [{after = "2s", channels = ["hook"], raise_to = "critical"}]}]"#,
-        ),
-    ];
+    // Alerts go to the log (a later override wins); only the escalation step adds the hook.
+    let overrides = webhook_overrides(
+        &receiver,
+        &[
+            ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["log"]"#),
+            (
+                "MEGAMIND__ALERTS__ESCALATIONS",
+                r#"[{severity = ["high"], steps = [{after = "2s", channels = ["hook"], raise_to = "critical"}]}]"#,
+            ),
+        ],
+    );
     let server = Server::start(&overrides);
     let ack = json!({"type": "alert_command", "command": "acknowledge", "alert_id": "quiet",
                      "actor": "bob"});
@@ -340,18 +359,7 @@ fn pending_alerts_are_visible_not_notified_and_templates_render() {
         r#"summary = "{{ $labels.team }} latency {{ $value }} > {{ $threshold }}", "#,
         r#"annotations = {runbook = "https://runbooks/{{ $rule }}/{{ $severity }}"}}]"#
     );
-    let mut overrides = vec![
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
-        (
-            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
-            receiver.url.as_str(),
-        ),
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
-        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
-        ("MEGAMIND__RULES", rules),
-    ];
+    let mut overrides = webhook_overrides(&receiver, &[("MEGAMIND__RULES", rules)]);
     overrides.extend(crate::support::SHORT_WINDOWS);
     let server = Server::start(&overrides);
     let now = crate::support::now_ms();
@@ -405,17 +413,7 @@ fn pending_alerts_are_visible_not_notified_and_templates_render() {
 #[test]
 fn silences_mute_matching_alerts_and_release_them_when_expired() {
     let receiver = Receiver::start();
-    let overrides = [
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
-        (
-            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
-            receiver.url.as_str(),
-        ),
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
-        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
-    ];
+    let overrides = webhook_overrides(&receiver, &[]);
     let server = Server::start(&overrides);
     let (status, answer) = server.post(
         "/v1/silences",
@@ -490,26 +488,21 @@ fn silences_mute_matching_alerts_and_release_them_when_expired() {
 }
 
 /// Inhibition end to end: a firing critical alert mutes the lower alerts of its team
-/// (shown as `inhibited_by`, counted), not other teams'; when it resolves, the muted alert
-/// that is still firing is notified.
+/// (shown as `inhibited_by` over HTTP and MCP `alerts_get_active`, counted), not other
+/// teams'; when it resolves, the muted alert that is still firing is notified.
 #[test]
 fn a_critical_alert_inhibits_lower_alerts_of_its_team() {
     let receiver = Receiver::start();
-    let overrides = [
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__TYPE", "webhook"),
-        (
-            "MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__URL",
-            receiver.url.as_str(),
-        ),
-        ("MEGAMIND__ALERTS__NOTIFY__CHANNELS__HOOK__SECRET", SECRET),
-        ("MEGAMIND__ALERTS__ROUTING__CHANNELS", r#"["hook"]"#),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_WAIT", "100ms"),
-        ("MEGAMIND__ALERTS__ROUTING__GROUP_INTERVAL", "200ms"),
-        (
-            "MEGAMIND__ALERTS__ROUTING__INHIBIT_RULES",
-            r#"[{source = 'severity="critical"', target = 'severity=~"low|medium|high"', equal = ["team"]}]"#,
-        ),
-    ];
+    let overrides = webhook_overrides(
+        &receiver,
+        &[
+            (
+                "MEGAMIND__ALERTS__ROUTING__INHIBIT_RULES",
+                r#"[{source = 'severity="critical"', target = 'severity=~"low|medium|high"', equal = ["team"]}]"#,
+            ),
+            ("MEGAMIND__MCP__AUTH_TOKEN", TOKEN),
+        ],
+    );
     let server = Server::start(&overrides);
     let alert = |id: &str, severity: &str, team: &str| {
         json!({"type": "alert_command", "command": "create", "alert_id": id, "title": id,
@@ -556,6 +549,16 @@ fn a_critical_alert_inhibits_lower_alerts_of_its_team() {
         prometheus.contains("megamind_notify_inhibited_total 1"),
         "{prometheus}"
     );
+    let active = mcp_call(&server.mcp_url(), MODERN, "alerts_get_active", &json!({}));
+    let listed = &active["structuredContent"]["alerts"];
+    let by_id = |id: &str| {
+        listed
+            .as_array()
+            .and_then(|alerts| alerts.iter().find(|alert| alert["id"] == id))
+            .unwrap_or_else(|| panic!("{id} not in alerts_get_active: {active}"))
+    };
+    assert_eq!(by_id("db-high")["inhibited_by"], "db-crit", "{active}");
+    assert!(by_id("web-high").get("inhibited_by").is_none(), "{active}");
     assert!(!sent("db-high"), "a muted alert was notified");
     let resolve = json!({"type": "alert_command", "command": "resolve", "alert_id": "db-crit",
                          "actor": "ana"});
@@ -633,6 +636,65 @@ fn rules_are_created_and_deleted_at_run_time() {
     assert_eq!(resolved["resolved"]["by"], "rule", "{resolved}");
     let (_, rules) = server.get("/v1/rules");
     assert_eq!(rules, json!([]), "{rules}");
+
+    // Forecasts on run-time rules, as on config rules: the horizon is validated, and a
+    // rule with one raises a predictive alert (`<id>.forecast`) while the series'
+    // forecast crosses the threshold before the series does.
+    let (status, answer) = server.post(
+        "/v1/rules",
+        json!({"id": "bad_horizon", "metric": "x", "aggregate": "max", "op": ">",
+               "threshold": 1.0, "severity": "high", "forecast": "0s"})
+        .to_string(),
+    );
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["rejected"][0]["field"], "rule", "{answer}");
+    assert!(
+        answer["rejected"][0]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("forecast must be between 1s and 7days")),
+        "{answer}"
+    );
+    let (status, answer) = server.post(
+        "/v1/rules",
+        json!({"id": "rt_grow", "metric": "rt_growth", "aggregate": "mean", "op": ">",
+               "threshold": 1000.0, "severity": "medium", "forecast": "1h"})
+        .to_string(),
+    );
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    eventually("rt_grow in /v1/rules", WAIT, || {
+        let (_, rules) = server.get("/v1/rules");
+        (rules.as_array().map(Vec::len) == Some(1) && rules[0]["forecast"] == "1h")
+            .then_some(())
+            .ok_or_else(|| format!("{rules}"))
+    });
+    let start = crate::support::now_ms();
+    let rising: String = (0..40u64)
+        .map(|second| {
+            let event = json!({"type": "metric", "name": "rt_growth",
+                               "value": 10.0 * (second + 1) as f64,
+                               "ts": start + second * 1000});
+            format!("{event}\n")
+        })
+        .collect();
+    server.post_events_ok(rising, 40);
+    let predicted = eventually("the run-time rule's predictive alert", WAIT, || {
+        let (_, alerts) = server.get("/v1/alerts");
+        alerts
+            .as_array()
+            .and_then(|list| {
+                list.iter()
+                    .find(|alert| alert["rule_id"] == "rt_grow.forecast")
+                    .cloned()
+            })
+            .filter(|alert| alert["status"] == "firing")
+            .ok_or_else(|| format!("{alerts}"))
+    });
+    assert!(
+        predicted["value"]
+            .as_f64()
+            .is_some_and(|value| value < 1000.0),
+        "predicted before the breach: {predicted}"
+    );
 }
 
 /// SIGHUP reloads `[[rules]]` from the config file: the differences become rule events
@@ -661,9 +723,10 @@ fn sighup_reloads_rules_from_the_config_file() {
             .collect::<Vec<_>>()
     };
     assert_eq!(ids(), [("a".to_owned(), 1.0), ("b".to_owned(), 2.0)]);
+    let silence = "[[alerts.silences]]\nid = \"hup\"\nmatchers = \"team=db\"\nduration = \"1h\"\n";
     std::fs::write(
         server.config_path(),
-        format!("{}{}", rule("b", 5.0), rule("c", 3.0)),
+        format!("{}{}{silence}", rule("b", 5.0), rule("c", 3.0)),
     )
     .unwrap();
     server.signal_hangup();
@@ -684,4 +747,267 @@ fn sighup_reloads_rules_from_the_config_file() {
             .ok_or_else(|| server.log())
     });
     assert_eq!(ids(), [("b".to_owned(), 5.0), ("c".to_owned(), 3.0)]);
+    // The same reload brought the file's silence.
+    let hup = eventually("the config silence reloaded by SIGHUP", WAIT, || {
+        silence_by_id(&server, "hup").ok_or_else(|| server.log())
+    });
+    assert_eq!(hup["origin"], "config", "{hup}");
+}
+
+/// The global rate limit defers notifications and never drops them; each alert reports
+/// how many of its notifications were held back, and why (`suppressed_by.rate_limit`),
+/// over HTTP, MCP `alerts_get_active` and the `alerts` WebSocket topic.
+#[test]
+fn rate_limited_notifications_are_counted_on_the_alert() {
+    let receiver = Receiver::start();
+    let overrides = webhook_overrides(
+        &receiver,
+        &[
+            // One notification at once, then one every 10 s.
+            (
+                "MEGAMIND__ALERTS__ROUTING__RATE_LIMIT",
+                "{per_minute = 6, burst = 1}",
+            ),
+            ("MEGAMIND__MCP__AUTH_TOKEN", TOKEN),
+        ],
+    );
+    let server = Server::start(&overrides);
+    let updates = websocket_updates(&server.websocket().analytics, &["alerts"]);
+    server.post_events_ok(format!("{}\n{}\n", create("disk-1"), create("disk-2")), 2);
+    let counted = |alert: &Value| alert["suppressed_by"]["rate_limit"].as_u64().unwrap_or(0);
+    let limited = eventually("a rate-limited alert in /v1/alerts", WAIT, || {
+        let (_, alerts) = server.get("/v1/alerts");
+        alerts
+            .as_array()
+            .and_then(|list| list.iter().find(|alert| counted(alert) >= 1).cloned())
+            .ok_or_else(|| format!("{alerts}"))
+    });
+    let id = limited["id"].as_str().unwrap().to_owned();
+    let active = mcp_call(&server.mcp_url(), MODERN, "alerts_get_active", &json!({}));
+    let listed = active["structuredContent"]["alerts"]
+        .as_array()
+        .and_then(|alerts| {
+            alerts
+                .iter()
+                .find(|alert| alert["id"] == id.as_str())
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("{id} not in alerts_get_active: {active}"));
+    assert!(counted(&listed) >= 1, "{listed}");
+    eventually("the count on the alerts topic", WAIT, || {
+        let seen = updates.lock().unwrap().clone();
+        seen.iter()
+            .any(|update| {
+                update["data"]["kind"] == "alert_record"
+                    && update["data"]["id"] == id.as_str()
+                    && counted(&update["data"]) >= 1
+            })
+            .then_some(())
+            .ok_or_else(|| format!("{seen:?}"))
+    });
+    // Deferred, not dropped: both go out, and the count stays on the alert.
+    eventually("both alerts notified", Duration::from_secs(40), || {
+        let bodies = receiver.bodies();
+        let sent: Vec<String> = bodies.iter().flat_map(ids).collect();
+        (sent.contains(&"disk-1".to_owned()) && sent.contains(&"disk-2".to_owned()))
+            .then_some(())
+            .ok_or_else(|| format!("{bodies:?}"))
+    });
+    let (_, alert) = server.get(&format!("/v1/alerts/{id}"));
+    assert!(counted(&alert) >= 1, "{alert}");
+    let (_, counts) = server.get("/v1/alerts/notifications");
+    assert!(
+        counts["dispatch"]["rate_limited"].as_u64() >= Some(counted(&alert)),
+        "{counts}"
+    );
+}
+
+/// One JSON-RPC call without parameters over a real WebSocket client: the answer.
+fn websocket_call(url: &str, method: &str) -> Value {
+    use futures_util::{SinkExt, StreamExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("websocket runtime");
+    runtime.block_on(async {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
+        let request = json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": {}});
+        socket
+            .send(request.to_string().into())
+            .await
+            .expect("websocket send");
+        while let Some(message) = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a websocket answer in time")
+        {
+            let text = message
+                .expect("a websocket frame")
+                .into_text()
+                .expect("text");
+            let value: Value = serde_json::from_str(&text).expect("a JSON-RPC message");
+            if value["id"] == 7 {
+                return value;
+            }
+        }
+        panic!("the websocket closed before answering {method}")
+    })
+}
+
+/// A config file with a rule and `[[alerts.silences]]`.
+fn silences_config(rule_threshold: f64, silences: &str) -> String {
+    format!(
+        "[[rules]]\nid = \"a\"\nmetric = \"x\"\naggregate = \"max\"\nop = \">\"\n\
+         threshold = {rule_threshold:?}\nseverity = \"high\"\n{silences}"
+    )
+}
+
+fn silence_by_id(server: &Server, id: &str) -> Option<Value> {
+    let (_, silences) = server.get("/v1/silences");
+    silences
+        .as_array()
+        .and_then(|list| list.iter().find(|silence| silence["id"] == id).cloned())
+}
+
+/// Config silences: issued at start (marked `origin = "config"`) and muting like silences
+/// made over HTTP; `POST /v1/reload` reports what changed (rules and silences), issues
+/// nothing for an unchanged file, expires silences that left the file, and refuses a
+/// broken file naming the field (keeping the old config); a restart on the same event log
+/// does not issue them again.
+#[test]
+fn config_silences_load_at_start_reload_over_http_and_are_not_issued_twice() {
+    let maint = "[[alerts.silences]]\nid = \"maint\"\nmatchers = 'team=\"db\"'\n\
+                 duration = \"1h\"\ncreated_by = \"ops\"\ncomment = \"db upgrade\"\n";
+    let server = Server::start_with_config(&silences_config(1.0, maint), &[]);
+    let silence = eventually("the config silence", WAIT, || {
+        silence_by_id(&server, "maint").ok_or_else(|| server.log())
+    });
+    assert_eq!(silence["origin"], "config", "{silence}");
+    assert_eq!(silence["created"]["by"], "ops", "{silence}");
+    assert_eq!(silence["created"]["note"], "db upgrade", "{silence}");
+    assert_eq!(
+        silence["ends_at"].as_u64().unwrap() - silence["starts_at"].as_u64().unwrap(),
+        3_600_000,
+        "{silence}"
+    );
+    server.post_events_ok(format!("{}\n", create("disk-1")), 1);
+    let muted = eventually("the silenced alert", WAIT, || {
+        let (_, alert) = server.get("/v1/alerts/disk-1");
+        (alert["suppressed_by"]["silence"] == 1)
+            .then_some(alert.clone())
+            .ok_or_else(|| format!("{alert}"))
+    });
+    assert_eq!(muted["suppression"]["by"], "silence", "{muted}");
+
+    let (status, unchanged) = server.post("/v1/reload", "");
+    assert_eq!(status, 200, "{unchanged}");
+    assert_eq!(unchanged["accepted"], 0, "{unchanged}");
+    assert_eq!(
+        (&unchanged["rules"], &unchanged["silences"]),
+        (
+            &json!({"added": [], "removed": [], "changed": []}),
+            &json!({"added": [], "changed": [], "expired": []})
+        ),
+        "{unchanged}"
+    );
+
+    // The WebSocket admin method does the same.
+    let answer = websocket_call(&server.websocket().analytics, "alerts.reload");
+    assert_eq!(answer["result"]["accepted"], 0, "{answer}");
+    assert_eq!(answer["result"]["silences"]["added"], json!([]), "{answer}");
+
+    let hour = |hours: u64| {
+        humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH
+                + Duration::from_millis(crate::support::now_ms() + hours * 3_600_000),
+        )
+        .to_string()
+    };
+    let (starts, ends) = (hour(1), hour(2));
+    let window = format!(
+        "[[alerts.silences]]\nid = \"window\"\nmatchers = 'severity=~\"low|medium\"'\n\
+         starts_at = \"{starts}\"\nends_at = \"{ends}\"\n"
+    );
+    let second = format!(
+        "{}[[rules]]\nid = \"b\"\nmetric = \"y\"\naggregate = \"max\"\nop = \">\"\n\
+         threshold = 2.0\nseverity = \"low\"\n",
+        silences_config(5.0, &window)
+    );
+    std::fs::write(server.config_path(), &second).unwrap();
+    let (status, report) = server.post("/v1/reload", "");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        (&report["rules"], &report["silences"], &report["accepted"]),
+        (
+            &json!({"added": ["b"], "removed": [], "changed": ["a"]}),
+            &json!({"added": ["window"], "changed": [], "expired": ["maint"]}),
+            &json!(4)
+        ),
+        "{report}"
+    );
+    let expired = eventually("maint expired by the reload", WAIT, || {
+        silence_by_id(&server, "maint")
+            .filter(|silence| silence["expired"]["by"] == "reload")
+            .ok_or_else(|| format!("{:?}", server.get("/v1/silences")))
+    });
+    assert_eq!(expired["origin"], "config", "{expired}");
+    let scheduled = eventually("the scheduled config silence", WAIT, || {
+        silence_by_id(&server, "window").ok_or_else(|| format!("{:?}", server.get("/v1/silences")))
+    });
+    let ms = |text: &str| {
+        humantime::parse_rfc3339(text)
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    assert_eq!(
+        (
+            scheduled["starts_at"].as_u64(),
+            scheduled["ends_at"].as_u64()
+        ),
+        (Some(ms(&starts)), Some(ms(&ends))),
+        "{scheduled}"
+    );
+    eventually("the reloaded rules", WAIT, || {
+        let (_, rules) = server.get("/v1/rules");
+        (rules.as_array().map(Vec::len) == Some(2))
+            .then_some(())
+            .ok_or_else(|| format!("{rules}"))
+    });
+
+    // A broken file: every problem named, nothing changes.
+    std::fs::write(
+        server.config_path(),
+        "[[alerts.silences]]\nid = \"bad\"\nmatchers = 'team=~\"(\"'\nduration = \"1h\"\n",
+    )
+    .unwrap();
+    let (status, refused) = server.post("/v1/reload", "");
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "invalid_config", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("alerts.silences[0].matchers: matcher 1: invalid regular expression"),
+        "{refused}"
+    );
+    assert!(silence_by_id(&server, "bad").is_none());
+
+    // A restart on the same log with the good file issues nothing again.
+    std::fs::write(server.config_path(), &second).unwrap();
+    let issued_at = scheduled["created"]["at"].clone();
+    let server = Server::restart_with_config(server.kill(), &[]);
+    eventually("the config silences checked after the replay", WAIT, || {
+        let log = server.log();
+        log.contains("config silences: all in force as the file says")
+            .then_some(())
+            .ok_or(log)
+    });
+    assert!(
+        !server.log().contains("config silences issued"),
+        "{}",
+        server.log()
+    );
+    let replayed = silence_by_id(&server, "window").unwrap();
+    assert_eq!(replayed["created"]["at"], issued_at, "{replayed}");
 }

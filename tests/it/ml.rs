@@ -579,7 +579,10 @@ impl Hook {
 }
 
 /// A WebSocket client on its own thread, subscribed to `topics`, recording every update.
-fn websocket_updates(url: &str, topics: &[&str]) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
+pub(crate) fn websocket_updates(
+    url: &str,
+    topics: &[&str],
+) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
     use futures_util::{SinkExt, StreamExt};
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let updates = std::sync::Arc::clone(&seen);

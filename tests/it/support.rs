@@ -402,8 +402,14 @@ impl Server {
     /// [`Server::config_path`]).
     pub(crate) fn start_with_config(config: &str, overrides: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(dir.path().join("megamind.toml"), config).expect("write the config file");
+        Self::restart_with_config(dir, overrides)
+    }
+
+    /// Starts a server in `dir` (where a server started with [`Server::start_with_config`]
+    /// ran, see [`Server::kill`]) on its store and its `megamind.toml`.
+    pub(crate) fn restart_with_config(dir: TempDir, overrides: &[(&str, &str)]) -> Server {
         let path = dir.path().join("megamind.toml");
-        std::fs::write(&path, config).expect("write the config file");
         let path = path.to_str().expect("config path").to_owned();
         Self::spawn(
             "serve",

@@ -295,7 +295,17 @@ pub struct Grouper {
     pub inhibited: u64,
     /// Bumped whenever the muted set may have changed (for publishing it).
     muted_generation: u64,
+    /// Per alert id: how many due notifications carrying it the rate limit deferred. Kept
+    /// for alerts still in a group; beyond `max_groups` entries, those of alerts no group
+    /// holds any more (resolved and sent) are dropped (the total stays in
+    /// `rate_limited`).
+    rate_limited_alerts: BTreeMap<String, u64>,
+    /// Bumped whenever `rate_limited_alerts` changed.
+    rate_limited_generation: u64,
 }
+
+/// The name under which rate-limit deferrals are counted in an alert's `suppressed_by`.
+pub const RATE_LIMIT: &str = "rate_limit";
 
 impl Grouper {
     /// An empty grouper.
@@ -314,6 +324,8 @@ impl Grouper {
             muted: BTreeMap::new(),
             inhibited: 0,
             muted_generation: 0,
+            rate_limited_alerts: BTreeMap::new(),
+            rate_limited_generation: 0,
         }
         .with_inhibitions()
     }
@@ -344,6 +356,16 @@ impl Grouper {
     /// Changes whenever [`Self::muted`] may have changed.
     pub fn muted_generation(&self) -> u64 {
         self.muted_generation
+    }
+
+    /// Per alert id, how many of its due notifications the rate limit deferred.
+    pub fn rate_limited_alerts(&self) -> &BTreeMap<String, u64> {
+        &self.rate_limited_alerts
+    }
+
+    /// Changes whenever [`Self::rate_limited_alerts`] changed.
+    pub fn rate_limited_generation(&self) -> u64 {
+        self.rate_limited_generation
     }
 
     /// The rule and the alert muting `alert`, if an active source inhibits it.
@@ -530,6 +552,10 @@ impl Grouper {
                 now,
             ) {
                 self.rate_limited += 1;
+                for id in group.alerts.keys() {
+                    *self.rate_limited_alerts.entry(id.clone()).or_default() += 1;
+                }
+                self.rate_limited_generation += 1;
                 group.due = now.saturating_add(wait);
                 continue;
             }
@@ -568,6 +594,14 @@ impl Grouper {
             if emptied {
                 self.groups.remove(&key);
             }
+        }
+        if self.rate_limited_alerts.len() > self.config.max_groups {
+            let held: BTreeSet<&String> = self
+                .groups
+                .values()
+                .flat_map(|group| group.alerts.keys())
+                .collect();
+            self.rate_limited_alerts.retain(|id, _| held.contains(id));
         }
         out
     }
@@ -632,6 +666,47 @@ pub struct DispatchMetrics {
     pub inhibited: AtomicU64,
     /// The alerts muted by inhibition now: alert id → the id of the alert muting it.
     pub muted: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Per alert id, its notifications the rate limit deferred (see [`Grouper`]).
+    pub rate_limited_alerts: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// Bumped whenever `muted` or `rate_limited_alerts` is republished (so the alerts
+    /// those describe can be shown again).
+    pub generation: AtomicU64,
+}
+
+impl DispatchMetrics {
+    /// Adds what the dispatcher knows of these alerts: `inhibited_by` while an
+    /// inhibition mutes them, and the rate limit's deferrals under `suppressed_by`
+    /// (`rate_limit`). The dataflow knows neither (inhibition and the rate limit act on
+    /// delivery, on wall-clock time), so every reader of alerts calls this.
+    pub fn annotate(&self, alerts: &mut [AlertRecord]) {
+        let muted = self
+            .muted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let limited = self
+            .rate_limited_alerts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for alert in alerts {
+            alert.inhibited_by = muted.get(&alert.id).cloned();
+            match limited.get(&alert.id) {
+                Some(count) => {
+                    alert.suppressed_by.insert(RATE_LIMIT.to_owned(), *count);
+                }
+                None => {
+                    alert.suppressed_by.remove(RATE_LIMIT);
+                }
+            }
+        }
+    }
+
+    /// One alert with [`Self::annotate`]'s additions.
+    pub fn annotated(&self, alert: AlertRecord) -> AlertRecord {
+        let mut alerts = [alert];
+        self.annotate(&mut alerts);
+        let [alert] = alerts;
+        alert
+    }
 }
 
 /// The sending side of the dispatcher: called from dataflow sinks, never blocks.
@@ -681,6 +756,7 @@ pub fn run_dispatcher(
     let task = tokio::spawn(async move {
         let mut grouper = Grouper::new(config, base_url);
         let mut published_muted = 0u64;
+        let mut published_limited = 0u64;
         loop {
             let wait = grouper
                 .next_due()
@@ -732,6 +808,16 @@ pub fn run_dispatcher(
                     .muted
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = muted;
+                task_metrics.generation.fetch_add(1, Ordering::Release);
+            }
+            if grouper.rate_limited_generation() != published_limited {
+                published_limited = grouper.rate_limited_generation();
+                task_metrics
+                    .rate_limited_alerts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone_from(grouper.rate_limited_alerts());
+                task_metrics.generation.fetch_add(1, Ordering::Release);
             }
         }
     });

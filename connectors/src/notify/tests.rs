@@ -44,6 +44,8 @@ fn alert(id: &str, severity: Severity, status: AlertStatus) -> AlertRecord {
         escalated_to: Vec::new(),
         suppressed: 0,
         suppression: None,
+        suppressed_by: Default::default(),
+        inhibited_by: None,
         annotations: Default::default(),
     }
 }
@@ -995,6 +997,27 @@ mod grouping {
             grouper.due(1_000_000).is_empty(),
             "all four went out, none lost"
         );
+        // Each deferral is counted on the alerts it held back (one alert per group here).
+        let per_alert = grouper.rate_limited_alerts().clone();
+        assert_eq!(per_alert.values().sum::<u64>(), grouper.rate_limited);
+        assert_eq!(per_alert.values().copied().max(), Some(2), "{per_alert:?}");
+        assert!(
+            sent.iter().all(|id| !per_alert.contains_key(id)),
+            "{per_alert:?}"
+        );
+        // Readers see the count on the alert, next to the dataflow's own reasons.
+        let metrics = super::super::route::DispatchMetrics::default();
+        *metrics.rate_limited_alerts.lock().unwrap() = per_alert.clone();
+        let (late, _) = per_alert.iter().next().unwrap();
+        let mut alerts = [labelled(late, "api", Severity::High, AlertStatus::Firing)];
+        alerts[0].suppressed_by.insert("cooldown".to_owned(), 1);
+        metrics.annotate(&mut alerts);
+        assert_eq!(
+            alerts[0].suppressed_by[super::super::route::RATE_LIMIT],
+            per_alert[late]
+        );
+        assert_eq!(alerts[0].suppressed_by["cooldown"], 1);
+        assert_eq!(alerts[0].inhibited_by, None);
         let mut zero = routing();
         zero.rate_limit = Some(super::super::route::RateLimitConfig {
             per_minute: 0,

@@ -14,6 +14,7 @@
 //! | `alerts.acknowledge`, `alerts.resolve` | admin | `{alert_id, note?}` | the alert |
 //! | `alerts.silence` | admin | `{id, matchers, duration, note?}` | as the HTTP ingest |
 //! | `alerts.expire_silence` | admin | `{id, note?}` | as the HTTP ingest |
+//! | `alerts.reload` | admin | — | as `POST /v1/reload`: rules and silences changed |
 //!
 //! Server → client: `{"jsonrpc":"2.0","method":"update","params":{"topic","seq","data"}}`.
 
@@ -108,8 +109,8 @@ pub type CallFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, RpcError>> +
 pub trait Backend: Send + Sync + 'static {
     /// The current state of `topic`, or `None` for a topic that does not exist.
     fn snapshot(&self, topic: &str) -> Option<Value>;
-    /// Carries out `events.add`, `alerts.acknowledge`, `alerts.resolve`, `alerts.silence`
-    /// or `alerts.expire_silence`.
+    /// Carries out `events.add`, `alerts.acknowledge`, `alerts.resolve`, `alerts.silence`,
+    /// `alerts.expire_silence` or `alerts.reload`.
     fn call<'a>(&'a self, method: &'a str, params: Value) -> CallFuture<'a>;
 }
 
@@ -530,9 +531,11 @@ fn required_role(method: &str) -> Option<Role> {
     match method {
         "subscribe" | "unsubscribe" | "snapshot" | "history" | "resume" => Some(Role::Dashboard),
         "events.add" => Some(Role::Developer),
-        "alerts.acknowledge" | "alerts.resolve" | "alerts.silence" | "alerts.expire_silence" => {
-            Some(Role::Admin)
-        }
+        "alerts.acknowledge"
+        | "alerts.resolve"
+        | "alerts.silence"
+        | "alerts.expire_silence"
+        | "alerts.reload" => Some(Role::Admin),
         // `auth`, `ping`, and unknown methods (answered "unknown method" to anyone).
         _ => None,
     }
@@ -773,7 +776,8 @@ async fn handle(
         | "alerts.acknowledge"
         | "alerts.resolve"
         | "alerts.silence"
-        | "alerts.expire_silence" => backend.call(method, params).await,
+        | "alerts.expire_silence"
+        | "alerts.reload" => backend.call(method, params).await,
         other => Err(RpcError {
             code: -32601,
             message: format!("unknown method {other:?}"),

@@ -135,6 +135,16 @@ pub struct AlertRecord {
     /// not notified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppression: Option<AlertAct>,
+    /// Notifications held back, by mechanism: `cooldown` and `silence` (counted here, by
+    /// the dataflow, like `suppressed`) and `rate_limit` (the dispatcher's global limit
+    /// deferred a notification of this alert; added when the alert is read, see
+    /// `megamind_connectors::notify::route::DispatchMetrics::annotate`). Never reset.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub suppressed_by: BTreeMap<String, u64>,
+    /// The alert whose inhibition rule mutes this one now (set when the alert is read,
+    /// from the dispatcher, which applies inhibition; never by the dataflow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inhibited_by: Option<String>,
 }
 
 fn is_zero(value: &u32) -> bool {
@@ -179,6 +189,8 @@ impl AlertRecord {
             escalated_to: Vec::new(),
             suppressed: 0,
             suppression: None,
+            suppressed_by: BTreeMap::new(),
+            inhibited_by: None,
         }
     }
 

@@ -327,6 +327,14 @@ pub struct AlertCommand {
     /// form between workers does not depend on the rule's optional fields.
     #[serde(default)]
     pub rule: Option<String>,
+    /// When a silence starts, ms (silence; default: the command's event time). Lets a
+    /// silence be scheduled ahead, or keep the fixed window a config file gave it.
+    #[serde(default)]
+    pub starts_at: Option<u64>,
+    /// Where a silence comes from (silence): `config` for `[[alerts.silences]]`, which a
+    /// reload may replace or expire; none for silences made by people.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 impl AlertCommand {
@@ -345,6 +353,8 @@ impl AlertCommand {
             matchers: Vec::new(),
             duration_ms: None,
             rule: None,
+            starts_at: None,
+            origin: None,
         }
     }
 }
@@ -442,6 +452,8 @@ impl Event {
                     map.insert("matchers".into(), json!(matchers_text(&command.matchers)));
                 }
                 put(&mut map, "duration_ms", command.duration_ms);
+                put(&mut map, "starts_at", command.starts_at);
+                put(&mut map, "origin", command.origin.as_deref());
                 if let Some(rule) = &command.rule {
                     map.insert(
                         "rule".into(),

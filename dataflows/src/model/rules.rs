@@ -122,6 +122,22 @@ pub enum RuleError {
         /// What is wrong.
         error: TemplateError,
     },
+    /// The predictive horizon is zero or too long.
+    #[error("rule {rule:?}: forecast must be between 1s and {max} (got {got})")]
+    Forecast {
+        /// The rule.
+        rule: String,
+        /// The horizon given, as written.
+        got: String,
+        /// The longest horizon, as written.
+        max: &'static str,
+    },
+    /// The id ends in `.forecast`, the suffix of predictive alerts' rule ids.
+    #[error("rule {rule:?}: id must not end in `.forecast` (predictive alerts use that suffix)")]
+    ForecastSuffix {
+        /// The rule.
+        rule: String,
+    },
     /// Two rules share an id.
     #[error("rule id {rule:?} is used more than once")]
     DuplicateId {
@@ -189,6 +205,10 @@ pub struct BreachRule {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// The longest predictive horizon a rule may ask for (`forecast`): a Holt forecast over a
+/// few dozen windows says little about next week.
+pub(crate) const MAX_FORECAST: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl BreachRule {
     /// Checks the rule's own invariants.
     ///
@@ -207,6 +227,20 @@ impl BreachRule {
             return Err(RuleError::NonFiniteThreshold {
                 rule: self.id.to_string(),
             });
+        }
+        if self.id.ends_with(".forecast") {
+            return Err(RuleError::ForecastSuffix {
+                rule: self.id.to_string(),
+            });
+        }
+        if let Some(horizon) = self.forecast {
+            if horizon < Duration::from_secs(1) || horizon > MAX_FORECAST {
+                return Err(RuleError::Forecast {
+                    rule: self.id.to_string(),
+                    got: format!("{horizon:?}"),
+                    max: "7days",
+                });
+            }
         }
         self.templates().map(|_| ())
     }

@@ -184,6 +184,10 @@ pub struct Silence {
     /// Who expired it early, when, why; or `by: "expiry"` when it ran out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired: Option<AlertAct>,
+    /// `config` for a silence from `[[alerts.silences]]` (a reload replaces or expires
+    /// it); none for one made by a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// Matchers with their regular expressions compiled: all must match.
@@ -337,6 +341,7 @@ mod tests {
                     note: None,
                 },
                 expired: None,
+                origin: None,
             })
         };
         assert!(silence(r#"team=~"data.*", severity="high""#).matches(&alert));

@@ -399,13 +399,17 @@ impl AlertBook {
                     )));
                 }
                 let duration = command.duration_ms.unwrap_or(0).max(1);
+                // A scheduled silence (`starts_at`) runs from then; the window is fixed
+                // by the command, so replaying it gives the same silence.
+                let starts_at = command.starts_at.unwrap_or(ts);
                 let silence = Silence {
                     id: id.clone(),
                     matchers: command.matchers.clone(),
-                    starts_at: ts,
-                    ends_at: ts.saturating_add(duration),
+                    starts_at,
+                    ends_at: starts_at.saturating_add(duration),
                     created: act,
                     expired: None,
+                    origin: command.origin.clone(),
                 };
                 if let Some(old) = self.silences.remove(&id) {
                     self.silence_ends.remove(&(old.silence.ends_at, id.clone()));
@@ -508,6 +512,7 @@ impl AlertBook {
             return record;
         };
         record.suppressed += 1;
+        *record.suppressed_by.entry(SILENCE.into()).or_default() += 1;
         record.suppression = Some(AlertAct {
             by: SILENCE.into(),
             at,
@@ -520,6 +525,7 @@ impl AlertBook {
         });
         if let Some(stored) = self.alerts.get_mut(&record.id) {
             stored.suppressed = record.suppressed;
+            stored.suppressed_by.clone_from(&record.suppressed_by);
             stored.suppression.clone_from(&record.suppression);
         }
         record
@@ -685,6 +691,7 @@ impl AlertBook {
                     let record = self.alerts.get_mut(&transition.fingerprint)?;
                     let resolved_at = record.resolved.as_ref().map_or(at, |act| act.at);
                     record.suppressed += 1;
+                    *record.suppressed_by.entry(COOLDOWN.into()).or_default() += 1;
                     record.value = transition.value;
                     record.updated_at = at;
                     record.suppression = Some(AlertAct {
@@ -827,6 +834,8 @@ impl AlertBook {
                     escalated_to: Vec::new(),
                     suppressed: 0,
                     suppression: None,
+                    suppressed_by: Default::default(),
+                    inhibited_by: None,
                 };
                 self.alerts.insert(id.clone(), record.clone());
                 self.arm(&id);
@@ -1482,6 +1491,7 @@ mod tests {
         );
         assert!(!fired[0].just_suppressed(), "the firing is notified");
         assert_eq!(fired[0].suppressed, 1, "the count stays on the record");
+        assert_eq!(fired[0].suppressed_by.get(COOLDOWN), Some(&1), "and why");
         assert_eq!(book.next_timer(), None);
     }
 
@@ -1693,17 +1703,12 @@ mod silence_tests {
 
     fn silence(id: &str, matchers: &str, duration_ms: u64) -> AlertCommand {
         AlertCommand {
-            command: AlertAction::Silence,
             alert_id: Some(id.into()),
             actor: Some("ana".into()),
             note: Some("maintenance".into()),
-            title: None,
-            severity: None,
-            labels: Vec::new(),
-            message: None,
             matchers: parse_matchers(matchers).unwrap(),
             duration_ms: Some(duration_ms),
-            rule: None,
+            ..AlertCommand::new(AlertAction::Silence)
         }
     }
 
@@ -1815,6 +1820,35 @@ mod silence_tests {
         assert_eq!(book.next_timer(), Some(550));
         // Acting on a silence through on_command is refused (a caller bug, reported).
         assert!(book.on_command(60, &expire("s3")).is_err());
+    }
+
+    /// A scheduled silence (`starts_at`, as config silences with a fixed window have)
+    /// mutes only from its start, ends at `starts_at + duration`, and keeps its origin;
+    /// silence counts are kept per mechanism.
+    #[test]
+    fn scheduled_silences_mute_from_their_start() {
+        let mut book = AlertBook::default();
+        let created = book
+            .on_silence(
+                100,
+                &AlertCommand {
+                    starts_at: Some(200),
+                    origin: Some("config".into()),
+                    ..silence("window", "team=db", 50)
+                },
+            )
+            .unwrap();
+        assert_eq!((created.starts_at, created.ends_at), (200, 250));
+        assert_eq!(created.origin.as_deref(), Some("config"));
+        let early = book
+            .on_transition(&transition("a", "db", AlertState::Firing, 150))
+            .unwrap();
+        assert!(!early.is_quiet(), "not in force before its start");
+        let muted = book
+            .on_transition(&transition("b", "db", AlertState::Firing, 210))
+            .unwrap();
+        assert!(muted.is_quiet());
+        assert_eq!(muted.suppressed_by.get(SILENCE), Some(&1));
     }
 
     /// Silences reach every worker: 1 and 4 workers give the same output, replays agree,

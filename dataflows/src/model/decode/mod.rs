@@ -863,6 +863,11 @@ impl<'de> Fields<'de> {
                 } else {
                     (Vec::new(), None)
                 };
+                let (starts_at, origin) = if command == AlertAction::Silence {
+                    self.silence_schedule(limits)?
+                } else {
+                    (None, None)
+                };
                 EventBody::AlertCommand(AlertCommand {
                     command,
                     alert_id,
@@ -875,6 +880,8 @@ impl<'de> Fields<'de> {
                     matchers,
                     duration_ms,
                     rule,
+                    starts_at,
+                    origin,
                 })
             }
             "model" => {
@@ -929,6 +936,38 @@ impl<'de> Fields<'de> {
             }
         }
         Ok(Event { ts, body, attrs })
+    }
+
+    /// A silence's optional `starts_at` (ms, a whole number) and `origin` (text), taken
+    /// from the unknown fields (rare, so they stay out of the scanner's field table).
+    fn silence_schedule(
+        &mut self,
+        limits: &DecodeLimits,
+    ) -> Result<(Option<u64>, Option<String>), DataError> {
+        let starts_at = match self.take_attr("starts_at")? {
+            None => None,
+            Some(value) => Some(value.as_u64().ok_or_else(|| {
+                DataError::field(
+                    ErrorReason::InvalidValue,
+                    "starts_at",
+                    "must be a whole number of ms since the epoch",
+                )
+            })?),
+        };
+        let origin = match self.take_attr("origin")? {
+            None => None,
+            Some(serde_json::Value::String(text)) if text.len() <= limits.max_id_bytes => {
+                Some(text)
+            }
+            Some(_) => {
+                return Err(DataError::field(
+                    ErrorReason::InvalidValue,
+                    "origin",
+                    format!("must be a string of at most {} bytes", limits.max_id_bytes),
+                ))
+            }
+        };
+        Ok((starts_at, origin))
     }
 
     /// Removes a registration field from the unknown fields and parses its JSON text

@@ -66,6 +66,7 @@ fn every_variant_round_trips_through_json() {
         r#"{"type":"alert_command","ts":9,"command":"acknowledge","alert_id":"a-1","actor":"bob","note":"looking"}"#,
         r#"{"type":"alert_command","ts":9,"command":"silence","alert_id":"s-1","matchers":"team=\"db\", severity=~\"low|medium\"","duration_ms":3600000,"actor":"ana","note":"maintenance"}"#,
         r#"{"type":"alert_command","ts":9,"command":"expire_silence","alert_id":"s-1","actor":"ana"}"#,
+        r#"{"type":"alert_command","ts":9,"command":"silence","alert_id":"s-2","matchers":"a=b","duration_ms":60000,"starts_at":120000,"origin":"config","actor":"ops"}"#,
     ];
     for line in lines {
         let event = decode(line).unwrap();
@@ -107,6 +108,18 @@ fn silence_commands_are_checked_field_by_field() {
             InvalidValue,
             "duration_ms",
             "must be between 1 and",
+        ),
+        (
+            r#"{"type":"alert_command","command":"silence","alert_id":"s","matchers":"a=b","duration_ms":5,"starts_at":-1}"#,
+            InvalidValue,
+            "starts_at",
+            "must be a whole number",
+        ),
+        (
+            r#"{"type":"alert_command","command":"silence","alert_id":"s","matchers":"a=b","duration_ms":5,"origin":7}"#,
+            InvalidValue,
+            "origin",
+            "must be a string",
         ),
         (
             r#"{"type":"alert_command","command":"silence","matchers":"a=b","duration_ms":5}"#,

@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use rustc_hash::FxBuildHasher;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    Aggregate, AlertState, AlertTransition, Comparison, SeriesForecast, SeriesKey,
+    Aggregate, AlertCommand, AlertState, AlertTransition, Comparison, SeriesForecast, SeriesKey,
     ThresholdForecast, Update, WindowStats,
 };
 use crate::operators::RuleSet;
@@ -233,6 +234,38 @@ impl SeriesHistory {
         (Some(forecast), transitions)
     }
 
+    /// Follows a rule change (`moved[old position]` is the rule's new position, none when
+    /// it was deleted or changed): predictive alerts of rules that are gone resolve at `at`,
+    /// the others keep firing under the rule's new position. `rules` is the old set.
+    pub fn change_rules(
+        &mut self,
+        key: &SeriesKey,
+        rules: &RuleSet,
+        moved: &[Option<usize>],
+        at: u64,
+    ) -> Vec<AlertTransition> {
+        let mut transitions = Vec::new();
+        for position in std::mem::take(&mut self.predicted) {
+            match moved.get(position).copied().flatten() {
+                Some(new_position) => {
+                    self.predicted.insert(new_position);
+                }
+                None => {
+                    if let Some(rule) = rules.rules().get(position) {
+                        transitions.push(predictive_transition(
+                            rule,
+                            key,
+                            AlertState::Resolved,
+                            at,
+                            None,
+                        ));
+                    }
+                }
+            }
+        }
+        transitions
+    }
+
     /// Resolves every firing predictive alert (the series went quiet or was evicted).
     pub fn resolve_all(
         &mut self,
@@ -291,13 +324,18 @@ pub trait ForecastSeries<'scope> {
     /// latest window does not breach, `resolved` when that stops).
     ///
     /// # Inputs and outputs
-    /// `self`: the analytics updates (only `Window` and `SeriesIdle` are read). Returns
-    /// `(Update::Forecast stream, predictive AlertTransition stream)`.
+    /// `self`: the analytics updates (only `Window` and `SeriesIdle` are read);
+    /// `changes`: `create_rule` / `delete_rule` commands with their event times (other
+    /// commands are ignored), so rules made at run time forecast like config rules.
+    /// Returns `(Update::Forecast stream, predictive AlertTransition stream)`.
     ///
     /// # Frontier behaviour
     /// Stateless with respect to time: results leave at the time of the window that
     /// caused them; windows of one series arrive in order from the worker that closed
-    /// them (a window not later than the last seen is ignored).
+    /// them (a window not later than the last seen is ignored). A rule change (broadcast
+    /// to every worker) applies when it arrives, before the windows of the same
+    /// activation: like `evaluate_breaches`' fast path, windows are not held for it, so a
+    /// change that reaches a worker after later windows applies from the next window.
     ///
     /// # State
     /// Per series at most `history` rows of nine numbers. A `SeriesIdle` evicts the
@@ -308,6 +346,7 @@ pub trait ForecastSeries<'scope> {
         name: &str,
         config: &ForecastConfig,
         rules: &RuleSet,
+        changes: StreamVec<'scope, Time, (Time, AlertCommand)>,
     ) -> (
         StreamVec<'scope, Time, Update>,
         StreamVec<'scope, Time, AlertTransition>,
@@ -326,12 +365,13 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
         name: &str,
         config: &ForecastConfig,
         rules: &RuleSet,
+        changes: StreamVec<'scope, Time, (Time, AlertCommand)>,
     ) -> (
         StreamVec<'scope, Time, Update>,
         StreamVec<'scope, Time, AlertTransition>,
     ) {
         let config = config.clone();
-        let rules = rules.clone();
+        let mut rules = rules.clone();
         let include_sessions = config.include_session_series;
         let windows = self.unary(Pipeline, &format!("ForecastInput({name})"), move |_, _| {
             move |input, output| {
@@ -355,12 +395,40 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
         });
         let exchange =
             Exchange::new(|(key, _, _): &(SeriesKey, Option<WindowStats>, u64)| key.route());
-        let results: StreamVec<'scope, Time, Output> =
-            windows.unary(exchange, &format!("ForecastSeries({name})"), move |_, _| {
+        let results: StreamVec<'scope, Time, Output> = windows.binary(
+            changes.broadcast(),
+            exchange,
+            Pipeline,
+            &format!("ForecastSeries({name})"),
+            move |_, _| {
                 let mut series: HashMap<SeriesKey, SeriesHistory, FxBuildHasher> =
                     HashMap::default();
                 let mut batch = Vec::new();
-                move |input, output| {
+                move |input, changes, output| {
+                    changes.for_each(|cap, data| {
+                        let mut session = output.session(&cap);
+                        for (at, command) in data.drain(..) {
+                            let Some(next) = rules.after(&command) else {
+                                continue;
+                            };
+                            let moved: Vec<Option<usize>> = rules
+                                .rules()
+                                .iter()
+                                .map(|old| next.rules().iter().position(|new| new == old))
+                                .collect();
+                            let mut resolved: Vec<AlertTransition> = series
+                                .iter_mut()
+                                .flat_map(|(key, history)| {
+                                    history.change_rules(key, &rules, &moved, at)
+                                })
+                                .collect();
+                            resolved.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+                            for transition in resolved {
+                                session.give(Output::Transition(transition));
+                            }
+                            rules = next;
+                        }
+                    });
                     input.for_each(|cap, data| {
                         batch.clear();
                         batch.append(data);
@@ -414,7 +482,8 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                         }
                     });
                 }
-            });
+            },
+        );
         let forecasts = results.clone().unary(Pipeline, "ForecastUpdates", |_, _| {
             move |input, output| {
                 input.for_each(|cap, data| {

@@ -196,6 +196,85 @@ fn rising_series_reports_time_to_threshold_and_a_predictive_alert_once() {
     assert_eq!(transitions[0].state, AlertState::Resolved);
 }
 
+/// A rule created at run time (`create_rule`) forecasts like a config rule; a rule change
+/// keeps the predictive alerts of unchanged rules under their new positions and resolves
+/// those of deleted rules.
+#[test]
+fn rule_changes_move_or_resolve_predictive_alerts() {
+    use crate::model::{AlertAction, AlertCommand};
+    let horizon = Some(Duration::from_secs(15 * 60));
+    let first = BreachRule {
+        id: "first".into(),
+        ..rule(horizon)
+    };
+    let created = RuleSet::default()
+        .after(&AlertCommand {
+            alert_id: Some("first".into()),
+            rule: Some(serde_json::to_string(&first).unwrap()),
+            ..AlertCommand::new(AlertAction::CreateRule)
+        })
+        .unwrap();
+    let rules = created
+        .after(&AlertCommand {
+            alert_id: Some("latency_high".into()),
+            rule: Some(serde_json::to_string(&rule(horizon)).unwrap()),
+            ..AlertCommand::new(AlertAction::CreateRule)
+        })
+        .unwrap();
+    let mut history = SeriesHistory::default();
+    let mut fired = Vec::new();
+    for minute in 0..20u64 {
+        let stats = window(
+            "latency_ms",
+            (minute + 1) * 60_000,
+            100.0 + 20.0 * minute as f64,
+        );
+        fired.extend(history.observe(&stats, &config(), &rules).1);
+    }
+    let ids: Vec<&str> = fired.iter().map(|t| t.rule_id.as_str()).collect();
+    assert_eq!(ids, ["first.forecast", "latency_high.forecast"]);
+    // Deleting `first` moves `latency_high` from position 1 to 0.
+    let next = rules
+        .after(&AlertCommand {
+            alert_id: Some("first".into()),
+            ..AlertCommand::new(AlertAction::DeleteRule)
+        })
+        .unwrap();
+    let moved = [None, Some(0)];
+    let key = SeriesKey::named("latency_ms");
+    let resolved = history.change_rules(&key, &rules, &moved, 21 * 60_000);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        (
+            resolved[0].rule_id.as_str(),
+            resolved[0].state,
+            resolved[0].at
+        ),
+        ("first.forecast", AlertState::Resolved, 21 * 60_000)
+    );
+    let left = history.resolve_all(&key, 22 * 60_000, &next);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].rule_id, "latency_high.forecast");
+}
+
+#[test]
+fn forecast_horizons_are_validated() {
+    let zero = rule(Some(Duration::ZERO));
+    assert!(zero
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("forecast"));
+    let long = rule(Some(Duration::from_secs(8 * 24 * 3600)));
+    assert!(long.validate().is_err());
+    assert!(rule(Some(Duration::from_secs(60))).validate().is_ok());
+    let suffixed = BreachRule {
+        id: "x.forecast".into(),
+        ..rule(None)
+    };
+    assert!(suffixed.validate().is_err());
+}
+
 #[test]
 fn flat_noisy_series_has_no_trend_and_no_crossing() {
     let rules = RuleSet::new(vec![rule(None)]);
@@ -254,7 +333,12 @@ fn operator_is_identical_on_one_and_four_workers_and_evicts_idle_series() {
                     });
                 }
             });
-            let (forecasts, transitions) = updates.forecast_series("test", &config(), &rules);
+            use timely::dataflow::operators::vec::Map;
+            let no_rule_changes = updates
+                .clone()
+                .flat_map(|_| None::<(Time, crate::model::AlertCommand)>);
+            let (forecasts, transitions) =
+                updates.forecast_series("test", &config(), &rules, no_rule_changes);
             let alerts = transitions.unary(Pipeline, "AsUpdates", |_, _| {
                 move |input, output| {
                     input.for_each(|cap, data| {
