@@ -840,3 +840,73 @@ fn people_acknowledge_and_resolve_rule_alerts() {
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0]["reason"], "the alert is already resolved");
 }
+
+/// Series names of the `anomaly_score` windows, by their `metric` label.
+fn scored_metrics(output: &Output) -> BTreeSet<String> {
+    output
+        .of_kind("window")
+        .into_iter()
+        .filter(|window| window["key"]["name"] == "anomaly_score")
+        .filter_map(|window| {
+            window["key"]["labels"]["metric"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[test]
+fn prediction_series_get_windows_but_anomaly_scores_only_when_not_skipped() {
+    let setup = Setup {
+        length_ms: 1000,
+        slide_ms: 1000,
+        interval_ms: 1000,
+        rules: Vec::new(),
+    };
+    // Enough points per series to pass the scorer's cold start (64).
+    let events: Vec<Event> = (0..200u64)
+        .flat_map(|index| {
+            [
+                prediction(
+                    index * 10,
+                    "m1",
+                    Some("v1"),
+                    10.0 + (index % 7) as f64,
+                    0.5 + (index % 5) as f64 / 10.0,
+                ),
+                metric(index * 10, "cpu", None, None, (index % 5) as f64),
+            ]
+        })
+        .collect();
+    let epochs = vec![Epoch::new(0, events)];
+    let run_with = |skip_series: Vec<crate::model::Id>| {
+        let mut config = setup.config();
+        config.anomaly = crate::operators::AnomalyConfig {
+            enabled: true,
+            skip_series,
+            ..Default::default()
+        };
+        run_epochs(move |events| analytics(events, &config), epochs.clone())
+    };
+    let default_skips = run_with(crate::operators::score_anomalies::default_skip_series());
+    assert_eq!(
+        scored_metrics(&default_skips),
+        BTreeSet::from(["cpu".to_owned()])
+    );
+    let windows: BTreeSet<String> = default_skips
+        .of_kind("window")
+        .into_iter()
+        .filter_map(|window| window["key"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert!(windows.contains("prediction.latency_ms"), "{windows:?}");
+    assert!(windows.contains("prediction.confidence"), "{windows:?}");
+    let all = run_with(Vec::new());
+    assert_eq!(
+        scored_metrics(&all),
+        BTreeSet::from([
+            "cpu".to_owned(),
+            "prediction.confidence".to_owned(),
+            "prediction.latency_ms".to_owned(),
+        ])
+    );
+}
