@@ -841,18 +841,27 @@ fn people_acknowledge_and_resolve_rule_alerts() {
     assert_eq!(rejected[0]["reason"], "the alert is already resolved");
 }
 
-/// Series names of the `anomaly_score` windows, by their `metric` label.
-fn scored_metrics(output: &Output) -> BTreeSet<String> {
-    output
-        .of_kind("window")
-        .into_iter()
-        .filter(|window| window["key"]["name"] == "anomaly_score")
-        .filter_map(|window| {
-            window["key"]["labels"]["metric"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect()
+/// Window series names, and the `metric` labels of the `anomaly_score` windows.
+fn window_series(updates: &[(Time, Update)]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut names = BTreeSet::new();
+    let mut scored = BTreeSet::new();
+    for (_, update) in updates {
+        let Update::Window(window) = update else {
+            continue;
+        };
+        names.insert(window.key.name.to_string());
+        if window.key.name == "anomaly_score" {
+            scored.extend(
+                window
+                    .key
+                    .labels
+                    .iter()
+                    .filter(|(key, _)| key == "metric")
+                    .map(|(_, value)| value.to_string()),
+            );
+        }
+    }
+    (names, scored)
 }
 
 #[test]
@@ -878,35 +887,42 @@ fn prediction_series_get_windows_but_anomaly_scores_only_when_not_skipped() {
             ]
         })
         .collect();
-    let epochs = vec![Epoch::new(0, events)];
-    let run_with = |skip_series: Vec<crate::model::Id>| {
+    // The scorer's counters are per worker (see `Update::AnomalyCounters`), so the runs
+    // are compared by their windows, with 1 and with 4 workers.
+    let run_with = |skip_series: Vec<crate::model::Id>, workers: usize| {
         let mut config = setup.config();
         config.anomaly = crate::operators::AnomalyConfig {
             enabled: true,
             skip_series,
             ..Default::default()
         };
-        run_epochs(move |events| analytics(events, &config), epochs.clone())
+        let updates = crate::testing::run_with_workers(
+            workers,
+            move |events| analytics(events, &config),
+            vec![Epoch::new(0, events.clone())],
+        );
+        window_series(&updates)
     };
-    let default_skips = run_with(crate::operators::score_anomalies::default_skip_series());
-    assert_eq!(
-        scored_metrics(&default_skips),
-        BTreeSet::from(["cpu".to_owned()])
-    );
-    let windows: BTreeSet<String> = default_skips
-        .of_kind("window")
-        .into_iter()
-        .filter_map(|window| window["key"]["name"].as_str().map(str::to_owned))
-        .collect();
-    assert!(windows.contains("prediction.latency_ms"), "{windows:?}");
-    assert!(windows.contains("prediction.confidence"), "{windows:?}");
-    let all = run_with(Vec::new());
-    assert_eq!(
-        scored_metrics(&all),
-        BTreeSet::from([
-            "cpu".to_owned(),
-            "prediction.confidence".to_owned(),
-            "prediction.latency_ms".to_owned(),
-        ])
-    );
+    let strings = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
+    for workers in [1, 4] {
+        let (names, scored) = run_with(
+            crate::operators::score_anomalies::default_skip_series(),
+            workers,
+        );
+        assert_eq!(
+            names,
+            strings(&[
+                "anomaly_score",
+                "cpu",
+                "prediction.confidence",
+                "prediction.latency_ms"
+            ])
+        );
+        assert_eq!(scored, strings(&["cpu"]));
+        let (_, scored) = run_with(Vec::new(), workers);
+        assert_eq!(
+            scored,
+            strings(&["cpu", "prediction.confidence", "prediction.latency_ms"])
+        );
+    }
 }
