@@ -11,9 +11,7 @@
 //! - bytes per pending prediction: RSS growth of a join state holding 1,000,000 pending
 //!   predictions (ids like `pred-000123456`, no features), measured in-process.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
-use std::io::Write as _;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +72,71 @@ fn thread_cpu_seconds() -> Option<f64> {
     let user: u64 = fields.get(11)?.parse().ok()?;
     let system: u64 = fields.get(12)?.parse().ok()?;
     Some((user + system) as f64 / 100.0)
+}
+
+/// Appends the decimal digits of `value` (the generator formats millions of numbers;
+/// `write!` through `fmt` cost more CPU than some of the engine's stages).
+fn push_decimal(buffer: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut position = digits.len();
+    loop {
+        position -= 1;
+        digits[position] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    buffer.extend_from_slice(&digits[position..]);
+}
+
+/// Outcomes waiting for their due time: a ring of one bucket per millisecond since the
+/// start of the run (O(1) per outcome; a binary heap of `Instant`s, O(log n) comparisons
+/// each over hundreds of thousands of waiting outcomes, was the generator's largest cost
+/// when flat out). An outcome is sent in the first batch at or after its due millisecond.
+#[derive(Debug, Default)]
+struct DueOutcomes {
+    /// `buckets[k]`: (prediction index, actual label index) due at millisecond `first + k`.
+    buckets: VecDeque<Vec<(u64, u8)>>,
+    first: u64,
+    len: usize,
+}
+
+impl DueOutcomes {
+    fn push(&mut self, due_ms: u64, index: u64, actual: u8) {
+        let offset = usize::try_from(due_ms.saturating_sub(self.first)).unwrap_or(usize::MAX);
+        while self.buckets.len() <= offset {
+            self.buckets.push_back(Vec::new());
+        }
+        self.buckets[offset].push((index, actual));
+        self.len += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether an outcome is due at `now_ms`.
+    fn any_due(&self, now_ms: u64) -> bool {
+        let through = usize::try_from((now_ms + 1).saturating_sub(self.first)).unwrap_or(0);
+        self.buckets
+            .iter()
+            .take(through)
+            .any(|bucket| !bucket.is_empty())
+    }
+
+    /// Moves the outcomes due at `now_ms` into `out`.
+    fn take_due(&mut self, now_ms: u64, out: &mut Vec<(u64, u8)>) {
+        while self.first <= now_ms {
+            let Some(bucket) = self.buckets.pop_front() else {
+                self.first = now_ms + 1;
+                break;
+            };
+            self.len -= bucket.len();
+            out.extend(bucket);
+            self.first += 1;
+        }
+    }
 }
 
 /// Per model: (outcomes sent through this batch, when the batch was handed over).
@@ -212,8 +275,8 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
     let mut sent = 0u64;
     let mut outcomes = 0u64;
     let mut outcomes_per_model = [0u64; MODELS];
-    // (due, prediction index, actual label index)
-    let mut due_outcomes: BinaryHeap<Reverse<(Instant, u64, u8)>> = BinaryHeap::new();
+    let mut due_outcomes = DueOutcomes::default();
+    let mut releasing: Vec<(u64, u8)> = Vec::new();
     let mut worker = 0usize;
     let mut buffer: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
@@ -224,14 +287,18 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
         state
     };
     const LABELS: [&str; 3] = ["approve", "review", "reject"];
+    // Confidence is 0.5 + k/1000 (k < 500): formatted once, as `{}` of the f64 would.
+    let confidences: Vec<String> = (0..500u64)
+        .map(|k| format!("{}", 0.5 + k as f64 / 1000.0))
+        .collect();
+    let mut now_text = Vec::new();
     let lag_micros = u64::try_from(MAX_LAG.as_micros())
         .unwrap_or(1_000_000)
         .max(1);
     let generating = |elapsed: Duration| elapsed < options.duration;
     loop {
         let elapsed = stopwatch.elapsed();
-        let started = stopwatch.started();
-        let now_instant = started + elapsed;
+        let now_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         if !generating(elapsed) && due_outcomes.is_empty() {
             break;
         }
@@ -242,14 +309,14 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
         } else {
             (elapsed.as_secs_f64() * options.rate as f64) as u64
         };
-        let outcomes_due = due_outcomes
-            .peek()
-            .is_some_and(|Reverse((at, _, _))| *at <= now_instant);
+        let outcomes_due = due_outcomes.any_due(now_ms);
         if due <= sent && !outcomes_due {
             pace(Duration::from_micros(200));
             continue;
         }
         let now = clock.now_ms();
+        now_text.clear();
+        push_decimal(&mut now_text, now);
         buffer.clear();
         for index in sent..due {
             let random = next();
@@ -261,29 +328,38 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
             } else {
                 ((random >> 16) % 3) as usize
             };
-            let confidence = 0.5 + ((random >> 24) % 500) as f64 / 1000.0;
+            let confidence = &confidences[((random >> 24) % 500) as usize];
             let latency = 1 + (random >> 40) % 50;
-            let _ = writeln!(
-                buffer,
-                r#"{{"type":"prediction","ts":{now},"model_id":"model-{model}","model_version":"v1","prediction_id":"p{index}","predicted":"{}","confidence":{confidence},"latency_ms":{latency}}}"#,
-                LABELS[predicted]
-            );
-            let lag = Duration::from_micros((random >> 4) % lag_micros);
-            due_outcomes.push(Reverse((now_instant + lag, index, actual as u8)));
+            // {"type":"prediction","ts":…,"model_id":"model-…","model_version":"v1",
+            //  "prediction_id":"p…","predicted":"…","confidence":…,"latency_ms":…}
+            buffer.extend_from_slice(br#"{"type":"prediction","ts":"#);
+            buffer.extend_from_slice(&now_text);
+            buffer.extend_from_slice(br#","model_id":"model-"#);
+            push_decimal(&mut buffer, model as u64);
+            buffer.extend_from_slice(br#"","model_version":"v1","prediction_id":"p"#);
+            push_decimal(&mut buffer, index);
+            buffer.extend_from_slice(br#"","predicted":""#);
+            buffer.extend_from_slice(LABELS[predicted].as_bytes());
+            buffer.extend_from_slice(br#"","confidence":"#);
+            buffer.extend_from_slice(confidence.as_bytes());
+            buffer.extend_from_slice(br#","latency_ms":"#);
+            push_decimal(&mut buffer, latency);
+            buffer.extend_from_slice(b"}\n");
+            let lag_ms = ((random >> 4) % lag_micros).div_ceil(1000);
+            due_outcomes.push(now_ms + lag_ms, index, actual as u8);
         }
         sent = sent.max(due);
         let mut touched = [false; MODELS];
-        while let Some(Reverse((at, index, actual))) = due_outcomes.peek().copied() {
-            if at > now_instant {
-                break;
-            }
-            due_outcomes.pop();
+        due_outcomes.take_due(now_ms, &mut releasing);
+        for (index, actual) in releasing.drain(..) {
             let model = (index % MODELS as u64) as usize;
-            let _ = writeln!(
-                buffer,
-                r#"{{"type":"outcome","ts":{now},"prediction_id":"p{index}","actual":"{}"}}"#,
-                LABELS[usize::from(actual)]
-            );
+            buffer.extend_from_slice(br#"{"type":"outcome","ts":"#);
+            buffer.extend_from_slice(&now_text);
+            buffer.extend_from_slice(br#","prediction_id":"p"#);
+            push_decimal(&mut buffer, index);
+            buffer.extend_from_slice(br#"","actual":""#);
+            buffer.extend_from_slice(LABELS[usize::from(actual)].as_bytes());
+            buffer.extend_from_slice(b"\"}\n");
             outcomes += 1;
             outcomes_per_model[model] += 1;
             touched[model] = true;
@@ -376,4 +452,40 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
         peak_rss_bytes: crate::metrics::peak_rss_bytes(),
         cpus: cpus(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{push_decimal, DueOutcomes};
+
+    #[test]
+    fn due_outcomes_come_out_at_their_millisecond() {
+        let mut due = DueOutcomes::default();
+        due.push(3, 30, 0);
+        due.push(1, 10, 1);
+        due.push(3, 31, 2);
+        let mut out = Vec::new();
+        assert!(!due.any_due(0));
+        due.take_due(0, &mut out);
+        assert!(out.is_empty());
+        assert!(due.any_due(2));
+        due.take_due(2, &mut out);
+        assert_eq!(out, vec![(10, 1)]);
+        due.push(2, 20, 0); // already past: due at once
+        due.take_due(5, &mut out);
+        assert_eq!(out, vec![(10, 1), (30, 0), (31, 2), (20, 0)]);
+        assert!(due.is_empty());
+        due.take_due(9, &mut out);
+        due.push(4, 40, 0);
+        assert!(due.any_due(10));
+    }
+
+    #[test]
+    fn push_decimal_writes_what_display_writes() {
+        for value in [0u64, 7, 10, 1_700_000_000_123, u64::MAX] {
+            let mut buffer = b"x".to_vec();
+            push_decimal(&mut buffer, value);
+            assert_eq!(buffer, format!("x{value}").into_bytes());
+        }
+    }
 }

@@ -55,6 +55,10 @@ pub struct AnomalySection {
     pub idle_timeout: Duration,
     /// Series tracked per worker.
     pub max_series: usize,
+    /// Names of series that are not scored (they still get windows). The default skips
+    /// the two samples every prediction yields (`prediction.latency_ms`,
+    /// `prediction.confidence`), which the ML tracker watches per model version.
+    pub skip_series: Vec<String>,
     /// Messages in the error-family sample.
     pub message_sample: usize,
     /// DBSCAN eps (cosine distance, 0–1).
@@ -131,6 +135,12 @@ impl AnomalySection {
         );
         check(self.max_series >= 1, "max_series must be at least 1");
         check(
+            self.skip_series
+                .iter()
+                .all(|name| !name.is_empty() && name.len() <= 256),
+            "skip_series names must be 1 to 256 bytes long",
+        );
+        check(
             (16..=10_000).contains(&self.message_sample),
             "message_sample must be between 16 and 10000 (reclustering is quadratic in it)",
         );
@@ -189,6 +199,11 @@ impl AnomalySection {
             detectors: self.detectors(),
             idle_timeout: self.idle_timeout,
             max_series: self.max_series,
+            skip_series: self
+                .skip_series
+                .iter()
+                .map(|name| name.as_str().into())
+                .collect(),
         }
     }
 

@@ -72,6 +72,15 @@ pub enum ModelInput {
         /// Prediction latency, ms.
         latency_ms: f64,
     },
+    /// The predictions of one model version recorded in one join activation, coalesced so
+    /// the tracker is reached once per version and batch instead of once per prediction
+    /// (what the tracker does with them does not depend on their order).
+    PredictedBatch {
+        /// The model version.
+        key: ModelKey,
+        /// The predictions.
+        predictions: Vec<RecordedPrediction>,
+    },
     /// A prediction id was seen again while its first prediction was pending; ignored.
     Duplicate {
         /// The model version of the ignored prediction.
@@ -97,6 +106,19 @@ pub enum ModelInput {
         /// The registration.
         registration: Box<ModelRegistration>,
     },
+}
+
+/// One prediction in a [`ModelInput::PredictedBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedPrediction {
+    /// Event time, ms.
+    pub ts: u64,
+    /// The predicted label.
+    pub predicted: Id,
+    /// Its confidence.
+    pub confidence: f64,
+    /// Prediction latency, ms.
+    pub latency_ms: f64,
 }
 
 /// A prediction joined with its outcome.

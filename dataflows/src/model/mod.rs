@@ -34,7 +34,7 @@ pub use insights::{
 pub use labels::labels_as_map;
 pub use ml::{
     ConfidenceSummary, DriftReport, DriftTest, LatencySummary, MatchedPair, MlEvent, ModelInput,
-    ModelKey, ModelRegistration, ModelSnapshot, Performance, RetrainingTrigger,
+    ModelKey, ModelRegistration, ModelSnapshot, Performance, RecordedPrediction, RetrainingTrigger,
     MAX_REGISTRATION_CLASSES, MAX_REGISTRATION_TEXT, UNVERSIONED,
 };
 pub use rules::{

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!             ┌──► samples (metric values, session series, prediction latency/confidence)
+//!             ├──► scored: the samples the anomaly scorer reads (all but skipped series)
 //!   events ───┼──► (ts, SessionEvent)
 //!             ├──► (ts, AlertCommand)
 //!             ├──► (ts, MlEvent) (predictions, outcomes, registrations)
@@ -40,6 +41,10 @@ pub mod series_names {
 pub struct RoutedEvents<'scope> {
     /// Numeric samples for the window operator.
     pub samples: StreamVec<'scope, Time, Sample>,
+    /// Copies of the samples the anomaly scorer reads: none when scoring is off, else
+    /// those whose series name is not skipped. A separate output (rather than a clone of
+    /// `samples` filtered afterwards) so skipped samples are never copied.
+    pub scored: StreamVec<'scope, Time, Sample>,
     /// Session events with their event time, for the session tracker.
     pub sessions: StreamVec<'scope, Time, (Time, SessionEvent)>,
     /// Alert commands with their event time; `create` commands carry their final id.
@@ -119,18 +124,22 @@ pub fn samples_of(event: &Event) -> impl Iterator<Item = Sample> {
             if let Some(version) = &prediction.model_version {
                 labels.push(("model_version".into(), version.clone()));
             }
-            let key = |name: &str| SeriesKey {
-                name: name.into(),
-                session_id: None,
-                labels: labels.clone(),
-            };
+            // One clone of the labels; the second key takes the original.
             out[0] = Some(Sample {
-                key: key(series_names::PREDICTION_LATENCY),
+                key: SeriesKey {
+                    name: series_names::PREDICTION_LATENCY.into(),
+                    session_id: None,
+                    labels: labels.clone(),
+                },
                 ts: event.ts,
                 value: prediction.latency_ms,
             });
             out[1] = Some(Sample {
-                key: key(series_names::PREDICTION_CONFIDENCE),
+                key: SeriesKey {
+                    name: series_names::PREDICTION_CONFIDENCE.into(),
+                    session_id: None,
+                    labels,
+                },
                 ts: event.ts,
                 value: prediction.confidence,
             });
@@ -148,21 +157,25 @@ pub trait RouteEvents<'scope> {
     /// Routes every event to the streams that consume it.
     ///
     /// # Inputs and outputs
-    /// `self`: validated [`Event`]s. Returns [`RoutedEvents`].
+    /// `self`: validated [`Event`]s. `scored`: `None` when nothing is scored, else the
+    /// names of the series the anomaly scorer skips. Returns [`RoutedEvents`].
     ///
     /// # Frontier behaviour
     /// Stateless; outputs carry their input's time.
     ///
     /// # State
     /// None.
-    fn route_events(self, name: &str) -> RoutedEvents<'scope>;
+    fn route_events(self, name: &str, scored: Option<&[Id]>) -> RoutedEvents<'scope>;
 }
 
 impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
-    fn route_events(self, name: &str) -> RoutedEvents<'scope> {
+    fn route_events(self, name: &str, scored: Option<&[Id]>) -> RoutedEvents<'scope> {
+        let score = scored.is_some();
+        let skip: Vec<Id> = scored.map(<[Id]>::to_vec).unwrap_or_default();
         let mut builder = OperatorBuilder::new(format!("RouteEvents({name})"), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         let (samples_output, samples) = builder.new_output();
+        let (scored_output, scored) = builder.new_output();
         let (sessions_output, sessions) = builder.new_output();
         let (commands_output, commands) = builder.new_output();
         let (ml_output, ml) = builder.new_output();
@@ -171,6 +184,10 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
             _,
             timely::container::CapacityContainerBuilder<Vec<Sample>>,
         >::from(samples_output);
+        let mut scored_output = OutputBuilder::<
+            _,
+            timely::container::CapacityContainerBuilder<Vec<Sample>>,
+        >::from(scored_output);
         let mut sessions_output = OutputBuilder::<
             _,
             timely::container::CapacityContainerBuilder<Vec<(Time, SessionEvent)>>,
@@ -190,6 +207,7 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
         builder.build(move |_capabilities| {
             move |_frontiers| {
                 let mut samples_handle = samples_output.activate();
+                let mut scored_handle = scored_output.activate();
                 let mut sessions_handle = sessions_output.activate();
                 let mut commands_handle = commands_output.activate();
                 let mut ml_handle = ml_output.activate();
@@ -197,6 +215,7 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
                 input.for_each(|cap, data| {
                     let (
                         Some(samples_cap),
+                        Some(scored_cap),
                         Some(sessions_cap),
                         Some(commands_cap),
                         Some(ml_cap),
@@ -207,17 +226,24 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
                         cap.retain_least(2),
                         cap.retain_least(3),
                         cap.retain_least(4),
+                        cap.retain_least(5),
                     )
                     else {
                         return;
                     };
                     let mut samples = samples_handle.session(&samples_cap);
+                    let mut scored = scored_handle.session(&scored_cap);
                     let mut sessions = sessions_handle.session(&sessions_cap);
                     let mut commands = commands_handle.session(&commands_cap);
                     let mut ml = ml_handle.session(&ml_cap);
                     let mut retrains = retrains_handle.session(&retrains_cap);
                     for event in data.drain(..) {
-                        samples.give_iterator(samples_of(&event));
+                        for sample in samples_of(&event) {
+                            if score && !skip.contains(&sample.key.name) {
+                                scored.give(sample.clone());
+                            }
+                            samples.give(sample);
+                        }
                         match event.body {
                             EventBody::Session(session) => sessions.give((event.ts, session)),
                             EventBody::AlertCommand(mut command) => {
@@ -250,6 +276,7 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
         });
         RoutedEvents {
             samples,
+            scored,
             sessions,
             commands,
             ml,

@@ -1,7 +1,8 @@
 //! The analytics pipeline: events in, typed updates out.
 //!
 //! ```text
-//!                 ┌─ samples ─┬──────────────────────────┐
+//!                 ┌─ samples ──────────────────────────────┐
+//!                 ├─ scored (all but anomaly.skip_series)  │
 //!                 │           └► ScoreAnomalies ─┬─ anomaly_score samples
 //!                 │                              └─► anomalies
 //!                 │   samples + anomaly_score ─► ComputeWindows ─► EvaluateBreaches ─► windows
@@ -86,13 +87,14 @@ pub fn analytics<'scope>(
     config: &AnalyticsConfig,
 ) -> StreamVec<'scope, Time, Update> {
     let scope = events.scope();
-    let routed = events.route_events("events");
+    let scored = config
+        .anomaly
+        .enabled
+        .then_some(config.anomaly.skip_series.as_slice());
+    let routed = events.route_events("events", scored);
     let mut extra = Vec::new();
     let samples = if config.anomaly.enabled {
-        let scored = routed
-            .samples
-            .clone()
-            .score_anomalies("series", &config.anomaly);
+        let scored = routed.scored.score_anomalies("series", &config.anomaly);
         let (anomalies, scores) = split_scored(scored);
         extra.push(anomalies);
         extra.push(

@@ -24,6 +24,7 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{Id, Labels, Sample, SeriesKey, Update};
+use crate::operators::route_events::series_names;
 use crate::time::duration_ms;
 use crate::Time;
 pub use detectors::{Detector, DetectorConfig, Scores, SeriesDetector, Verdict};
@@ -44,6 +45,12 @@ pub struct AnomalyConfig {
     pub idle_timeout: Duration,
     /// Series tracked per worker; a new series beyond this is not scored (and counted).
     pub max_series: usize,
+    /// Names of series that are not scored (they still get windows). By default the
+    /// per-prediction series `prediction.latency_ms` and `prediction.confidence`: the ML
+    /// tracker already watches them per model version (confidence drift by PSI and KS,
+    /// latency percentiles and thresholds), and scoring two samples per prediction would
+    /// cost more than the rest of the ML path together.
+    pub skip_series: Vec<Id>,
 }
 
 impl Default for AnomalyConfig {
@@ -53,8 +60,17 @@ impl Default for AnomalyConfig {
             detectors: DetectorConfig::default(),
             idle_timeout: Duration::from_secs(30 * 60),
             max_series: 10_000,
+            skip_series: default_skip_series(),
         }
     }
+}
+
+/// The series not scored by default: the two samples every prediction yields.
+pub fn default_skip_series() -> Vec<Id> {
+    vec![
+        Id::from(series_names::PREDICTION_LATENCY),
+        Id::from(series_names::PREDICTION_CONFIDENCE),
+    ]
 }
 
 /// One scored point that was judged anomalous.
@@ -265,11 +281,15 @@ impl<'scope> ScoreAnomalies<'scope> for StreamVec<'scope, Time, Sample> {
         let exchange = Exchange::new(|sample: &Sample| sample.key.route());
         self.unary_frontier(exchange, &format!("ScoreAnomalies({name})"), move |_, _| {
             let detectors = config.detectors.clone();
+            let skip_series = config.skip_series.clone();
             let mut scorer = AnomalyScorer::new(config);
             let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Sample>)> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(&time) = cap.least() else { return };
+                    if !skip_series.is_empty() {
+                        data.retain(|sample| !skip_series.contains(&sample.key.name));
+                    }
                     let entry = pending
                         .entry(time)
                         .or_insert_with(|| (cap.delayed(&time, output.output_index()), Vec::new()));

@@ -221,36 +221,40 @@ impl JoinState {
     }
 
     fn apply_outcome(&mut self, ts: u64, outcome: OutcomeEvent, out: &mut Vec<ModelInput>) {
-        let matches = self
-            .pending
-            .get(&outcome.prediction_id)
-            .is_some_and(|pending| self.close(pending.ts, ts));
-        if matches {
-            if let Some(pending) = self.pending.remove(&outcome.prediction_id) {
-                let key = self.models.get(pending.model).cloned();
-                let predicted = self.labels.get(pending.predicted).cloned();
-                if let (Some(key), Some(predicted)) = (key, predicted) {
-                    let stored = pending
-                        .has_features
-                        .then(|| self.features.remove(&outcome.prediction_id))
-                        .flatten();
-                    let features = stored
-                        .iter()
-                        .flat_map(|features| features.iter())
-                        .filter_map(|(name, value)| {
-                            self.labels.get(*name).map(|name| (name.clone(), *value))
-                        })
-                        .collect();
-                    out.push(ModelInput::Matched(Box::new(MatchedPair {
-                        key,
-                        ts: ts.max(pending.ts),
-                        prediction_id: outcome.prediction_id,
-                        predicted,
-                        actual: outcome.actual,
-                        confidence: pending.confidence,
-                        features,
-                    })));
-                }
+        // Removed at once (one probe of a table too large for the caches) and put back in
+        // the rare case that it is too far apart to match.
+        let taken = self.pending.remove(&outcome.prediction_id);
+        let pending = match taken {
+            Some(pending) if !self.close(pending.ts, ts) => {
+                self.pending.insert(outcome.prediction_id.clone(), pending);
+                None
+            }
+            other => other,
+        };
+        if let Some(pending) = pending {
+            let key = self.models.get(pending.model).cloned();
+            let predicted = self.labels.get(pending.predicted).cloned();
+            if let (Some(key), Some(predicted)) = (key, predicted) {
+                let stored = pending
+                    .has_features
+                    .then(|| self.features.remove(&outcome.prediction_id))
+                    .flatten();
+                let features = stored
+                    .iter()
+                    .flat_map(|features| features.iter())
+                    .filter_map(|(name, value)| {
+                        self.labels.get(*name).map(|name| (name.clone(), *value))
+                    })
+                    .collect();
+                out.push(ModelInput::Matched(Box::new(MatchedPair {
+                    key,
+                    ts: ts.max(pending.ts),
+                    prediction_id: outcome.prediction_id,
+                    predicted,
+                    actual: outcome.actual,
+                    confidence: pending.confidence,
+                    features,
+                })));
             }
             return;
         }

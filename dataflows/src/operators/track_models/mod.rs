@@ -24,7 +24,7 @@ pub mod join;
 pub mod state;
 pub mod stats;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ use timely::dataflow::StreamVec;
 
 use crate::model::{
     AlertState, AlertTransition, Id, MatchedPair, MlEvent, ModelInput, ModelKey, ModelRegistration,
-    SeriesKey, Severity, Update,
+    RecordedPrediction, SeriesKey, Severity, Update,
 };
 use crate::time::duration_ms;
 use crate::Time;
@@ -94,6 +94,7 @@ fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
 fn route(input: &ModelInput) -> u64 {
     match input {
         ModelInput::Predicted { key, .. }
+        | ModelInput::PredictedBatch { key, .. }
         | ModelInput::Duplicate { key }
         | ModelInput::Expired { key } => hash_of(key.model_id.as_str()),
         ModelInput::Matched(pair) => hash_of(pair.key.model_id.as_str()),
@@ -104,6 +105,49 @@ fn route(input: &ModelInput) -> u64 {
 
 /// Model states of one worker (Fx-hashed: looked up once per input).
 type Models = std::collections::HashMap<ModelKey, ModelState, rustc_hash::FxBuildHasher>;
+
+/// Model versions changed since the last snapshots (sorted when they are emitted).
+type Dirty = std::collections::HashSet<ModelKey, rustc_hash::FxBuildHasher>;
+
+/// Coalesces the [`ModelInput::Predicted`] inputs in `out` into one
+/// [`ModelInput::PredictedBatch`] per model version (in first-seen order) appended to
+/// `batched`, moving every other input there unchanged. The tracker's handling of
+/// predictions is order-independent, so this changes how often it is reached, not what
+/// it computes.
+fn coalesce(out: &mut Vec<ModelInput>, batched: &mut Vec<ModelInput>) {
+    let mut slots: std::collections::HashMap<ModelKey, usize, rustc_hash::FxBuildHasher> =
+        std::collections::HashMap::default();
+    for input in out.drain(..) {
+        match input {
+            ModelInput::Predicted {
+                key,
+                ts,
+                predicted,
+                confidence,
+                latency_ms,
+            } => {
+                let prediction = RecordedPrediction {
+                    ts,
+                    predicted,
+                    confidence,
+                    latency_ms,
+                };
+                if let Some(ModelInput::PredictedBatch { predictions, .. }) =
+                    slots.get(&key).and_then(|slot| batched.get_mut(*slot))
+                {
+                    predictions.push(prediction);
+                } else {
+                    slots.insert(key.clone(), batched.len());
+                    batched.push(ModelInput::PredictedBatch {
+                        key,
+                        predictions: vec![prediction],
+                    });
+                }
+            }
+            other => batched.push(other),
+        }
+    }
+}
 
 /// Registrations in effect on one worker: by model id, then version (`None`: every
 /// version of the model).
@@ -167,7 +211,7 @@ fn transition(
 
 fn state_of<'a>(
     models: &'a mut Models,
-    dirty: &mut BTreeSet<ModelKey>,
+    dirty: &mut Dirty,
     key: &ModelKey,
     config: &TrackModelsConfig,
     registry: &Registry,
@@ -194,7 +238,7 @@ fn register(
     registry: &mut Registry,
     registration: &ModelRegistration,
     config: &TrackModelsConfig,
-    touched: &mut BTreeSet<ModelKey>,
+    touched: &mut Dirty,
 ) {
     registry.insert(
         (
@@ -338,6 +382,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 let mut join = JoinState::new(horizon);
                 let mut held: Option<Capability<Time>> = None;
                 let mut out = Vec::new();
+                let mut batched = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&arrived) = cap.least() else { return };
@@ -345,8 +390,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                             join.apply(ts.max(arrived), event, &mut out);
                         }
                         if !out.is_empty() {
+                            coalesce(&mut out, &mut batched);
                             let mut session = output.session(&cap);
-                            session.give_iterator(out.drain(..));
+                            session.give_iterator(batched.drain(..));
                         }
                         if let Some(next) = join.next_expiry() {
                             let next = next.max(arrived);
@@ -391,10 +437,13 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 let mut arrivals = 0u64;
                 let mut orphans: BTreeMap<Id, u64> = BTreeMap::new();
                 let mut unattributed = 0u64;
-                // Matched pairs waiting for the frontier, by (ts, prediction_id).
-                let mut waiting: BTreeMap<(u64, OrderKey), Ordered> = BTreeMap::new();
+                // Matched pairs and registrations waiting for the frontier, by event time;
+                // each bucket is put in `OrderKey` order when it is released (a later entry
+                // with an equal key replaces the earlier one, as a map would).
+                let mut waiting: BTreeMap<u64, Vec<(OrderKey, Ordered)>> = BTreeMap::new();
                 let mut held: Option<Capability<Time>> = None;
-                let mut dirty: BTreeSet<ModelKey> = BTreeSet::new();
+                let mut dirty: Dirty = Dirty::default();
+                let mut releasing: Vec<(OrderKey, Ordered)> = Vec::new();
                 let mut updates: Vec<Update> = Vec::new();
                 let mut emit_at: Option<Capability<Time>> = None;
                 let mut unattributed_changed = false;
@@ -412,6 +461,18 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                     latency_ms,
                                 } => state_of(&mut models, &mut dirty, &key, &config, &registry)
                                     .predicted(ts, &predicted, confidence, latency_ms),
+                                ModelInput::PredictedBatch { key, predictions } => {
+                                    let model =
+                                        state_of(&mut models, &mut dirty, &key, &config, &registry);
+                                    for prediction in &predictions {
+                                        model.predicted(
+                                            prediction.ts,
+                                            &prediction.predicted,
+                                            prediction.confidence,
+                                            prediction.latency_ms,
+                                        );
+                                    }
+                                }
                                 ModelInput::Duplicate { key } => {
                                     state_of(&mut models, &mut dirty, &key, &config, &registry)
                                         .duplicate()
@@ -429,17 +490,17 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                         &registry,
                                     )
                                     .matched(&pair);
-                                    waiting.insert(
-                                        (pair.ts, OrderKey::Pair(pair.prediction_id.clone())),
+                                    waiting.entry(pair.ts).or_default().push((
+                                        OrderKey::Pair(pair.prediction_id.clone()),
                                         Ordered::Pair(pair),
-                                    );
+                                    ));
                                 }
                                 ModelInput::Registered { ts, registration } => {
                                     arrivals += 1;
-                                    waiting.insert(
-                                        (ts, OrderKey::Registration(arrivals)),
+                                    waiting.entry(ts).or_default().push((
+                                        OrderKey::Registration(arrivals),
                                         Ordered::Registration(registration),
-                                    );
+                                    ));
                                 }
                                 ModelInput::OrphanExpired { model_id } => {
                                     if model_id.is_empty() {
@@ -477,39 +538,54 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                     let now = frontier.frontier().as_option().copied().unwrap_or(u64::MAX);
                     if held.is_some() {
                         while let Some(entry) = waiting.first_entry() {
-                            if !done && entry.key().0 >= now {
+                            if !done && *entry.key() >= now {
                                 break;
                             }
-                            let pair = match entry.remove() {
-                                Ordered::Pair(pair) => pair,
-                                Ordered::Registration(registration) => {
-                                    register(
-                                        &mut models,
-                                        &mut registry,
-                                        &registration,
-                                        &config,
-                                        &mut dirty,
-                                    );
-                                    updates.push(Update::ModelRegistered(registration));
+                            releasing.extend(entry.remove());
+                            // Stable: among equal keys the last inserted ends up last.
+                            releasing.sort_by(|a, b| a.0.cmp(&b.0));
+                            // Walking backwards keeps the last of each run of equal keys.
+                            let mut previous: Option<OrderKey> = None;
+                            let mut kept: Vec<Ordered> = Vec::with_capacity(releasing.len());
+                            for (key, item) in releasing.drain(..).rev() {
+                                if previous.as_ref() == Some(&key) {
                                     continue;
                                 }
-                            };
-                            if let Some(model) = models.get_mut(&pair.key) {
-                                if let Some(trigger) = model.ordered(&pair, &config) {
-                                    updates.push(Update::RetrainingTrigger(Box::new(trigger)));
-                                }
-                                if model.evaluation_due(&config) {
-                                    evaluate(
-                                        &mut models,
-                                        &registry,
-                                        &pair.key,
-                                        pair.ts,
-                                        &config,
-                                        &mut updates,
-                                    );
-                                }
-                                if !dirty.contains(&pair.key) {
-                                    dirty.insert(pair.key.clone());
+                                previous = Some(key);
+                                kept.push(item);
+                            }
+                            for item in kept.into_iter().rev() {
+                                let pair = match item {
+                                    Ordered::Pair(pair) => pair,
+                                    Ordered::Registration(registration) => {
+                                        register(
+                                            &mut models,
+                                            &mut registry,
+                                            &registration,
+                                            &config,
+                                            &mut dirty,
+                                        );
+                                        updates.push(Update::ModelRegistered(registration));
+                                        continue;
+                                    }
+                                };
+                                if let Some(model) = models.get_mut(&pair.key) {
+                                    if let Some(trigger) = model.ordered(&pair, &config) {
+                                        updates.push(Update::RetrainingTrigger(Box::new(trigger)));
+                                    }
+                                    if model.evaluation_due(&config) {
+                                        evaluate(
+                                            &mut models,
+                                            &registry,
+                                            &pair.key,
+                                            pair.ts,
+                                            &config,
+                                            &mut updates,
+                                        );
+                                    }
+                                    if !dirty.contains(&pair.key) {
+                                        dirty.insert(pair.key.clone());
+                                    }
                                 }
                             }
                         }
@@ -523,7 +599,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                         (a, b) => a.or(b),
                     };
                     if let Some(cap) = cap {
-                        for key in std::mem::take(&mut dirty) {
+                        let mut changed: Vec<ModelKey> = dirty.drain().collect();
+                        changed.sort();
+                        for key in changed {
                             if let Some(model) = models.get(&key) {
                                 let mut snapshot =
                                     model.snapshot(registration_for(&registry, &key));

@@ -493,3 +493,47 @@ fn a_registration_applies_from_its_event_time_and_creates_its_version() {
     );
     assert_eq!(out.of_kind("model_registered").len(), 2);
 }
+
+#[test]
+fn coalesce_groups_predictions_per_version_and_keeps_the_rest() {
+    let key = |model: &str| ModelKey {
+        model_id: model.into(),
+        model_version: "v1".into(),
+    };
+    let predicted = |model: &str, ts: u64| ModelInput::Predicted {
+        key: key(model),
+        ts,
+        predicted: "a".into(),
+        confidence: 0.5,
+        latency_ms: 1.0,
+    };
+    let mut out = vec![
+        predicted("m1", 1),
+        predicted("m2", 2),
+        ModelInput::Expired { key: key("m2") },
+        predicted("m1", 3),
+    ];
+    let mut batched = Vec::new();
+    coalesce(&mut out, &mut batched);
+    assert!(out.is_empty());
+    let recorded = |ts: u64| RecordedPrediction {
+        ts,
+        predicted: "a".into(),
+        confidence: 0.5,
+        latency_ms: 1.0,
+    };
+    assert_eq!(
+        batched,
+        vec![
+            ModelInput::PredictedBatch {
+                key: key("m1"),
+                predictions: vec![recorded(1), recorded(3)],
+            },
+            ModelInput::PredictedBatch {
+                key: key("m2"),
+                predictions: vec![recorded(2)],
+            },
+            ModelInput::Expired { key: key("m2") },
+        ]
+    );
+}

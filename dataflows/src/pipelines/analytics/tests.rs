@@ -840,3 +840,89 @@ fn people_acknowledge_and_resolve_rule_alerts() {
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0]["reason"], "the alert is already resolved");
 }
+
+/// Window series names, and the `metric` labels of the `anomaly_score` windows.
+fn window_series(updates: &[(Time, Update)]) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut names = BTreeSet::new();
+    let mut scored = BTreeSet::new();
+    for (_, update) in updates {
+        let Update::Window(window) = update else {
+            continue;
+        };
+        names.insert(window.key.name.to_string());
+        if window.key.name == "anomaly_score" {
+            scored.extend(
+                window
+                    .key
+                    .labels
+                    .iter()
+                    .filter(|(key, _)| key == "metric")
+                    .map(|(_, value)| value.to_string()),
+            );
+        }
+    }
+    (names, scored)
+}
+
+#[test]
+fn prediction_series_get_windows_but_anomaly_scores_only_when_not_skipped() {
+    let setup = Setup {
+        length_ms: 1000,
+        slide_ms: 1000,
+        interval_ms: 1000,
+        rules: Vec::new(),
+    };
+    // Enough points per series to pass the scorer's cold start (64).
+    let events: Vec<Event> = (0..200u64)
+        .flat_map(|index| {
+            [
+                prediction(
+                    index * 10,
+                    "m1",
+                    Some("v1"),
+                    10.0 + (index % 7) as f64,
+                    0.5 + (index % 5) as f64 / 10.0,
+                ),
+                metric(index * 10, "cpu", None, None, (index % 5) as f64),
+            ]
+        })
+        .collect();
+    // The scorer's counters are per worker (see `Update::AnomalyCounters`), so the runs
+    // are compared by their windows, with 1 and with 4 workers.
+    let run_with = |skip_series: Vec<crate::model::Id>, workers: usize| {
+        let mut config = setup.config();
+        config.anomaly = crate::operators::AnomalyConfig {
+            enabled: true,
+            skip_series,
+            ..Default::default()
+        };
+        let updates = crate::testing::run_with_workers(
+            workers,
+            move |events| analytics(events, &config),
+            vec![Epoch::new(0, events.clone())],
+        );
+        window_series(&updates)
+    };
+    let strings = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
+    for workers in [1, 4] {
+        let (names, scored) = run_with(
+            crate::operators::score_anomalies::default_skip_series(),
+            workers,
+        );
+        assert_eq!(
+            names,
+            strings(&[
+                "anomaly_score",
+                "cpu",
+                "prediction.confidence",
+                "prediction.latency_ms"
+            ])
+        );
+        assert_eq!(scored, strings(&["cpu"]));
+        let (_, scored) = run_with(Vec::new(), workers);
+        assert_eq!(
+            scored,
+            strings(&["cpu", "prediction.confidence", "prediction.latency_ms"])
+        );
+    }
+}
