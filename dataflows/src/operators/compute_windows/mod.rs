@@ -9,8 +9,9 @@
 //! retractions on every frontier advance (see the project's notes).
 
 mod panes;
+mod sorted;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use rustc_hash::FxBuildHasher;
 use timely::dataflow::channels::pact::Exchange;
@@ -21,6 +22,9 @@ pub use panes::{SeriesPanes, WindowConfig, WindowConfigError};
 
 use crate::model::{DataError, ErrorReason, Sample, SeriesKey, Update};
 use crate::Time;
+
+/// Series moved to their next window per activation (see [`SeriesPanes::catch_up`]).
+const CATCH_UPS_PER_ACTIVATION: usize = 32;
 
 /// Sliding-window statistics per series.
 pub trait ComputeWindows<'scope> {
@@ -55,8 +59,14 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
         let config = config.clone();
         let slide = config.slide_ms();
         let exchange = Exchange::new(|sample: &Sample| sample.key.route());
-        self.unary_frontier(exchange, &format!("ComputeWindows({name})"), move |_initial, _info| {
+        let scope = self.scope();
+        self.unary_frontier(exchange, &format!("ComputeWindows({name})"), move |_initial, info| {
+            let activator = scope.activator_for(info.address);
             let mut series: HashMap<SeriesKey, SeriesPanes, FxBuildHasher> = HashMap::default();
+            // Series whose merged values still have to move to their next window, done a
+            // few per activation so that the work after a close does not hold up the
+            // alerts that the close raised.
+            let mut catching_up: VecDeque<SeriesKey> = VecDeque::new();
             // Capability at (or before) the next window end to close; held while state exists.
             let mut held: Option<Capability<Time>> = None;
             // Pane index at which the next window to close ends.
@@ -134,6 +144,10 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                             None => {}
                         }
                         panes.prepare(end_index + 1, &config);
+                        if !panes.queued {
+                            panes.queued = true;
+                            catching_up.push_back(key.clone());
+                        }
                     }
                     drop(session);
                     series.retain(|_, panes| panes.active || !panes.is_empty());
@@ -142,6 +156,17 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     if *cap.time() < next_end {
                         cap.downgrade(&next_end);
                     }
+                }
+
+                for _ in 0..CATCH_UPS_PER_ACTIVATION {
+                    let Some(key) = catching_up.pop_front() else { break };
+                    if let Some(panes) = series.get_mut(&key) {
+                        panes.queued = false;
+                        panes.catch_up(config.exact_limit);
+                    }
+                }
+                if !catching_up.is_empty() {
+                    activator.activate();
                 }
             }
         })

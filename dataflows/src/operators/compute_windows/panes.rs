@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use super::sorted::SortedValues;
 use crate::model::{SeriesKey, WindowStats};
 use crate::operators::quantiles::{nearest_rank, LogHistogram, ValueBag};
 use crate::time::duration_ms;
@@ -130,33 +131,31 @@ impl Pane {
 /// remove, so a heavy series costs the same per window as a light one.
 ///
 /// The merging is done ahead of the close: once a window is emitted, [`Self::prepare`]
-/// names the next one, and the next sample of the series (or, failing that, the next
-/// close) moves the merged values to it — the leaving pane out, the samples already in
-/// the entering pane in — after which samples of that pane go straight into the merged
-/// values. So a close costs a few lookups per series instead of a pane's worth of
-/// inserts and removals, and 1,000 series closing at once are out in about a millisecond.
+/// names the next one, and [`Self::catch_up`] (called by the operator a few series at a
+/// time after the close, or failing that by the next close) moves the merged values to
+/// it, after which samples of the entering pane go straight into the merged values. So a
+/// close costs a few lookups per series instead of a pane's worth of inserts and
+/// removals, and 1,000 series closing at once are out in a few milliseconds.
 #[derive(Debug, Clone, Default)]
 pub struct SeriesPanes {
     panes: VecDeque<Pane>,
     /// Whether the last window computed for this series was non-empty.
     pub active: bool,
     /// Sorted values of the panes with index in `merged_from..merged_to` (exact mode).
-    sorted: Vec<f64>,
+    sorted: SortedValues,
     /// The same values, binned (when the window outgrew `exact_limit`).
     binned: Option<Box<LogHistogram>>,
     merged_from: u64,
     merged_to: u64,
-    /// Panes `[first, end)` of the next window, to merge before the next sample.
+    /// Panes `[first, end)` of the next window, to merge ahead of its close.
     next: Option<(u64, u64)>,
+    /// Whether the operator has this series in its catch-up queue.
+    pub(super) queued: bool,
 }
 
 impl SeriesPanes {
     /// Adds a sample to pane `index`.
     pub fn insert(&mut self, index: u64, value: f64, exact_limit: usize) {
-        if let Some((first, end)) = self.next.take() {
-            self.evict_before(first);
-            self.merge_range(first, end, exact_limit);
-        }
         // Samples mostly arrive in time order: the newest pane is the usual target.
         let position = match self.panes.back() {
             Some(last) if last.index == index => self.panes.len() - 1,
@@ -181,7 +180,7 @@ impl SeriesPanes {
             match self.binned.as_mut() {
                 Some(binned) => binned.insert(value),
                 None => {
-                    insert_sorted(&mut self.sorted, value);
+                    self.sorted.insert(value);
                     if self.sorted.len() > exact_limit {
                         self.switch_to_bins();
                     }
@@ -192,10 +191,10 @@ impl SeriesPanes {
 
     fn switch_to_bins(&mut self) {
         let mut binned = LogHistogram::default();
-        for value in self.sorted.drain(..) {
+        for value in self.sorted.iter() {
             binned.insert(value);
         }
-        self.sorted = Vec::new();
+        self.sorted = SortedValues::default();
         self.binned = Some(Box::new(binned));
     }
 
@@ -210,10 +209,20 @@ impl SeriesPanes {
     }
 
     /// Names the window that will close next, `[end_index - panes, end_index)`, so that
-    /// the work of merging its panes is done by the next sample rather than at its close.
+    /// the work of merging its panes can be done ahead of its close by [`Self::catch_up`].
     /// Cheap: nothing moves until then.
     pub fn prepare(&mut self, end_index: u64, config: &WindowConfig) {
         self.next = Some((end_index.saturating_sub(config.panes()), end_index));
+    }
+
+    /// Moves the merged values to the window named by [`Self::prepare`]: the leaving pane
+    /// out, the samples already in the entering pane in; later samples of that pane then
+    /// go straight into the merged values. Nothing to do when no window is named.
+    pub fn catch_up(&mut self, exact_limit: usize) {
+        if let Some((first, end)) = self.next.take() {
+            self.evict_before(first);
+            self.merge_range(first, end, exact_limit);
+        }
     }
 
     /// Statistics of the window made of panes `[end_index - panes, end_index)`, or `None`
@@ -254,10 +263,14 @@ impl SeriesPanes {
                 (count, sum, min, max, quantiles, false)
             }
             None => {
-                let (&min, &max) = (self.sorted.first()?, self.sorted.last()?);
+                let (min, max) = (self.sorted.first()?, self.sorted.last()?);
                 let count = self.sorted.len() as u64;
                 let sum: f64 = self.sorted.iter().sum();
-                let at = |q: f64| self.sorted[(nearest_rank(q, count) - 1) as usize];
+                let at = |q: f64| {
+                    self.sorted
+                        .at((nearest_rank(q, count) - 1) as usize)
+                        .unwrap_or(max)
+                };
                 (count, sum, min, max, [at(0.5), at(0.95), at(0.99)], true)
             }
         };
@@ -323,9 +336,7 @@ impl SeriesPanes {
                     Some(binned) => pane.values.add_to(binned),
                     None => {
                         if let ValueBag::Exact(values) = &pane.values {
-                            values
-                                .iter()
-                                .for_each(|value| insert_sorted(&mut self.sorted, *value));
+                            values.iter().for_each(|value| self.sorted.insert(*value));
                         }
                     }
                 }
@@ -353,7 +364,7 @@ impl SeriesPanes {
                     }
                 }
                 sorted.sort_by(f64::total_cmp);
-                self.sorted = sorted;
+                self.sorted = SortedValues::from_sorted(sorted);
                 self.binned = None;
             }
         }
@@ -377,29 +388,14 @@ impl SeriesPanes {
 }
 
 /// Takes a pane's values out of whichever structure holds the merged window.
-fn remove_values(sorted: &mut Vec<f64>, binned: Option<&mut LogHistogram>, values: &ValueBag) {
+fn remove_values(sorted: &mut SortedValues, binned: Option<&mut LogHistogram>, values: &ValueBag) {
     match (binned, values) {
         (Some(binned), values) => values.remove_from(binned),
-        (None, ValueBag::Exact(values)) => values
-            .iter()
-            .for_each(|value| remove_sorted(sorted, *value)),
+        (None, ValueBag::Exact(values)) => values.iter().for_each(|value| {
+            sorted.remove(*value);
+        }),
         // A binned pane inside an exact window cannot happen: merging it switches to bins.
         (None, ValueBag::Binned(_)) => {}
-    }
-}
-
-fn insert_sorted(sorted: &mut Vec<f64>, value: f64) {
-    let position = sorted.partition_point(|existing| existing.total_cmp(&value).is_lt());
-    sorted.insert(position, value);
-}
-
-fn remove_sorted(sorted: &mut Vec<f64>, value: f64) {
-    let position = sorted.partition_point(|existing| existing.total_cmp(&value).is_lt());
-    if sorted
-        .get(position)
-        .is_some_and(|found| found.total_cmp(&value).is_eq())
-    {
-        sorted.remove(position);
     }
 }
 
