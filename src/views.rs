@@ -713,30 +713,19 @@ mod tests {
         let views = views();
         let record = |status, updated_at| {
             Update::AlertRecord(Box::new(AlertRecord {
-                id: "f".into(),
                 rule_id: Some("r".into()),
                 key: Some(SeriesKey::named("a")),
-                title: "r on a".into(),
-                message: None,
-                labels: Vec::new(),
-                severity: Severity::High,
-                status,
                 since: 10,
                 value: Some(2.0),
                 threshold: Some(1.0),
                 fired: 1,
-                acknowledged: None,
-                resolved: None,
-                updated_at,
-                escalation_step: 0,
-                reminders: 0,
-                escalated: None,
-                escalated_to: Vec::new(),
-                suppressed: 0,
-                suppression: None,
-                suppressed_by: Default::default(),
-                inhibited_by: None,
-                annotations: Default::default(),
+                ..AlertRecord::new(
+                    "f".into(),
+                    "r on a".into(),
+                    Severity::High,
+                    status,
+                    updated_at,
+                )
             }))
         };
         views.apply(vec![record(AlertStatus::Firing, 10)]);

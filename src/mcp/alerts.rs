@@ -402,34 +402,15 @@ mod tests {
 
     fn alert(severity: Severity, status: AlertStatus, session: Option<&str>) -> AlertRecord {
         AlertRecord {
-            id: "a".to_owned(),
             rule_id: Some("r".into()),
             key: Some(SeriesKey {
                 name: "latency_ms".into(),
                 session_id: session.map(Into::into),
                 labels: vec![("region".into(), "eu".into())],
             }),
-            title: "t".to_owned(),
-            message: None,
             labels: vec![("team".into(), "db".into())],
-            severity,
-            status,
-            since: 0,
-            value: None,
-            threshold: None,
             fired: 1,
-            acknowledged: None,
-            resolved: None,
-            updated_at: 0,
-            escalation_step: 0,
-            reminders: 0,
-            escalated: None,
-            escalated_to: Vec::new(),
-            suppressed: 0,
-            suppression: None,
-            suppressed_by: Default::default(),
-            inhibited_by: None,
-            annotations: Default::default(),
+            ..AlertRecord::new("a".to_owned(), "t".to_owned(), severity, status, 0)
         }
     }
 

@@ -254,7 +254,6 @@ struct GroupKey {
 #[derive(Debug)]
 struct Group {
     alerts: BTreeMap<String, AlertRecord>,
-    changed: bool,
     /// When the group may next go out, ms.
     due: u64,
     sent_once: bool,
@@ -516,12 +515,10 @@ impl Grouper {
         self.changed.insert(key.clone());
         let group = self.groups.entry(key).or_insert_with(|| Group {
             alerts: BTreeMap::new(),
-            changed: false,
             due: now.saturating_add(wait),
             sent_once: false,
         });
         group.alerts.insert(alert.id.clone(), alert.clone());
-        group.changed = true;
     }
 
     /// The earliest time a group is due, ms.
@@ -542,7 +539,7 @@ impl Grouper {
             let Some(group) = self.groups.get_mut(key) else {
                 continue;
             };
-            if !group.changed || group.due > now {
+            if group.due > now {
                 continue;
             }
             if let Err(wait) = take_token(
@@ -583,7 +580,6 @@ impl Grouper {
                 channels,
                 notification,
             });
-            group.changed = false;
             group.sent_once = true;
             group.due = now.saturating_add(interval);
             group.alerts.retain(|_, alert| alert.status.is_active());

@@ -19,14 +19,9 @@ use super::*;
 
 fn alert(id: &str, severity: Severity, status: AlertStatus) -> AlertRecord {
     AlertRecord {
-        id: id.to_owned(),
         rule_id: Some("latency".into()),
-        key: None,
-        title: format!("latency <high> & rising on {id}"),
         message: Some("p99 above 70 ms".to_owned()),
         labels: vec![("team".into(), "api".into())],
-        severity,
-        status,
         since: 1_000,
         value: Some(91.5),
         threshold: Some(70.0),
@@ -36,17 +31,13 @@ fn alert(id: &str, severity: Severity, status: AlertStatus) -> AlertRecord {
             at: 2_000,
             note: None,
         }),
-        resolved: None,
-        updated_at: 2_000,
-        escalation_step: 0,
-        reminders: 0,
-        escalated: None,
-        escalated_to: Vec::new(),
-        suppressed: 0,
-        suppression: None,
-        suppressed_by: Default::default(),
-        inhibited_by: None,
-        annotations: Default::default(),
+        ..AlertRecord::new(
+            id.to_owned(),
+            format!("latency <high> & rising on {id}"),
+            severity,
+            status,
+            2_000,
+        )
     }
 }
 

@@ -156,29 +156,29 @@ fn is_zero_u64(value: &u64) -> bool {
 }
 
 impl AlertRecord {
-    /// A new, resolved record for the alert of rule `rule_id` on series `key`: the state
-    /// before its first streak.
-    pub fn new_rule_alert(
+    /// A record in `status` since `at` with nothing else set: no rule, series, labels,
+    /// values, people's acts, escalation or suppression. The one place that spells out
+    /// every field; other constructors and tests start from it.
+    pub fn new(
         id: String,
-        rule_id: Id,
-        key: SeriesKey,
+        title: String,
         severity: Severity,
-        threshold: f64,
+        status: AlertStatus,
         at: u64,
     ) -> Self {
         Self {
             id,
-            title: format!("{rule_id} on {key}"),
-            rule_id: Some(rule_id),
-            key: Some(key),
+            title,
+            rule_id: None,
+            key: None,
             message: None,
             labels: Vec::new(),
             annotations: BTreeMap::new(),
             severity,
-            status: AlertStatus::Resolved,
+            status,
             since: at,
             value: None,
-            threshold: Some(threshold),
+            threshold: None,
             fired: 0,
             acknowledged: None,
             resolved: None,
@@ -191,6 +191,25 @@ impl AlertRecord {
             suppression: None,
             suppressed_by: BTreeMap::new(),
             inhibited_by: None,
+        }
+    }
+
+    /// A new, resolved record for the alert of rule `rule_id` on series `key`: the state
+    /// before its first streak.
+    pub fn new_rule_alert(
+        id: String,
+        rule_id: Id,
+        key: SeriesKey,
+        severity: Severity,
+        threshold: f64,
+        at: u64,
+    ) -> Self {
+        Self {
+            title: format!("{rule_id} on {key}"),
+            rule_id: Some(rule_id),
+            key: Some(key),
+            threshold: Some(threshold),
+            ..Self::new(id, String::new(), severity, AlertStatus::Resolved, at)
         }
     }
 

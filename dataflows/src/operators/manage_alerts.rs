@@ -812,30 +812,16 @@ impl AlertBook {
                     return Err(reject("an active alert with this id already exists"));
                 }
                 let record = AlertRecord {
-                    id: id.clone(),
-                    rule_id: None,
-                    key: None,
-                    title: command.title.clone().unwrap_or_default(),
                     message: command.message.clone(),
                     labels: command.labels.clone(),
-                    annotations: BTreeMap::new(),
-                    severity: command.severity.unwrap_or(Severity::Medium),
-                    status: AlertStatus::Firing,
-                    since: ts,
-                    value: None,
-                    threshold: None,
                     fired: 1,
-                    acknowledged: None,
-                    resolved: None,
-                    updated_at: ts,
-                    escalation_step: 0,
-                    reminders: 0,
-                    escalated: None,
-                    escalated_to: Vec::new(),
-                    suppressed: 0,
-                    suppression: None,
-                    suppressed_by: Default::default(),
-                    inhibited_by: None,
+                    ..AlertRecord::new(
+                        id.clone(),
+                        command.title.clone().unwrap_or_default(),
+                        command.severity.unwrap_or(Severity::Medium),
+                        AlertStatus::Firing,
+                        ts,
+                    )
                 };
                 self.alerts.insert(id.clone(), record.clone());
                 self.arm(&id);

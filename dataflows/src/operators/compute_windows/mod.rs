@@ -109,6 +109,7 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                 });
 
                 let input_done = frontier.is_empty();
+                let mut closed_any = false;
                 let frontier_time = frontier.frontier().as_option().copied();
                 while let Some(cap) = held.as_mut() {
                     if series.is_empty() {
@@ -152,13 +153,17 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     drop(session);
                     series.retain(|_, panes| panes.active || !panes.is_empty());
                     next_end_index = end_index.saturating_add(1);
+                    closed_any = true;
                     let next_end = next_end_index.saturating_mul(slide);
                     if *cap.time() < next_end {
                         cap.downgrade(&next_end);
                     }
                 }
 
-                for _ in 0..CATCH_UPS_PER_ACTIVATION {
+                // Not in the activation that closed windows: their results (and the alerts
+                // they raise) go downstream first.
+                let budget = if closed_any { 0 } else { CATCH_UPS_PER_ACTIVATION };
+                for _ in 0..budget {
                     let Some(key) = catching_up.pop_front() else { break };
                     if let Some(panes) = series.get_mut(&key) {
                         panes.queued = false;
