@@ -306,6 +306,14 @@ pub fn result_row(time: Time, update: &Update) -> Option<ResultRow> {
                 registration.model_version.as_deref().unwrap_or("*")
             ),
         ),
+        Update::BaselinePin(pin) => (
+            "baseline_pin",
+            format!(
+                "{} {}",
+                pin.model_id,
+                pin.model_version.as_deref().unwrap_or("*")
+            ),
+        ),
         Update::Anomaly(report) => ("anomaly", format!("{} {}", report.series, report.ts)),
         Update::NovelError(novel) => ("novel_error", format!("{} {}", novel.session_id, novel.ts)),
         Update::Insight(insight) => ("insight", insight.id.clone()),

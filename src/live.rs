@@ -58,6 +58,7 @@ pub fn topic_of(update: &Update) -> Option<String> {
         Update::ModelMetrics(snapshot) => Some(format!("models/{}", snapshot.model_id)),
         Update::RetrainingTrigger(trigger) => Some(format!("models/{}", trigger.model_id)),
         Update::ModelRegistered(registration) => Some(format!("models/{}", registration.model_id)),
+        Update::BaselinePin(pin) => Some(format!("models/{}", pin.model_id)),
         Update::SessionPrediction(prediction) => {
             Some(format!("sessions/{}", prediction.session_id))
         }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use megamind_dataflows::model::ErrorReason;
 
 /// Update kinds counted, in the order of [`UPDATE_KINDS`].
-pub const UPDATE_KINDS: [&str; 23] = [
+pub const UPDATE_KINDS: [&str; 24] = [
     "window",
     "series_idle",
     "session",
@@ -33,6 +33,7 @@ pub const UPDATE_KINDS: [&str; 23] = [
     "model_registered",
     "silence",
     "rule_change",
+    "baseline_pin",
 ];
 
 /// Names of the anomaly counters, in the order of [`EngineMetrics::anomaly`]:

@@ -828,6 +828,7 @@ impl<S> CountingSink<S> {
                 Update::ModelRegistered(_) => 20,
                 Update::Silence(_) => 21,
                 Update::RuleChange(_) => 22,
+                Update::BaselinePin(_) => 23,
             };
             counts[position] += 1;
         }

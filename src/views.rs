@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use megamind_dataflows::model::{
-    AlertRecord, Breach, BreachRule, CommandRejection, HistorySample, Id, ModelKey,
+    AlertRecord, BaselinePin, Breach, BreachRule, CommandRejection, HistorySample, Id, ModelKey,
     ModelRegistration, ModelSnapshot, RetrainingTrigger, SeriesKey, SessionState, SessionStatus,
     Silence, Update, WindowStats,
 };
@@ -29,6 +29,8 @@ const RECENT_SILENCES: usize = 100;
 const RECENT_REJECTIONS: usize = 256;
 /// Retraining triggers remembered.
 const RECENT_TRIGGERS: usize = 256;
+/// "Pin now" outcomes remembered.
+const RECENT_PINS: usize = 256;
 /// Model versions held (each is one snapshot; more are refused and counted).
 const MAX_MODELS: usize = 10_000;
 /// Anomalous points remembered (newest kept).
@@ -96,6 +98,7 @@ pub struct Views {
     rules: RwLock<BTreeMap<String, BreachRule>>,
     models: RwLock<BTreeMap<ModelKey, ModelSnapshot>>,
     triggers: RwLock<VecDeque<RetrainingTrigger>>,
+    baseline_pins: RwLock<VecDeque<BaselinePin>>,
     registry: RwLock<BTreeMap<(Id, Option<Id>), ModelRegistration>>,
     unattributed_orphans: std::sync::atomic::AtomicU64,
     /// Predictive insights, forecasts and session predictions.
@@ -135,6 +138,7 @@ impl Views {
             rules: RwLock::new(BTreeMap::new()),
             models: RwLock::new(BTreeMap::new()),
             triggers: RwLock::new(VecDeque::new()),
+            baseline_pins: RwLock::new(VecDeque::new()),
             registry: RwLock::new(BTreeMap::new()),
             unattributed_orphans: std::sync::atomic::AtomicU64::new(0),
             insights,
@@ -298,11 +302,13 @@ impl Views {
                     | Update::RetrainingTrigger(_)
                     | Update::UnattributedOrphans { .. }
                     | Update::ModelRegistered(_)
+                    | Update::BaselinePin(_)
             )
         }) {
             let mut models = write(&self.models);
             let mut registry = write(&self.registry);
             let mut triggers = write(&self.triggers);
+            let mut pins = write(&self.baseline_pins);
             for update in &updates {
                 match update {
                     Update::ModelMetrics(snapshot) => {
@@ -329,6 +335,12 @@ impl Views {
                         triggers.push_back((**trigger).clone());
                         while triggers.len() > RECENT_TRIGGERS {
                             triggers.pop_front();
+                        }
+                    }
+                    Update::BaselinePin(pin) => {
+                        pins.push_back((**pin).clone());
+                        while pins.len() > RECENT_PINS {
+                            pins.pop_front();
                         }
                     }
                     Update::ModelRegistered(registration) => {
@@ -483,6 +495,11 @@ impl Views {
     /// Recent retraining triggers, oldest first.
     pub fn retraining_triggers(&self) -> Vec<RetrainingTrigger> {
         read(&self.triggers).iter().cloned().collect()
+    }
+
+    /// Recent "pin now" outcomes (pinned or rejected, with the reason), oldest first.
+    pub fn baseline_pins(&self) -> Vec<BaselinePin> {
+        read(&self.baseline_pins).iter().cloned().collect()
     }
 
     /// Outcomes that named no model and expired without a prediction.

@@ -194,7 +194,8 @@ pub fn event_samples(event: &Event) -> Vec<Sample> {
         EventBody::Outcome(_)
         | EventBody::AlertCommand(_)
         | EventBody::Model(_)
-        | EventBody::Retrain(_) => {}
+        | EventBody::Retrain(_)
+        | EventBody::ModelBaseline(_) => {}
     }
     out
 }

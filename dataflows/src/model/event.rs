@@ -9,7 +9,7 @@ use std::fmt;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-use super::ml::ModelRegistration;
+use super::ml::{ModelRegistration, PinBaseline};
 use super::silence::{matchers_text, Matcher};
 
 /// Identifiers and short names: inline up to 24 bytes, no allocation for typical ids.
@@ -46,6 +46,9 @@ pub enum EventBody {
     Model(Box<ModelRegistration>),
     /// `type: "retrain"`: a request to retrain megamind's own session success model.
     Retrain(RetrainRequest),
+    /// `type: "model_baseline"`: "pin now", a model version's current drift window
+    /// becomes its reference.
+    ModelBaseline(PinBaseline),
 }
 
 /// A request to retrain the session success model, in the event log so a replay retrains
@@ -73,6 +76,7 @@ impl EventBody {
             Self::AlertCommand(_) => "alert_command",
             Self::Model(_) => "model",
             Self::Retrain(_) => "retrain",
+            Self::ModelBaseline(_) => "model_baseline",
         }
     }
 }
@@ -369,7 +373,8 @@ impl Event {
             EventBody::Outcome(_)
             | EventBody::AlertCommand(_)
             | EventBody::Model(_)
-            | EventBody::Retrain(_) => None,
+            | EventBody::Retrain(_)
+            | EventBody::ModelBaseline(_) => None,
         }
     }
 
@@ -465,6 +470,12 @@ impl Event {
                 map.insert("model_id".into(), json!(request.model_id.as_str()));
                 put(&mut map, "actor", request.actor.as_deref());
                 put(&mut map, "note", request.note.as_deref());
+            }
+            EventBody::ModelBaseline(pin) => {
+                map.insert("model_id".into(), json!(pin.model_id.as_str()));
+                put(&mut map, "model_version", pin.model_version.as_deref());
+                put(&mut map, "actor", pin.actor.as_deref());
+                put(&mut map, "note", pin.note.as_deref());
             }
             EventBody::Model(registration) => {
                 map.insert("model_id".into(), json!(registration.model_id.as_str()));

@@ -20,6 +20,9 @@ pub enum MlEvent {
     Outcome(OutcomeEvent),
     /// A model (version) was registered; passes the join untouched.
     Register(Box<ModelRegistration>),
+    /// "Pin now": freeze a version's current window as its reference; passes the join
+    /// untouched.
+    PinBaseline(PinBaseline),
 }
 
 impl MlEvent {
@@ -30,6 +33,7 @@ impl MlEvent {
             Self::Prediction(prediction) => &prediction.prediction_id,
             Self::Outcome(outcome) => &outcome.prediction_id,
             Self::Register(registration) => &registration.model_id,
+            Self::PinBaseline(pin) => &pin.model_id,
         }
     }
 }
@@ -105,6 +109,14 @@ pub enum ModelInput {
         ts: u64,
         /// The registration.
         registration: Box<ModelRegistration>,
+    },
+    /// A "pin now" command, applied in event-time order with the matched pairs (like a
+    /// registration).
+    PinBaseline {
+        /// Its event time, ms.
+        ts: u64,
+        /// The command.
+        pin: PinBaseline,
     },
 }
 
@@ -226,6 +238,80 @@ pub struct DriftReport {
     /// Whose reference window the tests used: this version's own first matched pairs, or
     /// the pinned baseline version's (`baseline_version` of a registration).
     pub reference_version: Id,
+    /// Set when that reference window was frozen by a "pin now" command
+    /// (`type: "model_baseline"`) rather than filled with the first matched pairs.
+    pub pinned: Option<PinnedReference>,
+}
+
+/// A reference window frozen by "pin now": when, by whom, why, and how large.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PinnedReference {
+    /// Event time of the command, ms.
+    pub at: u64,
+    /// Who pinned it.
+    pub actor: Option<Id>,
+    /// Why.
+    pub note: Option<String>,
+    /// Matched pairs copied from the current window into the reference.
+    pub size: u64,
+}
+
+/// "Pin now": the drift reference of a model version becomes a copy of its current
+/// window (the latest matched pairs), and drift is measured against that from then on.
+/// From a `type: "model_baseline"` event (HTTP `POST /v1/models/{id}/baseline`, Kafka,
+/// MCP `realtime_add_event`), so it is written ahead and replayed like every event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PinBaseline {
+    /// The model.
+    pub model_id: Id,
+    /// The version; without it every version of the model tracked at the command's time.
+    #[serde(default)]
+    pub model_version: Option<Id>,
+    /// Who asked.
+    #[serde(default)]
+    pub actor: Option<Id>,
+    /// Why.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Why a "pin now" command changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinRejection {
+    /// No matched pair of the version was ordered before the command's time (an unknown
+    /// version, a misspelt one, or one whose outcomes have not come yet).
+    NoMatchedPairs,
+    /// The current window held fewer matched pairs than a reference needs
+    /// (`ml.reference_size`), or none.
+    WindowTooSmall,
+}
+
+/// What a "pin now" command did to one model version: published on `models/{id}` as a
+/// `baseline_pin` update, listed by `ml_performance_status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BaselinePin {
+    /// The model.
+    pub model_id: Id,
+    /// The version (absent only when a command for every version found none).
+    pub model_version: Option<Id>,
+    /// Event time of the command, ms.
+    pub at: u64,
+    /// Who asked.
+    pub actor: Option<Id>,
+    /// Why.
+    pub note: Option<String>,
+    /// Whether the reference was replaced.
+    pub pinned: bool,
+    /// Matched pairs in the new reference (when pinned), else in the current window.
+    pub size: u64,
+    /// Whose reference was in use before: the version itself or its `baseline_version`
+    /// (when pinned).
+    pub previous_reference: Option<Id>,
+    /// Why nothing changed (when not pinned).
+    pub reason: Option<PinRejection>,
+    /// The reason in words.
+    pub message: Option<String>,
 }
 
 /// A registered model's metadata and thresholds: from `[[ml.models]]` in the config, or
@@ -404,6 +490,10 @@ pub struct ModelSnapshot {
     pub health: String,
     /// Retraining triggers raised so far.
     pub retraining_triggers: u64,
+    /// "Pin now" commands that replaced this version's reference.
+    pub baseline_pins: u64,
+    /// "Pin now" commands for this version that were rejected (see [`BaselinePin`]).
+    pub baseline_pins_rejected: u64,
 }
 
 /// A model should be retrained: its drift tests or ADWIN say its behaviour changed.

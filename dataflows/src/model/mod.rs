@@ -33,9 +33,10 @@ pub use insights::{
 };
 pub use labels::labels_as_map;
 pub use ml::{
-    ConfidenceSummary, DriftReport, DriftTest, LatencySummary, MatchedPair, MlEvent, ModelInput,
-    ModelKey, ModelRegistration, ModelSnapshot, Performance, RecordedPrediction, RetrainingTrigger,
-    MAX_REGISTRATION_CLASSES, MAX_REGISTRATION_TEXT, UNVERSIONED,
+    BaselinePin, ConfidenceSummary, DriftReport, DriftTest, LatencySummary, MatchedPair, MlEvent,
+    ModelInput, ModelKey, ModelRegistration, ModelSnapshot, Performance, PinBaseline, PinRejection,
+    PinnedReference, RecordedPrediction, RetrainingTrigger, MAX_REGISTRATION_CLASSES,
+    MAX_REGISTRATION_TEXT, UNVERSIONED,
 };
 pub use rules::{
     Aggregate, AlertState, AlertTransition, Breach, BreachRule, Comparison, RuleChange, RuleError,

@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::alerts::{AlertRecord, CommandRejection};
 use super::error::DataError;
 use super::insights::{Insight, SeriesForecast, SessionPrediction, SuccessModelReport};
-use super::ml::{ModelRegistration, ModelSnapshot, RetrainingTrigger};
+use super::ml::{BaselinePin, ModelRegistration, ModelSnapshot, RetrainingTrigger};
 use super::rules::{AlertTransition, Breach, RuleChange};
 use super::series::{SeriesKey, WindowStats};
 use super::session::{HistorySample, SessionState};
@@ -50,6 +50,9 @@ pub enum Update {
     RetrainingTrigger(Box<RetrainingTrigger>),
     /// A model (version) registration took effect (from a `type: "model"` event).
     ModelRegistered(Box<ModelRegistration>),
+    /// A "pin now" command (`type: "model_baseline"`) took effect on a model version, or
+    /// was rejected.
+    BaselinePin(Box<BaselinePin>),
     /// Outcomes that named no model expired without meeting their prediction.
     UnattributedOrphans {
         /// How many so far.
@@ -97,6 +100,7 @@ impl Update {
             Self::ModelMetrics(_) => "model_metrics",
             Self::RetrainingTrigger(_) => "retraining_trigger",
             Self::ModelRegistered(_) => "model_registered",
+            Self::BaselinePin(_) => "baseline_pin",
             Self::UnattributedOrphans { .. } => "unattributed_orphans",
             Self::SessionPrediction(_) => "session_prediction",
             Self::SuccessModel(_) => "success_model",

@@ -147,7 +147,8 @@ pub fn samples_of(event: &Event) -> impl Iterator<Item = Sample> {
         EventBody::Outcome(_)
         | EventBody::AlertCommand(_)
         | EventBody::Model(_)
-        | EventBody::Retrain(_) => {}
+        | EventBody::Retrain(_)
+        | EventBody::ModelBaseline(_) => {}
     }
     out.into_iter().flatten()
 }
@@ -263,6 +264,9 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
                             }
                             EventBody::Model(registration) => {
                                 ml.give((event.ts, MlEvent::Register(registration)))
+                            }
+                            EventBody::ModelBaseline(pin) => {
+                                ml.give((event.ts, MlEvent::PinBaseline(pin)))
                             }
                             EventBody::Retrain(request) => retrains.give((
                                 event.ts,

@@ -23,7 +23,7 @@ use super::event::{
     AlertAction, AlertCommand, Event, EventBody, Id, Labels, MetricEvent, OutcomeEvent,
     PredictionEvent, RetrainRequest, SessionEvent, SessionKind, Severity,
 };
-use super::ml::ModelRegistration;
+use super::ml::{ModelRegistration, PinBaseline};
 use super::rules::BreachRule;
 use super::silence::parse_matchers;
 
@@ -911,13 +911,19 @@ impl<'de> Fields<'de> {
                     note: self.optional_text(Field::Note, limits)?,
                 })
             }
+            "model_baseline" => EventBody::ModelBaseline(PinBaseline {
+                model_id: id(self.required(Field::ModelId, v)?, Field::ModelId, limits)?,
+                model_version: self.optional_id(Field::ModelVersion, limits)?,
+                actor: self.optional_id(Field::Actor, limits)?,
+                note: self.optional_text(Field::Note, limits)?,
+            }),
             other => {
                 let shown: String = other.chars().take(64).collect();
                 return Err(DataError::field(
                     ErrorReason::UnknownType,
                     "type",
                     format!(
-                        "unknown event type {shown:?} (expected session, metric, prediction, outcome, alert_command, model or retrain)"
+                        "unknown event type {shown:?} (expected session, metric, prediction, outcome, alert_command, model, model_baseline or retrain)"
                     ),
                 ));
             }

@@ -460,6 +460,9 @@ fn json_object() -> impl proptest::strategy::Strategy<Value = String> {
         Just("command"),
         Just("alert_id"),
         Just("title"),
+        Just("actor"),
+        Just("note"),
+        Just("model_version"),
         Just("extra"),
         Just("other"),
     ];
@@ -469,6 +472,7 @@ fn json_object() -> impl proptest::strategy::Strategy<Value = String> {
         Just("\"prediction\""),
         Just("\"outcome\""),
         Just("\"alert_command\""),
+        Just("\"model_baseline\""),
         Just("\"nope\""),
     ];
     (
@@ -575,6 +579,63 @@ fn model_registrations_decode_and_name_their_bad_field() {
             r#"{"type":"model","model_id":"m","owner":7}"#,
             ErrorReason::InvalidType,
             "owner",
+        ),
+    ];
+    for (json, reason, field) in cases {
+        assert_eq!(rejected(json), (reason, Some(field.to_owned())), "{json}");
+    }
+}
+
+#[test]
+fn pin_now_commands_decode_and_name_their_bad_field() {
+    let event = decode(
+        r#"{"type":"model_baseline","ts":7,"model_id":"fraud","model_version":"v2","actor":"ana","note":"retrained on May data"}"#,
+    )
+    .unwrap();
+    assert_eq!(event.ts, 7);
+    let EventBody::ModelBaseline(pin) = &event.body else {
+        panic!("not a pin: {event:?}")
+    };
+    assert_eq!(pin.model_id, "fraud");
+    assert_eq!(pin.model_version.as_deref(), Some("v2"));
+    assert_eq!(pin.actor.as_deref(), Some("ana"));
+    assert_eq!(pin.note.as_deref(), Some("retrained on May data"));
+    assert_eq!(decode(&event.to_json().to_string()).unwrap(), event);
+    // Every version of the model, stamped with the default time.
+    let every = decode(r#"{"type":"model_baseline","model_id":"fraud"}"#).unwrap();
+    assert_eq!(every.ts, 42);
+    assert!(matches!(&every.body, EventBody::ModelBaseline(pin) if pin.model_version.is_none()));
+
+    let cases = [
+        (
+            r#"{"type":"model_baseline"}"#,
+            ErrorReason::MissingField,
+            "model_id",
+        ),
+        (
+            r#"{"type":"model_baseline","model_id":""}"#,
+            ErrorReason::EmptyId,
+            "model_id",
+        ),
+        (
+            r#"{"type":"model_baseline","model_id":"m","model_version":3}"#,
+            ErrorReason::InvalidType,
+            "model_version",
+        ),
+        (
+            r#"{"type":"model_baseline","model_id":"m","actor":["a"]}"#,
+            ErrorReason::InvalidType,
+            "actor",
+        ),
+        (
+            r#"{"type":"model_baseline","model_id":"m","note":false}"#,
+            ErrorReason::InvalidType,
+            "note",
+        ),
+        (
+            r#"{"type":"model_baseline","model_id":"m","ts":-1}"#,
+            ErrorReason::InvalidValue,
+            "ts",
         ),
     ];
     for (json, reason, field) in cases {

@@ -217,6 +217,7 @@ impl JoinState {
             MlEvent::Register(registration) => {
                 out.push(ModelInput::Registered { ts, registration });
             }
+            MlEvent::PinBaseline(pin) => out.push(ModelInput::PinBaseline { ts, pin }),
         }
     }
 

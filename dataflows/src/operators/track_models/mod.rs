@@ -33,8 +33,8 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    AlertState, AlertTransition, Id, MatchedPair, MlEvent, ModelInput, ModelKey, ModelRegistration,
-    RecordedPrediction, SeriesKey, Severity, Update,
+    AlertState, AlertTransition, BaselinePin, Id, MatchedPair, MlEvent, ModelInput, ModelKey,
+    ModelRegistration, PinBaseline, PinRejection, RecordedPrediction, SeriesKey, Severity, Update,
 };
 use crate::time::duration_ms;
 use crate::Time;
@@ -100,6 +100,7 @@ fn route(input: &ModelInput) -> u64 {
         ModelInput::Matched(pair) => hash_of(pair.key.model_id.as_str()),
         ModelInput::OrphanExpired { model_id } => hash_of(model_id.as_str()),
         ModelInput::Registered { registration, .. } => hash_of(registration.model_id.as_str()),
+        ModelInput::PinBaseline { pin, .. } => hash_of(pin.model_id.as_str()),
     }
 }
 
@@ -161,16 +162,18 @@ fn registration_for<'a>(registry: &'a Registry, key: &ModelKey) -> Option<&'a Mo
 }
 
 /// What the ordered analyses see, in `(ts, OrderKey)` order: at equal event time,
-/// registrations (in arrival order) come before matched pairs (by prediction id).
+/// commands (registrations and "pin now", in arrival order) come before matched pairs (by
+/// prediction id).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum OrderKey {
-    Registration(u64),
+    Command(u64),
     Pair(Id),
 }
 
 #[derive(Debug)]
 enum Ordered {
     Registration(Box<ModelRegistration>),
+    Pin(PinBaseline),
     Pair(Box<MatchedPair>),
 }
 
@@ -270,6 +273,74 @@ fn register(
     }
 }
 
+/// Applies a "pin now" command at `at` to the version it names, or to every version of
+/// the model that has ordered matched pairs, and re-evaluates each pinned version at once
+/// (its drift flags clear, its alerts resolve). Versions without ordered pairs are
+/// rejected without touching their state: whether such a state exists yet depends on
+/// when its predictions arrived, and the outcome must depend on the event log alone.
+fn pin_baseline(
+    models: &mut Models,
+    registry: &Registry,
+    pin: &PinBaseline,
+    at: u64,
+    config: &TrackModelsConfig,
+    updates: &mut Vec<Update>,
+    dirty: &mut Dirty,
+) {
+    let mut keys: Vec<ModelKey> = match &pin.model_version {
+        Some(version) => vec![ModelKey {
+            model_id: pin.model_id.clone(),
+            model_version: version.clone(),
+        }],
+        None => models
+            .iter()
+            .filter(|(key, model)| key.model_id == pin.model_id && model.has_ordered())
+            .map(|(key, _)| key.clone())
+            .collect(),
+    };
+    keys.sort();
+    if keys.is_empty() {
+        updates.push(Update::BaselinePin(Box::new(no_pairs(pin, None, at))));
+    }
+    for key in keys {
+        let Some(model) = models.get_mut(&key).filter(|model| model.has_ordered()) else {
+            updates.push(Update::BaselinePin(Box::new(no_pairs(
+                pin,
+                Some(key.model_version.clone()),
+                at,
+            ))));
+            continue;
+        };
+        let outcome = model.pin_current(at, pin, config);
+        let pinned = outcome.pinned;
+        updates.push(Update::BaselinePin(Box::new(outcome)));
+        if pinned {
+            evaluate(models, registry, &key, at, config, updates);
+        }
+        dirty.insert(key);
+    }
+}
+
+/// The rejection of a pin that found no ordered matched pairs.
+fn no_pairs(pin: &PinBaseline, model_version: Option<Id>, at: u64) -> BaselinePin {
+    BaselinePin {
+        model_id: pin.model_id.clone(),
+        model_version,
+        at,
+        actor: pin.actor.clone(),
+        note: pin.note.clone(),
+        pinned: false,
+        size: 0,
+        previous_reference: None,
+        reason: Some(PinRejection::NoMatchedPairs),
+        message: Some(
+            "no matched pair of this model (version) reached the drift windows before the \
+             command's time"
+                .to_owned(),
+        ),
+    }
+}
+
 /// Runs the drift tests and threshold checks of one model at `at`, pushing triggers and
 /// alert transitions.
 fn evaluate(
@@ -345,6 +416,8 @@ pub trait TrackModels<'scope> {
     /// earliest input time of the activation, so an outcome shows in accuracy within one
     /// activation),
     /// [`Update::RetrainingTrigger`] when drift starts or ADWIN detects a change,
+    /// [`Update::BaselinePin`] for each version a "pin now" command acted on (or the
+    /// reason it changed nothing),
     /// [`Update::Alert`] transitions (rules [`DRIFT_RULE`], [`THRESHOLD_RULE`]) for the
     /// alert lifecycle, and [`Update::UnattributedOrphans`] for expired outcomes that
     /// named no model.
@@ -498,9 +571,16 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 ModelInput::Registered { ts, registration } => {
                                     arrivals += 1;
                                     waiting.entry(ts).or_default().push((
-                                        OrderKey::Registration(arrivals),
+                                        OrderKey::Command(arrivals),
                                         Ordered::Registration(registration),
                                     ));
+                                }
+                                ModelInput::PinBaseline { ts, pin } => {
+                                    arrivals += 1;
+                                    waiting
+                                        .entry(ts)
+                                        .or_default()
+                                        .push((OrderKey::Command(arrivals), Ordered::Pin(pin)));
                                 }
                                 ModelInput::OrphanExpired { model_id } => {
                                     if model_id.is_empty() {
@@ -541,6 +621,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                             if !done && *entry.key() >= now {
                                 break;
                             }
+                            let at = *entry.key();
                             releasing.extend(entry.remove());
                             // Stable: among equal keys the last inserted ends up last.
                             releasing.sort_by(|a, b| a.0.cmp(&b.0));
@@ -566,6 +647,18 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                             &mut dirty,
                                         );
                                         updates.push(Update::ModelRegistered(registration));
+                                        continue;
+                                    }
+                                    Ordered::Pin(pin) => {
+                                        pin_baseline(
+                                            &mut models,
+                                            &registry,
+                                            &pin,
+                                            at,
+                                            &config,
+                                            &mut updates,
+                                            &mut dirty,
+                                        );
                                         continue;
                                     }
                                 };

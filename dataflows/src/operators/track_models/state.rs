@@ -9,8 +9,9 @@ use hdrhistogram::Histogram;
 use super::stats::{self, Adwin, Calibration};
 use super::TrackModelsConfig;
 use crate::model::{
-    ConfidenceSummary, DriftReport, DriftTest, Id, LatencySummary, MatchedPair, ModelKey,
-    ModelRegistration, ModelSnapshot, Performance, RetrainingTrigger,
+    BaselinePin, ConfidenceSummary, DriftReport, DriftTest, Id, LatencySummary, MatchedPair,
+    ModelKey, ModelRegistration, ModelSnapshot, Performance, PinBaseline, PinRejection,
+    PinnedReference, RetrainingTrigger,
 };
 
 /// ADWIN change points remembered per version (the latest; the count covers all).
@@ -103,6 +104,14 @@ pub struct ModelState {
     key: ModelKey,
     /// The pinned baseline version whose reference window this version's drift uses.
     baseline: Option<Id>,
+    /// The `baseline_version` the registry gave last; a registration changes `baseline`
+    /// only when it changes this, so an unrelated registration of the model does not
+    /// undo a "pin now".
+    registered_baseline: Option<Id>,
+    /// Set when the own reference window was frozen by "pin now".
+    pinned: Option<PinnedReference>,
+    pins: u64,
+    pins_rejected: u64,
     events: u64,
     ordered: u64,
     first_seen: Option<u64>,
@@ -186,6 +195,10 @@ impl ModelState {
         Self {
             key,
             baseline: None,
+            registered_baseline: None,
+            pinned: None,
+            pins: 0,
+            pins_rejected: 0,
             events: 0,
             ordered: 0,
             first_seen: None,
@@ -279,10 +292,77 @@ impl ModelState {
         self.duplicates += 1;
     }
 
-    /// Pins (or unpins) the baseline version whose reference window the drift tests use.
-    /// Pairs ordered while a baseline is pinned go straight to the current window.
+    /// Pins (or unpins) the baseline version whose reference window the drift tests use,
+    /// as the registry says. Pairs ordered while a baseline is pinned go straight to the
+    /// current window. Only a change of the registered baseline takes effect: after a
+    /// "pin now" ([`Self::pin_current`]) the version keeps its own frozen reference until
+    /// a registration names a different `baseline_version`.
     pub fn set_baseline(&mut self, baseline: Option<Id>) {
-        self.baseline = baseline.filter(|version| *version != self.key.model_version);
+        let baseline = baseline.filter(|version| *version != self.key.model_version);
+        if baseline != self.registered_baseline {
+            self.registered_baseline.clone_from(&baseline);
+            self.baseline = baseline;
+        }
+    }
+
+    /// Whether any matched pair has reached the ordered analyses.
+    pub fn has_ordered(&self) -> bool {
+        self.ordered > 0
+    }
+
+    /// "Pin now" at event time `at`: the current window (the latest matched pairs) is
+    /// copied into the reference, replacing the own first pairs or a registered
+    /// `baseline_version`. The current window and ADWIN start empty, so drift is measured
+    /// from here on against how the version behaved just before `at`; drift flags clear
+    /// at the next evaluation. Rejected, changing nothing, when the current window holds
+    /// fewer than `reference_size` pairs.
+    pub fn pin_current(
+        &mut self,
+        at: u64,
+        pin: &PinBaseline,
+        config: &TrackModelsConfig,
+    ) -> BaselinePin {
+        self.events += 1;
+        let size = self.current.len() as u64;
+        let needed = config.reference_size.max(1);
+        let mut outcome = BaselinePin {
+            model_id: self.key.model_id.clone(),
+            model_version: Some(self.key.model_version.clone()),
+            at,
+            actor: pin.actor.clone(),
+            note: pin.note.clone(),
+            pinned: false,
+            size,
+            previous_reference: None,
+            reason: None,
+            message: None,
+        };
+        if self.current.len() < needed {
+            self.pins_rejected += 1;
+            outcome.reason = Some(PinRejection::WindowTooSmall);
+            outcome.message = Some(format!(
+                "the current window holds {size} matched pairs; a reference needs {needed} \
+                 (ml.reference_size)"
+            ));
+            return outcome;
+        }
+        outcome.previous_reference = Some(
+            self.baseline
+                .take()
+                .unwrap_or_else(|| self.key.model_version.clone()),
+        );
+        self.reference = self.current.drain(..).collect();
+        self.window = Confusion::default();
+        self.adwin = Adwin::new(config.adwin_delta);
+        self.pinned = Some(PinnedReference {
+            at,
+            actor: pin.actor.clone(),
+            note: pin.note.clone(),
+            size,
+        });
+        self.pins += 1;
+        outcome.pinned = true;
+        outcome
     }
 
     /// The pinned baseline version, if any.
@@ -351,11 +431,12 @@ impl ModelState {
         baseline: Option<&ModelState>,
     ) -> Option<RetrainingTrigger> {
         let mut tests = Vec::new();
-        let (reference, reference_version): (&[Kept], &Id) = match (&self.baseline, baseline) {
-            (Some(version), Some(state)) => (&state.reference, version),
-            (Some(version), None) => (&[], version),
-            (None, _) => (&self.reference, &self.key.model_version),
-        };
+        let (reference, reference_version, pinned): (&[Kept], &Id, &Option<PinnedReference>) =
+            match (&self.baseline, baseline) {
+                (Some(version), Some(state)) => (&state.reference, version, &state.pinned),
+                (Some(version), None) => (&[], version, &None),
+                (None, _) => (&self.reference, &self.key.model_version, &self.pinned),
+            };
         let full = reference.len() >= config.reference_size
             && self.current.len() >= config.window_size
             && config.reference_size > 0;
@@ -472,6 +553,7 @@ impl ModelState {
             adwin_change_points: self.adwin_changes.clone(),
             adwin_last_change_at: self.adwin_last_change_at,
             reference_version: reference_version.clone(),
+            pinned: pinned.clone(),
         });
         let started = drifted && !self.drifted;
         self.drifted = drifted;
@@ -583,6 +665,8 @@ impl ModelState {
             drift: self.drift.clone(),
             health: health.to_owned(),
             retraining_triggers: self.triggers,
+            baseline_pins: self.pins,
+            baseline_pins_rejected: self.pins_rejected,
         }
     }
 }

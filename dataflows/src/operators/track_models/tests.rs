@@ -537,3 +537,190 @@ fn coalesce_groups_predictions_per_version_and_keeps_the_rest() {
         ]
     );
 }
+
+fn pin(version: Option<&str>, actor: &str) -> MlEvent {
+    MlEvent::PinBaseline(PinBaseline {
+        model_id: "m".into(),
+        model_version: version.map(Into::into),
+        actor: Some(actor.into()),
+        note: Some("accepted shift".into()),
+    })
+}
+
+fn pins(out: &Output) -> Vec<serde_json::Value> {
+    let mut pins = out.of_kind("baseline_pin");
+    pins.sort_by_key(|pin| (pin["at"].as_u64(), pin["model_version"].to_string()));
+    pins
+}
+
+fn test_named<'a>(drift: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    drift["tests"]
+        .as_array()
+        .and_then(|tests| tests.iter().find(|test| test["test"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+#[test]
+fn pin_now_freezes_the_current_window_as_the_reference() {
+    // v1: 40 pairs all right, then 40 with every other one wrong: the current window
+    // drifts from the reference (the first 20). At 85 s the shift is accepted: the
+    // current window (20 pairs, half wrong) becomes the reference, and 40 more pairs that
+    // behave the same do not drift. Too-early, unknown-version and unknown-model pins
+    // change nothing and say why.
+    let mut epochs = Vec::new();
+    let pair = |index: u64| {
+        let ts = index * SECOND;
+        let id = format!("q{index}");
+        let wrong = index >= 40 && index % 2 == 1;
+        vec![
+            (ts, prediction(&id, "m", "yes", 0.9)),
+            (ts, outcome(&id, if wrong { "no" } else { "yes" }, None)),
+        ]
+    };
+    for index in 0..80u64 {
+        let mut data = pair(index);
+        if index == 30 {
+            // At 30 s the current window holds 10 pairs (pairs at 30 s come after).
+            data.push((30 * SECOND, pin(Some("v1"), "early")));
+        }
+        epochs.push(Epoch::new(index * SECOND, data));
+    }
+    epochs.push(Epoch::new(
+        85 * SECOND,
+        vec![
+            (85 * SECOND, pin(Some("v1"), "ana")),
+            (85 * SECOND, pin(Some("v9"), "ana")),
+            (
+                85 * SECOND,
+                MlEvent::PinBaseline(PinBaseline {
+                    model_id: "nope".into(),
+                    model_version: None,
+                    actor: None,
+                    note: None,
+                }),
+            ),
+        ],
+    ));
+    for index in 90..130u64 {
+        epochs.push(Epoch::new(index * SECOND, pair(index)));
+    }
+    let out = run(config(60), epochs);
+
+    let pins = pins(&out);
+    assert_eq!(pins.len(), 4, "{pins:?}");
+    let early = &pins[0];
+    assert_eq!(early["at"], 30 * SECOND);
+    assert_eq!(early["pinned"], false);
+    assert_eq!(early["reason"], "window_too_small");
+    assert_eq!(early["size"], 10);
+    let by_version = |version: serde_json::Value| {
+        pins.iter()
+            .find(|pin| pin["at"] == 85 * SECOND && pin["model_version"] == version)
+            .cloned()
+            .unwrap_or_else(|| panic!("a pin of {version}: {pins:?}"))
+    };
+    let pinned = by_version("v1".into());
+    assert_eq!(pinned["pinned"], true, "{pinned}");
+    assert_eq!(pinned["size"], 20);
+    assert_eq!(pinned["previous_reference"], "v1");
+    assert_eq!(pinned["actor"], "ana");
+    assert_eq!(pinned["note"], "accepted shift");
+    assert_eq!(by_version("v9".into())["reason"], "no_matched_pairs");
+    let nope = by_version(serde_json::Value::Null);
+    assert_eq!(
+        (&nope["model_id"], &nope["reason"]),
+        (&"nope".into(), &"no_matched_pairs".into())
+    );
+
+    // The drift before the pin fired and resolved at the pin.
+    let mut alerts: Vec<(String, u64)> = out
+        .of_kind("alert")
+        .iter()
+        .filter(|alert| alert["rule_id"] == DRIFT_RULE)
+        .map(|alert| {
+            (
+                alert["state"].as_str().unwrap().to_owned(),
+                alert["at"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    alerts.sort_by_key(|(_, at)| *at);
+    assert_eq!(alerts.len(), 2, "one drift, none after the pin: {alerts:?}");
+    assert_eq!(alerts[0].0, "firing", "{alerts:?}");
+    assert!(alerts[0].1 < 85 * SECOND, "{alerts:?}");
+    assert_eq!(alerts[1], ("resolved".to_owned(), 85 * SECOND));
+
+    let snapshot = model(&out, "m");
+    assert_eq!(snapshot["health"], "ok", "{snapshot}");
+    assert_eq!(snapshot["baseline_pins"], 1);
+    assert_eq!(snapshot["baseline_pins_rejected"], 1);
+    let drift = &snapshot["drift"];
+    assert_eq!(drift["drifted"], false, "{drift}");
+    assert_eq!(drift["reference_version"], "v1");
+    assert_eq!(drift["reference_size"], 20);
+    assert_eq!(drift["current_size"], 20);
+    assert_eq!(
+        drift["pinned"],
+        serde_json::json!({"at": 85 * SECOND, "actor": "ana", "note": "accepted shift", "size": 20})
+    );
+    // Half right before and after: no accuracy drop against the pinned reference.
+    let drop = test_named(drift, "accuracy_drop");
+    assert_eq!(drop["drifted"], false, "{drop}");
+    assert!(drop["statistic"].as_f64().unwrap().abs() < 0.3, "{drop}");
+    // The current window restarted at the pin: it holds only pairs after it.
+    assert_eq!(snapshot["window"]["matched"], 20);
+}
+
+#[test]
+fn pin_now_replaces_a_registered_baseline_until_the_registry_changes_it() {
+    // v2 is registered with v1 as its baseline and drifts from it; pinned now at 95 s it
+    // becomes its own reference, and a later registration of another version (which
+    // re-applies the registry to every version of the model) does not undo the pin.
+    let mut pinned = registration(Some("v2"));
+    pinned.baseline_version = Some("v1".into());
+    let mut epochs = two_versions(vec![(45 * SECOND, MlEvent::Register(Box::new(pinned)))]);
+    epochs.push(Epoch::new(
+        95 * SECOND,
+        vec![(95 * SECOND, pin(Some("v2"), "ops"))],
+    ));
+    for index in 40..80u64 {
+        let ts = (60 + index) * SECOND;
+        let id = format!("b{index}");
+        let actual = if index % 2 == 0 { "yes" } else { "no" };
+        let mut data = vec![
+            (ts, versioned(&id, "v2", "yes", 0.9)),
+            (ts, outcome(&id, actual, None)),
+        ];
+        if index == 50 {
+            let mut other = registration(Some("v3"));
+            other.owner = Some("someone".into());
+            data.push((ts, MlEvent::Register(Box::new(other))));
+        }
+        epochs.push(Epoch::new(ts, data));
+    }
+    let out = run(config(60), epochs);
+    let pins = pins(&out);
+    assert_eq!(pins.len(), 1, "{pins:?}");
+    assert_eq!(pins[0]["pinned"], true);
+    assert_eq!(pins[0]["previous_reference"], "v1");
+    assert_eq!(pins[0]["size"], 20);
+    let v2 = version(&out, "v2");
+    let drift = &v2["drift"];
+    assert_eq!(drift["reference_version"], "v2", "{drift}");
+    assert_eq!(drift["pinned"]["at"], 95 * SECOND);
+    assert_eq!(drift["pinned"]["actor"], "ops");
+    assert_eq!(drift["drifted"], false, "{drift}");
+    assert_eq!(test_named(drift, "accuracy_drop")["drifted"], false);
+    assert_eq!(v2["health"], "ok");
+    // The registration still names v1; the pin is what is in force.
+    assert_eq!(v2["registration"]["baseline_version"], "v1");
+    assert_eq!(out.of_kind("model_registered").len(), 2);
+    // v2 drifted from v1 before the pin, and the alert resolved at it.
+    let resolved = out.of_kind("alert").into_iter().any(|alert| {
+        alert["rule_id"] == DRIFT_RULE
+            && alert["state"] == "resolved"
+            && alert["at"] == 95 * SECOND
+            && alert["key"].to_string().contains("\"v2\"")
+    });
+    assert!(resolved, "{:?}", out.of_kind("alert"));
+}
