@@ -9,6 +9,7 @@
 //! | `GET /v1/breaches` | recent breaches and alert states (`limit`) |
 //! | `POST /v1/models` | register a model (version): a `type: "model"` event |
 //! | `GET /v1/models` | the model registry and every tracked version's health |
+//! | `POST /v1/models/{id}/baseline` | "pin now": a `type: "model_baseline"` event → 202 with the event |
 //! | `POST /v1/reload` | reload `[[rules]]` and `[[alerts.silences]]` from the config file (as SIGHUP) → what changed |
 //! | `GET /v1/status` | engine status |
 //! | `GET /metrics` | Prometheus text |
@@ -85,6 +86,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/", get(index))
         .route("/v1/events", post(post_events))
         .route("/v1/models", post(post_models).get(get_models))
+        .route("/v1/models/{id}/baseline", post(post_baseline))
         .route("/v1/metrics", get(get_metrics))
         .route("/v1/sessions", get(get_sessions))
         .route("/v1/sessions/{id}", get(get_session))
@@ -165,6 +167,81 @@ async fn post_models(State(state): State<AppState>, body: bytes::Bytes) -> Respo
     ingest_response(&state, bytes::Bytes::from(body)).await
 }
 
+/// Fields a `POST /v1/models/{id}/baseline` body may hold (`type` and `model_id` come
+/// from the route).
+const BASELINE_FIELDS: [&str; 4] = ["model_version", "actor", "note", "ts"];
+
+/// `POST /v1/models/{id}/baseline`: "pin now". The optional body holds `model_version`
+/// (default: every version of the model with matched pairs), `actor` (default `http`),
+/// `note` and `ts` (default: now). It enters the event log as a `type: "model_baseline"`
+/// event (validated, written ahead, replayed) and the answer is 202 with that event: the
+/// pin takes effect in event time inside the dataflow, and its outcome (the new
+/// reference's size, or why nothing changed) follows as a `baseline_pin` update on
+/// `models/{id}`, in `ml_performance_status.baseline_pins` and in the version's snapshot.
+async fn post_baseline(
+    State(state): State<AppState>,
+    Path(model_id): Path<String>,
+    body: bytes::Bytes,
+) -> Response {
+    let mut object =
+        if body.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Map::new()
+        } else {
+            match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(serde_json::Value::Object(object)) => object,
+                Ok(_) => return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    "the body must be one JSON object (model_version, actor, note, ts) or empty",
+                ),
+                Err(err) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_json",
+                        format!("invalid JSON: {err}"),
+                    )
+                }
+            }
+        };
+    if let Some(field) = object
+        .keys()
+        .find(|key| !BASELINE_FIELDS.contains(&key.as_str()))
+    {
+        let shown: String = field.chars().take(64).collect();
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": {
+                "code": "invalid",
+                "field": shown,
+                "message": format!(
+                    "field `{shown}`: unknown; a pin takes {} (the model comes from the path)",
+                    BASELINE_FIELDS.join(", ")
+                ),
+            }})),
+        )
+            .into_response();
+    }
+    object.insert("type".into(), json!("model_baseline"));
+    object.insert("model_id".into(), json!(model_id));
+    if object.get("ts").is_none_or(serde_json::Value::is_null) {
+        object.insert("ts".into(), json!(state.ingest.clock().now_ms()));
+    }
+    if object.get("actor").is_none_or(serde_json::Value::is_null) {
+        object.insert("actor".into(), json!("http"));
+    }
+    let event = serde_json::Value::Object(object);
+    let body = crate::ingest::ndjson_body(std::slice::from_ref(&event));
+    match state.ingest.ingest_body(body).await {
+        Ok(report) if report.accepted == 1 => (
+            StatusCode::ACCEPTED,
+            Json(json!({"accepted": 1, "event": event})),
+        )
+            .into_response(),
+        Ok(report) => (StatusCode::UNPROCESSABLE_ENTITY, Json(report)).into_response(),
+        Err(refused) => feed_error(refused),
+    }
+}
+
 /// `GET /v1/models`: the registry (config and registration events) and the health of
 /// every tracked version.
 async fn get_models(State(state): State<AppState>) -> Response {
@@ -183,6 +260,7 @@ async fn get_models(State(state): State<AppState>) -> Response {
                 "accuracy": snapshot.cumulative.accuracy,
                 "registration": snapshot.registration,
                 "reference_version": snapshot.drift.as_ref().map(|d| d.reference_version.clone()),
+                "reference_pinned": snapshot.drift.as_ref().and_then(|d| d.pinned.clone()),
             })
         })
         .collect();
@@ -199,22 +277,29 @@ async fn ingest_response(state: &AppState, body: bytes::Bytes) -> Response {
             };
             (status, Json(report)).into_response()
         }
-        Err(FeedError::Overloaded) => error(
+        Err(refused) => feed_error(refused),
+    }
+}
+
+/// The answer to a batch the intake refused as a whole.
+fn feed_error(refused: FeedError) -> Response {
+    match refused {
+        FeedError::Overloaded => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
             "ingest queues are full; nothing from this request was accepted, retry later",
         ),
-        Err(FeedError::Stopped) => error(
+        FeedError::Stopped => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "stopped",
             "the pipeline is stopped",
         ),
-        Err(FeedError::Paused) => error(
+        FeedError::Paused => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "stopped",
             "monitoring is stopped; start it again (realtime_start_monitoring) to ingest",
         ),
-        Err(FeedError::Storage) => error(
+        FeedError::Storage => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage",
             "the event log could not record the batch; nothing from this request was accepted",

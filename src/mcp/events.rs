@@ -17,7 +17,8 @@ use crate::views::SeriesFilter;
 #[serde(deny_unknown_fields)]
 pub struct AddEventParams {
     /// One event: a JSON object with `type` (session, metric, prediction, outcome,
-    /// alert_command, model) and that type's fields; `ts` (ms since the epoch) defaults to now.
+    /// alert_command, model, model_baseline, retrain) and that type's fields; `ts` (ms
+    /// since the epoch) defaults to now.
     /// Example: `{"type":"metric","name":"latency_ms","value":51.2,"labels":{"service":"api"}}`.
     #[serde(default)]
     #[schemars(schema_with = "super::error::object_schema")]

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use megamind_dataflows::model::{
-    ModelRegistration, ModelSnapshot, RetrainingTrigger, WindowStats, UNVERSIONED,
+    BaselinePin, ModelRegistration, ModelSnapshot, PinnedReference, RetrainingTrigger, WindowStats,
+    UNVERSIONED,
 };
 use megamind_dataflows::operators::route_events::series_names;
 use megamind_dataflows::operators::track_models::stats;
@@ -235,6 +236,13 @@ pub struct ModelVersionStatus {
     pub adwin_changes: u64,
     /// Retraining triggers raised.
     pub retraining_triggers: u64,
+    /// Whose reference window the drift tests use: the version itself or its registered
+    /// `baseline_version` (none before the first evaluation).
+    pub reference_version: Option<String>,
+    /// When, by whom and why that reference was frozen by "pin now" (a `type:
+    /// "model_baseline"` event); none for a reference of first matched pairs.
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub reference_pinned: Option<PinnedReference>,
 }
 
 /// `ml_performance_status`.
@@ -252,6 +260,10 @@ pub struct PerformanceStatus {
     /// Recent retraining triggers, oldest first.
     #[schemars(with = "Vec<serde_json::Value>")]
     pub retraining_triggers: Vec<RetrainingTrigger>,
+    /// Recent "pin now" commands (`type: "model_baseline"` events) per version they
+    /// acted on: `pinned` with the new reference's size, or the `reason` nothing changed.
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub baseline_pins: Vec<BaselinePin>,
     /// Where the numbers come from.
     pub note: String,
 }
@@ -378,6 +390,8 @@ fn version_status(view: &VersionView) -> ModelVersionStatus {
             .unwrap_or_default(),
         adwin_changes: drift.map_or(0, |drift| drift.adwin_changes),
         retraining_triggers: snapshot.map_or(0, |s| s.retraining_triggers),
+        reference_version: drift.map(|drift| drift.reference_version.to_string()),
+        reference_pinned: drift.and_then(|drift| drift.pinned.clone()),
     }
 }
 
@@ -393,6 +407,7 @@ pub fn status(context: &McpContext) -> PerformanceStatus {
         registry: context.app.views.registry(),
         unattributed_orphan_outcomes: context.app.views.unattributed_orphans(),
         retraining_triggers: context.app.views.retraining_triggers(),
+        baseline_pins: context.app.views.baseline_pins(),
         note: NOTE.to_owned(),
     }
 }

@@ -218,7 +218,9 @@ impl McpServer {
 
     #[tool(
         description = "Add one event (`event`) or a batch (`events`) to real-time analytics. Each event is a JSON \
-                          object with `type` session|metric|prediction|outcome|alert_command|model and that type's fields; \
+                          object with `type` session|metric|prediction|outcome|alert_command|model|model_baseline|retrain \
+                          and that type's fields (`model_baseline` pins a model version's current drift window as \
+                          its reference); \
                           `ts` (ms) defaults to now. Accepted events are written ahead (durable) before the answer; \
                           each rejected event is reported with its field and reason."
     )]
@@ -258,7 +260,8 @@ impl McpServer {
     #[tool(
         description = "ML performance status of every model version: health, accuracy with its 95% interval, \
                        drift flags, pending labels, retraining triggers, current-window rate, latency and \
-                       confidence; and the model registry (register with a `type: \"model\"` event).",
+                       confidence; the model registry (register with a `type: \"model\"` event); and recent \
+                       \"pin now\" outcomes (pin with a `type: \"model_baseline\"` event).",
         annotations(read_only_hint = true)
     )]
     async fn ml_performance_status(&self) -> Result<Json<ml::PerformanceStatus>, String> {

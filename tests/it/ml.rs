@@ -1042,3 +1042,265 @@ fn ml_metrics_are_identical_with_1_and_4_workers() {
     assert_eq!(states[0]["tracked"]["fraud/v1"]["drift"]["drifted"], true);
     assert_eq!(states[0], states[1], "1 and 4 workers disagree");
 }
+
+/// `pinned` v1 at `start`: `count` pairs `offset..offset + count`, every other one wrong
+/// from pair 100 on (the first 100 are all right).
+fn pin_pairs(start: u64, offset: u64, count: u64) -> Vec<Value> {
+    let mut events = Vec::new();
+    for index in offset..offset + count {
+        let ts = start + (index - offset) * 100;
+        let id = format!("pin-{index}");
+        let actual = if index >= 100 && index % 2 == 1 {
+            "no"
+        } else {
+            "yes"
+        };
+        events.push(json!({"type": "prediction", "ts": ts, "model_id": "pinned",
+            "model_version": "v1", "prediction_id": id, "predicted": "yes",
+            "confidence": 0.8 + 0.01 * (index % 10) as f64, "latency_ms": 5.0}));
+        events
+            .push(json!({"type": "outcome", "ts": ts + 10, "prediction_id": id, "actual": actual}));
+    }
+    events
+}
+
+/// Sends `events` and then metrics far enough ahead that every pair is matched and
+/// ordered; returns the flush time.
+fn send_and_flush(server: &Server, events: &[Value]) -> u64 {
+    let last = events
+        .iter()
+        .filter_map(|event| event["ts"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let body: String = events
+        .iter()
+        .map(|event| event.to_string() + "\n")
+        .collect();
+    server.post_events_ok(body, events.len());
+    let flush = last + SCORER_HORIZON_MS + 3_000;
+    for offset in 0..4 {
+        server.post_events_ok(
+            json!({"type": "metric", "ts": flush + offset, "name": "ml_test.flush", "value": 1.0})
+                .to_string(),
+            1,
+        );
+    }
+    flush
+}
+
+fn pinned_v1(status: &Value) -> Value {
+    status["models"]
+        .as_array()
+        .and_then(|models| {
+            models
+                .iter()
+                .find(|m| m["model_id"] == "pinned" && m["model_version"] == "v1")
+        })
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn pinned_tracked(url: &str) -> Value {
+    mcp_call(
+        url,
+        MODERN,
+        "ml_get_performance_metrics",
+        &json!({"model_id": "pinned", "model_version": "v1"}),
+    )["structuredContent"]["details"][0]["tracked"]
+        .clone()
+}
+
+/// "Pin now" end to end: a version drifts from its first pairs; `POST
+/// /v1/models/{id}/baseline` freezes its current window as the reference, the drift
+/// clears and stays clear while the version behaves as it did when pinned; the pinned
+/// reference (size, when, by whom) reads back over MCP, the outcome reaches the
+/// `models/{id}` WebSocket topic, bad input is refused naming the field (HTTP and MCP),
+/// a pin that finds nothing says why, and a SIGKILL + replay gives the same state.
+#[test]
+fn pin_now_over_http_clears_drift_reads_back_over_mcp_and_replays() {
+    let overrides = [
+        ("MEGAMIND__MCP__AUTH_TOKEN", TOKEN),
+        ("MEGAMIND__ML__HORIZON", "30s"),
+        ("MEGAMIND__ML__REFERENCE_SIZE", "50"),
+        ("MEGAMIND__ML__WINDOW_SIZE", "50"),
+        ("MEGAMIND__ML__EVALUATE_EVERY", "10"),
+        ("MEGAMIND__INGEST__MAX_FUTURE_SKEW", "1h"),
+    ];
+    let server = Server::start(&overrides);
+    let url = server.mcp_url();
+    let updates = websocket_updates(&server.websocket().analytics, &["models/pinned"]);
+    let base = now_ms() + 600_000;
+
+    // 100 pairs right, 100 half wrong: the current window drifts from the first 50.
+    let flush = send_and_flush(&server, &pin_pairs(base, 0, 200));
+    eventually("pinned v1 drifted", Duration::from_secs(60), || {
+        let status = mcp_call(&url, MODERN, "ml_performance_status", &json!({}))
+            ["structuredContent"]
+            .clone();
+        let v1 = pinned_v1(&status);
+        if v1["matched"] == 200 && v1["drifted"] == true {
+            Ok(())
+        } else {
+            Err(status.to_string())
+        }
+    });
+    let before = pinned_tracked(&url);
+    assert_eq!(before["drift"]["reference_version"], "v1", "{before}");
+    assert_eq!(before["drift"]["pinned"], Value::Null, "{before}");
+    assert_eq!(
+        drift_test(&before, "accuracy_drop")["drifted"],
+        true,
+        "{before}"
+    );
+
+    // Bad input names its field, and nothing is enqueued.
+    let route = "/v1/models/pinned/baseline";
+    let (status, answer) = server.post_raw(route, "{\"model_version\": ");
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = server.post(route, json!({"model_version": 5}).to_string());
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["rejected"][0]["field"], "model_version", "{answer}");
+    let (status, answer) = server.post(route, json!({"actr": "ana"}).to_string());
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["field"], "actr", "{answer}");
+    let (status, answer) = server.post(route, json!({"note": 7}).to_string());
+    assert_eq!(
+        (status, &answer["rejected"][0]["field"]),
+        (422, &json!("note")),
+        "{answer}"
+    );
+    let (status, answer) = server.post(route, "[1]");
+    assert_eq!(status, 422, "{answer}");
+    let added = mcp_call(
+        &url,
+        MODERN,
+        "realtime_add_event",
+        &json!({"event": {"type": "model_baseline", "model_id": "pinned", "actor": {"a": 1}}}),
+    );
+    let result = &added["structuredContent"];
+    assert_eq!(result["accepted"], 0, "{result}");
+    assert_eq!(result["rejected"][0]["field"], "actor", "{result}");
+
+    // Pin now over HTTP (202 with the event), and a pin of a version that has no pairs
+    // over MCP (accepted; the pipeline says why it changed nothing).
+    let pin_ts = flush + 1_000;
+    let (status, answer) = server.post(
+        route,
+        json!({"model_version": "v1", "actor": "ana", "note": "accepted shift", "ts": pin_ts})
+            .to_string(),
+    );
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        answer["event"],
+        json!({"type": "model_baseline", "model_id": "pinned", "model_version": "v1",
+               "actor": "ana", "note": "accepted shift", "ts": pin_ts}),
+        "{answer}"
+    );
+    let added = mcp_call(
+        &url,
+        MODERN,
+        "realtime_add_event",
+        &json!({"event": {"type": "model_baseline", "model_id": "pinned",
+                          "model_version": "v9", "actor": "mcp", "ts": pin_ts}}),
+    );
+    assert_eq!(added["structuredContent"]["accepted"], 1, "{added}");
+
+    // 100 more pairs, half wrong as before the pin: no drift against the pinned window.
+    send_and_flush(&server, &pin_pairs(pin_ts + 1_000, 200, 100));
+    let status = eventually("pinned v1 clear", Duration::from_secs(60), || {
+        let status = mcp_call(&url, MODERN, "ml_performance_status", &json!({}))
+            ["structuredContent"]
+            .clone();
+        let v1 = pinned_v1(&status);
+        if v1["matched"] == 300 && v1["drifted"] == false && v1["reference_pinned"].is_object() {
+            Ok(status)
+        } else {
+            Err(status.to_string())
+        }
+    });
+    let v1 = pinned_v1(&status);
+    assert_eq!(v1["reference_version"], "v1", "{v1}");
+    assert_eq!(
+        v1["reference_pinned"],
+        json!({"at": pin_ts, "actor": "ana", "note": "accepted shift", "size": 50}),
+        "{v1}"
+    );
+    assert_eq!(v1["health"], "ok", "{v1}");
+    let pins = status["baseline_pins"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let pinned = pins
+        .iter()
+        .find(|pin| pin["model_version"] == "v1")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(pinned["pinned"], true, "{status}");
+    assert_eq!(pinned["size"], 50, "{status}");
+    assert_eq!(pinned["previous_reference"], "v1", "{status}");
+    let missing = pins
+        .iter()
+        .find(|pin| pin["model_version"] == "v9")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&missing["pinned"], &missing["reason"], &missing["actor"]),
+        (&json!(false), &json!("no_matched_pairs"), &json!("mcp")),
+        "{status}"
+    );
+    let tracked = pinned_tracked(&url);
+    let drift = &tracked["drift"];
+    assert_eq!(drift["reference_size"], 50, "{tracked}");
+    assert_eq!(drift["current_size"], 50, "{tracked}");
+    assert_eq!(drift["pinned"]["at"], pin_ts, "{tracked}");
+    assert_eq!(drift["pinned"]["actor"], "ana", "{tracked}");
+    assert_eq!(drift["drifted"], false, "{tracked}");
+    let drop = drift_test(&tracked, "accuracy_drop");
+    assert_eq!(drop["drifted"], false, "{tracked}");
+    close(
+        "accuracy drop after the pin",
+        &drop["statistic"],
+        &json!(0.0),
+        1e-9,
+    );
+    assert_eq!(tracked["baseline_pins"], 1, "{tracked}");
+
+    // WebSocket: the outcome on `models/pinned`; HTTP: the pinned reference in the list.
+    eventually("the pin on models/pinned", Duration::from_secs(20), || {
+        let seen = updates.lock().expect("updates").clone();
+        let pinned = seen.iter().any(|update| {
+            update["topic"] == "models/pinned"
+                && update["data"]["kind"] == "baseline_pin"
+                && update["data"]["pinned"] == true
+                && update["data"]["actor"] == "ana"
+        });
+        if pinned {
+            Ok(())
+        } else {
+            Err(format!("{} updates: {:?}", seen.len(), seen.last()))
+        }
+    });
+    let (code, models) = server.get("/v1/models");
+    assert_eq!(code, 200);
+    assert!(
+        models["versions"]
+            .as_array()
+            .is_some_and(|versions| versions
+                .iter()
+                .any(|v| v["model_id"] == "pinned" && v["reference_pinned"]["actor"] == "ana")),
+        "{models}"
+    );
+
+    // Replay: after SIGKILL the event log rebuilds the same tracked state.
+    let dir = server.kill();
+    let server = Server::start_in(dir, &overrides);
+    let url = server.mcp_url();
+    eventually("the pinned state replayed", Duration::from_secs(60), || {
+        let replayed = pinned_tracked(&url);
+        if replayed == tracked {
+            Ok(())
+        } else {
+            Err(format!("replayed {replayed}\nexpected {tracked}"))
+        }
+    });
+}
