@@ -431,7 +431,8 @@ pub trait TrackModels<'scope> {
     /// Join: one compact entry per pending prediction and per orphan outcome (exchanged
     /// by prediction id), each dropped when matched or at its expiry. Tracker: one
     /// [`ModelState`] per model version (exchanged by model id) holding counts, a latency
-    /// histogram, and at most `reference_size + window_size` matched pairs; model states
+    /// histogram, and at most `max(reference_size, window_size) + window_size` matched
+    /// pairs (a "pin now" copies the current window into the reference); model states
     /// live as long as the dataflow (their number is the number of model versions).
     fn track_models(
         self,
@@ -510,9 +511,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 let mut arrivals = 0u64;
                 let mut orphans: BTreeMap<Id, u64> = BTreeMap::new();
                 let mut unattributed = 0u64;
-                // Matched pairs and registrations waiting for the frontier, by event time;
-                // each bucket is put in `OrderKey` order when it is released (a later entry
-                // with an equal key replaces the earlier one, as a map would).
+                // Matched pairs and commands (registrations, pins) waiting for the frontier,
+                // by event time; each bucket is put in `OrderKey` order when it is released
+                // (a later entry with an equal key replaces the earlier one, as a map would).
                 let mut waiting: BTreeMap<u64, Vec<(OrderKey, Ordered)>> = BTreeMap::new();
                 let mut held: Option<Capability<Time>> = None;
                 let mut dirty: Dirty = Dirty::default();

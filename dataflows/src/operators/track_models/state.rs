@@ -133,7 +133,8 @@ pub struct ModelState {
     calibration: Calibration,
     predicted_labels: BTreeMap<Id, u64>,
     actual_labels: BTreeMap<Id, u64>,
-    /// The first `reference_size` pairs in order.
+    /// The first `reference_size` pairs in order, or the current window frozen by the
+    /// last "pin now".
     reference: Vec<Kept>,
     /// The latest `window_size` pairs after the reference, in order.
     current: VecDeque<Kept>,
