@@ -967,14 +967,26 @@ fn ml_state(url: &str) -> Value {
 }
 
 /// The oracle stream (late, early, too-late and missing outcomes, orphans with and
-/// without a model, expiries) plus a pinned baseline, through servers with 1 and with 4
-/// workers: every metric read back over MCP is identical.
+/// without a model, expiries) plus a pinned baseline and a "pin now" in the middle of the
+/// stream, through servers with 1 and with 4 workers: every metric read back over MCP is
+/// identical.
 #[test]
 fn ml_metrics_are_identical_with_1_and_4_workers() {
     let base = now_ms() + 600_000;
-    let stream = generate(base);
+    let mut stream = generate(base);
     let registration = json!({"type": "model", "ts": base, "model_id": "fraud",
         "model_version": "v2", "baseline_version": "v1", "owner": "risk"});
+    // In event-time order with the rest, so nothing after it is late.
+    let pin_ts = base + 110_000;
+    let position = stream.events.partition_point(|(ts, _)| *ts < pin_ts);
+    stream.events.insert(
+        position,
+        (
+            pin_ts,
+            json!({"type": "model_baseline", "ts": pin_ts, "model_id": "churn",
+                   "model_version": "v1", "actor": "ops"}),
+        ),
+    );
     let too_late = stream
         .predictions
         .iter()
@@ -1040,6 +1052,9 @@ fn ml_metrics_are_identical_with_1_and_4_workers() {
         "v1"
     );
     assert_eq!(states[0]["tracked"]["fraud/v1"]["drift"]["drifted"], true);
+    let churn = &states[0]["tracked"]["churn/v1"];
+    assert_eq!(churn["drift"]["pinned"]["at"], pin_ts, "{churn}");
+    assert_eq!(churn["baseline_pins"], 1, "{churn}");
     assert_eq!(states[0], states[1], "1 and 4 workers disagree");
 }
 
