@@ -140,7 +140,9 @@ struct PairState {
 /// event time between window ends.
 #[derive(Debug, Default)]
 pub struct BreachState {
-    pairs: HashMap<(usize, SeriesKey), PairState, FxBuildHasher>,
+    /// Per series, the pending or firing pairs by rule position. Keyed by series so the
+    /// windows of quiet pairs (nearly all of them) are looked up without cloning their key.
+    pairs: HashMap<SeriesKey, Vec<(usize, PairState)>, FxBuildHasher>,
 }
 
 impl BreachState {
@@ -162,18 +164,25 @@ impl BreachState {
                         threshold: rule.threshold,
                         severity: rule.severity,
                     }));
-                    let mut started = false;
-                    let pair = self
-                        .pairs
-                        .entry((position, stats.key.clone()))
-                        .or_insert_with(|| {
-                            started = true;
+                    let entries = match self.pairs.get_mut(&stats.key) {
+                        Some(entries) => entries,
+                        None => self.pairs.entry(stats.key.clone()).or_default(),
+                    };
+                    let started = !entries.iter().any(|(held, _)| *held == position);
+                    if started {
+                        entries.push((
+                            position,
                             PairState {
                                 breaching_since: end,
                                 firing: false,
                                 clear_since: None,
-                            }
-                        });
+                            },
+                        ));
+                    }
+                    let Some((_, pair)) = entries.iter_mut().find(|(held, _)| *held == position)
+                    else {
+                        continue;
+                    };
                     pair.clear_since = None;
                     let due =
                         end.saturating_sub(pair.breaching_since) >= duration_ms(rule.for_duration);
@@ -199,14 +208,17 @@ impl BreachState {
                     }
                 }
                 None => {
-                    let pair_key = (position, stats.key.clone());
-                    let Some(pair) = self.pairs.get_mut(&pair_key) else {
+                    let Some(entries) = self.pairs.get_mut(&stats.key) else {
                         continue;
                     };
+                    let Some(index) = entries.iter().position(|(held, _)| *held == position) else {
+                        continue;
+                    };
+                    let pair = &mut entries[index].1;
                     if !pair.firing {
                         // Pending, never fired: the streak is over; the pending alert
                         // clears (it was never notified).
-                        self.pairs.remove(&pair_key);
+                        self.forget(&stats.key, index);
                         out.push(transition(
                             rule,
                             &stats.key,
@@ -218,7 +230,7 @@ impl BreachState {
                     }
                     let clear_since = *pair.clear_since.get_or_insert(end);
                     if end.saturating_sub(clear_since) >= duration_ms(rule.keep_firing_for) {
-                        self.pairs.remove(&pair_key);
+                        self.forget(&stats.key, index);
                         let value = rule.aggregate.apply(stats);
                         out.push(transition(
                             rule,
@@ -237,7 +249,11 @@ impl BreachState {
     /// for `keep_firing_for`: no more windows will come.
     pub fn on_idle(&mut self, rules: &RuleSet, key: &SeriesKey, end: u64, out: &mut Vec<Update>) {
         for position in rules.watching(key) {
-            if self.pairs.remove(&(position, key.clone())).is_some() {
+            let Some(entries) = self.pairs.get(key) else {
+                return;
+            };
+            if let Some(index) = entries.iter().position(|(held, _)| *held == position) {
+                self.forget(key, index);
                 out.push(transition(
                     &rules.rules[position],
                     key,
@@ -265,16 +281,22 @@ impl BreachState {
             .iter()
             .map(|old| next.rules.iter().position(|new| new == old))
             .collect();
-        let pairs = std::mem::take(&mut self.pairs);
         let mut gone: Vec<(usize, SeriesKey)> = Vec::new();
-        for ((position, key), pair) in pairs {
-            match moved.get(position).copied().flatten() {
-                Some(new_position) => {
-                    self.pairs.insert((new_position, key), pair);
-                }
-                None => gone.push((position, key)),
-            }
+        for (key, entries) in &mut self.pairs {
+            entries.retain_mut(
+                |(position, _)| match moved.get(*position).copied().flatten() {
+                    Some(new_position) => {
+                        *position = new_position;
+                        true
+                    }
+                    None => {
+                        gone.push((*position, key.clone()));
+                        false
+                    }
+                },
+            );
         }
+        self.pairs.retain(|_, entries| !entries.is_empty());
         gone.sort();
         for (position, key) in gone {
             out.push(transition(
@@ -288,14 +310,32 @@ impl BreachState {
         *rules = next;
     }
 
+    /// Forgets the pair at `index` of `key`'s pairs (and the key with its last pair).
+    fn forget(&mut self, key: &SeriesKey, index: usize) {
+        if let Some(entries) = self.pairs.get_mut(key) {
+            entries.swap_remove(index);
+            if entries.is_empty() {
+                self.pairs.remove(key);
+            }
+        }
+    }
+
     /// Number of firing `(rule, series)` pairs.
     pub fn firing(&self) -> usize {
-        self.pairs.values().filter(|pair| pair.firing).count()
+        self.pairs
+            .values()
+            .flatten()
+            .filter(|(_, pair)| pair.firing)
+            .count()
     }
 
     /// Number of pending `(rule, series)` pairs (breaching, `for` not yet elapsed).
     pub fn pending(&self) -> usize {
-        self.pairs.values().filter(|pair| !pair.firing).count()
+        self.pairs
+            .values()
+            .flatten()
+            .filter(|(_, pair)| !pair.firing)
+            .count()
     }
 }
 

@@ -265,7 +265,7 @@ impl SeriesPanes {
             None => {
                 let (min, max) = (self.sorted.first()?, self.sorted.last()?);
                 let count = self.sorted.len() as u64;
-                let sum: f64 = self.sorted.iter().sum();
+                let sum = self.sorted.sum();
                 let at = |q: f64| {
                     self.sorted
                         .at((nearest_rank(q, count) - 1) as usize)

@@ -264,3 +264,42 @@ proptest! {
         assert_matches_reference(&output, &sliding_windows(&arrivals(&epochs), slide * panes, slide));
     }
 }
+
+/// A window ending at `e` is stamped `e - 1`: once the input reaches `e` the window comes
+/// out and the output frontier passes its time, without the input moving past `e` (the
+/// alerts a close raises do not wait for the next batch of input).
+#[test]
+fn a_window_is_stamped_with_its_last_millisecond() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use timely::dataflow::operators::{Input, Inspect, Probe};
+    let seen = timely::execute_directly(|worker| {
+        let stamps = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&stamps);
+        let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
+            let (input, samples) = scope.new_input::<Vec<Sample>>();
+            let windows = samples
+                .compute_windows("test", &config(30, 10))
+                .inspect_core(move |event| {
+                    if let Ok((stamp, updates)) = event {
+                        let time = stamp.least().copied().unwrap_or(Time::MAX);
+                        for update in updates.iter() {
+                            if let Update::Window(stats) = update {
+                                sink.borrow_mut().push((time, stats.end));
+                            }
+                        }
+                    }
+                });
+            (input, windows.probe().0)
+        });
+        input.send(sample("a", None, 5, 1.0));
+        input.advance_to(10);
+        for _ in 0..10 {
+            worker.step();
+        }
+        let passed = !probe.less_equal(&9);
+        let stamps = stamps.borrow().clone();
+        (stamps, passed)
+    });
+    assert_eq!(seen, (vec![(9, 10)], true));
+}

@@ -18,10 +18,14 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use rustc_hash::FxBuildHasher;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::Operator;
+use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
+use timely::progress::Antichain;
 
 use crate::model::{
     Aggregate, AlertCommand, AlertState, AlertTransition, Comparison, SeriesForecast, SeriesKey,
@@ -290,6 +294,17 @@ fn forecastable(key: &SeriesKey, include_sessions: bool) -> bool {
         && key.name != crate::operators::score_anomalies::ANOMALY_SCORE
 }
 
+/// Windows forecast per activation (see the operator's frontier notes).
+const FORECASTS_PER_ACTIVATION: usize = 64;
+
+/// A window (or the idle mark ending a series) on its way to the forecaster.
+type Item = (SeriesKey, Option<WindowStats>, u64);
+
+/// Whether any rule has a forecast horizon (only those raise predictive alerts).
+fn has_forecast(rules: &RuleSet) -> bool {
+    rules.rules().iter().any(|rule| rule.forecast.is_some())
+}
+
 /// The rule id under which a rule's predictive alerts fire.
 pub fn predictive_rule_id(rule_id: &str) -> String {
     format!("{rule_id}.forecast")
@@ -336,6 +351,13 @@ pub trait ForecastSeries<'scope> {
     /// to every worker) applies when it arrives, before the windows of the same
     /// activation: like `evaluate_breaches`' fast path, windows are not held for it, so a
     /// change that reaches a worker after later windows applies from the next window.
+    /// Windows queue on arrival and are forecast `FORECASTS_PER_ACTIVATION` at a time, so
+    /// a close of thousands of series is spread over several short steps. Predictive transitions come from windows only while
+    /// some rule has a forecast horizon, so only then does the operator hold a capability
+    /// for them (at the earliest window still to come): without such rules the transition
+    /// stream's frontier, which the alert lifecycle waits on, does not wait for forecasts
+    /// to be computed. A rule change that adds the first forecast rule takes the hold from
+    /// the change's time; windows of earlier times that arrive after it are stamped then.
     ///
     /// # State
     /// Per series at most `history` rows of nine numbers. A `SeriesIdle` evicts the
@@ -353,12 +375,6 @@ pub trait ForecastSeries<'scope> {
     );
 }
 
-#[derive(Clone)]
-enum Output {
-    Forecast(Box<SeriesForecast>),
-    Transition(AlertTransition),
-}
-
 impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
     fn forecast_series(
         self,
@@ -373,6 +389,7 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
         let config = config.clone();
         let mut rules = rules.clone();
         let include_sessions = config.include_session_series;
+        let scope = self.scope();
         let windows = self.unary(Pipeline, &format!("ForecastInput({name})"), move |_, _| {
             move |input, output| {
                 input.for_each(|cap, data| {
@@ -393,119 +410,163 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                 });
             }
         });
-        let exchange =
-            Exchange::new(|(key, _, _): &(SeriesKey, Option<WindowStats>, u64)| key.route());
-        let results: StreamVec<'scope, Time, Output> = windows.binary(
-            changes.broadcast(),
+        let exchange = Exchange::new(|(key, _, _): &Item| key.route());
+        let mut builder = OperatorBuilder::new(format!("ForecastSeries({name})"), scope);
+        let activator = scope.activator_for(builder.operator_info().address);
+        let (forecasts_output, forecasts) = builder.new_output();
+        let (transitions_output, transitions) = builder.new_output();
+        let mut forecasts_output =
+            OutputBuilder::<_, CapacityContainerBuilder<Vec<Update>>>::from(forecasts_output);
+        let mut transitions_output = OutputBuilder::<
+            _,
+            CapacityContainerBuilder<Vec<AlertTransition>>,
+        >::from(transitions_output);
+        // Windows reach the transitions output only through a capability the operator holds
+        // while some rule has a forecast horizon (see the trait's frontier notes): without
+        // such rules the alert path does not wait for forecasts to be computed.
+        let mut window_input = builder.new_input_connection(
+            windows,
             exchange,
-            Pipeline,
-            &format!("ForecastSeries({name})"),
-            move |_, _| {
-                let mut series: HashMap<SeriesKey, SeriesHistory, FxBuildHasher> =
-                    HashMap::default();
-                let mut batch = Vec::new();
-                move |input, changes, output| {
-                    changes.for_each(|cap, data| {
-                        let mut session = output.session(&cap);
-                        for (at, command) in data.drain(..) {
-                            let Some(next) = rules.after(&command) else {
-                                continue;
-                            };
-                            let moved: Vec<Option<usize>> = rules
-                                .rules()
-                                .iter()
-                                .map(|old| next.rules().iter().position(|new| new == old))
-                                .collect();
-                            let mut resolved: Vec<AlertTransition> = series
-                                .iter_mut()
-                                .flat_map(|(key, history)| {
-                                    history.change_rules(key, &rules, &moved, at)
-                                })
-                                .collect();
-                            resolved.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
-                            for transition in resolved {
-                                session.give(Output::Transition(transition));
-                            }
-                            rules = next;
-                        }
-                    });
-                    input.for_each(|cap, data| {
-                        batch.clear();
-                        batch.append(data);
-                        batch.sort_by(|left, right| {
-                            let end = |item: &(SeriesKey, Option<WindowStats>, u64)| {
-                                item.1.as_ref().map_or(item.2, |stats| stats.end)
-                            };
-                            (&left.0, end(left)).cmp(&(&right.0, end(right)))
-                        });
-                        let mut session = output.session(&cap);
-                        for (key, stats, idle_end) in batch.drain(..) {
-                            match stats {
-                                Some(stats) => {
-                                    if !series.contains_key(&key)
-                                        && series.len() >= config.max_series
-                                    {
-                                        let oldest = series
-                                            .iter()
-                                            .min_by_key(|(key, history)| (history.last_end(), *key))
-                                            .map(|(key, _)| key.clone());
-                                        if let Some(oldest) = oldest {
-                                            if let Some(mut history) = series.remove(&oldest) {
-                                                for transition in
-                                                    history.resolve_all(&oldest, stats.end, &rules)
-                                                {
-                                                    session.give(Output::Transition(transition));
-                                                }
-                                            }
-                                        }
-                                    }
-                                    let history = series.entry(key).or_default();
-                                    let (forecast, transitions) =
-                                        history.observe(&stats, &config, &rules);
-                                    if let Some(forecast) = forecast {
-                                        session.give(Output::Forecast(Box::new(forecast)));
-                                    }
-                                    for transition in transitions {
-                                        session.give(Output::Transition(transition));
-                                    }
-                                }
-                                None => {
-                                    if let Some(mut history) = series.remove(&key) {
-                                        for transition in
-                                            history.resolve_all(&key, idle_end, &rules)
-                                        {
-                                            session.give(Output::Transition(transition));
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    });
-                }
-            },
+            [(0, Antichain::from_elem(Default::default()))],
         );
-        let forecasts = results.clone().unary(Pipeline, "ForecastUpdates", |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut session = output.session(&cap);
-                    for item in data.drain(..) {
-                        if let Output::Forecast(forecast) = item {
-                            session.give(Update::Forecast(forecast));
+        let mut change_input = builder.new_input(changes.broadcast(), Pipeline);
+        builder.build(move |mut capabilities| {
+            let mut predictive_cap = capabilities.pop().filter(|_| has_forecast(&rules));
+            drop(capabilities);
+            let mut series: HashMap<SeriesKey, SeriesHistory, FxBuildHasher> = HashMap::default();
+            // Windows waiting to be forecast, by arrival, each batch sorted by series and end.
+            let mut queue: VecDeque<(Capability<Time>, VecDeque<Item>)> = VecDeque::new();
+            let mut transitions_out = Vec::new();
+            move |frontiers| {
+                let mut forecasts_handle = forecasts_output.activate();
+                let mut transitions_handle = transitions_output.activate();
+                change_input.for_each(|cap, data| {
+                    let Some(cap) = cap.retain_least(1) else {
+                        return;
+                    };
+                    for (at, command) in data.drain(..) {
+                        let Some(next) = rules.after(&command) else {
+                            continue;
+                        };
+                        let moved: Vec<Option<usize>> = rules
+                            .rules()
+                            .iter()
+                            .map(|old| next.rules().iter().position(|new| new == old))
+                            .collect();
+                        let mut resolved: Vec<AlertTransition> = series
+                            .iter_mut()
+                            .flat_map(|(key, history)| {
+                                history.change_rules(key, &rules, &moved, at)
+                            })
+                            .collect();
+                        resolved.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+                        transitions_handle
+                            .session(&cap)
+                            .give_iterator(resolved.into_iter());
+                        rules = next;
+                        if has_forecast(&rules) && predictive_cap.is_none() {
+                            predictive_cap = Some(cap.clone());
                         }
                     }
                 });
-            }
-        });
-        let transitions = results.unary(Pipeline, "ForecastTransitions", |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut session = output.session(&cap);
-                    for item in data.drain(..) {
-                        if let Output::Transition(transition) = item {
-                            session.give(transition);
+                window_input.for_each(|cap, data| {
+                    let Some(cap) = cap.retain_least(0) else {
+                        return;
+                    };
+                    let mut batch = std::mem::take(data);
+                    batch.sort_by(|left, right| {
+                        let end = |item: &Item| item.1.as_ref().map_or(item.2, |stats| stats.end);
+                        (&left.0, end(left)).cmp(&(&right.0, end(right)))
+                    });
+                    queue.push_back((cap, batch.into()));
+                });
+                // A bounded share per activation, so a close of thousands of series does not
+                // make one long step: timely reports progress between steps, and the alerts
+                // the same close raised wait for that report on every worker.
+                let mut budget = FORECASTS_PER_ACTIVATION;
+                while budget > 0 {
+                    let Some((cap, batch)) = queue.front_mut() else {
+                        break;
+                    };
+                    let time = *cap.time();
+                    let mut session = forecasts_handle.session(&*cap);
+                    while budget > 0 {
+                        let Some((key, stats, idle_end)) = batch.pop_front() else {
+                            break;
+                        };
+                        budget -= 1;
+                        match stats {
+                            Some(stats) => {
+                                if !series.contains_key(&key) && series.len() >= config.max_series {
+                                    let oldest = series
+                                        .iter()
+                                        .min_by_key(|(key, history)| (history.last_end(), *key))
+                                        .map(|(key, _)| key.clone());
+                                    if let Some(oldest) = oldest {
+                                        if let Some(mut history) = series.remove(&oldest) {
+                                            transitions_out.extend(
+                                                history.resolve_all(&oldest, stats.end, &rules),
+                                            );
+                                        }
+                                    }
+                                }
+                                let history = series.entry(key).or_default();
+                                let (forecast, transitions) =
+                                    history.observe(&stats, &config, &rules);
+                                if let Some(forecast) = forecast {
+                                    session.give(Update::Forecast(Box::new(forecast)));
+                                }
+                                transitions_out.extend(transitions);
+                            }
+                            None => {
+                                if let Some(mut history) = series.remove(&key) {
+                                    transitions_out
+                                        .extend(history.resolve_all(&key, idle_end, &rules));
+                                }
+                            }
                         }
                     }
-                });
+                    drop(session);
+                    if batch.is_empty() {
+                        queue.pop_front();
+                    }
+                    if transitions_out.is_empty() {
+                        continue;
+                    }
+                    // Predictive alerts exist only under rules with a forecast horizon,
+                    // and while there are such rules the capability is held.
+                    match &predictive_cap {
+                        Some(held) => {
+                            let at = held.delayed(&time.max(*held.time()));
+                            transitions_handle
+                                .session(&at)
+                                .give_iterator(transitions_out.drain(..));
+                        }
+                        None => {
+                            debug_assert!(false, "predictive transitions without a forecast rule");
+                            transitions_out.clear();
+                        }
+                    }
+                }
+                if !queue.is_empty() {
+                    activator.activate();
+                }
+                // Held no further back than the earliest window still to come or queued.
+                if has_forecast(&rules) {
+                    let queued = queue.front().map(|(cap, _)| *cap.time());
+                    match frontiers[0].frontier().iter().copied().chain(queued).min() {
+                        Some(earliest) => {
+                            if let Some(held) = predictive_cap.as_mut() {
+                                if *held.time() < earliest {
+                                    held.downgrade(&earliest);
+                                }
+                            }
+                        }
+                        None => predictive_cap = None,
+                    }
+                } else {
+                    predictive_cap = None;
+                }
             }
         });
         (forecasts, transitions)

@@ -367,3 +367,59 @@ fn operator_is_identical_on_one_and_four_workers_and_evicts_idle_series() {
     // Rising latency: predicted, then really breaching (resolves the prediction).
     assert_eq!(states, vec!["firing", "resolved"], "{alerts:?}");
 }
+
+/// Steps a dataflow that forecasts 1,000 series closing at once and reports, after each
+/// step, whether the transitions and the forecasts have passed the windows' time.
+fn frontiers_while_forecasting(rules: RuleSet) -> Vec<(bool, bool)> {
+    use timely::dataflow::operators::vec::Map;
+    use timely::dataflow::operators::{Input, Probe};
+    timely::execute_directly(move |worker| {
+        let (mut input, transitions_probe, forecasts_probe) =
+            worker.dataflow::<Time, _, _>(|scope| {
+                let (input, updates) = scope.new_input::<Vec<Update>>();
+                let no_rule_changes = updates
+                    .clone()
+                    .flat_map(|_| None::<(Time, crate::model::AlertCommand)>);
+                let (forecasts, transitions) =
+                    updates.forecast_series("test", &config(), &rules, no_rule_changes);
+                (input, transitions.probe().0, forecasts.probe().0)
+            });
+        let time = 59_999;
+        input.advance_to(time);
+        for series in 0..1_000 {
+            input.send(Update::Window(window(&format!("s{series}"), 60_000, 1.0)));
+        }
+        input.advance_to(time + 1);
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            worker.step();
+            seen.push((
+                !transitions_probe.less_equal(&time),
+                !forecasts_probe.less_equal(&time),
+            ));
+        }
+        seen
+    })
+}
+
+/// Without a forecast rule the transitions (which the alert lifecycle waits on) pass a
+/// close's time while its 1,000 windows are still being forecast a share per step; with
+/// one they wait for every window, as the predictive alerts may come from any of them.
+#[test]
+fn transitions_wait_for_forecasts_only_under_forecast_rules() {
+    let plain = frontiers_while_forecasting(RuleSet::new(vec![rule(None)]));
+    let first_transitions = plain.iter().position(|(transitions, _)| *transitions);
+    let first_forecasts = plain.iter().position(|(_, forecasts)| *forecasts);
+    assert!(
+        matches!((first_transitions, first_forecasts), (Some(t), Some(f)) if t < f),
+        "{plain:?}"
+    );
+    let predictive =
+        frontiers_while_forecasting(RuleSet::new(vec![rule(Some(Duration::from_secs(15 * 60)))]));
+    let first_transitions = predictive.iter().position(|(transitions, _)| *transitions);
+    let first_forecasts = predictive.iter().position(|(_, forecasts)| *forecasts);
+    assert!(
+        matches!((first_transitions, first_forecasts), (Some(t), Some(f)) if t >= f),
+        "{predictive:?}"
+    );
+}
