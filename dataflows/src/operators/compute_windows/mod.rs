@@ -8,6 +8,7 @@
 //! and in a few bytes per sample, where insert-and-retract collections rescan pending
 //! retractions on every frontier advance (see the project's notes).
 
+mod exact_sum;
 mod panes;
 mod sorted;
 
