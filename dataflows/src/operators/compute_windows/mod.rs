@@ -76,6 +76,8 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
             // Pane index at which the next window to close ends.
             let mut next_end_index: u64 = 0;
             let mut late: Vec<Update> = Vec::new();
+            // The window end whose close was put off to the next activation.
+            let mut deferred_end: Option<Time> = None;
 
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
@@ -130,6 +132,16 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     }
                     let end = end_index.saturating_mul(slide);
                     if !input_done && frontier_time.is_some_and(|time| time < end) {
+                        break;
+                    }
+                    // Close in the next activation, not in the step that saw the frontier
+                    // reach `end`: that step also moved this worker's input forward, and
+                    // timely tells the other workers at the end of the step, so closing
+                    // here (and running everything downstream of the close) would keep
+                    // them from closing their share of the same windows meanwhile.
+                    if !input_done && deferred_end != Some(end) {
+                        deferred_end = Some(end);
+                        activator.activate();
                         break;
                     }
                     // Windows ending at `end` are emitted at time `end - 1` exactly, so their
