@@ -63,22 +63,9 @@ impl ModelKey {
 /// What the join hands to the per-model tracker (exchanged by [`ModelKey`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ModelInput {
-    /// A prediction was recorded.
-    Predicted {
-        /// The model version.
-        key: ModelKey,
-        /// Event time, ms.
-        ts: u64,
-        /// The predicted label.
-        predicted: Id,
-        /// Its confidence.
-        confidence: f64,
-        /// Prediction latency, ms.
-        latency_ms: f64,
-    },
-    /// The predictions of one model version recorded in one join activation, coalesced so
-    /// the tracker is reached once per version and batch instead of once per prediction
-    /// (what the tracker does with them does not depend on their order).
+    /// The predictions of one model version that one join activation recorded: the
+    /// tracker is reached once per version and batch instead of once per prediction (what
+    /// it does with them does not depend on their order).
     PredictedBatch {
         /// The model version.
         key: ModelKey,

@@ -2,11 +2,14 @@
 //! outcomes per prediction id, matched when their event times are less than the horizon
 //! apart, expired once the frontier guarantees no partner can still come.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use rustc_hash::FxBuildHasher;
 
-use crate::model::{Id, MatchedPair, MlEvent, ModelInput, ModelKey, OutcomeEvent};
+use crate::model::{
+    Id, MatchedPair, MlEvent, ModelInput, ModelKey, OutcomeEvent, RecordedPrediction,
+};
 
 /// Expiry buckets are this long (ms): a prediction expires at the end of its bucket plus
 /// the horizon, so expiry is up to one bucket later than `ts + horizon` (it never
@@ -79,6 +82,12 @@ pub struct JoinState {
     orphan_expiry: BTreeMap<u64, Vec<Id>>,
     models: Interner<ModelKey>,
     labels: Interner<Id>,
+    /// Predictions applied since the last [`JoinState::flush_predictions`], by interned
+    /// model version: the tracker gets one batch per version instead of one input per
+    /// prediction. Emptied by every flush.
+    recorded: Vec<Vec<RecordedPrediction>>,
+    /// The interned versions with recorded predictions, in first-recorded order.
+    recorded_order: Vec<u32>,
 }
 
 fn bucket_end(ts: u64) -> u64 {
@@ -97,6 +106,28 @@ impl JoinState {
             orphan_expiry: BTreeMap::new(),
             models: Interner::default(),
             labels: Interner::default(),
+            recorded: Vec::new(),
+            recorded_order: Vec::new(),
+        }
+    }
+
+    /// Appends the predictions applied since the last call to `out`: one
+    /// [`ModelInput::PredictedBatch`] per model version, in the order the versions were
+    /// first seen. Call it after each run of [`Self::apply`].
+    pub fn flush_predictions(&mut self, out: &mut Vec<ModelInput>) {
+        for model in self.recorded_order.drain(..) {
+            let Some(key) = self.models.get(model) else {
+                continue;
+            };
+            let Some(predictions) = self.recorded.get_mut(model as usize) else {
+                continue;
+            };
+            if !predictions.is_empty() {
+                out.push(ModelInput::PredictedBatch {
+                    key: key.clone(),
+                    predictions: std::mem::take(predictions),
+                });
+            }
         }
     }
 
@@ -153,40 +184,58 @@ impl JoinState {
         a.abs_diff(b) < self.horizon
     }
 
-    /// Applies one event with event time `ts`; pushes what the model tracker must know.
+    /// Applies one event with event time `ts`; pushes what the model tracker must know,
+    /// except the predictions themselves, which wait for [`Self::flush_predictions`].
     pub fn apply(&mut self, ts: u64, event: MlEvent, out: &mut Vec<ModelInput>) {
         match event {
             MlEvent::Prediction(prediction) => {
-                let key = ModelKey::of(&prediction);
-                if self.pending.contains_key(&prediction.prediction_id) {
-                    out.push(ModelInput::Duplicate { key });
-                    return;
+                let model = self.models.intern(&ModelKey::of(&prediction));
+                // One hash of the id: the vacant entry is filled at the end, or dropped
+                // when the prediction meets a waiting outcome.
+                let entry = match self.pending.entry(prediction.prediction_id) {
+                    Entry::Occupied(_) => {
+                        if let Some(key) = self.models.get(model) {
+                            out.push(ModelInput::Duplicate { key: key.clone() });
+                        }
+                        return;
+                    }
+                    Entry::Vacant(entry) => entry,
+                };
+                let slot = model as usize;
+                if self.recorded.len() <= slot {
+                    self.recorded.resize_with(slot + 1, Vec::new);
                 }
-                out.push(ModelInput::Predicted {
-                    key: key.clone(),
+                if self.recorded[slot].is_empty() {
+                    self.recorded_order.push(model);
+                }
+                self.recorded[slot].push(RecordedPrediction {
                     ts,
                     predicted: prediction.predicted.clone(),
                     confidence: prediction.confidence,
                     latency_ms: prediction.latency_ms,
                 });
-                if let Some(orphan) = self.orphans.get(&prediction.prediction_id) {
-                    if self.close(orphan.ts, ts) {
-                        let orphan_ts = orphan.ts;
-                        if let Some(orphan) = self.orphans.remove(&prediction.prediction_id) {
-                            out.push(ModelInput::Matched(Box::new(MatchedPair {
-                                key,
-                                ts: ts.max(orphan_ts),
-                                prediction_id: prediction.prediction_id,
-                                predicted: prediction.predicted,
-                                actual: orphan.actual,
-                                confidence: prediction.confidence,
-                                features: prediction.features,
-                            })));
-                        }
-                        return;
+                let horizon = self.horizon;
+                let waiting = self
+                    .orphans
+                    .get(entry.key())
+                    .is_some_and(|orphan| orphan.ts.abs_diff(ts) < horizon);
+                if waiting {
+                    let prediction_id = entry.into_key();
+                    if let (Some(orphan), Some(key)) =
+                        (self.orphans.remove(&prediction_id), self.models.get(model))
+                    {
+                        out.push(ModelInput::Matched(Box::new(MatchedPair {
+                            key: key.clone(),
+                            ts: ts.max(orphan.ts),
+                            prediction_id,
+                            predicted: prediction.predicted,
+                            actual: orphan.actual,
+                            confidence: prediction.confidence,
+                            features: prediction.features,
+                        })));
                     }
+                    return;
                 }
-                let model = self.models.intern(&key);
                 let predicted = self.labels.intern(&prediction.predicted);
                 let has_features = !prediction.features.is_empty();
                 if has_features {
@@ -195,23 +244,19 @@ impl JoinState {
                         .iter()
                         .map(|(name, value)| (self.labels.intern(name), *value))
                         .collect();
-                    self.features
-                        .insert(prediction.prediction_id.clone(), features);
+                    self.features.insert(entry.key().clone(), features);
                 }
                 self.pending_expiry
                     .entry(bucket_end(ts))
                     .or_default()
-                    .push(prediction.prediction_id.clone());
-                self.pending.insert(
-                    prediction.prediction_id,
-                    Pending {
-                        ts,
-                        model,
-                        predicted,
-                        confidence: prediction.confidence,
-                        has_features,
-                    },
-                );
+                    .push(entry.key().clone());
+                entry.insert(Pending {
+                    ts,
+                    model,
+                    predicted,
+                    confidence: prediction.confidence,
+                    has_features,
+                });
             }
             MlEvent::Outcome(outcome) => self.apply_outcome(ts, outcome, out),
             MlEvent::Register(registration) => {

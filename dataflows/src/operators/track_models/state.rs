@@ -231,6 +231,11 @@ impl ModelState {
         }
     }
 
+    /// The model version this state tracks.
+    pub fn key(&self) -> &ModelKey {
+        &self.key
+    }
+
     /// Records a prediction.
     pub fn predicted(&mut self, ts: u64, predicted: &Id, confidence: f64, latency_ms: f64) {
         self.events += 1;

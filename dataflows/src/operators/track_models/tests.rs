@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::model::{OutcomeEvent, PredictionEvent};
+use crate::model::{OutcomeEvent, PredictionEvent, RecordedPrediction};
 use crate::testing::{run_epochs, Epoch, Output};
 
 const SECOND: u64 = 1000;
@@ -495,46 +495,59 @@ fn a_registration_applies_from_its_event_time_and_creates_its_version() {
 }
 
 #[test]
-fn coalesce_groups_predictions_per_version_and_keeps_the_rest() {
+fn join_batches_predictions_per_version_and_passes_the_rest_at_once() {
     let key = |model: &str| ModelKey {
         model_id: model.into(),
         model_version: "v1".into(),
     };
-    let predicted = |model: &str, ts: u64| ModelInput::Predicted {
-        key: key(model),
+    let mut join = join::JoinState::new(60 * SECOND);
+    let mut out = Vec::new();
+    join.apply(1, prediction("p1", "m1", "a", 0.5), &mut out);
+    join.apply(2, prediction("p2", "m2", "a", 0.5), &mut out);
+    join.apply(3, prediction("p2", "m2", "b", 0.5), &mut out);
+    join.apply(4, prediction("p3", "m1", "b", 0.75), &mut out);
+    join.apply(5, outcome("p4", "a", Some("m1")), &mut out);
+    join.apply(6, prediction("p4", "m1", "a", 0.25), &mut out);
+    // Only the duplicate and the match so far: predictions wait for the flush.
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0], ModelInput::Duplicate { key: key("m2") });
+    assert!(matches!(&out[1], ModelInput::Matched(pair) if pair.prediction_id == "p4"));
+    out.clear();
+    join.flush_predictions(&mut out);
+    let recorded = |ts: u64, predicted: &str, confidence: f64| RecordedPrediction {
         ts,
-        predicted: "a".into(),
-        confidence: 0.5,
-        latency_ms: 1.0,
-    };
-    let mut out = vec![
-        predicted("m1", 1),
-        predicted("m2", 2),
-        ModelInput::Expired { key: key("m2") },
-        predicted("m1", 3),
-    ];
-    let mut batched = Vec::new();
-    coalesce(&mut out, &mut batched);
-    assert!(out.is_empty());
-    let recorded = |ts: u64| RecordedPrediction {
-        ts,
-        predicted: "a".into(),
-        confidence: 0.5,
-        latency_ms: 1.0,
+        predicted: predicted.into(),
+        confidence,
+        latency_ms: 10.0,
     };
     assert_eq!(
-        batched,
+        out,
         vec![
             ModelInput::PredictedBatch {
                 key: key("m1"),
-                predictions: vec![recorded(1), recorded(3)],
+                predictions: vec![
+                    recorded(1, "a", 0.5),
+                    recorded(4, "b", 0.75),
+                    recorded(6, "a", 0.25),
+                ],
             },
             ModelInput::PredictedBatch {
                 key: key("m2"),
-                predictions: vec![recorded(2)],
+                predictions: vec![recorded(2, "a", 0.5)],
             },
-            ModelInput::Expired { key: key("m2") },
         ]
+    );
+    out.clear();
+    join.flush_predictions(&mut out);
+    assert!(out.is_empty());
+    join.apply(7, prediction("p5", "m2", "a", 0.5), &mut out);
+    join.flush_predictions(&mut out);
+    assert_eq!(
+        out,
+        vec![ModelInput::PredictedBatch {
+            key: key("m2"),
+            predictions: vec![recorded(7, "a", 0.5)],
+        }]
     );
 }
 
