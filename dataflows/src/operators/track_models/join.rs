@@ -82,12 +82,38 @@ pub struct JoinState {
     orphan_expiry: BTreeMap<u64, Vec<Id>>,
     models: Interner<ModelKey>,
     labels: Interner<Id>,
-    /// Predictions applied since the last [`JoinState::flush_predictions`], by interned
-    /// model version: the tracker gets one batch per version instead of one input per
-    /// prediction. Emptied by every flush.
-    recorded: Vec<Vec<RecordedPrediction>>,
-    /// The interned versions with recorded predictions, in first-recorded order.
-    recorded_order: Vec<u32>,
+    /// Predictions and matched pairs since the last [`JoinState::flush`], by interned
+    /// model version: the tracker gets two batches per version instead of one input per
+    /// event. Emptied by every flush.
+    recorded: Vec<Recorded>,
+    /// The interned versions with something recorded, in first-recorded order.
+    touched: Vec<u32>,
+    /// Predictions and outcomes applied so far (see [`MatchedPair::arrival`]).
+    arrivals: u64,
+}
+
+/// What one model version got since the last flush.
+#[derive(Debug, Default)]
+struct Recorded {
+    predictions: Vec<RecordedPrediction>,
+    pairs: Vec<MatchedPair>,
+}
+
+/// The recorded batches of `model`, noting it in `touched` when they were empty.
+fn recorded_for<'a>(
+    recorded: &'a mut Vec<Recorded>,
+    touched: &mut Vec<u32>,
+    model: u32,
+) -> &'a mut Recorded {
+    let slot = model as usize;
+    if recorded.len() <= slot {
+        recorded.resize_with(slot + 1, Recorded::default);
+    }
+    let batches = &mut recorded[slot];
+    if batches.predictions.is_empty() && batches.pairs.is_empty() {
+        touched.push(model);
+    }
+    batches
 }
 
 fn bucket_end(ts: u64) -> u64 {
@@ -107,25 +133,33 @@ impl JoinState {
             models: Interner::default(),
             labels: Interner::default(),
             recorded: Vec::new(),
-            recorded_order: Vec::new(),
+            touched: Vec::new(),
+            arrivals: 0,
         }
     }
 
-    /// Appends the predictions applied since the last call to `out`: one
-    /// [`ModelInput::PredictedBatch`] per model version, in the order the versions were
-    /// first seen. Call it after each run of [`Self::apply`].
-    pub fn flush_predictions(&mut self, out: &mut Vec<ModelInput>) {
-        for model in self.recorded_order.drain(..) {
-            let Some(key) = self.models.get(model) else {
+    /// Appends the predictions and matched pairs applied since the last call to `out`:
+    /// per model version (in the order the versions were first seen) a
+    /// [`ModelInput::PredictedBatch`] and a [`ModelInput::MatchedBatch`], each when not
+    /// empty. Call it after each run of [`Self::apply`].
+    pub fn flush(&mut self, out: &mut Vec<ModelInput>) {
+        for model in self.touched.drain(..) {
+            let (Some(key), Some(batches)) = (
+                self.models.get(model),
+                self.recorded.get_mut(model as usize),
+            ) else {
                 continue;
             };
-            let Some(predictions) = self.recorded.get_mut(model as usize) else {
-                continue;
-            };
-            if !predictions.is_empty() {
+            if !batches.predictions.is_empty() {
                 out.push(ModelInput::PredictedBatch {
                     key: key.clone(),
-                    predictions: std::mem::take(predictions),
+                    predictions: std::mem::take(&mut batches.predictions),
+                });
+            }
+            if !batches.pairs.is_empty() {
+                out.push(ModelInput::MatchedBatch {
+                    key: key.clone(),
+                    pairs: std::mem::take(&mut batches.pairs),
                 });
             }
         }
@@ -185,7 +219,7 @@ impl JoinState {
     }
 
     /// Applies one event with event time `ts`; pushes what the model tracker must know,
-    /// except the predictions themselves, which wait for [`Self::flush_predictions`].
+    /// except predictions and matched pairs, which wait for [`Self::flush`].
     pub fn apply(&mut self, ts: u64, event: MlEvent, out: &mut Vec<ModelInput>) {
         match event {
             MlEvent::Prediction(prediction) => {
@@ -201,14 +235,9 @@ impl JoinState {
                     }
                     Entry::Vacant(entry) => entry,
                 };
-                let slot = model as usize;
-                if self.recorded.len() <= slot {
-                    self.recorded.resize_with(slot + 1, Vec::new);
-                }
-                if self.recorded[slot].is_empty() {
-                    self.recorded_order.push(model);
-                }
-                self.recorded[slot].push(RecordedPrediction {
+                self.arrivals += 1;
+                let batches = recorded_for(&mut self.recorded, &mut self.touched, model);
+                batches.predictions.push(RecordedPrediction {
                     ts,
                     predicted: prediction.predicted.clone(),
                     confidence: prediction.confidence,
@@ -221,18 +250,16 @@ impl JoinState {
                     .is_some_and(|orphan| orphan.ts.abs_diff(ts) < horizon);
                 if waiting {
                     let prediction_id = entry.into_key();
-                    if let (Some(orphan), Some(key)) =
-                        (self.orphans.remove(&prediction_id), self.models.get(model))
-                    {
-                        out.push(ModelInput::Matched(Box::new(MatchedPair {
-                            key: key.clone(),
+                    if let Some(orphan) = self.orphans.remove(&prediction_id) {
+                        batches.pairs.push(MatchedPair {
+                            arrival: self.arrivals,
                             ts: ts.max(orphan.ts),
                             prediction_id,
                             predicted: prediction.predicted,
                             actual: orphan.actual,
                             confidence: prediction.confidence,
                             features: prediction.features,
-                        })));
+                        });
                     }
                     return;
                 }
@@ -258,7 +285,7 @@ impl JoinState {
                     has_features,
                 });
             }
-            MlEvent::Outcome(outcome) => self.apply_outcome(ts, outcome, out),
+            MlEvent::Outcome(outcome) => self.apply_outcome(ts, outcome),
             MlEvent::Register(registration) => {
                 out.push(ModelInput::Registered { ts, registration });
             }
@@ -266,7 +293,8 @@ impl JoinState {
         }
     }
 
-    fn apply_outcome(&mut self, ts: u64, outcome: OutcomeEvent, out: &mut Vec<ModelInput>) {
+    fn apply_outcome(&mut self, ts: u64, outcome: OutcomeEvent) {
+        self.arrivals += 1;
         // Removed at once (one probe of a table too large for the caches) and put back in
         // the rare case that it is too far apart to match.
         let taken = self.pending.remove(&outcome.prediction_id);
@@ -278,9 +306,7 @@ impl JoinState {
             other => other,
         };
         if let Some(pending) = pending {
-            let key = self.models.get(pending.model).cloned();
-            let predicted = self.labels.get(pending.predicted).cloned();
-            if let (Some(key), Some(predicted)) = (key, predicted) {
+            if let Some(predicted) = self.labels.get(pending.predicted).cloned() {
                 let stored = pending
                     .has_features
                     .then(|| self.features.remove(&outcome.prediction_id))
@@ -292,15 +318,17 @@ impl JoinState {
                         self.labels.get(*name).map(|name| (name.clone(), *value))
                     })
                     .collect();
-                out.push(ModelInput::Matched(Box::new(MatchedPair {
-                    key,
-                    ts: ts.max(pending.ts),
-                    prediction_id: outcome.prediction_id,
-                    predicted,
-                    actual: outcome.actual,
-                    confidence: pending.confidence,
-                    features,
-                })));
+                recorded_for(&mut self.recorded, &mut self.touched, pending.model)
+                    .pairs
+                    .push(MatchedPair {
+                        arrival: self.arrivals,
+                        ts: ts.max(pending.ts),
+                        prediction_id: outcome.prediction_id,
+                        predicted,
+                        actual: outcome.actual,
+                        confidence: pending.confidence,
+                        features,
+                    });
             }
             return;
         }

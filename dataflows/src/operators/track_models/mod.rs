@@ -33,13 +33,13 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    AlertState, AlertTransition, BaselinePin, Id, MatchedPair, MlEvent, ModelInput, ModelKey,
-    ModelRegistration, PinBaseline, PinRejection, SeriesKey, Severity, Update,
+    AlertState, AlertTransition, BaselinePin, Id, MlEvent, ModelInput, ModelKey, ModelRegistration,
+    PinBaseline, PinRejection, SeriesKey, Severity, Update,
 };
 use crate::time::duration_ms;
 use crate::Time;
 use join::JoinState;
-use state::ModelState;
+use state::{Kept, ModelState};
 
 /// How models are tracked.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,9 +94,10 @@ fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
 fn route(input: &ModelInput) -> u64 {
     match input {
         ModelInput::PredictedBatch { key, .. }
+        | ModelInput::MatchedBatch { key, .. }
         | ModelInput::Duplicate { key }
         | ModelInput::Expired { key } => hash_of(key.model_id.as_str()),
-        ModelInput::Matched(pair) => hash_of(pair.key.model_id.as_str()),
+
         ModelInput::OrphanExpired { model_id } => hash_of(model_id.as_str()),
         ModelInput::Registered { registration, .. } => hash_of(registration.model_id.as_str()),
         ModelInput::PinBaseline { pin, .. } => hash_of(pin.model_id.as_str()),
@@ -209,8 +210,25 @@ enum OrderKey {
 enum Ordered {
     Registration(Box<ModelRegistration>),
     Pin(PinBaseline),
-    /// A matched pair and the slot of its version's state.
-    Pair(usize, Box<MatchedPair>),
+    /// A matched pair: what the ordered analyses keep of it (inline: a bucket released in
+    /// one go is then one walk through contiguous memory, not one cache miss per boxed
+    /// pair), the slot of its version's state, and its arrival at the join (the later of
+    /// two pairs with the same id and time replaces the earlier).
+    Pair {
+        slot: usize,
+        arrival: u64,
+        kept: Kept,
+    },
+}
+
+impl Ordered {
+    /// Orders equal keys: only pairs can share one (commands are numbered).
+    fn arrival(&self) -> u64 {
+        match self {
+            Self::Pair { arrival, .. } => *arrival,
+            Self::Registration(_) | Self::Pin(_) => 0,
+        }
+    }
 }
 
 /// The rule id of ML alerts raised by drift.
@@ -491,7 +509,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                         for (ts, event) in data.drain(..) {
                             join.apply(ts.max(arrived), event, &mut out);
                         }
-                        join.flush_predictions(&mut out);
+                        join.flush(&mut out);
                         if !out.is_empty() {
                             output.session(&cap).give_iterator(out.drain(..));
                         }
@@ -543,7 +561,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 // (a later entry with an equal key replaces the earlier one, as a map would).
                 let mut waiting: BTreeMap<u64, Vec<(OrderKey, Ordered)>> = BTreeMap::new();
                 let mut held: Option<Capability<Time>> = None;
-                let mut releasing: Vec<(OrderKey, Ordered)> = Vec::new();
+                // The release order of a bucket: positions sorted by key, then those kept.
+                let mut order: Vec<usize> = Vec::new();
+                let mut released: Vec<usize> = Vec::new();
                 let mut updates: Vec<Update> = Vec::new();
                 let mut emit_at: Option<Capability<Time>> = None;
                 let mut unattributed_changed = false;
@@ -573,13 +593,21 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                     let slot = slot_of(&mut models, &key, &config, &registry);
                                     models.states[slot].expired();
                                 }
-                                ModelInput::Matched(pair) => {
-                                    let slot = slot_of(&mut models, &pair.key, &config, &registry);
-                                    models.states[slot].matched(&pair);
-                                    waiting.entry(pair.ts).or_default().push((
-                                        OrderKey::Pair(pair.prediction_id.clone()),
-                                        Ordered::Pair(slot, pair),
-                                    ));
+                                ModelInput::MatchedBatch { key, pairs } => {
+                                    let slot = slot_of(&mut models, &key, &config, &registry);
+                                    for mut pair in pairs {
+                                        models.states[slot].matched(&pair);
+                                        let prediction_id = std::mem::take(&mut pair.prediction_id);
+                                        let arrival = pair.arrival;
+                                        waiting.entry(pair.ts).or_default().push((
+                                            OrderKey::Pair(prediction_id),
+                                            Ordered::Pair {
+                                                slot,
+                                                arrival,
+                                                kept: Kept::of(pair),
+                                            },
+                                        ));
+                                    }
                                 }
                                 ModelInput::Registered { ts, registration } => {
                                     arrivals += 1;
@@ -628,22 +656,34 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 break;
                             }
                             let at = *entry.key();
-                            releasing.extend(entry.remove());
-                            // Stable: among equal keys the last inserted ends up last.
-                            releasing.sort_by(|a, b| a.0.cmp(&b.0));
+                            let bucket = entry.remove();
+                            // Positions sorted, not the entries; among equal keys the
+                            // later arrival ends up last.
+                            order.clear();
+                            order.extend(0..bucket.len());
+                            order.sort_by(|a, b| {
+                                let (a, b) = (&bucket[*a], &bucket[*b]);
+                                a.0.cmp(&b.0)
+                                    .then_with(|| a.1.arrival().cmp(&b.1.arrival()))
+                            });
                             // Walking backwards keeps the last of each run of equal keys.
-                            let mut previous: Option<OrderKey> = None;
-                            let mut kept: Vec<Ordered> = Vec::with_capacity(releasing.len());
-                            for (key, item) in releasing.drain(..).rev() {
-                                if previous.as_ref() == Some(&key) {
+                            released.clear();
+                            let mut previous: Option<usize> = None;
+                            for &position in order.iter().rev() {
+                                if previous.is_some_and(|p| bucket[p].0 == bucket[position].0) {
                                     continue;
                                 }
-                                previous = Some(key);
-                                kept.push(item);
+                                previous = Some(position);
+                                released.push(position);
                             }
-                            for item in kept.into_iter().rev() {
+                            let mut items: Vec<Option<Ordered>> =
+                                bucket.into_iter().map(|(_, item)| Some(item)).collect();
+                            for &position in released.iter().rev() {
+                                let Some(item) = items[position].take() else {
+                                    continue;
+                                };
                                 let (slot, pair) = match item {
-                                    Ordered::Pair(slot, pair) => (slot, pair),
+                                    Ordered::Pair { slot, kept, .. } => (slot, kept),
                                     Ordered::Registration(registration) => {
                                         register(
                                             &mut models,
@@ -667,7 +707,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                     }
                                 };
                                 let model = &mut models.states[slot];
-                                if let Some(trigger) = model.ordered(&pair, &config) {
+                                if let Some(trigger) = model.ordered(at, pair, &config) {
                                     updates.push(Update::RetrainingTrigger(Box::new(trigger)));
                                 }
                                 if model.evaluation_due(&config) {
@@ -675,7 +715,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                         &mut models,
                                         &registry,
                                         slot,
-                                        pair.ts,
+                                        at,
                                         &config,
                                         &mut updates,
                                     );

@@ -84,15 +84,29 @@ impl Confusion {
 }
 
 /// One matched pair as the ordered analyses keep it.
-#[derive(Debug, Clone)]
-struct Kept {
-    confidence: f64,
-    predicted: Id,
-    actual: Id,
-    features: Vec<(Id, f64)>,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    /// The prediction's confidence.
+    pub confidence: f64,
+    /// The predicted label.
+    pub predicted: Id,
+    /// The true label.
+    pub actual: Id,
+    /// The prediction's features.
+    pub features: Vec<(Id, f64)>,
 }
 
 impl Kept {
+    /// The part of `pair` the ordered analyses keep.
+    pub fn of(pair: MatchedPair) -> Self {
+        Self {
+            confidence: pair.confidence,
+            predicted: pair.predicted,
+            actual: pair.actual,
+            features: pair.features,
+        }
+    }
+
     fn correct(&self) -> bool {
         self.predicted == self.actual
     }
@@ -377,19 +391,14 @@ impl ModelState {
     }
 
     /// Feeds one pair, in event-time order, to the windows and ADWIN. Returns a retraining
-    /// trigger when ADWIN detects a change.
+    /// trigger when ADWIN detects a change. `ts` is the pair's time.
     pub fn ordered(
         &mut self,
-        pair: &MatchedPair,
+        ts: u64,
+        kept: Kept,
         config: &TrackModelsConfig,
     ) -> Option<RetrainingTrigger> {
         self.ordered += 1;
-        let kept = Kept {
-            confidence: pair.confidence,
-            predicted: pair.predicted.clone(),
-            actual: pair.actual.clone(),
-            features: pair.features.clone(),
-        };
         let error = if kept.correct() { 0.0 } else { 1.0 };
         if self.baseline.is_none() && self.reference.len() < config.reference_size {
             self.reference.push(kept);
@@ -408,12 +417,12 @@ impl ModelState {
                 self.adwin_changes.remove(0);
             }
             self.adwin_changes.push(self.ordered);
-            self.adwin_last_change_at = Some(pair.ts);
+            self.adwin_last_change_at = Some(ts);
             self.triggers += 1;
             return Some(RetrainingTrigger {
                 model_id: self.key.model_id.clone(),
                 model_version: self.key.model_version.clone(),
-                at: pair.ts,
+                at: ts,
                 evidence: vec![DriftTest {
                     test: "adwin:errors".into(),
                     statistic: self.adwin.mean().unwrap_or(0.0),

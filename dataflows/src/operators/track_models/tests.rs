@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::model::{OutcomeEvent, PredictionEvent, RecordedPrediction};
+use crate::model::{MatchedPair, OutcomeEvent, PredictionEvent, RecordedPrediction};
 use crate::testing::{run_epochs, Epoch, Output};
 
 const SECOND: u64 = 1000;
@@ -272,6 +272,41 @@ fn an_accuracy_drop_raises_a_retraining_trigger_and_an_alert() {
 }
 
 #[test]
+fn of_two_pairs_with_one_id_and_time_the_later_arrival_is_ordered_across_versions() {
+    // One worker, one activation: v2 is seen first, so the join hands over v2's batch
+    // before v1's although v1's pair arrived first; the later arrival (v2's) must still
+    // be the one the ordered analyses keep.
+    let config = config(10);
+    let version = |id: &str, version: &str| versioned(id, version, "a", 0.5);
+    let out = crate::testing::run_with_workers(
+        1,
+        move |events| events.track_models("test", &config),
+        vec![Epoch::new(
+            0,
+            vec![
+                (0, version("q", "v2")),
+                (0, version("p1", "v1")),
+                (0, outcome("p1", "a", None)),
+                (0, version("p1", "v2")),
+                (0, outcome("p1", "b", None)),
+            ],
+        )],
+    );
+    let ordered = |wanted: &str| {
+        out.iter()
+            .filter_map(|(_, update)| match update {
+                Update::ModelMetrics(snapshot) if snapshot.model_version == wanted => {
+                    Some(snapshot.ordered)
+                }
+                _ => None,
+            })
+            .max()
+    };
+    assert_eq!(ordered("v1"), Some(0));
+    assert_eq!(ordered("v2"), Some(1));
+}
+
+#[test]
 fn a_duplicate_prediction_id_is_counted_and_ignored() {
     // One worker: which twin comes first is arrival order (documented).
     let config = config(10);
@@ -495,7 +530,7 @@ fn a_registration_applies_from_its_event_time_and_creates_its_version() {
 }
 
 #[test]
-fn join_batches_predictions_per_version_and_passes_the_rest_at_once() {
+fn join_batches_predictions_and_pairs_per_version_and_passes_the_rest_at_once() {
     let key = |model: &str| ModelKey {
         model_id: model.into(),
         model_version: "v1".into(),
@@ -508,17 +543,27 @@ fn join_batches_predictions_per_version_and_passes_the_rest_at_once() {
     join.apply(4, prediction("p3", "m1", "b", 0.75), &mut out);
     join.apply(5, outcome("p4", "a", Some("m1")), &mut out);
     join.apply(6, prediction("p4", "m1", "a", 0.25), &mut out);
-    // Only the duplicate and the match so far: predictions wait for the flush.
-    assert_eq!(out.len(), 2);
-    assert_eq!(out[0], ModelInput::Duplicate { key: key("m2") });
-    assert!(matches!(&out[1], ModelInput::Matched(pair) if pair.prediction_id == "p4"));
+    join.apply(7, outcome("p1", "b", None), &mut out);
+    // Only the duplicate so far: predictions and pairs wait for the flush.
+    assert_eq!(out, vec![ModelInput::Duplicate { key: key("m2") }]);
     out.clear();
-    join.flush_predictions(&mut out);
+    join.flush(&mut out);
     let recorded = |ts: u64, predicted: &str, confidence: f64| RecordedPrediction {
         ts,
         predicted: predicted.into(),
         confidence,
         latency_ms: 10.0,
+    };
+    let pair = |arrival: u64, ts: u64, id: &str, predicted: &str, actual: &str, confidence: f64| {
+        MatchedPair {
+            arrival,
+            ts,
+            prediction_id: id.into(),
+            predicted: predicted.into(),
+            actual: actual.into(),
+            confidence,
+            features: vec![("x".into(), confidence * 2.0)],
+        }
     };
     assert_eq!(
         out,
@@ -531,6 +576,14 @@ fn join_batches_predictions_per_version_and_passes_the_rest_at_once() {
                     recorded(6, "a", 0.25),
                 ],
             },
+            ModelInput::MatchedBatch {
+                key: key("m1"),
+                pairs: vec![
+                    // The outcome waited (arrivals: p1, p2, p3, outcome p4, p4, outcome p1).
+                    pair(5, 6, "p4", "a", "a", 0.25),
+                    pair(6, 7, "p1", "a", "b", 0.5),
+                ],
+            },
             ModelInput::PredictedBatch {
                 key: key("m2"),
                 predictions: vec![recorded(2, "a", 0.5)],
@@ -538,15 +591,15 @@ fn join_batches_predictions_per_version_and_passes_the_rest_at_once() {
         ]
     );
     out.clear();
-    join.flush_predictions(&mut out);
+    join.flush(&mut out);
     assert!(out.is_empty());
-    join.apply(7, prediction("p5", "m2", "a", 0.5), &mut out);
-    join.flush_predictions(&mut out);
+    join.apply(8, prediction("p5", "m2", "a", 0.5), &mut out);
+    join.flush(&mut out);
     assert_eq!(
         out,
         vec![ModelInput::PredictedBatch {
             key: key("m2"),
-            predictions: vec![recorded(7, "a", 0.5)],
+            predictions: vec![recorded(8, "a", 0.5)],
         }]
     );
 }
