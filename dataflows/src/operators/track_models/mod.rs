@@ -206,6 +206,24 @@ enum OrderKey {
     Pair(Id),
 }
 
+impl OrderKey {
+    /// A cheap first comparison: the kind, then the command's number or the first 16
+    /// bytes of the pair's id (big-endian, zero-padded). A smaller prefix means a smaller
+    /// key; equal prefixes need the full comparison.
+    fn prefix(&self) -> (u8, u128) {
+        match self {
+            Self::Command(number) => (0, u128::from(*number)),
+            Self::Pair(id) => {
+                let mut prefix = 0u128;
+                for (index, byte) in id.as_bytes().iter().take(16).enumerate() {
+                    prefix |= u128::from(*byte) << (8 * (15 - index));
+                }
+                (1, prefix)
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Ordered {
     Registration(Box<ModelRegistration>),
@@ -562,7 +580,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 let mut waiting: BTreeMap<u64, Vec<(OrderKey, Ordered)>> = BTreeMap::new();
                 let mut held: Option<Capability<Time>> = None;
                 // The release order of a bucket: positions sorted by key, then those kept.
-                let mut order: Vec<usize> = Vec::new();
+                let mut order: Vec<(u8, u128, usize)> = Vec::new();
                 let mut released: Vec<usize> = Vec::new();
                 let mut updates: Vec<Update> = Vec::new();
                 let mut emit_at: Option<Capability<Time>> = None;
@@ -595,18 +613,30 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 }
                                 ModelInput::MatchedBatch { key, pairs } => {
                                     let slot = slot_of(&mut models, &key, &config, &registry);
-                                    for mut pair in pairs {
-                                        models.states[slot].matched(&pair);
-                                        let prediction_id = std::mem::take(&mut pair.prediction_id);
-                                        let arrival = pair.arrival;
-                                        waiting.entry(pair.ts).or_default().push((
-                                            OrderKey::Pair(prediction_id),
-                                            Ordered::Pair {
-                                                slot,
-                                                arrival,
-                                                kept: Kept::of(pair),
-                                            },
+                                    let model = &mut models.states[slot];
+                                    let mut pairs = pairs.into_iter().peekable();
+                                    // Pairs of one batch mostly share their time: one bucket
+                                    // lookup per run of equal times.
+                                    while let Some(first) = pairs.next() {
+                                        let ts = first.ts;
+                                        let bucket = waiting.entry(ts).or_default();
+                                        let run = std::iter::once(first).chain(std::iter::from_fn(
+                                            || pairs.next_if(|pair| pair.ts == ts),
                                         ));
+                                        for mut pair in run {
+                                            model.matched(&pair);
+                                            let prediction_id =
+                                                std::mem::take(&mut pair.prediction_id);
+                                            let arrival = pair.arrival;
+                                            bucket.push((
+                                                OrderKey::Pair(prediction_id),
+                                                Ordered::Pair {
+                                                    slot,
+                                                    arrival,
+                                                    kept: Kept::of(pair),
+                                                },
+                                            ));
+                                        }
                                     }
                                 }
                                 ModelInput::Registered { ts, registration } => {
@@ -660,16 +690,21 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                             // Positions sorted, not the entries; among equal keys the
                             // later arrival ends up last.
                             order.clear();
-                            order.extend(0..bucket.len());
+                            order.extend(bucket.iter().enumerate().map(|(position, (key, _))| {
+                                let (kind, prefix) = key.prefix();
+                                (kind, prefix, position)
+                            }));
                             order.sort_by(|a, b| {
-                                let (a, b) = (&bucket[*a], &bucket[*b]);
-                                a.0.cmp(&b.0)
-                                    .then_with(|| a.1.arrival().cmp(&b.1.arrival()))
+                                (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
+                                    let (a, b) = (&bucket[a.2], &bucket[b.2]);
+                                    a.0.cmp(&b.0)
+                                        .then_with(|| a.1.arrival().cmp(&b.1.arrival()))
+                                })
                             });
                             // Walking backwards keeps the last of each run of equal keys.
                             released.clear();
                             let mut previous: Option<usize> = None;
-                            for &position in order.iter().rev() {
+                            for &(_, _, position) in order.iter().rev() {
                                 if previous.is_some_and(|p| bucket[p].0 == bucket[position].0) {
                                     continue;
                                 }

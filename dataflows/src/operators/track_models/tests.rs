@@ -790,3 +790,27 @@ fn pin_now_replaces_a_registered_baseline_until_the_registry_changes_it() {
     });
     assert!(resolved, "{:?}", out.of_kind("alert"));
 }
+
+#[test]
+fn order_key_prefixes_agree_with_the_full_order() {
+    let ids = [
+        "", "a", "a\0", "a\0\0b", "ab", "b", "p1", "p10", "p2", "p100000000000000",
+        "p1000000000000000", "p1000000000000001", "p100000000000000\0", "ü", "z\u{7f}",
+    ];
+    let keys: Vec<OrderKey> = ids
+        .iter()
+        .map(|id| OrderKey::Pair((*id).into()))
+        .chain([OrderKey::Command(0), OrderKey::Command(7)])
+        .collect();
+    for a in &keys {
+        for b in &keys {
+            let (pa, pb) = (a.prefix(), b.prefix());
+            if pa != pb {
+                assert_eq!(pa.cmp(&pb), a.cmp(b), "{a:?} vs {b:?}");
+            }
+            if a == b {
+                assert_eq!(pa, pb);
+            }
+        }
+    }
+}
