@@ -175,11 +175,11 @@ impl Models {
         match other {
             Some(other) if other < slot => {
                 let (low, high) = self.states.split_at_mut(slot);
-                (&mut high[0], low.get(other).map(|state| &*state))
+                (&mut high[0], low.get(other))
             }
             Some(other) if other > slot => {
                 let (low, high) = self.states.split_at_mut(other);
-                (&mut low[slot], high.first().map(|state| &*state))
+                (&mut low[slot], high.first())
             }
             _ => (&mut self.states[slot], None),
         }

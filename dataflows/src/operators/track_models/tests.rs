@@ -794,8 +794,21 @@ fn pin_now_replaces_a_registered_baseline_until_the_registry_changes_it() {
 #[test]
 fn order_key_prefixes_agree_with_the_full_order() {
     let ids = [
-        "", "a", "a\0", "a\0\0b", "ab", "b", "p1", "p10", "p2", "p100000000000000",
-        "p1000000000000000", "p1000000000000001", "p100000000000000\0", "ü", "z\u{7f}",
+        "",
+        "a",
+        "a\0",
+        "a\0\0b",
+        "ab",
+        "b",
+        "p1",
+        "p10",
+        "p2",
+        "p100000000000000",
+        "p1000000000000000",
+        "p1000000000000001",
+        "p100000000000000\0",
+        "ü",
+        "z\u{7f}",
     ];
     let keys: Vec<OrderKey> = ids
         .iter()
