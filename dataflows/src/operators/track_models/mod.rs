@@ -213,13 +213,7 @@ impl OrderKey {
     fn prefix(&self) -> (u8, u128) {
         match self {
             Self::Command(number) => (0, u128::from(*number)),
-            Self::Pair(id) => {
-                let mut prefix = 0u128;
-                for (index, byte) in id.as_bytes().iter().take(16).enumerate() {
-                    prefix |= u128::from(*byte) << (8 * (15 - index));
-                }
-                (1, prefix)
-            }
+            Self::Pair(id) => (1, state::prefix16(id)),
         }
     }
 }
