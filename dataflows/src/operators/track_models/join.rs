@@ -88,7 +88,8 @@ pub struct JoinState {
     recorded: Vec<Recorded>,
     /// The interned versions with something recorded, in first-recorded order.
     touched: Vec<u32>,
-    /// Predictions and outcomes applied so far (see [`MatchedPair::arrival`]).
+    /// Predictions (duplicates aside) and outcomes applied so far: numbers the arrival
+    /// of each matched pair (see [`MatchedPair::arrival`]).
     arrivals: u64,
 }
 

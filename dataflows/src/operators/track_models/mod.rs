@@ -97,7 +97,6 @@ fn route(input: &ModelInput) -> u64 {
         | ModelInput::MatchedBatch { key, .. }
         | ModelInput::Duplicate { key }
         | ModelInput::Expired { key } => hash_of(key.model_id.as_str()),
-
         ModelInput::OrphanExpired { model_id } => hash_of(model_id.as_str()),
         ModelInput::Registered { registration, .. } => hash_of(registration.model_id.as_str()),
         ModelInput::PinBaseline { pin, .. } => hash_of(pin.model_id.as_str()),
