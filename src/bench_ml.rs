@@ -224,6 +224,7 @@ fn bytes_per_pending() -> (Option<f64>, f64) {
             }),
             &mut out,
         );
+        join.flush(&mut out);
         out.clear();
     }
     let after = crate::metrics::rss_bytes();

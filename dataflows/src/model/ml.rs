@@ -63,22 +63,9 @@ impl ModelKey {
 /// What the join hands to the per-model tracker (exchanged by [`ModelKey`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ModelInput {
-    /// A prediction was recorded.
-    Predicted {
-        /// The model version.
-        key: ModelKey,
-        /// Event time, ms.
-        ts: u64,
-        /// The predicted label.
-        predicted: Id,
-        /// Its confidence.
-        confidence: f64,
-        /// Prediction latency, ms.
-        latency_ms: f64,
-    },
-    /// The predictions of one model version recorded in one join activation, coalesced so
-    /// the tracker is reached once per version and batch instead of once per prediction
-    /// (what the tracker does with them does not depend on their order).
+    /// The predictions of one model version that one join activation recorded: the
+    /// tracker is reached once per version and batch instead of once per prediction (what
+    /// it does with them does not depend on their order).
     PredictedBatch {
         /// The model version.
         key: ModelKey,
@@ -90,8 +77,14 @@ pub enum ModelInput {
         /// The model version of the ignored prediction.
         key: ModelKey,
     },
-    /// A prediction met its outcome.
-    Matched(Box<MatchedPair>),
+    /// The predictions of one model version that met their outcomes in one join
+    /// activation.
+    MatchedBatch {
+        /// The model version.
+        key: ModelKey,
+        /// The pairs, in arrival order.
+        pairs: Vec<MatchedPair>,
+    },
     /// A prediction saw no outcome within the horizon.
     Expired {
         /// The model version.
@@ -136,8 +129,10 @@ pub struct RecordedPrediction {
 /// A prediction joined with its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MatchedPair {
-    /// The model version.
-    pub key: ModelKey,
+    /// The join's arrival count of the event that completed the pair (on the join worker
+    /// that holds its prediction id): among pairs with the same id and `ts`, the later
+    /// arrival wins, as if it replaced the earlier.
+    pub arrival: u64,
     /// When the pair became complete: the later of the two event times, ms.
     pub ts: u64,
     /// The prediction id (orders pairs of equal `ts`).

@@ -15,7 +15,14 @@ use super::{DecodeLimits, Field, Fields, Found, MapField};
 
 /// Scans `bytes` as one flat object, or returns `None` to defer to the serde path.
 pub(super) fn scan<'de>(bytes: &'de [u8], limits: &DecodeLimits) -> Option<Fields<'de>> {
-    let mut scanner = Scanner { bytes, position: 0 };
+    // Validated once here (a record that is not UTF-8 is the serde path's to report);
+    // strings and numbers are then slices of `text` at ASCII delimiters.
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut scanner = Scanner {
+        bytes,
+        text,
+        position: 0,
+    };
     let mut fields = Fields {
         seen: 0,
         found: SmallVec::new(),
@@ -59,7 +66,7 @@ pub(super) fn scan<'de>(bytes: &'de [u8], limits: &DecodeLimits) -> Option<Field
                 None => {
                     let start = scanner.position;
                     scanner.scalar()?;
-                    let raw = std::str::from_utf8(&bytes[start..scanner.position]).ok()?;
+                    let raw = text.get(start..scanner.position)?;
                     if fields.attrs.len() >= limits.max_map_entries
                         || key.len() > limits.max_id_bytes
                         || raw.len() > limits.max_text_bytes
@@ -86,6 +93,8 @@ pub(super) fn scan<'de>(bytes: &'de [u8], limits: &DecodeLimits) -> Option<Field
 
 struct Scanner<'de> {
     bytes: &'de [u8],
+    /// The same bytes as text.
+    text: &'de str,
     position: usize,
 }
 
@@ -122,7 +131,7 @@ impl<'de> Scanner<'de> {
             return None;
         }
         self.position = start + length + 1;
-        std::str::from_utf8(&rest[..length]).ok()
+        self.text.get(start..start + length)
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -179,7 +188,7 @@ impl<'de> Scanner<'de> {
             }
             integral = false;
         }
-        let text = std::str::from_utf8(&self.bytes[start..self.position]).ok()?;
+        let text = self.text.get(start..self.position)?;
         if integral {
             if negative {
                 // serde_json reads "-0" as the float negative zero.

@@ -651,9 +651,17 @@ fn number(found: &Found<'_>, field: &str) -> Result<f64, DataError> {
 
 /// Validation of captured fields against the selected variant.
 impl<'de> Fields<'de> {
+    /// Takes a captured field. Its slot stays (as `Null`, its bit cleared from `seen`) so
+    /// the fields left over keep their order without shifting the rest; an absent field
+    /// costs one bit test.
     fn take(&mut self, field: Field) -> Option<Found<'de>> {
-        let position = self.found.iter().position(|(known, _)| *known == field)?;
-        Some(self.found.remove(position).1)
+        let bit = 1u32 << (field as u32);
+        if self.seen & bit == 0 {
+            return None;
+        }
+        self.seen &= !bit;
+        let (_, found) = self.found.iter_mut().find(|(known, _)| *known == field)?;
+        Some(std::mem::replace(found, Found::Null))
     }
 
     fn required(&mut self, field: Field, variant: &str) -> Result<Found<'de>, DataError> {
@@ -931,7 +939,9 @@ impl<'de> Fields<'de> {
         // Known fields that do not belong to this variant are kept like unknown ones.
         let mut attrs = std::mem::take(&mut self.attrs);
         for (field, found) in self.found.drain(..) {
-            attrs.push((CompactString::from(field.name()), found.to_json_text()));
+            if self.seen & (1u32 << (field as u32)) != 0 {
+                attrs.push((CompactString::from(field.name()), found.to_json_text()));
+            }
         }
         for (field, map) in [
             (Field::Labels, self.labels.take()),

@@ -2,11 +2,14 @@
 //! outcomes per prediction id, matched when their event times are less than the horizon
 //! apart, expired once the frontier guarantees no partner can still come.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use rustc_hash::FxBuildHasher;
 
-use crate::model::{Id, MatchedPair, MlEvent, ModelInput, ModelKey, OutcomeEvent};
+use crate::model::{
+    Id, MatchedPair, MlEvent, ModelInput, ModelKey, OutcomeEvent, RecordedPrediction,
+};
 
 /// Expiry buckets are this long (ms): a prediction expires at the end of its bucket plus
 /// the horizon, so expiry is up to one bucket later than `ts + horizon` (it never
@@ -79,6 +82,39 @@ pub struct JoinState {
     orphan_expiry: BTreeMap<u64, Vec<Id>>,
     models: Interner<ModelKey>,
     labels: Interner<Id>,
+    /// Predictions and matched pairs since the last [`JoinState::flush`], by interned
+    /// model version: the tracker gets two batches per version instead of one input per
+    /// event. Emptied by every flush.
+    recorded: Vec<Recorded>,
+    /// The interned versions with something recorded, in first-recorded order.
+    touched: Vec<u32>,
+    /// Predictions (duplicates aside) and outcomes applied so far: numbers the arrival
+    /// of each matched pair (see [`MatchedPair::arrival`]).
+    arrivals: u64,
+}
+
+/// What one model version got since the last flush.
+#[derive(Debug, Default)]
+struct Recorded {
+    predictions: Vec<RecordedPrediction>,
+    pairs: Vec<MatchedPair>,
+}
+
+/// The recorded batches of `model`, noting it in `touched` when they were empty.
+fn recorded_for<'a>(
+    recorded: &'a mut Vec<Recorded>,
+    touched: &mut Vec<u32>,
+    model: u32,
+) -> &'a mut Recorded {
+    let slot = model as usize;
+    if recorded.len() <= slot {
+        recorded.resize_with(slot + 1, Recorded::default);
+    }
+    let batches = &mut recorded[slot];
+    if batches.predictions.is_empty() && batches.pairs.is_empty() {
+        touched.push(model);
+    }
+    batches
 }
 
 fn bucket_end(ts: u64) -> u64 {
@@ -97,6 +133,36 @@ impl JoinState {
             orphan_expiry: BTreeMap::new(),
             models: Interner::default(),
             labels: Interner::default(),
+            recorded: Vec::new(),
+            touched: Vec::new(),
+            arrivals: 0,
+        }
+    }
+
+    /// Appends the predictions and matched pairs applied since the last call to `out`:
+    /// per model version (in the order the versions were first seen) a
+    /// [`ModelInput::PredictedBatch`] and a [`ModelInput::MatchedBatch`], each when not
+    /// empty. Call it after each run of [`Self::apply`].
+    pub fn flush(&mut self, out: &mut Vec<ModelInput>) {
+        for model in self.touched.drain(..) {
+            let (Some(key), Some(batches)) = (
+                self.models.get(model),
+                self.recorded.get_mut(model as usize),
+            ) else {
+                continue;
+            };
+            if !batches.predictions.is_empty() {
+                out.push(ModelInput::PredictedBatch {
+                    key: key.clone(),
+                    predictions: std::mem::take(&mut batches.predictions),
+                });
+            }
+            if !batches.pairs.is_empty() {
+                out.push(ModelInput::MatchedBatch {
+                    key: key.clone(),
+                    pairs: std::mem::take(&mut batches.pairs),
+                });
+            }
         }
     }
 
@@ -153,40 +219,51 @@ impl JoinState {
         a.abs_diff(b) < self.horizon
     }
 
-    /// Applies one event with event time `ts`; pushes what the model tracker must know.
+    /// Applies one event with event time `ts`; pushes what the model tracker must know,
+    /// except predictions and matched pairs, which wait for [`Self::flush`].
     pub fn apply(&mut self, ts: u64, event: MlEvent, out: &mut Vec<ModelInput>) {
         match event {
             MlEvent::Prediction(prediction) => {
-                let key = ModelKey::of(&prediction);
-                if self.pending.contains_key(&prediction.prediction_id) {
-                    out.push(ModelInput::Duplicate { key });
-                    return;
-                }
-                out.push(ModelInput::Predicted {
-                    key: key.clone(),
+                let model = self.models.intern(&ModelKey::of(&prediction));
+                // One hash of the id: the vacant entry is filled at the end, or dropped
+                // when the prediction meets a waiting outcome.
+                let entry = match self.pending.entry(prediction.prediction_id) {
+                    Entry::Occupied(_) => {
+                        if let Some(key) = self.models.get(model) {
+                            out.push(ModelInput::Duplicate { key: key.clone() });
+                        }
+                        return;
+                    }
+                    Entry::Vacant(entry) => entry,
+                };
+                self.arrivals += 1;
+                let batches = recorded_for(&mut self.recorded, &mut self.touched, model);
+                batches.predictions.push(RecordedPrediction {
                     ts,
                     predicted: prediction.predicted.clone(),
                     confidence: prediction.confidence,
                     latency_ms: prediction.latency_ms,
                 });
-                if let Some(orphan) = self.orphans.get(&prediction.prediction_id) {
-                    if self.close(orphan.ts, ts) {
-                        let orphan_ts = orphan.ts;
-                        if let Some(orphan) = self.orphans.remove(&prediction.prediction_id) {
-                            out.push(ModelInput::Matched(Box::new(MatchedPair {
-                                key,
-                                ts: ts.max(orphan_ts),
-                                prediction_id: prediction.prediction_id,
-                                predicted: prediction.predicted,
-                                actual: orphan.actual,
-                                confidence: prediction.confidence,
-                                features: prediction.features,
-                            })));
-                        }
-                        return;
+                let horizon = self.horizon;
+                let waiting = self
+                    .orphans
+                    .get(entry.key())
+                    .is_some_and(|orphan| orphan.ts.abs_diff(ts) < horizon);
+                if waiting {
+                    let prediction_id = entry.into_key();
+                    if let Some(orphan) = self.orphans.remove(&prediction_id) {
+                        batches.pairs.push(MatchedPair {
+                            arrival: self.arrivals,
+                            ts: ts.max(orphan.ts),
+                            prediction_id,
+                            predicted: prediction.predicted,
+                            actual: orphan.actual,
+                            confidence: prediction.confidence,
+                            features: prediction.features,
+                        });
                     }
+                    return;
                 }
-                let model = self.models.intern(&key);
                 let predicted = self.labels.intern(&prediction.predicted);
                 let has_features = !prediction.features.is_empty();
                 if has_features {
@@ -195,25 +272,21 @@ impl JoinState {
                         .iter()
                         .map(|(name, value)| (self.labels.intern(name), *value))
                         .collect();
-                    self.features
-                        .insert(prediction.prediction_id.clone(), features);
+                    self.features.insert(entry.key().clone(), features);
                 }
                 self.pending_expiry
                     .entry(bucket_end(ts))
                     .or_default()
-                    .push(prediction.prediction_id.clone());
-                self.pending.insert(
-                    prediction.prediction_id,
-                    Pending {
-                        ts,
-                        model,
-                        predicted,
-                        confidence: prediction.confidence,
-                        has_features,
-                    },
-                );
+                    .push(entry.key().clone());
+                entry.insert(Pending {
+                    ts,
+                    model,
+                    predicted,
+                    confidence: prediction.confidence,
+                    has_features,
+                });
             }
-            MlEvent::Outcome(outcome) => self.apply_outcome(ts, outcome, out),
+            MlEvent::Outcome(outcome) => self.apply_outcome(ts, outcome),
             MlEvent::Register(registration) => {
                 out.push(ModelInput::Registered { ts, registration });
             }
@@ -221,7 +294,8 @@ impl JoinState {
         }
     }
 
-    fn apply_outcome(&mut self, ts: u64, outcome: OutcomeEvent, out: &mut Vec<ModelInput>) {
+    fn apply_outcome(&mut self, ts: u64, outcome: OutcomeEvent) {
+        self.arrivals += 1;
         // Removed at once (one probe of a table too large for the caches) and put back in
         // the rare case that it is too far apart to match.
         let taken = self.pending.remove(&outcome.prediction_id);
@@ -233,9 +307,7 @@ impl JoinState {
             other => other,
         };
         if let Some(pending) = pending {
-            let key = self.models.get(pending.model).cloned();
-            let predicted = self.labels.get(pending.predicted).cloned();
-            if let (Some(key), Some(predicted)) = (key, predicted) {
+            if let Some(predicted) = self.labels.get(pending.predicted).cloned() {
                 let stored = pending
                     .has_features
                     .then(|| self.features.remove(&outcome.prediction_id))
@@ -247,15 +319,17 @@ impl JoinState {
                         self.labels.get(*name).map(|name| (name.clone(), *value))
                     })
                     .collect();
-                out.push(ModelInput::Matched(Box::new(MatchedPair {
-                    key,
-                    ts: ts.max(pending.ts),
-                    prediction_id: outcome.prediction_id,
-                    predicted,
-                    actual: outcome.actual,
-                    confidence: pending.confidence,
-                    features,
-                })));
+                recorded_for(&mut self.recorded, &mut self.touched, pending.model)
+                    .pairs
+                    .push(MatchedPair {
+                        arrival: self.arrivals,
+                        ts: ts.max(pending.ts),
+                        prediction_id: outcome.prediction_id,
+                        predicted,
+                        actual: outcome.actual,
+                        confidence: pending.confidence,
+                        features,
+                    });
             }
             return;
         }

@@ -33,13 +33,13 @@ use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{
-    AlertState, AlertTransition, BaselinePin, Id, MatchedPair, MlEvent, ModelInput, ModelKey,
-    ModelRegistration, PinBaseline, PinRejection, RecordedPrediction, SeriesKey, Severity, Update,
+    AlertState, AlertTransition, BaselinePin, Id, MlEvent, ModelInput, ModelKey, ModelRegistration,
+    PinBaseline, PinRejection, SeriesKey, Severity, Update,
 };
 use crate::time::duration_ms;
 use crate::Time;
 use join::JoinState;
-use state::ModelState;
+use state::{Kept, ModelState};
 
 /// How models are tracked.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,59 +93,94 @@ fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
 
 fn route(input: &ModelInput) -> u64 {
     match input {
-        ModelInput::Predicted { key, .. }
-        | ModelInput::PredictedBatch { key, .. }
+        ModelInput::PredictedBatch { key, .. }
+        | ModelInput::MatchedBatch { key, .. }
         | ModelInput::Duplicate { key }
         | ModelInput::Expired { key } => hash_of(key.model_id.as_str()),
-        ModelInput::Matched(pair) => hash_of(pair.key.model_id.as_str()),
         ModelInput::OrphanExpired { model_id } => hash_of(model_id.as_str()),
         ModelInput::Registered { registration, .. } => hash_of(registration.model_id.as_str()),
         ModelInput::PinBaseline { pin, .. } => hash_of(pin.model_id.as_str()),
     }
 }
 
-/// Model states of one worker (Fx-hashed: looked up once per input).
-type Models = std::collections::HashMap<ModelKey, ModelState, rustc_hash::FxBuildHasher>;
+/// Model states of one worker, each in a slot that never changes: an input's version
+/// is looked up once (one Fx hash of its key), and matched pairs waiting for the
+/// frontier carry their slot, so releasing them needs no lookup at all.
+#[derive(Debug, Default)]
+struct Models {
+    slots: std::collections::HashMap<ModelKey, usize, rustc_hash::FxBuildHasher>,
+    states: Vec<ModelState>,
+    /// Per slot: changed since the last snapshots.
+    dirty: Vec<bool>,
+    /// The slots marked in `dirty`.
+    changed: Vec<usize>,
+}
 
-/// Model versions changed since the last snapshots (sorted when they are emitted).
-type Dirty = std::collections::HashSet<ModelKey, rustc_hash::FxBuildHasher>;
+impl Models {
+    fn slot(&self, key: &ModelKey) -> Option<usize> {
+        self.slots.get(key).copied()
+    }
 
-/// Coalesces the [`ModelInput::Predicted`] inputs in `out` into one
-/// [`ModelInput::PredictedBatch`] per model version (in first-seen order) appended to
-/// `batched`, moving every other input there unchanged. The tracker's handling of
-/// predictions is order-independent, so this changes how often it is reached, not what
-/// it computes.
-fn coalesce(out: &mut Vec<ModelInput>, batched: &mut Vec<ModelInput>) {
-    let mut slots: std::collections::HashMap<ModelKey, usize, rustc_hash::FxBuildHasher> =
-        std::collections::HashMap::default();
-    for input in out.drain(..) {
-        match input {
-            ModelInput::Predicted {
-                key,
-                ts,
-                predicted,
-                confidence,
-                latency_ms,
-            } => {
-                let prediction = RecordedPrediction {
-                    ts,
-                    predicted,
-                    confidence,
-                    latency_ms,
-                };
-                if let Some(ModelInput::PredictedBatch { predictions, .. }) =
-                    slots.get(&key).and_then(|slot| batched.get_mut(*slot))
-                {
-                    predictions.push(prediction);
-                } else {
-                    slots.insert(key.clone(), batched.len());
-                    batched.push(ModelInput::PredictedBatch {
-                        key,
-                        predictions: vec![prediction],
-                    });
-                }
+    /// The slot of `key`, creating its state with `create` when it has none.
+    fn slot_or_insert_with(
+        &mut self,
+        key: &ModelKey,
+        create: impl FnOnce() -> ModelState,
+    ) -> usize {
+        if let Some(slot) = self.slot(key) {
+            return slot;
+        }
+        let slot = self.states.len();
+        self.states.push(create());
+        self.dirty.push(false);
+        self.slots.insert(key.clone(), slot);
+        slot
+    }
+
+    /// The slots of every version of `model_id`.
+    fn slots_of(&self, model_id: &str) -> Vec<usize> {
+        self.slots
+            .iter()
+            .filter(|(key, _)| key.model_id == model_id)
+            .map(|(_, slot)| *slot)
+            .collect()
+    }
+
+    fn mark(&mut self, slot: usize) {
+        if let Some(dirty) = self.dirty.get_mut(slot) {
+            if !*dirty {
+                *dirty = true;
+                self.changed.push(slot);
             }
-            other => batched.push(other),
+        }
+    }
+
+    /// The changed slots, in key order, unmarked.
+    fn take_changed(&mut self) -> Vec<usize> {
+        let mut changed = std::mem::take(&mut self.changed);
+        for slot in &changed {
+            self.dirty[*slot] = false;
+        }
+        changed.sort_by(|a, b| self.states[*a].key().cmp(self.states[*b].key()));
+        changed
+    }
+
+    /// The state in `slot` beside the state in `other` (none when it is the same slot).
+    fn with_other(
+        &mut self,
+        slot: usize,
+        other: Option<usize>,
+    ) -> (&mut ModelState, Option<&ModelState>) {
+        match other {
+            Some(other) if other < slot => {
+                let (low, high) = self.states.split_at_mut(slot);
+                (&mut high[0], low.get(other))
+            }
+            Some(other) if other > slot => {
+                let (low, high) = self.states.split_at_mut(other);
+                (&mut low[slot], high.first())
+            }
+            _ => (&mut self.states[slot], None),
         }
     }
 }
@@ -170,11 +205,41 @@ enum OrderKey {
     Pair(Id),
 }
 
+impl OrderKey {
+    /// A cheap first comparison: the kind, then the command's number or the first 16
+    /// bytes of the pair's id (big-endian, zero-padded). A smaller prefix means a smaller
+    /// key; equal prefixes need the full comparison.
+    fn prefix(&self) -> (u8, u128) {
+        match self {
+            Self::Command(number) => (0, u128::from(*number)),
+            Self::Pair(id) => (1, state::prefix16(id)),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Ordered {
     Registration(Box<ModelRegistration>),
     Pin(PinBaseline),
-    Pair(Box<MatchedPair>),
+    /// A matched pair: what the ordered analyses keep of it (inline: a bucket released in
+    /// one go is then one walk through contiguous memory, not one cache miss per boxed
+    /// pair), the slot of its version's state, and its arrival at the join (the later of
+    /// two pairs with the same id and time replaces the earlier).
+    Pair {
+        slot: usize,
+        arrival: u64,
+        kept: Kept,
+    },
+}
+
+impl Ordered {
+    /// Orders equal keys: only pairs can share one (commands are numbered).
+    fn arrival(&self) -> u64 {
+        match self {
+            Self::Pair { arrival, .. } => *arrival,
+            Self::Registration(_) | Self::Pin(_) => 0,
+        }
+    }
 }
 
 /// The rule id of ML alerts raised by drift.
@@ -212,26 +277,22 @@ fn transition(
     }
 }
 
-fn state_of<'a>(
-    models: &'a mut Models,
-    dirty: &mut Dirty,
+/// The slot of `key`, created (with the baseline the registry gives it) on first sight,
+/// and marked changed.
+fn slot_of(
+    models: &mut Models,
     key: &ModelKey,
     config: &TrackModelsConfig,
     registry: &Registry,
-) -> &'a mut ModelState {
-    if !dirty.contains(key) {
-        dirty.insert(key.clone());
-    }
-    // Looked up before `entry`, which would clone the key for every input.
-    if models.contains_key(key) {
-        return models.get_mut(key).expect("checked above");
-    }
-    models.entry(key.clone()).or_insert_with(|| {
+) -> usize {
+    let slot = models.slot_or_insert_with(key, || {
         let mut state = ModelState::new(key.clone(), config);
         state
             .set_baseline(registration_for(registry, key).and_then(|r| r.baseline_version.clone()));
         state
-    })
+    });
+    models.mark(slot);
+    slot
 }
 
 /// Applies a registration: records it, re-pins the baselines of the versions it covers,
@@ -241,7 +302,6 @@ fn register(
     registry: &mut Registry,
     registration: &ModelRegistration,
     config: &TrackModelsConfig,
-    touched: &mut Dirty,
 ) {
     registry.insert(
         (
@@ -255,21 +315,14 @@ fn register(
             model_id: registration.model_id.clone(),
             model_version: version.clone(),
         };
-        models
-            .entry(key.clone())
-            .or_insert_with(|| ModelState::new(key, config));
+        models.slot_or_insert_with(&key, || ModelState::new(key.clone(), config));
     }
-    let covered: Vec<ModelKey> = models
-        .keys()
-        .filter(|key| key.model_id == registration.model_id)
-        .cloned()
-        .collect();
-    for key in covered {
-        let baseline = registration_for(registry, &key).and_then(|r| r.baseline_version.clone());
-        if let Some(model) = models.get_mut(&key) {
-            model.set_baseline(baseline);
-        }
-        touched.insert(key);
+    for slot in models.slots_of(&registration.model_id) {
+        let model = &mut models.states[slot];
+        let baseline =
+            registration_for(registry, model.key()).and_then(|r| r.baseline_version.clone());
+        model.set_baseline(baseline);
+        models.mark(slot);
     }
 }
 
@@ -285,7 +338,6 @@ fn pin_baseline(
     at: u64,
     config: &TrackModelsConfig,
     updates: &mut Vec<Update>,
-    dirty: &mut Dirty,
 ) {
     let mut keys: Vec<ModelKey> = match &pin.model_version {
         Some(version) => vec![ModelKey {
@@ -293,9 +345,11 @@ fn pin_baseline(
             model_version: version.clone(),
         }],
         None => models
-            .iter()
-            .filter(|(key, model)| key.model_id == pin.model_id && model.has_ordered())
-            .map(|(key, _)| key.clone())
+            .slots_of(&pin.model_id)
+            .into_iter()
+            .map(|slot| &models.states[slot])
+            .filter(|model| model.has_ordered())
+            .map(|model| model.key().clone())
             .collect(),
     };
     keys.sort();
@@ -303,7 +357,10 @@ fn pin_baseline(
         updates.push(Update::BaselinePin(Box::new(no_pairs(pin, None, at))));
     }
     for key in keys {
-        let Some(model) = models.get_mut(&key).filter(|model| model.has_ordered()) else {
+        let Some(slot) = models
+            .slot(&key)
+            .filter(|slot| models.states[*slot].has_ordered())
+        else {
             updates.push(Update::BaselinePin(Box::new(no_pairs(
                 pin,
                 Some(key.model_version.clone()),
@@ -311,13 +368,13 @@ fn pin_baseline(
             ))));
             continue;
         };
-        let outcome = model.pin_current(at, pin, config);
+        let outcome = models.states[slot].pin_current(at, pin, config);
         let pinned = outcome.pinned;
         updates.push(Update::BaselinePin(Box::new(outcome)));
         if pinned {
-            evaluate(models, registry, &key, at, config, updates);
+            evaluate(models, registry, slot, at, config, updates);
         }
-        dirty.insert(key);
+        models.mark(slot);
     }
 }
 
@@ -341,26 +398,28 @@ fn no_pairs(pin: &PinBaseline, model_version: Option<Id>, at: u64) -> BaselinePi
     }
 }
 
-/// Runs the drift tests and threshold checks of one model at `at`, pushing triggers and
-/// alert transitions.
+/// Runs the drift tests and threshold checks of the model in `slot` at `at`, pushing
+/// triggers and alert transitions.
 fn evaluate(
     models: &mut Models,
     registry: &Registry,
-    key: &ModelKey,
+    slot: usize,
     at: u64,
     config: &TrackModelsConfig,
     updates: &mut Vec<Update>,
 ) {
-    // Taken out of the map so the pinned baseline's state can be read beside it.
-    let Some(mut model) = models.remove(key) else {
+    let Some(state) = models.states.get(slot) else {
         return;
     };
-    let baseline = model.baseline().and_then(|version| {
-        models.get(&ModelKey {
+    let key = state.key().clone();
+    // The pinned baseline's state is read beside this one.
+    let baseline = state.baseline().and_then(|version| {
+        models.slot(&ModelKey {
             model_id: key.model_id.clone(),
             model_version: version.clone(),
         })
     });
+    let (model, baseline) = models.with_other(slot, baseline);
     let was_drifted = model.drifted();
     if let Some(trigger) = model.evaluate_drift(at, config, baseline) {
         updates.push(Update::RetrainingTrigger(Box::new(trigger)));
@@ -373,7 +432,7 @@ fn evaluate(
         };
         updates.push(Update::Alert(transition(
             DRIFT_RULE,
-            key,
+            &key,
             state,
             at,
             None,
@@ -381,7 +440,7 @@ fn evaluate(
             Severity::High,
         )));
     }
-    let breaches = model.threshold_breaches(registration_for(registry, key));
+    let breaches = model.threshold_breaches(registration_for(registry, &key));
     if model.set_breached(!breaches.is_empty()) {
         let (value, threshold) = breaches
             .first()
@@ -395,7 +454,7 @@ fn evaluate(
         };
         updates.push(Update::Alert(transition(
             THRESHOLD_RULE,
-            key,
+            &key,
             state,
             at,
             value,
@@ -403,7 +462,6 @@ fn evaluate(
             Severity::Medium,
         )));
     }
-    models.insert(key.clone(), model);
 }
 
 /// Prediction ⋈ outcome join and per-model tracking.
@@ -456,17 +514,15 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 let mut join = JoinState::new(horizon);
                 let mut held: Option<Capability<Time>> = None;
                 let mut out = Vec::new();
-                let mut batched = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         let Some(&arrived) = cap.least() else { return };
                         for (ts, event) in data.drain(..) {
                             join.apply(ts.max(arrived), event, &mut out);
                         }
+                        join.flush(&mut out);
                         if !out.is_empty() {
-                            coalesce(&mut out, &mut batched);
-                            let mut session = output.session(&cap);
-                            session.give_iterator(batched.drain(..));
+                            output.session(&cap).give_iterator(out.drain(..));
                         }
                         if let Some(next) = join.next_expiry() {
                             let next = next.max(arrived);
@@ -502,7 +558,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
             Exchange::new(route),
             &format!("TrackModels({name})"),
             move |_initial, _info| {
-                let mut models: Models = Models::default();
+                let mut models = Models::default();
                 let mut registry: Registry = config
                     .models
                     .iter()
@@ -516,8 +572,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 // (a later entry with an equal key replaces the earlier one, as a map would).
                 let mut waiting: BTreeMap<u64, Vec<(OrderKey, Ordered)>> = BTreeMap::new();
                 let mut held: Option<Capability<Time>> = None;
-                let mut dirty: Dirty = Dirty::default();
-                let mut releasing: Vec<(OrderKey, Ordered)> = Vec::new();
+                // The release order of a bucket: positions sorted by key, then those kept.
+                let mut order: Vec<(u8, u128, usize)> = Vec::new();
+                let mut released: Vec<usize> = Vec::new();
                 let mut updates: Vec<Update> = Vec::new();
                 let mut emit_at: Option<Capability<Time>> = None;
                 let mut unattributed_changed = false;
@@ -527,17 +584,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                         let mut orphans_changed = false;
                         for item in data.drain(..) {
                             match item {
-                                ModelInput::Predicted {
-                                    key,
-                                    ts,
-                                    predicted,
-                                    confidence,
-                                    latency_ms,
-                                } => state_of(&mut models, &mut dirty, &key, &config, &registry)
-                                    .predicted(ts, &predicted, confidence, latency_ms),
                                 ModelInput::PredictedBatch { key, predictions } => {
-                                    let model =
-                                        state_of(&mut models, &mut dirty, &key, &config, &registry);
+                                    let slot = slot_of(&mut models, &key, &config, &registry);
+                                    let model = &mut models.states[slot];
                                     for prediction in &predictions {
                                         model.predicted(
                                             prediction.ts,
@@ -548,26 +597,40 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                     }
                                 }
                                 ModelInput::Duplicate { key } => {
-                                    state_of(&mut models, &mut dirty, &key, &config, &registry)
-                                        .duplicate()
+                                    let slot = slot_of(&mut models, &key, &config, &registry);
+                                    models.states[slot].duplicate();
                                 }
                                 ModelInput::Expired { key } => {
-                                    state_of(&mut models, &mut dirty, &key, &config, &registry)
-                                        .expired()
+                                    let slot = slot_of(&mut models, &key, &config, &registry);
+                                    models.states[slot].expired();
                                 }
-                                ModelInput::Matched(pair) => {
-                                    state_of(
-                                        &mut models,
-                                        &mut dirty,
-                                        &pair.key,
-                                        &config,
-                                        &registry,
-                                    )
-                                    .matched(&pair);
-                                    waiting.entry(pair.ts).or_default().push((
-                                        OrderKey::Pair(pair.prediction_id.clone()),
-                                        Ordered::Pair(pair),
-                                    ));
+                                ModelInput::MatchedBatch { key, pairs } => {
+                                    let slot = slot_of(&mut models, &key, &config, &registry);
+                                    let model = &mut models.states[slot];
+                                    let mut pairs = pairs.into_iter().peekable();
+                                    // Pairs of one batch mostly share their time: one bucket
+                                    // lookup per run of equal times.
+                                    while let Some(first) = pairs.next() {
+                                        let ts = first.ts;
+                                        let bucket = waiting.entry(ts).or_default();
+                                        let run = std::iter::once(first).chain(std::iter::from_fn(
+                                            || pairs.next_if(|pair| pair.ts == ts),
+                                        ));
+                                        for mut pair in run {
+                                            model.matched(&pair);
+                                            let prediction_id =
+                                                std::mem::take(&mut pair.prediction_id);
+                                            let arrival = pair.arrival;
+                                            bucket.push((
+                                                OrderKey::Pair(prediction_id),
+                                                Ordered::Pair {
+                                                    slot,
+                                                    arrival,
+                                                    kept: Kept::of(pair),
+                                                },
+                                            ));
+                                        }
+                                    }
                                 }
                                 ModelInput::Registered { ts, registration } => {
                                     arrivals += 1;
@@ -589,16 +652,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                         orphans_changed = true;
                                     } else {
                                         *orphans.entry(model_id.clone()).or_insert(0) += 1;
-                                        let keys: Vec<ModelKey> = models
-                                            .keys()
-                                            .filter(|key| key.model_id == model_id)
-                                            .cloned()
-                                            .collect();
-                                        for key in keys {
-                                            if let Some(model) = models.get_mut(&key) {
-                                                model.orphan_expired();
-                                            }
-                                            dirty.insert(key);
+                                        for slot in models.slots_of(&model_id) {
+                                            models.states[slot].orphan_expired();
+                                            models.mark(slot);
                                         }
                                     }
                                 }
@@ -623,29 +679,45 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 break;
                             }
                             let at = *entry.key();
-                            releasing.extend(entry.remove());
-                            // Stable: among equal keys the last inserted ends up last.
-                            releasing.sort_by(|a, b| a.0.cmp(&b.0));
+                            let bucket = entry.remove();
+                            // Positions sorted, not the entries; among equal keys the
+                            // later arrival ends up last.
+                            order.clear();
+                            order.extend(bucket.iter().enumerate().map(|(position, (key, _))| {
+                                let (kind, prefix) = key.prefix();
+                                (kind, prefix, position)
+                            }));
+                            order.sort_by(|a, b| {
+                                (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
+                                    let (a, b) = (&bucket[a.2], &bucket[b.2]);
+                                    a.0.cmp(&b.0)
+                                        .then_with(|| a.1.arrival().cmp(&b.1.arrival()))
+                                })
+                            });
                             // Walking backwards keeps the last of each run of equal keys.
-                            let mut previous: Option<OrderKey> = None;
-                            let mut kept: Vec<Ordered> = Vec::with_capacity(releasing.len());
-                            for (key, item) in releasing.drain(..).rev() {
-                                if previous.as_ref() == Some(&key) {
+                            released.clear();
+                            let mut previous: Option<usize> = None;
+                            for &(_, _, position) in order.iter().rev() {
+                                if previous.is_some_and(|p| bucket[p].0 == bucket[position].0) {
                                     continue;
                                 }
-                                previous = Some(key);
-                                kept.push(item);
+                                previous = Some(position);
+                                released.push(position);
                             }
-                            for item in kept.into_iter().rev() {
-                                let pair = match item {
-                                    Ordered::Pair(pair) => pair,
+                            let mut items: Vec<Option<Ordered>> =
+                                bucket.into_iter().map(|(_, item)| Some(item)).collect();
+                            for &position in released.iter().rev() {
+                                let Some(item) = items[position].take() else {
+                                    continue;
+                                };
+                                let (slot, pair) = match item {
+                                    Ordered::Pair { slot, kept, .. } => (slot, kept),
                                     Ordered::Registration(registration) => {
                                         register(
                                             &mut models,
                                             &mut registry,
                                             &registration,
                                             &config,
-                                            &mut dirty,
                                         );
                                         updates.push(Update::ModelRegistered(registration));
                                         continue;
@@ -658,29 +730,25 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                             at,
                                             &config,
                                             &mut updates,
-                                            &mut dirty,
                                         );
                                         continue;
                                     }
                                 };
-                                if let Some(model) = models.get_mut(&pair.key) {
-                                    if let Some(trigger) = model.ordered(&pair, &config) {
-                                        updates.push(Update::RetrainingTrigger(Box::new(trigger)));
-                                    }
-                                    if model.evaluation_due(&config) {
-                                        evaluate(
-                                            &mut models,
-                                            &registry,
-                                            &pair.key,
-                                            pair.ts,
-                                            &config,
-                                            &mut updates,
-                                        );
-                                    }
-                                    if !dirty.contains(&pair.key) {
-                                        dirty.insert(pair.key.clone());
-                                    }
+                                let model = &mut models.states[slot];
+                                if let Some(trigger) = model.ordered(at, pair, &config) {
+                                    updates.push(Update::RetrainingTrigger(Box::new(trigger)));
                                 }
+                                if model.evaluation_due(&config) {
+                                    evaluate(
+                                        &mut models,
+                                        &registry,
+                                        slot,
+                                        at,
+                                        &config,
+                                        &mut updates,
+                                    );
+                                }
+                                models.mark(slot);
                             }
                         }
                     }
@@ -693,16 +761,13 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                         (a, b) => a.or(b),
                     };
                     if let Some(cap) = cap {
-                        let mut changed: Vec<ModelKey> = dirty.drain().collect();
-                        changed.sort();
-                        for key in changed {
-                            if let Some(model) = models.get(&key) {
-                                let mut snapshot =
-                                    model.snapshot(registration_for(&registry, &key));
-                                snapshot.orphans_expired =
-                                    orphans.get(&key.model_id).copied().unwrap_or(0);
-                                updates.push(Update::ModelMetrics(Box::new(snapshot)));
-                            }
+                        for slot in models.take_changed() {
+                            let model = &models.states[slot];
+                            let key = model.key();
+                            let mut snapshot = model.snapshot(registration_for(&registry, key));
+                            snapshot.orphans_expired =
+                                orphans.get(&key.model_id).copied().unwrap_or(0);
+                            updates.push(Update::ModelMetrics(Box::new(snapshot)));
                         }
                         if std::mem::take(&mut unattributed_changed) {
                             updates.push(Update::UnattributedOrphans {

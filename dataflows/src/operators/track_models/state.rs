@@ -20,24 +20,66 @@ const MAX_CHANGE_POINTS: usize = 1000;
 /// Latency is recorded in microseconds.
 const LATENCY_SCALE: f64 = 1000.0;
 
+/// The first 16 bytes of `text`, big-endian and zero-padded. A smaller prefix means a
+/// smaller text; texts with equal prefixes compare by length when both are at most 16
+/// bytes long (the shorter is then a prefix of the other), else by their bytes.
+pub(super) fn prefix16(text: &str) -> u128 {
+    let mut prefix = 0u128;
+    for (index, byte) in text.as_bytes().iter().take(16).enumerate() {
+        prefix |= u128::from(*byte) << (8 * (15 - index));
+    }
+    prefix
+}
+
+/// Compares two labels given their [`prefix16`]s: the same order as `a.cmp(b)`.
+fn compare_labels(a_prefix: u128, a: &Id, b_prefix: u128, b: &Id) -> std::cmp::Ordering {
+    a_prefix.cmp(&b_prefix).then_with(|| {
+        if a.len() <= 16 && b.len() <= 16 {
+            a.len().cmp(&b.len())
+        } else {
+            a.cmp(b)
+        }
+    })
+}
+
+/// One non-zero cell of a [`Confusion`] matrix, with the prefixes its search compares.
+#[derive(Debug, Clone)]
+struct Cell {
+    actual_prefix: u128,
+    predicted_prefix: u128,
+    actual: Id,
+    predicted: Id,
+    count: u64,
+}
+
 /// A sparse confusion matrix.
 #[derive(Debug, Clone, Default)]
 pub struct Confusion {
-    /// The non-zero cells `(actual, predicted, count)`, sorted by `(actual, predicted)`.
-    /// There are at most classes² of them, so a sorted vector searched with borrowed ids
-    /// beats a map whose every lookup builds a key of two cloned ids (this runs up to
-    /// three times per matched pair).
-    cells: Vec<(Id, Id, u64)>,
+    /// The non-zero cells, sorted by `(actual, predicted)`. There are at most classes² of
+    /// them, so a sorted vector searched with borrowed ids beats a map whose every lookup
+    /// builds a key of two cloned ids (this runs up to three times per matched pair); the
+    /// search compares integer prefixes and looks at the ids' bytes only for labels longer
+    /// than 16 bytes that share a prefix.
+    cells: Vec<Cell>,
 }
 
 impl Confusion {
     fn add(&mut self, actual: &Id, predicted: &Id, count: i64) {
-        match self
-            .cells
-            .binary_search_by(|(a, p, _)| (a, p).cmp(&(actual, predicted)))
-        {
+        let (actual_prefix, predicted_prefix) = (prefix16(actual), prefix16(predicted));
+        match self.cells.binary_search_by(|cell| {
+            compare_labels(cell.actual_prefix, &cell.actual, actual_prefix, actual).then_with(
+                || {
+                    compare_labels(
+                        cell.predicted_prefix,
+                        &cell.predicted,
+                        predicted_prefix,
+                        predicted,
+                    )
+                },
+            )
+        }) {
             Ok(index) => {
-                let cell = &mut self.cells[index].2;
+                let cell = &mut self.cells[index].count;
                 *cell = cell.saturating_add_signed(count);
                 if *cell == 0 {
                     self.cells.remove(index);
@@ -46,8 +88,16 @@ impl Confusion {
             Err(index) => {
                 let cell = 0u64.saturating_add_signed(count);
                 if cell != 0 {
-                    self.cells
-                        .insert(index, (actual.clone(), predicted.clone(), cell));
+                    self.cells.insert(
+                        index,
+                        Cell {
+                            actual_prefix,
+                            predicted_prefix,
+                            actual: actual.clone(),
+                            predicted: predicted.clone(),
+                            count: cell,
+                        },
+                    );
                 }
             }
         }
@@ -58,17 +108,17 @@ impl Confusion {
         let labels: Vec<Id> = self
             .cells
             .iter()
-            .flat_map(|(a, p, _)| [a.clone(), p.clone()])
+            .flat_map(|cell| [cell.actual.clone(), cell.predicted.clone()])
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         let position = |label: &Id| labels.binary_search(label).unwrap_or(0);
         let mut matrix = vec![vec![0u64; labels.len()]; labels.len()];
-        for (actual, predicted, count) in &self.cells {
-            matrix[position(actual)][position(predicted)] += count;
+        for cell in &self.cells {
+            matrix[position(&cell.actual)][position(&cell.predicted)] += cell.count;
         }
         let scores = stats::class_scores(&matrix);
-        let matched: u64 = self.cells.iter().map(|(_, _, count)| count).sum();
+        let matched: u64 = self.cells.iter().map(|cell| cell.count).sum();
         let correct: u64 = (0..labels.len()).map(|i| matrix[i][i]).sum();
         Performance {
             matched,
@@ -84,15 +134,29 @@ impl Confusion {
 }
 
 /// One matched pair as the ordered analyses keep it.
-#[derive(Debug, Clone)]
-struct Kept {
-    confidence: f64,
-    predicted: Id,
-    actual: Id,
-    features: Vec<(Id, f64)>,
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    /// The prediction's confidence.
+    pub confidence: f64,
+    /// The predicted label.
+    pub predicted: Id,
+    /// The true label.
+    pub actual: Id,
+    /// The prediction's features.
+    pub features: Vec<(Id, f64)>,
 }
 
 impl Kept {
+    /// The part of `pair` the ordered analyses keep.
+    pub fn of(pair: MatchedPair) -> Self {
+        Self {
+            confidence: pair.confidence,
+            predicted: pair.predicted,
+            actual: pair.actual,
+            features: pair.features,
+        }
+    }
+
     fn correct(&self) -> bool {
         self.predicted == self.actual
     }
@@ -229,6 +293,11 @@ impl ModelState {
             triggers: 0,
             breached: false,
         }
+    }
+
+    /// The model version this state tracks.
+    pub fn key(&self) -> &ModelKey {
+        &self.key
     }
 
     /// Records a prediction.
@@ -372,19 +441,14 @@ impl ModelState {
     }
 
     /// Feeds one pair, in event-time order, to the windows and ADWIN. Returns a retraining
-    /// trigger when ADWIN detects a change.
+    /// trigger when ADWIN detects a change. `ts` is the pair's time.
     pub fn ordered(
         &mut self,
-        pair: &MatchedPair,
+        ts: u64,
+        kept: Kept,
         config: &TrackModelsConfig,
     ) -> Option<RetrainingTrigger> {
         self.ordered += 1;
-        let kept = Kept {
-            confidence: pair.confidence,
-            predicted: pair.predicted.clone(),
-            actual: pair.actual.clone(),
-            features: pair.features.clone(),
-        };
         let error = if kept.correct() { 0.0 } else { 1.0 };
         if self.baseline.is_none() && self.reference.len() < config.reference_size {
             self.reference.push(kept);
@@ -403,12 +467,12 @@ impl ModelState {
                 self.adwin_changes.remove(0);
             }
             self.adwin_changes.push(self.ordered);
-            self.adwin_last_change_at = Some(pair.ts);
+            self.adwin_last_change_at = Some(ts);
             self.triggers += 1;
             return Some(RetrainingTrigger {
                 model_id: self.key.model_id.clone(),
                 model_version: self.key.model_version.clone(),
-                at: pair.ts,
+                at: ts,
                 evidence: vec![DriftTest {
                     test: "adwin:errors".into(),
                     statistic: self.adwin.mean().unwrap_or(0.0),
@@ -708,5 +772,77 @@ mod quantile_tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod confusion_tests {
+    use super::*;
+
+    const LABELS: [&str; 12] = [
+        "",
+        "0",
+        "1",
+        "10",
+        "a",
+        "a\0",
+        "ab",
+        "approve",
+        "reject",
+        "review",
+        "a-label-longer-than-16-bytes",
+        "a-label-longer-than-16-bytez",
+    ];
+
+    #[test]
+    fn label_comparison_is_the_order_of_the_ids() {
+        for a in LABELS {
+            for b in LABELS {
+                let (a, b) = (Id::from(a), Id::from(b));
+                assert_eq!(
+                    compare_labels(prefix16(&a), &a, prefix16(&b), &b),
+                    a.cmp(&b),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cells_stay_sorted_and_counted_like_a_map() {
+        let mut confusion = Confusion::default();
+        let mut reference: BTreeMap<(Id, Id), u64> = BTreeMap::new();
+        let mut state = 7u64;
+        for step in 0..2000u64 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let actual = Id::from(LABELS[(state >> 33) as usize % LABELS.len()]);
+            let predicted = Id::from(LABELS[(state >> 45) as usize % LABELS.len()]);
+            let key = (actual.clone(), predicted.clone());
+            let count = reference.get(&key).copied().unwrap_or(0);
+            // Mostly additions, some removals of existing counts.
+            if step % 3 == 2 && count > 0 {
+                confusion.add(&actual, &predicted, -1);
+                if count == 1 {
+                    reference.remove(&key);
+                } else {
+                    reference.insert(key, count - 1);
+                }
+            } else {
+                confusion.add(&actual, &predicted, 1);
+                reference.insert(key, count + 1);
+            }
+        }
+        let cells: Vec<(Id, Id, u64)> = confusion
+            .cells
+            .iter()
+            .map(|cell| (cell.actual.clone(), cell.predicted.clone(), cell.count))
+            .collect();
+        let expected: Vec<(Id, Id, u64)> = reference
+            .into_iter()
+            .map(|((actual, predicted), count)| (actual, predicted, count))
+            .collect();
+        assert_eq!(cells, expected);
     }
 }

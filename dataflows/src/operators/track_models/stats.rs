@@ -273,9 +273,10 @@ pub fn ks_2samp(first: &[f64], second: &[f64]) -> Option<(f64, f64)> {
     let mut b = second.to_vec();
     a.sort_by(f64::total_cmp);
     b.sort_by(f64::total_cmp);
-    // D as an exact fraction: max |i·m − j·n| / (n·m) over the distinct values.
+    // D as an exact fraction: max |i·m − j·n| / (n·m) over the distinct values (exact in
+    // i64: n, m ≤ 10,000).
     let (mut i, mut j) = (0usize, 0usize);
-    let mut widest = 0i128;
+    let mut widest = 0i64;
     while i < n || j < m {
         let value = match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) => x.min(*y),
@@ -289,7 +290,7 @@ pub fn ks_2samp(first: &[f64], second: &[f64]) -> Option<(f64, f64)> {
         while j < m && b[j] <= value {
             j += 1;
         }
-        let gap = (i as i128 * m as i128 - j as i128 * n as i128).abs();
+        let gap = (i as i64 * m as i64 - j as i64 * n as i64).abs();
         widest = widest.max(gap);
     }
     let statistic = widest as f64 / (n as f64 * m as f64);
@@ -299,8 +300,7 @@ pub fn ks_2samp(first: &[f64], second: &[f64]) -> Option<(f64, f64)> {
     // Probability of staying strictly inside the band, by dynamic programming over the
     // normalised path counts p(i, j) = count(i, j) / C(i + j, i):
     // p(i, j) = (i·p(i−1, j) + j·p(i, j−1)) / (i + j).
-    let inside =
-        |i: usize, j: usize| (i as i128 * m as i128 - j as i128 * n as i128).abs() < widest;
+    let inside = |i: usize, j: usize| (i as i64 * m as i64 - j as i64 * n as i64).abs() < widest;
     let mut column = vec![0.0f64; m + 1];
     let mut open = true;
     for (j, cell) in column.iter_mut().enumerate() {
@@ -312,11 +312,11 @@ pub fn ks_2samp(first: &[f64], second: &[f64]) -> Option<(f64, f64)> {
     // moves up monotonically with i: each row visits its band (plus one cell either side,
     // written as zero like every outside cell) instead of all m + 1 cells. Cells the loop
     // skips are never read again, so the result is the same as the full sweep.
-    let (width, rows) = (widest, n as i128);
+    let (width, rows) = (widest, n as i64);
     for i in 1..=n {
-        let centre = i as i128 * m as i128;
+        let centre = i as i64 * m as i64;
         let low = ((centre - width).max(0) / rows).saturating_sub(1).max(0) as usize;
-        let high = (((centre + width) / rows + 1).min(m as i128)) as usize;
+        let high = (((centre + width) / rows + 1).min(m as i64)) as usize;
         let mut below = 0.0f64;
         for j in low..=high {
             let value = if !inside(i, j) {

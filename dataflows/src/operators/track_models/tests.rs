@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::model::{OutcomeEvent, PredictionEvent};
+use crate::model::{MatchedPair, OutcomeEvent, PredictionEvent, RecordedPrediction};
 use crate::testing::{run_epochs, Epoch, Output};
 
 const SECOND: u64 = 1000;
@@ -272,6 +272,41 @@ fn an_accuracy_drop_raises_a_retraining_trigger_and_an_alert() {
 }
 
 #[test]
+fn of_two_pairs_with_one_id_and_time_the_later_arrival_is_ordered_across_versions() {
+    // One worker, one activation: v2 is seen first, so the join hands over v2's batch
+    // before v1's although v1's pair arrived first; the later arrival (v2's) must still
+    // be the one the ordered analyses keep.
+    let config = config(10);
+    let version = |id: &str, version: &str| versioned(id, version, "a", 0.5);
+    let out = crate::testing::run_with_workers(
+        1,
+        move |events| events.track_models("test", &config),
+        vec![Epoch::new(
+            0,
+            vec![
+                (0, version("q", "v2")),
+                (0, version("p1", "v1")),
+                (0, outcome("p1", "a", None)),
+                (0, version("p1", "v2")),
+                (0, outcome("p1", "b", None)),
+            ],
+        )],
+    );
+    let ordered = |wanted: &str| {
+        out.iter()
+            .filter_map(|(_, update)| match update {
+                Update::ModelMetrics(snapshot) if snapshot.model_version == wanted => {
+                    Some(snapshot.ordered)
+                }
+                _ => None,
+            })
+            .max()
+    };
+    assert_eq!(ordered("v1"), Some(0));
+    assert_eq!(ordered("v2"), Some(1));
+}
+
+#[test]
 fn a_duplicate_prediction_id_is_counted_and_ignored() {
     // One worker: which twin comes first is arrival order (documented).
     let config = config(10);
@@ -495,46 +530,77 @@ fn a_registration_applies_from_its_event_time_and_creates_its_version() {
 }
 
 #[test]
-fn coalesce_groups_predictions_per_version_and_keeps_the_rest() {
+fn join_batches_predictions_and_pairs_per_version_and_passes_the_rest_at_once() {
     let key = |model: &str| ModelKey {
         model_id: model.into(),
         model_version: "v1".into(),
     };
-    let predicted = |model: &str, ts: u64| ModelInput::Predicted {
-        key: key(model),
+    let mut join = join::JoinState::new(60 * SECOND);
+    let mut out = Vec::new();
+    join.apply(1, prediction("p1", "m1", "a", 0.5), &mut out);
+    join.apply(2, prediction("p2", "m2", "a", 0.5), &mut out);
+    join.apply(3, prediction("p2", "m2", "b", 0.5), &mut out);
+    join.apply(4, prediction("p3", "m1", "b", 0.75), &mut out);
+    join.apply(5, outcome("p4", "a", Some("m1")), &mut out);
+    join.apply(6, prediction("p4", "m1", "a", 0.25), &mut out);
+    join.apply(7, outcome("p1", "b", None), &mut out);
+    // Only the duplicate so far: predictions and pairs wait for the flush.
+    assert_eq!(out, vec![ModelInput::Duplicate { key: key("m2") }]);
+    out.clear();
+    join.flush(&mut out);
+    let recorded = |ts: u64, predicted: &str, confidence: f64| RecordedPrediction {
         ts,
-        predicted: "a".into(),
-        confidence: 0.5,
-        latency_ms: 1.0,
+        predicted: predicted.into(),
+        confidence,
+        latency_ms: 10.0,
     };
-    let mut out = vec![
-        predicted("m1", 1),
-        predicted("m2", 2),
-        ModelInput::Expired { key: key("m2") },
-        predicted("m1", 3),
-    ];
-    let mut batched = Vec::new();
-    coalesce(&mut out, &mut batched);
-    assert!(out.is_empty());
-    let recorded = |ts: u64| RecordedPrediction {
-        ts,
-        predicted: "a".into(),
-        confidence: 0.5,
-        latency_ms: 1.0,
+    let pair = |arrival: u64, ts: u64, id: &str, predicted: &str, actual: &str, confidence: f64| {
+        MatchedPair {
+            arrival,
+            ts,
+            prediction_id: id.into(),
+            predicted: predicted.into(),
+            actual: actual.into(),
+            confidence,
+            features: vec![("x".into(), confidence * 2.0)],
+        }
     };
     assert_eq!(
-        batched,
+        out,
         vec![
             ModelInput::PredictedBatch {
                 key: key("m1"),
-                predictions: vec![recorded(1), recorded(3)],
+                predictions: vec![
+                    recorded(1, "a", 0.5),
+                    recorded(4, "b", 0.75),
+                    recorded(6, "a", 0.25),
+                ],
+            },
+            ModelInput::MatchedBatch {
+                key: key("m1"),
+                pairs: vec![
+                    // The outcome waited (arrivals: p1, p2, p3, outcome p4, p4, outcome p1).
+                    pair(5, 6, "p4", "a", "a", 0.25),
+                    pair(6, 7, "p1", "a", "b", 0.5),
+                ],
             },
             ModelInput::PredictedBatch {
                 key: key("m2"),
-                predictions: vec![recorded(2)],
+                predictions: vec![recorded(2, "a", 0.5)],
             },
-            ModelInput::Expired { key: key("m2") },
         ]
+    );
+    out.clear();
+    join.flush(&mut out);
+    assert!(out.is_empty());
+    join.apply(8, prediction("p5", "m2", "a", 0.5), &mut out);
+    join.flush(&mut out);
+    assert_eq!(
+        out,
+        vec![ModelInput::PredictedBatch {
+            key: key("m2"),
+            predictions: vec![recorded(8, "a", 0.5)],
+        }]
     );
 }
 
@@ -723,4 +789,41 @@ fn pin_now_replaces_a_registered_baseline_until_the_registry_changes_it() {
             && alert["key"].to_string().contains("\"v2\"")
     });
     assert!(resolved, "{:?}", out.of_kind("alert"));
+}
+
+#[test]
+fn order_key_prefixes_agree_with_the_full_order() {
+    let ids = [
+        "",
+        "a",
+        "a\0",
+        "a\0\0b",
+        "ab",
+        "b",
+        "p1",
+        "p10",
+        "p2",
+        "p100000000000000",
+        "p1000000000000000",
+        "p1000000000000001",
+        "p100000000000000\0",
+        "ü",
+        "z\u{7f}",
+    ];
+    let keys: Vec<OrderKey> = ids
+        .iter()
+        .map(|id| OrderKey::Pair((*id).into()))
+        .chain([OrderKey::Command(0), OrderKey::Command(7)])
+        .collect();
+    for a in &keys {
+        for b in &keys {
+            let (pa, pb) = (a.prefix(), b.prefix());
+            if pa != pb {
+                assert_eq!(pa.cmp(&pb), a.cmp(b), "{a:?} vs {b:?}");
+            }
+            if a == b {
+                assert_eq!(pa, pb);
+            }
+        }
+    }
 }
