@@ -13,6 +13,7 @@ mod panes;
 mod sorted;
 
 use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use rustc_hash::FxBuildHasher;
 use timely::dataflow::channels::pact::Exchange;
@@ -22,10 +23,16 @@ use timely::dataflow::StreamVec;
 pub use panes::{SeriesPanes, WindowConfig, WindowConfigError};
 
 use crate::model::{DataError, ErrorReason, Sample, SeriesKey, Update};
+use crate::time::Stopwatch;
 use crate::Time;
 
-/// Series moved to their next window per activation (see [`SeriesPanes::catch_up`]).
-const CATCH_UPS_PER_ACTIVATION: usize = 8;
+/// Samples moved between windows per activation, at most (and at least one series; see
+/// [`SeriesPanes::catch_up`]): about half a millisecond of work.
+const CATCH_UP_SAMPLES_PER_ACTIVATION: u64 = 2048;
+
+/// How long after a close the catch-up waits, so that the close's breaches and alerts
+/// pass through the workers before the catch-up shares their steps.
+const CATCH_UP_DELAY: Duration = Duration::from_millis(10);
 
 /// Sliding-window statistics per series.
 pub trait ComputeWindows<'scope> {
@@ -78,6 +85,8 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
             let mut late: Vec<Update> = Vec::new();
             // The window end whose close was put off to the next activation.
             let mut deferred_end: Option<Time> = None;
+            // When the last close happened, while its catch-up waits (see `CATCH_UP_DELAY`).
+            let mut catch_up_after: Option<Stopwatch> = None;
 
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
@@ -178,18 +187,32 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     }
                 }
 
-                // Not in the activation that closed windows: their results (and the alerts
-                // they raise) go downstream first.
-                let budget = if closed_any { 0 } else { CATCH_UPS_PER_ACTIVATION };
-                for _ in 0..budget {
-                    let Some(key) = catching_up.pop_front() else { break };
-                    if let Some(panes) = series.get_mut(&key) {
-                        panes.queued = false;
-                        panes.catch_up(config.exact_limit);
-                    }
+                // Not right after a close: its results (and the alerts they raise) go
+                // downstream first.
+                if closed_any {
+                    catch_up_after = Some(Stopwatch::start());
                 }
-                if !catching_up.is_empty() {
-                    activator.activate();
+                let wait = catch_up_after
+                    .as_ref()
+                    .map(|closed| CATCH_UP_DELAY.saturating_sub(closed.elapsed()))
+                    .filter(|left| !left.is_zero());
+                if let Some(left) = wait {
+                    if !catching_up.is_empty() {
+                        activator.activate_after(left);
+                    }
+                } else {
+                    catch_up_after = None;
+                    let mut moved = 0u64;
+                    while moved < CATCH_UP_SAMPLES_PER_ACTIVATION {
+                        let Some(key) = catching_up.pop_front() else { break };
+                        if let Some(panes) = series.get_mut(&key) {
+                            panes.queued = false;
+                            moved += panes.catch_up(config.exact_limit).max(1);
+                        }
+                    }
+                    if !catching_up.is_empty() {
+                        activator.activate();
+                    }
                 }
             }
         })

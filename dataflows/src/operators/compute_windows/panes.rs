@@ -218,11 +218,21 @@ impl SeriesPanes {
     /// Moves the merged values to the window named by [`Self::prepare`]: the leaving pane
     /// out, the samples already in the entering pane in; later samples of that pane then
     /// go straight into the merged values. Nothing to do when no window is named.
-    pub fn catch_up(&mut self, exact_limit: usize) {
-        if let Some((first, end)) = self.next.take() {
-            self.evict_before(first);
-            self.merge_range(first, end, exact_limit);
-        }
+    /// Returns how many samples were in the panes that moved (a measure of the work).
+    pub fn catch_up(&mut self, exact_limit: usize) -> u64 {
+        let Some((first, end)) = self.next.take() else {
+            return 0;
+        };
+        let entering = self.merged_to.max(first);
+        let moved = self
+            .panes
+            .iter()
+            .filter(|pane| pane.index < first || (entering..end).contains(&pane.index))
+            .map(|pane| pane.count)
+            .sum();
+        self.evict_before(first);
+        self.merge_range(first, end, exact_limit);
+        moved
     }
 
     /// Statistics of the window made of panes `[end_index - panes, end_index)`, or `None`
