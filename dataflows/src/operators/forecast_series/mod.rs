@@ -32,7 +32,7 @@ use crate::model::{
     ThresholdForecast, Update, WindowStats,
 };
 use crate::operators::RuleSet;
-use crate::time::duration_ms;
+use crate::time::{duration_ms, Stopwatch};
 use crate::Time;
 
 use self::math::{ols_trend, Holt};
@@ -294,8 +294,9 @@ fn forecastable(key: &SeriesKey, include_sessions: bool) -> bool {
         && key.name != crate::operators::score_anomalies::ANOMALY_SCORE
 }
 
-/// Windows forecast per activation (see the operator's frontier notes).
-const FORECASTS_PER_ACTIVATION: usize = 64;
+/// Forecasting time per activation, at most (at least one window; see the operator's
+/// frontier notes).
+const FORECAST_SLICE: Duration = Duration::from_micros(500);
 
 /// A window (or the idle mark ending a series) on its way to the forecaster.
 type Item = (SeriesKey, Option<WindowStats>, u64);
@@ -351,7 +352,8 @@ pub trait ForecastSeries<'scope> {
     /// to every worker) applies when it arrives, before the windows of the same
     /// activation: like `evaluate_breaches`' fast path, windows are not held for it, so a
     /// change that reaches a worker after later windows applies from the next window.
-    /// Windows queue on arrival and are forecast `FORECASTS_PER_ACTIVATION` at a time, so
+    /// Windows queue on arrival and are forecast in later activations, `FORECAST_SLICE` at
+    /// a time, so
     /// a close of thousands of series is spread over several short steps. Predictive transitions come from windows only while
     /// some rule has a forecast horizon, so only then does the operator hold a capability
     /// for them (at the earliest window still to come): without such rules the transition
@@ -469,6 +471,7 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                         }
                     }
                 });
+                let mut arrived = false;
                 window_input.for_each(|cap, data| {
                     let Some(cap) = cap.retain_least(0) else {
                         return;
@@ -479,11 +482,14 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                         (&left.0, end(left)).cmp(&(&right.0, end(right)))
                     });
                     queue.push_back((cap, batch.into()));
+                    arrived = true;
                 });
-                // A bounded share per activation, so a close of thousands of series does not
-                // make one long step: timely reports progress between steps, and the alerts
-                // the same close raised wait for that report on every worker.
-                let mut budget = FORECASTS_PER_ACTIVATION;
+                // Not in the step that brought the windows (the step of their close), and a
+                // bounded share per activation after it, so a close of thousands of series
+                // does not make one long step: timely reports progress between steps, and
+                // the alerts the same close raised wait for that report on every worker.
+                let slice = Stopwatch::start();
+                let mut budget = if arrived { 0 } else { usize::MAX };
                 while budget > 0 {
                     let Some((cap, batch)) = queue.front_mut() else {
                         break;
@@ -494,7 +500,9 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                         let Some((key, stats, idle_end)) = batch.pop_front() else {
                             break;
                         };
-                        budget -= 1;
+                        if slice.elapsed() >= FORECAST_SLICE {
+                            budget = 0;
+                        }
                         match stats {
                             Some(stats) => {
                                 if !series.contains_key(&key) && series.len() >= config.max_series {
