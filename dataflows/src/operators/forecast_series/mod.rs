@@ -561,7 +561,7 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                 }
                 // Held no further back than the earliest window still to come or queued.
                 if has_forecast(&rules) {
-                    let queued = queue.front().map(|(cap, _)| *cap.time());
+                    let queued = queue.iter().map(|(cap, _)| *cap.time()).min();
                     match frontiers[0].frontier().iter().copied().chain(queued).min() {
                         Some(earliest) => {
                             if let Some(held) = predictive_cap.as_mut() {
