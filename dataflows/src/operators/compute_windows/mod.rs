@@ -46,12 +46,12 @@ pub trait ComputeWindows<'scope> {
     /// [`Update::Rejected`] (reason `late`) for samples that arrived too late.
     ///
     /// # Frontier behaviour
-    /// The window ending at `e` is emitted at time `e - 1`, its last millisecond, once the
-    /// input frontier reaches `e`; when the input closes, every remaining window is emitted.
-    /// Stamping the last millisecond rather than `e` lets everything downstream of a close
-    /// (breaches, alerts) see its input frontier pass the window's time as soon as the
-    /// window is out, instead of waiting for the input to move past `e` as well. The operator
-    /// holds one capability at the next window end minus one while any series has state.
+    /// The window ending at `e` is emitted at time `e` once the input frontier reaches `e`;
+    /// when the input closes, every remaining window is emitted. The operator holds one capability
+    /// at the next window end while any series has state. (Stamping `e - 1` would let the
+    /// alert path skip waiting for the input to pass `e`, but then a window's results are
+    /// final the moment the frontier reaches `e`, and the Kafka alerts topic's at-least-once
+    /// guarantee across `kill -9` relies on that taking one more input step; see the notes.)
     ///
     /// # Late samples
     /// A sample whose pane ended at or before the timely time it arrived at (the watermark
@@ -117,9 +117,8 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     }
                     if let Some(first_end) = first_end {
                         // `first_end > arrived`, so the delay is always legal.
-                        let stamp = first_end.saturating_sub(1);
-                        if held.as_ref().is_none_or(|held| *held.time() > stamp) {
-                            held = Some(cap.delayed(&stamp, output.output_index()));
+                        if held.as_ref().is_none_or(|held| *held.time() > first_end) {
+                            held = Some(cap.delayed(&first_end, output.output_index()));
                         }
                     }
                 });
@@ -153,11 +152,10 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                         activator.activate();
                         break;
                     }
-                    // Windows ending at `end` are emitted at time `end - 1` exactly, so their
+                    // Windows ending at `end` are emitted at time `end` exactly, so their
                     // timestamp (and everything derived downstream) does not depend on how
                     // the input happened to be batched.
-                    let stamp = end.saturating_sub(1);
-                    let at = if *cap.time() <= stamp { cap.delayed(&stamp) } else { cap.clone() };
+                    let at = if *cap.time() <= end { cap.delayed(&end) } else { cap.clone() };
                     let mut session = output.session(&at);
                     for (key, panes) in series.iter_mut() {
                         match panes.window(key, end_index, &config) {
@@ -181,9 +179,9 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     series.retain(|_, panes| panes.active || !panes.is_empty());
                     next_end_index = end_index.saturating_add(1);
                     closed_any = true;
-                    let next_stamp = next_end_index.saturating_mul(slide).saturating_sub(1);
-                    if *cap.time() < next_stamp {
-                        cap.downgrade(&next_stamp);
+                    let next_end = next_end_index.saturating_mul(slide);
+                    if *cap.time() < next_end {
+                        cap.downgrade(&next_end);
                     }
                 }
 
