@@ -735,24 +735,7 @@ fn registered_baseline_drift_reaches_mcp_websocket_and_notifications_and_replays
     assert_eq!(result["rejected"][0]["field"], "classes", "{result}");
 
     let events = scorer_events(base);
-    let last = events
-        .iter()
-        .filter_map(|event| event["ts"].as_u64())
-        .max()
-        .unwrap_or(base);
-    let body: String = events
-        .iter()
-        .map(|event| event.to_string() + "\n")
-        .collect();
-    server.post_events_ok(body, events.len());
-    let flush = last + SCORER_HORIZON_MS + 3_000;
-    for offset in 0..4 {
-        server.post_events_ok(
-            json!({"type": "metric", "ts": flush + offset, "name": "ml_test.flush", "value": 1.0})
-                .to_string(),
-            1,
-        );
-    }
+    send_and_flush(&server, &events);
 
     // MCP: the registry, v2 drifting against v1's reference, the trigger.
     let status = eventually("scorer v2 drifted", Duration::from_secs(60), || {

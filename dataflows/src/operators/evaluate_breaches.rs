@@ -168,8 +168,9 @@ impl BreachState {
                         Some(entries) => entries,
                         None => self.pairs.entry(stats.key.clone()).or_default(),
                     };
-                    let started = !entries.iter().any(|(held, _)| *held == position);
-                    if started {
+                    let found = entries.iter().position(|(held, _)| *held == position);
+                    let started = found.is_none();
+                    let index = found.unwrap_or_else(|| {
                         entries.push((
                             position,
                             PairState {
@@ -178,11 +179,9 @@ impl BreachState {
                                 clear_since: None,
                             },
                         ));
-                    }
-                    let Some((_, pair)) = entries.iter_mut().find(|(held, _)| *held == position)
-                    else {
-                        continue;
-                    };
+                        entries.len() - 1
+                    });
+                    let pair = &mut entries[index].1;
                     pair.clear_since = None;
                     let due =
                         end.saturating_sub(pair.breaching_since) >= duration_ms(rule.for_duration);

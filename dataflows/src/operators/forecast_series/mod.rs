@@ -433,7 +433,9 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
         );
         let mut change_input = builder.new_input(changes.broadcast(), Pipeline);
         builder.build(move |mut capabilities| {
-            let mut predictive_cap = capabilities.pop().filter(|_| has_forecast(&rules));
+            // Whether some rule has a forecast horizon; changes only with the rules.
+            let mut forecasting = has_forecast(&rules);
+            let mut predictive_cap = capabilities.pop().filter(|_| forecasting);
             drop(capabilities);
             let mut series: HashMap<SeriesKey, SeriesHistory, FxBuildHasher> = HashMap::default();
             // Windows waiting to be forecast, by arrival, each batch sorted by series and end.
@@ -466,7 +468,8 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                             .session(&cap)
                             .give_iterator(resolved.into_iter());
                         rules = next;
-                        if has_forecast(&rules) && predictive_cap.is_none() {
+                        forecasting = has_forecast(&rules);
+                        if forecasting && predictive_cap.is_none() {
                             predictive_cap = Some(cap.clone());
                         }
                     }
@@ -560,7 +563,7 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                     activator.activate();
                 }
                 // Held no further back than the earliest window still to come or queued.
-                if has_forecast(&rules) {
+                if forecasting {
                     let queued = queue.iter().map(|(cap, _)| *cap.time()).min();
                     match frontiers[0].frontier().iter().copied().chain(queued).min() {
                         Some(earliest) => {
