@@ -8,9 +8,11 @@
 //!
 //! Rule-based alerts are keyed by fingerprint: a `firing` transition opens (or re-opens)
 //! the alert, a `resolved` transition closes it. Commands acknowledge, resolve, or create
-//! custom alerts. Inputs are applied in timestamp order once the frontier passes them (a
+//! custom alerts. Inputs are applied in timestamp order: transitions as soon as the
+//! frontier reaches their time (an alert raised by a window close goes out without waiting
+//! for the other workers' shares of the close), commands once the frontier passes them (a
 //! command enters at the watermark of its arrival, so it applies as soon as the watermark
-//! moves on: with the next events, or the next idle tick), which makes the lifecycle a
+//! moves on: with the next events, or the next idle tick). This makes the lifecycle a
 //! function of the event stream, independent of arrival order and worker count.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -908,8 +910,11 @@ pub trait ManageAlerts<'scope> {
     /// for every change and [`Update::CommandRejected`] for commands that do not apply.
     ///
     /// # Frontier behaviour
-    /// Inputs of time `t` are applied when both input frontiers pass `t`, transitions
-    /// first, then commands, each in a fixed order; the answers carry time `t`.
+    /// Inputs of time `t` are applied in this order: transitions, as they arrive once both
+    /// input frontiers reached `t` and everything earlier is done (sorted within each
+    /// arriving batch; the transitions of one fingerprint come from one producer, in its
+    /// order); then commands, sorted, once both frontiers passed `t`; then timers due at
+    /// `t`. The answers carry time `t`.
     ///
     /// # State
     /// One record per alert, exchanged by alert id; resolved alerts are forgotten
@@ -1074,6 +1079,47 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                             let wanted = due.max(input);
                             if timer_cap.as_ref().is_none_or(|cap| *cap.time() > wanted) {
                                 timer_cap = Some(pending.capability.delayed(&wanted));
+                            }
+                        }
+                    }
+                    // Transitions of the time both frontiers stand at are applied as they
+                    // arrive, once everything earlier is done: no input of an earlier time
+                    // can still come, commands of this time go after them anyway (see the
+                    // order above), and each fingerprint has one producer, which sends its
+                    // transitions of one time in order. Waiting for the frontier to pass
+                    // the time as well would hold every alert of a window close until the
+                    // slowest worker finished its share of the close.
+                    let at_frontier = transitions_frontier
+                        .frontier()
+                        .as_option()
+                        .copied()
+                        .filter(|now| {
+                            !commands_frontier.less_than(now)
+                                && stash.first_key_value().is_some_and(|(time, _)| time == now)
+                                && book.next_timer().is_none_or(|due| due >= *now)
+                        });
+                    if let Some(now) = at_frontier {
+                        if let Some(pending) = stash.get_mut(&now) {
+                            if !pending.transitions.is_empty() {
+                                pending.transitions.sort_by(|a, b| {
+                                    (a.at, &a.fingerprint, a.state).cmp(&(
+                                        b.at,
+                                        &b.fingerprint,
+                                        b.state,
+                                    ))
+                                });
+                                let mut session = output.session(&pending.capability);
+                                for transition in pending.transitions.drain(..) {
+                                    if let Some(record) = book.on_transition(&transition) {
+                                        session.give(Update::AlertRecord(Box::new(record)));
+                                    }
+                                }
+                                if let Some(due) = book.next_timer() {
+                                    let wanted = due.max(now);
+                                    if timer_cap.as_ref().is_none_or(|cap| *cap.time() > wanted) {
+                                        timer_cap = Some(pending.capability.delayed(&wanted));
+                                    }
+                                }
                             }
                         }
                     }
@@ -1434,6 +1480,73 @@ mod tests {
         );
         // Replaying the same log gives the same history.
         assert_eq!(canonical(&run_settled(1, build, epochs)), canonical(&one));
+    }
+
+    /// Transitions apply as soon as both frontiers reach their time (a window close's
+    /// alerts do not wait for the input to move past the close); a command of the same
+    /// time waits until the frontier passes it, and a transition waits while the command
+    /// input is still earlier.
+    #[test]
+    fn transitions_apply_when_the_frontier_reaches_them() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        use timely::dataflow::operators::{Input, Inspect};
+        let seen = timely::execute_directly(|worker| {
+            let records: Rc<RefCell<Vec<(Time, AlertStatus)>>> = Rc::default();
+            let sink = Rc::clone(&records);
+            let (mut transitions, mut commands) = worker.dataflow::<Time, _, _>(|scope| {
+                let (transitions, transition_stream) = scope.new_input::<Vec<AlertTransition>>();
+                let (commands, command_stream) =
+                    scope.new_input::<Vec<(Time, AlertCommand)>>();
+                transition_stream
+                    .manage_alerts("test", command_stream, &AlertConfig::default())
+                    .inspect_core(move |event| {
+                        if let Ok((stamp, updates)) = event {
+                            let time = stamp.least().copied().unwrap_or(Time::MAX);
+                            for update in updates.iter() {
+                                if let Update::AlertRecord(record) = update {
+                                    sink.borrow_mut().push((time, record.status));
+                                }
+                            }
+                        }
+                    });
+                (transitions, commands)
+            });
+            let steps = |worker: &mut timely::worker::Worker| {
+                for _ in 0..10 {
+                    worker.step();
+                }
+                records.borrow().clone()
+            };
+            let mut seen = Vec::new();
+            // The command input still stands at 500: the transition of 1000 waits.
+            transitions.advance_to(1_000);
+            commands.advance_to(500);
+            transitions.send(transition(AlertState::Firing, 1_000, Some(80.0)));
+            transitions.flush();
+            seen.push(steps(worker));
+            // Both inputs at 1000: the transition applies, the frontier stays at 1000.
+            commands.advance_to(1_000);
+            commands.send((1_000, command(AlertAction::Acknowledge, Some("rule-1"))));
+            commands.flush();
+            seen.push(steps(worker));
+            // Past 1000: the acknowledgement of the same time follows.
+            transitions.advance_to(1_001);
+            commands.advance_to(1_001);
+            seen.push(steps(worker));
+            seen
+        });
+        assert_eq!(
+            seen,
+            vec![
+                vec![],
+                vec![(1_000, AlertStatus::Firing)],
+                vec![
+                    (1_000, AlertStatus::Firing),
+                    (1_000, AlertStatus::Acknowledged)
+                ],
+            ]
+        );
     }
 
     fn cooling_book() -> AlertBook {
