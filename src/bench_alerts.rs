@@ -60,14 +60,16 @@ impl UpdateSink for AlertSink {
     fn deliver(&mut self, _updates: &[Update]) {}
 
     fn deliver_at(&mut self, _time: Time, updates: &[Update]) {
-        for update in updates {
-            if let Update::AlertRecord(record) = update {
-                if record.status == AlertStatus::Firing {
-                    self.fired.fetch_add(1, Ordering::Relaxed);
-                }
-                self.dispatch.offer((**record).clone());
-            }
-        }
+        let records = updates.iter().filter_map(|update| match update {
+            Update::AlertRecord(record) => Some(&**record),
+            _ => None,
+        });
+        let firing = records
+            .clone()
+            .filter(|record| record.status == AlertStatus::Firing)
+            .count();
+        self.fired.fetch_add(firing as u64, Ordering::Relaxed);
+        self.dispatch.offer_all(records);
     }
 }
 

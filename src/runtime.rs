@@ -915,11 +915,12 @@ impl UpdateSink for ViewsSink {
                 .arm_after
                 .load(std::sync::atomic::Ordering::Acquire);
             if after == 0 || (after != u64::MAX && time > after) {
-                for update in updates {
-                    if let Update::AlertRecord(record) = update {
-                        dispatch.handle.offer((**record).clone());
-                    }
-                }
+                dispatch
+                    .handle
+                    .offer_all(updates.iter().filter_map(|update| match update {
+                        Update::AlertRecord(record) => Some(&**record),
+                        _ => None,
+                    }));
             }
         }
         self.deliver(updates);

@@ -705,25 +705,152 @@ impl DispatchMetrics {
     }
 }
 
+/// The dispatcher's grouping state, shared by the sinks and the timer task.
+struct Core {
+    grouper: Grouper,
+    published_muted: u64,
+    published_limited: u64,
+}
+
+/// What the sending side and the timer task share.
+struct Shared {
+    core: std::sync::Mutex<Core>,
+    notifier: Arc<Notifier>,
+    clock: Arc<dyn Clock>,
+    on_handoff: Option<HandoffHook>,
+    metrics: Arc<DispatchMetrics>,
+    /// Alert changes in the queue, not yet added to the grouper. While any are, later
+    /// changes queue behind them, so the changes of one alert are added in order.
+    queued: AtomicU64,
+    /// Wakes the timer task after a change handed over on a sink's thread made a group
+    /// due before the time the task sleeps until (`armed`, ms; `u64::MAX`: no timer).
+    wake: tokio::sync::Notify,
+    armed: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Hands every due notification to its channels and publishes the grouper's counters.
+    fn hand_over(&self, core: &mut Core, now: u64) {
+        for outgoing in core.grouper.due(now) {
+            let notification = Arc::new(outgoing.notification);
+            for channel in &outgoing.channels {
+                self.notifier.notify(channel, Arc::clone(&notification));
+            }
+            if let Some(hook) = &self.on_handoff {
+                hook(&notification);
+            }
+            self.metrics.notifications.fetch_add(1, Ordering::Relaxed);
+        }
+        let grouper = &core.grouper;
+        self.metrics
+            .suppressed
+            .store(grouper.suppressed, Ordering::Relaxed);
+        self.metrics
+            .rate_limited
+            .store(grouper.rate_limited, Ordering::Relaxed);
+        self.metrics
+            .inhibited
+            .store(grouper.inhibited, Ordering::Relaxed);
+        if grouper.muted_generation() != core.published_muted {
+            core.published_muted = grouper.muted_generation();
+            let muted = grouper
+                .muted()
+                .map(|muted| (muted.alert.id.clone(), muted.by.clone()))
+                .collect();
+            *self
+                .metrics
+                .muted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = muted;
+            self.metrics.generation.fetch_add(1, Ordering::Release);
+        }
+        if grouper.rate_limited_generation() != core.published_limited {
+            core.published_limited = grouper.rate_limited_generation();
+            self.metrics
+                .rate_limited_alerts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone_from(grouper.rate_limited_alerts());
+            self.metrics.generation.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
 /// The sending side of the dispatcher: called from dataflow sinks, never blocks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DispatchHandle {
     sender: mpsc::Sender<AlertRecord>,
-    metrics: Arc<DispatchMetrics>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for DispatchHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatchHandle").finish_non_exhaustive()
+    }
 }
 
 impl DispatchHandle {
-    /// Offers a changed alert; a full queue drops it and counts it.
+    /// Queues a changed alert for the dispatcher task; a full queue drops it and counts
+    /// it.
     pub fn offer(&self, alert: AlertRecord) {
-        self.metrics.received.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.received.fetch_add(1, Ordering::Relaxed);
+        self.enqueue(alert);
+    }
+
+    fn enqueue(&self, alert: AlertRecord) {
+        self.shared.queued.fetch_add(1, Ordering::AcqRel);
         if self.sender.try_send(alert).is_err() {
-            self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            self.shared.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Offers the alert changes of one batch. When the dispatcher is free and nothing is
+    /// queued, they are grouped and whatever is due at once (`group_wait = 0`, or a group
+    /// whose interval has passed) is handed to its channels here, on the caller's thread,
+    /// without waiting for the dispatcher task to be scheduled; otherwise they queue as
+    /// with [`Self::offer`]. Never waits for a lock.
+    pub fn offer_all<'a>(&self, alerts: impl IntoIterator<Item = &'a AlertRecord>) {
+        let mut alerts = alerts.into_iter().peekable();
+        if alerts.peek().is_none() {
+            return;
+        }
+        let inline = if self.shared.queued.load(Ordering::Acquire) == 0 {
+            self.shared.core.try_lock().ok()
+        } else {
+            None
+        };
+        let Some(mut core) = inline else {
+            for alert in alerts {
+                self.offer(alert.clone());
+            }
+            return;
+        };
+        let now = self.shared.clock.now_ms();
+        for alert in alerts {
+            self.shared.metrics.received.fetch_add(1, Ordering::Relaxed);
+            core.grouper.add(now, alert);
+        }
+        self.shared.hand_over(&mut core, now);
+        let earlier = core
+            .grouper
+            .next_due()
+            .is_some_and(|due| due < self.shared.armed.load(Ordering::Acquire));
+        drop(core);
+        if earlier {
+            self.shared.wake.notify_one();
         }
     }
 
     /// The dispatcher's counters.
     pub fn metrics(&self) -> &DispatchMetrics {
-        &self.metrics
+        &self.shared.metrics
     }
 }
 
@@ -733,8 +860,11 @@ const MAX_ALERTS_PER_PASS: usize = 4096;
 /// Called with every notification right after it was handed to its channels (benchmarks).
 pub type HandoffHook = Arc<dyn Fn(&Notification) + Send + Sync>;
 
-/// Starts the dispatcher task: alert changes in, grouped notifications out to `notifier`.
-/// The task ends when every [`DispatchHandle`] is dropped, after flushing what is due.
+/// Starts the dispatcher: alert changes in, grouped notifications out to `notifier`.
+/// Changes offered with [`DispatchHandle::offer_all`] are usually grouped on the caller's
+/// thread; the task takes queued changes and sends groups when their wait or interval
+/// ends. The task ends when every [`DispatchHandle`] is dropped, after flushing what is
+/// due.
 ///
 /// # Panics
 /// Outside a tokio runtime.
@@ -747,75 +877,67 @@ pub fn run_dispatcher(
     on_handoff: Option<HandoffHook>,
 ) -> (DispatchHandle, tokio::task::JoinHandle<()>) {
     let (sender, mut receiver) = mpsc::channel::<AlertRecord>(queue.max(1));
-    let metrics = Arc::new(DispatchMetrics::default());
-    let task_metrics = Arc::clone(&metrics);
+    let shared = Arc::new(Shared {
+        core: std::sync::Mutex::new(Core {
+            grouper: Grouper::new(config, base_url),
+            published_muted: 0,
+            published_limited: 0,
+        }),
+        notifier,
+        clock,
+        on_handoff,
+        metrics: Arc::new(DispatchMetrics::default()),
+        queued: AtomicU64::new(0),
+        wake: tokio::sync::Notify::new(),
+        armed: AtomicU64::new(u64::MAX),
+    });
+    let task_shared = Arc::clone(&shared);
     let task = tokio::spawn(async move {
-        let mut grouper = Grouper::new(config, base_url);
-        let mut published_muted = 0u64;
-        let mut published_limited = 0u64;
+        let shared = task_shared;
         loop {
-            let wait = grouper
-                .next_due()
-                .map(|due| Duration::from_millis(due.saturating_sub(clock.now_ms())));
+            let now = shared.clock.now_ms();
+            let wait = {
+                // Armed under the lock, so a change handed over meanwhile sees the time
+                // and wakes the task if it needs it sooner.
+                let core = shared.lock();
+                let due = core.grouper.next_due();
+                shared
+                    .armed
+                    .store(due.unwrap_or(u64::MAX), Ordering::Release);
+                due.map(|due| Duration::from_millis(due.saturating_sub(now)))
+            };
+            let mut taken = Vec::new();
             tokio::select! {
                 received = receiver.recv() => match received {
                     Some(alert) => {
                         // Take what else is already queued before looking for due groups:
                         // a burst is grouped in one pass, not one pass per alert.
-                        let now = clock.now_ms();
-                        grouper.add(now, &alert);
-                        for _ in 0..MAX_ALERTS_PER_PASS {
+                        taken.push(alert);
+                        while taken.len() < MAX_ALERTS_PER_PASS {
                             match receiver.try_recv() {
-                                Ok(alert) => grouper.add(now, &alert),
+                                Ok(alert) => taken.push(alert),
                                 Err(_) => break,
                             }
                         }
                     }
                     None => break,
                 },
+                () = shared.wake.notified() => {}
                 () = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))), if wait.is_some() => {}
             }
-            for outgoing in grouper.due(clock.now_ms()) {
-                let notification = Arc::new(outgoing.notification);
-                for channel in &outgoing.channels {
-                    notifier.notify(channel, Arc::clone(&notification));
-                }
-                if let Some(hook) = &on_handoff {
-                    hook(&notification);
-                }
-                task_metrics.notifications.fetch_add(1, Ordering::Relaxed);
+            let now = shared.clock.now_ms();
+            let mut core = shared.lock();
+            for alert in &taken {
+                core.grouper.add(now, alert);
             }
-            task_metrics
-                .suppressed
-                .store(grouper.suppressed, Ordering::Relaxed);
-            task_metrics
-                .rate_limited
-                .store(grouper.rate_limited, Ordering::Relaxed);
-            task_metrics
-                .inhibited
-                .store(grouper.inhibited, Ordering::Relaxed);
-            if grouper.muted_generation() != published_muted {
-                published_muted = grouper.muted_generation();
-                let muted = grouper
-                    .muted()
-                    .map(|muted| (muted.alert.id.clone(), muted.by.clone()))
-                    .collect();
-                *task_metrics
-                    .muted
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = muted;
-                task_metrics.generation.fetch_add(1, Ordering::Release);
-            }
-            if grouper.rate_limited_generation() != published_limited {
-                published_limited = grouper.rate_limited_generation();
-                task_metrics
-                    .rate_limited_alerts
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone_from(grouper.rate_limited_alerts());
-                task_metrics.generation.fetch_add(1, Ordering::Release);
-            }
+            // Only now (under the lock, after adding them) may later changes skip the
+            // queue.
+            shared.queued.fetch_sub(taken.len() as u64, Ordering::AcqRel);
+            shared.hand_over(&mut core, now);
         }
+        let now = shared.clock.now_ms();
+        let mut core = shared.lock();
+        shared.hand_over(&mut core, now);
     });
-    (DispatchHandle { sender, metrics }, task)
+    (DispatchHandle { sender, shared }, task)
 }

@@ -1129,3 +1129,97 @@ mod grouping {
         );
     }
 }
+
+/// The dispatcher shell: what is due at once is handed over on the offering thread; what
+/// waits (or queues) is handed over by the task, and the changes of one alert keep their
+/// order either way.
+mod dispatcher {
+    use std::sync::Mutex;
+
+    use super::super::route::{run_dispatcher, HandoffHook, RoutingConfig};
+    use super::*;
+
+    type Seen = Arc<Mutex<Vec<Vec<(String, AlertStatus)>>>>;
+
+    fn start(group_wait: Duration) -> (super::super::route::DispatchHandle, Seen) {
+        let clock: Arc<dyn megamind_dataflows::time::Clock> =
+            Arc::new(megamind_dataflows::time::SystemClock);
+        let notifier = Arc::new(Notifier::start(&NotifyConfig::default(), Arc::clone(&clock)));
+        let seen: Seen = Arc::default();
+        let hook_seen = Arc::clone(&seen);
+        let hook: HandoffHook = Arc::new(move |notification: &Notification| {
+            hook_seen.lock().unwrap().push(
+                notification
+                    .alerts
+                    .iter()
+                    .map(|alert| (alert.id.clone(), alert.status))
+                    .collect(),
+            );
+        });
+        let routing = RoutingConfig {
+            group_by: vec!["team".to_owned()],
+            group_wait,
+            group_interval: Duration::ZERO,
+            ..RoutingConfig::default()
+        };
+        let (handle, _task) = run_dispatcher(routing, None, 64, notifier, clock, Some(hook));
+        (handle, seen)
+    }
+
+    async fn wait_for(seen: &Seen, count: usize) -> Vec<Vec<(String, AlertStatus)>> {
+        for _ in 0..500 {
+            if seen.lock().unwrap().len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        seen.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn due_groups_are_handed_over_by_the_offering_thread() {
+        let (handle, seen) = start(Duration::ZERO);
+        let first = alert("a", Severity::High, AlertStatus::Firing);
+        let second = alert("b", Severity::High, AlertStatus::Firing);
+        // No await between the offer and the check: the task cannot have run.
+        handle.offer_all([&first, &second]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![vec![
+                ("a".to_owned(), AlertStatus::Firing),
+                ("b".to_owned(), AlertStatus::Firing)
+            ]],
+            "one notification for the batch's group, handed over inside offer_all"
+        );
+        assert_eq!(handle.metrics().received.load(Ordering::Relaxed), 2);
+        assert_eq!(handle.metrics().notifications.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_queued_first_is_not_overtaken() {
+        let (handle, seen) = start(Duration::ZERO);
+        handle.offer(alert("a", Severity::High, AlertStatus::Firing));
+        // Something is queued: this change queues behind it instead of going first.
+        handle.offer_all([&alert("a", Severity::High, AlertStatus::Resolved)]);
+        assert!(seen.lock().unwrap().is_empty(), "nothing handed over inline");
+        let seen = wait_for(&seen, 1).await;
+        let last = seen.iter().flatten().last().cloned();
+        assert_eq!(last, Some(("a".to_owned(), AlertStatus::Resolved)), "{seen:?}");
+        // The queue is empty again: the next change goes inline.
+        let before = handle.metrics().notifications.load(Ordering::Relaxed);
+        handle.offer_all([&alert("c", Severity::High, AlertStatus::Firing)]);
+        assert_eq!(
+            handle.metrics().notifications.load(Ordering::Relaxed),
+            before + 1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_that_waits_is_sent_by_the_task() {
+        let (handle, seen) = start(Duration::from_millis(50));
+        handle.offer_all([&alert("a", Severity::High, AlertStatus::Firing)]);
+        assert!(seen.lock().unwrap().is_empty(), "the group waits 50 ms");
+        let seen = wait_for(&seen, 1).await;
+        assert_eq!(seen, vec![vec![("a".to_owned(), AlertStatus::Firing)]]);
+    }
+}
