@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -286,11 +286,11 @@ impl BreachRule {
     }
 
     /// The fingerprint of this rule's alert for `key`: stable across processes and runs.
+    /// It ends in the series' routing hash ([`SeriesKey::route`]), so the alert lifecycle
+    /// keeps the alert on the worker that owns the series and evaluates the rule: a window
+    /// close's alerts go out without crossing to another worker.
     pub fn fingerprint(&self, key: &SeriesKey) -> String {
-        let mut hasher = rustc_hash::FxHasher::default();
-        self.id.hash(&mut hasher);
-        key.hash(&mut hasher);
-        format!("{}-{:016x}", self.id, hasher.finish())
+        format!("{}-{:016x}", self.id, key.route())
     }
 }
 

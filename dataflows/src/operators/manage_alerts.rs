@@ -88,7 +88,17 @@ pub fn custom_alert_id(ts: u64, command: &AlertCommand) -> String {
     format!("custom-{:016x}", hasher.finish())
 }
 
+/// The worker an alert (and every command about it) goes to: the hash an id ends in
+/// (`…-` and 16 hex digits, as rule fingerprints end in their series' routing hash, see
+/// [`BreachRule::fingerprint`]), or else a hash of the whole id.
 fn route(id: &str) -> u64 {
+    if let Some((_, tail)) = id.rsplit_once('-') {
+        if tail.len() == 16 {
+            if let Ok(hash) = u64::from_str_radix(tail, 16) {
+                return hash;
+            }
+        }
+    }
     let mut hasher = rustc_hash::FxHasher::default();
     id.hash(&mut hasher);
     hasher.finish()
@@ -1547,6 +1557,33 @@ mod tests {
                 ],
             ]
         );
+    }
+
+    /// A rule alert lives on the worker that owns its series (its fingerprint routes like
+    /// the series key); other ids route by their hash, the same for every command.
+    #[test]
+    fn rule_alerts_route_with_their_series() {
+        let key = SeriesKey::named("latency_ms");
+        let rule = crate::model::BreachRule {
+            id: "slow".into(),
+            metric: "latency_ms".into(),
+            labels: Vec::new(),
+            aggregate: crate::model::Aggregate::P99,
+            op: crate::model::Comparison::Above,
+            threshold: 70.0,
+            severity: Severity::High,
+            min_count: 1,
+            for_duration: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            cooldown: Duration::ZERO,
+            forecast: None,
+            summary: None,
+            annotations: Default::default(),
+        };
+        assert_eq!(route(&rule.fingerprint(&key)), key.route());
+        assert_eq!(route("custom-disk"), route("custom-disk"));
+        assert_ne!(route("custom-disk"), route("custom-cpu"));
+        assert_eq!(route("custom-00000000000000ff"), 255);
     }
 
     fn cooling_book() -> AlertBook {
