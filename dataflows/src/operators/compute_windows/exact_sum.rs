@@ -107,17 +107,13 @@ impl ExactSum {
     /// Moves carries up so that every digit but the last is in `[0, 2^32)`; the last
     /// carries the sign of the whole.
     fn normalise(&mut self) {
-        for index in 0..DIGITS - 1 {
-            let carry = self.digits[index] >> 32;
-            self.digits[index] -= carry << 32;
-            self.digits[index + 1] += carry;
-        }
+        normalise_digits(&mut self.digits);
         self.pending = 0;
     }
 
     /// The sum rounded to the nearest `f64` (ties to even); infinite when it overflows,
     /// and IEEE's answer when infinities or NaNs are held.
-    pub(super) fn value(&self) -> f64 {
+    pub(super) fn value(&mut self) -> f64 {
         if self.nans > 0 || (self.positive_infinities > 0 && self.negative_infinities > 0) {
             return f64::NAN;
         }
@@ -127,21 +123,26 @@ impl ExactSum {
         if self.negative_infinities > 0 {
             return f64::NEG_INFINITY;
         }
-        let mut magnitude = self.clone();
-        magnitude.normalise();
-        let negative = magnitude.digits[DIGITS - 1] < 0;
-        if negative {
-            for digit in &mut magnitude.digits {
-                *digit = -*digit;
-            }
-            magnitude.normalise();
+        // Normalising in place keeps the value: no copy of the digits on the usual path.
+        self.normalise();
+        if self.digits[DIGITS - 1] >= 0 {
+            return round_digits(&self.digits);
         }
-        let rounded = round_digits(&magnitude.digits);
-        if negative {
-            -rounded
-        } else {
-            rounded
+        let mut magnitude = self.digits;
+        for digit in &mut magnitude {
+            *digit = -*digit;
         }
+        normalise_digits(&mut magnitude);
+        -round_digits(&magnitude)
+    }
+}
+
+/// Moves carries up so that every digit but the last is in `[0, 2^32)`.
+fn normalise_digits(digits: &mut [i64; DIGITS]) {
+    for index in 0..DIGITS - 1 {
+        let carry = digits[index] >> 32;
+        digits[index] -= carry << 32;
+        digits[index + 1] += carry;
     }
 }
 

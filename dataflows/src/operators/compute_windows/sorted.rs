@@ -62,6 +62,29 @@ impl SortedValues {
         None
     }
 
+    /// The values at 0-based `ranks` (ascending) in sorted order, in one walk over the
+    /// blocks; `None` for a rank past the end.
+    pub(super) fn at_ranks<const N: usize>(&self, ranks: [usize; N]) -> [Option<f64>; N] {
+        debug_assert!(
+            ranks.windows(2).all(|pair| pair[0] <= pair[1]),
+            "invariant: ranks ascend"
+        );
+        let mut found = [None; N];
+        let mut next = 0;
+        let mut skipped = 0;
+        for block in &self.blocks {
+            while next < N && ranks[next] < skipped + block.len() {
+                found[next] = Some(block[ranks[next] - skipped]);
+                next += 1;
+            }
+            if next == N {
+                break;
+            }
+            skipped += block.len();
+        }
+        found
+    }
+
     /// The values in sorted order.
     pub(super) fn iter(&self) -> impl Iterator<Item = f64> + '_ {
         self.blocks.iter().flatten().copied()
@@ -69,7 +92,7 @@ impl SortedValues {
 
     /// Sum of the values, correctly rounded (see [`ExactSum`]): independent of the order
     /// they came in, and read in constant time.
-    pub(super) fn sum(&self) -> f64 {
+    pub(super) fn sum(&mut self) -> f64 {
         self.sum.value()
     }
 
@@ -168,6 +191,11 @@ mod tests {
                 prop_assert_eq!(blocks.at(rank), Some(*value));
             }
             prop_assert_eq!(blocks.at(reference.len()), None);
+            // Several ranks in one walk agree with one at a time (a rank may repeat, and
+            // the last may be past the end).
+            let len = reference.len();
+            let ranks = [len / 2, len / 2, len.saturating_sub(1), len];
+            prop_assert_eq!(blocks.at_ranks(ranks), ranks.map(|rank| blocks.at(rank)));
             let rebuilt = SortedValues::from_sorted(reference.clone());
             prop_assert_eq!(rebuilt.iter().collect::<Vec<_>>(), reference);
         }
@@ -204,7 +232,7 @@ mod tests {
             }
             let mut sorted = values.clone();
             sorted.sort_by(f64::total_cmp);
-            let rebuilt = SortedValues::from_sorted(sorted.clone());
+            let mut rebuilt = SortedValues::from_sorted(sorted.clone());
             prop_assert_eq!(arrived.sum().to_bits(), other.sum().to_bits());
             prop_assert_eq!(arrived.sum().to_bits(), rebuilt.sum().to_bits());
             let plain: f64 = sorted.iter().sum();
