@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -35,9 +36,14 @@ pub struct RuleSet {
     /// Rules of a named metric with label matchers, under (metric, first label pair): a
     /// series only looks up its own label pairs, so a thousand rules on one metric that
     /// differ by a label cost a few lookups per window instead of a thousand checks.
-    by_metric_label: HashMap<(Id, Id, Id), Vec<usize>, FxBuildHasher>,
+    /// Looked up by borrowed strings, metric, then label name, then value, so a window
+    /// costs no key copies.
+    by_metric_label: HashMap<Id, LabelIndex, FxBuildHasher>,
     wildcard: Vec<usize>,
 }
+
+/// Rule positions by label name, then label value.
+type LabelIndex = HashMap<Id, HashMap<Id, Vec<usize>, FxBuildHasher>, FxBuildHasher>;
 
 impl RuleSet {
     /// The rule set after a `create_rule` (add or replace by id) or `delete_rule` command;
@@ -78,7 +84,11 @@ impl RuleSet {
                 set.wildcard.push(position);
             } else if let Some((name, value)) = rule.labels.first() {
                 set.by_metric_label
-                    .entry((rule.metric.clone(), name.clone(), value.clone()))
+                    .entry(rule.metric.clone())
+                    .or_default()
+                    .entry(name.clone())
+                    .or_default()
+                    .entry(value.clone())
                     .or_default()
                     .push(position);
             } else {
@@ -99,20 +109,20 @@ impl RuleSet {
     /// Positions of the rules that watch `key`: the named metric's rules in ascending
     /// position, then the wildcard rules.
     pub fn watching<'a>(&'a self, key: &'a SeriesKey) -> impl Iterator<Item = usize> + 'a {
-        let mut named: Vec<usize> = self
+        let mut named: SmallVec<[usize; 4]> = self
             .by_metric
-            .get(&key.name)
+            .get(key.name.as_str())
             .into_iter()
             .flatten()
             .copied()
             .collect();
-        if !self.by_metric_label.is_empty() {
+        if let Some(by_label) = self.by_metric_label.get(key.name.as_str()) {
             for (name, value) in &key.labels {
-                if let Some(positions) =
-                    self.by_metric_label
-                        .get(&(key.name.clone(), name.clone(), value.clone()))
+                if let Some(positions) = by_label
+                    .get(name.as_str())
+                    .and_then(|values| values.get(value.as_str()))
                 {
-                    named.extend(positions);
+                    named.extend(positions.iter().copied());
                 }
             }
             named.sort_unstable();

@@ -51,15 +51,14 @@ impl SortedValues {
         self.blocks.last().and_then(|block| block.last()).copied()
     }
 
-    /// The value at 0-based `rank` in sorted order.
-    pub(super) fn at(&self, mut rank: usize) -> Option<f64> {
-        for block in &self.blocks {
-            if rank < block.len() {
-                return Some(block[rank]);
-            }
-            rank -= block.len();
-        }
-        None
+    /// The value at 0-based `rank` in sorted order (the close uses [`Self::at_ranks`]).
+    #[cfg(test)]
+    pub(super) fn at(&self, rank: usize) -> Option<f64> {
+        self.blocks
+            .iter()
+            .flatten()
+            .nth(rank)
+            .copied()
     }
 
     /// The values at 0-based `ranks` (ascending) in sorted order, in one walk over the
