@@ -156,8 +156,6 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     // timestamp (and everything derived downstream) does not depend on how
                     // the input happened to be batched.
                     let at = if *cap.time() <= end { cap.delayed(&end) } else { cap.clone() };
-                    // Touch what every window will read first (see `SeriesPanes::warm`).
-                    std::hint::black_box(series.values().map(SeriesPanes::warm).sum::<f64>());
                     let mut session = output.session(&at);
                     for (key, panes) in series.iter_mut() {
                         match panes.window(key, end_index, &config) {

@@ -305,24 +305,6 @@ impl SeriesPanes {
         })
     }
 
-    /// Reads the values a window close looks up (smallest, largest, the percentiles) and
-    /// returns their sum. The close calls this for every series first, in a tight loop in
-    /// which the memory reads of many series overlap, so that computing the windows then
-    /// finds them in cache: the close is bound by these reads (they sit in blocks all over
-    /// the heap), not by arithmetic.
-    pub fn warm(&self) -> f64 {
-        let count = self.sorted.len() as u64;
-        if self.binned.is_some() || count == 0 {
-            return 0.0;
-        }
-        let ends = self.sorted.first().unwrap_or(0.0) + self.sorted.last().unwrap_or(0.0);
-        self.sorted
-            .at_ranks(QUANTILES.map(|q| (nearest_rank(q, count) - 1) as usize))
-            .into_iter()
-            .flatten()
-            .fold(ends, |sum, value| sum + value)
-    }
-
     /// Makes the merged values hold exactly the values of panes `[first, end)`.
     fn merge_range(&mut self, first: u64, end: u64, exact_limit: usize) {
         if first >= self.merged_to || end <= self.merged_from {
