@@ -206,7 +206,7 @@ impl UpdateSink for MlSink {
 /// [`MEMORY_PENDING`].
 fn bytes_per_pending() -> (Option<f64>, f64) {
     let before = crate::metrics::rss_bytes();
-    let mut join = JoinState::new(24 * 3_600_000);
+    let mut join = JoinState::new(24 * 3_600_000, 10);
     let mut out = Vec::new();
     let labels: [Id; 3] = ["approve".into(), "review".into(), "reject".into()];
     for index in 0..MEMORY_PENDING {

@@ -40,8 +40,9 @@ pub enum EventBody {
     Prediction(PredictionEvent),
     /// `type: "outcome"`.
     Outcome(OutcomeEvent),
-    /// `type: "alert_command"`.
-    AlertCommand(AlertCommand),
+    /// `type: "alert_command"` (boxed: the largest payload by far, and every event is
+    /// moved through several exchanges).
+    AlertCommand(Box<AlertCommand>),
     /// `type: "model"`: a model (version) registration.
     Model(Box<ModelRegistration>),
     /// `type: "retrain"`: a request to retrain megamind's own session success model.

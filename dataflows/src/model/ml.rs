@@ -63,14 +63,17 @@ impl ModelKey {
 /// What the join hands to the per-model tracker (exchanged by [`ModelKey`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ModelInput {
-    /// The predictions of one model version that one join activation recorded: the
-    /// tracker is reached once per version and batch instead of once per prediction (what
-    /// it does with them does not depend on their order).
-    PredictedBatch {
+    /// The order-independent counts of one model version's predictions and matched pairs
+    /// over one join activation: the tracker is reached once per version and batch
+    /// instead of once per prediction or pair.
+    ///
+    /// Counted on the join worker (balanced by prediction id) rather than on the tracker
+    /// (one worker per model): the tracker only adds the sums.
+    Counted {
         /// The model version.
         key: ModelKey,
-        /// The predictions.
-        predictions: Vec<RecordedPrediction>,
+        /// The counts.
+        counts: Box<VersionCounts>,
     },
     /// A prediction id was seen again while its first prediction was pending; ignored.
     Duplicate {
@@ -113,17 +116,36 @@ pub enum ModelInput {
     },
 }
 
-/// One prediction in a [`ModelInput::PredictedBatch`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecordedPrediction {
-    /// Event time, ms.
-    pub ts: u64,
-    /// The predicted label.
-    pub predicted: Id,
-    /// Its confidence.
-    pub confidence: f64,
-    /// Prediction latency, ms.
-    pub latency_ms: f64,
+/// What one model version's predictions and matched pairs add to its order-independent
+/// metrics (counts, latency classes, exact sums, label counts, confusion cells,
+/// calibration bins). Every field is a sum, a minimum or a maximum, so the totals do not
+/// depend on how the join split the stream into batches or workers.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct VersionCounts {
+    /// Predictions.
+    pub predictions: u64,
+    /// Matched pairs.
+    pub matched: u64,
+    /// The earliest prediction's event time, ms.
+    pub first_seen: Option<u64>,
+    /// The latest event time of a prediction or pair, ms (0 when none).
+    pub last_seen: u64,
+    /// Latencies, µs, as `(lowest value of the latency histogram's equivalence class,
+    /// predictions)`.
+    pub latency: Vec<(u64, u64)>,
+    /// Sum of the latencies, ms, in the fixed point of the confidence sums.
+    pub latency_sum: u128,
+    /// Sum of the confidences, fixed point.
+    pub confidence_sum: u128,
+    /// Predictions per confidence bin (empty when there were none).
+    pub confidence_histogram: Vec<u64>,
+    /// Predictions per predicted label.
+    pub predicted_labels: Vec<(Id, u64)>,
+    /// Matched pairs per `(actual, predicted)` label.
+    pub confusion: Vec<(Id, Id, u64)>,
+    /// Matched pairs per confidence bin: `(pairs, correct pairs, confidence sum in fixed
+    /// point)` (empty when there were none).
+    pub calibration: Vec<(u64, u64, u128)>,
 }
 
 /// A prediction joined with its outcome.

@@ -35,7 +35,7 @@ pub use labels::labels_as_map;
 pub use ml::{
     BaselinePin, ConfidenceSummary, DriftReport, DriftTest, LatencySummary, MatchedPair, MlEvent,
     ModelInput, ModelKey, ModelRegistration, ModelSnapshot, Performance, PinBaseline, PinRejection,
-    PinnedReference, RecordedPrediction, RetrainingTrigger, MAX_REGISTRATION_CLASSES,
+    PinnedReference, RetrainingTrigger, VersionCounts, MAX_REGISTRATION_CLASSES,
     MAX_REGISTRATION_TEXT, UNVERSIONED,
 };
 pub use rules::{

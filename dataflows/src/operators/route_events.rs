@@ -120,7 +120,9 @@ pub fn samples_of(event: &Event) -> impl Iterator<Item = Sample> {
             }
         }
         EventBody::Prediction(prediction) => {
-            let mut labels: Labels = vec![("model_id".into(), prediction.model_id.clone())];
+            // Room for both labels at once (a one-element `vec!` grew on the second).
+            let mut labels: Labels = Vec::with_capacity(2);
+            labels.push(("model_id".into(), prediction.model_id.clone()));
             if let Some(version) = &prediction.model_version {
                 labels.push(("model_version".into(), version.clone()));
             }
@@ -254,7 +256,7 @@ impl<'scope> RouteEvents<'scope> for StreamVec<'scope, Time, Event> {
                                     command.alert_id =
                                         Some(custom_alert_id(event.ts, &command).into());
                                 }
-                                commands.give((event.ts, command));
+                                commands.give((event.ts, *command));
                             }
                             EventBody::Prediction(prediction) => {
                                 ml.give((event.ts, MlEvent::Prediction(prediction)))

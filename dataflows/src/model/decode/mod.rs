@@ -876,7 +876,7 @@ impl<'de> Fields<'de> {
                 } else {
                     (None, None)
                 };
-                EventBody::AlertCommand(AlertCommand {
+                EventBody::AlertCommand(Box::new(AlertCommand {
                     command,
                     alert_id,
                     actor: self.optional_id(Field::Actor, limits)?,
@@ -890,7 +890,7 @@ impl<'de> Fields<'de> {
                     rule,
                     starts_at,
                     origin,
-                })
+                }))
             }
             "model" => {
                 let model_id = id(self.required(Field::ModelId, v)?, Field::ModelId, limits)?;

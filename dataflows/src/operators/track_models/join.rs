@@ -7,8 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use rustc_hash::FxBuildHasher;
 
+use hdrhistogram::Histogram;
+
+use super::state::{bin_of, latency_class, latency_histogram};
+use super::stats::fixed;
 use crate::model::{
-    Id, MatchedPair, MlEvent, ModelInput, ModelKey, OutcomeEvent, RecordedPrediction,
+    Id, MatchedPair, MlEvent, ModelInput, ModelKey, OutcomeEvent, PredictionEvent, VersionCounts,
+    UNVERSIONED,
 };
 
 /// Expiry buckets are this long (ms): a prediction expires at the end of its bucket plus
@@ -81,6 +86,9 @@ pub struct JoinState {
     /// Expiry bucket end → ids of orphan outcomes in it.
     orphan_expiry: BTreeMap<u64, Vec<Id>>,
     models: Interner<ModelKey>,
+    /// The interned versions by model id (a prediction's version is found without
+    /// building its key: one hash of the model id, then a comparison per version).
+    versions: HashMap<Id, Vec<(Id, u32)>, FxBuildHasher>,
     labels: Interner<Id>,
     /// Predictions and matched pairs since the last [`JoinState::flush`], by interned
     /// model version: the tracker gets two batches per version instead of one input per
@@ -91,13 +99,131 @@ pub struct JoinState {
     /// Predictions (duplicates aside) and outcomes applied so far: numbers the arrival
     /// of each matched pair (see [`MatchedPair::arrival`]).
     arrivals: u64,
+    /// Bins of the confidence histogram and the calibration.
+    bins: usize,
+    /// Classes latencies as the tracker's histograms do (never records).
+    latency_classes: Option<Histogram<u64>>,
 }
 
-/// What one model version got since the last flush.
+/// What one model version got since the last flush: the order-independent counts of its
+/// predictions and pairs (labels by their interned number), and the pairs themselves for
+/// the tracker's ordered analyses.
 #[derive(Debug, Default)]
 struct Recorded {
-    predictions: Vec<RecordedPrediction>,
+    predictions: u64,
+    matched: u64,
+    first_seen: Option<u64>,
+    last_seen: u64,
+    /// Latency class (µs) → predictions.
+    latency: HashMap<u64, u64, FxBuildHasher>,
+    latency_sum: u128,
+    confidence_sum: u128,
+    /// Predictions per confidence bin (allocated on the first prediction).
+    confidence_histogram: Vec<u64>,
+    /// Predictions per interned predicted label.
+    predicted_labels: Vec<u64>,
+    /// Pairs per interned `(actual, predicted)`.
+    confusion: HashMap<(u32, u32), u64, FxBuildHasher>,
+    /// Pairs, correct pairs and confidence sum per confidence bin (allocated on the first
+    /// pair).
+    calibration: Vec<(u64, u64, u128)>,
     pairs: Vec<MatchedPair>,
+}
+
+impl Recorded {
+    fn is_empty(&self) -> bool {
+        self.predictions == 0 && self.matched == 0
+    }
+
+    fn predicted(
+        &mut self,
+        ts: u64,
+        predicted: u32,
+        confidence: f64,
+        latency: Option<u64>,
+        latency_ms: f64,
+        bins: usize,
+    ) {
+        self.predictions += 1;
+        self.first_seen = Some(self.first_seen.map_or(ts, |first| first.min(ts)));
+        self.last_seen = self.last_seen.max(ts);
+        if let Some(class) = latency {
+            *self.latency.entry(class).or_insert(0) += 1;
+        }
+        self.latency_sum = self.latency_sum.saturating_add(fixed(latency_ms));
+        self.confidence_sum = self.confidence_sum.saturating_add(fixed(confidence));
+        if self.confidence_histogram.is_empty() {
+            self.confidence_histogram = vec![0; bins];
+        }
+        self.confidence_histogram[bin_of(confidence, bins)] += 1;
+        let label = predicted as usize;
+        if self.predicted_labels.len() <= label {
+            self.predicted_labels.resize(label + 1, 0);
+        }
+        self.predicted_labels[label] += 1;
+    }
+
+    fn matched(&mut self, pair: MatchedPair, actual: u32, predicted: u32, bins: usize) {
+        self.matched += 1;
+        self.last_seen = self.last_seen.max(pair.ts);
+        *self.confusion.entry((actual, predicted)).or_insert(0) += 1;
+        if self.calibration.is_empty() {
+            self.calibration = vec![(0, 0, 0); bins];
+        }
+        let bin = &mut self.calibration[bin_of(pair.confidence, bins)];
+        bin.0 += 1;
+        bin.1 += u64::from(actual == predicted);
+        bin.2 = bin.2.saturating_add(fixed(pair.confidence));
+        self.pairs.push(pair);
+    }
+
+    /// The counts with labels spelt out; leaves the counts empty (the pairs stay).
+    fn take_counts(&mut self, labels: &Interner<Id>) -> VersionCounts {
+        let label = |index: u32| labels.get(index).cloned().unwrap_or_default();
+        let mut latency: Vec<(u64, u64)> = self.latency.drain().collect();
+        latency.sort_unstable();
+        let predicted_labels = self
+            .predicted_labels
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, count)| **count > 0)
+            .map(|(index, count)| {
+                (
+                    label(u32::try_from(index).unwrap_or(u32::MAX)),
+                    std::mem::take(count),
+                )
+            })
+            .collect();
+        let mut confusion: Vec<(u32, u32, u64)> = self
+            .confusion
+            .drain()
+            .map(|((actual, predicted), count)| (actual, predicted, count))
+            .collect();
+        confusion.sort_unstable();
+        let counts = VersionCounts {
+            predictions: self.predictions,
+            matched: self.matched,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            latency,
+            latency_sum: self.latency_sum,
+            confidence_sum: self.confidence_sum,
+            confidence_histogram: std::mem::take(&mut self.confidence_histogram),
+            predicted_labels,
+            confusion: confusion
+                .into_iter()
+                .map(|(actual, predicted, count)| (label(actual), label(predicted), count))
+                .collect(),
+            calibration: std::mem::take(&mut self.calibration),
+        };
+        self.predictions = 0;
+        self.matched = 0;
+        self.first_seen = None;
+        self.last_seen = 0;
+        self.latency_sum = 0;
+        self.confidence_sum = 0;
+        counts
+    }
 }
 
 /// The recorded batches of `model`, noting it in `touched` when they were empty.
@@ -111,7 +237,7 @@ fn recorded_for<'a>(
         recorded.resize_with(slot + 1, Recorded::default);
     }
     let batches = &mut recorded[slot];
-    if batches.predictions.is_empty() && batches.pairs.is_empty() {
+    if batches.is_empty() {
         touched.push(model);
     }
     batches
@@ -122,8 +248,9 @@ fn bucket_end(ts: u64) -> u64 {
 }
 
 impl JoinState {
-    /// Empty state; pairs match when their event times are less than `horizon` ms apart.
-    pub fn new(horizon: u64) -> Self {
+    /// Empty state; pairs match when their event times are less than `horizon` ms apart;
+    /// confidences are counted in `bins` bins (the tracker's `bins`).
+    pub fn new(horizon: u64, bins: usize) -> Self {
         Self {
             horizon: horizon.max(1),
             pending: HashMap::default(),
@@ -132,17 +259,20 @@ impl JoinState {
             pending_expiry: BTreeMap::new(),
             orphan_expiry: BTreeMap::new(),
             models: Interner::default(),
+            versions: HashMap::default(),
             labels: Interner::default(),
             recorded: Vec::new(),
             touched: Vec::new(),
             arrivals: 0,
+            bins: bins.max(1),
+            latency_classes: latency_histogram(),
         }
     }
 
-    /// Appends the predictions and matched pairs applied since the last call to `out`:
-    /// per model version (in the order the versions were first seen) a
-    /// [`ModelInput::PredictedBatch`] and a [`ModelInput::MatchedBatch`], each when not
-    /// empty. Call it after each run of [`Self::apply`].
+    /// Appends what the predictions and matched pairs applied since the last call add to
+    /// the tracker to `out`: per model version (in the order the versions were first
+    /// seen) a [`ModelInput::Counted`] and, when pairs matched, a
+    /// [`ModelInput::MatchedBatch`]. Call it after each run of [`Self::apply`].
     pub fn flush(&mut self, out: &mut Vec<ModelInput>) {
         for model in self.touched.drain(..) {
             let (Some(key), Some(batches)) = (
@@ -151,12 +281,13 @@ impl JoinState {
             ) else {
                 continue;
             };
-            if !batches.predictions.is_empty() {
-                out.push(ModelInput::PredictedBatch {
-                    key: key.clone(),
-                    predictions: std::mem::take(&mut batches.predictions),
-                });
+            if batches.is_empty() {
+                continue;
             }
+            out.push(ModelInput::Counted {
+                key: key.clone(),
+                counts: Box::new(batches.take_counts(&self.labels)),
+            });
             if !batches.pairs.is_empty() {
                 out.push(ModelInput::MatchedBatch {
                     key: key.clone(),
@@ -224,7 +355,7 @@ impl JoinState {
     pub fn apply(&mut self, ts: u64, event: MlEvent, out: &mut Vec<ModelInput>) {
         match event {
             MlEvent::Prediction(prediction) => {
-                let model = self.models.intern(&ModelKey::of(&prediction));
+                let model = self.model_of(&prediction);
                 // One hash of the id: the vacant entry is filled at the end, or dropped
                 // when the prediction meets a waiting outcome.
                 let entry = match self.pending.entry(prediction.prediction_id) {
@@ -237,13 +368,21 @@ impl JoinState {
                     Entry::Vacant(entry) => entry,
                 };
                 self.arrivals += 1;
+                let predicted = self.labels.intern(&prediction.predicted);
+                let latency = self
+                    .latency_classes
+                    .as_ref()
+                    .map(|histogram| latency_class(histogram, prediction.latency_ms));
+                let bins = self.bins;
                 let batches = recorded_for(&mut self.recorded, &mut self.touched, model);
-                batches.predictions.push(RecordedPrediction {
+                batches.predicted(
                     ts,
-                    predicted: prediction.predicted.clone(),
-                    confidence: prediction.confidence,
-                    latency_ms: prediction.latency_ms,
-                });
+                    predicted,
+                    prediction.confidence,
+                    latency,
+                    prediction.latency_ms,
+                    bins,
+                );
                 let horizon = self.horizon;
                 let waiting = self
                     .orphans
@@ -252,19 +391,24 @@ impl JoinState {
                 if waiting {
                     let prediction_id = entry.into_key();
                     if let Some(orphan) = self.orphans.remove(&prediction_id) {
-                        batches.pairs.push(MatchedPair {
-                            arrival: self.arrivals,
-                            ts: ts.max(orphan.ts),
-                            prediction_id,
-                            predicted: prediction.predicted,
-                            actual: orphan.actual,
-                            confidence: prediction.confidence,
-                            features: prediction.features,
-                        });
+                        let actual = self.labels.intern(&orphan.actual);
+                        batches.matched(
+                            MatchedPair {
+                                arrival: self.arrivals,
+                                ts: ts.max(orphan.ts),
+                                prediction_id,
+                                predicted: prediction.predicted,
+                                actual: orphan.actual,
+                                confidence: prediction.confidence,
+                                features: prediction.features,
+                            },
+                            actual,
+                            predicted,
+                            bins,
+                        );
                     }
                     return;
                 }
-                let predicted = self.labels.intern(&prediction.predicted);
                 let has_features = !prediction.features.is_empty();
                 if has_features {
                     let features: Box<[(u32, f64)]> = prediction
@@ -294,6 +438,24 @@ impl JoinState {
         }
     }
 
+    /// The interned version of `prediction`'s model.
+    fn model_of(&mut self, prediction: &PredictionEvent) -> u32 {
+        let version = prediction.model_version.as_deref().unwrap_or(UNVERSIONED);
+        let known = self
+            .versions
+            .get(prediction.model_id.as_str())
+            .and_then(|versions| versions.iter().find(|(known, _)| known.as_str() == version));
+        if let Some((_, model)) = known {
+            return *model;
+        }
+        let model = self.models.intern(&ModelKey::of(prediction));
+        self.versions
+            .entry(prediction.model_id.clone())
+            .or_default()
+            .push((version.into(), model));
+        model
+    }
+
     fn apply_outcome(&mut self, ts: u64, outcome: OutcomeEvent) {
         self.arrivals += 1;
         // Removed at once (one probe of a table too large for the caches) and put back in
@@ -307,6 +469,7 @@ impl JoinState {
             other => other,
         };
         if let Some(pending) = pending {
+            let actual = self.labels.intern(&outcome.actual);
             if let Some(predicted) = self.labels.get(pending.predicted).cloned() {
                 let stored = pending
                     .has_features
@@ -319,9 +482,8 @@ impl JoinState {
                         self.labels.get(*name).map(|name| (name.clone(), *value))
                     })
                     .collect();
-                recorded_for(&mut self.recorded, &mut self.touched, pending.model)
-                    .pairs
-                    .push(MatchedPair {
+                recorded_for(&mut self.recorded, &mut self.touched, pending.model).matched(
+                    MatchedPair {
                         arrival: self.arrivals,
                         ts: ts.max(pending.ts),
                         prediction_id: outcome.prediction_id,
@@ -329,7 +491,11 @@ impl JoinState {
                         actual: outcome.actual,
                         confidence: pending.confidence,
                         features,
-                    });
+                    },
+                    actual,
+                    pending.predicted,
+                    self.bins,
+                );
             }
             return;
         }

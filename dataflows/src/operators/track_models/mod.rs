@@ -15,10 +15,11 @@
 //!
 //! Determinism: a prediction and an outcome match iff their event times are less than the
 //! horizon apart; expiry happens once the frontier guarantees that no partner can still
-//! come. Counts are order-independent; the order-dependent analyses (reference and
-//! current windows, drift tests, ADWIN) see matched pairs sorted by `(ts, prediction_id)`
-//! once the frontier has passed `ts`, so results do not depend on batching or worker
-//! count. Errors: none leave this operator; duplicate prediction ids are counted per model.
+//! come. Counts are order-independent, so the join workers (balanced by prediction id)
+//! sum them per version and flush ([`ModelInput::Counted`]), and the model-keyed tracker
+//! only adds the sums; the order-dependent analyses (reference and current windows, drift
+//! tests, ADWIN) see matched pairs sorted by `(ts, prediction_id)` once the frontier has
+//! passed `ts`, so results do not depend on batching or worker count. Errors: none leave this operator; duplicate prediction ids are counted per model.
 
 pub mod join;
 pub mod state;
@@ -93,7 +94,7 @@ fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
 
 fn route(input: &ModelInput) -> u64 {
     match input {
-        ModelInput::PredictedBatch { key, .. }
+        ModelInput::Counted { key, .. }
         | ModelInput::MatchedBatch { key, .. }
         | ModelInput::Duplicate { key }
         | ModelInput::Expired { key } => hash_of(key.model_id.as_str()),
@@ -241,6 +242,9 @@ impl Ordered {
         }
     }
 }
+
+/// Emptied waiting buckets a tracker keeps for reuse.
+const SPARE_BUCKETS: usize = 64;
 
 /// The rule id of ML alerts raised by drift.
 pub const DRIFT_RULE: &str = "ml.drift";
@@ -506,23 +510,34 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
         config: &TrackModelsConfig,
     ) -> StreamVec<'scope, Time, Update> {
         let horizon = duration_ms(config.horizon);
+        let bins = config.bins;
         let by_id = Exchange::new(|(_, event): &(Time, MlEvent)| hash_of(event.route_id()));
         let joined = self.unary_frontier(
             by_id,
             &format!("JoinOutcomes({name})"),
             move |_initial, _info| {
-                let mut join = JoinState::new(horizon);
+                let mut join = JoinState::new(horizon, bins);
                 let mut held: Option<Capability<Time>> = None;
                 let mut out = Vec::new();
                 move |(input, frontier), output| {
+                    // The messages of one time are flushed together: a message holds a
+                    // few dozen events, and each flush costs one input to the tracker
+                    // per version touched.
+                    let mut batch: Option<Capability<Time>> = None;
                     input.for_each(|cap, data| {
                         let Some(&arrived) = cap.least() else { return };
+                        if let Some(time) = batch.as_ref().filter(|b| *b.time() != arrived) {
+                            join.flush(&mut out);
+                            if !out.is_empty() {
+                                output.session(time).give_iterator(out.drain(..));
+                            }
+                            batch = None;
+                        }
+                        if batch.is_none() {
+                            batch = Some(cap.delayed(&arrived, output.output_index()));
+                        }
                         for (ts, event) in data.drain(..) {
                             join.apply(ts.max(arrived), event, &mut out);
-                        }
-                        join.flush(&mut out);
-                        if !out.is_empty() {
-                            output.session(&cap).give_iterator(out.drain(..));
                         }
                         if let Some(next) = join.next_expiry() {
                             let next = next.max(arrived);
@@ -531,6 +546,12 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                             }
                         }
                     });
+                    if let Some(time) = batch.take() {
+                        join.flush(&mut out);
+                        if !out.is_empty() {
+                            output.session(&time).give_iterator(out.drain(..));
+                        }
+                    }
                     let now = if frontier.is_empty() {
                         u64::MAX
                     } else {
@@ -571,6 +592,11 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 // by event time; each bucket is put in `OrderKey` order when it is released
                 // (a later entry with an equal key replaces the earlier one, as a map would).
                 let mut waiting: BTreeMap<u64, Vec<(OrderKey, Ordered)>> = BTreeMap::new();
+                // Emptied buckets kept for reuse (at most `SPARE_BUCKETS`): a bucket per
+                // millisecond, each grown from nothing and freed, kept the allocator busy
+                // handing out and zeroing fresh pages.
+                let mut spare: Vec<Vec<(OrderKey, Ordered)>> = Vec::new();
+                let mut items: Vec<Option<Ordered>> = Vec::new();
                 let mut held: Option<Capability<Time>> = None;
                 // The release order of a bucket: positions sorted by key, then those kept.
                 let mut order: Vec<(u8, u128, usize)> = Vec::new();
@@ -584,17 +610,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                         let mut orphans_changed = false;
                         for item in data.drain(..) {
                             match item {
-                                ModelInput::PredictedBatch { key, predictions } => {
+                                ModelInput::Counted { key, counts } => {
                                     let slot = slot_of(&mut models, &key, &config, &registry);
-                                    let model = &mut models.states[slot];
-                                    for prediction in &predictions {
-                                        model.predicted(
-                                            prediction.ts,
-                                            &prediction.predicted,
-                                            prediction.confidence,
-                                            prediction.latency_ms,
-                                        );
-                                    }
+                                    models.states[slot].add_counts(&counts);
                                 }
                                 ModelInput::Duplicate { key } => {
                                     let slot = slot_of(&mut models, &key, &config, &registry);
@@ -606,18 +624,18 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 }
                                 ModelInput::MatchedBatch { key, pairs } => {
                                     let slot = slot_of(&mut models, &key, &config, &registry);
-                                    let model = &mut models.states[slot];
                                     let mut pairs = pairs.into_iter().peekable();
                                     // Pairs of one batch mostly share their time: one bucket
                                     // lookup per run of equal times.
                                     while let Some(first) = pairs.next() {
                                         let ts = first.ts;
-                                        let bucket = waiting.entry(ts).or_default();
+                                        let bucket = waiting
+                                            .entry(ts)
+                                            .or_insert_with(|| spare.pop().unwrap_or_default());
                                         let run = std::iter::once(first).chain(std::iter::from_fn(
                                             || pairs.next_if(|pair| pair.ts == ts),
                                         ));
                                         for mut pair in run {
-                                            model.matched(&pair);
                                             let prediction_id =
                                                 std::mem::take(&mut pair.prediction_id);
                                             let arrival = pair.arrival;
@@ -634,16 +652,19 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 }
                                 ModelInput::Registered { ts, registration } => {
                                     arrivals += 1;
-                                    waiting.entry(ts).or_default().push((
-                                        OrderKey::Command(arrivals),
-                                        Ordered::Registration(registration),
-                                    ));
+                                    waiting
+                                        .entry(ts)
+                                        .or_insert_with(|| spare.pop().unwrap_or_default())
+                                        .push((
+                                            OrderKey::Command(arrivals),
+                                            Ordered::Registration(registration),
+                                        ));
                                 }
                                 ModelInput::PinBaseline { ts, pin } => {
                                     arrivals += 1;
                                     waiting
                                         .entry(ts)
-                                        .or_default()
+                                        .or_insert_with(|| spare.pop().unwrap_or_default())
                                         .push((OrderKey::Command(arrivals), Ordered::Pin(pin)));
                                 }
                                 ModelInput::OrphanExpired { model_id } => {
@@ -679,7 +700,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 break;
                             }
                             let at = *entry.key();
-                            let bucket = entry.remove();
+                            let mut bucket = entry.remove();
                             // Positions sorted, not the entries; among equal keys the
                             // later arrival ends up last.
                             order.clear();
@@ -687,12 +708,18 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 let (kind, prefix) = key.prefix();
                                 (kind, prefix, position)
                             }));
-                            order.sort_by(|a, b| {
-                                (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
-                                    let (a, b) = (&bucket[a.2], &bucket[b.2]);
-                                    a.0.cmp(&b.0)
-                                        .then_with(|| a.1.arrival().cmp(&b.1.arrival()))
-                                })
+                            // The position breaks the last ties, so the order is total
+                            // and an unstable sort (no scratch buffer) gives the stable
+                            // sort's result.
+                            order.sort_unstable_by(|a, b| {
+                                (a.0, a.1)
+                                    .cmp(&(b.0, b.1))
+                                    .then_with(|| {
+                                        let (a, b) = (&bucket[a.2], &bucket[b.2]);
+                                        a.0.cmp(&b.0)
+                                            .then_with(|| a.1.arrival().cmp(&b.1.arrival()))
+                                    })
+                                    .then_with(|| a.2.cmp(&b.2))
                             });
                             // Walking backwards keeps the last of each run of equal keys.
                             released.clear();
@@ -704,8 +731,11 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 previous = Some(position);
                                 released.push(position);
                             }
-                            let mut items: Vec<Option<Ordered>> =
-                                bucket.into_iter().map(|(_, item)| Some(item)).collect();
+                            items.clear();
+                            items.extend(bucket.drain(..).map(|(_, item)| Some(item)));
+                            if spare.len() < SPARE_BUCKETS {
+                                spare.push(bucket);
+                            }
                             for &position in released.iter().rev() {
                                 let Some(item) = items[position].take() else {
                                     continue;

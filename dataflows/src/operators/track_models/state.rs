@@ -11,7 +11,7 @@ use super::TrackModelsConfig;
 use crate::model::{
     BaselinePin, ConfidenceSummary, DriftReport, DriftTest, Id, LatencySummary, MatchedPair,
     ModelKey, ModelRegistration, ModelSnapshot, Performance, PinBaseline, PinRejection,
-    PinnedReference, RetrainingTrigger,
+    PinnedReference, RetrainingTrigger, VersionCounts,
 };
 
 /// ADWIN change points remembered per version (the latest; the count covers all).
@@ -20,15 +20,36 @@ const MAX_CHANGE_POINTS: usize = 1000;
 /// Latency is recorded in microseconds.
 const LATENCY_SCALE: f64 = 1000.0;
 
+/// An empty latency histogram (µs, 3 significant digits, up to one hour); the join keeps
+/// one too, only to class latencies as the tracker's histograms do.
+pub(super) fn latency_histogram() -> Option<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()
+}
+
+/// `latency_ms` in µs, clamped to what `histogram` tracks (here, not inside the
+/// histogram, so the class maps mirror it), as the lowest value of its equivalence class:
+/// recording that value counts the latency in the same class, with the same minimum and
+/// maximum, as recording the latency itself.
+pub(super) fn latency_class(histogram: &Histogram<u64>, latency_ms: f64) -> u64 {
+    let micros = ((latency_ms * LATENCY_SCALE).round().max(1.0) as u64).min(histogram.high());
+    histogram.lowest_equivalent(micros)
+}
+
+/// The bin of a confidence among `bins` (at least one) equal-width bins over `[0, 1]`,
+/// the last one including 1.
+pub(super) fn bin_of(confidence: f64, bins: usize) -> usize {
+    ((confidence * bins as f64) as usize).min(bins.max(1) - 1)
+}
+
 /// The first 16 bytes of `text`, big-endian and zero-padded. A smaller prefix means a
 /// smaller text; texts with equal prefixes compare by length when both are at most 16
 /// bytes long (the shorter is then a prefix of the other), else by their bytes.
 pub(super) fn prefix16(text: &str) -> u128 {
-    let mut prefix = 0u128;
-    for (index, byte) in text.as_bytes().iter().take(16).enumerate() {
-        prefix |= u128::from(*byte) << (8 * (15 - index));
-    }
-    prefix
+    let bytes = text.as_bytes();
+    let length = bytes.len().min(16);
+    let mut prefix = [0u8; 16];
+    prefix[..length].copy_from_slice(&bytes[..length]);
+    u128::from_be_bytes(prefix)
 }
 
 /// Compares two labels given their [`prefix16`]s: the same order as `a.cmp(b)`.
@@ -211,6 +232,18 @@ pub struct ModelState {
     drifted: bool,
     triggers: u64,
     breached: bool,
+    /// KS p-values of earlier evaluations (at most [`stats::KsPValues::CAPACITY`]).
+    ks_p_values: stats::KsPValues,
+}
+
+/// Adds `count` to `label`'s count in `labels`.
+fn add_label(labels: &mut BTreeMap<Id, u64>, label: &Id, count: u64) {
+    match labels.get_mut(label) {
+        Some(seen) => *seen += count,
+        None => {
+            labels.insert(label.clone(), count);
+        }
+    }
 }
 
 /// Values at `quantiles` (ascending) exactly as `histogram.value_at_quantile` gives them,
@@ -273,7 +306,7 @@ impl ModelState {
             orphans_expired: 0,
             duplicates: 0,
             cumulative: Confusion::default(),
-            latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).ok(),
+            latency: latency_histogram(),
             latency_classes: BTreeMap::new(),
             latency_sum: 0,
             confidence_sum: 0,
@@ -292,6 +325,7 @@ impl ModelState {
             drifted: false,
             triggers: 0,
             breached: false,
+            ks_p_values: stats::KsPValues::default(),
         }
     }
 
@@ -300,47 +334,39 @@ impl ModelState {
         &self.key
     }
 
-    /// Records a prediction.
-    pub fn predicted(&mut self, ts: u64, predicted: &Id, confidence: f64, latency_ms: f64) {
-        self.events += 1;
-        self.predictions += 1;
-        self.first_seen = Some(self.first_seen.map_or(ts, |first| first.min(ts)));
-        self.last_seen = self.last_seen.max(ts);
+    /// Adds what a join worker counted of this version's predictions and matched pairs.
+    pub fn add_counts(&mut self, counts: &VersionCounts) {
+        self.events += counts.predictions + counts.matched;
+        self.predictions += counts.predictions;
+        if let Some(first) = counts.first_seen {
+            self.first_seen = Some(self.first_seen.map_or(first, |seen| seen.min(first)));
+        }
+        self.last_seen = self.last_seen.max(counts.last_seen);
         if let Some(histogram) = self.latency.as_mut() {
-            // Clamped here (not inside the histogram) so the class map mirrors it.
-            let micros =
-                ((latency_ms * LATENCY_SCALE).round().max(1.0) as u64).min(histogram.high());
-            histogram.saturating_record(micros);
-            *self
-                .latency_classes
-                .entry(histogram.lowest_equivalent(micros))
-                .or_insert(0) += 1;
-        }
-        self.latency_sum = self.latency_sum.saturating_add(stats::fixed(latency_ms));
-        self.confidence_sum = self.confidence_sum.saturating_add(stats::fixed(confidence));
-        let bins = self.confidence_histogram.len();
-        let bin = ((confidence * bins as f64) as usize).min(bins - 1);
-        self.confidence_histogram[bin] += 1;
-        match self.predicted_labels.get_mut(predicted) {
-            Some(count) => *count += 1,
-            None => {
-                self.predicted_labels.insert(predicted.clone(), 1);
+            for &(class, count) in &counts.latency {
+                histogram.saturating_record_n(class, count);
+                *self.latency_classes.entry(class).or_insert(0) += count;
             }
         }
-    }
-
-    /// Records a matched pair's order-independent part.
-    pub fn matched(&mut self, pair: &MatchedPair) {
-        self.events += 1;
-        self.last_seen = self.last_seen.max(pair.ts);
-        self.cumulative.add(&pair.actual, &pair.predicted, 1);
-        self.calibration
-            .record(pair.confidence, pair.actual == pair.predicted);
-        match self.actual_labels.get_mut(&pair.actual) {
-            Some(count) => *count += 1,
-            None => {
-                self.actual_labels.insert(pair.actual.clone(), 1);
-            }
+        self.latency_sum = self.latency_sum.saturating_add(counts.latency_sum);
+        self.confidence_sum = self.confidence_sum.saturating_add(counts.confidence_sum);
+        for (bin, count) in self
+            .confidence_histogram
+            .iter_mut()
+            .zip(&counts.confidence_histogram)
+        {
+            *bin += count;
+        }
+        for (label, count) in &counts.predicted_labels {
+            add_label(&mut self.predicted_labels, label, *count);
+        }
+        for (actual, predicted, count) in &counts.confusion {
+            self.cumulative
+                .add(actual, predicted, i64::try_from(*count).unwrap_or(i64::MAX));
+            add_label(&mut self.actual_labels, actual, *count);
+        }
+        for (index, &(count, correct, sum)) in counts.calibration.iter().enumerate() {
+            self.calibration.add(index, count, correct, sum);
         }
     }
 
@@ -549,9 +575,11 @@ impl ModelState {
                     });
                 }
             }
-            if let Some((statistic, p_value)) =
-                stats::ks_2samp(&reference_confidence, &current_confidence)
-            {
+            if let Some((statistic, p_value)) = stats::ks_2samp_remembering(
+                &reference_confidence,
+                &current_confidence,
+                &mut self.ks_p_values,
+            ) {
                 tests.push(DriftTest {
                     test: "ks:confidence".into(),
                     statistic,

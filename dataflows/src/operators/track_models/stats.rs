@@ -134,7 +134,14 @@ pub const CONFIDENCE_SCALE: f64 = 9_007_199_254_740_992.0;
 
 /// `value` in the fixed point of [`CONFIDENCE_SCALE`].
 pub fn fixed(value: f64) -> u128 {
-    (value * CONFIDENCE_SCALE).round().max(0.0) as u128
+    let scaled = (value * CONFIDENCE_SCALE).round().max(0.0);
+    // The same integer either way; the 64-bit conversion is one instruction, the 128-bit
+    // one a library call (confidences always fit, latencies below 2048 ms do).
+    if scaled < 18_446_744_073_709_551_616.0 {
+        u128::from(scaled as u64)
+    } else {
+        scaled as u128
+    }
 }
 
 /// A fixed-point sum back in floating point.
@@ -185,11 +192,17 @@ impl Calibration {
     pub fn record(&mut self, confidence: f64, correct: bool) {
         let bins = self.bins.len();
         let index = ((confidence * bins as f64) as usize).min(bins - 1);
-        if let Some(bin) = self.bins.get_mut(index) {
-            bin.count += 1;
-            bin.correct += u64::from(correct);
-            bin.confidence_sum = unfixed(self.sums[index].saturating_add(fixed(confidence)));
-            self.sums[index] = self.sums[index].saturating_add(fixed(confidence));
+        self.add(index, 1, u64::from(correct), fixed(confidence));
+    }
+
+    /// Adds `count` matched predictions in bin `index`, `correct` of them right, whose
+    /// confidences sum to `sum` (fixed point): the same as recording them one by one.
+    pub fn add(&mut self, index: usize, count: u64, correct: u64, sum: u128) {
+        if let (Some(bin), Some(total)) = (self.bins.get_mut(index), self.sums.get_mut(index)) {
+            bin.count += count;
+            bin.correct += correct;
+            *total = total.saturating_add(sum);
+            bin.confidence_sum = unfixed(*total);
         }
     }
 
@@ -265,6 +278,42 @@ pub fn psi(reference: &[f64], current: &[f64], bins: usize) -> Option<f64> {
 /// `|i/n − j/m| < D`, computed column by column as a probability so nothing overflows.
 /// `None` when either sample is empty or larger than 10,000 (callers bound their windows).
 pub fn ks_2samp(first: &[f64], second: &[f64]) -> Option<(f64, f64)> {
+    ks_2samp_remembering(first, second, &mut KsPValues::default())
+}
+
+/// Exact two-sample KS p-values already computed, by `(n, m, D·n·m)`: the p-value is a
+/// function of these three integers alone, and a version re-evaluated every
+/// `evaluate_every` pairs with full windows keeps `n` and `m` and often meets the same
+/// `D` again, so the O(n·m) sweep is skipped with the very same result. Holds at most
+/// [`KsPValues::CAPACITY`] values (the oldest goes first).
+#[derive(Debug, Clone, Default)]
+pub struct KsPValues {
+    known: std::collections::VecDeque<((usize, usize, i64), f64)>,
+}
+
+impl KsPValues {
+    /// Values kept at most.
+    pub const CAPACITY: usize = 64;
+
+    fn get_or_compute(&mut self, key: (usize, usize, i64), compute: impl FnOnce() -> f64) -> f64 {
+        if let Some((_, value)) = self.known.iter().find(|(known, _)| *known == key) {
+            return *value;
+        }
+        let value = compute();
+        if self.known.len() >= Self::CAPACITY {
+            self.known.pop_front();
+        }
+        self.known.push_back((key, value));
+        value
+    }
+}
+
+/// [`ks_2samp`], taking the p-value from `known` when it holds it.
+pub fn ks_2samp_remembering(
+    first: &[f64],
+    second: &[f64],
+    known: &mut KsPValues,
+) -> Option<(f64, f64)> {
     let (n, m) = (first.len(), second.len());
     if n == 0 || m == 0 || n > 10_000 || m > 10_000 {
         return None;
@@ -297,6 +346,12 @@ pub fn ks_2samp(first: &[f64], second: &[f64]) -> Option<(f64, f64)> {
     if widest == 0 {
         return Some((0.0, 1.0));
     }
+    let p_value = known.get_or_compute((n, m, widest), || ks_exact_p_value(n, m, widest));
+    Some((statistic, p_value))
+}
+
+/// The exact p-value of a two-sample KS statistic `widest / (n·m)` (see [`ks_2samp`]).
+fn ks_exact_p_value(n: usize, m: usize, widest: i64) -> f64 {
     // Probability of staying strictly inside the band, by dynamic programming over the
     // normalised path counts p(i, j) = count(i, j) / C(i + j, i):
     // p(i, j) = (i·p(i−1, j) + j·p(i, j−1)) / (i + j).
@@ -330,8 +385,7 @@ pub fn ks_2samp(first: &[f64], second: &[f64]) -> Option<(f64, f64)> {
             below = value;
         }
     }
-    let p_value = (1.0 - column[m]).clamp(0.0, 1.0);
-    Some((statistic, p_value))
+    (1.0 - column[m]).clamp(0.0, 1.0)
 }
 
 /// Result of a chi-squared test of independence.

@@ -232,3 +232,59 @@ fn the_banded_ks_sweep_equals_the_full_sweep() {
         }
     }
 }
+
+#[test]
+fn remembered_ks_p_values_are_the_computed_ones() {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut uniform = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    // Coarse values, so statistics repeat and the memo answers; more distinct statistics
+    // than it holds, so it also forgets.
+    let mut known = KsPValues::default();
+    let mut remembered = 0;
+    for round in 0..400 {
+        let (n, m) = if round % 2 == 0 { (60, 60) } else { (45, 80) };
+        let shift = (round % 9) as f64 * 0.03;
+        let a: Vec<f64> = (0..n).map(|_| (uniform() * 20.0).floor()).collect();
+        let b: Vec<f64> = (0..m)
+            .map(|_| ((uniform() + shift) * 20.0).floor())
+            .collect();
+        let fresh = ks_2samp(&a, &b).unwrap();
+        let widest = (fresh.0 * n as f64 * m as f64).round() as i64;
+        if known.known.iter().any(|(key, _)| *key == (n, m, widest)) {
+            remembered += 1;
+        }
+        let memo = ks_2samp_remembering(&a, &b, &mut known).unwrap();
+        assert_eq!(memo.0.to_bits(), fresh.0.to_bits());
+        assert_eq!(memo.1.to_bits(), fresh.1.to_bits());
+        assert!(known.known.len() <= KsPValues::CAPACITY);
+    }
+    assert!(remembered > 100, "{remembered}");
+}
+
+#[test]
+fn fixed_point_takes_the_short_conversion_only_where_it_is_exact() {
+    let values = [
+        0.0,
+        -0.0,
+        -1.5,
+        1e-300,
+        0.5,
+        1.0,
+        2_047.999_999,
+        2048.0,
+        2_048.000_001,
+        3.6e6,
+        1e300,
+        f64::INFINITY,
+        f64::NAN,
+    ];
+    for value in values {
+        let wide = (value * CONFIDENCE_SCALE).round().max(0.0) as u128;
+        assert_eq!(fixed(value), wide, "{value}");
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
-use crate::model::{MatchedPair, OutcomeEvent, PredictionEvent, RecordedPrediction};
+use crate::model::{MatchedPair, OutcomeEvent, PredictionEvent, VersionCounts};
 use crate::testing::{run_epochs, Epoch, Output};
 
 const SECOND: u64 = 1000;
@@ -336,7 +336,7 @@ fn a_duplicate_prediction_id_is_counted_and_ignored() {
 #[test]
 fn every_outcome_beyond_the_horizon_becomes_an_expired_orphan() {
     let horizon = 30 * SECOND;
-    let mut join = join::JoinState::new(horizon);
+    let mut join = join::JoinState::new(horizon, 10);
     let mut rng = Lcg(7);
     let mut events: Vec<(u64, MlEvent)> = Vec::new();
     let mut too_late = 0;
@@ -530,12 +530,12 @@ fn a_registration_applies_from_its_event_time_and_creates_its_version() {
 }
 
 #[test]
-fn join_batches_predictions_and_pairs_per_version_and_passes_the_rest_at_once() {
+fn join_counts_predictions_and_pairs_per_version_and_passes_the_rest_at_once() {
     let key = |model: &str| ModelKey {
         model_id: model.into(),
         model_version: "v1".into(),
     };
-    let mut join = join::JoinState::new(60 * SECOND);
+    let mut join = join::JoinState::new(60 * SECOND, 10);
     let mut out = Vec::new();
     join.apply(1, prediction("p1", "m1", "a", 0.5), &mut out);
     join.apply(2, prediction("p2", "m2", "a", 0.5), &mut out);
@@ -548,12 +548,7 @@ fn join_batches_predictions_and_pairs_per_version_and_passes_the_rest_at_once() 
     assert_eq!(out, vec![ModelInput::Duplicate { key: key("m2") }]);
     out.clear();
     join.flush(&mut out);
-    let recorded = |ts: u64, predicted: &str, confidence: f64| RecordedPrediction {
-        ts,
-        predicted: predicted.into(),
-        confidence,
-        latency_ms: 10.0,
-    };
+    let fixed = stats::fixed;
     let pair = |arrival: u64, ts: u64, id: &str, predicted: &str, actual: &str, confidence: f64| {
         MatchedPair {
             arrival,
@@ -565,16 +560,48 @@ fn join_batches_predictions_and_pairs_per_version_and_passes_the_rest_at_once() 
             features: vec![("x".into(), confidence * 2.0)],
         }
     };
+    let mut histogram = vec![0u64; 10];
+    histogram[2] = 1;
+    histogram[5] = 1;
+    histogram[7] = 1;
+    let mut calibration = vec![(0u64, 0u64, 0u128); 10];
+    calibration[2] = (1, 1, fixed(0.25));
+    calibration[5] = (1, 0, fixed(0.5));
+    let m1 = VersionCounts {
+        predictions: 3,
+        matched: 2,
+        first_seen: Some(1),
+        last_seen: 7,
+        // 10 ms: 10,000 µs is the lowest value of its class.
+        latency: vec![(10_000, 3)],
+        latency_sum: 3 * fixed(10.0),
+        confidence_sum: fixed(0.5) + fixed(0.75) + fixed(0.25),
+        confidence_histogram: histogram,
+        predicted_labels: vec![("a".into(), 2), ("b".into(), 1)],
+        confusion: vec![("a".into(), "a".into(), 1), ("b".into(), "a".into(), 1)],
+        calibration,
+    };
+    let one = |ts: u64| {
+        let mut histogram = vec![0u64; 10];
+        histogram[5] = 1;
+        VersionCounts {
+            predictions: 1,
+            first_seen: Some(ts),
+            last_seen: ts,
+            latency: vec![(10_000, 1)],
+            latency_sum: fixed(10.0),
+            confidence_sum: fixed(0.5),
+            confidence_histogram: histogram,
+            predicted_labels: vec![("a".into(), 1)],
+            ..VersionCounts::default()
+        }
+    };
     assert_eq!(
         out,
         vec![
-            ModelInput::PredictedBatch {
+            ModelInput::Counted {
                 key: key("m1"),
-                predictions: vec![
-                    recorded(1, "a", 0.5),
-                    recorded(4, "b", 0.75),
-                    recorded(6, "a", 0.25),
-                ],
+                counts: Box::new(m1),
             },
             ModelInput::MatchedBatch {
                 key: key("m1"),
@@ -584,9 +611,9 @@ fn join_batches_predictions_and_pairs_per_version_and_passes_the_rest_at_once() 
                     pair(6, 7, "p1", "a", "b", 0.5),
                 ],
             },
-            ModelInput::PredictedBatch {
+            ModelInput::Counted {
                 key: key("m2"),
-                predictions: vec![recorded(2, "a", 0.5)],
+                counts: Box::new(one(2)),
             },
         ]
     );
@@ -597,9 +624,9 @@ fn join_batches_predictions_and_pairs_per_version_and_passes_the_rest_at_once() 
     join.flush(&mut out);
     assert_eq!(
         out,
-        vec![ModelInput::PredictedBatch {
+        vec![ModelInput::Counted {
             key: key("m2"),
-            predictions: vec![recorded(8, "a", 0.5)],
+            counts: Box::new(one(8)),
         }]
     );
 }
@@ -826,4 +853,81 @@ fn order_key_prefixes_agree_with_the_full_order() {
             }
         }
     }
+}
+
+#[test]
+fn counts_summed_by_the_join_equal_recording_each_prediction_and_pair() {
+    // Latencies over six orders of magnitude and confidences all over [0, 1], flushed in
+    // batches of uneven size: the tracker's sums give the latency summary, confidence
+    // histogram and calibration bins that recording every prediction and pair gives.
+    let config = config(60);
+    let bins = config.bins;
+    let mut join = join::JoinState::new(60 * SECOND, bins);
+    let key = ModelKey {
+        model_id: "m1".into(),
+        model_version: "v1".into(),
+    };
+    let mut state = ModelState::new(key.clone(), &config);
+    let mut histogram =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+    let mut latency_sum = 0u128;
+    let mut confidence_bins = vec![0u64; bins];
+    let mut calibration = stats::Calibration::new(bins);
+    let labels = ["a", "b", "c"];
+    let mut rng = Lcg(7);
+    let mut out = Vec::new();
+    for index in 0..3000u64 {
+        let latency_ms = rng.next() * 10f64.powi((index % 7) as i32 - 2);
+        let confidence = if index % 11 == 0 { 1.0 } else { rng.next() };
+        let predicted = labels[rng.below(3) as usize];
+        let actual = labels[rng.below(3) as usize];
+        let id = format!("p{index}");
+        join.apply(
+            index,
+            MlEvent::Prediction(PredictionEvent {
+                model_id: "m1".into(),
+                model_version: Some("v1".into()),
+                prediction_id: id.as_str().into(),
+                predicted: predicted.into(),
+                confidence,
+                latency_ms,
+                features: Vec::new(),
+                session_id: None,
+            }),
+            &mut out,
+        );
+        let micros = ((latency_ms * 1000.0).round().max(1.0) as u64).min(histogram.high());
+        histogram.saturating_record(micros);
+        latency_sum += stats::fixed(latency_ms);
+        confidence_bins[((confidence * bins as f64) as usize).min(bins - 1)] += 1;
+        if index % 3 != 0 {
+            join.apply(index + 1, outcome(&id, actual, None), &mut out);
+            calibration.record(confidence, predicted == actual);
+        }
+        if rng.below(17) == 0 {
+            join.flush(&mut out);
+        }
+    }
+    join.flush(&mut out);
+    for input in &out {
+        if let ModelInput::Counted { counts, .. } = input {
+            state.add_counts(counts);
+        }
+    }
+    let snapshot = state.snapshot(None);
+    let latency = snapshot.latency.unwrap();
+    let at = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    assert_eq!(latency.p50, at(0.5));
+    assert_eq!(latency.p95, at(0.95));
+    assert_eq!(latency.p99, at(0.99));
+    assert_eq!(latency.max, histogram.max() as f64 / 1000.0);
+    assert_eq!(latency.mean, stats::unfixed(latency_sum) / 3000.0);
+    assert_eq!(snapshot.predictions, 3000);
+    assert_eq!(snapshot.matched, 2000);
+    assert_eq!(snapshot.confidence.histogram, confidence_bins);
+    assert_eq!(snapshot.confidence.reliability, calibration.bins());
+    assert_eq!(
+        snapshot.confidence.expected_calibration_error,
+        calibration.expected_calibration_error()
+    );
 }

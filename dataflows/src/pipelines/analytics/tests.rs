@@ -165,11 +165,11 @@ fn outcome(ts: u64) -> Event {
 fn alert_command(ts: u64) -> Event {
     at(
         ts,
-        EventBody::AlertCommand(AlertCommand {
+        EventBody::AlertCommand(Box::new(AlertCommand {
             alert_id: Some("slow-0".into()),
             actor: Some("ann".into()),
             ..AlertCommand::new(AlertAction::Acknowledge)
-        }),
+        })),
     )
 }
 
@@ -339,7 +339,7 @@ fn assert_matches_references(output: &Output, epochs: &[Epoch<Event>], setup: &S
     let commands: Vec<(Time, u64, crate::model::AlertCommand)> = events
         .iter()
         .filter_map(|(entered, event)| match &event.body {
-            EventBody::AlertCommand(command) => Some((*entered, event.ts, command.clone())),
+            EventBody::AlertCommand(command) => Some((*entered, event.ts, (**command).clone())),
             _ => None,
         })
         .collect();
@@ -636,7 +636,7 @@ fn arbitrary_body() -> impl Strategy<Value = EventBody> {
     // Commands on a small pool of custom ids exercise create, acknowledge, resolve,
     // duplicates and unknown ids; `slow-0` never exists.
     let command = (0usize..3, 0usize..3, 0usize..2).prop_map(|(action, id, actor)| {
-        EventBody::AlertCommand(AlertCommand {
+        EventBody::AlertCommand(Box::new(AlertCommand {
             alert_id: Some(["c1", "c2", "slow-0"][id].into()),
             actor: Some(["ann", "bob"][actor].into()),
             title: Some("custom".into()),
@@ -647,7 +647,7 @@ fn arbitrary_body() -> impl Strategy<Value = EventBody> {
                     AlertAction::Resolve,
                 ][action],
             )
-        })
+        }))
     });
     prop_oneof![
         3 => metric,
@@ -773,12 +773,12 @@ proptest! {
 fn command_event(ts: u64, action: AlertAction, id: &str) -> Event {
     at(
         ts,
-        EventBody::AlertCommand(AlertCommand {
+        EventBody::AlertCommand(Box::new(AlertCommand {
             alert_id: Some(id.into()),
             actor: Some("ann".into()),
             note: Some("looking".into()),
             ..AlertCommand::new(action)
-        }),
+        })),
     )
 }
 
