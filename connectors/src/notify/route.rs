@@ -932,7 +932,9 @@ pub fn run_dispatcher(
             }
             // Only now (under the lock, after adding them) may later changes skip the
             // queue.
-            shared.queued.fetch_sub(taken.len() as u64, Ordering::AcqRel);
+            shared
+                .queued
+                .fetch_sub(taken.len() as u64, Ordering::AcqRel);
             shared.hand_over(&mut core, now);
         }
         let now = shared.clock.now_ms();

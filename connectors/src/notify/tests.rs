@@ -1144,7 +1144,10 @@ mod dispatcher {
     fn start(group_wait: Duration) -> (super::super::route::DispatchHandle, Seen) {
         let clock: Arc<dyn megamind_dataflows::time::Clock> =
             Arc::new(megamind_dataflows::time::SystemClock);
-        let notifier = Arc::new(Notifier::start(&NotifyConfig::default(), Arc::clone(&clock)));
+        let notifier = Arc::new(Notifier::start(
+            &NotifyConfig::default(),
+            Arc::clone(&clock),
+        ));
         let seen: Seen = Arc::default();
         let hook_seen = Arc::clone(&seen);
         let hook: HandoffHook = Arc::new(move |notification: &Notification| {
@@ -1201,10 +1204,17 @@ mod dispatcher {
         handle.offer(alert("a", Severity::High, AlertStatus::Firing));
         // Something is queued: this change queues behind it instead of going first.
         handle.offer_all([&alert("a", Severity::High, AlertStatus::Resolved)]);
-        assert!(seen.lock().unwrap().is_empty(), "nothing handed over inline");
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "nothing handed over inline"
+        );
         let seen = wait_for(&seen, 1).await;
         let last = seen.iter().flatten().last().cloned();
-        assert_eq!(last, Some(("a".to_owned(), AlertStatus::Resolved)), "{seen:?}");
+        assert_eq!(
+            last,
+            Some(("a".to_owned(), AlertStatus::Resolved)),
+            "{seen:?}"
+        );
         // The queue is empty again: the next change goes inline.
         let before = handle.metrics().notifications.load(Ordering::Relaxed);
         handle.offer_all([&alert("c", Severity::High, AlertStatus::Firing)]);

@@ -1099,15 +1099,16 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                     // transitions of one time in order. Waiting for the frontier to pass
                     // the time as well would hold every alert of a window close until the
                     // slowest worker finished its share of the close.
-                    let at_frontier = transitions_frontier
-                        .frontier()
-                        .as_option()
-                        .copied()
-                        .filter(|now| {
-                            !commands_frontier.less_than(now)
-                                && stash.first_key_value().is_some_and(|(time, _)| time == now)
-                                && book.next_timer().is_none_or(|due| due >= *now)
-                        });
+                    let at_frontier =
+                        transitions_frontier
+                            .frontier()
+                            .as_option()
+                            .copied()
+                            .filter(|now| {
+                                !commands_frontier.less_than(now)
+                                    && stash.first_key_value().is_some_and(|(time, _)| time == now)
+                                    && book.next_timer().is_none_or(|due| due >= *now)
+                            });
                     if let Some(now) = at_frontier {
                         if let Some(pending) = stash.get_mut(&now) {
                             if !pending.transitions.is_empty() {
@@ -1506,8 +1507,7 @@ mod tests {
             let sink = Rc::clone(&records);
             let (mut transitions, mut commands) = worker.dataflow::<Time, _, _>(|scope| {
                 let (transitions, transition_stream) = scope.new_input::<Vec<AlertTransition>>();
-                let (commands, command_stream) =
-                    scope.new_input::<Vec<(Time, AlertCommand)>>();
+                let (commands, command_stream) = scope.new_input::<Vec<(Time, AlertCommand)>>();
                 transition_stream
                     .manage_alerts("test", command_stream, &AlertConfig::default())
                     .inspect_core(move |event| {

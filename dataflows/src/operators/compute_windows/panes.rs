@@ -270,9 +270,7 @@ impl SeriesPanes {
                     return None;
                 }
                 // Bins stand for their midpoint: keep the answer inside the observed range.
-                let quantiles = binned
-                    .quantiles(QUANTILES)
-                    .map(|q| q.clamp(min, max));
+                let quantiles = binned.quantiles(QUANTILES).map(|q| q.clamp(min, max));
                 (count, sum, min, max, quantiles, false)
             }
             None => {

@@ -43,7 +43,10 @@ impl SortedValues {
         values.iter().for_each(|value| sum.add(*value));
         let blocks: Vec<Vec<f64>> = values.chunks(MAX_BLOCK / 2).map(<[f64]>::to_vec).collect();
         let lengths = blocks.iter().map(|block| block.len() as u32).collect();
-        let maxima = blocks.iter().filter_map(|block| block.last().copied()).collect();
+        let maxima = blocks
+            .iter()
+            .filter_map(|block| block.last().copied())
+            .collect();
         Self {
             blocks,
             lengths,
