@@ -1040,9 +1040,7 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                         let Some(mut pending) = stash.remove(&input) else {
                             break;
                         };
-                        pending.transitions.sort_by(|a, b| {
-                            (a.at, &a.fingerprint, a.state).cmp(&(b.at, &b.fingerprint, b.state))
-                        });
+                        sort_transitions(&mut pending.transitions);
                         pending.commands.sort_by(|a, b| {
                             (a.0, &a.1.alert_id, a.1.command).cmp(&(
                                 b.0,
@@ -1112,13 +1110,7 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                     if let Some(now) = at_frontier {
                         if let Some(pending) = stash.get_mut(&now) {
                             if !pending.transitions.is_empty() {
-                                pending.transitions.sort_by(|a, b| {
-                                    (a.at, &a.fingerprint, a.state).cmp(&(
-                                        b.at,
-                                        &b.fingerprint,
-                                        b.state,
-                                    ))
-                                });
+                                sort_transitions(&mut pending.transitions);
                                 let mut session = output.session(&pending.capability);
                                 for transition in pending.transitions.drain(..) {
                                     if let Some(record) = book.on_transition(&transition) {
@@ -1154,6 +1146,12 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
             },
         )
     }
+}
+
+/// The fixed order in which transitions of one time are applied.
+fn sort_transitions(transitions: &mut [AlertTransition]) {
+    transitions
+        .sort_by(|a, b| (a.at, &a.fingerprint, a.state).cmp(&(b.at, &b.fingerprint, b.state)));
 }
 
 /// Inputs of one time, waiting for the frontier.
