@@ -1,5 +1,5 @@
-//! Decoding throughput: one event at a time (fast scanner and serde fallback) and whole
-//! NDJSON bodies.
+//! Decoding throughput: one event at a time (the direct prediction/outcome path, the fast
+//! scanner and the serde fallback) and whole NDJSON bodies.
 //!
 //! Run: `cargo bench --bench codec` (or `-- decode_event` for one group).
 
@@ -13,6 +13,10 @@ use megamind_dataflows::model::decode::{decode_event, DecodeLimits};
 const METRIC: &str = r#"{"type":"metric","ts":1700000000123,"session_id":"s417","name":"latency_ms","value":48.211}"#;
 const METRIC_LABELS: &str = r#"{"type":"metric","ts":1700000000123,"name":"latency_ms","value":48.211,"labels":{"service":"api","region":"eu-west-1"}}"#;
 const SESSION: &str = r#"{"type":"session","ts":1700000000123,"session_id":"session-9","user_id":"user-3","kind":"operation","operation":"run_tests","duration_ms":812.5,"tokens":1400,"success":false,"message":"run_tests failed: exit status 1"}"#;
+// The ML bench's two lines: the direct prediction/outcome path.
+const PREDICTION: &str = r#"{"type":"prediction","ts":1700000000123,"model_id":"model-3","model_version":"v1","prediction_id":"p1234567","predicted":"cat","confidence":0.873,"latency_ms":12}"#;
+const OUTCOME: &str =
+    r#"{"type":"outcome","ts":1700000000123,"prediction_id":"p1234567","actual":"dog"}"#;
 // An escaped string defers to the serde path.
 const ESCAPED: &str = r#"{"type":"metric","ts":1700000000123,"session_id":"s\u0034","name":"latency_ms","value":48.211}"#;
 
@@ -23,6 +27,8 @@ fn decode_one(c: &mut Criterion) {
         ("metric", METRIC),
         ("metric_labels", METRIC_LABELS),
         ("session", SESSION),
+        ("prediction", PREDICTION),
+        ("outcome", OUTCOME),
         ("escaped_fallback", ESCAPED),
     ] {
         group.throughput(Throughput::Elements(1));

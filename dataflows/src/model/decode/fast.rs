@@ -17,12 +17,8 @@ use super::{DecodeLimits, Field, Fields, Found, MapField};
 pub(super) fn scan<'de>(bytes: &'de [u8], limits: &DecodeLimits) -> Option<Fields<'de>> {
     // Validated once here (a record that is not UTF-8 is the serde path's to report);
     // strings and numbers are then slices of `text` at ASCII delimiters.
-    let text = std::str::from_utf8(bytes).ok()?;
-    let mut scanner = Scanner {
-        bytes,
-        text,
-        position: 0,
-    };
+    let mut scanner = Scanner::new(bytes)?;
+    let text = scanner.text;
     let mut fields = Fields {
         seen: 0,
         found: SmallVec::new(),
@@ -91,36 +87,63 @@ pub(super) fn scan<'de>(bytes: &'de [u8], limits: &DecodeLimits) -> Option<Field
     (scanner.position == bytes.len()).then_some(fields)
 }
 
-struct Scanner<'de> {
+/// A cursor over one record's bytes; every method returns `None` where the serde path
+/// must take over. Shared with the direct prediction/outcome path ([`super::direct`]).
+pub(super) struct Scanner<'de> {
     bytes: &'de [u8],
     /// The same bytes as text.
     text: &'de str,
     position: usize,
 }
 
+/// Powers of ten that are exact in an f64.
+const EXACT_POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
 impl<'de> Scanner<'de> {
-    fn peek(&self) -> Option<u8> {
+    /// A scanner at the start of `bytes`, or `None` when they are not UTF-8 (the serde
+    /// path reports that).
+    pub(super) fn new(bytes: &'de [u8]) -> Option<Self> {
+        // Validated once here; strings and numbers are then slices of `text` at ASCII
+        // delimiters.
+        let text = std::str::from_utf8(bytes).ok()?;
+        Some(Self {
+            bytes,
+            text,
+            position: 0,
+        })
+    }
+
+    /// Whether only whitespace is left.
+    pub(super) fn at_end(&mut self) -> bool {
+        self.skip_whitespace();
+        self.position == self.bytes.len()
+    }
+
+    pub(super) fn peek(&self) -> Option<u8> {
         self.bytes.get(self.position).copied()
     }
 
-    fn next(&mut self) -> Option<u8> {
+    pub(super) fn next(&mut self) -> Option<u8> {
         let byte = self.peek()?;
         self.position += 1;
         Some(byte)
     }
 
-    fn expect(&mut self, byte: u8) -> Option<()> {
+    pub(super) fn expect(&mut self, byte: u8) -> Option<()> {
         (self.next()? == byte).then_some(())
     }
 
-    fn skip_whitespace(&mut self) {
+    pub(super) fn skip_whitespace(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.position += 1;
         }
     }
 
     /// A string without escapes or control characters, borrowed.
-    fn string(&mut self) -> Option<&'de str> {
+    pub(super) fn string(&mut self) -> Option<&'de str> {
         self.expect(b'"')?;
         let start = self.position;
         let rest = &self.bytes[start..];
@@ -134,12 +157,12 @@ impl<'de> Scanner<'de> {
         self.text.get(start..start + length)
     }
 
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
+    pub(super) fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.position + word.len();
         (self.bytes.get(self.position..end)? == word).then(|| self.position = end)
     }
 
-    fn scalar(&mut self) -> Option<Found<'de>> {
+    pub(super) fn scalar(&mut self) -> Option<Found<'de>> {
         match self.peek()? {
             b'"' => Some(Found::Str(Cow::Borrowed(self.string()?))),
             b't' => self.literal(b"true").map(|()| Found::Bool(true)),
@@ -171,14 +194,17 @@ impl<'de> Scanner<'de> {
             return None;
         }
         let mut integral = true;
+        let mut fraction_digits = 0;
         if self.peek() == Some(b'.') {
             self.position += 1;
-            if digits(self) == 0 {
+            fraction_digits = digits(self);
+            if fraction_digits == 0 {
                 return None;
             }
             integral = false;
         }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
+        let exponent = matches!(self.peek(), Some(b'e' | b'E'));
+        if exponent {
             self.position += 1;
             if matches!(self.peek(), Some(b'+' | b'-')) {
                 self.position += 1;
@@ -189,6 +215,18 @@ impl<'de> Scanner<'de> {
             integral = false;
         }
         let text = self.text.get(start..self.position)?;
+        if !integral && !exponent && integer_digits + fraction_digits <= 15 {
+            // Clinger's fast path: the digits as an integer below 2^53 and a power of ten
+            // up to 1e22 are both exact, so one correctly rounded division gives the
+            // correctly rounded value, the same as `str::parse` and serde_json (built
+            // with `float_roundtrip`).
+            let mut significand = 0u64;
+            for byte in text.bytes().filter(u8::is_ascii_digit) {
+                significand = significand * 10 + u64::from(byte - b'0');
+            }
+            let magnitude = significand as f64 / EXACT_POWERS_OF_TEN[fraction_digits];
+            return Some(Found::F64(if negative { -magnitude } else { magnitude }));
+        }
         if integral {
             if negative {
                 // serde_json reads "-0" as the float negative zero.
@@ -209,7 +247,7 @@ impl<'de> Scanner<'de> {
 
     /// `labels` (string values) or `features` (number values) as a flat object, with the
     /// same limits and canonical ordering as the serde path.
-    fn flat_map(&mut self, field: Field, limits: &DecodeLimits) -> Option<MapField> {
+    pub(super) fn flat_map(&mut self, field: Field, limits: &DecodeLimits) -> Option<MapField> {
         let mut labels: super::Labels = Vec::new();
         let mut features: Vec<(super::Id, f64)> = Vec::new();
         if self.peek()? == b'n' {

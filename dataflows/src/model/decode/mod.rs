@@ -30,6 +30,7 @@ use super::silence::parse_matchers;
 /// The longest silence, ms: one year.
 pub const MAX_SILENCE_MS: u64 = 365 * 24 * 3600 * 1000;
 
+mod direct;
 mod fast;
 #[cfg(test)]
 mod tests;
@@ -68,6 +69,9 @@ pub fn decode_event(
     limits: &DecodeLimits,
     default_ts: u64,
 ) -> Result<Event, DataError> {
+    if let Some(event) = direct::decode(bytes, limits, default_ts) {
+        return Ok(event);
+    }
     if let Some(fields) = fast::scan(bytes, limits) {
         return fields.build(limits, default_ts);
     }

@@ -642,3 +642,234 @@ fn pin_now_commands_decode_and_name_their_bad_field() {
         assert_eq!(rejected(json), (reason, Some(field.to_owned())), "{json}");
     }
 }
+
+/// A value for one field of a prediction or outcome: mostly one the field accepts, in
+/// every JSON form, sometimes anything at all.
+fn ml_value(field: &str) -> proptest::strategy::BoxedStrategy<String> {
+    use proptest::prelude::*;
+    let id = prop_oneof![
+        30 => "[a-z0-9-]{1,12}".prop_map(|s| format!("\"{s}\"")),
+        3 => Just("\"caf\u{e9}-\u{1F600}\"".to_owned()),
+        1 => Just(r#""p\u0031""#.to_owned()),
+        1 => Just(r#""a\"b""#.to_owned()),
+        1 => Just("\"\"".to_owned()),
+        1 => Just(format!("\"{}\"", "x".repeat(257))),
+    ];
+    let fraction = prop_oneof![
+        12 => (0.0f64..=1.0).prop_map(|f| format!("{f}")),
+        2 => (0.0f64..=1.0).prop_map(|f| format!("{f:e}")),
+        8 => (0u32..1000).prop_map(|n| format!("0.{n:03}")),
+        1 => "0\\.[0-9]{14,22}",
+        1 => prop_oneof![
+            Just("1"), Just("0"), Just("1.0"), Just("-0.0"), Just("-0"), Just("0.1e1"),
+            Just("5E-1"), Just("1.5"), Just("-0.25"), Just("0.5000000000000001"),
+            Just("1e400"), Just("01"), Just("0."),
+        ]
+        .prop_map(str::to_owned),
+    ];
+    let number = prop_oneof![
+        8 => (0u32..5000).prop_map(|n| n.to_string()),
+        8 => (0.0f64..1e4).prop_map(|f| format!("{f}")),
+        2 => "-?(0|[1-9][0-9]{0,9})\\.[0-9]{1,14}",
+        1 => prop_oneof![
+            Just("-1"), Just("1e400"), Just("123456789012345.6"), Just("1234567890123456.7"),
+            Just("9007199254740993"), Just("18446744073709551616"), Just("2.5E+2"),
+        ]
+        .prop_map(str::to_owned),
+    ];
+    let label = prop_oneof![
+        12 => id.clone(),
+        2 => prop_oneof![
+            Just("3"), Just("-7"), Just("true"), Just("false"), Just("1.5"), Just("-0"),
+            Just("18446744073709551616"),
+        ]
+        .prop_map(str::to_owned),
+    ];
+    let ts = prop_oneof![
+        16 => (0u64..4_000_000_000_000).prop_map(|n| n.to_string()),
+        1 => prop_oneof![Just("-1"), Just("1.0"), Just("1e3"), Just("\"7\"")].prop_map(str::to_owned),
+    ];
+    let entry =
+        ("[a-c]{1,2}", number.clone()).prop_map(|(key, value)| format!("\"{key}\":{value}"));
+    let features = prop_oneof![
+        12 => proptest::collection::vec(entry, 0..5).prop_map(|entries| format!("{{{}}}", entries.join(","))),
+        1 => prop_oneof![
+            Just("null"), Just(r#"{"a":"x"}"#), Just("[1]"), Just(r#"{"\u0061":1}"#),
+            Just(r#"{"":1}"#), Just(r#"{ "b" : 2 , "a" : 1 }"#),
+        ]
+        .prop_map(str::to_owned),
+    ];
+    let type_name = prop_oneof![
+        20 => Just("\"prediction\""),
+        20 => Just("\"outcome\""),
+        1 => Just("\"metric\""),
+        1 => Just("\"predict\\u0069on\""),
+        1 => Just("7"),
+    ]
+    .prop_map(str::to_owned);
+    let specific = match field {
+        "type" => type_name.boxed(),
+        "ts" => ts.boxed(),
+        "model_id" | "model_version" | "prediction_id" | "session_id" => id.boxed(),
+        "predicted" | "actual" => label.boxed(),
+        "confidence" => fraction.boxed(),
+        "latency_ms" => number.boxed(),
+        "features" => features.boxed(),
+        _ => json_value().boxed(),
+    };
+    prop_oneof![40 => specific, 1 => json_value()].boxed()
+}
+
+/// A prediction or outcome line: each field present or not, in any order, sometimes with
+/// unknown fields, a duplicate or whitespace.
+fn ml_object() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    // Per field: how likely it is present in a prediction, and in an outcome (a field of
+    // the other variant now and then, as a producer's mistake would put it there).
+    let known = [
+        ("type", 0.98, 0.98),
+        ("ts", 0.8, 0.8),
+        ("model_id", 0.97, 0.5),
+        ("model_version", 0.5, 0.03),
+        ("prediction_id", 0.98, 0.98),
+        ("predicted", 0.97, 0.03),
+        ("confidence", 0.97, 0.03),
+        ("latency_ms", 0.97, 0.03),
+        ("features", 0.4, 0.03),
+        ("session_id", 0.3, 0.03),
+        ("actual", 0.03, 0.97),
+    ];
+    let for_variant = move |outcome: bool| -> Vec<_> {
+        known
+            .into_iter()
+            .map(|(key, in_prediction, in_outcome)| {
+                let probability = if outcome { in_outcome } else { in_prediction };
+                proptest::option::weighted(
+                    probability,
+                    ml_value(key).prop_map(move |value| (key, value)),
+                )
+            })
+            .collect()
+    };
+    let extra = proptest::collection::vec(
+        (
+            prop_oneof![
+                Just("extra"),
+                Just("name"),
+                Just("kind"),
+                Just("actual"),
+                Just("ts")
+            ],
+            json_value(),
+        ),
+        1..3,
+    );
+    (
+        prop_oneof![for_variant(false), for_variant(true)],
+        proptest::option::weighted(0.1, extra),
+        " {0,2}",
+    )
+        .prop_flat_map(|(fields, extra, pad)| {
+            let mut pairs: Vec<(&str, String)> = fields.into_iter().flatten().collect();
+            pairs.extend(extra.into_iter().flatten());
+            (Just(pairs).prop_shuffle(), Just(pad))
+        })
+        .prop_map(|(pairs, pad)| {
+            let parts: Vec<String> = pairs
+                .into_iter()
+                .map(|(key, value)| format!("\"{key}\"{pad}:{pad}{value}"))
+                .collect();
+            format!("{pad}{{{pad}{}{pad}}}{pad}", parts.join(&format!("{pad},")))
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 4000, ..Default::default() })]
+
+    /// The direct prediction/outcome path gives exactly the general path's answer: the
+    /// same event (down to the sign of zero), or it defers and the error is the same.
+    #[test]
+    fn direct_path_agrees_with_serde_path(object in ml_object()) {
+        let limits = DecodeLimits::default();
+        let slow = decode_event_serde(object.as_bytes(), &limits, 5);
+        if let Some(event) = direct::decode(object.as_bytes(), &limits, 5) {
+            let event: Result<Event, DataError> = Ok(event);
+            proptest::prop_assert_eq!(format!("{event:?}"), format!("{slow:?}"), "{}", object);
+        }
+        let whole = decode_event(object.as_bytes(), &limits, 5);
+        proptest::prop_assert_eq!(format!("{whole:?}"), format!("{slow:?}"), "{}", object);
+    }
+
+    /// Short decimals take the scanner's exact shortcut; it must round as serde_json does.
+    #[test]
+    fn short_decimals_round_like_serde(value in "-?(0|[1-9][0-9]{0,9})\\.[0-9]{1,16}") {
+        let limits = DecodeLimits::default();
+        let line = format!(r#"{{"type":"metric","name":"x","value":{value}}}"#);
+        let fast = decode_event(line.as_bytes(), &limits, 5);
+        let slow = decode_event_serde(line.as_bytes(), &limits, 5);
+        proptest::prop_assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{}", line);
+    }
+}
+
+#[test]
+fn direct_path_takes_typical_predictions_and_outcomes() {
+    let limits = DecodeLimits::default();
+    let taken = [
+        r#"{"type":"prediction","ts":1700000000123,"model_id":"model-3","model_version":"v1","prediction_id":"p1234","predicted":"cat","confidence":0.873,"latency_ms":12}"#,
+        r#"{"type":"outcome","ts":1700000000123,"prediction_id":"p1234","actual":"dog"}"#,
+        r#"{"prediction_id":"p1","actual":1,"model_id":"m","type":"outcome"}"#,
+        r#" { "type" : "prediction" , "model_id" : "m" , "prediction_id" : "p" , "predicted" : true , "confidence" : 1 , "latency_ms" : 0.5 , "features" : { "z" : 1 , "a" : -2.5e3 } , "session_id" : "s" } "#,
+    ];
+    for line in taken {
+        let event = direct::decode(line.as_bytes(), &limits, 5);
+        assert!(event.is_some(), "{line}");
+        assert_eq!(
+            event.map(Ok),
+            Some(decode_event_serde(line.as_bytes(), &limits, 5)),
+            "{line}"
+        );
+    }
+    let deferred = [
+        // unknown field (kept in attrs), a field of the other variant, an escape, null,
+        // a duplicate, another type, an invalid value, malformed JSON
+        r#"{"type":"outcome","prediction_id":"p","actual":"a","region":"eu"}"#,
+        r#"{"type":"outcome","prediction_id":"p","actual":"a","confidence":0.5}"#,
+        r#"{"type":"outcome","prediction_id":"p\u0031","actual":"a"}"#,
+        r#"{"type":"outcome","prediction_id":"p","actual":"a","model_id":null}"#,
+        r#"{"type":"outcome","prediction_id":"p","actual":"a","actual":"b"}"#,
+        r#"{"type":"metric","name":"x","value":1}"#,
+        r#"{"type":"prediction","model_id":"m","prediction_id":"p","predicted":"a","confidence":1.5,"latency_ms":1}"#,
+        r#"{"type":"outcome","prediction_id":"p","actual":"a""#,
+    ];
+    for line in deferred {
+        assert!(
+            direct::decode(line.as_bytes(), &limits, 5).is_none(),
+            "{line}"
+        );
+    }
+}
+
+/// The generated lines exercise both outcomes of the direct path, so the agreement test
+/// above is not vacuous.
+#[test]
+fn generated_ml_lines_are_often_taken_by_the_direct_path() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let limits = DecodeLimits::default();
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = ml_object();
+    let (mut taken, total) = (0, 2000);
+    for _ in 0..total {
+        let Ok(tree) = strategy.new_tree(&mut runner) else {
+            continue;
+        };
+        let line = tree.current();
+        if direct::decode(line.as_bytes(), &limits, 5).is_some() {
+            taken += 1;
+        }
+    }
+    eprintln!("direct path took {taken} of {total} generated lines");
+    assert!(
+        taken * 20 > total && taken * 20 < total * 19,
+        "{taken} of {total}"
+    );
+}
