@@ -253,6 +253,25 @@ impl KafkaRuntime {
         self.results.as_ref().map_or(0, ResultsStore::waits)
     }
 
+    /// The time before which every result is durable: the smallest of the frontiers the
+    /// source commits by (the results store's, and the output topics' delivered frontier
+    /// when alerts or windows are produced). Reading the store's alone over-reported it:
+    /// records of the last moments could still be in the producer.
+    fn durable_frontier_ms(&self) -> u64 {
+        let Some(results) = &self.results else {
+            return 0;
+        };
+        let stored = results.durable_frontier().load(Ordering::Relaxed);
+        match &self.output {
+            Some(output)
+                if self.config.alerts_topic.is_some() || self.config.windows_topic.is_some() =>
+            {
+                stored.min(output.delivered_frontier.load(Ordering::Acquire))
+            }
+            _ => stored,
+        }
+    }
+
     /// Status for `/v1/status` and `/metrics`.
     pub fn status(&self) -> KafkaStatus {
         let partitions: Vec<PartitionStatus> = self
@@ -270,9 +289,7 @@ impl KafkaRuntime {
             partitions,
             suppress_before_ms: self.suppress_before,
             suppressed: self.suppressed.load(Ordering::Relaxed),
-            durable_frontier_ms: self.results.as_ref().map_or(0, |results| {
-                results.durable_frontier().load(Ordering::Relaxed)
-            }),
+            durable_frontier_ms: self.durable_frontier_ms(),
             batches: read(source.map(|s| &s.batches)),
             pauses: read(source.map(|s| &s.pauses)),
             offset_gaps: read(source.map(|s| &s.offset_gaps)),
