@@ -3,8 +3,10 @@
 //! The generator is `pipeline`'s (NDJSON metric events stamped with the wall clock, offered
 //! at `--rate` into the engine's worker queues), with one change: each key breaches in a
 //! 2-second burst every 40 seconds (staggered by key), value 200 instead of 20–99. Rule
-//! `i` watches key `i mod M` (`max > 150`), so every rule fires once per burst of its key
-//! and resolves when the burst leaves the window. The workers' sinks offer alert changes to
+//! `i` watches key `i mod M` (`max > 150`), so every rule fires at its key's first burst.
+//! With windows longer than the 40-second burst period (1 min) a key's window always holds
+//! a burst after that, so its alert stays firing; with shorter ones it resolves when the
+//! burst leaves the window and fires again at the next. The workers' sinks offer alert changes to
 //! the real dispatcher (routing, grouping with `group_wait = 0`) and notifier (the `log`
 //! channel, at tracing's default level for the bench: off unless `RUST_LOG` says otherwise).
 //! Latency: from the moment the watermark of every worker passed the end of the deciding

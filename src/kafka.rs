@@ -201,15 +201,7 @@ impl KafkaRuntime {
         let Some(plan) = self.plan.take() else {
             return Ok(());
         };
-        let mut durable = Vec::new();
-        if let Some(results) = &self.results {
-            durable.push(results.durable_frontier());
-        }
-        if let Some(output) = &self.output {
-            if self.config.alerts_topic.is_some() || self.config.windows_topic.is_some() {
-                durable.push(Arc::clone(&output.delivered_frontier));
-            }
-        }
+        let durable = self.durable_frontiers();
         let horizon = config.windows.length + config.windows.slide * self.config.rebuild_windows;
         let source = KafkaSource::start(
             &plan,
@@ -253,23 +245,33 @@ impl KafkaRuntime {
         self.results.as_ref().map_or(0, ResultsStore::waits)
     }
 
-    /// The time before which every result is durable: the smallest of the frontiers the
-    /// source commits by (the results store's, and the output topics' delivered frontier
-    /// when alerts or windows are produced). Reading the store's alone over-reported it:
-    /// records of the last moments could still be in the producer.
-    fn durable_frontier_ms(&self) -> u64 {
-        let Some(results) = &self.results else {
-            return 0;
-        };
-        let stored = results.durable_frontier().load(Ordering::Relaxed);
-        match &self.output {
-            Some(output)
-                if self.config.alerts_topic.is_some() || self.config.windows_topic.is_some() =>
-            {
-                stored.min(output.delivered_frontier.load(Ordering::Acquire))
-            }
-            _ => stored,
+    /// The frontiers the source commits by: the results store's, and the output topics'
+    /// delivered frontier when alerts or windows are produced.
+    fn durable_frontiers(&self) -> Vec<Arc<AtomicU64>> {
+        let mut durable = Vec::new();
+        if let Some(results) = &self.results {
+            durable.push(results.durable_frontier());
         }
+        if let Some(output) = &self.output {
+            if self.config.alerts_topic.is_some() || self.config.windows_topic.is_some() {
+                durable.push(Arc::clone(&output.delivered_frontier));
+            }
+        }
+        durable
+    }
+
+    /// The time before which every result is durable: the smallest of
+    /// [`Self::durable_frontiers`] (the store's alone over-reported it: records of the last
+    /// moments could still be in the producer). 0 without a results store.
+    fn durable_frontier_ms(&self) -> u64 {
+        if self.results.is_none() {
+            return 0;
+        }
+        self.durable_frontiers()
+            .iter()
+            .map(|frontier| frontier.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0)
     }
 
     /// Status for `/v1/status` and `/metrics`.

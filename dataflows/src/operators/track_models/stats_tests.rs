@@ -208,15 +208,19 @@ fn ks_p_full_sweep(n: usize, m: usize, widest: i128) -> f64 {
     (1.0 - column[m]).clamp(0.0, 1.0)
 }
 
-#[test]
-fn the_banded_ks_sweep_equals_the_full_sweep() {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    let mut uniform = || {
+/// Uniform values in [0, 1) from a xorshift generator seeded with `seed`.
+fn uniform_source(mut state: u64) -> impl FnMut() -> f64 {
+    move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    }
+}
+
+#[test]
+fn the_banded_ks_sweep_equals_the_full_sweep() {
+    let mut uniform = uniform_source(0x2545_F491_4F6C_DD1D);
     for (n, m, shift) in [
         (50, 50, 0.0),
         (40, 70, 0.1),
@@ -235,13 +239,7 @@ fn the_banded_ks_sweep_equals_the_full_sweep() {
 
 #[test]
 fn remembered_ks_p_values_are_the_computed_ones() {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut uniform = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut uniform = uniform_source(0x9E37_79B9_7F4A_7C15);
     // Coarse values, so statistics repeat and the memo answers; more distinct statistics
     // than it holds, so it also forgets.
     let mut known = KsPValues::default();
