@@ -126,9 +126,18 @@ impl KafkaRuntime {
         } else {
             None
         };
+        // With alerts or windows produced to topics, the store's frontier waits for the
+        // producer's: a restart then suppresses only results that reached both.
+        let produced = output
+            .as_ref()
+            .filter(|_| kafka_config.alerts_topic.is_some() || kafka_config.windows_topic.is_some())
+            .map(|output| Arc::clone(&output.delivered_frontier));
         let results = if config.store.enabled {
             let path = config.store.results_path_for(process);
-            Some(ResultsStore::open(&path, local_workers).map_err(|error| error_chain(&error))?)
+            Some(
+                ResultsStore::open(&path, local_workers, produced)
+                    .map_err(|error| error_chain(&error))?,
+            )
         } else {
             None
         };
@@ -230,13 +239,14 @@ impl KafkaRuntime {
         self.closing.store(true, Ordering::Release);
     }
 
-    /// Closes the results store and the producer (after the engine has stopped).
+    /// Closes the producer and then the results store (after the engine has stopped), so
+    /// the store's last frontier counts what the producer flushed on its way out.
     pub fn close(mut self) {
-        if let Some(results) = self.results.take() {
-            results.close();
-        }
         if let Some(output) = self.output.take() {
             output.join();
+        }
+        if let Some(results) = self.results.take() {
+            results.close();
         }
     }
 

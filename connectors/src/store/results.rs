@@ -7,10 +7,16 @@
 //! the smallest frontier every worker has passed, so the stored frontier never claims a
 //! result that is not stored. A full queue makes the worker wait (backpressure into the
 //! dataflow and from there to the sources), it never drops.
+//!
+//! When results also leave through another durable path (the Kafka output topics), the
+//! store is opened with that path's delivered frontier as a *bound*: the stored frontier
+//! never passes it. A restart suppresses everything before the stored frontier, so a
+//! result stored but not yet produced when the process died is recomputed and produced
+//! again instead of being lost to the topic (re-storing it is a no-op).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -22,6 +28,8 @@ use super::{connect, sqlite, StoreError};
 const RESULTS_QUEUE: usize = 1024;
 /// Most messages folded into one transaction.
 const GROUP_MAX: usize = 256;
+/// How often the writer looks at the bound while it holds the frontier back.
+const BOUND_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One stored result.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -128,11 +136,16 @@ fn stored_frontier(connection: &Connection, path: &Path) -> Result<u64, StoreErr
 }
 
 impl ResultsStore {
-    /// Opens (or creates) the store for `local_workers` workers.
+    /// Opens (or creates) the store for `local_workers` workers. With `bound`, the stored
+    /// frontier never passes that frontier either (see the module documentation).
     ///
     /// # Errors
     /// The database cannot be opened.
-    pub fn open(path: &Path, local_workers: usize) -> Result<ResultsStore, StoreError> {
+    pub fn open(
+        path: &Path,
+        local_workers: usize,
+        bound: Option<Arc<AtomicU64>>,
+    ) -> Result<ResultsStore, StoreError> {
         let connection = open_connection(path)?;
         // The writer inserts rows keyed by series all over the primary-key index: with
         // SQLite's default 2 MB page cache most inserts re-read index pages, and the
@@ -159,6 +172,7 @@ impl ResultsStore {
                         &receiver,
                         local_workers.max(1),
                         &durable,
+                        bound.as_deref(),
                     ) {
                         tracing::error!(%error, "results store writer stopped");
                     }
@@ -280,16 +294,55 @@ fn write_loop(
     receiver: &Receiver<ResultsMsg>,
     workers: usize,
     durable: &AtomicU64,
+    bound: Option<&AtomicU64>,
 ) -> Result<(), StoreError> {
     let mut frontiers: Vec<Option<u64>> = vec![None; workers];
     let mut stored = durable.load(Ordering::Acquire);
-    while let Ok(first) = receiver.recv() {
-        let mut batch = vec![first];
-        while batch.len() < GROUP_MAX {
+    let lowest = |frontiers: &[Option<u64>]| -> Option<u64> {
+        frontiers
+            .iter()
+            .copied()
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|all| all.into_iter().min())
+    };
+    // The frontier to store: the slowest worker's, held back by the bound.
+    let target = |frontiers: &[Option<u64>]| -> Option<u64> {
+        let lowest = lowest(frontiers)?;
+        Some(bound.map_or(lowest, |bound| lowest.min(bound.load(Ordering::Acquire))))
+    };
+    loop {
+        // While the bound holds the frontier back, look again now and then: the workers
+        // may have nothing more to send once the stream stands still.
+        let held_back = lowest(&frontiers).is_some_and(|lowest| lowest > stored);
+        let first = if held_back {
+            match receiver.recv_timeout(BOUND_POLL) {
+                Ok(message) => Some(message),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match receiver.recv() {
+                Ok(message) => Some(message),
+                Err(_) => break,
+            }
+        };
+        let mut batch: Vec<ResultsMsg> = first.into_iter().collect();
+        while !batch.is_empty() && batch.len() < GROUP_MAX {
             match receiver.try_recv() {
                 Ok(message) => batch.push(message),
                 Err(_) => break,
             }
+        }
+        for message in &batch {
+            if let ResultsMsg::Frontier { worker, frontier } = message {
+                if let Some(slot) = frontiers.get_mut(*worker) {
+                    *slot = Some(slot.map_or(*frontier, |seen| seen.max(*frontier)));
+                }
+            }
+        }
+        let advance = target(&frontiers).filter(|frontier| *frontier > stored);
+        if batch.is_empty() && advance.is_none() {
+            continue;
         }
         let transaction = connection.unchecked_transaction().map_err(sqlite(path))?;
         {
@@ -300,49 +353,49 @@ fn write_loop(
                 )
                 .map_err(sqlite(path))?;
             for message in &batch {
-                match message {
-                    ResultsMsg::Rows(rows) => {
-                        for row in rows {
-                            insert
-                                .execute(params![
-                                    row.kind,
-                                    row.key,
-                                    i64::try_from(row.time).unwrap_or(i64::MAX),
-                                    digest(&row.body),
-                                    row.body
-                                ])
-                                .map_err(sqlite(path))?;
-                        }
-                    }
-                    ResultsMsg::Frontier { worker, frontier } => {
-                        if let Some(slot) = frontiers.get_mut(*worker) {
-                            *slot = Some(slot.map_or(*frontier, |seen| seen.max(*frontier)));
-                        }
+                if let ResultsMsg::Rows(rows) = message {
+                    for row in rows {
+                        insert
+                            .execute(params![
+                                row.kind,
+                                row.key,
+                                i64::try_from(row.time).unwrap_or(i64::MAX),
+                                digest(&row.body),
+                                row.body
+                            ])
+                            .map_err(sqlite(path))?;
                     }
                 }
             }
         }
-        let lowest: Option<u64> = frontiers
-            .iter()
-            .copied()
-            .collect::<Option<Vec<u64>>>()
-            .and_then(|all| all.into_iter().min());
-        let advance = lowest.filter(|lowest| *lowest > stored);
-        if let Some(lowest) = advance {
-            transaction
-                .execute(
-                    "INSERT INTO results_meta (name, value) VALUES ('frontier', ?1)
-                     ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                    params![i64::try_from(lowest).unwrap_or(i64::MAX)],
-                )
-                .map_err(sqlite(path))?;
+        if let Some(frontier) = advance {
+            store_frontier(&transaction, path, frontier)?;
         }
         transaction.commit().map_err(sqlite(path))?;
-        if let Some(lowest) = advance {
-            stored = lowest;
-            durable.store(lowest, Ordering::Release);
+        if let Some(frontier) = advance {
+            stored = frontier;
+            durable.store(frontier, Ordering::Release);
         }
     }
+    // The bound may have moved on since the last message (the producer flushed at
+    // shutdown): store how far both paths got.
+    if let Some(frontier) = target(&frontiers).filter(|frontier| *frontier > stored) {
+        let transaction = connection.unchecked_transaction().map_err(sqlite(path))?;
+        store_frontier(&transaction, path, frontier)?;
+        transaction.commit().map_err(sqlite(path))?;
+        durable.store(frontier, Ordering::Release);
+    }
+    Ok(())
+}
+
+fn store_frontier(connection: &Connection, path: &Path, frontier: u64) -> Result<(), StoreError> {
+    connection
+        .execute(
+            "INSERT INTO results_meta (name, value) VALUES ('frontier', ?1)
+             ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![i64::try_from(frontier).unwrap_or(i64::MAX)],
+        )
+        .map_err(sqlite(path))?;
     Ok(())
 }
 
@@ -463,6 +516,7 @@ impl CheckpointJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use megamind_dataflows::time::{pace, Stopwatch};
 
     fn row(key: &str, time: u64) -> ResultRow {
         ResultRow {
@@ -477,7 +531,7 @@ mod tests {
     fn rows_are_idempotent_and_the_frontier_is_the_slowest_worker() {
         let directory = tempfile::tempdir().expect("tempdir");
         let path = directory.path().join("results.db");
-        let store = ResultsStore::open(&path, 2).expect("open");
+        let store = ResultsStore::open(&path, 2, None).expect("open");
         let handle = store.handle().expect("handle");
         handle.rows(vec![row("a", 10), row("b", 10)]);
         handle.rows(vec![row("a", 10)]);
@@ -490,8 +544,48 @@ mod tests {
             vec![row("a", 10), row("b", 10)]
         );
         assert_eq!(ResultsStore::read_frontier(&path).expect("frontier"), 15);
-        let reopened = ResultsStore::open(&path, 2).expect("reopen");
+        let reopened = ResultsStore::open(&path, 2, None).expect("reopen");
         assert_eq!(reopened.start_frontier(), 15);
+        reopened.close();
+    }
+
+    /// Waits (10 s at most) for the store's durable frontier to reach `frontier`.
+    fn wait_for_durable(store: &ResultsStore, frontier: u64) {
+        let settle = Stopwatch::start();
+        while store.durable_frontier().load(Ordering::Acquire) < frontier
+            && settle.elapsed() < std::time::Duration::from_secs(10)
+        {
+            pace(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_frontier_never_passes_the_bound() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("results.db");
+        let bound = Arc::new(AtomicU64::new(12));
+        let store = ResultsStore::open(&path, 1, Some(Arc::clone(&bound))).expect("open");
+        let handle = store.handle().expect("handle");
+        handle.rows(vec![row("a", 10), row("b", 14)]);
+        handle.frontier(0, 20);
+        // The writer has taken the frontier message once a later message is through.
+        handle.rows(vec![row("a", 10)]);
+        wait_for_durable(&store, 12);
+        assert_eq!(store.durable_frontier().load(Ordering::Acquire), 12);
+        // The bound moves on with no further message (a stream standing still): the
+        // writer notices by itself.
+        bound.store(17, Ordering::Release);
+        wait_for_durable(&store, 17);
+        assert_eq!(store.durable_frontier().load(Ordering::Acquire), 17);
+        assert_eq!(ResultsStore::read_frontier(&path).expect("frontier"), 17);
+        // And at the latest when it stops.
+        bound.store(30, Ordering::Release);
+        drop(handle);
+        store.close();
+        assert_eq!(ResultsStore::read_frontier(&path).expect("frontier"), 20);
+        bound.store(5, Ordering::Release);
+        let reopened = ResultsStore::open(&path, 1, Some(bound)).expect("reopen");
+        assert_eq!(reopened.start_frontier(), 20);
         reopened.close();
     }
 
@@ -499,7 +593,7 @@ mod tests {
     fn the_frontier_waits_for_every_worker() {
         let directory = tempfile::tempdir().expect("tempdir");
         let path = directory.path().join("results.db");
-        let store = ResultsStore::open(&path, 2).expect("open");
+        let store = ResultsStore::open(&path, 2, None).expect("open");
         let handle = store.handle().expect("handle");
         handle.frontier(0, 50);
         drop(handle);
