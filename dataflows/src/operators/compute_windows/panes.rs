@@ -154,11 +154,36 @@ pub struct SeriesPanes {
     next: Option<(u64, u64)>,
     /// Whether the operator has this series in its catch-up queue.
     pub(super) queued: bool,
+    /// The numbers of the window named by the last catch-up, computed then because the
+    /// window looked complete (see [`Self::catch_up`]); dropped when a sample enters it.
+    ahead: Option<Ahead>,
+}
+
+/// The numbers of one window, without its key and bounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Numbers {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    quantiles: [f64; 3],
+    exact: bool,
+}
+
+/// A window's numbers computed ahead of its close: panes `[first, end)`, `None` if empty.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ahead {
+    first: u64,
+    end: u64,
+    numbers: Option<Numbers>,
 }
 
 impl SeriesPanes {
     /// Adds a sample to pane `index`.
     pub fn insert(&mut self, index: u64, value: f64, exact_limit: usize) {
+        if self.ahead.is_some_and(|ahead| index < ahead.end) {
+            self.ahead = None;
+        }
         // Samples mostly arrive in time order: the newest pane is the usual target.
         let position = match self.panes.back() {
             Some(last) if last.index == index => self.panes.len() - 1,
@@ -201,6 +226,18 @@ impl SeriesPanes {
         self.binned = Some(Box::new(binned));
     }
 
+    /// Forgets the numbers computed ahead, so the next close computes them itself.
+    #[cfg(test)]
+    pub(super) fn forget_ahead(&mut self) {
+        self.ahead = None;
+    }
+
+    /// Whether the numbers of the window ending at pane `end_index` were computed ahead.
+    #[cfg(test)]
+    pub(super) fn has_ahead(&self, end_index: u64) -> bool {
+        self.ahead.is_some_and(|ahead| ahead.end == end_index)
+    }
+
     /// Whether no pane holds data.
     pub fn is_empty(&self) -> bool {
         self.panes.is_empty()
@@ -235,6 +272,20 @@ impl SeriesPanes {
             .sum();
         self.evict_before(first);
         self.merge_range(first, end, exact_limit);
+        // A series that already has samples after the window (samples arrive roughly in
+        // time order and the lateness is at least a slide) will most likely see no more
+        // samples inside it: its numbers are computed now, off the close's path, and the
+        // close only has to emit them. A sample entering the window drops them, so the
+        // close then computes them as usual and the result is the same either way.
+        self.ahead = self
+            .panes
+            .back()
+            .is_some_and(|newest| newest.index >= end)
+            .then(|| Ahead {
+                first,
+                end,
+                numbers: self.numbers(end),
+            });
         moved
     }
 
@@ -250,15 +301,49 @@ impl SeriesPanes {
         self.next = None;
         self.evict_before(first_index);
         self.merge_range(first_index, end_index, config.exact_limit);
-        let (count, sum, min, max, [p50, p95, p99], exact) = match &self.binned {
+        let numbers = match self.ahead.take() {
+            Some(ahead) if ahead.first == first_index && ahead.end == end_index => ahead.numbers,
+            _ => self.numbers(end_index),
+        }?;
+        let Numbers {
+            count,
+            sum,
+            min,
+            max,
+            quantiles: [p50, p95, p99],
+            exact,
+        } = numbers;
+        let slide = config.slide_ms();
+        let length_ms = config.length_ms();
+        Some(WindowStats {
+            key: key.clone(),
+            start: first_index.saturating_mul(slide),
+            end: end_index.saturating_mul(slide),
+            count,
+            sum,
+            mean: sum / count as f64,
+            min,
+            max,
+            rate: count as f64 * 1000.0 / length_ms.max(1) as f64,
+            p50,
+            p95,
+            p99,
+            exact,
+        })
+    }
+
+    /// The numbers of the merged values of panes `[merged_from, end)` (the panes before
+    /// them evicted), `None` when there are none.
+    fn numbers(&mut self, end: u64) -> Option<Numbers> {
+        let (count, sum, min, max, quantiles, exact) = match &self.binned {
             Some(binned) => {
                 let mut count = 0u64;
                 let mut sum = 0.0f64;
                 let mut min = f64::INFINITY;
                 let mut max = f64::NEG_INFINITY;
-                for pane in self.panes.iter().take_while(|pane| pane.index < end_index) {
+                for pane in self.panes.iter().take_while(|pane| pane.index < end) {
                     debug_assert!(
-                        pane.index >= first_index,
+                        pane.index >= self.merged_from,
                         "invariant: panes before the window are evicted"
                     );
                     count += pane.count;
@@ -284,21 +369,12 @@ impl SeriesPanes {
                 (count, sum, min, max, quantiles, true)
             }
         };
-        let slide = config.slide_ms();
-        let length_ms = config.length_ms();
-        Some(WindowStats {
-            key: key.clone(),
-            start: first_index.saturating_mul(slide),
-            end: end_index.saturating_mul(slide),
+        Some(Numbers {
             count,
             sum,
-            mean: sum / count as f64,
             min,
             max,
-            rate: count as f64 * 1000.0 / length_ms.max(1) as f64,
-            p50,
-            p95,
-            p99,
+            quantiles,
             exact,
         })
     }

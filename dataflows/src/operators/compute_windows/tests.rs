@@ -264,3 +264,75 @@ proptest! {
         assert_matches_reference(&output, &sliding_windows(&arrivals(&epochs), slide * panes, slide));
     }
 }
+
+/// One step of a series' life: a sample into a pane, or a close of the next window.
+#[derive(Debug, Clone)]
+enum Step {
+    Insert { pane: u64, value: i32 },
+    /// Close the next window, then catch up (or not) before the following steps.
+    Close { catch_up: bool },
+}
+
+fn arbitrary_steps() -> impl Strategy<Value = Vec<Step>> {
+    let step = prop_oneof![
+        4 => (0u64..12, -50i32..50).prop_map(|(pane, value)| Step::Insert { pane, value }),
+        1 => any::<bool>().prop_map(|catch_up| Step::Close { catch_up }),
+    ];
+    proptest::collection::vec(step, 1..60)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Numbers computed ahead at catch-up are exactly what the close would compute, in
+    /// exact and binned mode, whatever samples enter the window, a later pane or an
+    /// already closed one between the catch-up and the close.
+    #[test]
+    fn numbers_computed_ahead_equal_the_close(steps in arbitrary_steps(), panes in 1u64..5, limit in 1usize..8) {
+        let config = WindowConfig { exact_limit: limit, ..config(panes * 10, 10) };
+        let key = SeriesKey::named("s");
+        let mut series = SeriesPanes::default();
+        let mut end_index = 1u64;
+        for step in steps {
+            match step {
+                Step::Insert { pane, value } => {
+                    // Samples of closed panes are late and never reach the series.
+                    let pane = pane.max(end_index.saturating_sub(1));
+                    series.insert(pane, f64::from(value), limit);
+                }
+                Step::Close { catch_up } => {
+                    let mut computed = series.clone();
+                    computed.forget_ahead();
+                    let closed = series.window(&key, end_index, &config);
+                    prop_assert_eq!(&closed, &computed.window(&key, end_index, &config));
+                    end_index += 1;
+                    series.prepare(end_index, &config);
+                    if catch_up {
+                        series.catch_up(limit);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A series with samples after its next window has that window's numbers computed at
+/// catch-up; a sample into the window drops them and the close counts it.
+#[test]
+fn a_sample_into_the_window_after_catch_up_is_counted() {
+    let config = config(30, 10);
+    let key = SeriesKey::named("s");
+    let mut series = SeriesPanes::default();
+    for pane in 0..5 {
+        series.insert(pane, pane as f64, 1000);
+    }
+    assert!(series.window(&key, 3, &config).is_some());
+    series.prepare(4, &config);
+    series.catch_up(1000);
+    assert!(series.has_ahead(4), "pane 4 exists, so window [1, 4) is computed ahead");
+    series.insert(3, 100.0, 1000);
+    assert!(!series.has_ahead(4));
+    let stats = series.window(&key, 4, &config).expect("window");
+    assert_eq!(stats.count, 4);
+    assert_eq!(stats.max, 100.0);
+}
