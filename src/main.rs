@@ -31,6 +31,11 @@ struct Cli {
         env = "MEGAMIND_LOG"
     )]
     log: String,
+    /// Let the kernel back the heap with transparent huge pages. Off by default: the
+    /// first touch of a huge page clears 2 MB inside whatever operator touched it (a
+    /// window close, an alert), which showed up as millisecond stalls on the alert path.
+    #[arg(long, global = true, env = "MEGAMIND_HUGE_PAGES")]
+    huge_pages: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -254,9 +259,23 @@ fn init_logging(filter: &str) {
         .init();
 }
 
+/// Turns transparent huge pages off for this process unless asked to keep them (see
+/// `--huge-pages`); the kernel's own setting applies otherwise.
+fn set_huge_pages(wanted: bool) {
+    #[cfg(target_os = "linux")]
+    if !wanted {
+        if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
+            tracing::warn!(%error, "could not turn transparent huge pages off");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = wanted;
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log);
+    set_huge_pages(cli.huge_pages);
     let mut config = load_config(cli.config.as_ref());
     match cli.command {
         Command::Serve(args) => serve(config, args, false, cli.config.clone()),

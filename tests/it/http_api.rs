@@ -489,3 +489,25 @@ fn unknown_session_is_404() {
         "SIGTERM must stop the server cleanly, got {status}"
     );
 }
+
+/// `THP_enabled` of a running process, from `/proc/<pid>/status`.
+fn huge_pages_enabled(server: &Server) -> String {
+    let pid = server.pid().expect("the server runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .map(|value| value.trim().to_owned())
+        .unwrap_or_else(|| panic!("no THP_enabled line in:\n{status}"))
+}
+
+/// The server turns transparent huge pages off for itself (first touches of 2 MB pages
+/// stalled window closes); `MEGAMIND_HUGE_PAGES=true` leaves the kernel's setting.
+#[test]
+fn transparent_huge_pages_are_off_unless_asked_for() {
+    let server = Server::start(&[]);
+    assert_eq!(huge_pages_enabled(&server), "0");
+    drop(server);
+    let server = Server::start(&[("MEGAMIND_HUGE_PAGES", "true")]);
+    assert_eq!(huge_pages_enabled(&server), "1");
+}

@@ -425,6 +425,11 @@ impl Server {
         self.dir().join("megamind.toml")
     }
 
+    /// The server's process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// Sends SIGHUP (megamind reloads its rules from the config file).
     pub(crate) fn signal_hangup(&self) {
         if let Some(child) = &self.child {

@@ -268,9 +268,14 @@ proptest! {
 /// One step of a series' life: a sample into a pane, or a close of the next window.
 #[derive(Debug, Clone)]
 enum Step {
-    Insert { pane: u64, value: i32 },
+    Insert {
+        pane: u64,
+        value: i32,
+    },
     /// Close the next window, then catch up (or not) before the following steps.
-    Close { catch_up: bool },
+    Close {
+        catch_up: bool,
+    },
 }
 
 fn arbitrary_steps() -> impl Strategy<Value = Vec<Step>> {
@@ -329,7 +334,10 @@ fn a_sample_into_the_window_after_catch_up_is_counted() {
     assert!(series.window(&key, 3, &config).is_some());
     series.prepare(4, &config);
     series.catch_up(1000);
-    assert!(series.has_ahead(4), "pane 4 exists, so window [1, 4) is computed ahead");
+    assert!(
+        series.has_ahead(4),
+        "pane 4 exists, so window [1, 4) is computed ahead"
+    );
     series.insert(3, 100.0, 1000);
     assert!(!series.has_ahead(4));
     let stats = series.window(&key, 4, &config).expect("window");
