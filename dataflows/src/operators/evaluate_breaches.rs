@@ -153,13 +153,28 @@ pub struct BreachState {
     /// Per series, the pending or firing pairs by rule position. Keyed by series so the
     /// windows of quiet pairs (nearly all of them) are looked up without cloning their key.
     pairs: HashMap<SeriesKey, Vec<(usize, PairState)>, FxBuildHasher>,
+    /// Per series with windows, the positions of the rules watching it: one lookup per
+    /// window instead of the rule index's several. Emptied when the rules change; a series
+    /// leaves it when it goes quiet.
+    watching: HashMap<SeriesKey, Watching, FxBuildHasher>,
 }
+
+/// Positions of the rules watching one series, in [`RuleSet::watching`]'s order.
+type Watching = SmallVec<[usize; 4]>;
 
 impl BreachState {
     /// Evaluates every rule watching the window's series, pushing breaches and transitions.
     pub fn on_window(&mut self, rules: &RuleSet, stats: &WindowStats, out: &mut Vec<Update>) {
         let end = stats.end;
-        for position in rules.watching(&stats.key) {
+        let watching = match self.watching.get(&stats.key) {
+            Some(watching) => watching.clone(),
+            None => {
+                let watching: Watching = rules.watching(&stats.key).collect();
+                self.watching.insert(stats.key.clone(), watching.clone());
+                watching
+            }
+        };
+        for position in watching {
             let rule = &rules.rules[position];
             match rule.check(stats) {
                 Some(value) => {
@@ -257,6 +272,7 @@ impl BreachState {
     /// Resolves every firing or pending rule of a series that went quiet, without waiting
     /// for `keep_firing_for`: no more windows will come.
     pub fn on_idle(&mut self, rules: &RuleSet, key: &SeriesKey, end: u64, out: &mut Vec<Update>) {
+        self.watching.remove(key);
         for position in rules.watching(key) {
             let Some(entries) = self.pairs.get(key) else {
                 return;
@@ -285,6 +301,7 @@ impl BreachState {
         at: u64,
         out: &mut Vec<Update>,
     ) {
+        self.watching.clear();
         let moved: Vec<Option<usize>> = rules
             .rules
             .iter()
