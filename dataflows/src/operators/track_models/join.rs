@@ -323,9 +323,12 @@ impl JoinState {
                 counts: Box::new(batches.take_counts(&self.labels)),
             });
             if !batches.pairs.is_empty() {
+                // The next batch starts with room for as many pairs as this one had (it
+                // grew from nothing, in copies to fresh memory, on every flush).
+                let room = batches.pairs.len();
                 out.push(ModelInput::MatchedBatch {
                     key: key.clone(),
-                    pairs: std::mem::take(&mut batches.pairs),
+                    pairs: std::mem::replace(&mut batches.pairs, Vec::with_capacity(room)),
                 });
             }
         }
