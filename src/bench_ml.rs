@@ -365,7 +365,10 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
             outcomes_per_model[model] += 1;
             touched[model] = true;
         }
-        let chunk = std::mem::replace(&mut buffer, Vec::with_capacity(1 << 16));
+        // The next chunk starts with room for about this one's size: grown from 64 KiB by
+        // doubling, each chunk was copied several times into fresh pages.
+        let next_capacity = (buffer.len() + buffer.len() / 4).max(1 << 16);
+        let chunk = std::mem::replace(&mut buffer, Vec::with_capacity(next_capacity));
         let handed = Stopwatch::start().started();
         {
             let mut checkpoints = checkpoints
