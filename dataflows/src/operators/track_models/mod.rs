@@ -536,6 +536,13 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                         if batch.is_none() {
                             batch = Some(cap.delayed(&arrived, output.output_index()));
                         }
+                        // A message holds a few dozen events: their table slots are
+                        // fetched together first (see `JoinState::warm`).
+                        join.warm(data.iter().filter_map(|(_, event)| match event {
+                            MlEvent::Prediction(prediction) => Some(&prediction.prediction_id),
+                            MlEvent::Outcome(outcome) => Some(&outcome.prediction_id),
+                            MlEvent::Register(_) | MlEvent::PinBaseline(_) => None,
+                        }));
                         for (ts, event) in data.drain(..) {
                             join.apply(ts.max(arrived), event, &mut out);
                         }
