@@ -51,7 +51,7 @@ pub struct MlReport {
     /// what the allocator kept of the hash table's earlier, smaller copies).
     pub bytes_per_pending_prediction: Option<f64>,
     /// Heap bytes per pending prediction that the join state holds at 1,000,000 (hash
-    /// table buckets, expiry queue; see `JoinState::pending_heap_bytes`).
+    /// table buckets, expiry bucket counts; see `JoinState::pending_heap_bytes`).
     pub heap_bytes_per_pending_prediction: f64,
     /// CPU time of the whole process from engine start to shutdown (workers, ingest,
     /// sinks and this generator), seconds.

@@ -345,8 +345,9 @@ impl JoinState {
     }
 
     /// Heap bytes the pending predictions hold: their hash table (buckets of key, entry
-    /// and control byte, as hashbrown lays them out), their expiry queue and their
-    /// features. Allocator overhead and freed-but-kept memory are not included.
+    /// and control byte, as hashbrown lays them out), their expiry buckets (one count per
+    /// second of event time) and their features. Allocator overhead and freed-but-kept
+    /// memory are not included.
     pub fn pending_heap_bytes(&self) -> usize {
         fn table<K, V>(capacity: usize) -> usize {
             if capacity == 0 {
