@@ -51,7 +51,7 @@ pub struct MlReport {
     /// what the allocator kept of the hash table's earlier, smaller copies).
     pub bytes_per_pending_prediction: Option<f64>,
     /// Heap bytes per pending prediction that the join state holds at 1,000,000 (hash
-    /// table buckets, expiry queue; see `JoinState::pending_heap_bytes`).
+    /// table buckets, expiry bucket counts; see `JoinState::pending_heap_bytes`).
     pub heap_bytes_per_pending_prediction: f64,
     /// CPU time of the whole process from engine start to shutdown (workers, ingest,
     /// sinks and this generator), seconds.
@@ -365,7 +365,10 @@ pub fn run(engine_config: EngineConfig, options: &BenchOptions) -> Result<BenchR
             outcomes_per_model[model] += 1;
             touched[model] = true;
         }
-        let chunk = std::mem::replace(&mut buffer, Vec::with_capacity(1 << 16));
+        // The next chunk starts with room for about this one's size: grown from 64 KiB by
+        // doubling, each chunk was copied several times into fresh pages.
+        let next_capacity = (buffer.len() + buffer.len() / 4).max(1 << 16);
+        let chunk = std::mem::replace(&mut buffer, Vec::with_capacity(next_capacity));
         let handed = Stopwatch::start().started();
         {
             let mut checkpoints = checkpoints

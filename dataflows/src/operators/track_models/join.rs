@@ -55,14 +55,16 @@ impl<T: Clone + Eq + std::hash::Hash> Interner<T> {
 }
 
 /// A prediction waiting for its outcome, in compact form (its id is the map key; its
-/// features, when it has any, sit in a side map so the common entry stays 32 bytes).
+/// features, when it has any, sit in a side map). 24 bytes, so a table bucket (id and
+/// entry) is 48: a probe, mostly a cache miss in a table of hundreds of thousands, then
+/// touches one cache line half the time and two the other half (56-byte buckets, with a
+/// `has_features` flag, crossed a line boundary seven times in eight).
 #[derive(Debug)]
 struct Pending {
     ts: u64,
     confidence: f64,
     model: u32,
     predicted: u32,
-    has_features: bool,
 }
 
 /// An outcome waiting for its prediction.
@@ -81,10 +83,15 @@ pub struct JoinState {
     /// Interned features of the pending predictions that have some.
     features: HashMap<Id, Box<[(u32, f64)]>, FxBuildHasher>,
     orphans: HashMap<Id, Orphan, FxBuildHasher>,
-    /// Expiry bucket end → ids of predictions that were pending in it.
-    pending_expiry: BTreeMap<u64, Vec<Id>>,
-    /// Expiry bucket end → ids of orphan outcomes in it.
-    orphan_expiry: BTreeMap<u64, Vec<Id>>,
+    /// Expiry bucket end → how many pending predictions have their event time in it (a
+    /// bucket leaves the map when its last prediction is matched or expires). Counts
+    /// rather than ids: an id queue cost 24 bytes and a first-touch write per prediction,
+    /// although nearly every prediction is matched long before its bucket expires; the
+    /// few that expire are found by one pass over the table per expiry (see
+    /// [`JoinState::expire`]).
+    pending_expiry: BTreeMap<u64, u64>,
+    /// Expiry bucket end → how many orphan outcomes have their event time in it.
+    orphan_expiry: BTreeMap<u64, u64>,
     models: Interner<ModelKey>,
     /// The interned versions by model id (a prediction's version is found without
     /// building its key: one hash of the model id, then a comparison per version).
@@ -247,6 +254,33 @@ fn bucket_end(ts: u64) -> u64 {
     crate::time::pane_end(ts, EXPIRY_BUCKET_MS)
 }
 
+/// One entry with event time `ts` left its expiry bucket (matched): the bucket's count
+/// goes down, and an empty bucket leaves the map.
+fn uncount(expiry: &mut BTreeMap<u64, u64>, ts: u64) {
+    if let std::collections::btree_map::Entry::Occupied(mut bucket) = expiry.entry(bucket_end(ts)) {
+        let count = bucket.get_mut();
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            bucket.remove();
+        }
+    }
+}
+
+/// Removes the buckets due at `frontier` (end plus `horizon` at or before it) and returns
+/// the end of the last one, if any was due.
+fn take_due(expiry: &mut BTreeMap<u64, u64>, horizon: u64, frontier: u64) -> Option<u64> {
+    let mut last = None;
+    while let Some(bucket) = expiry.first_entry() {
+        let end = *bucket.key();
+        if end.saturating_add(horizon) > frontier {
+            break;
+        }
+        bucket.remove();
+        last = Some(end);
+    }
+    last
+}
+
 impl JoinState {
     /// Empty state; pairs match when their event times are less than `horizon` ms apart;
     /// confidences are counted in `bins` bins (the tracker's `bins`).
@@ -289,9 +323,12 @@ impl JoinState {
                 counts: Box::new(batches.take_counts(&self.labels)),
             });
             if !batches.pairs.is_empty() {
+                // The next batch starts with room for as many pairs as this one had (it
+                // grew from nothing, in copies to fresh memory, on every flush).
+                let room = batches.pairs.len();
                 out.push(ModelInput::MatchedBatch {
                     key: key.clone(),
-                    pairs: std::mem::take(&mut batches.pairs),
+                    pairs: std::mem::replace(&mut batches.pairs, Vec::with_capacity(room)),
                 });
             }
         }
@@ -308,8 +345,9 @@ impl JoinState {
     }
 
     /// Heap bytes the pending predictions hold: their hash table (buckets of key, entry
-    /// and control byte, as hashbrown lays them out), their expiry queue and their
-    /// features. Allocator overhead and freed-but-kept memory are not included.
+    /// and control byte, as hashbrown lays them out), their expiry buckets (one count per
+    /// second of event time) and their features. Allocator overhead and freed-but-kept
+    /// memory are not included.
     pub fn pending_heap_bytes(&self) -> usize {
         fn table<K, V>(capacity: usize) -> usize {
             if capacity == 0 {
@@ -319,13 +357,7 @@ impl JoinState {
             let buckets = (capacity * 8 / 7).next_power_of_two();
             buckets * (std::mem::size_of::<(K, V)>() + 1)
         }
-        let queue: usize = self
-            .pending_expiry
-            .values()
-            .map(|ids| {
-                ids.capacity() * std::mem::size_of::<Id>() + std::mem::size_of::<(u64, Vec<Id>)>()
-            })
-            .sum();
+        let queue = self.pending_expiry.len() * std::mem::size_of::<(u64, u64)>();
         let features: usize = self
             .features
             .values()
@@ -339,7 +371,7 @@ impl JoinState {
 
     /// The earliest frontier time at which something may expire.
     pub fn next_expiry(&self) -> Option<u64> {
-        let first = |map: &BTreeMap<u64, Vec<Id>>| map.keys().next().map(|end| end + self.horizon);
+        let first = |map: &BTreeMap<u64, u64>| map.keys().next().map(|end| end + self.horizon);
         match (first(&self.pending_expiry), first(&self.orphan_expiry)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -348,6 +380,26 @@ impl JoinState {
 
     fn close(&self, a: u64, b: u64) -> bool {
         a.abs_diff(b) < self.horizon
+    }
+
+    /// Looks up `ids` in the pending and orphan tables and discards the answers, so that
+    /// [`Self::apply`] right after finds their table slots in the cache.
+    ///
+    /// The tables hold hundreds of thousands of entries, so nearly every first probe is a
+    /// cache miss; probes of one message's ids in a row are independent of each other and
+    /// their misses overlap, where `apply` (which does much more between two probes)
+    /// waits for one miss after another.
+    pub fn warm<'a>(&self, ids: impl IntoIterator<Item = &'a Id>) {
+        let mut seen = 0u64;
+        for id in ids {
+            if let Some(pending) = self.pending.get(id) {
+                seen ^= pending.ts;
+            }
+            if let Some(orphan) = self.orphans.get(id) {
+                seen ^= orphan.ts;
+            }
+        }
+        std::hint::black_box(seen);
     }
 
     /// Applies one event with event time `ts`; pushes what the model tracker must know,
@@ -391,6 +443,7 @@ impl JoinState {
                 if waiting {
                     let prediction_id = entry.into_key();
                     if let Some(orphan) = self.orphans.remove(&prediction_id) {
+                        uncount(&mut self.orphan_expiry, orphan.ts);
                         let actual = self.labels.intern(&orphan.actual);
                         batches.matched(
                             MatchedPair {
@@ -409,8 +462,7 @@ impl JoinState {
                     }
                     return;
                 }
-                let has_features = !prediction.features.is_empty();
-                if has_features {
+                if !prediction.features.is_empty() {
                     let features: Box<[(u32, f64)]> = prediction
                         .features
                         .iter()
@@ -418,16 +470,12 @@ impl JoinState {
                         .collect();
                     self.features.insert(entry.key().clone(), features);
                 }
-                self.pending_expiry
-                    .entry(bucket_end(ts))
-                    .or_default()
-                    .push(entry.key().clone());
+                *self.pending_expiry.entry(bucket_end(ts)).or_insert(0) += 1;
                 entry.insert(Pending {
                     ts,
                     model,
                     predicted,
                     confidence: prediction.confidence,
-                    has_features,
                 });
             }
             MlEvent::Outcome(outcome) => self.apply_outcome(ts, outcome),
@@ -469,10 +517,12 @@ impl JoinState {
             other => other,
         };
         if let Some(pending) = pending {
+            uncount(&mut self.pending_expiry, pending.ts);
             let actual = self.labels.intern(&outcome.actual);
             if let Some(predicted) = self.labels.get(pending.predicted).cloned() {
-                let stored = pending
-                    .has_features
+                // `features` holds an entry for exactly the pending predictions that
+                // have features; when none has, the probe is skipped.
+                let stored = (!self.features.is_empty())
                     .then(|| self.features.remove(&outcome.prediction_id))
                     .flatten();
                 let features = stored
@@ -503,10 +553,7 @@ impl JoinState {
             // A second outcome for the same id while the first waits: keep the first.
             return;
         }
-        self.orphan_expiry
-            .entry(bucket_end(ts))
-            .or_default()
-            .push(outcome.prediction_id.clone());
+        *self.orphan_expiry.entry(bucket_end(ts)).or_insert(0) += 1;
         self.orphans.insert(
             outcome.prediction_id,
             Orphan {
@@ -519,48 +566,45 @@ impl JoinState {
 
     /// Expires everything whose partner can no longer come, given that every event with
     /// event time before `frontier` has been applied.
+    ///
+    /// A prediction (an orphan) expires once `frontier` reaches the end of its expiry
+    /// bucket plus the horizon. When a bucket with entries left is due, one pass over the
+    /// table removes every entry of every due bucket: the cost is one pass per expiry
+    /// step that finds something to expire, rather than a queued id per entry.
     pub fn expire(&mut self, frontier: u64, out: &mut Vec<ModelInput>) {
-        let horizon = self.horizon;
-        while let Some(entry) = self.pending_expiry.first_entry() {
-            let end = *entry.key();
-            if end.saturating_add(horizon) > frontier {
-                break;
-            }
-            for id in entry.remove() {
-                let expires = self
-                    .pending
-                    .get(&id)
-                    .is_some_and(|pending| bucket_end(pending.ts) == end);
-                if expires {
-                    if let Some(pending) = self.pending.remove(&id) {
-                        if pending.has_features {
-                            self.features.remove(&id);
-                        }
-                        if let Some(key) = self.models.get(pending.model) {
-                            out.push(ModelInput::Expired { key: key.clone() });
-                        }
-                    }
+        if let Some(last) = take_due(&mut self.pending_expiry, self.horizon, frontier) {
+            let (models, features) = (&self.models, &mut self.features);
+            self.pending.retain(|id, pending| {
+                if bucket_end(pending.ts) > last {
+                    return true;
                 }
-            }
-        }
-        while let Some(entry) = self.orphan_expiry.first_entry() {
-            let end = *entry.key();
-            if end.saturating_add(horizon) > frontier {
-                break;
-            }
-            for id in entry.remove() {
-                let expires = self
-                    .orphans
-                    .get(&id)
-                    .is_some_and(|orphan| bucket_end(orphan.ts) == end);
-                if expires {
-                    if let Some(orphan) = self.orphans.remove(&id) {
-                        out.push(ModelInput::OrphanExpired {
-                            model_id: orphan.model_id.unwrap_or_default(),
-                        });
-                    }
+                if !features.is_empty() {
+                    features.remove(id);
                 }
-            }
+                if let Some(key) = models.get(pending.model) {
+                    out.push(ModelInput::Expired { key: key.clone() });
+                }
+                false
+            });
         }
+        if let Some(last) = take_due(&mut self.orphan_expiry, self.horizon, frontier) {
+            self.orphans.retain(|_, orphan| {
+                if bucket_end(orphan.ts) > last {
+                    return true;
+                }
+                out.push(ModelInput::OrphanExpired {
+                    model_id: std::mem::take(&mut orphan.model_id).unwrap_or_default(),
+                });
+                false
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pending_entry_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<super::Pending>(), 24);
     }
 }

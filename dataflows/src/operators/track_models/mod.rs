@@ -536,6 +536,13 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                         if batch.is_none() {
                             batch = Some(cap.delayed(&arrived, output.output_index()));
                         }
+                        // A message holds a few dozen events: their table slots are
+                        // fetched together first (see `JoinState::warm`).
+                        join.warm(data.iter().filter_map(|(_, event)| match event {
+                            MlEvent::Prediction(prediction) => Some(&prediction.prediction_id),
+                            MlEvent::Outcome(outcome) => Some(&outcome.prediction_id),
+                            MlEvent::Register(_) | MlEvent::PinBaseline(_) => None,
+                        }));
                         for (ts, event) in data.drain(..) {
                             join.apply(ts.max(arrived), event, &mut out);
                         }
@@ -596,6 +603,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 // millisecond, each grown from nothing and freed, kept the allocator busy
                 // handing out and zeroing fresh pages.
                 let mut spare: Vec<Vec<(OrderKey, Ordered)>> = Vec::new();
+                // A new bucket without a spare starts with room for as many entries as
+                // the last released one held, rather than growing by doubling.
+                let mut room = 0usize;
                 let mut items: Vec<Option<Ordered>> = Vec::new();
                 let mut held: Option<Capability<Time>> = None;
                 // The release order of a bucket: positions sorted by key, then those kept.
@@ -629,9 +639,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                     // lookup per run of equal times.
                                     while let Some(first) = pairs.next() {
                                         let ts = first.ts;
-                                        let bucket = waiting
-                                            .entry(ts)
-                                            .or_insert_with(|| spare.pop().unwrap_or_default());
+                                        let bucket = waiting.entry(ts).or_insert_with(|| {
+                                            spare.pop().unwrap_or_else(|| Vec::with_capacity(room))
+                                        });
                                         let run = std::iter::once(first).chain(std::iter::from_fn(
                                             || pairs.next_if(|pair| pair.ts == ts),
                                         ));
@@ -654,7 +664,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                     arrivals += 1;
                                     waiting
                                         .entry(ts)
-                                        .or_insert_with(|| spare.pop().unwrap_or_default())
+                                        .or_insert_with(|| {
+                                            spare.pop().unwrap_or_else(|| Vec::with_capacity(room))
+                                        })
                                         .push((
                                             OrderKey::Command(arrivals),
                                             Ordered::Registration(registration),
@@ -664,7 +676,9 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                     arrivals += 1;
                                     waiting
                                         .entry(ts)
-                                        .or_insert_with(|| spare.pop().unwrap_or_default())
+                                        .or_insert_with(|| {
+                                            spare.pop().unwrap_or_else(|| Vec::with_capacity(room))
+                                        })
                                         .push((OrderKey::Command(arrivals), Ordered::Pin(pin)));
                                 }
                                 ModelInput::OrphanExpired { model_id } => {
@@ -723,14 +737,20 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                             });
                             // Walking backwards keeps the last of each run of equal keys.
                             released.clear();
-                            let mut previous: Option<usize> = None;
-                            for &(_, _, position) in order.iter().rev() {
-                                if previous.is_some_and(|p| bucket[p].0 == bucket[position].0) {
+                            // Equal keys have equal prefixes: the keys themselves are
+                            // compared only when the prefixes are equal.
+                            let mut previous: Option<(u8, u128, usize)> = None;
+                            for &(kind, prefix, position) in order.iter().rev() {
+                                let repeated = previous.is_some_and(|(k, p, at)| {
+                                    (k, p) == (kind, prefix) && bucket[at].0 == bucket[position].0
+                                });
+                                if repeated {
                                     continue;
                                 }
-                                previous = Some(position);
+                                previous = Some((kind, prefix, position));
                                 released.push(position);
                             }
+                            room = bucket.len();
                             items.clear();
                             items.extend(bucket.drain(..).map(|(_, item)| Some(item)));
                             if spare.len() < SPARE_BUCKETS {

@@ -370,6 +370,54 @@ fn every_outcome_beyond_the_horizon_becomes_an_expired_orphan() {
     assert_eq!(join.pending() + join.orphans(), 0);
 }
 
+#[test]
+fn only_waiting_entries_hold_an_expiry_and_each_expires_once() {
+    let horizon = 10 * SECOND;
+    let mut join = join::JoinState::new(horizon, 10);
+    let mut out = Vec::new();
+    // p0..p9 at 0..9 s; the even ones meet their outcome 500 ms later; one orphan at 3 s.
+    for index in 0..10u64 {
+        let id = format!("p{index}");
+        join.apply(index * SECOND, prediction(&id, "m", "a", 0.5), &mut out);
+        if index % 2 == 0 {
+            join.apply(index * SECOND + 500, outcome(&id, "a", None), &mut out);
+        }
+    }
+    join.apply(3 * SECOND, outcome("lost", "a", Some("m")), &mut out);
+    join.flush(&mut out);
+    out.clear();
+    let count = |out: &[ModelInput]| {
+        let expired = out
+            .iter()
+            .filter(|input| matches!(input, ModelInput::Expired { .. }))
+            .count();
+        let orphans = out
+            .iter()
+            .filter(|input| matches!(input, ModelInput::OrphanExpired { .. }))
+            .count();
+        (expired, orphans)
+    };
+    // p0 matched: the first bucket with a waiting entry is p1's, ending at 2 s.
+    assert_eq!(join.next_expiry(), Some(2 * SECOND + horizon));
+    join.expire(2 * SECOND + horizon - 1, &mut out);
+    assert!(out.is_empty());
+    join.expire(2 * SECOND + horizon, &mut out);
+    assert_eq!(count(&out), (1, 0));
+    // The orphan's bucket ends at 4 s, with p3's.
+    assert_eq!(join.next_expiry(), Some(4 * SECOND + horizon));
+    out.clear();
+    join.expire(4 * SECOND + horizon, &mut out);
+    assert_eq!(count(&out), (1, 1));
+    out.clear();
+    join.expire(u64::MAX, &mut out);
+    assert_eq!(count(&out), (3, 0));
+    assert_eq!(join.pending() + join.orphans(), 0);
+    assert_eq!(join.next_expiry(), None);
+    out.clear();
+    join.expire(u64::MAX, &mut out);
+    assert!(out.is_empty(), "nothing expires twice");
+}
+
 fn versioned(id: &str, version: &str, predicted: &str, confidence: f64) -> MlEvent {
     let MlEvent::Prediction(mut event) = prediction(id, "m", predicted, confidence) else {
         unreachable!("prediction() builds a prediction")
