@@ -48,10 +48,9 @@ pub trait ComputeWindows<'scope> {
     /// # Frontier behaviour
     /// The window ending at `e` is emitted at time `e` once the input frontier reaches `e`;
     /// when the input closes, every remaining window is emitted. The operator holds one capability
-    /// at the next window end while any series has state. (Stamping `e - 1` would let the
-    /// alert path skip waiting for the input to pass `e`, but then a window's results are
-    /// final the moment the frontier reaches `e`, and the Kafka alerts topic's at-least-once
-    /// guarantee across `kill -9` relies on that taking one more input step; see the notes.)
+    /// at the next window end while any series has state. (The alert lifecycle applies
+    /// transitions when its frontier reaches their time, so stamping windows `e - 1` to
+    /// gain a step is not needed.)
     ///
     /// # Late samples
     /// A sample whose pane ended at or before the timely time it arrived at (the watermark
