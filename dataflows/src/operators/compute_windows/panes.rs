@@ -138,7 +138,9 @@ const QUANTILES: [f64; 3] = [0.5, 0.95, 0.99];
 /// time after the close, or failing that by the next close) moves the merged values to
 /// it, after which samples of the entering pane go straight into the merged values. So a
 /// close costs a few lookups per series instead of a pane's worth of inserts and
-/// removals, and 1,000 series closing at once are out in a few milliseconds.
+/// removals, and 1,000 series closing at once are out in a few milliseconds. When the
+/// series already has samples after the next window, the catch-up also computes that
+/// window's numbers (see [`Self::catch_up`]), and the close only emits them.
 #[derive(Debug, Clone, Default)]
 pub struct SeriesPanes {
     panes: VecDeque<Pane>,
