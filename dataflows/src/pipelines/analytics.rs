@@ -111,9 +111,11 @@ pub fn analytics<'scope>(
         .commands
         .clone()
         .filter(|(_, command)| command.command.is_rule());
-    let (windows_and_breaches, transitions) = samples
-        .compute_windows("series", &config.windows)
-        .evaluate_breaches("rules", &config.rules, rule_changes.clone());
+    let windows = samples.compute_windows("series", &config.windows);
+    let (windows_and_breaches, transitions) =
+        windows
+            .clone()
+            .evaluate_breaches("rules", &config.rules, rule_changes.clone());
     let insights = &config.insights;
     let session_events = routed.sessions;
     let sessions = session_events
@@ -144,14 +146,12 @@ pub fn analytics<'scope>(
         }
     });
     let mut transition_streams = vec![transitions, model_transitions];
-    let mut outputs = vec![windows_and_breaches.clone(), sessions, models.clone()];
+    let mut outputs = vec![windows_and_breaches, sessions, models.clone()];
     if let Some(predictions) = predictions {
-        let (forecasts, predictive) = windows_and_breaches.forecast_series(
-            "series",
-            &insights.forecast,
-            &config.rules,
-            rule_changes,
-        );
+        // From the windows themselves: the breach records would only be copied to the
+        // forecaster to be dropped there.
+        let (forecasts, predictive) =
+            windows.forecast_series("series", &insights.forecast, &config.rules, rule_changes);
         transition_streams.push(predictive);
         let recommendations = scope
             .concatenate([predictions.clone(), forecasts.clone(), models])

@@ -298,8 +298,29 @@ fn forecastable(key: &SeriesKey, include_sessions: bool) -> bool {
 /// frontier notes).
 const FORECAST_SLICE: Duration = Duration::from_micros(500);
 
-/// A window (or the idle mark ending a series) on its way to the forecaster.
-type Item = (SeriesKey, Option<WindowStats>, u64);
+/// A window, or the idle mark ending a series, on its way to the forecaster (the window
+/// keeps its key inside: no copy per window).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Item {
+    Window(WindowStats),
+    Idle { key: SeriesKey, end: u64 },
+}
+
+impl Item {
+    fn key(&self) -> &SeriesKey {
+        match self {
+            Item::Window(stats) => &stats.key,
+            Item::Idle { key, .. } => key,
+        }
+    }
+
+    fn end(&self) -> u64 {
+        match self {
+            Item::Window(stats) => stats.end,
+            Item::Idle { end, .. } => *end,
+        }
+    }
+}
 
 /// Whether any rule has a forecast horizon (only those raise predictive alerts).
 fn has_forecast(rules: &RuleSet) -> bool {
@@ -399,12 +420,12 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                     for update in data.drain(..) {
                         match update {
                             Update::Window(stats) if forecastable(&stats.key, include_sessions) => {
-                                session.give((stats.key.clone(), Some(stats), 0));
+                                session.give(Item::Window(stats));
                             }
                             Update::SeriesIdle { key, end }
                                 if forecastable(&key, include_sessions) =>
                             {
-                                session.give((key, None, end));
+                                session.give(Item::Idle { key, end });
                             }
                             _ => {}
                         }
@@ -412,7 +433,7 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                 });
             }
         });
-        let exchange = Exchange::new(|(key, _, _): &Item| key.route());
+        let exchange = Exchange::new(|item: &Item| item.key().route());
         let mut builder = OperatorBuilder::new(format!("ForecastSeries({name})"), scope);
         let activator = scope.activator_for(builder.operator_info().address);
         let (forecasts_output, forecasts) = builder.new_output();
@@ -481,8 +502,7 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                     };
                     let mut batch = std::mem::take(data);
                     batch.sort_by(|left, right| {
-                        let end = |item: &Item| item.1.as_ref().map_or(item.2, |stats| stats.end);
-                        (&left.0, end(left)).cmp(&(&right.0, end(right)))
+                        (left.key(), left.end()).cmp(&(right.key(), right.end()))
                     });
                     queue.push_back((cap, batch.into()));
                     arrived = true;
@@ -500,15 +520,16 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                     let time = *cap.time();
                     let mut session = forecasts_handle.session(&*cap);
                     while budget > 0 {
-                        let Some((key, stats, idle_end)) = batch.pop_front() else {
+                        let Some(item) = batch.pop_front() else {
                             break;
                         };
                         if slice.elapsed() >= FORECAST_SLICE {
                             budget = 0;
                         }
-                        match stats {
-                            Some(stats) => {
-                                if !series.contains_key(&key) && series.len() >= config.max_series {
+                        match item {
+                            Item::Window(stats) => {
+                                let known = series.contains_key(&stats.key);
+                                if !known && series.len() >= config.max_series {
                                     let oldest = series
                                         .iter()
                                         .min_by_key(|(key, history)| (history.last_end(), *key))
@@ -521,7 +542,10 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                                         }
                                     }
                                 }
-                                let history = series.entry(key).or_default();
+                                let history = match series.get_mut(&stats.key) {
+                                    Some(history) => history,
+                                    None => series.entry(stats.key.clone()).or_default(),
+                                };
                                 let (forecast, transitions) =
                                     history.observe(&stats, &config, &rules);
                                 if let Some(forecast) = forecast {
@@ -529,10 +553,9 @@ impl<'scope> ForecastSeries<'scope> for StreamVec<'scope, Time, Update> {
                                 }
                                 transitions_out.extend(transitions);
                             }
-                            None => {
+                            Item::Idle { key, end } => {
                                 if let Some(mut history) = series.remove(&key) {
-                                    transitions_out
-                                        .extend(history.resolve_all(&key, idle_end, &rules));
+                                    transitions_out.extend(history.resolve_all(&key, end, &rules));
                                 }
                             }
                         }
