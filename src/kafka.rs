@@ -130,7 +130,7 @@ impl KafkaRuntime {
         // producer's: a restart then suppresses only results that reached both.
         let produced = output
             .as_ref()
-            .filter(|_| kafka_config.alerts_topic.is_some() || kafka_config.windows_topic.is_some())
+            .filter(|_| kafka_config.produces_results())
             .map(|output| Arc::clone(&output.delivered_frontier));
         let results = if config.store.enabled {
             let path = config.store.results_path_for(process);
@@ -255,33 +255,25 @@ impl KafkaRuntime {
         self.results.as_ref().map_or(0, ResultsStore::waits)
     }
 
-    /// The frontiers the source commits by: the results store's, and the output topics'
-    /// delivered frontier when alerts or windows are produced.
+    /// The frontiers the source commits by: the results store's (which never passes the
+    /// producer's delivered frontier when results are produced to topics, see
+    /// [`ResultsStore::open`]), or without a store the producer's.
     fn durable_frontiers(&self) -> Vec<Arc<AtomicU64>> {
-        let mut durable = Vec::new();
-        if let Some(results) = &self.results {
-            durable.push(results.durable_frontier());
-        }
-        if let Some(output) = &self.output {
-            if self.config.alerts_topic.is_some() || self.config.windows_topic.is_some() {
-                durable.push(Arc::clone(&output.delivered_frontier));
+        match (&self.results, &self.output) {
+            (Some(results), _) => vec![results.durable_frontier()],
+            (None, Some(output)) if self.config.produces_results() => {
+                vec![Arc::clone(&output.delivered_frontier)]
             }
+            (None, _) => Vec::new(),
         }
-        durable
     }
 
-    /// The time before which every result is durable: the smallest of
-    /// [`Self::durable_frontiers`] (the store's alone over-reported it: records of the last
-    /// moments could still be in the producer). 0 without a results store.
+    /// The time before which every result is durable in the store and, with results
+    /// produced to topics, acknowledged by the brokers. 0 without a results store.
     fn durable_frontier_ms(&self) -> u64 {
-        if self.results.is_none() {
-            return 0;
-        }
-        self.durable_frontiers()
-            .iter()
-            .map(|frontier| frontier.load(Ordering::Acquire))
-            .min()
-            .unwrap_or(0)
+        self.results.as_ref().map_or(0, |results| {
+            results.durable_frontier().load(Ordering::Acquire)
+        })
     }
 
     /// Status for `/v1/status` and `/metrics`.

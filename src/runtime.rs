@@ -428,15 +428,8 @@ impl Engine {
                                     Ok(WorkerMsg::Lines { chunk, default_ts }) => {
                                         let mut session = output.session(&*cap);
                                         let mut max = max_event_time;
-                                        // Lines are found with `memchr` (vectorised): a
-                                        // byte-by-byte `split` was ~2.5 % of a worker's
-                                        // time with the ML bench's 100–150-byte lines.
-                                        let mut start = 0;
-                                        let ends = memchr::memchr_iter(b'\n', &chunk)
-                                            .chain(std::iter::once(chunk.len()));
-                                        for end in ends {
-                                            let line = &chunk[start..end];
-                                            start = end + 1;
+                                        for line in megamind_connectors::codec::json::lines(&chunk)
+                                        {
                                             if line.iter().all(u8::is_ascii_whitespace) {
                                                 continue;
                                             }

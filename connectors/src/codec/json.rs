@@ -135,11 +135,25 @@ fn decode_array(body: &[u8], limits: &BatchLimits, default_ts: u64) -> DecodedBa
     batch
 }
 
+/// The lines of newline-delimited input, without their `\n` (the last one need not end in
+/// one), found with `memchr`: a byte-by-byte split was ~2.5 % of a worker's time with
+/// 100–150-byte lines.
+pub fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', body)
+        .chain(std::iter::once(body.len()))
+        .map(move |end| {
+            let line = &body[start..end];
+            start = end + 1;
+            line
+        })
+}
+
 /// Decodes newline-delimited JSON; blank lines are skipped.
 pub fn decode_lines(body: &[u8], limits: &BatchLimits, default_ts: u64) -> DecodedBatch {
     let mut batch = DecodedBatch::default();
     let mut index = 0;
-    for (line_number, line) in body.split(|byte| *byte == b'\n').enumerate() {
+    for (line_number, line) in lines(body).enumerate() {
         let line = trim_ascii(line);
         if line.is_empty() {
             continue;
@@ -286,6 +300,23 @@ mod tests {
             .collect();
         assert_eq!(positions, [(1, Some(2)), (4, Some(5))]);
         assert_eq!(errors.len(), 3);
+    }
+
+    /// `lines` cuts exactly where splitting at every `\n` does, at the edges too.
+    #[test]
+    fn lines_are_the_pieces_between_newlines() {
+        for body in [
+            &b""[..],
+            b"\n",
+            b"a",
+            b"a\n",
+            b"\na",
+            b"a\n\nbc\n \nd",
+            b"\n\n\n",
+        ] {
+            let expected: Vec<&[u8]> = body.split(|byte| *byte == b'\n').collect();
+            assert_eq!(lines(body).collect::<Vec<_>>(), expected, "{body:?}");
+        }
     }
 
     #[test]

@@ -113,9 +113,13 @@ impl KafkaConfig {
 
     /// Whether any output topic is configured.
     pub fn has_outputs(&self) -> bool {
-        self.dead_letter_topic.is_some()
-            || self.alerts_topic.is_some()
-            || self.windows_topic.is_some()
+        self.dead_letter_topic.is_some() || self.produces_results()
+    }
+
+    /// Whether results (alerts or windows) are produced to topics, so that they are
+    /// delivered only once the producer's delivered frontier passes them.
+    pub fn produces_results(&self) -> bool {
+        self.alerts_topic.is_some() || self.windows_topic.is_some()
     }
 }
 

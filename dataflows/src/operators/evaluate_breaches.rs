@@ -272,8 +272,11 @@ impl BreachState {
     /// Resolves every firing or pending rule of a series that went quiet, without waiting
     /// for `keep_firing_for`: no more windows will come.
     pub fn on_idle(&mut self, rules: &RuleSet, key: &SeriesKey, end: u64, out: &mut Vec<Update>) {
-        self.watching.remove(key);
-        for position in rules.watching(key) {
+        let watching = self
+            .watching
+            .remove(key)
+            .unwrap_or_else(|| rules.watching(key).collect());
+        for position in watching {
             let Some(entries) = self.pairs.get(key) else {
                 return;
             };

@@ -183,7 +183,7 @@ struct Ahead {
 impl SeriesPanes {
     /// Adds a sample to pane `index`.
     pub fn insert(&mut self, index: u64, value: f64, exact_limit: usize) {
-        if self.ahead.is_some_and(|ahead| index < ahead.end) {
+        if self.ahead.as_ref().is_some_and(|ahead| index < ahead.end) {
             self.ahead = None;
         }
         // Samples mostly arrive in time order: the newest pane is the usual target.
@@ -237,7 +237,9 @@ impl SeriesPanes {
     /// Whether the numbers of the window ending at pane `end_index` were computed ahead.
     #[cfg(test)]
     pub(super) fn has_ahead(&self, end_index: u64) -> bool {
-        self.ahead.is_some_and(|ahead| ahead.end == end_index)
+        self.ahead
+            .as_ref()
+            .is_some_and(|ahead| ahead.end == end_index)
     }
 
     /// Whether no pane holds data.

@@ -251,6 +251,20 @@ pub const DRIFT_RULE: &str = "ml.drift";
 /// The rule id of ML alerts raised by registered thresholds.
 pub const THRESHOLD_RULE: &str = "ml.threshold";
 
+/// The bucket of pairs and commands waiting for time `ts`: a spare one when there is one,
+/// else a new one with room for `room` entries (the size of the last released bucket, so
+/// it does not grow by doubling).
+fn bucket_at<'a>(
+    waiting: &'a mut BTreeMap<u64, Vec<(OrderKey, Ordered)>>,
+    ts: u64,
+    spare: &mut Vec<Vec<(OrderKey, Ordered)>>,
+    room: usize,
+) -> &'a mut Vec<(OrderKey, Ordered)> {
+    waiting
+        .entry(ts)
+        .or_insert_with(|| spare.pop().unwrap_or_else(|| Vec::with_capacity(room)))
+}
+
 fn transition(
     rule: &str,
     key: &ModelKey,
@@ -603,8 +617,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 // millisecond, each grown from nothing and freed, kept the allocator busy
                 // handing out and zeroing fresh pages.
                 let mut spare: Vec<Vec<(OrderKey, Ordered)>> = Vec::new();
-                // A new bucket without a spare starts with room for as many entries as
-                // the last released one held, rather than growing by doubling.
+                // Entries of the last released bucket (see `bucket_at`).
                 let mut room = 0usize;
                 let mut items: Vec<Option<Ordered>> = Vec::new();
                 let mut held: Option<Capability<Time>> = None;
@@ -639,9 +652,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                     // lookup per run of equal times.
                                     while let Some(first) = pairs.next() {
                                         let ts = first.ts;
-                                        let bucket = waiting.entry(ts).or_insert_with(|| {
-                                            spare.pop().unwrap_or_else(|| Vec::with_capacity(room))
-                                        });
+                                        let bucket = bucket_at(&mut waiting, ts, &mut spare, room);
                                         let run = std::iter::once(first).chain(std::iter::from_fn(
                                             || pairs.next_if(|pair| pair.ts == ts),
                                         ));
@@ -662,23 +673,14 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 }
                                 ModelInput::Registered { ts, registration } => {
                                     arrivals += 1;
-                                    waiting
-                                        .entry(ts)
-                                        .or_insert_with(|| {
-                                            spare.pop().unwrap_or_else(|| Vec::with_capacity(room))
-                                        })
-                                        .push((
-                                            OrderKey::Command(arrivals),
-                                            Ordered::Registration(registration),
-                                        ));
+                                    bucket_at(&mut waiting, ts, &mut spare, room).push((
+                                        OrderKey::Command(arrivals),
+                                        Ordered::Registration(registration),
+                                    ));
                                 }
                                 ModelInput::PinBaseline { ts, pin } => {
                                     arrivals += 1;
-                                    waiting
-                                        .entry(ts)
-                                        .or_insert_with(|| {
-                                            spare.pop().unwrap_or_else(|| Vec::with_capacity(room))
-                                        })
+                                    bucket_at(&mut waiting, ts, &mut spare, room)
                                         .push((OrderKey::Command(arrivals), Ordered::Pin(pin)));
                                 }
                                 ModelInput::OrphanExpired { model_id } => {

@@ -357,16 +357,7 @@ fn every_outcome_beyond_the_horizon_becomes_an_expired_orphan() {
         join.apply(ts, event, &mut out);
     }
     join.expire(u64::MAX, &mut out);
-    let orphans = out
-        .iter()
-        .filter(|input| matches!(input, ModelInput::OrphanExpired { .. }))
-        .count();
-    let expired = out
-        .iter()
-        .filter(|input| matches!(input, ModelInput::Expired { .. }))
-        .count();
-    assert_eq!(orphans, too_late);
-    assert_eq!(expired, too_late);
+    assert_eq!(expiries(&out), (too_late, too_late));
     assert_eq!(join.pending() + join.orphans(), 0);
 }
 
@@ -386,31 +377,20 @@ fn only_waiting_entries_hold_an_expiry_and_each_expires_once() {
     join.apply(3 * SECOND, outcome("lost", "a", Some("m")), &mut out);
     join.flush(&mut out);
     out.clear();
-    let count = |out: &[ModelInput]| {
-        let expired = out
-            .iter()
-            .filter(|input| matches!(input, ModelInput::Expired { .. }))
-            .count();
-        let orphans = out
-            .iter()
-            .filter(|input| matches!(input, ModelInput::OrphanExpired { .. }))
-            .count();
-        (expired, orphans)
-    };
     // p0 matched: the first bucket with a waiting entry is p1's, ending at 2 s.
     assert_eq!(join.next_expiry(), Some(2 * SECOND + horizon));
     join.expire(2 * SECOND + horizon - 1, &mut out);
     assert!(out.is_empty());
     join.expire(2 * SECOND + horizon, &mut out);
-    assert_eq!(count(&out), (1, 0));
+    assert_eq!(expiries(&out), (1, 0));
     // The orphan's bucket ends at 4 s, with p3's.
     assert_eq!(join.next_expiry(), Some(4 * SECOND + horizon));
     out.clear();
     join.expire(4 * SECOND + horizon, &mut out);
-    assert_eq!(count(&out), (1, 1));
+    assert_eq!(expiries(&out), (1, 1));
     out.clear();
     join.expire(u64::MAX, &mut out);
-    assert_eq!(count(&out), (3, 0));
+    assert_eq!(expiries(&out), (3, 0));
     assert_eq!(join.pending() + join.orphans(), 0);
     assert_eq!(join.next_expiry(), None);
     out.clear();
@@ -978,4 +958,17 @@ fn counts_summed_by_the_join_equal_recording_each_prediction_and_pair() {
         snapshot.confidence.expected_calibration_error,
         calibration.expected_calibration_error()
     );
+}
+
+/// How many predictions expired unmatched and how many orphan outcomes expired, in `out`.
+fn expiries(out: &[ModelInput]) -> (usize, usize) {
+    let expired = out
+        .iter()
+        .filter(|input| matches!(input, ModelInput::Expired { .. }))
+        .count();
+    let orphans = out
+        .iter()
+        .filter(|input| matches!(input, ModelInput::OrphanExpired { .. }))
+        .count();
+    (expired, orphans)
 }
