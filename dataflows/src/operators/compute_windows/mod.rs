@@ -10,19 +10,19 @@
 
 mod exact_sum;
 mod panes;
+mod series_windows;
 mod sorted;
 
-use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use rustc_hash::FxBuildHasher;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 pub use panes::{SeriesPanes, WindowConfig, WindowConfigError};
+use series_windows::SeriesWindows;
 
-use crate::model::{DataError, ErrorReason, Sample, SeriesKey, Update};
+use crate::model::{DataError, ErrorReason, Sample, Update};
 use crate::time::Stopwatch;
 use crate::Time;
 
@@ -32,7 +32,13 @@ const CATCH_UP_SAMPLES_PER_ACTIVATION: u64 = 2048;
 
 /// How long after a close the catch-up waits, so that the close's breaches and alerts
 /// pass through the workers before the catch-up shares their steps.
-const CATCH_UP_DELAY: Duration = Duration::from_millis(10);
+/// (None in this crate's tests, so that the catch-up, and the windows built by it, happen
+/// between the closes of a test's epochs.)
+const CATCH_UP_DELAY: Duration = if cfg!(test) {
+    Duration::ZERO
+} else {
+    Duration::from_millis(10)
+};
 
 /// Sliding-window statistics per series.
 pub trait ComputeWindows<'scope> {
@@ -46,8 +52,12 @@ pub trait ComputeWindows<'scope> {
     /// [`Update::Rejected`] (reason `late`) for samples that arrived too late.
     ///
     /// # Frontier behaviour
-    /// The window ending at `e` is emitted at time `e` once the input frontier reaches `e`;
-    /// when the input closes, every remaining window is emitted. The operator holds one capability
+    /// The window ending at `e` is emitted at time `e` once the input frontier reaches `e`,
+    /// in two activations: first the windows built ahead of the close (see
+    /// `series_windows`), alone, so that their breaches and alerts go downstream at once;
+    /// then the rest and the idle marks. When the input closes, every remaining window is
+    /// emitted. Over a stretch without data the capability moves to the next window
+    /// that can close, so the frontier is not held back. The operator holds one capability
     /// at the next window end while any series has state. (The alert lifecycle applies
     /// transitions when its frontier reaches their time, so stamping windows `e - 1` to
     /// gain a step is not needed.)
@@ -72,18 +82,14 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
         let scope = self.scope();
         self.unary_frontier(exchange, &format!("ComputeWindows({name})"), move |_initial, info| {
             let activator = scope.activator_for(info.address);
-            let mut series: HashMap<SeriesKey, SeriesPanes, FxBuildHasher> = HashMap::default();
-            // Series whose merged values still have to move to their next window, done a
-            // few per activation so that the work after a close does not hold up the
-            // alerts that the close raised.
-            let mut catching_up: VecDeque<SeriesKey> = VecDeque::new();
+            let mut windows = SeriesWindows::new(config);
             // Capability at (or before) the next window end to close; held while state exists.
             let mut held: Option<Capability<Time>> = None;
-            // Pane index at which the next window to close ends.
-            let mut next_end_index: u64 = 0;
             let mut late: Vec<Update> = Vec::new();
             // The window end whose close was put off to the next activation.
             let mut deferred_end: Option<Time> = None;
+            // The time of the close whose second half waits for the next activation.
+            let mut finishing: Option<Capability<Time>> = None;
             // When the last close happened, while its catch-up waits (see `CATCH_UP_DELAY`).
             let mut catch_up_after: Option<Stopwatch> = None;
 
@@ -106,10 +112,7 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                             continue;
                         }
                         first_end = Some(first_end.map_or(end, |first| first.min(end)));
-                        series
-                            .entry(sample.key)
-                            .or_default()
-                            .insert(index, sample.value, config.exact_limit);
+                        windows.insert(sample.key, index, sample.value);
                     }
                     if !late.is_empty() {
                         output.session(&cap).give_iterator(late.drain(..));
@@ -122,22 +125,32 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     }
                 });
 
+                // The second half of the last close, which its first half left for this
+                // activation (the samples just inserted are all after its windows).
+                if let Some(at) = finishing.take() {
+                    let mut session = output.session(&at);
+                    windows.finish_close(|update| session.give(update));
+                }
+
                 let input_done = frontier.is_empty();
                 let mut closed_any = false;
                 let frontier_time = frontier.frontier().as_option().copied();
                 while let Some(cap) = held.as_mut() {
-                    if series.is_empty() {
+                    if let Some(at) = finishing.take() {
+                        let mut session = output.session(&at);
+                        windows.finish_close(|update| session.give(update));
+                    }
+                    if windows.is_empty() {
                         held = None;
                         break;
                     }
-                    // Skip stretches in which no series has data and none needs an idle mark.
-                    let mut end_index = next_end_index;
-                    if !series.values().any(|panes| panes.active) {
-                        if let Some(earliest) = series.values().filter_map(SeriesPanes::first_index).min() {
-                            end_index = end_index.max(earliest.saturating_add(1));
-                        }
-                    }
+                    let end_index = windows.next_close();
                     let end = end_index.saturating_mul(slide);
+                    if *cap.time() < end {
+                        // A stretch without data is skipped: nothing closes before `end`
+                        // (a sample into an earlier pane takes the capability back).
+                        cap.downgrade(&end);
+                    }
                     if !input_done && frontier_time.is_some_and(|time| time < end) {
                         break;
                     }
@@ -153,35 +166,33 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     }
                     // Windows ending at `end` are emitted at time `end` exactly, so their
                     // timestamp (and everything derived downstream) does not depend on how
-                    // the input happened to be batched.
+                    // the input happened to be batched. The windows built ahead go out
+                    // first, alone: everything downstream of them (breaches, alerts) runs
+                    // before the rest of the close.
                     let at = if *cap.time() <= end { cap.delayed(&end) } else { cap.clone() };
-                    let mut session = output.session(&at);
-                    for (key, panes) in series.iter_mut() {
-                        match panes.window(key, end_index, &config) {
-                            Some(stats) => {
-                                panes.active = true;
-                                session.give(Update::Window(stats));
-                            }
-                            None if panes.active => {
-                                panes.active = false;
-                                session.give(Update::SeriesIdle { key: key.clone(), end });
-                            }
-                            None => {}
-                        }
-                        panes.prepare(end_index + 1, &config);
-                        if !panes.queued {
-                            panes.queued = true;
-                            catching_up.push_back(key.clone());
-                        }
+                    let mut built = windows.begin_close(end_index);
+                    if !built.is_empty() {
+                        output.session(&at).give_container(&mut built);
                     }
-                    drop(session);
-                    series.retain(|_, panes| panes.active || !panes.is_empty());
-                    next_end_index = end_index.saturating_add(1);
+                    finishing = Some(at);
                     closed_any = true;
-                    let next_end = next_end_index.saturating_mul(slide);
+                    let next_end = end_index.saturating_add(1).saturating_mul(slide);
                     if *cap.time() < next_end {
                         cap.downgrade(&next_end);
                     }
+                    if !input_done {
+                        // The second half in the next activation, after what runs
+                        // downstream of the first.
+                        break;
+                    }
+                }
+                if input_done {
+                    if let Some(at) = finishing.take() {
+                        let mut session = output.session(&at);
+                        windows.finish_close(|update| session.give(update));
+                    }
+                } else if finishing.is_some() {
+                    activator.activate();
                 }
 
                 // Not right after a close: its results (and the alerts they raise) go
@@ -193,21 +204,15 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     .as_ref()
                     .map(|closed| CATCH_UP_DELAY.saturating_sub(closed.elapsed()))
                     .filter(|left| !left.is_zero());
-                if let Some(left) = wait {
-                    if !catching_up.is_empty() {
+                if finishing.is_some() {
+                    // The catch-up comes after the close's second half.
+                } else if let Some(left) = wait {
+                    if windows.catching_up() {
                         activator.activate_after(left);
                     }
                 } else {
                     catch_up_after = None;
-                    let mut moved = 0u64;
-                    while moved < CATCH_UP_SAMPLES_PER_ACTIVATION {
-                        let Some(key) = catching_up.pop_front() else { break };
-                        if let Some(panes) = series.get_mut(&key) {
-                            panes.queued = false;
-                            moved += panes.catch_up(config.exact_limit).max(1);
-                        }
-                    }
-                    if !catching_up.is_empty() {
+                    if windows.catch_up(CATCH_UP_SAMPLES_PER_ACTIVATION) {
                         activator.activate();
                     }
                 }

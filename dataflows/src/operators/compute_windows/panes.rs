@@ -154,11 +154,29 @@ pub struct SeriesPanes {
     merged_to: u64,
     /// Panes `[first, end)` of the next window, to merge ahead of its close.
     next: Option<(u64, u64)>,
+    /// Panes `[first, end)` of the next window, merged or not, until it closes.
+    named: Option<(u64, u64)>,
     /// Whether the operator has this series in its catch-up queue.
     pub(super) queued: bool,
+    /// Where the operator keeps the window built from the numbers computed ahead: the
+    /// window's end (pane index) and its slot (see `SeriesWindows`).
+    pub(super) built: Option<(u64, usize)>,
     /// The numbers of the window named by the last catch-up, computed then because the
     /// window looked complete (see [`Self::catch_up`]); dropped when a sample enters it.
     ahead: Option<Ahead>,
+}
+
+/// Where [`SeriesPanes::insert`] put a sample, relative to the next window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Into the window whose numbers were computed ahead: they are forgotten (see
+    /// [`SeriesPanes::ahead_window`]).
+    IntoAhead,
+    /// The series' first sample after the next window, whose numbers were not computed
+    /// ahead: a catch-up now can compute them (see [`SeriesPanes::catch_up`]).
+    FirstAfter,
+    /// Anywhere else.
+    Other,
 }
 
 /// The numbers of one window, without its key and bounds.
@@ -181,11 +199,24 @@ struct Ahead {
 }
 
 impl SeriesPanes {
-    /// Adds a sample to pane `index`.
-    pub fn insert(&mut self, index: u64, value: f64, exact_limit: usize) {
-        if self.ahead.as_ref().is_some_and(|ahead| index < ahead.end) {
+    /// Adds a sample to pane `index`, and says where it went relative to the next window.
+    pub fn insert(&mut self, index: u64, value: f64, exact_limit: usize) -> Inserted {
+        let entered_ahead = self.ahead.as_ref().is_some_and(|ahead| index < ahead.end);
+        let inserted = if entered_ahead {
             self.ahead = None;
-        }
+            Inserted::IntoAhead
+        } else {
+            match self.named {
+                Some((_, end))
+                    if self.ahead.is_none()
+                        && index >= end
+                        && self.panes.back().is_none_or(|newest| newest.index < end) =>
+                {
+                    Inserted::FirstAfter
+                }
+                _ => Inserted::Other,
+            }
+        };
         // Samples mostly arrive in time order: the newest pane is the usual target.
         let position = match self.panes.back() {
             Some(last) if last.index == index => self.panes.len() - 1,
@@ -217,6 +248,7 @@ impl SeriesPanes {
                 }
             }
         }
+        inserted
     }
 
     fn switch_to_bins(&mut self) {
@@ -235,7 +267,6 @@ impl SeriesPanes {
     }
 
     /// Whether the numbers of the window ending at pane `end_index` were computed ahead.
-    #[cfg(test)]
     pub(super) fn has_ahead(&self, end_index: u64) -> bool {
         self.ahead
             .as_ref()
@@ -257,16 +288,29 @@ impl SeriesPanes {
     /// Cheap: nothing moves until then.
     pub fn prepare(&mut self, end_index: u64, config: &WindowConfig) {
         self.next = Some((end_index.saturating_sub(config.panes()), end_index));
+        self.named = self.next;
     }
 
     /// Moves the merged values to the window named by [`Self::prepare`]: the leaving pane
     /// out, the samples already in the entering pane in; later samples of that pane then
-    /// go straight into the merged values. Nothing to do when no window is named.
-    /// Returns how many samples were in the panes that moved (a measure of the work).
+    /// go straight into the merged values. Nothing to move when that was done already
+    /// (a second catch-up only looks again for numbers to compute ahead, see below), nothing
+    /// to do when no window is named. Returns how many samples were in the panes that
+    /// moved (a measure of the work).
     pub fn catch_up(&mut self, exact_limit: usize) -> u64 {
-        let Some((first, end)) = self.next.take() else {
+        let Some((first, end)) = self.named else {
             return 0;
         };
+        if self.next.take().is_none() {
+            if self.ahead.is_none() && self.panes.back().is_some_and(|newest| newest.index >= end) {
+                self.ahead = Some(Ahead {
+                    first,
+                    end,
+                    numbers: self.numbers(end),
+                });
+            }
+            return 0;
+        }
         let entering = self.merged_to.max(first);
         let moved = self
             .panes
@@ -301,39 +345,43 @@ impl SeriesPanes {
         end_index: u64,
         config: &WindowConfig,
     ) -> Option<WindowStats> {
+        let numbers = self.advance(end_index, config)?;
+        Some(stats(key, end_index, numbers, config))
+    }
+
+    /// What [`Self::window`] does to the series, without building the statistics: for a
+    /// window whose statistics [`Self::ahead_window`] already gave out. Returns whether
+    /// the window is non-empty.
+    pub fn pass(&mut self, end_index: u64, config: &WindowConfig) -> bool {
+        self.advance(end_index, config).is_some()
+    }
+
+    /// The statistics of the window named by the last catch-up, with its end (pane
+    /// index), when the catch-up computed them and no sample entered the window since.
+    /// The close of that window computes the same statistics (see [`Self::catch_up`]).
+    pub fn ahead_window(
+        &self,
+        key: &SeriesKey,
+        config: &WindowConfig,
+    ) -> Option<(u64, WindowStats)> {
+        let ahead = self.ahead.as_ref()?;
+        let numbers = ahead.numbers?;
+        (ahead.first == ahead.end.saturating_sub(config.panes()))
+            .then(|| (ahead.end, stats(key, ahead.end, numbers, config)))
+    }
+
+    /// Moves the series to the window ending at pane `end_index` and returns its
+    /// numbers, `None` when it is empty.
+    fn advance(&mut self, end_index: u64, config: &WindowConfig) -> Option<Numbers> {
         let first_index = end_index.saturating_sub(config.panes());
         self.next = None;
+        self.named = None;
         self.evict_before(first_index);
         self.merge_range(first_index, end_index, config.exact_limit);
-        let numbers = match self.ahead.take() {
+        match self.ahead.take() {
             Some(ahead) if ahead.first == first_index && ahead.end == end_index => ahead.numbers,
             _ => self.numbers(end_index),
-        }?;
-        let Numbers {
-            count,
-            sum,
-            min,
-            max,
-            quantiles: [p50, p95, p99],
-            exact,
-        } = numbers;
-        let slide = config.slide_ms();
-        let length_ms = config.length_ms();
-        Some(WindowStats {
-            key: key.clone(),
-            start: first_index.saturating_mul(slide),
-            end: end_index.saturating_mul(slide),
-            count,
-            sum,
-            mean: sum / count as f64,
-            min,
-            max,
-            rate: count as f64 * 1000.0 / length_ms.max(1) as f64,
-            p50,
-            p95,
-            p99,
-            exact,
-        })
+        }
     }
 
     /// The numbers of the merged values of panes `[merged_from, end)` (the panes before
@@ -474,6 +522,37 @@ impl SeriesPanes {
         }
         self.merged_from = self.merged_from.max(first_kept);
         self.merged_to = self.merged_to.max(self.merged_from);
+    }
+}
+
+/// The statistics of the window of `key` ending at pane `end_index`, from its numbers.
+fn stats(key: &SeriesKey, end_index: u64, numbers: Numbers, config: &WindowConfig) -> WindowStats {
+    let Numbers {
+        count,
+        sum,
+        min,
+        max,
+        quantiles: [p50, p95, p99],
+        exact,
+    } = numbers;
+    let slide = config.slide_ms();
+    let length_ms = config.length_ms();
+    WindowStats {
+        key: key.clone(),
+        start: end_index
+            .saturating_sub(config.panes())
+            .saturating_mul(slide),
+        end: end_index.saturating_mul(slide),
+        count,
+        sum,
+        mean: sum / count as f64,
+        min,
+        max,
+        rate: count as f64 * 1000.0 / length_ms.max(1) as f64,
+        p50,
+        p95,
+        p99,
+        exact,
     }
 }
 

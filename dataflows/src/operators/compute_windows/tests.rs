@@ -2,9 +2,11 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use super::series_windows::SeriesWindows;
 use super::*;
+use crate::model::SeriesKey;
 use crate::reference::{sliding_windows, ExpectedWindows};
-use crate::testing::{run_epochs, Epoch, Output};
+use crate::testing::{canonical, run_epochs, run_settled, Epoch, Output};
 
 fn config(length_ms: u64, slide_ms: u64) -> WindowConfig {
     WindowConfig {
@@ -263,6 +265,30 @@ proptest! {
         let output = run(&config, epochs.clone());
         assert_matches_reference(&output, &sliding_windows(&arrivals(&epochs), slide * panes, slide));
     }
+
+    /// With every epoch's frontier seen (closes one by one, each followed by its
+    /// catch-up, so windows are built ahead and some are then entered by later samples),
+    /// on 1 and 4 workers, the output still matches the reference.
+    #[test]
+    fn matches_reference_closing_epoch_by_epoch(epochs in arbitrary_epochs(), slide in 1u64..12, panes in 1u64..5) {
+        let config = config(slide * panes, slide);
+        let expected = sliding_windows(&arrivals(&epochs), slide * panes, slide);
+        let mut lines = None;
+        for workers in [1, 4] {
+            let config = config.clone();
+            let updates = run_settled(
+                workers,
+                move |samples| samples.compute_windows("test", &config),
+                epochs.clone(),
+            );
+            let output = Output { lines: canonical(&updates), updates };
+            assert_matches_reference(&output, &expected);
+            if let Some(lines) = &lines {
+                prop_assert_eq!(lines, &output.lines, "1 and 4 workers disagree");
+            }
+            lines = Some(output.lines);
+        }
+    }
 }
 
 /// One step of a series' life: a sample into a pane, or a close of the next window.
@@ -343,4 +369,112 @@ fn a_sample_into_the_window_after_catch_up_is_counted() {
     let stats = series.window(&key, 4, &config).expect("window");
     assert_eq!(stats.count, 4);
     assert_eq!(stats.max, 100.0);
+}
+
+/// One step of a worker's windows: a sample, a close, or some catch-up.
+#[derive(Debug, Clone)]
+enum WorkerStep {
+    /// A sample of series `key` into the pane `ahead` panes after the oldest open one.
+    Insert {
+        key: usize,
+        ahead: u64,
+        value: i32,
+    },
+    Close,
+    CatchUp {
+        budget: u64,
+    },
+}
+
+fn arbitrary_worker_steps() -> impl Strategy<Value = Vec<WorkerStep>> {
+    let step = prop_oneof![
+        6 => (0usize..3, 0u64..6, -50i32..50)
+            .prop_map(|(key, ahead, value)| WorkerStep::Insert { key, ahead, value }),
+        2 => Just(WorkerStep::Close),
+        2 => (1u64..6).prop_map(|budget| WorkerStep::CatchUp { budget }),
+    ];
+    proptest::collection::vec(step, 1..80)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// A close in two halves, handing out the windows built at catch-up first, emits
+    /// exactly what a close that computes every window itself emits, whatever samples
+    /// entered built windows (or later panes) between the catch-up and the close, and
+    /// whether or not the catch-up finished before it.
+    #[test]
+    fn windows_built_ahead_equal_a_plain_close(steps in arbitrary_worker_steps(), panes in 1u64..5, limit in 1usize..8) {
+        let config = WindowConfig { exact_limit: limit, ..config(panes * 10, 10) };
+        let mut subject = SeriesWindows::new(config.clone());
+        // The same catch-ups, so the merged values take the same path (whether a window
+        // in the band between half the limit and the limit is exact depends on it).
+        let mut plain = SeriesWindows::without_building(config);
+        let mut next_end_index = 1u64;
+        for step in steps {
+            match step {
+                WorkerStep::Insert { key, ahead, value } => {
+                    let key = SeriesKey::named(["a", "b", "c"][key]);
+                    let index = next_end_index - 1 + ahead;
+                    subject.insert(key.clone(), index, f64::from(value));
+                    plain.insert(key, index, f64::from(value));
+                }
+                WorkerStep::Close => {
+                    if plain.is_empty() {
+                        continue;
+                    }
+                    let end_index = plain.next_close();
+                    prop_assert_eq!(end_index, subject.next_close());
+                    let mut closed = subject.begin_close(end_index);
+                    subject.finish_close(|update| closed.push(update));
+                    let mut expected = plain.begin_close(end_index);
+                    prop_assert!(expected.is_empty(), "the reference builds nothing");
+                    plain.finish_close(|update| expected.push(update));
+                    let canonical = |updates: Vec<Update>| {
+                        let mut lines: Vec<String> =
+                            updates.iter().map(|update| format!("{update:?}")).collect();
+                        lines.sort();
+                        lines
+                    };
+                    prop_assert_eq!(canonical(closed), canonical(expected));
+                    next_end_index = end_index + 1;
+                }
+                WorkerStep::CatchUp { budget } => {
+                    prop_assert_eq!(subject.catch_up(budget), plain.catch_up(budget));
+                }
+            }
+        }
+    }
+}
+
+/// The windows a catch-up built go out at the beginning of the close, the others at its
+/// end; a sample into a built window takes it back.
+#[test]
+fn a_close_begins_with_the_windows_built_ahead() {
+    let config = config(20, 10);
+    let mut windows = SeriesWindows::new(config);
+    let (a, b) = (SeriesKey::named("a"), SeriesKey::named("b"));
+    for pane in 0..3 {
+        windows.insert(a.clone(), pane, 1.0);
+        windows.insert(b.clone(), pane, 2.0);
+    }
+    assert!(windows.begin_close(1).is_empty(), "no catch-up yet");
+    let mut rest = Vec::new();
+    windows.finish_close(|update| rest.push(update));
+    assert_eq!(rest.len(), 2);
+    assert!(!windows.catch_up(u64::MAX), "everything caught up");
+    // Both series have pane 2, after window [0, 2): both windows are built.
+    windows.insert(b.clone(), 1, 5.0);
+    let built = windows.begin_close(2);
+    let mut rest = Vec::new();
+    windows.finish_close(|update| rest.push(update));
+    let key_of = |update: &Update| match update {
+        Update::Window(stats) => (stats.key.clone(), stats.count),
+        other => panic!("not a window: {other:?}"),
+    };
+    assert_eq!(
+        built.iter().map(key_of).collect::<Vec<_>>(),
+        vec![(a.clone(), 2)]
+    );
+    assert_eq!(rest.iter().map(key_of).collect::<Vec<_>>(), vec![(b, 3)]);
 }
