@@ -156,6 +156,9 @@ pub struct SeriesPanes {
     next: Option<(u64, u64)>,
     /// Panes `[first, end)` of the next window, merged or not, until it closes.
     named: Option<(u64, u64)>,
+    /// Whether `named` is a new series' guess at its first window, not a close's: an
+    /// earlier window may still close, so the catch-up keeps the panes before it.
+    tentative: bool,
     /// Whether the operator has this series in its catch-up queue.
     pub(super) queued: bool,
     /// Where the operator keeps the window built from the numbers computed ahead: the
@@ -289,6 +292,14 @@ impl SeriesPanes {
     pub fn prepare(&mut self, end_index: u64, config: &WindowConfig) {
         self.next = Some((end_index.saturating_sub(config.panes()), end_index));
         self.named = self.next;
+        self.tentative = false;
+    }
+
+    /// Names a new series' first window, ending at pane `end_index`, before any close
+    /// has (see [`Self::prepare`]); a close of an earlier window still sees every pane.
+    pub fn name_first(&mut self, end_index: u64, config: &WindowConfig) {
+        self.prepare(end_index, config);
+        self.tentative = true;
     }
 
     /// Moves the merged values to the window named by [`Self::prepare`]: the leaving pane
@@ -318,7 +329,9 @@ impl SeriesPanes {
             .filter(|pane| pane.index < first || (entering..end).contains(&pane.index))
             .map(|pane| pane.count)
             .sum();
-        self.evict_before(first);
+        if !self.tentative {
+            self.evict_before(first);
+        }
         self.merge_range(first, end, exact_limit);
         // A series that already has samples after the window (samples arrive roughly in
         // time order and the lateness is at least a slide) will most likely see no more
@@ -393,11 +406,14 @@ impl SeriesPanes {
                 let mut sum = 0.0f64;
                 let mut min = f64::INFINITY;
                 let mut max = f64::NEG_INFINITY;
-                for pane in self.panes.iter().take_while(|pane| pane.index < end) {
-                    debug_assert!(
-                        pane.index >= self.merged_from,
-                        "invariant: panes before the window are evicted"
-                    );
+                // Panes before the window are evicted, except those a new series keeps
+                // while its first window is a guess (see `name_first`).
+                for pane in self
+                    .panes
+                    .iter()
+                    .take_while(|pane| pane.index < end)
+                    .filter(|pane| pane.index >= self.merged_from)
+                {
                     count += pane.count;
                     sum += pane.sum;
                     min = min.min(pane.min);
@@ -433,8 +449,13 @@ impl SeriesPanes {
 
     /// Makes the merged values hold exactly the values of panes `[first, end)`.
     fn merge_range(&mut self, first: u64, end: u64, exact_limit: usize) {
-        if first >= self.merged_to || end <= self.merged_from {
-            // Disjoint (a jump over an idle stretch): start over.
+        if first >= self.merged_to
+            || end <= self.merged_from
+            || first < self.merged_from
+            || end < self.merged_to
+        {
+            // Disjoint (a jump over an idle stretch), or an edge moving back (a close
+            // before the window that a new series' catch-up merged): start over.
             self.sorted.clear();
             self.binned = None;
             self.merged_from = first;

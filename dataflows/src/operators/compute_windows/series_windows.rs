@@ -72,9 +72,14 @@ impl SeriesWindows {
     /// after its next window queues the series for a catch-up that builds the window.
     pub(super) fn insert(&mut self, key: SeriesKey, index: u64, value: f64) {
         let Some(panes) = self.series.get_mut(&key) else {
-            // A new series: its first window is named by the next close (naming one now,
-            // possibly after that close, would have the close merge backwards).
+            // A new series: its first window is named at once, so that it too can be
+            // built ahead of its close (the first close of a run has nothing else built).
+            // A close before that window merges back to its own.
             let mut panes = SeriesPanes::default();
+            panes.name_first(
+                self.next_end_index.max(index.saturating_add(1)),
+                &self.config,
+            );
             panes.insert(index, value, self.config.exact_limit);
             self.series.insert(key, panes);
             return;
