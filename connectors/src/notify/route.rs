@@ -735,6 +735,21 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The grouping state, if it can be had within [`INLINE_WAIT`] (`None` when the wait
+    /// runs out or a holder panicked).
+    fn lock_briefly(&self) -> Option<std::sync::MutexGuard<'_, Core>> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.core.try_lock() {
+                Ok(core) => return Some(core),
+                Err(std::sync::TryLockError::WouldBlock) if started.elapsed() < INLINE_WAIT => {
+                    std::hint::spin_loop();
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// Hands every due notification to its channels and publishes the grouper's counters.
     fn hand_over(&self, core: &mut Core, now: u64) {
         for outgoing in core.grouper.due(now) {
@@ -822,7 +837,7 @@ impl DispatchHandle {
             return;
         }
         let inline = if self.shared.queued.load(Ordering::Acquire) == 0 {
-            self.shared.core.try_lock().ok()
+            self.shared.lock_briefly()
         } else {
             None
         };
@@ -856,6 +871,13 @@ impl DispatchHandle {
 
 /// Most queued alert changes the dispatcher takes before it looks for due groups.
 const MAX_ALERTS_PER_PASS: usize = 4096;
+
+/// How long [`DispatchHandle::offer_all`] waits for the grouping state while another
+/// thread holds it before queueing for the task instead. The usual holder is the other
+/// worker's sink handing over its share of the same window close (tens of microseconds);
+/// the task's wake-up on a busy machine can take milliseconds, and once one change is
+/// queued every later one is too, until the task has run.
+const INLINE_WAIT: Duration = Duration::from_micros(500);
 
 /// Called with every notification right after it was handed to its channels (benchmarks).
 pub type HandoffHook = Arc<dyn Fn(&Notification) + Send + Sync>;
