@@ -738,7 +738,7 @@ impl Shared {
     /// The grouping state, if it can be had within [`INLINE_WAIT`] (`None` when the wait
     /// runs out or a holder panicked).
     fn lock_briefly(&self) -> Option<std::sync::MutexGuard<'_, Core>> {
-        let started = std::time::Instant::now();
+        let started = megamind_dataflows::time::Stopwatch::start();
         loop {
             match self.core.try_lock() {
                 Ok(core) => return Some(core),
