@@ -124,12 +124,14 @@ pub fn run(
         Arc::clone(&clock),
     ));
     let closes: CloseTimes = Arc::new(Mutex::new(BTreeMap::new()));
-    let latencies = Arc::new(Mutex::new(latency_histogram()));
-    // Window end → the slowest notification of that close so far, microseconds.
-    let slowest: Arc<Mutex<BTreeMap<u64, u64>>> = Arc::new(Mutex::new(BTreeMap::new()));
+    // Every firing notification's latency, and per window end the slowest of its close
+    // (microseconds).
+    let latencies = Arc::new(Mutex::new((
+        latency_histogram(),
+        BTreeMap::<u64, u64>::new(),
+    )));
     let hook_closes = Arc::clone(&closes);
     let hook_latencies = Arc::clone(&latencies);
-    let hook_slowest = Arc::clone(&slowest);
     let routing = RoutingConfig {
         group_wait: Duration::ZERO,
         group_interval: Duration::ZERO,
@@ -146,12 +148,10 @@ pub fn run(
             let closes = hook_closes
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut histogram = hook_latencies
+            let mut latencies = hook_latencies
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut slowest = hook_slowest
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (histogram, slowest) = &mut *latencies;
             for alert in &notification.alerts {
                 if alert.status != AlertStatus::Firing {
                     continue;
@@ -276,16 +276,12 @@ pub fn run(
     let processed = metrics.events_accepted.load(Ordering::Relaxed);
     let windows = metrics.updates_of("window");
     let rules_per_key = options.rules as f64 / keys as f64;
-    let histogram: Histogram<u64> = latencies
+    let (histogram, slowest): (Histogram<u64>, BTreeMap<u64, u64>) = latencies
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     let mut per_close = latency_histogram();
-    for worst in slowest
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .values()
-    {
+    for worst in slowest.values() {
         let _ = per_close.record(*worst);
     }
     Ok(BenchReport {

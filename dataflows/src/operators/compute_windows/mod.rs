@@ -136,10 +136,6 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                 let mut closed_any = false;
                 let frontier_time = frontier.frontier().as_option().copied();
                 while let Some(cap) = held.as_mut() {
-                    if let Some(at) = finishing.take() {
-                        let mut session = output.session(&at);
-                        windows.finish_close(|update| session.give(update));
-                    }
                     if windows.is_empty() {
                         held = None;
                         break;
@@ -174,7 +170,6 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     if !built.is_empty() {
                         output.session(&at).give_container(&mut built);
                     }
-                    finishing = Some(at);
                     closed_any = true;
                     let next_end = end_index.saturating_add(1).saturating_mul(slide);
                     if *cap.time() < next_end {
@@ -183,16 +178,13 @@ impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
                     if !input_done {
                         // The second half in the next activation, after what runs
                         // downstream of the first.
+                        finishing = Some(at);
+                        activator.activate();
                         break;
                     }
-                }
-                if input_done {
-                    if let Some(at) = finishing.take() {
-                        let mut session = output.session(&at);
-                        windows.finish_close(|update| session.give(update));
-                    }
-                } else if finishing.is_some() {
-                    activator.activate();
+                    // The input is done: nothing downstream waits, so finish at once.
+                    let mut session = output.session(&at);
+                    windows.finish_close(|update| session.give(update));
                 }
 
                 // Not right after a close: its results (and the alerts they raise) go

@@ -312,41 +312,33 @@ impl SeriesPanes {
         let Some((first, end)) = self.named else {
             return 0;
         };
-        if self.next.take().is_none() {
-            if self.ahead.is_none() && self.panes.back().is_some_and(|newest| newest.index >= end) {
-                self.ahead = Some(Ahead {
-                    first,
-                    end,
-                    numbers: self.numbers(end),
-                });
+        let mut moved = 0;
+        if self.next.take().is_some() {
+            let entering = self.merged_to.max(first);
+            moved = self
+                .panes
+                .iter()
+                .filter(|pane| pane.index < first || (entering..end).contains(&pane.index))
+                .map(|pane| pane.count)
+                .sum();
+            if !self.tentative {
+                self.evict_before(first);
             }
-            return 0;
+            self.merge_range(first, end, exact_limit);
+            self.ahead = None;
         }
-        let entering = self.merged_to.max(first);
-        let moved = self
-            .panes
-            .iter()
-            .filter(|pane| pane.index < first || (entering..end).contains(&pane.index))
-            .map(|pane| pane.count)
-            .sum();
-        if !self.tentative {
-            self.evict_before(first);
-        }
-        self.merge_range(first, end, exact_limit);
         // A series that already has samples after the window (samples arrive roughly in
         // time order and the lateness is at least a slide) will most likely see no more
         // samples inside it: its numbers are computed now, off the close's path, and the
         // close only has to emit them. A sample entering the window drops them, so the
         // close then computes them as usual and the result is the same either way.
-        self.ahead = self
-            .panes
-            .back()
-            .is_some_and(|newest| newest.index >= end)
-            .then(|| Ahead {
+        if self.ahead.is_none() && self.panes.back().is_some_and(|newest| newest.index >= end) {
+            self.ahead = Some(Ahead {
                 first,
                 end,
                 numbers: self.numbers(end),
             });
+        }
         moved
     }
 

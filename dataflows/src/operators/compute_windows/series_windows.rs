@@ -25,11 +25,9 @@ pub(super) struct SeriesWindows {
     /// per activation so that the work after a close does not hold up the alerts that the
     /// close raised.
     catching_up: VecDeque<SeriesKey>,
-    /// Windows built at catch-up, by the pane index they end at, then by slot; a slot is
-    /// emptied when a sample enters its window, and the close then computes that window
-    /// itself. (When a close skips over a stretch without data, windows built for an end
-    /// it skipped are dropped.)
-    built: BTreeMap<u64, Vec<Option<Update>>>,
+    /// Windows built at catch-up, by the pane index they end at. (When a close skips over
+    /// a stretch without data, windows built for an end it skipped are dropped.)
+    built: BTreeMap<u64, Built>,
     /// The close that began and has not finished (its end, pane index), and whether its
     /// beginning handed out the windows built for it.
     closing: Option<(u64, bool)>,
@@ -126,7 +124,7 @@ impl SeriesWindows {
         let handed = built.remove(&end_index);
         self.closing = Some((end_index, handed.is_some()));
         self.next_end_index = end_index.saturating_add(1);
-        handed.into_iter().flatten().flatten().collect()
+        handed.map(Built::into_windows).unwrap_or_default()
     }
 
     /// Finishes the close that [`Self::begin_close`] began: gives every window not built
@@ -203,8 +201,8 @@ impl SeriesWindows {
                 continue;
             }
             let built = self.built.entry(end).or_default();
-            panes.built = Some((end, built.len()));
-            built.push(Some(Update::Window(stats)));
+            panes.built = Some((end, built.windows.len()));
+            built.windows.push(Update::Window(stats));
         }
         !self.catching_up.is_empty()
     }
@@ -218,7 +216,7 @@ impl SeriesWindows {
 /// Takes back the window built for `panes` when the numbers it was built from are gone (a
 /// sample entered its window, or a close or a catch-up replaced them): the close then
 /// computes that window itself.
-fn take_back(built: &mut BTreeMap<u64, Vec<Option<Update>>>, panes: &mut SeriesPanes) {
+fn take_back(built: &mut BTreeMap<u64, Built>, panes: &mut SeriesPanes) {
     let Some((end, slot)) = panes.built else {
         return;
     };
@@ -226,10 +224,30 @@ fn take_back(built: &mut BTreeMap<u64, Vec<Option<Update>>>, panes: &mut SeriesP
         return;
     }
     panes.built = None;
-    if let Some(window) = built
-        .get_mut(&end)
-        .and_then(|windows| windows.get_mut(slot))
-    {
-        *window = None;
+    if let Some(built) = built.get_mut(&end) {
+        built.taken.push(slot);
+    }
+}
+
+/// The windows built for one close, and the slots taken back since (rare: a sample
+/// entered the window after its catch-up). Slots stay valid until the close, which
+/// removes the taken ones and hands out the rest as they are.
+#[derive(Debug, Default)]
+struct Built {
+    windows: Vec<Update>,
+    taken: Vec<usize>,
+}
+
+impl Built {
+    fn into_windows(mut self) -> Vec<Update> {
+        // Highest slot first, so each removal leaves the lower slots where they are.
+        self.taken.sort_unstable_by(|a, b| b.cmp(a));
+        self.taken.dedup();
+        for slot in self.taken {
+            if slot < self.windows.len() {
+                self.windows.swap_remove(slot);
+            }
+        }
+        self.windows
     }
 }
