@@ -200,6 +200,58 @@ pub fn event_samples(event: &Event) -> Vec<Sample> {
     out
 }
 
+/// The `model.correct` samples of a run with unique prediction ids: one per prediction
+/// and outcome with the same id whose times (each the later of the event time and the
+/// arrival time) are less than `horizon_ms` apart, at the later of the two, 1 when the
+/// predicted label is the actual one, labelled by `model_id` (and `model_version`). Each
+/// comes with its own time as arrival time: the tracker hands it on no later than that.
+pub fn correctness_samples(events: &[(Time, &Event)], horizon_ms: u64) -> Vec<(Time, Sample)> {
+    let mut predictions = BTreeMap::new();
+    for (arrived, event) in events {
+        if let EventBody::Prediction(prediction) = &event.body {
+            predictions.insert(
+                prediction.prediction_id.clone(),
+                (event.ts.max(*arrived), prediction),
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for (arrived, event) in events {
+        let EventBody::Outcome(outcome) = &event.body else {
+            continue;
+        };
+        let Some((predicted_at, prediction)) = predictions.get(&outcome.prediction_id) else {
+            continue;
+        };
+        let outcome_at = event.ts.max(*arrived);
+        if predicted_at.abs_diff(outcome_at) >= horizon_ms {
+            continue;
+        }
+        let mut labels = vec![("model_id".into(), prediction.model_id.clone())];
+        if let Some(version) = &prediction.model_version {
+            labels.push(("model_version".into(), version.clone()));
+        }
+        let at = outcome_at.max(*predicted_at);
+        out.push((
+            at,
+            Sample {
+                key: SeriesKey {
+                    name: "model.correct".into(),
+                    session_id: None,
+                    labels,
+                },
+                ts: at,
+                value: if prediction.predicted == outcome.actual {
+                    1.0
+                } else {
+                    0.0
+                },
+            },
+        ));
+    }
+    out
+}
+
 /// A session event counts as an error when it is an `error` event or an operation that
 /// reported `success: false`.
 fn counts_as_error(event: &SessionEvent) -> bool {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use megamind_connectors::kafka::KafkaConfig;
 use megamind_dataflows::model::decode::DecodeLimits;
 use megamind_dataflows::model::{BreachRule, ModelRegistration};
+use megamind_dataflows::operators::route_events::series_names::MODEL_CORRECT;
 use megamind_dataflows::operators::{RuleSet, SessionConfig, WindowConfig};
 use megamind_dataflows::pipelines::AnalyticsConfig;
 use serde::de::DeserializeOwned;
@@ -353,6 +354,9 @@ pub struct MlConfig {
     pub adwin_delta: f64,
     /// Drift tests and thresholds run after every this many ordered matched pairs.
     pub evaluate_every: u64,
+    /// Whether every matched pair becomes a `model.correct` sample (1 right, 0 wrong), so
+    /// `[[rules]]` can watch a model's windowed accuracy.
+    pub correctness_series: bool,
     /// Registered models (`[[ml.models]]`): metadata and thresholds.
     #[serde(default)]
     pub models: Vec<ModelRegistration>,
@@ -796,6 +800,17 @@ impl Config {
                 ));
             }
         }
+        if !self.ml.correctness_series {
+            for (position, rule) in self.rules.iter().enumerate() {
+                if rule.metric == MODEL_CORRECT {
+                    problems.push(format!(
+                        "rules[{position}].metric: rule {:?} watches {MODEL_CORRECT}, which \
+                         needs ml.correctness_series = true",
+                        rule.id.as_str()
+                    ));
+                }
+            }
+        }
         problems.extend(self.alerts.notify.problems("alerts.notify"));
         let mut channels: Vec<&str> = self
             .alerts
@@ -893,6 +908,7 @@ impl Config {
                 adwin_delta: self.ml.adwin_delta,
                 evaluate_every: self.ml.evaluate_every,
                 models: self.ml.models.clone(),
+                correctness_series: self.ml.correctness_series,
             },
             anomaly: self.anomaly.scorer(),
             novelty: self.anomaly.novelty(),

@@ -237,10 +237,10 @@ fn alerts_example_has_every_channel_type_and_routes() {
             .templates
             .keys()
             .collect::<Vec<_>>(),
-        vec!["latency_mean_high"],
+        vec!["latency_mean_high", "model_accuracy_low"],
         "templates reach the dataflow"
     );
-    assert_eq!(config.rules.len(), 3);
+    assert_eq!(config.rules.len(), 4);
 }
 
 #[test]
@@ -374,4 +374,24 @@ fn config_silences_and_rule_forecasts_are_validated_together() {
     )
     .unwrap();
     assert_eq!(fine.alerts.silences[0].created_by, "ops");
+}
+
+#[test]
+fn accuracy_rules_need_the_correctness_series() {
+    let rule =
+        "[[rules]]\nid = \"accuracy_low\"\nmetric = \"model.correct\"\naggregate = \"mean\"\n\
+                op = \"<\"\nthreshold = 0.9\nseverity = \"high\"\n";
+    let config = Config::from_toml_str(rule).unwrap();
+    assert!(config.ml.correctness_series, "on by default");
+    assert!(config.analytics().models.correctness_series);
+    let error = Config::from_toml_str(&format!("[ml]\ncorrectness_series = false\n{rule}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(
+            "rules[0].metric: rule \"accuracy_low\" watches model.correct, which needs \
+             ml.correctness_series = true"
+        ),
+        "{error}"
+    );
 }

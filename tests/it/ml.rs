@@ -676,7 +676,8 @@ fn registry_entry<'a>(registry: &'a Value, model: &str, version: Option<&str>) -
 /// Run-time registration (HTTP `POST /v1/models` and MCP `realtime_add_event`) is part of
 /// the event log: a pinned baseline makes a worse new version drift, the retraining
 /// trigger reaches MCP, the `models/{id}` WebSocket topic and the webhook channel (through
-/// the `ml.drift` alert), and a restart replays the registry from the log.
+/// the `ml.drift` alert), a run-time rule over the `model.correct` series fires for the
+/// worse version only, and a restart replays the registry and that alert from the log.
 #[test]
 fn registered_baseline_drift_reaches_mcp_websocket_and_notifications_and_replays() {
     let hook = Hook::start();
@@ -733,6 +734,17 @@ fn registered_baseline_drift_reaches_mcp_websocket_and_notifications_and_replays
     let result = &added["structuredContent"];
     assert_eq!(result["accepted"], 1, "{result}");
     assert_eq!(result["rejected"][0]["field"], "classes", "{result}");
+    // A rule over the accuracy series, created at run time: v2 (half right) breaks it,
+    // v1 (all right) does not.
+    let (status, answer) = server.post(
+        "/v1/rules",
+        json!({"id": "scorer_accuracy_low", "metric": "model.correct",
+               "labels": {"model_id": "scorer"}, "aggregate": "mean", "op": "<",
+               "threshold": 0.75, "min_count": 10, "severity": "high",
+               "summary": "{{ $labels.model_id }} {{ $labels.model_version }} accuracy {{ $value }}"})
+        .to_string(),
+    );
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
 
     let events = scorer_events(base);
     send_and_flush(&server, &events);
@@ -847,11 +859,42 @@ fn registered_baseline_drift_reaches_mcp_websocket_and_notifications_and_replays
             }
         },
     );
+    // The accuracy rule: firing for v2 alone, through MCP, with its value in the title.
+    let accuracy_alerts = || {
+        let active = mcp_call(&url, MODERN, "alerts_get_active", &json!({}));
+        active["structuredContent"]["alerts"]
+            .as_array()
+            .map(|alerts| {
+                alerts
+                    .iter()
+                    .filter(|alert| alert["rule_id"] == "scorer_accuracy_low")
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let fired = eventually("the accuracy rule firing", Duration::from_secs(60), || {
+        let alerts = accuracy_alerts();
+        match alerts.as_slice() {
+            [alert] if alert["status"] == "firing" => Ok(alert.clone()),
+            _ => Err(format!("{alerts:?}")),
+        }
+    });
+    assert_eq!(fired["key"]["name"], "model.correct", "{fired}");
+    assert_eq!(fired["key"]["labels"]["model_version"], "v2", "{fired}");
+    let accuracy = fired["value"].as_f64().unwrap_or(f64::NAN);
+    assert!((0.4..0.6).contains(&accuracy), "v2 is half right: {fired}");
+    assert!(
+        fired["title"]
+            .as_str()
+            .is_some_and(|title| title.starts_with("scorer v2 accuracy 0.")),
+        "{fired}"
+    );
     // Notifiable: the drift alert reached the webhook channel.
     eventually("an ml.drift notification", Duration::from_secs(30), || {
         let bodies = hook.bodies();
         let text = Value::Array(bodies.clone()).to_string();
-        if text.contains("ml.drift") && text.contains("scorer") {
+        if text.contains("ml.drift") && text.contains("scorer_accuracy_low") {
             Ok(())
         } else {
             Err(format!("{} notifications: {text}", bodies.len()))
@@ -873,9 +916,21 @@ fn registered_baseline_drift_reaches_mcp_websocket_and_notifications_and_replays
         "{models}"
     );
 
-    // Replay: after SIGKILL, the event log rebuilds the registry and the drift.
+    // Replay: after SIGKILL, the event log rebuilds the registry, the drift and the
+    // accuracy alert.
+    let fired_id = fired["id"].clone();
     let dir = server.kill();
     let server = Server::start_in(dir, &overrides);
+    eventually(
+        "the accuracy alert replayed",
+        Duration::from_secs(60),
+        || {
+            let (_, alert) = server.get(&format!("/v1/alerts/{}", fired_id.as_str().unwrap_or("")));
+            (alert["status"] == "firing")
+                .then_some(())
+                .ok_or_else(|| alert.to_string())
+        },
+    );
     eventually("the registry replayed", Duration::from_secs(60), || {
         let (_, models) = server.get("/v1/models");
         let replayed = registry_entry(&models["registry"], "scorer", Some("v2"))

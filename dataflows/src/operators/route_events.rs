@@ -35,6 +35,10 @@ pub mod series_names {
     pub const PREDICTION_LATENCY: &str = "prediction.latency_ms";
     /// Prediction confidence, labelled by model (and version).
     pub const PREDICTION_CONFIDENCE: &str = "prediction.confidence";
+    /// 1 for a right prediction, 0 for a wrong one, at the time its pair became complete,
+    /// labelled by model (and version): the window mean is the accuracy. Derived by the
+    /// ML tracker, not here.
+    pub const MODEL_CORRECT: &str = "model.correct";
 }
 
 /// The streams that [`RouteEvents::route_events`] produces.

@@ -15,7 +15,10 @@
 //!                 │                               │ prediction/outcome events      │
 //!                 └─ ml ─────────────────(+)──────┘                                │
 //!                                         └─► TrackModels ─► model metrics ────────┤
-//!                                      └─ drift/threshold transitions ─► ManageAlerts
+//!                                      ├─ drift/threshold transitions ─► ManageAlerts
+//!                                      └─ model.correct samples ─► ComputeWindows ─►
+//!                                           EvaluateBreaches ─► windows + breaches,
+//!                                           transitions ─► ManageAlerts
 //!   windows ─► ForecastSeries ─► forecasts ───────────────────────────────────────┤
 //!                   └─ predictive transitions (rules with `forecast`) ─► ManageAlerts
 //!   predictions + forecasts + model metrics ─► Recommend ─► insights
@@ -132,7 +135,14 @@ pub fn analytics<'scope>(
     } else {
         (None, routed.ml)
     };
-    let models = ml.track_models("models", &config.models);
+    let (models, correctness) = ml.track_models("models", &config.models);
+    // `model.correct` is windowed by its own operators: fed into the windows above, it
+    // would tie every window close to the tracker, which releases pairs only once the
+    // frontier has passed them. Its windows, breaches and transitions join the others.
+    let model_windows = correctness.compute_windows("model_series", &config.windows);
+    let (model_windows_and_breaches, model_breach_transitions) = model_windows
+        .clone()
+        .evaluate_breaches("model_rules", &config.rules, rule_changes.clone());
     let model_transitions = models.clone().unary(Pipeline, "ModelTransitions", |_, _| {
         move |input, output| {
             input.for_each(|cap, data| {
@@ -145,13 +155,22 @@ pub fn analytics<'scope>(
             });
         }
     });
-    let mut transition_streams = vec![transitions, model_transitions];
-    let mut outputs = vec![windows_and_breaches, sessions, models.clone()];
+    let mut transition_streams = vec![transitions, model_transitions, model_breach_transitions];
+    let mut outputs = vec![
+        windows_and_breaches,
+        model_windows_and_breaches,
+        sessions,
+        models.clone(),
+    ];
     if let Some(predictions) = predictions {
         // From the windows themselves: the breach records would only be copied to the
         // forecaster to be dropped there.
-        let (forecasts, predictive) =
-            windows.forecast_series("series", &insights.forecast, &config.rules, rule_changes);
+        let (forecasts, predictive) = scope.concatenate([windows, model_windows]).forecast_series(
+            "series",
+            &insights.forecast,
+            &config.rules,
+            rule_changes,
+        );
         transition_streams.push(predictive);
         let recommendations = scope
             .concatenate([predictions.clone(), forecasts.clone(), models])

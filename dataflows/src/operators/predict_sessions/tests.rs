@@ -102,7 +102,7 @@ fn build(
     let sessions = events.filter(|(_, event)| event.session_id != RETRAIN_MARKER);
     let (predictions, ml) = sessions.predict_sessions("test", &config(), requests);
     // The tracked predictions and outcomes go to the real ML tracker.
-    let models = ml.track_models("test", &crate::operators::TrackModelsConfig::default());
+    let (models, _) = ml.track_models("test", &crate::operators::TrackModelsConfig::default());
     use timely::dataflow::operators::Concatenate;
     predictions.scope().concatenate([predictions, models])
 }

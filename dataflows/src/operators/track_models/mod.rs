@@ -30,13 +30,15 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{
     AlertState, AlertTransition, BaselinePin, Id, MlEvent, ModelInput, ModelKey, ModelRegistration,
-    PinBaseline, PinRejection, SeriesKey, Severity, Update,
+    PinBaseline, PinRejection, Sample, SeriesKey, Severity, Update, UNVERSIONED,
 };
+use crate::operators::route_events::series_names;
 use crate::time::duration_ms;
 use crate::Time;
 use join::JoinState;
@@ -67,6 +69,10 @@ pub struct TrackModelsConfig {
     pub evaluate_every: u64,
     /// Registered models: metadata and thresholds.
     pub models: Vec<ModelRegistration>,
+    /// Whether every ordered matched pair also becomes a `model.correct` sample (1 when the
+    /// prediction was right, 0 when not; labels `model_id`, `model_version`), so window
+    /// rules can watch accuracy (the window `mean`).
+    pub correctness_series: bool,
 }
 
 impl Default for TrackModelsConfig {
@@ -82,6 +88,7 @@ impl Default for TrackModelsConfig {
             adwin_delta: 0.002,
             evaluate_every: 1000,
             models: Vec::new(),
+            correctness_series: true,
         }
     }
 }
@@ -111,6 +118,8 @@ fn route(input: &ModelInput) -> u64 {
 struct Models {
     slots: std::collections::HashMap<ModelKey, usize, rustc_hash::FxBuildHasher>,
     states: Vec<ModelState>,
+    /// Per slot: the key of the version's `model.correct` series.
+    correctness: Vec<SeriesKey>,
     /// Per slot: changed since the last snapshots.
     dirty: Vec<bool>,
     /// The slots marked in `dirty`.
@@ -133,6 +142,7 @@ impl Models {
         }
         let slot = self.states.len();
         self.states.push(create());
+        self.correctness.push(correctness_key(key));
         self.dirty.push(false);
         self.slots.insert(key.clone(), slot);
         slot
@@ -184,6 +194,29 @@ impl Models {
             _ => (&mut self.states[slot], None),
         }
     }
+}
+
+/// The `model.correct` series of a version: labelled like the prediction series
+/// (`model_id`, and `model_version` unless the predictions carried none).
+fn correctness_key(key: &ModelKey) -> SeriesKey {
+    let mut labels = Vec::with_capacity(2);
+    labels.push(("model_id".into(), key.model_id.clone()));
+    if key.model_version != UNVERSIONED {
+        labels.push(("model_version".into(), key.model_version.clone()));
+    }
+    SeriesKey {
+        name: series_names::MODEL_CORRECT.into(),
+        session_id: None,
+        labels,
+    }
+}
+
+/// What the tracker hands on: updates, and the `model.correct` samples that the pipeline
+/// windows apart from the other series.
+#[derive(Debug, Clone)]
+enum Tracked {
+    Update(Update),
+    Sample(Sample),
 }
 
 /// Registrations in effect on one worker: by model id, then version (`None`: every
@@ -496,7 +529,9 @@ pub trait TrackModels<'scope> {
     /// reason it changed nothing),
     /// [`Update::Alert`] transitions (rules [`DRIFT_RULE`], [`THRESHOLD_RULE`]) for the
     /// alert lifecycle, and [`Update::UnattributedOrphans`] for expired outcomes that
-    /// named no model.
+    /// named no model. Beside them, when `config.correctness_series` is set, one
+    /// `model.correct` [`Sample`] per ordered matched pair (at the pair's time, at a
+    /// timely time no later than it, so it is never late for a window).
     ///
     /// # Frontier behaviour
     /// Expiry of a prediction at `ts` is reported once the frontier passes the end of its
@@ -514,7 +549,10 @@ pub trait TrackModels<'scope> {
         self,
         name: &str,
         config: &TrackModelsConfig,
-    ) -> StreamVec<'scope, Time, Update>;
+    ) -> (
+        StreamVec<'scope, Time, Update>,
+        StreamVec<'scope, Time, Sample>,
+    );
 }
 
 impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
@@ -522,7 +560,10 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
         self,
         name: &str,
         config: &TrackModelsConfig,
-    ) -> StreamVec<'scope, Time, Update> {
+    ) -> (
+        StreamVec<'scope, Time, Update>,
+        StreamVec<'scope, Time, Sample>,
+    ) {
         let horizon = duration_ms(config.horizon);
         let bins = config.bins;
         let by_id = Exchange::new(|(_, event): &(Time, MlEvent)| hash_of(event.route_id()));
@@ -596,7 +637,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
         );
 
         let config = config.clone();
-        joined.unary_frontier(
+        let tracked = joined.unary_frontier(
             Exchange::new(route),
             &format!("TrackModels({name})"),
             move |_initial, _info| {
@@ -625,6 +666,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 let mut order: Vec<(u8, u128, usize)> = Vec::new();
                 let mut released: Vec<usize> = Vec::new();
                 let mut updates: Vec<Update> = Vec::new();
+                let mut samples: Vec<Sample> = Vec::new();
                 let mut emit_at: Option<Capability<Time>> = None;
                 let mut unattributed_changed = false;
                 move |(input, frontier), output| {
@@ -786,6 +828,13 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                         continue;
                                     }
                                 };
+                                if config.correctness_series {
+                                    samples.push(Sample {
+                                        key: models.correctness[slot].clone(),
+                                        ts: at,
+                                        value: if pair.correct() { 1.0 } else { 0.0 },
+                                    });
+                                }
                                 let model = &mut models.states[slot];
                                 if let Some(trigger) = model.ordered(at, pair, &config) {
                                     updates.push(Update::RetrainingTrigger(Box::new(trigger)));
@@ -826,8 +875,13 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                 expired: unattributed,
                             });
                         }
-                        if !updates.is_empty() {
-                            output.session(cap).give_iterator(updates.drain(..));
+                        if !updates.is_empty() || !samples.is_empty() {
+                            output.session(cap).give_iterator(
+                                updates
+                                    .drain(..)
+                                    .map(Tracked::Update)
+                                    .chain(samples.drain(..).map(Tracked::Sample)),
+                            );
                         }
                     }
                     drop(emit);
@@ -840,7 +894,27 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                     }
                 }
             },
-        )
+        );
+        let mut parts = tracked.partition(2, |tracked| match tracked {
+            Tracked::Update(_) => (0, tracked),
+            Tracked::Sample(_) => (1, tracked),
+        });
+        let samples = parts.pop().map(|samples| {
+            samples.flat_map(|tracked| match tracked {
+                Tracked::Sample(sample) => Some(sample),
+                Tracked::Update(_) => None,
+            })
+        });
+        let updates = parts.pop().map(|updates| {
+            updates.flat_map(|tracked| match tracked {
+                Tracked::Update(update) => Some(update),
+                Tracked::Sample(_) => None,
+            })
+        });
+        match (updates, samples) {
+            (Some(updates), Some(samples)) => (updates, samples),
+            _ => panic!("partition into 2 returns 2 streams"),
+        }
     }
 }
 

@@ -178,7 +178,8 @@ impl Kept {
         }
     }
 
-    fn correct(&self) -> bool {
+    /// Whether the prediction was right.
+    pub fn correct(&self) -> bool {
         self.predicted == self.actual
     }
 }

@@ -42,7 +42,7 @@ fn outcome(id: &str, actual: &str, model: Option<&str>) -> MlEvent {
 }
 
 fn run(config: TrackModelsConfig, epochs: Vec<Epoch<(Time, MlEvent)>>) -> Output {
-    run_epochs(move |events| events.track_models("test", &config), epochs)
+    run_epochs(move |events| events.track_models("test", &config).0, epochs)
 }
 
 fn model(out: &Output, id: &str) -> serde_json::Value {
@@ -280,7 +280,7 @@ fn of_two_pairs_with_one_id_and_time_the_later_arrival_is_ordered_across_version
     let version = |id: &str, version: &str| versioned(id, version, "a", 0.5);
     let out = crate::testing::run_with_workers(
         1,
-        move |events| events.track_models("test", &config),
+        move |events| events.track_models("test", &config).0,
         vec![Epoch::new(
             0,
             vec![
@@ -312,7 +312,7 @@ fn a_duplicate_prediction_id_is_counted_and_ignored() {
     let config = config(10);
     let out = crate::testing::run_with_workers(
         1,
-        move |events| events.track_models("test", &config),
+        move |events| events.track_models("test", &config).0,
         vec![
             Epoch::new(0, vec![(0, prediction("p1", "m", "a", 0.9))]),
             Epoch::new(SECOND, vec![(SECOND, prediction("p1", "m", "b", 0.5))]),

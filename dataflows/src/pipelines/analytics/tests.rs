@@ -12,8 +12,8 @@ use crate::model::{
 };
 use crate::operators::AlertConfig;
 use crate::reference::{
-    alert_lifecycle, breaches_and_transitions, event_samples, json_differences, session_history,
-    session_states, sliding_windows, ExpectedRecord,
+    alert_lifecycle, breaches_and_transitions, correctness_samples, event_samples,
+    json_differences, session_history, session_states, sliding_windows, ExpectedRecord,
 };
 use crate::testing::{run_epochs, Epoch, Output};
 
@@ -152,11 +152,15 @@ fn prediction(ts: u64, model: &str, version: Option<&str>, latency: f64, confide
 }
 
 fn outcome(ts: u64) -> Event {
+    outcome_of(ts, &format!("p{ts}"), "dog")
+}
+
+fn outcome_of(ts: u64, prediction_id: &str, actual: &str) -> Event {
     at(
         ts,
         EventBody::Outcome(OutcomeEvent {
-            prediction_id: format!("p{ts}").into(),
-            actual: "dog".into(),
+            prediction_id: prediction_id.into(),
+            actual: actual.into(),
             model_id: None,
         }),
     )
@@ -224,6 +228,7 @@ fn assert_matches_references(output: &Output, epochs: &[Epoch<Event>], setup: &S
         .iter()
         .flat_map(|epoch| epoch.data.iter().map(move |event| (epoch.time, event)))
         .collect();
+    let horizon_ms = crate::time::duration_ms(setup.config().models.horizon);
     let samples: Vec<(Time, crate::model::Sample)> = events
         .iter()
         .flat_map(|(arrived, event)| {
@@ -231,6 +236,7 @@ fn assert_matches_references(output: &Output, epochs: &[Epoch<Event>], setup: &S
                 .into_iter()
                 .map(move |sample| (*arrived, sample))
         })
+        .chain(correctness_samples(&events, horizon_ms))
         .collect();
     let session_events: Vec<(Time, u64, SessionEvent)> = events
         .iter()
@@ -538,6 +544,10 @@ fn derived_series_are_windowed() {
             session_event(3, error),
             prediction(4, "m1", Some("v2"), 30.0, 0.75),
             prediction(5, "m2", None, 10.0, 0.25),
+            // Right (the predictions say "cat") and wrong: a window mean of 1/2 over the
+            // two versions would be wrong, each version has its own series.
+            outcome_of(6, "p4", "cat"),
+            outcome_of(7, "p5", "dog"),
         ],
     )];
     let output = run(&setup, epochs.clone());
@@ -564,6 +574,8 @@ fn derived_series_are_windowed() {
             (1, 30.0),
         ),
         ("prediction.latency_ms{model_id=m2}", (1, 10.0)),
+        ("model.correct{model_id=m1,model_version=v2}", (1, 1.0)),
+        ("model.correct{model_id=m2}", (1, 0.0)),
         ("session.duration_ms{session_id=s1}", (3, 34.5)),
         ("session.errors{session_id=s1}", (3, 2.0)),
         ("session.tokens{session_id=s1}", (2, 10.0)),
@@ -572,6 +584,112 @@ fn derived_series_are_windowed() {
     .map(|(key, stats)| (key.to_owned(), stats))
     .collect();
     assert_eq!(windows, expected);
+}
+
+#[test]
+fn rules_watch_model_accuracy() {
+    // Accuracy below 3/4 over at least two outcomes of model m1 (any version).
+    let mut accuracy_low = rule(
+        "accuracy_low",
+        "model.correct",
+        Aggregate::Mean,
+        Comparison::Below,
+        0.75,
+    );
+    accuracy_low.labels = vec![("model_id".into(), "m1".into())];
+    accuracy_low.min_count = 2;
+    let setup = Setup {
+        length_ms: 10,
+        slide_ms: 10,
+        interval_ms: 10,
+        rules: vec![accuracy_low],
+    };
+    let guess = |ts: u64, model: &str| prediction(ts, model, Some("v1"), 5.0, 0.9);
+    let epochs = vec![
+        // [0, 10): three of four right, 0.75 is not below 0.75; m2 is always wrong but
+        // the rule watches m1 only.
+        Epoch::new(
+            0,
+            vec![
+                guess(1, "m1"),
+                guess(2, "m1"),
+                guess(3, "m1"),
+                guess(4, "m1"),
+                guess(9, "m2"),
+                outcome_of(5, "p1", "cat"),
+                outcome_of(6, "p2", "cat"),
+                outcome_of(7, "p3", "cat"),
+                outcome_of(8, "p4", "dog"),
+                outcome_of(9, "p9", "dog"),
+            ],
+        ),
+        // [10, 20): two of four right: fires at 20 with the accuracy as its value. The
+        // outcome of p21 comes in [20, 30) but is the only one there: too few to judge,
+        // and the alert resolves when that window closes.
+        Epoch::new(
+            10,
+            vec![
+                guess(11, "m1"),
+                guess(12, "m1"),
+                outcome_of(13, "p11", "dog"),
+                outcome_of(14, "p12", "cat"),
+                outcome_of(16, "p16", "cat"),
+                guess(16, "m1"),
+                guess(17, "m1"),
+                outcome_of(18, "p17", "dog"),
+                guess(21, "m1"),
+            ],
+        ),
+        // The outcome of p21, arriving at 40 with an older event time: the pair is
+        // complete at its arrival, so it is counted in [40, 50), not dropped as late.
+        Epoch::new(40, vec![outcome_of(25, "p21", "cat")]),
+        Epoch::new(60, vec![]),
+    ];
+    let output = run(&setup, epochs.clone());
+    assert_matches_references(&output, &epochs, &setup);
+    let transitions: Vec<(String, AlertState, u64, Option<f64>)> = output
+        .of_kind("alert")
+        .iter()
+        .map(|v| {
+            (
+                v["key"].to_string(),
+                serde_json::from_value(v["state"].clone()).unwrap(),
+                v["at"].as_u64().unwrap(),
+                v["value"].as_f64(),
+            )
+        })
+        .collect();
+    let series = r#"{"labels":{"model_id":"m1","model_version":"v1"},"name":"model.correct"}"#;
+    assert_eq!(
+        transitions,
+        [
+            (series.to_owned(), AlertState::Firing, 20, Some(0.5)),
+            (series.to_owned(), AlertState::Resolved, 30, None),
+        ]
+    );
+    let windows: Vec<(String, u64, u64, f64)> = output
+        .of_kind("window")
+        .iter()
+        .filter(|v| v["key"]["name"] == "model.correct")
+        .map(|v| {
+            (
+                v["key"]["labels"]["model_id"].as_str().unwrap().to_owned(),
+                v["end"].as_u64().unwrap(),
+                v["count"].as_u64().unwrap(),
+                v["mean"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let m1 = |end, count, mean| ("m1".to_owned(), end, count, mean);
+    assert_eq!(
+        windows,
+        [
+            m1(10, 4, 0.75),
+            m1(20, 4, 0.5),
+            m1(50, 1, 1.0),
+            ("m2".to_owned(), 10, 1, 0.0),
+        ]
+    );
 }
 
 /// One random event body: metrics (two names, optional `region`, optional session),
@@ -653,7 +771,7 @@ fn arbitrary_body() -> impl Strategy<Value = EventBody> {
         3 => metric,
         3 => session,
         2 => prediction,
-        1 => Just(outcome(0).body),
+        2 => prop_oneof![Just(outcome(0).body), Just(outcome_of(0, "p", "cat").body)],
         2 => command,
     ]
 }
@@ -755,6 +873,16 @@ fn arbitrary_setup() -> impl Strategy<Value = Setup> {
                         Comparison::Above,
                         f64::from(rate),
                     ),
+                    BreachRule {
+                        min_count,
+                        ..rule(
+                            "inaccurate",
+                            "model.correct",
+                            Aggregate::Mean,
+                            Comparison::Below,
+                            0.5,
+                        )
+                    },
                 ],
             }
         })
