@@ -5,8 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
-use megamind_connectors::notify::route::{run_dispatcher, DispatchHandle};
+use megamind_connectors::notify::route::{run_dispatcher, DispatchHandle, DispatchOptions};
 use megamind_connectors::notify::Notifier;
+use megamind_connectors::store::rate_limits::RateLimitJournal;
 use megamind_connectors::store::EventLog;
 use megamind_dataflows::time::{Clock, SystemClock};
 use tokio::net::TcpListener;
@@ -141,13 +142,27 @@ impl Server {
         // Notifications: channels with their delivery tasks, and the routing/grouping
         // dispatcher fed (without blocking) by the workers' sinks.
         let notifier = Arc::new(Notifier::start(&config.alerts.notify, Arc::clone(&clock)));
+        let store_path = config
+            .store
+            .path_for(run.cluster.as_ref().map(|cluster| cluster.process));
+        // The rate limit's deferral counts are not a function of the event log (the limit
+        // acts on the wall clock): they are kept in the store and continue after a restart.
+        let mut dispatch_options = DispatchOptions::default();
+        if config.store.enabled {
+            let store_error = |error: megamind_connectors::store::StoreError| {
+                ServerError::Store(error.to_string())
+            };
+            dispatch_options.restored = RateLimitJournal::load(&store_path).map_err(store_error)?;
+            let journal = RateLimitJournal::open(&store_path).map_err(store_error)?;
+            dispatch_options.on_rate_limited = Some(Arc::new(move |counts| journal.record(counts)));
+        }
         let (dispatch_handle, dispatcher) = run_dispatcher(
             config.alerts.routing.clone(),
             config.alerts.public_url.clone(),
             config.alerts.dispatch_queue,
             Arc::clone(&notifier),
             Arc::clone(&clock),
-            None,
+            dispatch_options,
         );
         let dispatch = AlertDispatch {
             handle: dispatch_handle.clone(),
@@ -203,9 +218,6 @@ impl Server {
         .map_err(|_| crate::runtime::EngineError::WorkerStart(0))??;
         // Replay the event log (what was accepted before a crash or restart) before any
         // live traffic or wall-clock watermark, then open it for appends.
-        let store_path = config
-            .store
-            .path_for(run.cluster.as_ref().map(|cluster| cluster.process));
         let mut replayed_to = 0;
         let log = if config.store.enabled {
             let replayer = Ingest::new(

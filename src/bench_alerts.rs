@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use megamind_connectors::notify::route::{run_dispatcher, DispatchHandle, RoutingConfig};
+use megamind_connectors::notify::route::{
+    run_dispatcher, DispatchHandle, DispatchOptions, RoutingConfig,
+};
 use megamind_connectors::notify::{Notifier, NotifyConfig};
 use megamind_dataflows::model::{Aggregate, AlertStatus, BreachRule, Comparison, Severity, Update};
 use megamind_dataflows::operators::RuleSet;
@@ -143,28 +145,31 @@ pub fn run(
         1 << 16,
         Arc::clone(&notifier),
         Arc::clone(&clock),
-        Some(Arc::new(move |notification| {
-            let handed = Stopwatch::start().started();
-            let closes = hook_closes
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut latencies = hook_latencies
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (histogram, slowest) = &mut *latencies;
-            for alert in &notification.alerts {
-                if alert.status != AlertStatus::Firing {
-                    continue;
+        DispatchOptions {
+            on_handoff: Some(Arc::new(move |notification| {
+                let handed = Stopwatch::start().started();
+                let closes = hook_closes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut latencies = hook_latencies
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (histogram, slowest) = &mut *latencies;
+                for alert in &notification.alerts {
+                    if alert.status != AlertStatus::Firing {
+                        continue;
+                    }
+                    if let Some(closed) = closes.get(&alert.updated_at) {
+                        let micros = handed.saturating_duration_since(*closed).as_micros();
+                        let micros = u64::try_from(micros).unwrap_or(u64::MAX);
+                        let _ = histogram.record(micros);
+                        let worst = slowest.entry(alert.updated_at).or_insert(0);
+                        *worst = (*worst).max(micros);
+                    }
                 }
-                if let Some(closed) = closes.get(&alert.updated_at) {
-                    let micros = handed.saturating_duration_since(*closed).as_micros();
-                    let micros = u64::try_from(micros).unwrap_or(u64::MAX);
-                    let _ = histogram.record(micros);
-                    let worst = slowest.entry(alert.updated_at).or_insert(0);
-                    *worst = (*worst).max(micros);
-                }
-            }
-        })),
+            })),
+            ..DispatchOptions::default()
+        },
     );
     let metrics = Arc::new(EngineMetrics::default());
     let fired = Arc::new(AtomicU64::new(0));

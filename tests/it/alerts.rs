@@ -756,7 +756,8 @@ fn sighup_reloads_rules_from_the_config_file() {
 
 /// The global rate limit defers notifications and never drops them; each alert reports
 /// how many of its notifications were held back, and why (`suppressed_by.rate_limit`),
-/// over HTTP, MCP `alerts_get_active` and the `alerts` WebSocket topic.
+/// over HTTP, MCP `alerts_get_active` and the `alerts` WebSocket topic; the counts
+/// survive a restart.
 #[test]
 fn rate_limited_notifications_are_counted_on_the_alert() {
     let receiver = Receiver::start();
@@ -816,9 +817,34 @@ fn rate_limited_notifications_are_counted_on_the_alert() {
     let (_, alert) = server.get(&format!("/v1/alerts/{id}"));
     assert!(counted(&alert) >= 1, "{alert}");
     let (_, counts) = server.get("/v1/alerts/notifications");
-    assert!(
-        counts["dispatch"]["rate_limited"].as_u64() >= Some(counted(&alert)),
+    let total = counts["dispatch"]["rate_limited"].as_u64().unwrap_or(0);
+    assert!(total >= counted(&alert), "{counts}");
+
+    // The counts are kept in the store: after SIGKILL and a restart (the alerts come back
+    // by replay, without being notified again) they are what they were.
+    let dir = server.kill();
+    let server = Server::start_in(dir, &overrides);
+    let restored = eventually("the alert replayed", WAIT, || {
+        let (_, alert) = server.get(&format!("/v1/alerts/{id}"));
+        (alert["status"] == "firing")
+            .then_some(alert.clone())
+            .ok_or_else(|| alert.to_string())
+    });
+    assert_eq!(counted(&restored), counted(&alert), "{restored}");
+    let (_, counts) = server.get("/v1/alerts/notifications");
+    assert_eq!(
+        counts["dispatch"]["rate_limited"].as_u64(),
+        Some(total),
         "{counts}"
+    );
+    let active = mcp_call(&server.mcp_url(), MODERN, "alerts_get_active", &json!({}));
+    assert!(
+        active["structuredContent"]["alerts"]
+            .as_array()
+            .is_some_and(|alerts| alerts
+                .iter()
+                .any(|listed| listed["id"] == id.as_str() && counted(listed) == counted(&alert))),
+        "{active}"
     );
 }
 

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::{Notification, Notifier};
+use crate::store::rate_limits::RateLimitCounts;
 
 fn default_group_wait() -> Duration {
     Duration::from_secs(10)
@@ -365,6 +366,22 @@ impl Grouper {
     /// Changes whenever [`Self::rate_limited_alerts`] changed.
     pub fn rate_limited_generation(&self) -> u64 {
         self.rate_limited_generation
+    }
+
+    /// The rate limit's counts: the total and per alert.
+    pub fn rate_limit_counts(&self) -> RateLimitCounts {
+        RateLimitCounts {
+            total: self.rate_limited,
+            alerts: self.rate_limited_alerts.clone(),
+        }
+    }
+
+    /// Continues from counts kept before a restart (the alerts they name are restored
+    /// by replaying the event log, which does not notify them again).
+    pub fn restore(&mut self, counts: RateLimitCounts) {
+        self.rate_limited = counts.total;
+        self.rate_limited_alerts = counts.alerts;
+        self.rate_limited_generation += 1;
     }
 
     /// The rule and the alert muting `alert`, if an active source inhibits it.
@@ -718,6 +735,7 @@ struct Shared {
     notifier: Arc<Notifier>,
     clock: Arc<dyn Clock>,
     on_handoff: Option<HandoffHook>,
+    on_rate_limited: Option<RateLimitHook>,
     metrics: Arc<DispatchMetrics>,
     /// Alert changes in the queue, not yet added to the grouper. While any are, later
     /// changes queue behind them, so the changes of one alert are added in order.
@@ -793,6 +811,9 @@ impl Shared {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone_from(grouper.rate_limited_alerts());
             self.metrics.generation.fetch_add(1, Ordering::Release);
+            if let Some(hook) = &self.on_rate_limited {
+                hook(grouper.rate_limit_counts());
+            }
         }
     }
 }
@@ -882,6 +903,30 @@ const INLINE_WAIT: Duration = Duration::from_micros(500);
 /// Called with every notification right after it was handed to its channels (benchmarks).
 pub type HandoffHook = Arc<dyn Fn(&Notification) + Send + Sync>;
 
+/// Called with the rate limit's counts whenever they change (to keep them, e.g. in
+/// [`crate::store::rate_limits::RateLimitJournal`]); runs under the dispatcher's lock, so
+/// it must not wait.
+pub type RateLimitHook = Arc<dyn Fn(RateLimitCounts) + Send + Sync>;
+
+/// Optional parts of a dispatcher.
+#[derive(Default)]
+pub struct DispatchOptions {
+    /// Called after each hand-over (benchmarks).
+    pub on_handoff: Option<HandoffHook>,
+    /// The rate limit's counts from before a restart.
+    pub restored: RateLimitCounts,
+    /// Told every change of the rate limit's counts.
+    pub on_rate_limited: Option<RateLimitHook>,
+}
+
+impl std::fmt::Debug for DispatchOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatchOptions")
+            .field("restored", &self.restored)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Starts the dispatcher: alert changes in, grouped notifications out to `notifier`.
 /// Changes offered with [`DispatchHandle::offer_all`] are usually grouped on the caller's
 /// thread; the task takes queued changes and sends groups when their wait or interval
@@ -896,19 +941,32 @@ pub fn run_dispatcher(
     queue: usize,
     notifier: Arc<Notifier>,
     clock: Arc<dyn Clock>,
-    on_handoff: Option<HandoffHook>,
+    options: DispatchOptions,
 ) -> (DispatchHandle, tokio::task::JoinHandle<()>) {
     let (sender, mut receiver) = mpsc::channel::<AlertRecord>(queue.max(1));
+    let mut grouper = Grouper::new(config, base_url);
+    let metrics = DispatchMetrics::default();
+    metrics
+        .rate_limited
+        .store(options.restored.total, Ordering::Relaxed);
+    metrics
+        .rate_limited_alerts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone_from(&options.restored.alerts);
+    grouper.restore(options.restored);
     let shared = Arc::new(Shared {
         core: std::sync::Mutex::new(Core {
-            grouper: Grouper::new(config, base_url),
             published_muted: 0,
-            published_limited: 0,
+            // Published above, and already kept.
+            published_limited: grouper.rate_limited_generation(),
+            grouper,
         }),
         notifier,
         clock,
-        on_handoff,
-        metrics: Arc::new(DispatchMetrics::default()),
+        on_handoff: options.on_handoff,
+        on_rate_limited: options.on_rate_limited,
+        metrics: Arc::new(metrics),
         queued: AtomicU64::new(0),
         wake: tokio::sync::Notify::new(),
         armed: AtomicU64::new(u64::MAX),

@@ -1136,12 +1136,23 @@ mod grouping {
 mod dispatcher {
     use std::sync::Mutex;
 
-    use super::super::route::{run_dispatcher, HandoffHook, RoutingConfig};
+    use super::super::route::{
+        run_dispatcher, DispatchOptions, HandoffHook, RateLimitConfig, RoutingConfig, RATE_LIMIT,
+    };
     use super::*;
+    use crate::store::rate_limits::RateLimitCounts;
 
     type Seen = Arc<Mutex<Vec<Vec<(String, AlertStatus)>>>>;
 
     fn start(group_wait: Duration) -> (super::super::route::DispatchHandle, Seen) {
+        start_with(group_wait, None, DispatchOptions::default())
+    }
+
+    fn start_with(
+        group_wait: Duration,
+        rate_limit: Option<RateLimitConfig>,
+        options: DispatchOptions,
+    ) -> (super::super::route::DispatchHandle, Seen) {
         let clock: Arc<dyn megamind_dataflows::time::Clock> =
             Arc::new(megamind_dataflows::time::SystemClock);
         let notifier = Arc::new(Notifier::start(
@@ -1163,10 +1174,76 @@ mod dispatcher {
             group_by: vec!["team".to_owned()],
             group_wait,
             group_interval: Duration::ZERO,
+            rate_limit,
             ..RoutingConfig::default()
         };
-        let (handle, _task) = run_dispatcher(routing, None, 64, notifier, clock, Some(hook));
+        let options = DispatchOptions {
+            on_handoff: Some(hook),
+            ..options
+        };
+        let (handle, _task) = run_dispatcher(routing, None, 64, notifier, clock, options);
         (handle, seen)
+    }
+
+    #[tokio::test]
+    async fn restored_rate_limit_counts_continue_and_every_change_is_told() {
+        let told: Arc<Mutex<Vec<RateLimitCounts>>> = Arc::default();
+        let hook_told = Arc::clone(&told);
+        let restored = RateLimitCounts {
+            total: 5,
+            alerts: [("old".to_owned(), 5)].into(),
+        };
+        // One notification at once, then one a minute.
+        let limit = RateLimitConfig {
+            per_minute: 1,
+            burst: 1,
+        };
+        let (handle, seen) = start_with(
+            Duration::ZERO,
+            Some(limit),
+            DispatchOptions {
+                restored,
+                on_rate_limited: Some(Arc::new(move |counts| {
+                    hook_told.lock().unwrap().push(counts);
+                })),
+                ..DispatchOptions::default()
+            },
+        );
+        // Read back at once, before anything happened in this run.
+        let old = handle
+            .metrics()
+            .annotated(alert("old", Severity::High, AlertStatus::Firing));
+        assert_eq!(old.suppressed_by.get(RATE_LIMIT), Some(&5), "{old:?}");
+        assert_eq!(handle.metrics().rate_limited.load(Ordering::Relaxed), 5);
+        assert!(
+            told.lock().unwrap().is_empty(),
+            "restored counts are not written back"
+        );
+
+        handle.offer_all([&alert("a", Severity::High, AlertStatus::Firing)]);
+        assert_eq!(seen.lock().unwrap().len(), 1, "the burst lets one out");
+        handle.offer_all([&alert("b", Severity::High, AlertStatus::Firing)]);
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            1,
+            "the next one waits for a token"
+        );
+        let told = told.lock().unwrap().clone();
+        assert_eq!(
+            told.last(),
+            Some(&RateLimitCounts {
+                total: 6,
+                // The group still holds "a" (firing): the deferred update carries both.
+                alerts: [
+                    ("a".to_owned(), 1),
+                    ("b".to_owned(), 1),
+                    ("old".to_owned(), 5)
+                ]
+                .into(),
+            }),
+            "{told:?}"
+        );
+        assert_eq!(handle.metrics().rate_limited.load(Ordering::Relaxed), 6);
     }
 
     async fn wait_for(seen: &Seen, count: usize) -> Vec<Vec<(String, AlertStatus)>> {

@@ -10,6 +10,7 @@
 //! plus the ingestion time used to stamp events without `ts` and the indices of records
 //! that were rejected, so that replay reproduces exactly the events that were accepted.
 
+pub mod rate_limits;
 pub mod results;
 
 use std::path::{Path, PathBuf};
