@@ -497,7 +497,10 @@ impl SeriesPanes {
                 self.switch_to_bins();
             }
         }
-        // Back to exact percentiles once the window is small again.
+        // Back to exact percentiles as soon as the window is within the limit again: so
+        // whether a window is exact is a function of its samples alone, not of the path
+        // the merged values took (a catch-up before or after the close, or none). A
+        // series hovering at the limit rebuilds its sorted values once per crossing.
         if let Some(binned) = &self.binned {
             let in_window = || {
                 self.panes
@@ -505,7 +508,7 @@ impl SeriesPanes {
                     .take_while(|pane| pane.index < end)
                     .filter(|pane| pane.index >= first)
             };
-            if binned.count() as usize <= exact_limit / 2
+            if binned.count() as usize <= exact_limit
                 && in_window().all(|pane| matches!(pane.values, ValueBag::Exact(_)))
             {
                 let mut sorted = Vec::with_capacity(binned.count() as usize);

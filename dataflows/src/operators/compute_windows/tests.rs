@@ -245,18 +245,20 @@ proptest! {
         let output = run(&config, epochs.clone());
         let expected = sliding_windows(&arrivals(&epochs), slide * panes, slide);
         assert_matches_reference_with(&output, &expected, false);
-        // A window at or below half the limit is exact again, whatever came before it;
-        // a window above the limit never is.
+        // A window is exact iff it holds at most `limit` samples, whatever came before it.
         for (_, update) in &output.updates {
             if let Update::Window(stats) = update {
-                if stats.count as usize <= limit / 2 {
-                    prop_assert!(stats.exact, "{:?}", stats);
-                }
-                if stats.count as usize > limit {
-                    prop_assert!(!stats.exact, "{:?}", stats);
-                }
+                prop_assert_eq!(stats.exact, stats.count as usize <= limit, "{:?}", stats);
             }
         }
+        // So the catch-ups' timing changes nothing: closing epoch by epoch (every
+        // catch-up done before the next close) gives the same windows.
+        let settled = run_settled(
+            1,
+            move |samples| samples.compute_windows("test", &config),
+            epochs,
+        );
+        prop_assert_eq!(canonical(&settled), output.lines);
     }
 
     #[test]
@@ -407,8 +409,7 @@ proptest! {
     fn windows_built_ahead_equal_a_plain_close(steps in arbitrary_worker_steps(), panes in 1u64..5, limit in 1usize..8) {
         let config = WindowConfig { exact_limit: limit, ..config(panes * 10, 10) };
         let mut subject = SeriesWindows::new(config.clone());
-        // The same catch-ups, so the merged values take the same path (whether a window
-        // in the band between half the limit and the limit is exact depends on it).
+        // The same catch-ups, so the merged values take the same path.
         let mut plain = SeriesWindows::without_building(config);
         let mut next_end_index = 1u64;
         for step in steps {
