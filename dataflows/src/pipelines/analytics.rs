@@ -139,7 +139,8 @@ pub fn analytics<'scope>(
     // `model.correct` is windowed by its own operators: fed into the windows above, it
     // would tie every window close to the tracker, which releases pairs only once the
     // frontier has passed them. Its windows, breaches and transitions join the others.
-    let model_windows = correctness.compute_windows("model_series", &config.windows);
+    // The tracker is exchanged by model id, so each series is on one worker already.
+    let model_windows = correctness.compute_windows_in_place("model_series", &config.windows);
     let (model_windows_and_breaches, model_breach_transitions) = model_windows
         .clone()
         .evaluate_breaches("model_rules", &config.rules, rule_changes.clone());

@@ -15,7 +15,7 @@ mod sorted;
 
 use std::time::Duration;
 
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::StreamVec;
 
@@ -72,145 +72,176 @@ pub trait ComputeWindows<'scope> {
     /// evicted one slide after its last sample leaves the window. Keys are exchanged by
     /// [`SeriesKey::route`], so each worker owns a slice of the key space.
     fn compute_windows(self, name: &str, config: &WindowConfig) -> StreamVec<'scope, Time, Update>;
+
+    /// [`Self::compute_windows`] without the exchange, for samples whose series are
+    /// already placed, each series on one worker (the same worker for every sample of
+    /// it, whatever the timely time): then the result does not depend on the worker
+    /// count either, and the samples are not moved between workers a second time.
+    fn compute_windows_in_place(
+        self,
+        name: &str,
+        config: &WindowConfig,
+    ) -> StreamVec<'scope, Time, Update>;
 }
 
 impl<'scope> ComputeWindows<'scope> for StreamVec<'scope, Time, Sample> {
     fn compute_windows(self, name: &str, config: &WindowConfig) -> StreamVec<'scope, Time, Update> {
-        let config = config.clone();
-        let slide = config.slide_ms();
         let exchange = Exchange::new(|sample: &Sample| sample.key.route());
-        let scope = self.scope();
-        self.unary_frontier(exchange, &format!("ComputeWindows({name})"), move |_initial, info| {
-            let activator = scope.activator_for(info.address);
-            let mut windows = SeriesWindows::new(config);
-            // Capability at (or before) the next window end to close; held while state exists.
-            let mut held: Option<Capability<Time>> = None;
-            let mut late: Vec<Update> = Vec::new();
-            // The window end whose close was put off to the next activation.
-            let mut deferred_end: Option<Time> = None;
-            // The time of the close whose second half waits for the next activation.
-            let mut finishing: Option<Capability<Time>> = None;
-            // When the last close happened, while its catch-up waits (see `CATCH_UP_DELAY`).
-            let mut catch_up_after: Option<Stopwatch> = None;
+        windows_operator(self, exchange, name, config)
+    }
 
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    let Some(&arrived) = cap.least() else { return };
-                    let mut first_end: Option<Time> = None;
-                    for sample in data.drain(..) {
-                        let index = sample.ts / slide;
-                        let end = index.saturating_add(1).saturating_mul(slide);
-                        if end <= arrived {
-                            late.push(Update::Rejected {
-                                error: DataError::field(
-                                    ErrorReason::Late,
-                                    "ts",
-                                    format!("window pane ending at {end} closed before the sample arrived"),
-                                ),
-                                ts: sample.ts,
-                            });
-                            continue;
-                        }
-                        first_end = Some(first_end.map_or(end, |first| first.min(end)));
-                        windows.insert(sample.key, index, sample.value);
-                    }
-                    if !late.is_empty() {
-                        output.session(&cap).give_iterator(late.drain(..));
-                    }
-                    if let Some(first_end) = first_end {
-                        // `first_end > arrived`, so the delay is always legal.
-                        if held.as_ref().is_none_or(|held| *held.time() > first_end) {
-                            held = Some(cap.delayed(&first_end, output.output_index()));
-                        }
-                    }
-                });
+    fn compute_windows_in_place(
+        self,
+        name: &str,
+        config: &WindowConfig,
+    ) -> StreamVec<'scope, Time, Update> {
+        windows_operator(self, Pipeline, name, config)
+    }
+}
 
-                // The second half of the last close, which its first half left for this
-                // activation (the samples just inserted are all after its windows).
-                if let Some(at) = finishing.take() {
-                    let mut session = output.session(&at);
-                    windows.finish_close(|update| session.give(update));
+/// The windows operator, its input distributed by `pact`.
+fn windows_operator<'scope, P>(
+    samples: StreamVec<'scope, Time, Sample>,
+    pact: P,
+    name: &str,
+    config: &WindowConfig,
+) -> StreamVec<'scope, Time, Update>
+where
+    P: ParallelizationContract<Time, Vec<Sample>>,
+{
+    let config = config.clone();
+    let slide = config.slide_ms();
+    let scope = samples.scope();
+    samples.unary_frontier(pact, &format!("ComputeWindows({name})"), move |_initial, info| {
+        let activator = scope.activator_for(info.address);
+        let mut windows = SeriesWindows::new(config);
+        // Capability at (or before) the next window end to close; held while state exists.
+        let mut held: Option<Capability<Time>> = None;
+        let mut late: Vec<Update> = Vec::new();
+        // The window end whose close was put off to the next activation.
+        let mut deferred_end: Option<Time> = None;
+        // The time of the close whose second half waits for the next activation.
+        let mut finishing: Option<Capability<Time>> = None;
+        // When the last close happened, while its catch-up waits (see `CATCH_UP_DELAY`).
+        let mut catch_up_after: Option<Stopwatch> = None;
+
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                let Some(&arrived) = cap.least() else { return };
+                let mut first_end: Option<Time> = None;
+                for sample in data.drain(..) {
+                    let index = sample.ts / slide;
+                    let end = index.saturating_add(1).saturating_mul(slide);
+                    if end <= arrived {
+                        late.push(Update::Rejected {
+                            error: DataError::field(
+                                ErrorReason::Late,
+                                "ts",
+                                format!("window pane ending at {end} closed before the sample arrived"),
+                            ),
+                            ts: sample.ts,
+                        });
+                        continue;
+                    }
+                    first_end = Some(first_end.map_or(end, |first| first.min(end)));
+                    windows.insert(sample.key, index, sample.value);
                 }
-
-                let input_done = frontier.is_empty();
-                let mut closed_any = false;
-                let frontier_time = frontier.frontier().as_option().copied();
-                while let Some(cap) = held.as_mut() {
-                    if windows.is_empty() {
-                        held = None;
-                        break;
-                    }
-                    let end_index = windows.next_close();
-                    let end = end_index.saturating_mul(slide);
-                    if *cap.time() < end {
-                        // A stretch without data is skipped: nothing closes before `end`
-                        // (a sample into an earlier pane takes the capability back).
-                        cap.downgrade(&end);
-                    }
-                    if !input_done && frontier_time.is_some_and(|time| time < end) {
-                        break;
-                    }
-                    // Close in the next activation, not in the step that saw the frontier
-                    // reach `end`: that step also moved this worker's input forward, and
-                    // timely tells the other workers at the end of the step, so closing
-                    // here (and running everything downstream of the close) would keep
-                    // them from closing their share of the same windows meanwhile.
-                    if !input_done && deferred_end != Some(end) {
-                        deferred_end = Some(end);
-                        activator.activate();
-                        break;
-                    }
-                    // Windows ending at `end` are emitted at time `end` exactly, so their
-                    // timestamp (and everything derived downstream) does not depend on how
-                    // the input happened to be batched. The windows built ahead go out
-                    // first, alone: everything downstream of them (breaches, alerts) runs
-                    // before the rest of the close.
-                    let at = if *cap.time() <= end { cap.delayed(&end) } else { cap.clone() };
-                    let mut built = windows.begin_close(end_index);
-                    if !built.is_empty() {
-                        output.session(&at).give_container(&mut built);
-                    }
-                    closed_any = true;
-                    let next_end = end_index.saturating_add(1).saturating_mul(slide);
-                    if *cap.time() < next_end {
-                        cap.downgrade(&next_end);
-                    }
-                    if !input_done {
-                        // The second half in the next activation, after what runs
-                        // downstream of the first.
-                        finishing = Some(at);
-                        activator.activate();
-                        break;
-                    }
-                    // The input is done: nothing downstream waits, so finish at once.
-                    let mut session = output.session(&at);
-                    windows.finish_close(|update| session.give(update));
+                if !late.is_empty() {
+                    output.session(&cap).give_iterator(late.drain(..));
                 }
-
-                // Not right after a close: its results (and the alerts they raise) go
-                // downstream first.
-                if closed_any {
-                    catch_up_after = Some(Stopwatch::start());
+                if let Some(first_end) = first_end {
+                    // `first_end > arrived`, so the delay is always legal.
+                    if held.as_ref().is_none_or(|held| *held.time() > first_end) {
+                        held = Some(cap.delayed(&first_end, output.output_index()));
+                    }
                 }
-                let wait = catch_up_after
-                    .as_ref()
-                    .map(|closed| CATCH_UP_DELAY.saturating_sub(closed.elapsed()))
-                    .filter(|left| !left.is_zero());
-                if finishing.is_some() {
-                    // The catch-up comes after the close's second half.
-                } else if let Some(left) = wait {
-                    if windows.catching_up() {
-                        activator.activate_after(left);
-                    }
-                } else {
-                    catch_up_after = None;
-                    if windows.catch_up(CATCH_UP_SAMPLES_PER_ACTIVATION) {
-                        activator.activate();
-                    }
+            });
+
+            // The second half of the last close, which its first half left for this
+            // activation (the samples just inserted are all after its windows).
+            if let Some(at) = finishing.take() {
+                let mut session = output.session(&at);
+                windows.finish_close(|update| session.give(update));
+            }
+
+            let input_done = frontier.is_empty();
+            let mut closed_any = false;
+            let frontier_time = frontier.frontier().as_option().copied();
+            while let Some(cap) = held.as_mut() {
+                if windows.is_empty() {
+                    held = None;
+                    break;
+                }
+                let end_index = windows.next_close();
+                let end = end_index.saturating_mul(slide);
+                if *cap.time() < end {
+                    // A stretch without data is skipped: nothing closes before `end`
+                    // (a sample into an earlier pane takes the capability back).
+                    cap.downgrade(&end);
+                }
+                if !input_done && frontier_time.is_some_and(|time| time < end) {
+                    break;
+                }
+                // Close in the next activation, not in the step that saw the frontier
+                // reach `end`: that step also moved this worker's input forward, and
+                // timely tells the other workers at the end of the step, so closing
+                // here (and running everything downstream of the close) would keep
+                // them from closing their share of the same windows meanwhile.
+                if !input_done && deferred_end != Some(end) {
+                    deferred_end = Some(end);
+                    activator.activate();
+                    break;
+                }
+                // Windows ending at `end` are emitted at time `end` exactly, so their
+                // timestamp (and everything derived downstream) does not depend on how
+                // the input happened to be batched. The windows built ahead go out
+                // first, alone: everything downstream of them (breaches, alerts) runs
+                // before the rest of the close.
+                let at = if *cap.time() <= end { cap.delayed(&end) } else { cap.clone() };
+                let mut built = windows.begin_close(end_index);
+                if !built.is_empty() {
+                    output.session(&at).give_container(&mut built);
+                }
+                closed_any = true;
+                let next_end = end_index.saturating_add(1).saturating_mul(slide);
+                if *cap.time() < next_end {
+                    cap.downgrade(&next_end);
+                }
+                if !input_done {
+                    // The second half in the next activation, after what runs
+                    // downstream of the first.
+                    finishing = Some(at);
+                    activator.activate();
+                    break;
+                }
+                // The input is done: nothing downstream waits, so finish at once.
+                let mut session = output.session(&at);
+                windows.finish_close(|update| session.give(update));
+            }
+
+            // Not right after a close: its results (and the alerts they raise) go
+            // downstream first.
+            if closed_any {
+                catch_up_after = Some(Stopwatch::start());
+            }
+            let wait = catch_up_after
+                .as_ref()
+                .map(|closed| CATCH_UP_DELAY.saturating_sub(closed.elapsed()))
+                .filter(|left| !left.is_zero());
+            if finishing.is_some() {
+                // The catch-up comes after the close's second half.
+            } else if let Some(left) = wait {
+                if windows.catching_up() {
+                    activator.activate_after(left);
+                }
+            } else {
+                catch_up_after = None;
+                if windows.catch_up(CATCH_UP_SAMPLES_PER_ACTIVATION) {
+                    activator.activate();
                 }
             }
-        })
-    }
+        }
+    })
 }
 
 #[cfg(test)]

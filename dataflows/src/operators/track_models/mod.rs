@@ -212,10 +212,11 @@ fn correctness_key(key: &ModelKey) -> SeriesKey {
 }
 
 /// What the tracker hands on: updates, and the `model.correct` samples that the pipeline
-/// windows apart from the other series.
+/// windows apart from the other series. Updates are boxed: they are few, and samples
+/// (one per outcome) then move as 96 bytes instead of 208.
 #[derive(Debug, Clone)]
 enum Tracked {
-    Update(Update),
+    Update(Box<Update>),
     Sample(Sample),
 }
 
@@ -531,7 +532,8 @@ pub trait TrackModels<'scope> {
     /// alert lifecycle, and [`Update::UnattributedOrphans`] for expired outcomes that
     /// named no model. Beside them, when `config.correctness_series` is set, one
     /// `model.correct` [`Sample`] per ordered matched pair (at the pair's time, at a
-    /// timely time no later than it, so it is never late for a window).
+    /// timely time no later than it, so it is never late for a window), on the worker
+    /// that tracks the model (every version's samples on one worker).
     ///
     /// # Frontier behaviour
     /// Expiry of a prediction at `ts` is reported once the frontier passes the end of its
@@ -879,7 +881,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                             output.session(cap).give_iterator(
                                 updates
                                     .drain(..)
-                                    .map(Tracked::Update)
+                                    .map(|update| Tracked::Update(Box::new(update)))
                                     .chain(samples.drain(..).map(Tracked::Sample)),
                             );
                         }
@@ -907,7 +909,7 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
         });
         let updates = parts.pop().map(|updates| {
             updates.flat_map(|tracked| match tracked {
-                Tracked::Update(update) => Some(update),
+                Tracked::Update(update) => Some(*update),
                 Tracked::Sample(_) => None,
             })
         });
