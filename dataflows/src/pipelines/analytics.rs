@@ -140,10 +140,15 @@ pub fn analytics<'scope>(
     // would tie every window close to the tracker, which releases pairs only once the
     // frontier has passed them. Its windows, breaches and transitions join the others.
     // The tracker is exchanged by model id, so each series is on one worker already.
-    let model_windows = correctness.compute_windows_in_place("model_series", &config.windows);
-    let (model_windows_and_breaches, model_breach_transitions) = model_windows
-        .clone()
-        .evaluate_breaches("model_rules", &config.rules, rule_changes.clone());
+    let model_windows = config.models.correctness_series.then(|| {
+        let model_windows = correctness.compute_windows_in_place("model_series", &config.windows);
+        let (with_breaches, transitions) = model_windows.clone().evaluate_breaches(
+            "model_rules",
+            &config.rules,
+            rule_changes.clone(),
+        );
+        (model_windows, with_breaches, transitions)
+    });
     let model_transitions = models.clone().unary(Pipeline, "ModelTransitions", |_, _| {
         move |input, output| {
             input.for_each(|cap, data| {
@@ -156,22 +161,22 @@ pub fn analytics<'scope>(
             });
         }
     });
-    let mut transition_streams = vec![transitions, model_transitions, model_breach_transitions];
-    let mut outputs = vec![
-        windows_and_breaches,
-        model_windows_and_breaches,
-        sessions,
-        models.clone(),
-    ];
+    let mut transition_streams = vec![transitions, model_transitions];
+    let mut outputs = vec![windows_and_breaches, sessions, models.clone()];
+    let model_windows = model_windows.map(|(model_windows, with_breaches, transitions)| {
+        outputs.push(with_breaches);
+        transition_streams.push(transitions);
+        model_windows
+    });
     if let Some(predictions) = predictions {
         // From the windows themselves: the breach records would only be copied to the
         // forecaster to be dropped there.
-        let (forecasts, predictive) = scope.concatenate([windows, model_windows]).forecast_series(
-            "series",
-            &insights.forecast,
-            &config.rules,
-            rule_changes,
-        );
+        let windows = match model_windows {
+            Some(model_windows) => scope.concatenate([windows, model_windows]),
+            None => windows,
+        };
+        let (forecasts, predictive) =
+            windows.forecast_series("series", &insights.forecast, &config.rules, rule_changes);
         transition_streams.push(predictive);
         let recommendations = scope
             .concatenate([predictions.clone(), forecasts.clone(), models])

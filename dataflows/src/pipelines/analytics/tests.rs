@@ -690,6 +690,23 @@ fn rules_watch_model_accuracy() {
             ("m2".to_owned(), 10, 1, 0.0),
         ]
     );
+
+    // Without the series: no model.correct windows, so nothing for the rule to watch.
+    let mut config = setup.config();
+    config.models.correctness_series = false;
+    let output = run_epochs(move |events| analytics(events, &config), epochs);
+    assert!(
+        output
+            .lines
+            .iter()
+            .all(|line| !line.contains("model.correct")),
+        "{:#?}",
+        output.lines
+    );
+    assert!(
+        output.of_kind("window").len() > 4,
+        "the other series are still windowed"
+    );
 }
 
 /// One random event body: metrics (two names, optional `region`, optional session),
