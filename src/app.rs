@@ -115,6 +115,8 @@ pub struct Server {
     pub kafka: Option<Arc<std::sync::Mutex<KafkaRuntime>>>,
     dispatcher: JoinHandle<()>,
     dispatch: DispatchHandle,
+    /// Where the rate limit's counts are kept (closed last on stop).
+    rate_limits: Option<Arc<RateLimitJournal>>,
 }
 
 impl Server {
@@ -148,13 +150,17 @@ impl Server {
         // The rate limit's deferral counts are not a function of the event log (the limit
         // acts on the wall clock): they are kept in the store and continue after a restart.
         let mut dispatch_options = DispatchOptions::default();
+        let mut rate_limits = None;
         if config.store.enabled {
             let store_error = |error: megamind_connectors::store::StoreError| {
                 ServerError::Store(error.to_string())
             };
             dispatch_options.restored = RateLimitJournal::load(&store_path).map_err(store_error)?;
-            let journal = RateLimitJournal::open(&store_path).map_err(store_error)?;
-            dispatch_options.on_rate_limited = Some(Arc::new(move |counts| journal.record(counts)));
+            let journal = Arc::new(RateLimitJournal::open(&store_path).map_err(store_error)?);
+            let hook_journal = Arc::clone(&journal);
+            dispatch_options.on_rate_limited =
+                Some(Arc::new(move |counts| hook_journal.record(counts)));
+            rate_limits = Some(journal);
         }
         let (dispatch_handle, dispatcher) = run_dispatcher(
             config.alerts.routing.clone(),
@@ -439,6 +445,7 @@ impl Server {
             kafka,
             dispatcher,
             dispatch: dispatch_handle,
+            rate_limits,
         })
     }
 
@@ -462,6 +469,7 @@ impl Server {
             kafka,
             dispatcher,
             dispatch,
+            rate_limits,
             ..
         } = self;
         drop(mcp);
@@ -499,6 +507,11 @@ impl Server {
         // Groups still waiting for their group_wait are not sent on shutdown.
         drop(dispatch);
         dispatcher.abort();
+        let _ = dispatcher.await;
+        // After the dispatcher: its last counts are stored before the process exits.
+        if let Some(journal) = rate_limits {
+            let _ = tokio::task::spawn_blocking(move || journal.close()).await;
+        }
         stopped
     }
 }

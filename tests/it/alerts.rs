@@ -819,6 +819,16 @@ fn rate_limited_notifications_are_counted_on_the_alert() {
     let (_, counts) = server.get("/v1/alerts/notifications");
     let total = counts["dispatch"]["rate_limited"].as_u64().unwrap_or(0);
     assert!(total >= counted(&alert), "{counts}");
+    // The journal commits in the background: a kill loses what it has not committed yet
+    // (milliseconds' worth), so the kill waits for the commit.
+    let stored = crate::support::store_path(server.dir());
+    eventually("the counts committed", WAIT, || {
+        let counts = megamind_connectors::store::rate_limits::RateLimitJournal::load(&stored)
+            .map_err(|error| error.to_string())?;
+        (counts.total == total && counts.alerts.get(&id) == Some(&counted(&alert)))
+            .then_some(())
+            .ok_or_else(|| format!("{counts:?}"))
+    });
 
     // The counts are kept in the store: after SIGKILL and a restart (the alerts come back
     // by replay, without being notified again) they are what they were.

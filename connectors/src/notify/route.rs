@@ -614,7 +614,11 @@ impl Grouper {
                 .values()
                 .flat_map(|group| group.alerts.keys())
                 .collect();
+            let before = self.rate_limited_alerts.len();
             self.rate_limited_alerts.retain(|id, _| held.contains(id));
+            if self.rate_limited_alerts.len() != before {
+                self.rate_limited_generation += 1;
+            }
         }
         out
     }

@@ -953,6 +953,54 @@ mod grouping {
     }
 
     #[test]
+    fn counts_of_alerts_resolved_and_sent_are_dropped_beyond_max_groups_and_that_is_told() {
+        let mut config = routing();
+        config.max_groups = 1;
+        // One group for both alerts.
+        config.group_by = vec!["team".to_owned()];
+        config.group_wait = Duration::ZERO;
+        config.group_interval = Duration::ZERO;
+        config.rate_limit = Some(super::super::route::RateLimitConfig {
+            per_minute: 1,
+            burst: 1,
+        });
+        let mut grouper = Grouper::new(config, None);
+        grouper.add(
+            0,
+            &labelled("a", "api", Severity::High, AlertStatus::Firing),
+        );
+        assert_eq!(grouper.due(0).len(), 1, "the burst");
+        grouper.add(
+            0,
+            &labelled("b", "api", Severity::High, AlertStatus::Firing),
+        );
+        assert!(grouper.due(0).is_empty(), "no token");
+        assert_eq!(
+            grouper.rate_limited_alerts().len(),
+            2,
+            "both still held: kept"
+        );
+        for id in ["a", "b"] {
+            grouper.add(
+                0,
+                &labelled(id, "api", Severity::High, AlertStatus::Resolved),
+            );
+        }
+        let generation = grouper.rate_limited_generation();
+        assert_eq!(grouper.due(60_000).len(), 1);
+        assert!(
+            grouper.rate_limited_alerts().is_empty(),
+            "resolved and sent: dropped"
+        );
+        assert_ne!(
+            grouper.rate_limited_generation(),
+            generation,
+            "the change is told (so it is published and stored)"
+        );
+        assert_eq!(grouper.rate_limited, 1, "the total stays");
+    }
+
+    #[test]
     fn rate_limit_defers_notifications_and_counts_never_drops() {
         let mut config = routing();
         config.max_groups = 100;

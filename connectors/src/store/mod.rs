@@ -47,6 +47,15 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A writer thread could not be started.
+    #[error("cannot start the writer thread for {path}")]
+    Thread {
+        /// The database file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The writer thread is gone (shutdown or a previous fatal error).
     #[error("the event log writer has stopped")]
     Stopped,
@@ -149,7 +158,7 @@ impl EventLog {
         let writer = std::thread::Builder::new()
             .name("megamind-eventlog".into())
             .spawn(move || write_loop(connection, &writer_path, receiver))
-            .map_err(|source| StoreError::Directory {
+            .map_err(|source| StoreError::Thread {
                 path: path.display().to_string(),
                 source,
             })?;

@@ -8,12 +8,15 @@
 //! newest snapshot in one transaction. Snapshots handed over while the writer is busy
 //! are superseded by later ones, so a storm costs one write per disk round trip, not one
 //! per deferral. Errors leave through [`StoreError`] at open and load; a failed write is
-//! logged and retried with the next snapshot.
+//! logged and retried (with the newest snapshot) after [`RETRY_AFTER`], and once more at
+//! close. A `kill -9` loses what was handed over after the last commit (a commit takes
+//! milliseconds, so at most the deferrals of those milliseconds).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -37,6 +40,10 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS rate_limited_alerts (
          value INTEGER NOT NULL
      );";
 
+/// How long the writer waits before it tries a failed write again (sooner when newer
+/// counts come).
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// The slot between the dispatcher and the writer.
 #[derive(Default)]
 struct Slot {
@@ -59,7 +66,7 @@ impl Shared {
 pub struct RateLimitJournal {
     path: PathBuf,
     shared: Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for RateLimitJournal {
@@ -108,9 +115,17 @@ fn write(
 }
 
 fn write_loop(mut connection: Connection, path: &Path, shared: &Shared) {
+    let mut failed = false;
     loop {
         let (latest, closed) = {
             let mut slot = shared.slot();
+            if failed && !slot.closed {
+                // Newer counts or the close end the wait early.
+                slot = shared
+                    .changed
+                    .wait_timeout(slot, RETRY_AFTER)
+                    .map_or_else(|poisoned| poisoned.into_inner().0, |(slot, _)| slot);
+            }
             while slot.latest.is_none() && !slot.closed {
                 slot = shared
                     .changed
@@ -119,12 +134,20 @@ fn write_loop(mut connection: Connection, path: &Path, shared: &Shared) {
             }
             (slot.latest.take(), slot.closed)
         };
+        failed = false;
         if let Some(counts) = latest {
             if let Err(error) = write(&mut connection, path, &counts) {
-                tracing::warn!(error = %error, "rate-limit counts not stored; the next change retries");
+                if closed {
+                    tracing::error!(error = %error, "rate-limit counts lost at close: not stored");
+                    return;
+                }
+                tracing::warn!(error = %error, "rate-limit counts not stored; retrying");
+                failed = true;
+                // Tried again unless newer counts replace them meanwhile.
+                shared.slot().latest.get_or_insert(counts);
             }
         }
-        if closed {
+        if closed && !failed {
             return;
         }
     }
@@ -177,14 +200,14 @@ impl RateLimitJournal {
         let writer = std::thread::Builder::new()
             .name("megamind-ratelimits".into())
             .spawn(move || write_loop(connection, &writer_path, &writer_shared))
-            .map_err(|source| StoreError::Directory {
+            .map_err(|source| StoreError::Thread {
                 path: path.display().to_string(),
                 source,
             })?;
         Ok(RateLimitJournal {
             path: path.to_owned(),
             shared,
-            writer: Some(writer),
+            writer: Mutex::new(Some(writer)),
         })
     }
 
@@ -195,15 +218,17 @@ impl RateLimitJournal {
         self.shared.changed.notify_one();
     }
 
-    /// Writes what was handed over last and stops the writer.
-    pub fn close(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
+    /// Writes what was handed over last and stops the writer; waits for the disk.
+    /// Counts handed over afterwards are not written.
+    pub fn close(&self) {
         self.shared.slot().closed = true;
         self.shared.changed.notify_one();
-        if let Some(writer) = self.writer.take() {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
             let _ = writer.join();
         }
     }
@@ -211,7 +236,7 @@ impl RateLimitJournal {
 
 impl Drop for RateLimitJournal {
     fn drop(&mut self) {
-        self.shutdown();
+        self.close();
     }
 }
 

@@ -177,7 +177,7 @@ impl ResultsStore {
                         tracing::error!(%error, "results store writer stopped");
                     }
                 })
-                .map_err(|source| StoreError::Directory {
+                .map_err(|source| StoreError::Thread {
                     path: path.display().to_string(),
                     source,
                 })?

@@ -26,6 +26,7 @@ use super::event::{
 use super::ml::{ModelRegistration, PinBaseline};
 use super::rules::BreachRule;
 use super::silence::parse_matchers;
+use crate::operators::route_events::series_names::MODEL_CORRECT;
 
 /// The longest silence, ms: one year.
 pub const MAX_SILENCE_MS: u64 = 365 * 24 * 3600 * 1000;
@@ -734,6 +735,15 @@ impl<'de> Fields<'de> {
             }),
             "metric" => {
                 let name = id(self.required(Field::Name, v)?, Field::Name, limits)?;
+                if name == MODEL_CORRECT {
+                    // Windowed apart from metrics (see the analytics pipeline): a metric of
+                    // that name would give a second, conflicting window per key and end.
+                    return Err(DataError::field(
+                        ErrorReason::InvalidValue,
+                        "name",
+                        "model.correct is reserved: the ML tracker derives it from predictions and outcomes",
+                    ));
+                }
                 let value = number(&self.required(Field::Value, v)?, "value")?;
                 EventBody::Metric(MetricEvent {
                     name,

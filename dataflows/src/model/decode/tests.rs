@@ -239,6 +239,11 @@ fn errors_name_the_field_and_the_reason() {
             Some("name"),
         ),
         (
+            r#"{"type":"metric","name":"model.correct","value":1}"#,
+            InvalidValue,
+            Some("name"),
+        ),
+        (
             r#"{"type":"metric","name":"x","value":1e400}"#,
             NonFinite,
             Some("value"),

@@ -543,10 +543,15 @@ pub trait TrackModels<'scope> {
     /// # State
     /// Join: one compact entry per pending prediction and per orphan outcome (exchanged
     /// by prediction id), each dropped when matched or at its expiry. Tracker: one
-    /// [`ModelState`] per model version (exchanged by model id) holding counts, a latency
+    /// [`ModelState`] and the `model.correct` series key per model version (exchanged by
+    /// model id), the state holding counts, a latency
     /// histogram, and at most `max(reference_size, window_size) + window_size` matched
     /// pairs (a "pin now" copies the current window into the reference); model states
     /// live as long as the dataflow (their number is the number of model versions).
+    ///
+    /// # Panics
+    /// Only if timely's `partition` into two streams returned another number of streams
+    /// (a broken invariant of timely, not of the data).
     fn track_models(
         self,
         name: &str,

@@ -623,9 +623,9 @@ fn rules_watch_model_accuracy() {
                 outcome_of(9, "p9", "dog"),
             ],
         ),
-        // [10, 20): two of four right: fires at 20 with the accuracy as its value. The
-        // outcome of p21 comes in [20, 30) but is the only one there: too few to judge,
-        // and the alert resolves when that window closes.
+        // [10, 20): two of four right: fires at 20 with the accuracy as its value. No
+        // outcome falls in [20, 30) (p21's comes later), so the series goes idle and the
+        // alert resolves at 30.
         Epoch::new(
             10,
             vec![
