@@ -896,6 +896,7 @@ impl Config {
                     .filter_map(|rule| Some((rule.id.to_string(), rule.templates().ok()?)))
                     .collect(),
                 rule_ids: self.rules.iter().map(|rule| rule.id.to_string()).collect(),
+                correctness_series: self.ml.correctness_series,
             },
             models: megamind_dataflows::operators::TrackModelsConfig {
                 horizon: self.ml.horizon,

@@ -29,6 +29,7 @@ use crate::model::{
     AlertStatus, AlertTransition, BreachRule, CommandRejection, CompiledSilence, EscalationPolicy,
     RuleChange, RuleTemplates, Severity, Silence, Update, PENDING_CLEARED,
 };
+use crate::operators::route_events::series_names::MODEL_CORRECT;
 use crate::time::duration_ms;
 use crate::Time;
 
@@ -49,6 +50,10 @@ pub struct AlertConfig {
     /// The ids of the rules in force at start (rules created at run time are added, and
     /// deleted ones removed, by `create_rule` / `delete_rule` commands).
     pub rule_ids: BTreeSet<String>,
+    /// Whether the pipeline windows `model.correct` (set by the analytics pipeline from
+    /// `TrackModelsConfig::correctness_series`): when not, a `create_rule` over it is
+    /// refused, since it could never fire.
+    pub correctness_series: bool,
 }
 
 impl Default for AlertConfig {
@@ -59,6 +64,7 @@ impl Default for AlertConfig {
             cooldowns: BTreeMap::new(),
             templates: BTreeMap::new(),
             rule_ids: BTreeSet::new(),
+            correctness_series: true,
         }
     }
 }
@@ -142,6 +148,8 @@ pub struct AlertBook {
     templates: HashMap<String, RuleTemplates>,
     /// The rules in force, by id (every worker sees every rule change).
     rule_ids: BTreeSet<String>,
+    /// Whether `create_rule` over `model.correct` is refused (the series is off).
+    refuse_correctness_rules: bool,
     /// Silences by id (every worker holds all of them); removed when they end, so at most
     /// [`MAX_SILENCES`].
     silences: BTreeMap<String, CompiledSilence>,
@@ -210,6 +218,12 @@ impl AlertBook {
         self
     }
 
+    /// The same book refusing rules over `model.correct` unless `windowed`.
+    pub fn with_correctness_series(mut self, windowed: bool) -> Self {
+        self.refuse_correctness_rules = !windowed;
+        self
+    }
+
     /// Applies a `create_rule` or `delete_rule` command at event time `ts`: the rule's
     /// templates and cooldown follow it. (The rule's evaluation lives in
     /// `EvaluateBreaches`, which sees the same command; a deleted rule's alerts resolve
@@ -251,6 +265,11 @@ impl AlertBook {
             .as_deref()
             .and_then(|text| serde_json::from_str(text).ok())
             .ok_or_else(|| reject("the rule does not parse"))?;
+        if self.refuse_correctness_rules && rule.metric == MODEL_CORRECT {
+            return Err(reject(
+                "the rule watches model.correct, which needs ml.correctness_series = true",
+            ));
+        }
         match rule.templates() {
             Ok(templates) if templates != RuleTemplates::default() => {
                 self.templates.insert(id.clone(), templates);
@@ -949,6 +968,7 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
         let cooldowns = config.cooldowns.clone();
         let templates = config.templates.clone();
         let rule_ids = config.rule_ids.clone();
+        let correctness_series = config.correctness_series;
         let by_fingerprint =
             Exchange::new(|transition: &AlertTransition| route(&transition.fingerprint));
         // Alert commands go to the worker owning the alert; silence commands to every
@@ -972,7 +992,8 @@ impl<'scope> ManageAlerts<'scope> for StreamVec<'scope, Time, AlertTransition> {
                 let mut book = AlertBook::new(policies)
                     .with_cooldowns(&cooldowns)
                     .with_templates(&templates)
-                    .with_rules(&rule_ids);
+                    .with_rules(&rule_ids)
+                    .with_correctness_series(correctness_series);
                 // Inputs wait, by time, until the frontier passes them; then they are
                 // applied in a fixed order (transitions, then commands, each sorted), so the
                 // lifecycle does not depend on arrival order or worker count.
@@ -1434,6 +1455,7 @@ mod tests {
                     cooldowns: BTreeMap::new(),
                     templates: BTreeMap::new(),
                     rule_ids: BTreeSet::new(),
+                    correctness_series: true,
                 },
             )
         }

@@ -30,6 +30,7 @@ use timely::dataflow::operators::{Concatenate, Operator};
 use timely::dataflow::StreamVec;
 
 use crate::model::{AlertTransition, Event, Update};
+use crate::operators::route_events::series_names::MODEL_CORRECT;
 use crate::operators::score_anomalies::Scored;
 use crate::operators::{
     AlertConfig, AnomalyConfig, ComputeWindows, DetectNovelErrors, EvaluateBreaches,
@@ -110,10 +111,12 @@ pub fn analytics<'scope>(
     } else {
         routed.samples
     };
-    let rule_changes = routed
-        .commands
-        .clone()
-        .filter(|(_, command)| command.command.is_rule());
+    // Without the `model.correct` series a rule over it could never fire: the lifecycle
+    // refuses it (and says why), and the evaluators never see it.
+    let correctness_series = config.models.correctness_series;
+    let rule_changes = routed.commands.clone().filter(move |(_, command)| {
+        command.command.is_rule() && (correctness_series || !watches_correctness(command))
+    });
     let windows = samples.compute_windows("series", &config.windows);
     let (windows_and_breaches, transitions) =
         windows
@@ -184,12 +187,26 @@ pub fn analytics<'scope>(
         outputs.extend([predictions, forecasts, recommendations]);
     }
     let transitions: StreamVec<'_, Time, AlertTransition> = scope.concatenate(transition_streams);
-    let alerts = transitions.manage_alerts("alerts", routed.commands, &config.alerts);
+    let alert_config = AlertConfig {
+        correctness_series,
+        ..config.alerts.clone()
+    };
+    let alerts = transitions.manage_alerts("alerts", routed.commands, &alert_config);
     // Alert records first: the merge forwards its inputs in this order, so in the step of
     // a window close the sinks get the alerts before the close's thousands of windows.
     outputs.insert(0, alerts);
     outputs.extend(extra);
     scope.concatenate(outputs)
+}
+
+/// Whether `command` creates a rule over the `model.correct` series.
+fn watches_correctness(command: &crate::model::AlertCommand) -> bool {
+    command.command == crate::model::AlertAction::CreateRule
+        && command
+            .rule
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<crate::model::BreachRule>(text).ok())
+            .is_some_and(|rule| rule.metric == MODEL_CORRECT)
 }
 
 /// Splits the scorer's output into updates and derived `anomaly_score` samples.

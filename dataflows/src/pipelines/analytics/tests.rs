@@ -691,18 +691,47 @@ fn rules_watch_model_accuracy() {
         ]
     );
 
-    // Without the series: no model.correct windows, so nothing for the rule to watch.
+    // Without the series: no model.correct windows, so nothing for a rule to watch, and a
+    // rule over it created at run time is refused, with the reason.
     let mut config = setup.config();
     config.models.correctness_series = false;
-    let output = run_epochs(move |events| analytics(events, &config), epochs);
-    assert!(
-        output
-            .lines
-            .iter()
-            .all(|line| !line.contains("model.correct")),
-        "{:#?}",
-        output.lines
+    let mut epochs = epochs;
+    let mut create = AlertCommand {
+        alert_id: Some("late_rule".into()),
+        actor: Some("ann".into()),
+        ..AlertCommand::new(AlertAction::CreateRule)
+    };
+    create.rule = Some(
+        serde_json::to_string(&rule(
+            "late_rule",
+            "model.correct",
+            Aggregate::Mean,
+            Comparison::Below,
+            0.9,
+        ))
+        .unwrap(),
     );
+    epochs[1]
+        .data
+        .push(at(12, EventBody::AlertCommand(Box::new(create))));
+    let output = run_epochs(move |events| analytics(events, &config), epochs);
+    let rejected = output.of_kind("command_rejected");
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(
+        rejected[0]["reason"],
+        "the rule watches model.correct, which needs ml.correctness_series = true"
+    );
+    assert!(output.of_kind("rule_change").is_empty());
+    for kind in ["window", "series_idle", "breach", "alert", "alert_record"] {
+        assert!(
+            output
+                .of_kind(kind)
+                .iter()
+                .all(|value| value["key"]["name"] != "model.correct"),
+            "{kind}: {:#?}",
+            output.lines
+        );
+    }
     assert!(
         output.of_kind("window").len() > 4,
         "the other series are still windowed"
