@@ -155,8 +155,9 @@ impl Server {
             let store_error = |error: megamind_connectors::store::StoreError| {
                 ServerError::Store(error.to_string())
             };
-            dispatch_options.restored = RateLimitJournal::load(&store_path).map_err(store_error)?;
-            let journal = Arc::new(RateLimitJournal::open(&store_path).map_err(store_error)?);
+            let (journal, restored) = RateLimitJournal::open(&store_path).map_err(store_error)?;
+            let journal = Arc::new(journal);
+            dispatch_options.restored = restored;
             let hook_journal = Arc::clone(&journal);
             dispatch_options.on_rate_limited =
                 Some(Arc::new(move |counts| hook_journal.record(counts)));

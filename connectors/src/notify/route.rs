@@ -717,6 +717,17 @@ impl DispatchMetrics {
         }
     }
 
+    /// Publishes the grouper's rate-limit counts (the total and per alert) to readers.
+    fn publish_rate_limits(&self, grouper: &Grouper) {
+        self.rate_limited
+            .store(grouper.rate_limited, Ordering::Relaxed);
+        self.rate_limited_alerts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone_from(grouper.rate_limited_alerts());
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
     /// One alert with [`Self::annotate`]'s additions.
     pub fn annotated(&self, alert: AlertRecord) -> AlertRecord {
         let mut alerts = [alert];
@@ -789,9 +800,6 @@ impl Shared {
             .suppressed
             .store(grouper.suppressed, Ordering::Relaxed);
         self.metrics
-            .rate_limited
-            .store(grouper.rate_limited, Ordering::Relaxed);
-        self.metrics
             .inhibited
             .store(grouper.inhibited, Ordering::Relaxed);
         if grouper.muted_generation() != core.published_muted {
@@ -809,12 +817,7 @@ impl Shared {
         }
         if grouper.rate_limited_generation() != core.published_limited {
             core.published_limited = grouper.rate_limited_generation();
-            self.metrics
-                .rate_limited_alerts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone_from(grouper.rate_limited_alerts());
-            self.metrics.generation.fetch_add(1, Ordering::Release);
+            self.metrics.publish_rate_limits(grouper);
             if let Some(hook) = &self.on_rate_limited {
                 hook(grouper.rate_limit_counts());
             }
@@ -949,20 +952,13 @@ pub fn run_dispatcher(
 ) -> (DispatchHandle, tokio::task::JoinHandle<()>) {
     let (sender, mut receiver) = mpsc::channel::<AlertRecord>(queue.max(1));
     let mut grouper = Grouper::new(config, base_url);
-    let metrics = DispatchMetrics::default();
-    metrics
-        .rate_limited
-        .store(options.restored.total, Ordering::Relaxed);
-    metrics
-        .rate_limited_alerts
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone_from(&options.restored.alerts);
     grouper.restore(options.restored);
+    let metrics = DispatchMetrics::default();
+    metrics.publish_rate_limits(&grouper);
     let shared = Arc::new(Shared {
         core: std::sync::Mutex::new(Core {
             published_muted: 0,
-            // Published above, and already kept.
+            // Published above, and already kept: not handed to `on_rate_limited` again.
             published_limited: grouper.rate_limited_generation(),
             grouper,
         }),

@@ -153,44 +153,50 @@ fn write_loop(mut connection: Connection, path: &Path, shared: &Shared) {
     }
 }
 
+/// The counts stored in `connection`'s database (`path`, for errors).
+fn read(connection: &Connection, path: &Path) -> Result<RateLimitCounts, StoreError> {
+    let total: Option<i64> = connection
+        .query_row(
+            "SELECT value FROM rate_limit_meta WHERE name = 'total'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(sqlite(path))?;
+    let mut statement = connection
+        .prepare("SELECT alert_id, deferred FROM rate_limited_alerts")
+        .map_err(sqlite(path))?;
+    let alerts = statement
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
+        .map_err(sqlite(path))?
+        .map(|row| row.map(|(id, deferred)| (id, to_u64(deferred))))
+        .collect::<Result<BTreeMap<_, _>, _>>()
+        .map_err(sqlite(path))?;
+    Ok(RateLimitCounts {
+        total: total.map_or(0, to_u64),
+        alerts,
+    })
+}
+
 impl RateLimitJournal {
     /// The counts stored at `path` (zero when none were).
     ///
     /// # Errors
     /// The database cannot be opened or read.
     pub fn load(path: &Path) -> Result<RateLimitCounts, StoreError> {
-        let connection = connect(path, SCHEMA)?;
-        let total: Option<i64> = connection
-            .query_row(
-                "SELECT value FROM rate_limit_meta WHERE name = 'total'",
-                [],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(sqlite(path))?;
-        let mut statement = connection
-            .prepare("SELECT alert_id, deferred FROM rate_limited_alerts")
-            .map_err(sqlite(path))?;
-        let alerts = statement
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-            })
-            .map_err(sqlite(path))?
-            .map(|row| row.map(|(id, deferred)| (id, to_u64(deferred))))
-            .collect::<Result<BTreeMap<_, _>, _>>()
-            .map_err(sqlite(path))?;
-        Ok(RateLimitCounts {
-            total: total.map_or(0, to_u64),
-            alerts,
-        })
+        read(&connect(path, SCHEMA)?, path)
     }
 
-    /// Opens the journal at `path` and starts its writer.
+    /// Opens the journal at `path`, starts its writer, and returns the counts stored
+    /// there (zero when none were), to continue from.
     ///
     /// # Errors
-    /// The database cannot be opened.
-    pub fn open(path: &Path) -> Result<RateLimitJournal, StoreError> {
+    /// The database cannot be opened or read.
+    pub fn open(path: &Path) -> Result<(RateLimitJournal, RateLimitCounts), StoreError> {
         let connection = connect(path, SCHEMA)?;
+        let stored = read(&connection, path)?;
         let shared = Arc::new(Shared {
             slot: Mutex::new(Slot::default()),
             changed: Condvar::new(),
@@ -204,11 +210,12 @@ impl RateLimitJournal {
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok(RateLimitJournal {
+        let journal = RateLimitJournal {
             path: path.to_owned(),
             shared,
             writer: Mutex::new(Some(writer)),
-        })
+        };
+        Ok((journal, stored))
     }
 
     /// Hands over the latest counts; they replace any not written yet. Never waits for
@@ -252,7 +259,8 @@ mod tests {
             RateLimitJournal::load(&path).unwrap(),
             RateLimitCounts::default()
         );
-        let journal = RateLimitJournal::open(&path).unwrap();
+        let (journal, stored) = RateLimitJournal::open(&path).unwrap();
+        assert_eq!(stored, RateLimitCounts::default());
         let first = RateLimitCounts {
             total: 3,
             alerts: [("a".to_owned(), 2), ("b".to_owned(), 1)].into(),
@@ -267,7 +275,8 @@ mod tests {
         journal.close();
         assert_eq!(RateLimitJournal::load(&path).unwrap(), second);
         // A second journal on the same file starts from what is stored.
-        let journal = RateLimitJournal::open(&path).unwrap();
+        let (journal, stored) = RateLimitJournal::open(&path).unwrap();
+        assert_eq!(stored, second);
         let third = RateLimitCounts {
             total: u64::MAX,
             alerts: [("c".to_owned(), 7)].into(),
@@ -281,6 +290,40 @@ mod tests {
             "saturates at SQLite's integer range"
         );
         assert_eq!(loaded.alerts, [("c".to_owned(), 7)].into());
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_until_it_succeeds() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("store.db");
+        let (journal, _) = RateLimitJournal::open(&path).unwrap();
+        // The table goes away under the writer: its write fails.
+        let other = connect(&path, SCHEMA).unwrap();
+        other
+            .execute_batch("DROP TABLE rate_limited_alerts")
+            .unwrap();
+        let counts = RateLimitCounts {
+            total: 2,
+            alerts: [("a".to_owned(), 2)].into(),
+        };
+        journal.record(counts.clone());
+        let started = megamind_dataflows::time::Stopwatch::start();
+        let mut recreated = false;
+        loop {
+            // Not before the writer tried (and failed): its first try finds no table.
+            if !recreated && started.elapsed() > RETRY_AFTER / 2 {
+                other.execute_batch(SCHEMA).unwrap();
+                recreated = true;
+            }
+            if recreated && RateLimitJournal::load(&path).unwrap() == counts {
+                break;
+            }
+            assert!(
+                started.elapsed() < RETRY_AFTER * 10,
+                "the counts were not written again"
+            );
+        }
+        journal.close();
     }
 
     #[test]

@@ -673,7 +673,8 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                 let mut order: Vec<(u8, u128, usize)> = Vec::new();
                 let mut released: Vec<usize> = Vec::new();
                 let mut updates: Vec<Update> = Vec::new();
-                let mut samples: Vec<Sample> = Vec::new();
+                // `model.correct` samples, already wrapped: handed on as one container.
+                let mut samples: Vec<Tracked> = Vec::new();
                 let mut emit_at: Option<Capability<Time>> = None;
                 let mut unattributed_changed = false;
                 move |(input, frontier), output| {
@@ -836,11 +837,11 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                                     }
                                 };
                                 if config.correctness_series {
-                                    samples.push(Sample {
+                                    samples.push(Tracked::Sample(Sample {
                                         key: models.correctness[slot].clone(),
                                         ts: at,
                                         value: if pair.correct() { 1.0 } else { 0.0 },
-                                    });
+                                    }));
                                 }
                                 let model = &mut models.states[slot];
                                 if let Some(trigger) = model.ordered(at, pair, &config) {
@@ -883,12 +884,15 @@ impl<'scope> TrackModels<'scope> for StreamVec<'scope, Time, (Time, MlEvent)> {
                             });
                         }
                         if !updates.is_empty() || !samples.is_empty() {
-                            output.session(cap).give_iterator(
+                            let mut session = output.session(cap);
+                            session.give_iterator(
                                 updates
                                     .drain(..)
-                                    .map(|update| Tracked::Update(Box::new(update)))
-                                    .chain(samples.drain(..).map(Tracked::Sample)),
+                                    .map(|update| Tracked::Update(Box::new(update))),
                             );
+                            if !samples.is_empty() {
+                                session.give_container(&mut samples);
+                            }
                         }
                     }
                     drop(emit);
